@@ -1,0 +1,433 @@
+//! `ImageBuild`: one container image build, from source to a pushed image, with its cache
+//! choice and the story of how it ran in status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::core::Duration;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::LocalObjectReference;
+
+/// Full image reference with a registry host: `host[:port]/path[:tag]`.
+pub const IMAGE_REF_PATTERN: &str = r"^((localhost|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)(:[0-9]{1,5})?|[A-Za-z0-9-]+:[0-9]{1,5})(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)+(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$";
+/// `os/arch[/variant]`, as BuildKit's `--opt platform=` takes it.
+pub const PLATFORM_PATTERN: &str = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$";
+/// Cache keys: printable, no spaces, starting with a letter or digit.
+pub const CACHE_KEY_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$";
+
+const REL_PATH_RULE: &str = "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')";
+
+/// CEL rule: the spec (all of it but `cancel`) cannot change once the build has left `Pending`.
+/// Optional fields are compared by presence first, so adding or removing one is a change too.
+pub const SPEC_IMMUTABLE_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.status.phase) \
+|| oldSelf.status.phase == 'Pending' \
+|| (self.spec.source == oldSelf.spec.source && self.spec.output == oldSelf.spec.output \
+&& has(self.spec.dockerfile) == has(oldSelf.spec.dockerfile) && (!has(self.spec.dockerfile) || self.spec.dockerfile == oldSelf.spec.dockerfile) \
+&& has(self.spec.target) == has(oldSelf.spec.target) && (!has(self.spec.target) || self.spec.target == oldSelf.spec.target) \
+&& has(self.spec.buildArgs) == has(oldSelf.spec.buildArgs) && (!has(self.spec.buildArgs) || self.spec.buildArgs == oldSelf.spec.buildArgs) \
+&& has(self.spec.platforms) == has(oldSelf.spec.platforms) && (!has(self.spec.platforms) || self.spec.platforms == oldSelf.spec.platforms) \
+&& has(self.spec.secrets) == has(oldSelf.spec.secrets) && (!has(self.spec.secrets) || self.spec.secrets == oldSelf.spec.secrets) \
+&& has(self.spec.labels) == has(oldSelf.spec.labels) && (!has(self.spec.labels) || self.spec.labels == oldSelf.spec.labels) \
+&& has(self.spec.cache) == has(oldSelf.spec.cache) && (!has(self.spec.cache) || self.spec.cache == oldSelf.spec.cache) \
+&& has(self.spec.timeout) == has(oldSelf.spec.timeout) && (!has(self.spec.timeout) || self.spec.timeout == oldSelf.spec.timeout) \
+&& has(self.spec.resources) == has(oldSelf.spec.resources) && (!has(self.spec.resources) || self.spec.resources == oldSelf.spec.resources) \
+&& has(self.spec.nodeSelector) == has(oldSelf.spec.nodeSelector) && (!has(self.spec.nodeSelector) || self.spec.nodeSelector == oldSelf.spec.nodeSelector) \
+&& has(self.spec.tolerations) == has(oldSelf.spec.tolerations) && (!has(self.spec.tolerations) || self.spec.tolerations == oldSelf.spec.tolerations))";
+
+/// One container image build. The spec is what to build; status tells where it ran, how warm
+/// its cache was and how long each step took.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "hearth.dev",
+    version = "v1alpha1",
+    kind = "ImageBuild",
+    doc = "One container image build: what to build (spec) and how it ran (status).",
+    plural = "imagebuilds",
+    shortname = "ib",
+    category = "hearth",
+    namespaced,
+    status = "ImageBuildStatus",
+    cel,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Warmth","type":"string","jsonPath":".status.placement.warmth"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.placement.node"}"#,
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.output.image"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new(SPEC_IMMUTABLE_RULE)
+        .message("spec: immutable once the build has started (status.phase past Pending); only spec.cancel may change, create a new ImageBuild instead")
+        .field_path(".spec")
+        .reason(Reason::FieldValueForbidden),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageBuildSpec {
+    /// Where the build context comes from: exactly one of `git` or `context`.
+    pub source: SourceSpec,
+    /// Path of the Dockerfile, relative to the context root.
+    #[serde(default = "default_dockerfile")]
+    #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new(REL_PATH_RULE).message("spec.dockerfile: must be a relative path inside the context (no leading '/', no '..')"))]
+    pub dockerfile: String,
+    /// Build stage to stop at (`docker build --target`). Empty builds the last stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
+    pub target: Option<String>,
+    /// Build arguments (`--build-arg`). Never put secrets here: they end up in the image
+    /// history; use `secrets`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$') && size(self[k]) <= 4096)").message("spec.buildArgs: names must match [A-Za-z_][A-Za-z0-9_]* and values be at most 4096 characters"))]
+    pub build_args: BTreeMap<String, String>,
+    /// Target platforms, `os/arch[/variant]` (for example `linux/amd64`, `linux/arm64/v8`).
+    /// Empty builds for the node's own platform.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(regex(pattern = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"), length(max = 64)))]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("spec.platforms: entries must be unique"))]
+    pub platforms: Vec<String>,
+    /// Build secrets (`RUN --mount=type=secret,id=...`), each taken from a key of a Secret in
+    /// this namespace. They are mounted read-only into the builder, never passed in env or args.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.id == s.id))").message("spec.secrets: ids must be unique"))]
+    pub secrets: Vec<BuildSecret>,
+    /// Labels set on the image (`LABEL`-style metadata in the image config).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 256 && size(self[k]) <= 4096)").message("spec.labels: keys at most 256 and values at most 4096 characters"))]
+    pub labels: BTreeMap<String, String>,
+    /// Where the image goes.
+    pub output: OutputSpec,
+    /// Which cache the build uses and whether it may write back to it.
+    #[serde(default)]
+    pub cache: CacheSpec,
+    /// Longest the whole build may take, queueing included (Go duration, `1h` by default,
+    /// at most `24h`). A build past its timeout fails with reason `Timeout`.
+    #[serde(default = "default_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('24h')").message("spec.timeout: must be a duration greater than 0s and at most 24h, for example 45m"))]
+    pub timeout: Duration,
+    /// Compute resources of the builder (buildkitd) container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<BuildResources>,
+    /// Node labels the build's node must have, on top of Hearth's own cache placement.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the builder pod (and of the restore and snapshot jobs it needs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+    /// Set to `true` to cancel the build: its pods stop and it ends `Cancelled`. Cannot be undone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[x_kube(validation = Rule::new("self || !oldSelf").message("spec.cancel: a cancelled build cannot be resumed; create a new ImageBuild"))]
+    pub cancel: bool,
+}
+
+fn default_dockerfile() -> String {
+    "Dockerfile".to_string()
+}
+
+fn default_timeout() -> Duration {
+    Duration::from(std::time::Duration::from_secs(3600))
+}
+
+/// Where the build context comes from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.git), has(self.context)].exists_one(x, x)").message("spec.source: set exactly one of git or context"))]
+pub struct SourceSpec {
+    /// A git repository, fetched by BuildKit itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+    /// A prepared context: a tarball in a store, or a directory on a PVC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<ContextSource>,
+}
+
+/// A git repository as the build context.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSource {
+    /// Clone URL: `https://`, `http://`, `ssh://`, `git://` or `user@host:path`. Credentials
+    /// never go in the URL: use `secretRef`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^(https?|ssh|git)://[^ #]+$') || self.matches('^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^ #]+$')").message("spec.source.git.url: must be an https://, http://, ssh://, git:// or user@host:path URL without spaces or '#'"))]
+    #[x_kube(validation = Rule::new("!self.matches('^[a-z]+://[^/@]*:[^/@]*@')").message("spec.source.git.url: must not embed credentials; put them in a Secret and set secretRef"))]
+    pub url: String,
+    /// Branch, tag, full ref or commit to build. Empty means the remote's default branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._/+@-]*$"))]
+    pub revision: Option<String>,
+    /// Directory inside the repository to use as the context root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new(REL_PATH_RULE).message("spec.source.git.subPath: must be a relative path inside the repository (no leading '/', no '..')"))]
+    pub sub_path: Option<String>,
+    /// Secret with git credentials: `username`/`password` (or token) keys for HTTPS, or
+    /// `ssh-privatekey` (and optionally `known_hosts`) for SSH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalObjectReference>,
+}
+
+/// A prepared build context.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.url), has(self.pvc)].exists_one(x, x)").message("spec.source.context: set exactly one of url or pvc"))]
+pub struct ContextSource {
+    /// A tarball (optionally gzip or zstd compressed) in a store: `s3://bucket/key`,
+    /// `file:///path` or `https://...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^(s3|file|https)://[^\s]+$"))]
+    pub url: Option<String>,
+    /// A directory on a PersistentVolumeClaim in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<PvcContext>,
+}
+
+/// A directory on a PVC as the build context.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcContext {
+    /// Name of the PersistentVolumeClaim, in the build's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub claim_name: String,
+    /// Directory inside the volume; the volume root when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new(REL_PATH_RULE).message("spec.source.context.pvc.path: must be a relative path inside the volume (no leading '/', no '..')"))]
+    pub path: Option<String>,
+}
+
+/// One build secret taken from a Secret key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildSecret {
+    /// Id the Dockerfile uses: `RUN --mount=type=secret,id=<id>`.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"))]
+    pub id: String,
+    /// The Secret key holding the value.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the same namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Key inside the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// Where the built image goes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputSpec {
+    /// Full image reference with its registry host, for example
+    /// `registry.example.com/team/app:1.2.3` (`:latest` when the tag is left out).
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", IMAGE_REF_PATTERN.replace('\\', "\\\\"))).message("spec.output.image: must be a full image reference with a registry host, like registry.example.com/team/app:tag"))]
+    pub image: String,
+    /// Push the image. `false` builds only (a check that the image still builds).
+    #[serde(default = "default_true")]
+    pub push: bool,
+    /// Secret of type `kubernetes.io/dockerconfigjson` with push credentials for the registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_secret_ref: Option<LocalObjectReference>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// How a build may use its cache.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum CacheMode {
+    /// Restore and write back: the replica keeps this build's state and may be snapshotted.
+    #[default]
+    ReadWrite,
+    /// For untrusted builds (fork pull requests): may start from a cache, but runs on a
+    /// throwaway copy and never writes back to a replica or a snapshot.
+    ReadOnly,
+    /// No persistent cache: the build starts cold on an empty volume that is then discarded.
+    Disabled,
+}
+
+/// The cache a build uses.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.key) || !has(self.restoreKeys) || !(self.key in self.restoreKeys)").message("spec.cache.restoreKeys: must not repeat spec.cache.key"))]
+pub struct CacheSpec {
+    /// Cache key. When empty, Hearth derives one from the source URL, Dockerfile path and target
+    /// (reported in `status.cacheKey`). Builds with the same key share warm replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$"))]
+    pub key: Option<String>,
+    /// Ordered fallback keys (like actions/cache `restore-keys`): when `key` has no replica or
+    /// snapshot, the first of these that has one seeds the cache. At most 10.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10), inner(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$")))]
+    #[x_kube(validation = Rule::new("self.all(k, self.exists_one(j, j == k))").message("spec.cache.restoreKeys: entries must be unique"))]
+    pub restore_keys: Vec<String>,
+    /// `ReadWrite` (default), `ReadOnly` (untrusted builds: may restore, never writes back)
+    /// or `Disabled`.
+    #[serde(default)]
+    pub mode: CacheMode,
+    /// Name of a BuildCache in this namespace to use, instead of the one Hearth finds or
+    /// creates for the key. Its key must match the build's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub cache_ref: Option<String>,
+}
+
+/// Compute resources of the builder container.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildResources {
+    /// Minimum resources, by name (`cpu`, `memory`, `ephemeral-storage`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 8))]
+    pub requests: BTreeMap<String, Quantity>,
+    /// Maximum resources, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 8))]
+    pub limits: BTreeMap<String, Quantity>,
+}
+
+/// Where a build is in its life.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Accepted, not yet placed.
+    Pending,
+    /// Choosing a node and replica, or waiting for a busy replica of its key.
+    Placing,
+    /// Restoring a snapshot into a new replica.
+    Restoring,
+    /// buildkitd is building (and pushing).
+    Building,
+    /// Saving the replica's new state to the store.
+    Snapshotting,
+    /// Done; the image is pushed (when asked).
+    Succeeded,
+    /// Ended with an error; `message` and the `Succeeded` condition say why.
+    Failed,
+    /// Cancelled by `spec.cancel`.
+    Cancelled,
+}
+
+impl Phase {
+    /// True once the build can no longer change.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed | Phase::Cancelled)
+    }
+}
+
+/// How warm the cache was when the build started.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Warmth {
+    /// A replica of the key was already on the node: as fast as it gets.
+    Hot,
+    /// A snapshot (of the key or a restore key) was restored into a new replica.
+    Restored,
+    /// No cache: built from scratch.
+    Cold,
+}
+
+/// The snapshot a replica was restored from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredFrom {
+    /// Cache key the snapshot belongs to: the build's own key or one of its restore keys.
+    pub key: String,
+    /// Snapshot id in the store.
+    pub snapshot: String,
+}
+
+/// Where a build runs, and why there.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Node the builder runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// PVC of the cache replica used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// `Hot`, `Restored` or `Cold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmth: Option<Warmth>,
+    /// Where a restored cache came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<RestoredFrom>,
+    /// The planner's reason, in words (for example why the build is cold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// While waiting for a busy replica: the expected wait, as a Go duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_wait: Option<String>,
+}
+
+/// Time spent in each step, as Go durations (`1m2.5s`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Durations {
+    /// From creation to the start of the restore or build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<String>,
+    /// Restoring the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
+    /// Running buildkitd: build and push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
+    /// Saving the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+}
+
+/// What happened to the build. Written only by the controller.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageBuildStatus {
+    /// `Pending`, `Placing`, `Restoring`, `Building`, `Snapshotting`, `Succeeded`, `Failed`
+    /// or `Cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// `Placed`, `CacheReady`, `Built`, `Snapshotted` and `Succeeded`. `Succeeded` turns
+    /// `False` as soon as the build fails, so `kubectl wait` and pipelines can stop at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The cache key in use: `spec.cache.key`, or the one derived from the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
+    /// Node, replica, warmth and the planner's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+    /// Digest of the pushed image (`sha256:...`), from BuildKit's metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    /// When the controller started working on the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the build reached a terminal phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Time spent queued, restoring, building and snapshotting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durations: Option<Durations>,
+    /// How many times the build was started (a lost node retries it once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
+    /// Human-readable summary of the latest transition or failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

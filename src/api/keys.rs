@@ -1,0 +1,202 @@
+//! Cache keys and names: the key a build uses when `spec.cache.key` is empty, and the
+//! deterministic BuildCache name Hearth gives the cache of a key. Pure functions.
+
+use super::image_build::{ImageBuildSpec, SourceSpec};
+
+/// Longest cache key the API accepts.
+pub const MAX_KEY_LEN: usize = 253;
+
+/// The cache key of a build: `spec.cache.key` when set, else one derived from the source
+/// (repository or context), the Dockerfile path and the target, so that every build of the
+/// same Dockerfile in the same repository shares a cache whatever its revision.
+///
+/// `github.com/acme/shop` + `docker/api.Dockerfile` + target `prod` gives
+/// `github.com/acme/shop:docker/api.Dockerfile:prod`.
+pub fn cache_key(spec: &ImageBuildSpec) -> String {
+    if let Some(key) = &spec.cache.key {
+        return key.clone();
+    }
+    derive_cache_key(&spec.source, &spec.dockerfile, spec.target.as_deref())
+}
+
+/// The derived key of [`cache_key`], always within the API's key pattern and length.
+pub fn derive_cache_key(source: &SourceSpec, dockerfile: &str, target: Option<&str>) -> String {
+    let origin = match (&source.git, &source.context) {
+        (Some(git), _) => {
+            let repo = normalize_git_url(&git.url);
+            match git.sub_path.as_deref().map(|p| p.trim_matches('/')) {
+                Some(sub) if !sub.is_empty() && sub != "." => format!("{repo}/{sub}"),
+                _ => repo,
+            }
+        }
+        (None, Some(ctx)) => match (&ctx.url, &ctx.pvc) {
+            (Some(url), _) => strip_scheme(url).to_string(),
+            (None, Some(pvc)) => match pvc.path.as_deref().map(|p| p.trim_matches('/')) {
+                Some(path) if !path.is_empty() => format!("pvc/{}/{}", pvc.claim_name, path),
+                _ => format!("pvc/{}", pvc.claim_name),
+            },
+            (None, None) => "context".to_string(),
+        },
+        (None, None) => "source".to_string(),
+    };
+    let mut key = format!("{origin}:{}", dockerfile.trim_start_matches("./"));
+    if let Some(target) = target {
+        key.push(':');
+        key.push_str(target);
+    }
+    sanitize_key(&key)
+}
+
+/// `https://user@GitHub.com/acme/shop.git/` and `git@github.com:acme/shop.git` both become
+/// `github.com/acme/shop`.
+pub fn normalize_git_url(url: &str) -> String {
+    let rest = strip_scheme(url);
+    // Drop user info (`user@` or `user:pass@`) before the host.
+    let rest = match (rest.find('@'), rest.find('/')) {
+        (Some(at), Some(slash)) if at < slash => &rest[at + 1..],
+        (Some(at), None) => &rest[at + 1..],
+        _ => rest,
+    };
+    // scp-like `host:path` becomes `host/path` (a `host:port/` keeps its port).
+    let rest = match rest.split_once(':') {
+        Some((host, path)) if !path.starts_with(|c: char| c.is_ascii_digit()) || !path.contains('/') => {
+            format!("{host}/{path}")
+        }
+        _ => rest.to_string(),
+    };
+    let rest = rest.trim_end_matches('/');
+    let rest = rest.strip_suffix(".git").unwrap_or(rest);
+    match rest.split_once('/') {
+        Some((host, path)) => format!("{}/{}", host.to_ascii_lowercase(), path),
+        None => rest.to_ascii_lowercase(),
+    }
+}
+
+fn strip_scheme(url: &str) -> &str {
+    url.split_once("://").map(|(_, rest)| rest).unwrap_or(url)
+}
+
+/// Replaces characters the key pattern refuses with `_` and shortens an over-long key,
+/// keeping it unique with a hash suffix.
+pub fn sanitize_key(raw: &str) -> String {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._:/@+=-".contains(c);
+    let mut key: String = raw.chars().map(|c| if allowed(c) { c } else { '_' }).collect();
+    if !key.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        key.insert(0, 'k');
+    }
+    if key.len() > MAX_KEY_LEN {
+        let hash = short_hash(raw);
+        key.truncate(MAX_KEY_LEN - hash.len() - 1);
+        key.push('-');
+        key.push_str(&hash);
+    }
+    key
+}
+
+/// Name of the BuildCache Hearth creates for a key: a readable slug of the key plus a hash,
+/// a valid DNS label of at most 52 characters (room for `-rNN` replica suffixes in PVC names).
+pub fn cache_name_for_key(key: &str) -> String {
+    let mut slug = String::with_capacity(key.len());
+    for c in key.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_matches('-');
+    let mut slug: String = slug.chars().take(40).collect();
+    while slug.ends_with('-') {
+        slug.pop();
+    }
+    let hash = short_hash(key);
+    if slug.is_empty() {
+        format!("cache-{hash}")
+    } else {
+        format!("{slug}-{hash}")
+    }
+}
+
+fn short_hash(s: &str) -> String {
+    blake3::hash(s.as_bytes()).to_hex()[..10].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::image_build::{ContextSource, GitSource, PvcContext};
+
+    fn git(url: &str, sub: Option<&str>) -> SourceSpec {
+        SourceSpec {
+            git: Some(GitSource {
+                url: url.into(),
+                revision: Some("main".into()),
+                sub_path: sub.map(Into::into),
+                secret_ref: None,
+            }),
+            context: None,
+        }
+    }
+
+    #[test]
+    fn git_urls_normalize_to_host_and_path() {
+        for url in [
+            "https://github.com/acme/shop.git",
+            "https://user@GitHub.com/acme/shop/",
+            "git@github.com:acme/shop.git",
+            "ssh://git@github.com/acme/shop",
+        ] {
+            assert_eq!(normalize_git_url(url), "github.com/acme/shop", "{url}");
+        }
+        assert_eq!(normalize_git_url("ssh://git@gitea.local:2222/a/b.git"), "gitea.local:2222/a/b");
+    }
+
+    #[test]
+    fn derived_key_uses_repo_subpath_dockerfile_and_target() {
+        assert_eq!(
+            derive_cache_key(&git("https://github.com/acme/shop", None), "Dockerfile", None),
+            "github.com/acme/shop:Dockerfile"
+        );
+        assert_eq!(
+            derive_cache_key(&git("https://github.com/acme/shop", Some("svc/api/")), "./docker/Dockerfile", Some("prod")),
+            "github.com/acme/shop/svc/api:docker/Dockerfile:prod"
+        );
+        let ctx = SourceSpec {
+            git: None,
+            context: Some(ContextSource {
+                url: None,
+                pvc: Some(PvcContext { claim_name: "src".into(), path: Some("app".into()) }),
+            }),
+        };
+        assert_eq!(derive_cache_key(&ctx, "Dockerfile", None), "pvc/src/app:Dockerfile");
+    }
+
+    #[test]
+    fn keys_stay_within_pattern_and_length() {
+        let re = |s: &str| regex::Regex::new(crate::api::image_build::CACHE_KEY_PATTERN).unwrap().is_match(s);
+        let long = format!("https://example.com/{}", "a/".repeat(300));
+        let key = derive_cache_key(&git(&long, None), "Dockerfile", None);
+        assert!(key.len() <= MAX_KEY_LEN);
+        assert!(re(&key), "{key}");
+        let odd = sanitize_key("~weird key with spaces");
+        assert!(re(&odd), "{odd}");
+        // Two long keys that differ only past the cut stay distinct.
+        let a = sanitize_key(&format!("{}a", "x".repeat(300)));
+        let b = sanitize_key(&format!("{}b", "x".repeat(300)));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn cache_names_are_dns_labels_and_distinct() {
+        let a = cache_name_for_key("github.com/acme/shop:main:Dockerfile");
+        let b = cache_name_for_key("github.com/acme/shop:Main:Dockerfile");
+        assert!(a.starts_with("github-com-acme-shop-main-dockerfile-"), "{a}");
+        assert_ne!(a, b, "keys differing in case get different names");
+        for name in [a, b, cache_name_for_key("::::"), cache_name_for_key(&"z".repeat(253))] {
+            assert!(name.len() <= 52, "{name}");
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{name}");
+            assert!(!name.starts_with('-') && !name.ends_with('-'), "{name}");
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Command-line interface: one subcommand per job, each a thin wrapper over a library module.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::api::check::{self, Violation};
+
+/// Hearth keeps BuildKit caches warm on Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "hearth", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every CRD as multi-document YAML (the content of `crds/`).
+    Crds,
+    /// Check ImageBuild and BuildCache manifests offline against the CRD schemas and CEL
+    /// rules, as the API server would. Exit code 1 when any object is refused.
+    Validate {
+        /// YAML files (multi-document allowed); `-` reads standard input.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Crds => {
+            print!("{}", crate::crds::render()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { files } => validate(&files),
+    }
+}
+
+fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut refused = 0usize;
+    for file in files {
+        let text = if file.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s
+        } else {
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+        };
+        for (i, object) in parse_documents(&text).with_context(|| format!("parsing {}", file.display()))?.iter().enumerate() {
+            let name = object.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("<unnamed>");
+            let kind = object.get("kind").and_then(|v| v.as_str()).unwrap_or("<no kind>");
+            let violations: Vec<Violation> = check::check(object, None)?;
+            if violations.is_empty() {
+                println!("{}#{}: {kind}/{name}: valid", file.display(), i + 1);
+            } else {
+                refused += 1;
+                println!("{}#{}: {kind}/{name}: refused", file.display(), i + 1);
+                for v in violations {
+                    println!("  - {v}");
+                }
+            }
+        }
+    }
+    Ok(if refused == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Parses multi-document YAML into JSON values, skipping empty documents.
+pub fn parse_documents(text: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_json::Value::deserialize(doc)?;
+        if !value.is_null() {
+            out.push(value);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,10 @@
+//! Hearth: a Kubernetes operator that keeps BuildKit caches warm. Builds run in short-lived
+//! buildkitd pods on the node whose volume already holds their cache; caches are snapshotted
+//! to a store between runs so they can follow a build to any node.
+//!
+//! Modules: [`api`] (the custom resources), [`crds`] (their YAML).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod crds;

@@ -1,0 +1,16 @@
+//! The `hearth` binary: a thin clap front end over the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = hearth::cli::Cli::parse();
+    match hearth::cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
