@@ -29,6 +29,10 @@ pub enum Command {
         /// YAML files (multi-document allowed); `-` reads standard input.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Check updates: documents come in pairs, the stored object then its update, so
+        /// rules on `oldSelf` (immutable fields) apply.
+        #[arg(long)]
+        update: bool,
     },
 }
 
@@ -39,11 +43,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", crate::crds::render()?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { files } => validate(&files),
+        Command::Validate { files, update } => validate(&files, update),
     }
 }
 
-fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+fn validate(files: &[PathBuf], update: bool) -> anyhow::Result<ExitCode> {
     let mut refused = 0usize;
     for file in files {
         let text = if file.as_os_str() == "-" {
@@ -53,10 +57,31 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         } else {
             std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
         };
-        for (i, object) in parse_documents(&text).with_context(|| format!("parsing {}", file.display()))?.iter().enumerate() {
-            let name = object.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("<unnamed>");
-            let kind = object.get("kind").and_then(|v| v.as_str()).unwrap_or("<no kind>");
-            let violations: Vec<Violation> = check::check(object, None)?;
+        let documents =
+            parse_documents(&text).with_context(|| format!("parsing {}", file.display()))?;
+        if update && documents.len() % 2 != 0 {
+            anyhow::bail!(
+                "{}: --update needs documents in pairs (stored object, then update), found {}",
+                file.display(),
+                documents.len()
+            );
+        }
+        let step = if update { 2 } else { 1 };
+        for (i, pair) in documents.chunks(step).enumerate() {
+            let (old, object) = match pair {
+                [old, new] => (Some(old), new),
+                [object] => (None, object),
+                _ => unreachable!("chunks of 1 or 2"),
+            };
+            let name = object
+                .pointer("/metadata/name")
+                .and_then(|v| v.as_str())
+                .unwrap_or("<unnamed>");
+            let kind = object
+                .get("kind")
+                .and_then(|v| v.as_str())
+                .unwrap_or("<no kind>");
+            let violations: Vec<Violation> = check::check(object, old)?;
             if violations.is_empty() {
                 println!("{}#{}: {kind}/{name}: valid", file.display(), i + 1);
             } else {
@@ -68,7 +93,11 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if refused == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Parses multi-document YAML into JSON values, skipping empty documents.

@@ -35,8 +35,11 @@ const QUANTITY_BOUNDS_RULE: &str =
 pub struct BuildCacheSpec {
     /// The cache key builds use to find this cache, for example
     /// `github.com/acme/shop:main:Dockerfile`. Immutable.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$"))]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.key: immutable; create a new BuildCache for another key"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$")
+    )]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("immutable; create a new BuildCache for another key"))]
     pub key: String,
     /// Volume of each replica.
     #[serde(default)]
@@ -68,7 +71,7 @@ fn default_max_replicas() -> i32 {
 pub struct CacheStorage {
     /// Size of each replica's PVC, between 1Gi and 64Ti.
     #[serde(default = "default_size")]
-    #[x_kube(validation = Rule::new(QUANTITY_BOUNDS_RULE).message("spec.storage.size: must be a quantity between 1Gi and 64Ti, for example 50Gi"))]
+    #[x_kube(validation = Rule::new(QUANTITY_BOUNDS_RULE).message("must be a quantity between 1Gi and 64Ti, for example 50Gi"))]
     pub size: Quantity,
     /// StorageClass of the replicas; the operator's default when empty. Node-local classes
     /// (local-path, TopoLVM, OpenEBS LVM) give the fastest caches.
@@ -82,7 +85,11 @@ pub struct CacheStorage {
 
 impl Default for CacheStorage {
     fn default() -> Self {
-        CacheStorage { size: default_size(), storage_class_name: None, access_mode: VolumeAccessMode::default() }
+        CacheStorage {
+            size: default_size(),
+            storage_class_name: None,
+            access_mode: VolumeAccessMode::default(),
+        }
     }
 }
 
@@ -108,7 +115,7 @@ pub struct SnapshotPolicy {
     /// (`s3://bucket/prefix`, `file:///path`). The operator's default store when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') || self.matches('^(s3|file)://[^ ]+$')").message("spec.snapshot.store: must be a store name from the operator config or an s3:// or file:// URL"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') || self.matches('^(s3|file)://[^ ]+$')").message("must be a store name from the operator config or an s3:// or file:// URL"))]
     pub store: Option<String>,
     /// Save after every N successful ReadWrite builds (1 saves after each). 1 to 1000.
     #[serde(default = "default_every")]
@@ -117,7 +124,8 @@ pub struct SnapshotPolicy {
     /// Save at most once per this interval (Go duration); a replica about to be evicted is
     /// always saved first.
     #[serde(default = "default_min_interval")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('720h')").message("spec.snapshot.minInterval: must be a duration between 0s and 720h"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('720h')").message("must be a duration between 0s and 720h"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
     pub min_interval: Duration,
     /// Snapshots kept per key; older ones are garbage-collected. 1 to 100.
     #[serde(default = "default_retain")]
@@ -127,7 +135,12 @@ pub struct SnapshotPolicy {
 
 impl Default for SnapshotPolicy {
     fn default() -> Self {
-        SnapshotPolicy { store: None, every: default_every(), min_interval: default_min_interval(), retain: default_retain() }
+        SnapshotPolicy {
+            store: None,
+            every: default_every(),
+            min_interval: default_min_interval(),
+            retain: default_retain(),
+        }
     }
 }
 
@@ -144,20 +157,24 @@ fn default_retain() -> i32 {
 /// Garbage collection.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.keepStorage) || quantity(string(self.keepStorage)).compareTo(quantity('0')) > 0").message("spec.gc.keepStorage: must be a positive quantity, for example 40Gi"))]
+#[x_kube(validation = Rule::new("!has(self.keepStorage) || quantity(string(self.keepStorage)).compareTo(quantity('0')) > 0").message("must be a positive quantity, for example 40Gi").field_path(".keepStorage"))]
 pub struct CacheGcPolicy {
     /// buildkitd's own GC limit (`gckeepstorage`); by default 80% of `storage.size`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_storage: Option<Quantity>,
     /// A replica unused for this long may be evicted (after its state is saved). Go duration.
     #[serde(default = "default_idle_ttl")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("spec.gc.idleTtl: must be a duration of at least 1m"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("must be a duration of at least 1m"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
     pub idle_ttl: Duration,
 }
 
 impl Default for CacheGcPolicy {
     fn default() -> Self {
-        CacheGcPolicy { keep_storage: None, idle_ttl: default_idle_ttl() }
+        CacheGcPolicy {
+            keep_storage: None,
+            idle_ttl: default_idle_ttl(),
+        }
     }
 }
 

@@ -55,12 +55,21 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
 }
 
 fn crd_for(object: &Value) -> Result<(CustomResourceDefinition, &'static str), CheckError> {
-    let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     match (api_version, kind) {
         ("hearth.dev/v1alpha1", "ImageBuild") => Ok((ImageBuild::crd(), "ImageBuild")),
         ("hearth.dev/v1alpha1", "BuildCache") => Ok((BuildCache::crd(), "BuildCache")),
-        _ => Err(CheckError::UnknownKind { api_version: api_version.into(), kind: kind.into() }),
+        _ => Err(CheckError::UnknownKind {
+            api_version: api_version.into(),
+            kind: kind.into(),
+        }),
     }
 }
 
@@ -96,7 +105,11 @@ pub fn check(object: &Value, old: Option<&Value>) -> Result<Vec<Violation>, Chec
     Ok(violations)
 }
 
-fn schema_violations(kind: &'static str, schema: &Value, object: &Value) -> Result<Vec<Violation>, CheckError> {
+fn schema_violations(
+    kind: &'static str,
+    schema: &Value,
+    object: &Value,
+) -> Result<Vec<Violation>, CheckError> {
     // The API server ignores metadata beyond name/namespace here and validates it itself.
     let mut body = object.clone();
     if let Some(map) = body.as_object_mut() {
@@ -106,12 +119,18 @@ fn schema_violations(kind: &'static str, schema: &Value, object: &Value) -> Resu
     if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
         props.remove("metadata");
     }
-    let validator = jsonschema::draft4::new(&schema)
-        .map_err(|e| CheckError::BadSchema { kind, reason: e.to_string() })?;
+    let validator = jsonschema::draft4::new(&schema).map_err(|e| CheckError::BadSchema {
+        kind,
+        reason: e.to_string(),
+    })?;
     Ok(validator
         .iter_errors(&body)
         .map(|e| Violation {
-            field: e.instance_path().to_string().trim_start_matches('/').replace('/', "."),
+            field: e
+                .instance_path()
+                .to_string()
+                .trim_start_matches('/')
+                .replace('/', "."),
             message: e.to_string(),
         })
         .collect())
@@ -122,15 +141,25 @@ fn schema_violations(kind: &'static str, schema: &Value, object: &Value) -> Resu
 pub fn rule_problems(crd: &CustomResourceDefinition) -> Vec<String> {
     let schema = schema_of(crd);
     let compiled = compile_schema(&schema);
-    let mut problems: Vec<String> = compiled.compilation_errors().iter().map(|e| e.to_string()).collect();
+    let mut problems: Vec<String> = compiled
+        .compilation_errors()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
     collect_cost_warnings(&schema, &mut problems);
     problems
 }
 
 fn collect_cost_warnings(schema: &Value, out: &mut Vec<String>) {
-    if let Some(rules) = schema.get("x-kubernetes-validations").and_then(Value::as_array) {
+    if let Some(rules) = schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    {
         let compiled = compile_schema(schema);
-        for rule in rules.iter().filter_map(|r| r.get("rule").and_then(Value::as_str)) {
+        for rule in rules
+            .iter()
+            .filter_map(|r| r.get("rule").and_then(Value::as_str))
+        {
             for w in kube::core::cel::estimate_rule_cost(rule, &compiled) {
                 out.push(format!("{}: {}", w.rule, w.message));
             }
@@ -146,4 +175,31 @@ fn collect_cost_warnings(schema: &Value, out: &mut Vec<String>) {
             collect_cost_warnings(child, out);
         }
     }
+}
+
+/// The `message` of every CEL rule in a schema, depth first.
+pub fn rule_messages(node: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(rules) = node
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    {
+        out.extend(
+            rules
+                .iter()
+                .filter_map(|r| r.get("message").and_then(Value::as_str))
+                .map(String::from),
+        );
+    }
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for child in props.values() {
+            out.extend(rule_messages(child));
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(child) = node.get(key).filter(|c| c.is_object()) {
+            out.extend(rule_messages(child));
+        }
+    }
+    out
 }

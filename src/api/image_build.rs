@@ -59,7 +59,7 @@ pub const SPEC_IMMUTABLE_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.stat
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.output.image"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new(SPEC_IMMUTABLE_RULE)
-        .message("spec: immutable once the build has started (status.phase past Pending); only spec.cancel may change, create a new ImageBuild instead")
+        .message("immutable once the build has started (status.phase past Pending); only spec.cancel may change, create a new ImageBuild instead")
         .field_path(".spec")
         .reason(Reason::FieldValueForbidden),
 )]
@@ -70,34 +70,43 @@ pub struct ImageBuildSpec {
     /// Path of the Dockerfile, relative to the context root.
     #[serde(default = "default_dockerfile")]
     #[schemars(length(min = 1, max = 255))]
-    #[x_kube(validation = Rule::new(REL_PATH_RULE).message("spec.dockerfile: must be a relative path inside the context (no leading '/', no '..')"))]
+    #[x_kube(validation = Rule::new(REL_PATH_RULE).message("must be a relative path inside the context (no leading '/', no '..')"))]
     pub dockerfile: String,
     /// Build stage to stop at (`docker build --target`). Empty builds the last stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    )]
     pub target: Option<String>,
     /// Build arguments (`--build-arg`). Never put secrets here: they end up in the image
     /// history; use `secrets`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
-    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$') && size(self[k]) <= 4096)").message("spec.buildArgs: names must match [A-Za-z_][A-Za-z0-9_]* and values be at most 4096 characters"))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$') && size(self[k]) <= 4096)").message("names must match [A-Za-z_][A-Za-z0-9_]* and values be at most 4096 characters"))]
     pub build_args: BTreeMap<String, String>,
     /// Target platforms, `os/arch[/variant]` (for example `linux/amd64`, `linux/arm64/v8`).
     /// Empty builds for the node's own platform.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16), inner(regex(pattern = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"), length(max = 64)))]
-    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("spec.platforms: entries must be unique"))]
+    #[schemars(
+        length(max = 16),
+        inner(
+            regex(pattern = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"),
+            length(max = 64)
+        )
+    )]
+    #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("entries must be unique"))]
     pub platforms: Vec<String>,
     /// Build secrets (`RUN --mount=type=secret,id=...`), each taken from a key of a Secret in
     /// this namespace. They are mounted read-only into the builder, never passed in env or args.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.id == s.id))").message("spec.secrets: ids must be unique"))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.id == s.id))").message("ids must be unique"))]
     pub secrets: Vec<BuildSecret>,
     /// Labels set on the image (`LABEL`-style metadata in the image config).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
-    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 256 && size(self[k]) <= 4096)").message("spec.labels: keys at most 256 and values at most 4096 characters"))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 256 && size(self[k]) <= 4096)").message("keys at most 256 and values at most 4096 characters"))]
     pub labels: BTreeMap<String, String>,
     /// Where the image goes.
     pub output: OutputSpec,
@@ -107,7 +116,8 @@ pub struct ImageBuildSpec {
     /// Longest the whole build may take, queueing included (Go duration, `1h` by default,
     /// at most `24h`). A build past its timeout fails with reason `Timeout`.
     #[serde(default = "default_timeout")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('24h')").message("spec.timeout: must be a duration greater than 0s and at most 24h, for example 45m"))]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('24h')").message("must be a duration greater than 0s and at most 24h, for example 45m"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
     pub timeout: Duration,
     /// Compute resources of the builder (buildkitd) container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,7 +132,7 @@ pub struct ImageBuildSpec {
     pub tolerations: Vec<Toleration>,
     /// Set to `true` to cancel the build: its pods stop and it ends `Cancelled`. Cannot be undone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    #[x_kube(validation = Rule::new("self || !oldSelf").message("spec.cancel: a cancelled build cannot be resumed; create a new ImageBuild"))]
+    #[x_kube(validation = Rule::new("self || !oldSelf").message("a cancelled build cannot be resumed; create a new ImageBuild"))]
     pub cancel: bool,
 }
 
@@ -137,7 +147,7 @@ fn default_timeout() -> Duration {
 /// Where the build context comes from.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.git), has(self.context)].exists_one(x, x)").message("spec.source: set exactly one of git or context"))]
+#[x_kube(validation = Rule::new("[has(self.git), has(self.context)].exists_one(x, x)").message("set exactly one of git or context"))]
 pub struct SourceSpec {
     /// A git repository, fetched by BuildKit itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,17 +164,20 @@ pub struct GitSource {
     /// Clone URL: `https://`, `http://`, `ssh://`, `git://` or `user@host:path`. Credentials
     /// never go in the URL: use `secretRef`.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("self.matches('^(https?|ssh|git)://[^ #]+$') || self.matches('^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^ #]+$')").message("spec.source.git.url: must be an https://, http://, ssh://, git:// or user@host:path URL without spaces or '#'"))]
-    #[x_kube(validation = Rule::new("!self.matches('^[a-z]+://[^/@]*:[^/@]*@')").message("spec.source.git.url: must not embed credentials; put them in a Secret and set secretRef"))]
+    #[x_kube(validation = Rule::new("self.matches('^(https?|ssh|git)://[^ #]+$') || self.matches('^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^ #]+$')").message("must be an https://, http://, ssh://, git:// or user@host:path URL without spaces or '#'"))]
+    #[x_kube(validation = Rule::new("!self.matches('^[a-z]+://[^/@]*:[^/@]*@')").message("must not embed credentials; put them in a Secret and set secretRef"))]
     pub url: String,
     /// Branch, tag, full ref or commit to build. Empty means the remote's default branch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._/+@-]*$"))]
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._/+@-]*$")
+    )]
     pub revision: Option<String>,
     /// Directory inside the repository to use as the context root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new(REL_PATH_RULE).message("spec.source.git.subPath: must be a relative path inside the repository (no leading '/', no '..')"))]
+    #[x_kube(validation = Rule::new(REL_PATH_RULE).message("must be a relative path inside the repository (no leading '/', no '..')"))]
     pub sub_path: Option<String>,
     /// Secret with git credentials: `username`/`password` (or token) keys for HTTPS, or
     /// `ssh-privatekey` (and optionally `known_hosts`) for SSH.
@@ -175,12 +188,15 @@ pub struct GitSource {
 /// A prepared build context.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.url), has(self.pvc)].exists_one(x, x)").message("spec.source.context: set exactly one of url or pvc"))]
+#[x_kube(validation = Rule::new("[has(self.url), has(self.pvc)].exists_one(x, x)").message("set exactly one of url or pvc"))]
 pub struct ContextSource {
     /// A tarball (optionally gzip or zstd compressed) in a store: `s3://bucket/key`,
     /// `file:///path` or `https://...`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^(s3|file|https)://[^\s]+$"))]
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^(s3|file|https)://[^\s]+$")
+    )]
     pub url: Option<String>,
     /// A directory on a PersistentVolumeClaim in this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,12 +208,15 @@ pub struct ContextSource {
 #[serde(rename_all = "camelCase")]
 pub struct PvcContext {
     /// Name of the PersistentVolumeClaim, in the build's namespace.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub claim_name: String,
     /// Directory inside the volume; the volume root when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new(REL_PATH_RULE).message("spec.source.context.pvc.path: must be a relative path inside the volume (no leading '/', no '..')"))]
+    #[x_kube(validation = Rule::new(REL_PATH_RULE).message("must be a relative path inside the volume (no leading '/', no '..')"))]
     pub path: Option<String>,
 }
 
@@ -206,7 +225,10 @@ pub struct PvcContext {
 #[serde(rename_all = "camelCase")]
 pub struct BuildSecret {
     /// Id the Dockerfile uses: `RUN --mount=type=secret,id=<id>`.
-    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"))]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    )]
     pub id: String,
     /// The Secret key holding the value.
     pub secret_ref: SecretKeyRef,
@@ -217,7 +239,10 @@ pub struct BuildSecret {
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Key inside the Secret.
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
@@ -231,7 +256,7 @@ pub struct OutputSpec {
     /// Full image reference with its registry host, for example
     /// `registry.example.com/team/app:1.2.3` (`:latest` when the tag is left out).
     #[schemars(length(min = 1, max = 512))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{}')", IMAGE_REF_PATTERN.replace('\\', "\\\\"))).message("spec.output.image: must be a full image reference with a registry host, like registry.example.com/team/app:tag"))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", IMAGE_REF_PATTERN.replace('\\', "\\\\"))).message("must be a full image reference with a registry host, like registry.example.com/team/app:tag"))]
     pub image: String,
     /// Push the image. `false` builds only (a check that the image still builds).
     #[serde(default = "default_true")]
@@ -261,18 +286,27 @@ pub enum CacheMode {
 /// The cache a build uses.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.key) || !has(self.restoreKeys) || !(self.key in self.restoreKeys)").message("spec.cache.restoreKeys: must not repeat spec.cache.key"))]
+#[x_kube(validation = Rule::new("!has(self.key) || !has(self.restoreKeys) || !(self.key in self.restoreKeys)").message("must not repeat spec.cache.key").field_path(".restoreKeys"))]
 pub struct CacheSpec {
     /// Cache key. When empty, Hearth derives one from the source URL, Dockerfile path and target
     /// (reported in `status.cacheKey`). Builds with the same key share warm replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$")
+    )]
     pub key: Option<String>,
     /// Ordered fallback keys (like actions/cache `restore-keys`): when `key` has no replica or
     /// snapshot, the first of these that has one seeds the cache. At most 10.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 10), inner(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$")))]
-    #[x_kube(validation = Rule::new("self.all(k, self.exists_one(j, j == k))").message("spec.cache.restoreKeys: entries must be unique"))]
+    #[schemars(
+        length(max = 10),
+        inner(
+            length(min = 1, max = 253),
+            regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$")
+        )
+    )]
+    #[x_kube(validation = Rule::new("self.all(k, self.exists_one(j, j == k))").message("entries must be unique"))]
     pub restore_keys: Vec<String>,
     /// `ReadWrite` (default), `ReadOnly` (untrusted builds: may restore, never writes back)
     /// or `Disabled`.
@@ -281,7 +315,10 @@ pub struct CacheSpec {
     /// Name of a BuildCache in this namespace to use, instead of the one Hearth finds or
     /// creates for the key. Its key must match the build's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub cache_ref: Option<String>,
 }
 

@@ -59,7 +59,9 @@ pub fn normalize_git_url(url: &str) -> String {
     };
     // scp-like `host:path` becomes `host/path` (a `host:port/` keeps its port).
     let rest = match rest.split_once(':') {
-        Some((host, path)) if !path.starts_with(|c: char| c.is_ascii_digit()) || !path.contains('/') => {
+        Some((host, path))
+            if !path.starts_with(|c: char| c.is_ascii_digit()) || !path.contains('/') =>
+        {
             format!("{host}/{path}")
         }
         _ => rest.to_string(),
@@ -80,7 +82,10 @@ fn strip_scheme(url: &str) -> &str {
 /// keeping it unique with a hash suffix.
 pub fn sanitize_key(raw: &str) -> String {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "._:/@+=-".contains(c);
-    let mut key: String = raw.chars().map(|c| if allowed(c) { c } else { '_' }).collect();
+    let mut key: String = raw
+        .chars()
+        .map(|c| if allowed(c) { c } else { '_' })
+        .collect();
     if !key.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         key.insert(0, 'k');
     }
@@ -149,32 +154,53 @@ mod tests {
         ] {
             assert_eq!(normalize_git_url(url), "github.com/acme/shop", "{url}");
         }
-        assert_eq!(normalize_git_url("ssh://git@gitea.local:2222/a/b.git"), "gitea.local:2222/a/b");
+        assert_eq!(
+            normalize_git_url("ssh://git@gitea.local:2222/a/b.git"),
+            "gitea.local:2222/a/b"
+        );
     }
 
     #[test]
     fn derived_key_uses_repo_subpath_dockerfile_and_target() {
         assert_eq!(
-            derive_cache_key(&git("https://github.com/acme/shop", None), "Dockerfile", None),
+            derive_cache_key(
+                &git("https://github.com/acme/shop", None),
+                "Dockerfile",
+                None
+            ),
             "github.com/acme/shop:Dockerfile"
         );
         assert_eq!(
-            derive_cache_key(&git("https://github.com/acme/shop", Some("svc/api/")), "./docker/Dockerfile", Some("prod")),
+            derive_cache_key(
+                &git("https://github.com/acme/shop", Some("svc/api/")),
+                "./docker/Dockerfile",
+                Some("prod")
+            ),
             "github.com/acme/shop/svc/api:docker/Dockerfile:prod"
         );
         let ctx = SourceSpec {
             git: None,
             context: Some(ContextSource {
                 url: None,
-                pvc: Some(PvcContext { claim_name: "src".into(), path: Some("app".into()) }),
+                pvc: Some(PvcContext {
+                    claim_name: "src".into(),
+                    path: Some("app".into()),
+                }),
             }),
         };
-        assert_eq!(derive_cache_key(&ctx, "Dockerfile", None), "pvc/src/app:Dockerfile");
+        assert_eq!(
+            derive_cache_key(&ctx, "Dockerfile", None),
+            "pvc/src/app:Dockerfile"
+        );
     }
 
     #[test]
     fn keys_stay_within_pattern_and_length() {
-        let re = |s: &str| regex::Regex::new(crate::api::image_build::CACHE_KEY_PATTERN).unwrap().is_match(s);
+        let re = |s: &str| {
+            regex::Regex::new(crate::api::image_build::CACHE_KEY_PATTERN)
+                .unwrap()
+                .is_match(s)
+        };
         let long = format!("https://example.com/{}", "a/".repeat(300));
         let key = derive_cache_key(&git(&long, None), "Dockerfile", None);
         assert!(key.len() <= MAX_KEY_LEN);
@@ -191,11 +217,23 @@ mod tests {
     fn cache_names_are_dns_labels_and_distinct() {
         let a = cache_name_for_key("github.com/acme/shop:main:Dockerfile");
         let b = cache_name_for_key("github.com/acme/shop:Main:Dockerfile");
-        assert!(a.starts_with("github-com-acme-shop-main-dockerfile-"), "{a}");
+        assert!(
+            a.starts_with("github-com-acme-shop-main-dockerfile-"),
+            "{a}"
+        );
         assert_ne!(a, b, "keys differing in case get different names");
-        for name in [a, b, cache_name_for_key("::::"), cache_name_for_key(&"z".repeat(253))] {
+        for name in [
+            a,
+            b,
+            cache_name_for_key("::::"),
+            cache_name_for_key(&"z".repeat(253)),
+        ] {
             assert!(name.len() <= 52, "{name}");
-            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
             assert!(!name.starts_with('-') && !name.ends_with('-'), "{name}");
         }
     }

@@ -1,0 +1,119 @@
+//! The rules accept what they should: updates that are allowed, every image reference form
+//! users write, and defaults filled in the way the API server fills them.
+
+use hearth::api::check::check;
+use hearth::api::{CacheMode, ImageBuild};
+use serde_json::{json, Value};
+
+fn build(spec: Value, status: Option<Value>) -> Value {
+    let mut obj = json!({
+        "apiVersion": "hearth.dev/v1alpha1",
+        "kind": "ImageBuild",
+        "metadata": {"name": "b", "namespace": "shop"},
+        "spec": spec,
+    });
+    if let Some(status) = status {
+        obj["status"] = status;
+    }
+    obj
+}
+
+fn spec_with_image(image: &str) -> Value {
+    json!({"source": {"git": {"url": "https://github.com/acme/shop"}}, "output": {"image": image}})
+}
+
+fn violations(obj: &Value, old: Option<&Value>) -> Vec<String> {
+    check(obj, old)
+        .expect("known kind")
+        .into_iter()
+        .map(|v| v.to_string())
+        .collect()
+}
+
+#[test]
+fn image_references_users_write_are_accepted() {
+    for image in [
+        "registry.example.com/shop/api:main",
+        "ghcr.io/acme/shop",
+        "localhost:5000/app:dev",
+        "registry:5000/team/app:v1.2.3",
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api:sha-3f2c1e9",
+        "quay.io/acme/my_app__x/a-b--c:latest",
+    ] {
+        let v = violations(&build(spec_with_image(image), None), None);
+        assert!(v.is_empty(), "{image}: {v:?}");
+    }
+    for image in [
+        "api",
+        "shop/api:latest",
+        "registry.example.com/",
+        "registry.example.com/a:tag with space",
+    ] {
+        let v = violations(&build(spec_with_image(image), None), None);
+        assert!(
+            v.iter().any(|m| m.starts_with("spec.output.image")),
+            "{image} should be refused: {v:?}"
+        );
+    }
+}
+
+#[test]
+fn spec_may_change_while_pending_and_cancel_may_be_set_any_time() {
+    let old_spec = spec_with_image("registry.example.com/shop/api:1");
+    let new_spec = spec_with_image("registry.example.com/shop/api:2");
+    // No status yet, or Pending: any change is fine.
+    for status in [None, Some(json!({"phase": "Pending"}))] {
+        let old = build(old_spec.clone(), status.clone());
+        let new = build(new_spec.clone(), status);
+        assert!(violations(&new, Some(&old)).is_empty());
+    }
+    // Building: only cancel may change.
+    let building = Some(json!({"phase": "Building"}));
+    let old = build(old_spec.clone(), building.clone());
+    let mut cancelled = old_spec.clone();
+    cancelled["cancel"] = json!(true);
+    assert!(violations(&build(cancelled, building.clone()), Some(&old)).is_empty());
+    let v = violations(&build(new_spec, building.clone()), Some(&old));
+    assert!(
+        v.iter()
+            .any(|m| m.starts_with("spec: immutable once the build has started")),
+        "{v:?}"
+    );
+    // Adding an optional field is a change too.
+    let mut with_target = old_spec.clone();
+    with_target["target"] = json!("prod");
+    let v = violations(&build(with_target, building.clone()), Some(&old));
+    assert!(v.iter().any(|m| m.starts_with("spec: immutable")), "{v:?}");
+    // Status-only updates (the controller's) pass.
+    let done = build(old_spec, Some(json!({"phase": "Succeeded"})));
+    assert!(violations(&done, Some(&old)).is_empty());
+}
+
+#[test]
+fn defaults_are_filled_as_the_api_server_would() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/samples/imagebuild-minimal.yaml"
+    ))
+    .expect("minimal sample");
+    let doc = hearth::cli::parse_documents(&text).expect("yaml").remove(0);
+    let ib: ImageBuild = serde_json::from_value(doc).expect("deserialize");
+    assert_eq!(ib.spec.dockerfile, "Dockerfile");
+    assert_eq!(ib.spec.cache.mode, CacheMode::ReadWrite);
+    assert!(ib.spec.output.push);
+    assert_eq!(
+        std::time::Duration::from(ib.spec.timeout),
+        std::time::Duration::from_secs(3600)
+    );
+    assert_eq!(
+        hearth::api::keys::cache_key(&ib.spec),
+        "github.com/acme/shop:Dockerfile"
+    );
+}
+
+#[test]
+fn unknown_kinds_are_named() {
+    let err =
+        check(&json!({"apiVersion": "v1", "kind": "Pod"}), None).expect_err("not a Hearth kind");
+    assert!(err.to_string().contains("v1/Pod"), "{err}");
+}
