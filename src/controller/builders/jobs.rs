@@ -1,0 +1,366 @@
+//! The restore and save Jobs (`hearth snapshot restore|save`) that run on a replica's node with
+//! its PVC, and the restore init container of throwaway (ReadOnly) builds. They run as root with
+//! just the capabilities needed to read every file of a rootless buildkitd's state dir and to
+//! recreate numeric owners, device nodes (overlay whiteouts) and file capabilities.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvFromSource, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec,
+    PodTemplateSpec, SeccompProfile, SecretEnvSource, SecurityContext, Toleration, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use super::{affinity, labels, Pin};
+use crate::controller::config::OperatorConfig;
+
+/// Where a replica PVC is mounted in every Hearth pod.
+pub const CACHE_MOUNT: &str = "/cache";
+/// buildkitd's state dir inside the replica (a subdirectory, so the volume root can hold
+/// `lost+found` and Hearth's temporary restore dirs).
+pub const STATE_DIR: &str = "/cache/buildkit";
+/// Where a `file://` store's claim is mounted, when the store is a path.
+const CAPABILITIES: [&str; 6] = [
+    "DAC_READ_SEARCH",
+    "CHOWN",
+    "FOWNER",
+    "FSETID",
+    "MKNOD",
+    "SETFCAP",
+];
+
+/// What a snapshot pod does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotOp {
+    /// `hearth snapshot restore <id> <state dir>`.
+    Restore {
+        /// Snapshot id (never `latest`: the planner chose one).
+        snapshot: String,
+    },
+    /// `hearth snapshot save <state dir>`.
+    Save,
+}
+
+/// Everything a restore or save needs besides the operator config.
+#[derive(Clone, Debug)]
+pub struct SnapshotJobInputs {
+    /// Namespace (tenant) of the cache; also its prefix in the store.
+    pub namespace: String,
+    /// Name of the BuildCache whose snapshots these are.
+    pub cache: String,
+    /// The ImageBuild this job works for.
+    pub build: String,
+    /// Build attempt (part of the job name).
+    pub attempt: i32,
+    /// The replica PVC.
+    pub pvc: String,
+    /// Node (or zone) of the replica.
+    pub pin: Pin,
+    /// Tolerations of the build, added to the operator's.
+    pub tolerations: Vec<Toleration>,
+    /// Longest the job may run.
+    pub deadline_seconds: i64,
+    /// The ImageBuild, as owner.
+    pub owner: OwnerReference,
+}
+
+/// The container running `hearth snapshot ...` on `dir`, with the store settings in its env
+/// and credentials from the namespace's store Secret (never in args).
+pub fn snapshot_container(
+    op: &SnapshotOp,
+    dir: &str,
+    namespace: &str,
+    cache: &str,
+    config: &OperatorConfig,
+) -> Container {
+    let s = &config.snapshot;
+    let mut args = vec!["snapshot".to_string()];
+    match op {
+        SnapshotOp::Restore { snapshot } => {
+            args.extend(["restore".into(), snapshot.clone(), dir.to_string()])
+        }
+        SnapshotOp::Save => args.extend(["save".into(), dir.to_string()]),
+    }
+    args.push("--json".into());
+    let mut env = vec![
+        env_var("HEARTH_STORE", &s.store),
+        env_var("HEARTH_NAMESPACE", namespace),
+        env_var("HEARTH_CACHE", cache),
+        env_var("HEARTH_LOG_FORMAT", "json"),
+    ];
+    if s.store.starts_with("s3://") {
+        env.push(env_var("AWS_REGION", &s.s3.region));
+        if !s.s3.endpoint.is_empty() {
+            env.push(env_var("AWS_ENDPOINT_URL_S3", &s.s3.endpoint));
+        }
+        if s.s3.path_style {
+            env.push(env_var("AWS_S3_FORCE_PATH_STYLE", "true"));
+        }
+    }
+    let mut mounts = vec![VolumeMount {
+        name: "cache".into(),
+        mount_path: CACHE_MOUNT.into(),
+        ..Default::default()
+    }];
+    if let Some(path) = s.store.strip_prefix("file://") {
+        mounts.push(VolumeMount {
+            name: "store".into(),
+            mount_path: path.to_string(),
+            ..Default::default()
+        });
+    }
+    Container {
+        name: match op {
+            SnapshotOp::Restore { .. } => "restore".into(),
+            SnapshotOp::Save => "save".into(),
+        },
+        image: Some(config.builder.hearth_image.clone()),
+        image_pull_policy: Some(config.builder.image_pull_policy.clone()),
+        command: Some(vec!["hearth".into()]),
+        args: Some(args),
+        env: Some(env),
+        env_from: (!s.credentials_secret.is_empty()).then(|| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: s.credentials_secret.clone(),
+                    optional: Some(true),
+                }),
+                ..Default::default()
+            }]
+        }),
+        volume_mounts: Some(mounts),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(0),
+            run_as_group: Some(0),
+            run_as_non_root: Some(false),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The `store` volume of a `file://` store (the namespace's RWX claim), if any.
+pub fn store_volume(config: &OperatorConfig) -> Option<Volume> {
+    config
+        .snapshot
+        .store
+        .starts_with("file://")
+        .then(|| Volume {
+            name: "store".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: config.snapshot.file_store_claim.clone(),
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        })
+}
+
+/// A restore or save Job on the replica's node with its PVC.
+pub fn snapshot_job(op: &SnapshotOp, inputs: &SnapshotJobInputs, config: &OperatorConfig) -> Job {
+    let role = match op {
+        SnapshotOp::Restore { .. } => "restore",
+        SnapshotOp::Save => "save",
+    };
+    let labels = labels::for_build(&inputs.build, Some(&inputs.cache), role);
+    let mut volumes = vec![Volume {
+        name: "cache".into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: inputs.pvc.clone(),
+            read_only: Some(false),
+        }),
+        ..Default::default()
+    }];
+    volumes.extend(store_volume(config));
+    let mut tolerations = config.builder.tolerations.clone();
+    tolerations.extend(inputs.tolerations.iter().cloned());
+    Job {
+        metadata: ObjectMeta {
+            name: Some(labels::child_name(&inputs.build, role, inputs.attempt)),
+            namespace: Some(inputs.namespace.clone()),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![inputs.owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            active_deadline_seconds: Some(inputs.deadline_seconds.max(60)),
+            ttl_seconds_after_finished: Some(86_400),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    affinity: affinity(&inputs.pin),
+                    node_selector: non_empty(config.builder.node_selector.clone()),
+                    tolerations: (!tolerations.is_empty()).then_some(tolerations),
+                    containers: vec![snapshot_container(
+                        op,
+                        STATE_DIR,
+                        &inputs.namespace,
+                        &inputs.cache,
+                        config,
+                    )],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.to_string()),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn non_empty(map: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!map.is_empty()).then_some(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> SnapshotJobInputs {
+        SnapshotJobInputs {
+            namespace: "shop".into(),
+            cache: "shop-main".into(),
+            build: "api-42".into(),
+            attempt: 1,
+            pvc: "shop-main-r0".into(),
+            pin: Pin::Node("node-3".into()),
+            tolerations: vec![],
+            deadline_seconds: 1800,
+            owner: OwnerReference {
+                api_version: "hearth.dev/v1alpha1".into(),
+                kind: "ImageBuild".into(),
+                name: "api-42".into(),
+                uid: "u".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+        }
+    }
+
+    fn s3_config() -> OperatorConfig {
+        let mut c = OperatorConfig::default();
+        c.snapshot.store = "s3://caches/prod".into();
+        c.snapshot.s3.endpoint = "http://minio.minio:9000".into();
+        c.snapshot.s3.path_style = true;
+        c
+    }
+
+    #[test]
+    fn restore_job_runs_on_the_replica_node_with_its_pvc() {
+        let job = snapshot_job(
+            &SnapshotOp::Restore {
+                snapshot: "s-1".into(),
+            },
+            &inputs(),
+            &s3_config(),
+        );
+        assert_eq!(job.metadata.name.as_deref(), Some("api-42-restore-1"));
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let terms = &pod
+            .affinity
+            .as_ref()
+            .unwrap()
+            .node_affinity
+            .as_ref()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()
+            .node_selector_terms;
+        let req = &terms[0].match_expressions.as_ref().unwrap()[0];
+        assert_eq!(
+            (req.key.as_str(), req.values.as_ref().unwrap()[0].as_str()),
+            ("kubernetes.io/hostname", "node-3")
+        );
+        assert!(pod.node_name.is_none(), "never bypass the scheduler");
+        let c = &pod.containers[0];
+        assert_eq!(
+            c.args.as_ref().unwrap(),
+            &["snapshot", "restore", "s-1", STATE_DIR, "--json"]
+        );
+        let env: BTreeMap<_, _> = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.clone().unwrap()))
+            .collect();
+        assert_eq!(env["HEARTH_NAMESPACE"], "shop");
+        assert_eq!(env["HEARTH_CACHE"], "shop-main");
+        assert_eq!(env["AWS_ENDPOINT_URL_S3"], "http://minio.minio:9000");
+        assert_eq!(env["AWS_S3_FORCE_PATH_STYLE"], "true");
+        assert_eq!(
+            pod.volumes.as_ref().unwrap()[0]
+                .persistent_volume_claim
+                .as_ref()
+                .unwrap()
+                .claim_name,
+            "shop-main-r0"
+        );
+    }
+
+    #[test]
+    fn credentials_come_from_the_namespace_secret_never_args() {
+        let job = snapshot_job(&SnapshotOp::Save, &inputs(), &s3_config());
+        let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
+        assert_eq!(
+            c.env_from.as_ref().unwrap()[0]
+                .secret_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "hearth-store"
+        );
+        let all: String = c.args.as_ref().unwrap().join(" ") + &format!("{:?}", c.env);
+        assert!(!all.contains("SECRET"), "{all}");
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
+            &["ALL"]
+        );
+    }
+
+    #[test]
+    fn file_store_mounts_the_namespace_claim_at_the_store_path() {
+        let mut c = OperatorConfig::default();
+        c.snapshot.store = "file:///srv/hearth".into();
+        c.snapshot.file_store_claim = "hearth-store".into();
+        let job = snapshot_job(&SnapshotOp::Save, &inputs(), &c);
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        assert!(mounts
+            .iter()
+            .any(|m| m.name == "store" && m.mount_path == "/srv/hearth"));
+        assert!(pod.volumes.unwrap().iter().any(|v| v
+            .persistent_volume_claim
+            .as_ref()
+            .is_some_and(|p| p.claim_name == "hearth-store")));
+    }
+}

@@ -1,0 +1,85 @@
+//! Label and annotation names Hearth puts on what it creates, and object names derived from
+//! their owners (deterministic, so a restarted controller finds what it made).
+
+use std::collections::BTreeMap;
+
+/// Marks every object the controller creates.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY`].
+pub const MANAGER: &str = "hearth";
+/// The ImageBuild a pod or job works for.
+pub const BUILD: &str = "hearth.dev/build";
+/// The BuildCache a PVC or job belongs to.
+pub const CACHE: &str = "hearth.dev/cache";
+/// What a pod or job does: `build`, `restore` or `save`.
+pub const ROLE: &str = "hearth.dev/role";
+/// Node annotation overriding the per-node cache budget (a quantity, e.g. `500Gi`).
+pub const NODE_BUDGET_ANNOTATION: &str = "hearth.dev/cache-budget";
+/// Field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "hearth-controller";
+
+/// Labels of an object working for `build` (and `cache`, when it has one).
+pub fn for_build(build: &str, cache: Option<&str>, role: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    labels.insert(MANAGED_BY.to_string(), MANAGER.to_string());
+    labels.insert(BUILD.to_string(), truncate_label(build));
+    labels.insert(ROLE.to_string(), role.to_string());
+    if let Some(cache) = cache {
+        labels.insert(CACHE.to_string(), truncate_label(cache));
+    }
+    labels
+}
+
+/// Label values are at most 63 characters.
+fn truncate_label(value: &str) -> String {
+    value
+        .chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches(['-', '.', '_'])
+        .to_string()
+}
+
+/// Name of a child object: `<owner>-<role>-<attempt>`, shortened with a hash when the owner's
+/// name is long (pod names must be DNS labels of at most 63 characters).
+pub fn child_name(owner: &str, role: &str, attempt: i32) -> String {
+    let suffix = format!("-{role}-{attempt}");
+    if owner.len() + suffix.len() <= 63 {
+        return format!("{owner}{suffix}");
+    }
+    let hash = &blake3::hash(owner.as_bytes()).to_hex()[..8];
+    let keep = 63 - suffix.len() - hash.len() - 1;
+    let head = owner[..keep].trim_end_matches(['-', '.']);
+    format!("{head}-{hash}{suffix}")
+}
+
+/// Name of replica `n` of a BuildCache.
+pub fn replica_pvc_name(cache: &str, n: u32) -> String {
+    format!("{cache}-r{n}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_names_fit_dns_labels_and_stay_distinct() {
+        assert_eq!(child_name("shop-api", "build", 1), "shop-api-build-1");
+        let long_a = format!("{}a", "x".repeat(70));
+        let long_b = format!("{}b", "x".repeat(70));
+        let (a, b) = (
+            child_name(&long_a, "restore", 2),
+            child_name(&long_b, "restore", 2),
+        );
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(a.ends_with("-restore-2"));
+    }
+
+    #[test]
+    fn labels_are_bounded() {
+        let labels = for_build(&"b".repeat(100), Some("c"), "build");
+        assert_eq!(labels[BUILD].len(), 63);
+        assert_eq!(labels[MANAGED_BY], "hearth");
+    }
+}

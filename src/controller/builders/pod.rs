@@ -1,0 +1,461 @@
+//! The builder Pod: rootless buildkitd and buildctl in one container (BuildKit's daemonless
+//! script), the cache replica at buildkitd's state dir, pinned to the replica's node. BuildKit
+//! fetches git sources itself; build secrets, git and registry credentials are mounted
+//! read-only from Secrets, never put in env or args. buildctl's metadata file (with the image
+//! digest) becomes the container's termination message.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    AppArmorProfile, Container, EmptyDirVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource,
+    Pod, PodSecurityContext, PodSpec, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretProjection, SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use super::jobs::{
+    env_var, non_empty, snapshot_container, store_volume, SnapshotOp, CACHE_MOUNT, STATE_DIR,
+};
+use super::{affinity, labels, Pin};
+use crate::api::ImageBuild;
+use crate::controller::config::OperatorConfig;
+
+/// Where buildctl writes its metadata (image digest) before it is copied to the termination log.
+pub const METADATA_FILE: &str = "/tmp/hearth/metadata.json";
+const SECRETS_DIR: &str = "/run/hearth/secrets";
+const GIT_DIR: &str = "/run/hearth/git";
+const DOCKER_CONFIG_DIR: &str = "/run/hearth/docker";
+const WORKSPACE: &str = "/workspace";
+/// The fixed script of the builder container. User values reach buildctl only as separate
+/// arguments (`"$@"`), never through the shell.
+const BUILD_SCRIPT: &str =
+    "set -eu\nbuildctl-daemonless.sh \"$@\"\nhead -c 4000 /tmp/hearth/metadata.json > /dev/termination-log\n";
+
+/// The cache volume of a build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateVolume {
+    /// A replica PVC (ReadWrite builds): the build's state stays on it.
+    Replica(String),
+    /// A throwaway emptyDir (ReadOnly and Disabled builds), optionally seeded from a snapshot
+    /// by an init container: nothing the build writes survives it.
+    Throwaway {
+        /// Snapshot to restore first: `(cache name, snapshot id)`.
+        seed: Option<(String, String)>,
+    },
+}
+
+/// Everything the builder pod needs besides the ImageBuild and the config.
+#[derive(Clone, Debug)]
+pub struct BuilderInputs {
+    /// Build attempt (part of the pod name).
+    pub attempt: i32,
+    /// The cache volume.
+    pub state: StateVolume,
+    /// Node or zone to run on.
+    pub pin: Pin,
+    /// buildkitd's own GC limit, in bytes (from the BuildCache).
+    pub gc_keep_bytes: Option<u64>,
+    /// What is left of the build's timeout.
+    pub deadline_seconds: i64,
+    /// The ImageBuild, as owner.
+    pub owner: OwnerReference,
+}
+
+/// Sources the builder cannot take (yet), with the field to blame.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BuilderError {
+    /// A context URL scheme BuildKit cannot fetch by itself.
+    #[error("spec.source.context.url: {0} contexts are not supported yet; use an https:// tarball, a git source or a PVC")]
+    UnsupportedContext(String),
+    /// Neither git nor context (the CRD's CEL rule forbids it; kept for objects that predate it).
+    #[error("spec.source: set exactly one of git or context")]
+    NoSource,
+}
+
+/// buildctl arguments for the build (after `buildctl-daemonless.sh`).
+pub fn buildctl_args(build: &ImageBuild) -> Result<Vec<String>, BuilderError> {
+    let spec = &build.spec;
+    let mut opts: Vec<(String, String)> = Vec::new();
+    let mut locals: Vec<String> = Vec::new();
+    match (&spec.source.git, &spec.source.context) {
+        (Some(git), _) => {
+            let mut context = git.url.clone();
+            if git.revision.is_some() || git.sub_path.is_some() {
+                context.push('#');
+                context.push_str(git.revision.as_deref().unwrap_or(""));
+                if let Some(sub) = &git.sub_path {
+                    context.push(':');
+                    context.push_str(sub);
+                }
+            }
+            opts.push(("context".into(), context));
+        }
+        (None, Some(ctx)) => match (&ctx.url, &ctx.pvc) {
+            (Some(url), _) if url.starts_with("https://") => {
+                opts.push(("context".into(), url.clone()))
+            }
+            (Some(url), _) => {
+                let scheme = url.split("://").next().unwrap_or("unknown");
+                return Err(BuilderError::UnsupportedContext(format!("{scheme}://")));
+            }
+            (None, Some(pvc)) => {
+                let dir = match pvc.path.as_deref() {
+                    Some(p) => format!("{WORKSPACE}/{}", p.trim_matches('/')),
+                    None => WORKSPACE.to_string(),
+                };
+                locals.push(format!("context={dir}"));
+                locals.push(format!("dockerfile={dir}"));
+            }
+            (None, None) => return Err(BuilderError::NoSource),
+        },
+        (None, None) => return Err(BuilderError::NoSource),
+    }
+    opts.push(("filename".into(), spec.dockerfile.clone()));
+    if let Some(target) = &spec.target {
+        opts.push(("target".into(), target.clone()));
+    }
+    opts.extend(
+        spec.build_args
+            .iter()
+            .map(|(k, v)| (format!("build-arg:{k}"), v.clone())),
+    );
+    opts.extend(
+        spec.labels
+            .iter()
+            .map(|(k, v)| (format!("label:{k}"), v.clone())),
+    );
+    if !spec.platforms.is_empty() {
+        opts.push(("platform".into(), spec.platforms.join(",")));
+    }
+
+    let mut args: Vec<String> = [
+        "build",
+        "--frontend",
+        "dockerfile.v0",
+        "--progress",
+        "plain",
+    ]
+    .map(String::from)
+    .to_vec();
+    for local in locals {
+        args.extend(["--local".to_string(), local]);
+    }
+    for (k, v) in opts {
+        args.extend(["--opt".to_string(), format!("{k}={v}")]);
+    }
+    for secret in &spec.secrets {
+        args.extend([
+            "--secret".to_string(),
+            format!("id={},src={SECRETS_DIR}/{}", secret.id, secret.id),
+        ]);
+    }
+    if let Some(git) = spec.source.git.as_ref().filter(|g| g.secret_ref.is_some()) {
+        if is_ssh(&git.url) {
+            args.extend([
+                "--ssh".to_string(),
+                format!("default={GIT_DIR}/ssh-privatekey"),
+            ]);
+        } else {
+            args.extend([
+                "--secret".to_string(),
+                format!("id=GIT_AUTH_TOKEN,src={GIT_DIR}/token"),
+            ]);
+        }
+    }
+    args.extend([
+        "--output".to_string(),
+        format!(
+            "type=image,name={},push={}",
+            spec.output.image, spec.output.push
+        ),
+        "--metadata-file".to_string(),
+        METADATA_FILE.to_string(),
+    ]);
+    Ok(args)
+}
+
+fn is_ssh(url: &str) -> bool {
+    url.starts_with("ssh://") || (!url.contains("://") && url.contains('@'))
+}
+
+/// buildkitd flags: rootless without a process sandbox, state on the replica, GC bounded.
+pub fn buildkitd_flags(gc_keep_bytes: Option<u64>) -> String {
+    let mut flags = format!("--oci-worker-no-process-sandbox --root {STATE_DIR}");
+    if let Some(bytes) = gc_keep_bytes {
+        flags.push_str(&format!(
+            " --oci-worker-gc --oci-worker-gc-keepstorage={}",
+            (bytes / 1_000_000).max(1)
+        ));
+    }
+    flags
+}
+
+/// The builder Pod of one attempt of `build`.
+pub fn builder_pod(
+    build: &ImageBuild,
+    inputs: &BuilderInputs,
+    config: &OperatorConfig,
+) -> Result<Pod, BuilderError> {
+    let name = build.metadata.name.clone().unwrap_or_default();
+    let namespace = build.metadata.namespace.clone().unwrap_or_default();
+    let spec = &build.spec;
+    let mut args = vec![
+        "-c".to_string(),
+        BUILD_SCRIPT.to_string(),
+        "hearth-build".to_string(),
+    ];
+    args.extend(buildctl_args(build)?);
+
+    let mut volumes = vec![
+        match &inputs.state {
+            StateVolume::Replica(pvc) => Volume {
+                name: "cache".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: pvc.clone(),
+                    read_only: Some(false),
+                }),
+                ..Default::default()
+            },
+            StateVolume::Throwaway { .. } => Volume {
+                name: "cache".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            },
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "cache".into(),
+            mount_path: CACHE_MOUNT.into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp/hearth".into(),
+            ..Default::default()
+        },
+    ];
+    let mut env = vec![env_var(
+        "BUILDKITD_FLAGS",
+        &buildkitd_flags(inputs.gc_keep_bytes),
+    )];
+
+    if !spec.secrets.is_empty() {
+        let sources = spec
+            .secrets
+            .iter()
+            .map(|s| VolumeProjection {
+                secret: Some(SecretProjection {
+                    name: s.secret_ref.name.clone(),
+                    items: Some(vec![KeyToPath {
+                        key: s.secret_ref.key.clone(),
+                        path: s.id.clone(),
+                        mode: Some(0o400),
+                    }]),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        volumes.push(Volume {
+            name: "build-secrets".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(sources),
+                default_mode: Some(0o400),
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "build-secrets".into(),
+            mount_path: SECRETS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if let Some(secret) = spec.source.git.as_ref().and_then(|g| g.secret_ref.as_ref()) {
+        volumes.push(secret_volume("git-credentials", &secret.name, None));
+        mounts.push(VolumeMount {
+            name: "git-credentials".into(),
+            mount_path: GIT_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if let Some(secret) = &spec.output.push_secret_ref {
+        volumes.push(secret_volume(
+            "registry-credentials",
+            &secret.name,
+            Some((".dockerconfigjson", "config.json")),
+        ));
+        mounts.push(VolumeMount {
+            name: "registry-credentials".into(),
+            mount_path: DOCKER_CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        env.push(env_var("DOCKER_CONFIG", DOCKER_CONFIG_DIR));
+    }
+    if let Some(pvc) = spec.source.context.as_ref().and_then(|c| c.pvc.as_ref()) {
+        volumes.push(Volume {
+            name: "workspace".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: pvc.claim_name.clone(),
+                read_only: Some(true),
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "workspace".into(),
+            mount_path: WORKSPACE.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
+    let init_containers = match &inputs.state {
+        StateVolume::Throwaway {
+            seed: Some((cache, snapshot)),
+        } => {
+            volumes.extend(store_volume(config));
+            Some(vec![snapshot_container(
+                &SnapshotOp::Restore {
+                    snapshot: snapshot.clone(),
+                },
+                STATE_DIR,
+                &namespace,
+                cache,
+                config,
+            )])
+        }
+        _ => None,
+    };
+
+    let resources = spec
+        .resources
+        .clone()
+        .unwrap_or_else(|| config.builder.resources.clone());
+    let mut node_selector = config.builder.node_selector.clone();
+    node_selector.extend(spec.node_selector.clone());
+    let mut tolerations = config.builder.tolerations.clone();
+    tolerations.extend(spec.tolerations.iter().cloned());
+    let cache_label = match &inputs.state {
+        StateVolume::Throwaway {
+            seed: Some((cache, _)),
+        } => Some(cache.as_str()),
+        _ => None,
+    };
+
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(labels::child_name(&name, "build", inputs.attempt)),
+            namespace: Some(namespace),
+            labels: Some(labels::for_build(&name, cache_label, "build")),
+            owner_references: Some(vec![inputs.owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            active_deadline_seconds: Some(inputs.deadline_seconds.max(1)),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            affinity: affinity(&inputs.pin),
+            node_selector: non_empty(node_selector),
+            tolerations: (!tolerations.is_empty()).then_some(tolerations),
+            security_context: Some(PodSecurityContext {
+                run_as_user: Some(1000),
+                run_as_group: Some(1000),
+                run_as_non_root: Some(true),
+                fs_group: Some(1000),
+                fs_group_change_policy: Some("OnRootMismatch".into()),
+                ..Default::default()
+            }),
+            init_containers,
+            containers: vec![Container {
+                name: "buildkit".into(),
+                image: Some(config.builder.image.clone()),
+                image_pull_policy: Some(config.builder.image_pull_policy.clone()),
+                command: Some(vec!["sh".into()]),
+                args: Some(args),
+                env: Some(env),
+                volume_mounts: Some(mounts),
+                resources: Some(ResourceRequirements {
+                    requests: non_empty_q(resources.requests),
+                    limits: non_empty_q(resources.limits),
+                    ..Default::default()
+                }),
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
+                // What rootless BuildKit needs and no more: its own user namespace (rootlesskit,
+                // newuidmap) needs unconfined seccomp and AppArmor; no privileged mode, no added
+                // capabilities, not root.
+                security_context: Some(SecurityContext {
+                    seccomp_profile: Some(SeccompProfile {
+                        type_: "Unconfined".into(),
+                        ..Default::default()
+                    }),
+                    app_armor_profile: Some(AppArmorProfile {
+                        type_: "Unconfined".into(),
+                        ..Default::default()
+                    }),
+                    run_as_user: Some(1000),
+                    run_as_group: Some(1000),
+                    privileged: Some(false),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            volumes: Some(volumes),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+fn secret_volume(name: &str, secret: &str, item: Option<(&str, &str)>) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            items: item.map(|(key, path)| {
+                vec![KeyToPath {
+                    key: key.into(),
+                    path: path.into(),
+                    mode: None,
+                }]
+            }),
+            default_mode: Some(0o440),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    }
+}
+
+fn non_empty_q<V>(map: BTreeMap<String, V>) -> Option<BTreeMap<String, V>> {
+    (!map.is_empty()).then_some(map)
+}
+
+/// The image digest from a builder container's termination message (buildctl's metadata
+/// JSON, possibly cut at 4000 bytes).
+pub fn digest_from_metadata(message: &str) -> Option<String> {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(message) {
+        if let Some(d) = value.get("containerimage.digest").and_then(|d| d.as_str()) {
+            return Some(d.to_string());
+        }
+    }
+    let at = message.find("\"containerimage.digest\"")?;
+    let rest = &message[at + "\"containerimage.digest\"".len()..];
+    let start = rest.find("sha256:")?;
+    let digest: String = rest[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == ':')
+        .collect();
+    (digest.len() == "sha256:".len() + 64).then_some(digest)
+}
+
+#[cfg(test)]
+#[path = "pod_tests.rs"]
+mod tests;

@@ -1,0 +1,234 @@
+//! Tests of the builder Pod: what rootless BuildKit gets, and what it must never get.
+
+use super::*;
+use crate::api::ImageBuildSpec;
+
+fn build(spec: serde_json::Value) -> ImageBuild {
+    let spec: ImageBuildSpec = serde_json::from_value(spec).expect("spec");
+    let mut ib = ImageBuild::new("api-42", spec);
+    ib.metadata.namespace = Some("shop".into());
+    ib
+}
+
+fn full() -> ImageBuild {
+    build(serde_json::json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git", "revision": "main", "subPath": "svc/api", "secretRef": {"name": "gh"}}},
+        "dockerfile": "docker/api.Dockerfile",
+        "target": "runtime",
+        "buildArgs": {"PY": "3.12"},
+        "platforms": ["linux/amd64", "linux/arm64"],
+        "secrets": [{"id": "pip", "secretRef": {"name": "pip-creds", "key": "index-url"}}],
+        "labels": {"team": "shop"},
+        "output": {"image": "registry.example.com/shop/api:1", "pushSecretRef": {"name": "push"}},
+        "resources": {"requests": {"cpu": "2"}},
+        "nodeSelector": {"pool": "builders"},
+        "tolerations": [{"key": "builders", "operator": "Exists", "effect": "NoSchedule"}]
+    }))
+}
+
+fn inputs(state: StateVolume) -> BuilderInputs {
+    BuilderInputs {
+        attempt: 1,
+        state,
+        pin: Pin::Node("node-3".into()),
+        gc_keep_bytes: Some(40_000_000_000),
+        deadline_seconds: 3000,
+        owner: OwnerReference {
+            api_version: "hearth.dev/v1alpha1".into(),
+            kind: "ImageBuild".into(),
+            name: "api-42".into(),
+            uid: "u".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        },
+    }
+}
+
+fn pos(args: &[String], a: &str, b: &str) -> bool {
+    args.windows(2).any(|w| w[0] == a && w[1] == b)
+}
+
+#[test]
+fn buildctl_gets_every_build_option_as_separate_arguments() {
+    let args = buildctl_args(&full()).unwrap();
+    assert!(pos(
+        &args,
+        "--opt",
+        "context=https://github.com/acme/shop.git#main:svc/api"
+    ));
+    assert!(pos(&args, "--opt", "filename=docker/api.Dockerfile"));
+    assert!(pos(&args, "--opt", "target=runtime"));
+    assert!(pos(&args, "--opt", "build-arg:PY=3.12"));
+    assert!(pos(&args, "--opt", "label:team=shop"));
+    assert!(pos(&args, "--opt", "platform=linux/amd64,linux/arm64"));
+    assert!(pos(&args, "--secret", "id=pip,src=/run/hearth/secrets/pip"));
+    assert!(pos(
+        &args,
+        "--secret",
+        "id=GIT_AUTH_TOKEN,src=/run/hearth/git/token"
+    ));
+    assert!(pos(
+        &args,
+        "--output",
+        "type=image,name=registry.example.com/shop/api:1,push=true"
+    ));
+    assert!(pos(&args, "--metadata-file", METADATA_FILE));
+}
+
+#[test]
+fn pod_is_rootless_pinned_and_bounded() {
+    let pod = builder_pod(
+        &full(),
+        &inputs(StateVolume::Replica("shop-main-r0".into())),
+        &OperatorConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(pod.metadata.name.as_deref(), Some("api-42-build-1"));
+    let spec = pod.spec.unwrap();
+    assert!(spec.node_name.is_none());
+    let req = &spec
+        .affinity
+        .unwrap()
+        .node_affinity
+        .unwrap()
+        .required_during_scheduling_ignored_during_execution
+        .unwrap()
+        .node_selector_terms[0]
+        .match_expressions
+        .clone()
+        .unwrap()[0];
+    assert_eq!(req.values.as_ref().unwrap(), &["node-3"]);
+    assert_eq!(spec.active_deadline_seconds, Some(3000));
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(spec.node_selector.unwrap()["pool"], "builders");
+    assert_eq!(spec.tolerations.unwrap().len(), 1);
+    let c = &spec.containers[0];
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.run_as_user, Some(1000));
+    assert_eq!(sc.privileged, Some(false));
+    assert!(sc.capabilities.is_none(), "no added capabilities");
+    assert_eq!(
+        c.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"].0,
+        "2"
+    );
+    let flags = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "BUILDKITD_FLAGS")
+        .unwrap()
+        .value
+        .clone()
+        .unwrap();
+    assert!(
+        flags.contains("--root /cache/buildkit")
+            && flags.contains("--oci-worker-gc-keepstorage=40000"),
+        "{flags}"
+    );
+    let volumes = spec.volumes.unwrap();
+    assert_eq!(
+        volumes[0]
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap()
+            .claim_name,
+        "shop-main-r0"
+    );
+    assert_eq!(
+        c.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
+    );
+}
+
+#[test]
+fn secrets_are_mounted_read_only_never_in_env_or_args() {
+    let pod = builder_pod(
+        &full(),
+        &inputs(StateVolume::Replica("r".into())),
+        &OperatorConfig::default(),
+    )
+    .unwrap();
+    let spec = pod.spec.unwrap();
+    let c = &spec.containers[0];
+    let mounts = c.volume_mounts.clone().unwrap();
+    for name in ["build-secrets", "git-credentials", "registry-credentials"] {
+        let m = mounts
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name} mounted"));
+        assert_eq!(m.read_only, Some(true), "{name}");
+    }
+    let env = format!("{:?}", c.env);
+    assert!(
+        !env.contains("secretKeyRef") && !env.contains("pip-creds"),
+        "{env}"
+    );
+    let args = c.args.clone().unwrap().join(" ");
+    assert!(
+        !args.contains("pip-creds") && !args.contains("index-url"),
+        "secret names/keys are not in args: {args}"
+    );
+}
+
+#[test]
+fn readonly_builds_get_a_throwaway_volume_seeded_by_an_init_restore() {
+    let state = StateVolume::Throwaway {
+        seed: Some(("shop-main".into(), "snap-7".into())),
+    };
+    let mut config = OperatorConfig::default();
+    config.snapshot.store = "s3://caches".into();
+    let pod = builder_pod(&full(), &inputs(state), &config).unwrap();
+    let spec = pod.spec.unwrap();
+    assert!(spec.volumes.as_ref().unwrap()[0].empty_dir.is_some());
+    assert!(
+        spec.volumes
+            .unwrap()
+            .iter()
+            .all(|v| v.persistent_volume_claim.is_none()),
+        "no replica PVC at all"
+    );
+    let init = &spec.init_containers.unwrap()[0];
+    assert_eq!(
+        init.args.as_ref().unwrap()[..3],
+        ["snapshot", "restore", "snap-7"]
+    );
+}
+
+#[test]
+fn unsupported_contexts_name_the_field() {
+    let ib = build(
+        serde_json::json!({"source": {"context": {"url": "s3://ctx/a.tgz"}}, "output": {"image": "r.io/a/b"}}),
+    );
+    let err = builder_pod(
+        &ib,
+        &inputs(StateVolume::Throwaway { seed: None }),
+        &OperatorConfig::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("spec.source.context.url: s3://"),
+        "{err}"
+    );
+    let ib = build(
+        serde_json::json!({"source": {"context": {"pvc": {"claimName": "src", "path": "app"}}}, "output": {"image": "r.io/a/b", "push": false}}),
+    );
+    let args = buildctl_args(&ib).unwrap();
+    assert!(pos(&args, "--local", "context=/workspace/app"));
+    assert!(pos(
+        &args,
+        "--output",
+        "type=image,name=r.io/a/b,push=false"
+    ));
+}
+
+#[test]
+fn digest_is_read_from_metadata_even_when_cut() {
+    let d = format!("sha256:{}", "a".repeat(64));
+    let whole = format!("{{\"containerimage.digest\": \"{d}\", \"image.name\": \"r.io/a\"}}");
+    assert_eq!(digest_from_metadata(&whole), Some(d.clone()));
+    let cut = format!("{{\n  \"containerimage.descriptor\": {{}},\n  \"containerimage.digest\": \"{d}\",\n  \"containerimage.config\": \"eyJhcmNoaXRlY");
+    assert_eq!(digest_from_metadata(&cut), Some(d));
+    assert_eq!(digest_from_metadata("error: failed to solve"), None);
+}
