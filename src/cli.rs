@@ -30,6 +30,8 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Replay a workload of builds under each placement strategy and compare them.
+    Simulate(crate::simulate::cli::SimulateArgs),
 }
 
 /// Runs a parsed command line.
@@ -40,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { files } => validate(&files),
+        Command::Simulate(args) => crate::simulate::cli::run(&args),
     }
 }
 
