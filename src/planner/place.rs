@@ -21,16 +21,39 @@ pub struct NodeChoice {
     pub evictions: Vec<ReplicaId>,
 }
 
-/// Builds per second of a key, from its history or the configured default.
-fn rate(view: &ClusterView, replica: &Replica, cfg: &PlannerConfig) -> f64 {
-    view.key(replica.key)
-        .stats
-        .as_ref()
-        .map_or(cfg.default_stats.builds_per_hour, |s: &KeyStats| {
-            s.builds_per_hour
-        })
-        .max(0.0)
-        / 3600.0
+/// What one decision looks at: the view, the tunables and the time.
+#[derive(Clone, Copy, Debug)]
+pub struct Scene<'a> {
+    /// The cluster.
+    pub view: &'a ClusterView,
+    /// The tunables.
+    pub cfg: &'a PlannerConfig,
+    /// The caller's clock.
+    pub now: Seconds,
+}
+
+impl Scene<'_> {
+    /// Expected builds per second that want `replica`: the key's recent rate, capped by the
+    /// time since the replica was last used (a key unused for an hour is not built every
+    /// minute, whatever its history says).
+    pub fn rate(&self, replica: &Replica) -> f64 {
+        let per_hour = self
+            .view
+            .key(replica.key)
+            .stats
+            .as_ref()
+            .map_or(self.cfg.default_stats.builds_per_hour, |s: &KeyStats| {
+                s.builds_per_hour
+            })
+            .max(0.0);
+        let idle = (self.now - replica.last_used).max(0.0);
+        let cap = if idle > 0.0 {
+            3600.0 / idle
+        } else {
+            f64::INFINITY
+        };
+        per_hour.min(cap) / 3600.0
+    }
 }
 
 /// Probability that a Poisson variable of mean `mu` exceeds `k`.
@@ -49,13 +72,8 @@ fn poisson_tail(mu: f64, k: u32) -> f64 {
 
 /// Expected seconds lost by the keys whose idle replicas live on `node` if a build holding
 /// `slots` slots for `duration` leaves fewer slots than their builds will ask for meanwhile.
-pub fn slot_pressure(
-    view: &ClusterView,
-    node: NodeId,
-    slots: u32,
-    duration: Seconds,
-    cfg: &PlannerConfig,
-) -> Seconds {
+pub fn slot_pressure(scene: &Scene, node: NodeId, slots: u32, duration: Seconds) -> Seconds {
+    let (view, cfg) = (scene.view, scene.cfg);
     let mut lambda = 0.0;
     let mut weighted_miss = 0.0;
     for r in view
@@ -66,7 +84,7 @@ pub fn slot_pressure(
         if r.state != ReplicaState::Idle {
             continue;
         }
-        let rate = rate(view, r, cfg);
+        let rate = scene.rate(r);
         lambda += rate;
         weighted_miss += rate * view.store.restore_seconds(r.size_bytes);
     }
@@ -80,8 +98,9 @@ pub fn slot_pressure(
 
 /// Expected seconds lost if `replica` is evicted: the chance its key is built within the
 /// horizon times the restore that build would then need, shared among the key's replicas.
-pub fn eviction_value(view: &ClusterView, replica: &Replica, cfg: &PlannerConfig) -> Seconds {
-    let p = 1.0 - (-rate(view, replica, cfg) * cfg.horizon_seconds).exp();
+pub fn eviction_value(scene: &Scene, replica: &Replica) -> Seconds {
+    let view = scene.view;
+    let p = 1.0 - (-scene.rate(replica) * scene.cfg.horizon_seconds).exp();
     let copies = view.key(replica.key).replicas.len().max(1) as f64;
     p * view.store.restore_seconds(replica.size_bytes) / copies
 }
@@ -93,12 +112,8 @@ pub fn evictable(replica: &Replica) -> bool {
 
 /// The cheapest evictions on `node` that free `needed` bytes, with their value; `None` when
 /// even evicting every evictable replica would not make room.
-fn evictions_for(
-    view: &ClusterView,
-    node: NodeId,
-    needed: u64,
-    cfg: &PlannerConfig,
-) -> Option<(Seconds, Vec<ReplicaId>)> {
+fn evictions_for(scene: &Scene, node: NodeId, needed: u64) -> Option<(Seconds, Vec<ReplicaId>)> {
+    let view = scene.view;
     let budget = view.node(node).cache_budget_bytes;
     let used = view.used_bytes(node);
     if used.saturating_add(needed) <= budget {
@@ -113,7 +128,7 @@ fn evictions_for(
         .filter_map(|id| view.replica(*id).map(|r| (*id, r)))
         .filter(|(_, r)| evictable(r) && matches!(r.location, Location::Node(_)))
         .map(|(id, r)| {
-            let value = eviction_value(view, r, cfg);
+            let value = eviction_value(scene, r);
             (value / r.size_bytes.max(1) as f64, id, r.size_bytes, value)
         })
         .collect();
@@ -135,21 +150,21 @@ fn evictions_for(
 /// The best node to start `req` on now with a new replica of `bytes` (0 for a throwaway
 /// volume) for about `duration`: least displacement, then most free slots, then lowest id.
 pub fn best_node(
-    view: &ClusterView,
+    scene: &Scene,
     req: &BuildRequest,
     bytes: u64,
     duration: Seconds,
-    cfg: &PlannerConfig,
 ) -> Option<NodeChoice> {
+    let view = scene.view;
     let mut best: Option<(f64, u32, NodeChoice)> = None;
     for (id, node) in view.nodes() {
         if !req.can_start_on(node) {
             continue;
         }
-        let Some((evict_cost, evictions)) = evictions_for(view, id, bytes, cfg) else {
+        let Some((evict_cost, evictions)) = evictions_for(scene, id, bytes) else {
             continue;
         };
-        let displacement = evict_cost + slot_pressure(view, id, req.slots.max(1), duration, cfg);
+        let displacement = evict_cost + slot_pressure(scene, id, req.slots.max(1), duration);
         let better = match &best {
             None => true,
             Some((d, free, _)) => {

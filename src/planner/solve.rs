@@ -5,7 +5,7 @@
 use crate::api::{CacheMode, ReplicaState, Warmth};
 
 use super::decision::{Action, Decision, Estimate, Reason, RestoreSource};
-use super::place::{best_node, slot_pressure};
+use super::place::{best_node, slot_pressure, Scene};
 use super::request::BuildRequest;
 use super::view::{ClusterView, KeyId, KeyStats, Location, ReplicaId, Seconds};
 use super::{PlanError, PlannerConfig};
@@ -31,8 +31,9 @@ pub fn plan(
         .and_then(|k| view.key(k).stats.clone())
         .unwrap_or_else(|| cfg.default_stats.clone());
 
+    let scene = Scene { view, cfg, now };
     if req.mode == CacheMode::Disabled {
-        return Ok(cold(view, req, &stats, true, Reason::CacheDisabled, cfg));
+        return Ok(cold(&scene, req, &stats, true, Reason::CacheDisabled));
     }
     let mut best: Option<Decision> = None;
     let mut consider = |d: Decision| {
@@ -45,7 +46,7 @@ pub fn plan(
     };
     if req.mode == CacheMode::ReadWrite {
         if let Some(own) = own {
-            replica_options(view, req, own, now, &stats, cfg, &mut consider);
+            replica_options(&scene, req, own, &stats, &mut consider);
         }
     }
     let source = restore_source(view, req, own);
@@ -62,7 +63,7 @@ pub fn plan(
         } else {
             src.bytes.max(stats.cache_bytes)
         };
-        if let Some(choice) = best_node(view, req, bytes, restore + build, cfg) {
+        if let Some(choice) = best_node(&scene, req, bytes, restore + build) {
             consider(Decision {
                 action: Action::Restore {
                     node: choice.node,
@@ -90,7 +91,7 @@ pub fn plan(
     } else {
         Reason::NoCache
     };
-    let cold = cold(view, req, &stats, throwaway, reason, cfg);
+    let cold = cold(&scene, req, &stats, throwaway, reason);
     if cold.action != Action::Queue {
         consider(cold);
     }
@@ -100,20 +101,19 @@ pub fn plan(
 /// Offers every replica of the build's own key: idle ones that can start now, busy ones to
 /// wait for.
 fn replica_options(
-    view: &ClusterView,
+    scene: &Scene,
     req: &BuildRequest,
     own: KeyId,
-    now: Seconds,
     stats: &KeyStats,
-    cfg: &PlannerConfig,
     consider: &mut impl FnMut(Decision),
 ) {
+    let (view, now) = (scene.view, scene.now);
     let warm = stats.warm_seconds;
     for &id in &view.key(own).replicas {
         let Some(r) = view.replica(id) else { continue };
         match (r.state, &r.location) {
             (ReplicaState::Idle, Location::Node(n)) if req.can_start_on(view.node(*n)) => {
-                let displacement = slot_pressure(view, *n, req.slots.max(1), warm, cfg) * 0.01;
+                let displacement = slot_pressure(scene, *n, req.slots.max(1), warm) * 0.01;
                 consider(hot(id, *n, warm, displacement));
             }
             (ReplicaState::Idle, Location::Zone(zone)) => {
@@ -197,20 +197,19 @@ fn restore_source(
 /// A cold start on the best node (a throwaway volume, or a new replica sized for the key's
 /// cache when one fits; a throwaway when none does), or a queue decision.
 fn cold(
-    view: &ClusterView,
+    scene: &Scene,
     req: &BuildRequest,
     stats: &KeyStats,
     throwaway: bool,
     reason: Reason,
-    cfg: &PlannerConfig,
 ) -> Decision {
     let build = stats.cold_seconds;
     let with_replica = (!throwaway)
-        .then(|| best_node(view, req, stats.cache_bytes, build, cfg))
+        .then(|| best_node(scene, req, stats.cache_bytes, build))
         .flatten();
     let (choice, throwaway) = match with_replica {
         Some(c) => (Some(c), false),
-        None => (best_node(view, req, 0, build, cfg), true),
+        None => (best_node(scene, req, 0, build), true),
     };
     match choice {
         Some(c) => Decision {

@@ -100,41 +100,61 @@ impl Hearth {
         );
     }
 
-    fn has_busy_replica(&self, build: usize) -> bool {
-        let r = &self.requests[build];
-        r.mode == CacheMode::ReadWrite
-            && self.view.key_id(&r.namespace, &r.key).is_some_and(|k| {
-                self.view
-                    .key(k)
-                    .replicas
-                    .iter()
-                    .filter_map(|id| self.view.replica(*id))
-                    .any(|r| matches!(r.state, ReplicaState::InUse | ReplicaState::Restoring))
-            })
+    /// Whether a replica of the build's key is in one of `states` (and, when `startable`, on
+    /// a node where the build can start now).
+    fn has_replica(&self, build: usize, states: &[ReplicaState], startable: bool) -> bool {
+        let req = &self.requests[build];
+        if req.mode != CacheMode::ReadWrite {
+            return false;
+        }
+        let Some(k) = self.view.key_id(&req.namespace, &req.key) else {
+            return false;
+        };
+        let view = &self.view;
+        view.key(k).replicas.iter().filter_map(|id| view.replica(*id)).any(|r| {
+            states.contains(&r.state)
+                && (!startable
+                    || matches!(r.location, Location::Node(n) if req.can_start_on(view.node(n))))
+        })
     }
 
+    /// Plans pending builds: first those whose replica is idle on a node with a free slot
+    /// (they finish soonest, and no build that could run anywhere takes their slot), then the
+    /// rest in submit order. When no slot is free, only builds that can wait for a busy
+    /// replica of their key are planned.
     fn schedule(&mut self, ctx: &mut Ctx) {
-        let mut i = 0;
-        while i < self.pending.len() {
-            let build = self.pending[i];
-            let free = ctx.nodes.iter().any(|n| n.up && n.free > 0);
-            if !free && !self.has_busy_replica(build) {
-                i += 1;
-                continue;
-            }
-            let decision = match plan(&self.view, &self.requests[build], ctx.now, &self.cfg) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.error.get_or_insert(e);
-                    return;
+        for hot_first in [true, false] {
+            let mut i = 0;
+            while i < self.pending.len() {
+                let build = self.pending[i];
+                let free = ctx.nodes.iter().any(|n| n.up && n.free > 0);
+                let worth = if hot_first {
+                    free && self.has_replica(build, &[ReplicaState::Idle], true)
+                } else {
+                    free || self.has_replica(
+                        build,
+                        &[ReplicaState::InUse, ReplicaState::Restoring],
+                        false,
+                    )
+                };
+                if !worth {
+                    i += 1;
+                    continue;
                 }
-            };
-            if decision.action == Action::Queue {
-                i += 1;
-                continue;
+                let decision = match plan(&self.view, &self.requests[build], ctx.now, &self.cfg) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.error.get_or_insert(e);
+                        return;
+                    }
+                };
+                if decision.action == Action::Queue {
+                    i += 1;
+                    continue;
+                }
+                self.pending.remove(i);
+                self.execute(ctx, build, decision);
             }
-            self.pending.remove(i);
-            self.execute(ctx, build, decision);
         }
     }
 
