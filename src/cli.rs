@@ -34,6 +34,8 @@ pub enum Command {
         #[arg(long)]
         update: bool,
     },
+    /// Replay a workload of builds under each placement strategy and compare them.
+    Simulate(crate::simulate::cli::SimulateArgs),
 }
 
 /// Runs a parsed command line.
@@ -44,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { files, update } => validate(&files, update),
+        Command::Simulate(args) => crate::simulate::cli::run(&args),
     }
 }
 

@@ -2,10 +2,13 @@
 //! buildkitd pods on the node whose volume already holds their cache; caches are snapshotted
 //! to a store between runs so they can follow a build to any node.
 //!
-//! Modules: [`api`] (the custom resources), [`crds`] (their YAML).
+//! Modules: [`api`] (the custom resources), [`crds`] (their YAML), [`planner`] (where a build
+//! runs and from what cache), [`simulate`] (replays workloads under placement strategies).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod crds;
+pub mod planner;
+pub mod simulate;

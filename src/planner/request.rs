@@ -1,0 +1,96 @@
+//! What a build asks the planner for: its namespace, cache key, ordered restore keys, cache
+//! mode, scheduling constraints (node selector, tolerations) and how many builder slots it takes;
+//! and the Kubernetes matching rules for those constraints.
+
+use std::collections::BTreeMap;
+
+use crate::api::CacheMode;
+
+use super::view::{Node, Taint, TaintEffect};
+
+/// How a toleration matches a taint's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TolerationOperator {
+    /// Any value (and, with an empty key, any taint).
+    Exists,
+    /// Exactly the toleration's value.
+    Equal,
+}
+
+/// A pod toleration, as in Kubernetes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Toleration {
+    /// Taint key; empty with `Exists` tolerates every taint.
+    pub key: String,
+    /// `Exists` or `Equal`.
+    pub operator: TolerationOperator,
+    /// Value compared under `Equal`.
+    pub value: String,
+    /// Effect tolerated; `None` tolerates every effect.
+    pub effect: Option<TaintEffect>,
+}
+
+impl Toleration {
+    /// Whether this toleration tolerates `taint`.
+    pub fn tolerates(&self, taint: &Taint) -> bool {
+        if self.effect.is_some_and(|e| e != taint.effect) {
+            return false;
+        }
+        match self.operator {
+            TolerationOperator::Exists => self.key.is_empty() || self.key == taint.key,
+            TolerationOperator::Equal => self.key == taint.key && self.value == taint.value,
+        }
+    }
+}
+
+/// One build, as the planner needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BuildRequest {
+    /// Namespace of the ImageBuild: only caches of this namespace are used.
+    pub namespace: String,
+    /// Cache key.
+    pub key: String,
+    /// Ordered fallback keys.
+    pub restore_keys: Vec<String>,
+    /// `ReadWrite`, `ReadOnly` or `Disabled`.
+    pub mode: CacheMode,
+    /// Labels a node must carry.
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the builder pod tolerates.
+    pub tolerations: Vec<Toleration>,
+    /// Builder slots the build takes (from its resources); at least 1.
+    pub slots: u32,
+}
+
+impl BuildRequest {
+    /// A `ReadWrite` build of `key` in `namespace`, with no constraints.
+    pub fn new(namespace: impl Into<String>, key: impl Into<String>) -> Self {
+        BuildRequest {
+            namespace: namespace.into(),
+            key: key.into(),
+            restore_keys: Vec::new(),
+            mode: CacheMode::ReadWrite,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            slots: 1,
+        }
+    }
+
+    /// Whether the builder pod may be scheduled on `node` (ignoring free slots).
+    pub fn fits(&self, node: &Node) -> bool {
+        node.ready
+            && self
+                .node_selector
+                .iter()
+                .all(|(k, v)| node.labels.get(k) == Some(v))
+            && node.taints.iter().all(|t| {
+                t.effect == TaintEffect::PreferNoSchedule
+                    || self.tolerations.iter().any(|tol| tol.tolerates(t))
+            })
+    }
+
+    /// Whether the build may start on `node` now.
+    pub fn can_start_on(&self, node: &Node) -> bool {
+        node.free_slots >= self.slots.max(1) && self.fits(node)
+    }
+}

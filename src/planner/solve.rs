@@ -1,0 +1,247 @@
+//! The decision itself: gather every way the build could get its cache (an idle replica, a busy
+//! one, the key's snapshot, a restore key's snapshot, nothing), estimate each one's finish time
+//! plus the cost it puts on other builds, and take the cheapest.
+
+use crate::api::{CacheMode, ReplicaState, Warmth};
+
+use super::decision::{Action, Decision, Estimate, Reason, RestoreSource};
+use super::place::{best_node, slot_pressure, Scene};
+use super::request::BuildRequest;
+use super::view::{ClusterView, KeyId, KeyStats, Location, ReplicaId, Seconds};
+use super::{PlanError, PlannerConfig};
+
+/// Decides where and from what cache `req` runs, at time `now`.
+pub fn plan(
+    view: &ClusterView,
+    req: &BuildRequest,
+    now: Seconds,
+    cfg: &PlannerConfig,
+) -> Result<Decision, PlanError> {
+    if !now.is_finite() {
+        return Err(PlanError::BadTime(now));
+    }
+    let store = &view.store;
+    if !(store.bytes_per_second.is_finite() && store.bytes_per_second > 0.0)
+        || !(store.overhead_seconds.is_finite() && store.overhead_seconds >= 0.0)
+    {
+        return Err(PlanError::BadStore);
+    }
+    let own = view.key_id(&req.namespace, &req.key);
+    let stats = own
+        .and_then(|k| view.key(k).stats.clone())
+        .unwrap_or_else(|| cfg.default_stats.clone());
+
+    let scene = Scene { view, cfg, now };
+    if req.mode == CacheMode::Disabled {
+        return Ok(cold(&scene, req, &stats, true, Reason::CacheDisabled));
+    }
+    let mut best: Option<Decision> = None;
+    let mut consider = |d: Decision| {
+        if best
+            .as_ref()
+            .is_none_or(|b| d.estimate.score() < b.estimate.score())
+        {
+            best = Some(d);
+        }
+    };
+    if req.mode == CacheMode::ReadWrite {
+        if let Some(own) = own {
+            replica_options(&scene, req, own, &stats, &mut consider);
+        }
+    }
+    let source = restore_source(view, req, own);
+    let throwaway = req.mode == CacheMode::ReadOnly;
+    if let Some(src) = &source {
+        let build = if src.own_key {
+            stats.warm_seconds
+        } else {
+            stats.fallback()
+        };
+        let restore = store.restore_seconds(src.bytes);
+        let bytes = if throwaway {
+            0
+        } else {
+            src.bytes.max(stats.cache_bytes)
+        };
+        if let Some(choice) = best_node(&scene, req, bytes, restore + build) {
+            consider(Decision {
+                action: Action::Restore {
+                    node: choice.node,
+                    source: src.clone(),
+                    throwaway,
+                },
+                warmth: Warmth::Restored,
+                reason: if src.own_key {
+                    Reason::SnapshotOfKey
+                } else {
+                    Reason::SnapshotOfRestoreKey
+                },
+                estimate: Estimate {
+                    wait: 0.0,
+                    restore,
+                    build,
+                    displacement: choice.displacement,
+                },
+                evictions: choice.evictions,
+            });
+        }
+    }
+    let reason = if source.is_some() {
+        Reason::ColdIsFaster
+    } else {
+        Reason::NoCache
+    };
+    let cold = cold(&scene, req, &stats, throwaway, reason);
+    if cold.action != Action::Queue {
+        consider(cold);
+    }
+    Ok(best.unwrap_or_else(|| queue(stats.cold_seconds)))
+}
+
+/// Offers every replica of the build's own key: idle ones that can start now, busy ones to
+/// wait for.
+fn replica_options(
+    scene: &Scene,
+    req: &BuildRequest,
+    own: KeyId,
+    stats: &KeyStats,
+    consider: &mut impl FnMut(Decision),
+) {
+    let (view, now) = (scene.view, scene.now);
+    let warm = stats.warm_seconds;
+    for &id in &view.key(own).replicas {
+        let Some(r) = view.replica(id) else { continue };
+        match (r.state, &r.location) {
+            (ReplicaState::Idle, Location::Node(n)) if req.can_start_on(view.node(*n)) => {
+                let displacement = slot_pressure(scene, *n, req.slots.max(1), warm) * 0.01;
+                consider(hot(id, *n, warm, displacement));
+            }
+            (ReplicaState::Idle, Location::Zone(zone)) => {
+                let node = view
+                    .nodes()
+                    .filter(|(_, n)| &n.zone == zone && req.can_start_on(n))
+                    .max_by_key(|(id, n)| (n.free_slots, std::cmp::Reverse(*id)));
+                if let Some((n, _)) = node {
+                    consider(hot(id, n, warm, 0.0));
+                }
+            }
+            (
+                ReplicaState::InUse | ReplicaState::Restoring | ReplicaState::Snapshotting,
+                Location::Node(n),
+            ) if req.fits(view.node(*n)) => {
+                let free_at = r.free_at.unwrap_or(now + warm);
+                let wait = (free_at - now).max(0.0) + f64::from(r.waiting) * warm;
+                consider(Decision {
+                    action: Action::WaitForReplica {
+                        replica: id,
+                        node: *n,
+                    },
+                    warmth: Warmth::Hot,
+                    reason: Reason::BusyReplicaFreesSoon,
+                    estimate: Estimate {
+                        wait,
+                        restore: 0.0,
+                        build: warm,
+                        displacement: 0.0,
+                    },
+                    evictions: Vec::new(),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+fn hot(
+    replica: ReplicaId,
+    node: super::view::NodeId,
+    warm: Seconds,
+    displacement: Seconds,
+) -> Decision {
+    Decision {
+        action: Action::UseReplica { replica, node },
+        warmth: Warmth::Hot,
+        reason: Reason::IdleReplica,
+        estimate: Estimate {
+            wait: 0.0,
+            restore: 0.0,
+            build: warm,
+            displacement,
+        },
+        evictions: Vec::new(),
+    }
+}
+
+/// The newest snapshot of the key, else of the first restore key that has one.
+fn restore_source(
+    view: &ClusterView,
+    req: &BuildRequest,
+    own: Option<KeyId>,
+) -> Option<RestoreSource> {
+    let own_snapshot = own.and_then(|k| view.key(k).snapshot.as_ref().map(|s| (k, s, true)));
+    own_snapshot
+        .or_else(|| {
+            req.restore_keys.iter().find_map(|rk| {
+                let k = view.key_id(&req.namespace, rk)?;
+                view.key(k).snapshot.as_ref().map(|s| (k, s, false))
+            })
+        })
+        .map(|(key, s, own_key)| RestoreSource {
+            key,
+            snapshot: s.id.clone(),
+            bytes: s.bytes,
+            own_key,
+        })
+}
+
+/// A cold start on the best node (a throwaway volume, or a new replica sized for the key's
+/// cache when one fits; a throwaway when none does), or a queue decision.
+fn cold(
+    scene: &Scene,
+    req: &BuildRequest,
+    stats: &KeyStats,
+    throwaway: bool,
+    reason: Reason,
+) -> Decision {
+    let build = stats.cold_seconds;
+    let with_replica = (!throwaway)
+        .then(|| best_node(scene, req, stats.cache_bytes, build))
+        .flatten();
+    let (choice, throwaway) = match with_replica {
+        Some(c) => (Some(c), false),
+        None => (best_node(scene, req, 0, build), true),
+    };
+    match choice {
+        Some(c) => Decision {
+            action: Action::Cold {
+                node: c.node,
+                throwaway,
+            },
+            warmth: Warmth::Cold,
+            reason,
+            estimate: Estimate {
+                wait: 0.0,
+                restore: 0.0,
+                build,
+                displacement: c.displacement,
+            },
+            evictions: c.evictions,
+        },
+        None => queue(build),
+    }
+}
+
+fn queue(build: Seconds) -> Decision {
+    Decision {
+        action: Action::Queue,
+        warmth: Warmth::Cold,
+        reason: Reason::NoCapacity,
+        estimate: Estimate {
+            wait: 0.0,
+            restore: 0.0,
+            build,
+            displacement: 0.0,
+        },
+        evictions: Vec::new(),
+    }
+}

@@ -1,0 +1,65 @@
+//! The `hearth simulate` subcommand: pick a workload (a built-in name or a file), replay it
+//! under every strategy, print the table or `--json`.
+
+use std::process::ExitCode;
+
+use super::builtin::{self, BUILTINS, DEFAULT};
+use super::{parse, simulate, Options, SimError};
+
+/// Arguments of `hearth simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// A built-in workload name (see `--list`) or the path of a JSON Lines workload file.
+    #[arg(long, default_value = DEFAULT)]
+    pub workload: String,
+    /// Seed of the build-time noise: the same seed gives the same result.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Spread of real build times around the workload's (log-normal sigma); 0 for none.
+    #[arg(long, default_value_t = 0.1)]
+    pub jitter: f64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// List the built-in workloads and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// Runs `hearth simulate`.
+pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    if args.list {
+        for b in BUILTINS {
+            println!("{:<14} {}", b.name, b.about);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !(args.jitter.is_finite() && (0.0..=1.0).contains(&args.jitter)) {
+        anyhow::bail!("--jitter must be between 0 and 1");
+    }
+    let text = match builtin::find(&args.workload) {
+        Some(b) => b.text.to_string(),
+        None => std::fs::read_to_string(&args.workload).map_err(|source| SimError::NotFound {
+            name: args.workload.clone(),
+            builtins: BUILTINS
+                .iter()
+                .map(|b| b.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+            source,
+        })?,
+    };
+    let workload = parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.workload))?;
+    let opts = Options {
+        seed: args.seed,
+        jitter: args.jitter,
+        ..Options::default()
+    };
+    let report = simulate(&args.workload, &workload, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", super::report::table(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,309 @@
+//! The `hearth` strategy: every build asks the planner, with a cluster view the simulation
+//! keeps up to date (replicas, snapshots, free slots, per-key history and arrival rates).
+//! Builds the planner queues wait in FIFO order and are planned again whenever capacity
+//! changes; builds waiting for a busy replica take it, and its holder's slot, when it frees.
+//! A `ReadWrite` build's replica is saved after every build (the snapshot policy modelled).
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::api::{CacheMode, ReplicaState, Warmth};
+use crate::planner::{
+    plan, Action, BuildRequest, ClusterView, Decision, KeyId, KeyStats, Location, Node, NodeId,
+    PlanError, PlannerConfig, Replica, ReplicaId, Snapshot, StoreModel,
+};
+
+use super::engine::{Ctx, Job, Strategy};
+use super::pool::requeue;
+
+const NO_REPLICA: u32 = u32::MAX;
+
+/// The `hearth` strategy.
+pub struct Hearth {
+    view: ClusterView,
+    cfg: PlannerConfig,
+    requests: Vec<BuildRequest>,
+    pending: VecDeque<usize>,
+    waiters: HashMap<ReplicaId, VecDeque<usize>>,
+    /// Per key: last arrival and smoothed gap between arrivals.
+    arrivals: HashMap<KeyId, (f64, Option<f64>)>,
+    /// The first error the planner returned, if any.
+    pub error: Option<PlanError>,
+}
+
+impl Hearth {
+    /// A strategy over the workload's cluster.
+    pub fn new(ctx_workload: &super::workload::Workload, cfg: PlannerConfig) -> Self {
+        let cluster = &ctx_workload.cluster;
+        let mut view = ClusterView::new(StoreModel {
+            bytes_per_second: cluster.store_bytes_per_second,
+            overhead_seconds: cluster.restore_overhead_seconds,
+        });
+        for n in &cluster.nodes {
+            // Names are unique: the workload parser refuses duplicates.
+            let _ = view.add_node(Node {
+                name: n.name.clone(),
+                zone: n.zone.clone(),
+                labels: Default::default(),
+                taints: Vec::new(),
+                ready: true,
+                free_slots: n.builders,
+                cache_budget_bytes: n.cache_budget_bytes,
+            });
+        }
+        let requests = ctx_workload
+            .builds
+            .iter()
+            .map(|b| BuildRequest {
+                restore_keys: b.restore_keys.clone(),
+                mode: b.mode,
+                ..BuildRequest::new(b.namespace.clone(), b.key.clone())
+            })
+            .collect();
+        Hearth {
+            view,
+            cfg,
+            requests,
+            pending: VecDeque::new(),
+            waiters: HashMap::new(),
+            arrivals: HashMap::new(),
+            error: None,
+        }
+    }
+
+    fn sync_node(&mut self, ctx: &Ctx, node: usize) {
+        let n = self.view.node_mut(NodeId(node as u32));
+        n.ready = ctx.nodes[node].up;
+        n.free_slots = ctx.nodes[node].free;
+    }
+
+    fn learn(&mut self, ctx: &Ctx, build: usize) {
+        let b = &ctx.workload.builds[build];
+        let key = self.view.intern_key(&b.namespace, &b.key);
+        let entry = self.arrivals.entry(key).or_insert((ctx.now, None));
+        if ctx.now > entry.0 {
+            let gap = ctx.now - entry.0;
+            entry.1 = Some(entry.1.map_or(gap, |g| 0.7 * g + 0.3 * gap));
+            entry.0 = ctx.now;
+        }
+        let builds_per_hour = entry.1.map_or(self.cfg.default_stats.builds_per_hour, |g| {
+            3600.0 / g.max(1.0)
+        });
+        self.view.set_stats(
+            key,
+            KeyStats {
+                cold_seconds: b.cold_seconds,
+                warm_seconds: b.warm_seconds,
+                fallback_seconds: b.fallback_seconds,
+                cache_bytes: b.cache_bytes,
+                builds_per_hour,
+            },
+        );
+    }
+
+    /// Whether a replica of the build's key is in one of `states` (and, when `startable`, on
+    /// a node where the build can start now).
+    fn has_replica(&self, build: usize, states: &[ReplicaState], startable: bool) -> bool {
+        let req = &self.requests[build];
+        if req.mode != CacheMode::ReadWrite {
+            return false;
+        }
+        let Some(k) = self.view.key_id(&req.namespace, &req.key) else {
+            return false;
+        };
+        let view = &self.view;
+        view.key(k).replicas.iter().filter_map(|id| view.replica(*id)).any(|r| {
+            states.contains(&r.state)
+                && (!startable
+                    || matches!(r.location, Location::Node(n) if req.can_start_on(view.node(n))))
+        })
+    }
+
+    /// Plans pending builds: first those whose replica is idle on a node with a free slot
+    /// (they finish soonest, and no build that could run anywhere takes their slot), then the
+    /// rest in submit order. When no slot is free, only builds that can wait for a busy
+    /// replica of their key are planned.
+    fn schedule(&mut self, ctx: &mut Ctx) {
+        for hot_first in [true, false] {
+            let mut i = 0;
+            while i < self.pending.len() {
+                let build = self.pending[i];
+                let free = ctx.nodes.iter().any(|n| n.up && n.free > 0);
+                let worth = if hot_first {
+                    free && self.has_replica(build, &[ReplicaState::Idle], true)
+                } else {
+                    free || self.has_replica(
+                        build,
+                        &[ReplicaState::InUse, ReplicaState::Restoring],
+                        false,
+                    )
+                };
+                if !worth {
+                    i += 1;
+                    continue;
+                }
+                let decision = match plan(&self.view, &self.requests[build], ctx.now, &self.cfg) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.error.get_or_insert(e);
+                        return;
+                    }
+                };
+                if decision.action == Action::Queue {
+                    i += 1;
+                    continue;
+                }
+                self.pending.remove(i);
+                self.execute(ctx, build, decision);
+            }
+        }
+    }
+
+    fn start_on_replica(&mut self, ctx: &mut Ctx, build: usize, replica: ReplicaId, node: NodeId) {
+        let warm = ctx.workload.builds[build].warm_seconds;
+        let seconds = ctx.actual(build, warm);
+        if let Some(r) = self.view.replica_mut(replica) {
+            r.state = ReplicaState::InUse;
+            r.free_at = Some(ctx.now + warm);
+        }
+        let job = Job {
+            build,
+            node: node.0 as usize,
+            warmth: Warmth::Hot,
+            tag: replica.0,
+        };
+        ctx.start(job, seconds);
+        self.sync_node(ctx, job.node);
+    }
+
+    fn execute(&mut self, ctx: &mut Ctx, build: usize, d: Decision) {
+        for id in &d.evictions {
+            if self.view.remove_replica(*id).is_ok() {
+                ctx.evictions += 1;
+            }
+        }
+        let est = d.estimate;
+        let (node, bytes, restore, throwaway, state) = match d.action {
+            Action::UseReplica { replica, node } => {
+                return self.start_on_replica(ctx, build, replica, node)
+            }
+            Action::WaitForReplica { replica, .. } => {
+                if let Some(r) = self.view.replica_mut(replica) {
+                    r.waiting += 1;
+                }
+                self.waiters.entry(replica).or_default().push_back(build);
+                return;
+            }
+            Action::Queue => return self.pending.push_back(build),
+            Action::Restore {
+                node,
+                source,
+                throwaway,
+            } => {
+                ctx.store_bytes_read += source.bytes as f64;
+                (
+                    node,
+                    source.bytes,
+                    est.restore,
+                    throwaway,
+                    ReplicaState::Restoring,
+                )
+            }
+            Action::Cold { node, throwaway } => {
+                let key = self.intern(build);
+                let bytes = self
+                    .view
+                    .key(key)
+                    .stats
+                    .as_ref()
+                    .map_or(0, |s| s.cache_bytes);
+                (node, bytes, 0.0, throwaway, ReplicaState::InUse)
+            }
+        };
+        let mut tag = NO_REPLICA;
+        if !throwaway {
+            let key = self.intern(build);
+            let replica = Replica {
+                name: format!("b{build}"),
+                key,
+                location: Location::Node(node),
+                size_bytes: bytes,
+                state,
+                free_at: Some(ctx.now + est.finish()),
+                waiting: 0,
+                saved: false,
+                last_used: ctx.now,
+            };
+            if let Ok(id) = self.view.add_replica(replica) {
+                tag = id.0;
+            }
+        }
+        let job = Job {
+            build,
+            node: node.0 as usize,
+            warmth: d.warmth,
+            tag,
+        };
+        ctx.start(job, restore + ctx.actual(build, est.build));
+        self.sync_node(ctx, job.node);
+    }
+
+    fn intern(&mut self, build: usize) -> KeyId {
+        let r = &self.requests[build];
+        self.view.intern_key(&r.namespace, &r.key)
+    }
+}
+
+impl Strategy for Hearth {
+    fn arrive(&mut self, ctx: &mut Ctx, build: usize) {
+        self.learn(ctx, build);
+        self.pending.push_back(build);
+        self.schedule(ctx);
+    }
+
+    fn finish(&mut self, ctx: &mut Ctx, job: Job) {
+        self.sync_node(ctx, job.node);
+        if job.tag != NO_REPLICA {
+            let id = ReplicaId(job.tag);
+            let b = &ctx.workload.builds[job.build];
+            let key = self.intern(job.build);
+            if let Some(r) = self.view.replica_mut(id) {
+                r.state = ReplicaState::Idle;
+                r.free_at = None;
+                r.size_bytes = b.cache_bytes;
+                r.saved = true;
+                r.last_used = ctx.now;
+            }
+            let snapshot = Snapshot {
+                id: format!("s{}", job.build),
+                bytes: b.cache_bytes,
+                taken_at: ctx.now,
+            };
+            self.view.set_snapshot(key, Some(snapshot));
+            let next = self.waiters.get_mut(&id).and_then(VecDeque::pop_front);
+            if let Some(next) = next {
+                if let Some(r) = self.view.replica_mut(id) {
+                    r.waiting = r.waiting.saturating_sub(1);
+                }
+                self.start_on_replica(ctx, next, id, NodeId(job.node as u32));
+            }
+        }
+        self.schedule(ctx);
+    }
+
+    fn node_down(&mut self, ctx: &mut Ctx, node: usize, killed: Vec<Job>) {
+        self.sync_node(ctx, node);
+        let mut back: Vec<usize> = killed.iter().map(|j| j.build).collect();
+        let lost: Vec<ReplicaId> = self.view.replicas_on(NodeId(node as u32)).to_vec();
+        for id in lost {
+            let _ = self.view.remove_replica(id);
+            back.extend(self.waiters.remove(&id).unwrap_or_default());
+        }
+        requeue(ctx, &mut self.pending, back);
+        self.schedule(ctx);
+    }
+
+    fn node_up(&mut self, ctx: &mut Ctx, node: usize) {
+        self.sync_node(ctx, node);
+        self.schedule(ctx);
+    }
+}
