@@ -392,9 +392,12 @@ pub struct Placement {
     /// Node the builder runs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-    /// PVC of the cache replica used.
+    /// PVC of the cache replica used (none for a throwaway cache).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<String>,
+    /// BuildCache the replica belongs to (or whose snapshot seeds a throwaway cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
     /// `Hot`, `Restored` or `Cold`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmth: Option<Warmth>,

@@ -28,6 +28,33 @@ pub struct OperatorConfig {
     pub snapshot: SnapshotDefaults,
     /// Namespaces to watch; empty means all.
     pub namespaces: Vec<String>,
+    /// Planner tunables.
+    pub planner: PlannerSettings,
+}
+
+/// What the planner assumes about the cluster until it has measured better.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct PlannerSettings {
+    /// Builds one node runs at once.
+    pub builds_per_node: u32,
+    /// Restore throughput from the store, bytes per second.
+    pub store_bytes_per_second: f64,
+    /// Fixed cost of a restore: job start, volume provisioning, manifest read.
+    pub restore_overhead_seconds: f64,
+    /// How long a busy replica is expected to stay busy when nothing better is known.
+    pub expected_busy_seconds: f64,
+}
+
+impl Default for PlannerSettings {
+    fn default() -> Self {
+        PlannerSettings {
+            builds_per_node: 2,
+            store_bytes_per_second: 200e6,
+            restore_overhead_seconds: 15.0,
+            expected_busy_seconds: 120.0,
+        }
+    }
 }
 
 /// Builder pods and jobs.

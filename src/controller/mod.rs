@@ -2,4 +2,11 @@
 //! parts that talk to the API server.
 
 pub mod builders;
+pub mod claims;
 pub mod config;
+pub mod context;
+pub mod error;
+pub mod image_build;
+pub mod metrics;
+pub mod quantity;
+pub mod view;

@@ -21,7 +21,11 @@ pub const CACHE_MOUNT: &str = "/cache";
 /// buildkitd's state dir inside the replica (a subdirectory, so the volume root can hold
 /// `lost+found` and Hearth's temporary restore dirs).
 pub const STATE_DIR: &str = "/cache/buildkit";
-/// Where a `file://` store's claim is mounted, when the store is a path.
+/// Runs `hearth` with the container's args, its stdout into the termination message.
+const RESULT_SCRIPT: &str = "hearth \"$@\" > /dev/termination-log";
+/// What the snapshot jobs may do beyond an unprivileged user: read and traverse everything
+/// (DAC_READ_SEARCH), restore numeric owners and modes (CHOWN, FOWNER, FSETID), recreate
+/// overlay whiteouts (MKNOD) and file capabilities (SETFCAP).
 const CAPABILITIES: [&str; 6] = [
     "DAC_READ_SEARCH",
     "CHOWN",
@@ -118,7 +122,14 @@ pub fn snapshot_container(
         },
         image: Some(config.builder.hearth_image.clone()),
         image_pull_policy: Some(config.builder.image_pull_policy.clone()),
-        command: Some(vec!["hearth".into()]),
+        // The command's JSON result (stdout) becomes the termination message the controller
+        // reads; its logs go to stderr, and to the message when it fails.
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            RESULT_SCRIPT.into(),
+            "hearth-job".into(),
+        ]),
         args: Some(args),
         env: Some(env),
         env_from: (!s.credentials_secret.is_empty()).then(|| {

@@ -1,0 +1,83 @@
+//! What every reconcile shares: the client, the operator config, the planner's tunables,
+//! reflector stores of the cluster (nodes, volumes, Hearth's pods and claims), metrics, the
+//! event reporter and an injected clock (tests set the time).
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::Client;
+
+use super::config::OperatorConfig;
+use super::metrics::Metrics;
+use crate::api::BuildCache;
+use crate::planner::PlannerConfig;
+
+/// The clock reconcilers read; tests replace it.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Read-only caches of the cluster the planner's view is built from.
+#[derive(Clone)]
+pub struct Stores {
+    /// Nodes: names, zones, labels, taints, readiness, budget annotations.
+    pub nodes: Store<Node>,
+    /// PersistentVolumes: where a bound replica lives (node affinity or zone).
+    pub volumes: Store<PersistentVolume>,
+    /// Hearth's replica PVCs.
+    pub claims: Store<PersistentVolumeClaim>,
+    /// Hearth's pods (builder slots in use per node).
+    pub pods: Store<Pod>,
+    /// Every BuildCache (replicas and snapshots of all tenants count against node budgets).
+    pub caches: Store<BuildCache>,
+}
+
+/// Shared state of the reconcilers.
+#[derive(Clone)]
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Operator configuration.
+    pub config: Arc<OperatorConfig>,
+    /// Planner tunables.
+    pub planner: PlannerConfig,
+    /// Cluster caches.
+    pub stores: Stores,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Kubernetes Events.
+    pub recorder: Recorder,
+    /// The time.
+    pub clock: Clock,
+}
+
+impl Context {
+    /// A context with the system clock.
+    pub fn new(
+        client: Client,
+        config: OperatorConfig,
+        stores: Stores,
+        metrics: Arc<Metrics>,
+        identity: &str,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "hearth-controller".into(),
+            instance: Some(identity.to_string()),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config: Arc::new(config),
+            planner: PlannerConfig::default(),
+            stores,
+            metrics,
+            clock: Arc::new(Timestamp::now),
+        }
+    }
+
+    /// Now, from the injected clock.
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+}

@@ -1,0 +1,234 @@
+//! The ImageBuild lifecycle: plan → claim → (restore) → build → (snapshot) → release, one
+//! step per reconcile, every step's state in status and owned objects (never only in
+//! memory), so a restarted controller resumes each build where it stood.
+
+pub mod outcome;
+pub mod status;
+mod steps;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::builders::labels;
+use super::claims::{self, Release};
+use super::context::Context;
+use super::error::{is_status, Error, Result};
+use crate::api::{ImageBuild, ImageBuildStatus, Phase};
+use status::differs;
+
+/// Name of this controller in metrics.
+pub const CONTROLLER: &str = "imagebuild";
+/// Finalizer that releases the build's replica claim before the ImageBuild goes.
+pub const FINALIZER: &str = "hearth.dev/release";
+
+/// Reconciles one ImageBuild.
+pub async fn reconcile(build: Arc<ImageBuild>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconcile(CONTROLLER);
+    let namespace = build.namespace().unwrap_or_default();
+    let api: Api<ImageBuild> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, build, |event| async {
+        match event {
+            Finalizer::Apply(build) => apply(&build, &ctx).await,
+            Finalizer::Cleanup(build) => cleanup(&build, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// What to do when a reconcile fails: conflicts re-plan at once, invalid specs wait for a
+/// change, everything else backs off.
+pub fn error_policy(_build: Arc<ImageBuild>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(CONTROLLER, error.category());
+    match error {
+        Error::ClaimConflict(_) => Action::requeue(Duration::from_millis(200)),
+        Error::InvalidSpec(_) => Action::await_change(),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+/// One step's result: the status to write and when to look again.
+pub(crate) struct Step {
+    pub status: ImageBuildStatus,
+    pub next: Action,
+    pub event: Option<(EventType, &'static str, String)>,
+}
+
+impl Step {
+    pub(crate) fn new(status: ImageBuildStatus, next: Action) -> Self {
+        Step {
+            status,
+            next,
+            event: None,
+        }
+    }
+
+    pub(crate) fn with_event(
+        mut self,
+        kind: EventType,
+        reason: &'static str,
+        note: String,
+    ) -> Self {
+        self.event = Some((kind, reason, note));
+        self
+    }
+}
+
+async fn apply(build: &ImageBuild, ctx: &Context) -> Result<Action> {
+    let old = build.status.clone().unwrap_or_default();
+    if old.phase.is_some_and(Phase::is_terminal) {
+        return Ok(Action::await_change());
+    }
+    let step = match steps::step(build, ctx).await {
+        Ok(step) => step,
+        Err(Error::InvalidSpec(message)) => steps::invalid(build, ctx, &message),
+        Err(e) => return Err(e),
+    };
+    write_status(build, ctx, &old, step).await
+}
+
+async fn write_status(
+    build: &ImageBuild,
+    ctx: &Context,
+    old: &ImageBuildStatus,
+    step: Step,
+) -> Result<Action> {
+    let Step {
+        mut status,
+        next,
+        event,
+    } = step;
+    status.observed_generation = build.metadata.generation;
+    if differs(old, &status) {
+        let api: Api<ImageBuild> =
+            Api::namespaced(ctx.client.clone(), &build.namespace().unwrap_or_default());
+        let mut object = build.clone();
+        object.status = Some(status.clone());
+        // A full status write guarded by the resourceVersion read: a stale view conflicts
+        // and is retried, never written over newer state.
+        api.replace_status(
+            &build.name_any(),
+            &PostParams {
+                field_manager: Some(labels::FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &object,
+        )
+        .await?;
+        if old.phase != status.phase {
+            info!(build = %build.name_any(), namespace = %build.namespace().unwrap_or_default(), from = ?old.phase, to = ?status.phase, "phase");
+            if let Some(phase) = status.phase.filter(|p| p.is_terminal()) {
+                record_finish(ctx, &status, phase);
+            }
+        }
+    }
+    if let Some((type_, reason, note)) = event {
+        publish(ctx, build, type_, reason, note).await;
+    }
+    Ok(next)
+}
+
+fn record_finish(ctx: &Context, status: &ImageBuildStatus, phase: Phase) {
+    let warmth = status
+        .placement
+        .as_ref()
+        .and_then(|p| p.warmth)
+        .map(|w| format!("{w:?}"))
+        .unwrap_or_else(|| "None".into());
+    ctx.metrics.build_finished(&warmth, &format!("{phase:?}"));
+}
+
+/// Publishes an Event; failures are logged, never fatal.
+pub(crate) async fn publish(
+    ctx: &Context,
+    build: &ImageBuild,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &build.object_ref(&())).await {
+        warn!(error = %e, "could not publish event");
+    }
+}
+
+/// Deleting an ImageBuild: stop its pods and jobs, release its replica. Idempotent.
+async fn cleanup(build: &ImageBuild, ctx: &Context) -> Result<Action> {
+    stop_children(build, ctx).await?;
+    release_claim(
+        build,
+        ctx,
+        Release::Done {
+            changed: true,
+            saved: None,
+            warmth: None,
+        },
+    )
+    .await?;
+    Ok(Action::await_change())
+}
+
+/// Deletes the build's pods and jobs (all attempts).
+pub(crate) async fn stop_children(build: &ImageBuild, ctx: &Context) -> Result<()> {
+    let namespace = build.namespace().unwrap_or_default();
+    let selector = format!("{}={}", labels::BUILD, build.name_any());
+    let dp = DeleteParams::background();
+    let lp = kube::api::ListParams::default().labels(&selector);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    for job in jobs.list(&lp).await?.items {
+        ignore_missing(jobs.delete(&job.name_any(), &dp).await.map(|_| ()))?;
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    for pod in pods.list(&lp).await?.items {
+        ignore_missing(pods.delete(&pod.name_any(), &dp).await.map(|_| ()))?;
+    }
+    Ok(())
+}
+
+/// Releases whatever replica the build holds in its BuildCache.
+pub(crate) async fn release_claim(build: &ImageBuild, ctx: &Context, how: Release) -> Result<()> {
+    let status = build.status.clone().unwrap_or_default();
+    let Some(cache) = status
+        .placement
+        .as_ref()
+        .filter(|p| p.replica.is_some())
+        .and_then(|p| p.cache.clone())
+    else {
+        return Ok(());
+    };
+    claims::release(
+        ctx,
+        &build.namespace().unwrap_or_default(),
+        &cache,
+        &build.name_any(),
+        how,
+        ctx.now(),
+    )
+    .await
+}
+
+fn ignore_missing(r: std::result::Result<(), kube::Error>) -> Result<()> {
+    match r {
+        Err(e) if is_status(&e, 404) => Ok(()),
+        other => other.map_err(Error::from),
+    }
+}

@@ -1,0 +1,241 @@
+//! What a builder Pod or a snapshot Job has come to, read from their status: pure functions,
+//! so every failure path is tested without a cluster.
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::api::SnapshotRecord;
+use crate::controller::builders::pod::digest_from_metadata;
+
+/// Waiting reasons that will not fix themselves: the build fails with them at once.
+const STUCK_REASONS: [&str; 5] = [
+    "CreateContainerConfigError",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerError",
+];
+
+/// Where a builder pod stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PodOutcome {
+    /// Scheduled or running.
+    Running,
+    /// The build finished and (when asked) pushed.
+    Succeeded {
+        /// Image digest from buildctl's metadata.
+        digest: Option<String>,
+        /// Seconds the build container ran.
+        seconds: Option<f64>,
+    },
+    /// The build failed: a reason (`BuildFailed`, `Timeout`, `ImagePullBackOff`...) and a
+    /// message with the container's exit and the tail of its log.
+    Failed {
+        /// CamelCase reason.
+        reason: String,
+        /// What happened.
+        message: String,
+    },
+    /// The pod's node is gone: the build may be retried elsewhere.
+    NodeLost,
+}
+
+/// Reads a builder pod. `node_exists` says whether a node is still in the cluster.
+pub fn pod_outcome(pod: &Pod, node_exists: impl Fn(&str) -> bool) -> PodOutcome {
+    let Some(status) = &pod.status else {
+        return PodOutcome::Running;
+    };
+    if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+        if !node_exists(node) {
+            return PodOutcome::NodeLost;
+        }
+    }
+    if status.reason.as_deref() == Some("NodeLost") {
+        return PodOutcome::NodeLost;
+    }
+    let container = status
+        .container_statuses
+        .as_ref()
+        .and_then(|cs| cs.iter().find(|c| c.name == "buildkit"));
+    let init_failed = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .find_map(|c| {
+            let t = c.state.as_ref()?.terminated.as_ref()?;
+            (t.exit_code != 0).then(|| {
+                (
+                    c.name.clone(),
+                    t.exit_code,
+                    t.message.clone().unwrap_or_default(),
+                )
+            })
+        });
+    for c in status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+    {
+        if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let reason = w.reason.clone().unwrap_or_default();
+            if STUCK_REASONS.contains(&reason.as_str()) {
+                let message = format!(
+                    "container {}: {reason}: {}",
+                    c.name,
+                    w.message.clone().unwrap_or_default()
+                );
+                return PodOutcome::Failed {
+                    reason,
+                    message: message.trim_end_matches([' ', ':']).to_string(),
+                };
+            }
+        }
+    }
+    match status.phase.as_deref() {
+        Some("Succeeded") => {
+            let terminated = container
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.terminated.as_ref());
+            let digest = terminated
+                .and_then(|t| t.message.as_deref())
+                .and_then(digest_from_metadata);
+            let seconds = terminated.and_then(|t| {
+                Some(seconds_between(
+                    t.started_at.as_ref()?.0,
+                    t.finished_at.as_ref()?.0,
+                ))
+            });
+            PodOutcome::Succeeded { digest, seconds }
+        }
+        Some("Failed") => {
+            if status.reason.as_deref() == Some("DeadlineExceeded") {
+                return PodOutcome::Failed {
+                    reason: "Timeout".into(),
+                    message: "the build ran past spec.timeout".into(),
+                };
+            }
+            if let Some((name, code, tail)) = init_failed {
+                return PodOutcome::Failed {
+                    reason: "RestoreFailed".into(),
+                    message: format!("container {name} exited {code}: {}", tail.trim()),
+                };
+            }
+            let terminated = container
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.terminated.as_ref());
+            let message = match terminated {
+                Some(t) => format!(
+                    "buildkit exited {} ({}): {}",
+                    t.exit_code,
+                    t.reason.clone().unwrap_or_else(|| "Error".into()),
+                    t.message.clone().unwrap_or_default().trim()
+                ),
+                None => status
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "the builder pod failed".into()),
+            };
+            PodOutcome::Failed {
+                reason: "BuildFailed".into(),
+                message,
+            }
+        }
+        _ => PodOutcome::Running,
+    }
+}
+
+/// Where a restore or save Job stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobOutcome {
+    /// Not finished.
+    Running,
+    /// Finished; the container's termination message (the command's JSON result), if read.
+    Succeeded {
+        /// The JSON result.
+        result: Option<String>,
+        /// Seconds from start to completion.
+        seconds: Option<f64>,
+    },
+    /// Failed after its retries.
+    Failed {
+        /// Why, from the job condition and the last pod's message.
+        message: String,
+    },
+}
+
+/// Reads a Job; `pod_message` is the termination message of its latest pod, when known.
+pub fn job_outcome(job: &Job, pod_message: Option<&str>) -> JobOutcome {
+    let Some(status) = &job.status else {
+        return JobOutcome::Running;
+    };
+    let condition = |t: &str| {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    if status.succeeded.unwrap_or(0) > 0 || condition("Complete").is_some() {
+        let seconds = match (&status.start_time, &status.completion_time) {
+            (Some(s), Some(c)) => Some(seconds_between(s.0, c.0)),
+            _ => None,
+        };
+        return JobOutcome::Succeeded {
+            result: pod_message.map(String::from),
+            seconds,
+        };
+    }
+    if let Some(c) = condition("Failed") {
+        let mut message = format!(
+            "{}: {}",
+            c.reason.clone().unwrap_or_else(|| "Failed".into()),
+            c.message.clone().unwrap_or_default()
+        );
+        if let Some(tail) = pod_message.filter(|m| !m.trim().is_empty()) {
+            message.push_str("; last attempt: ");
+            message.push_str(tail.trim());
+        }
+        return JobOutcome::Failed { message };
+    }
+    JobOutcome::Running
+}
+
+/// The snapshot a save Job reported (`hearth snapshot save --json`), even when the message
+/// was cut at the termination-message limit.
+pub fn saved_snapshot(result: &str, now: Timestamp) -> Option<SnapshotRecord> {
+    let value: Option<serde_json::Value> = serde_json::from_str(result).ok();
+    let field = |name: &str| -> Option<String> {
+        if let Some(v) = value.as_ref().and_then(|v| v.get(name)) {
+            return Some(
+                v.as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| v.to_string()),
+            );
+        }
+        let at = result.find(&format!("\"{name}\":"))? + name.len() + 3;
+        let rest = result[at..].trim_start().trim_start_matches('"');
+        Some(
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect(),
+        )
+    };
+    let id = field("id").filter(|id| !id.is_empty())?;
+    let number = |name: &str| field(name).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    Some(SnapshotRecord {
+        id,
+        time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
+        bytes: number("bytes"),
+        new_bytes: number("uploadedBytes"),
+    })
+}
+
+fn seconds_between(a: Timestamp, b: Timestamp) -> f64 {
+    (b.as_millisecond() - a.as_millisecond()) as f64 / 1000.0
+}
+
+#[cfg(test)]
+#[path = "outcome_tests.rs"]
+mod tests;

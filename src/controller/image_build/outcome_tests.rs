@@ -1,0 +1,125 @@
+//! Every way a builder pod or snapshot job can end, read correctly.
+
+use super::*;
+use serde_json::json;
+
+fn pod(v: serde_json::Value) -> Pod {
+    serde_json::from_value(v).expect("pod")
+}
+
+fn alive(_: &str) -> bool {
+    true
+}
+
+#[test]
+fn succeeded_pod_gives_digest_and_time() {
+    let d = format!("sha256:{}", "b".repeat(64));
+    let p = pod(
+        json!({"spec": {"containers": [], "nodeName": "n1"}, "status": {"phase": "Succeeded", "containerStatuses": [{
+        "name": "buildkit", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 0, "message": format!("{{\"containerimage.digest\":\"{d}\"}}"),
+            "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:42Z"}}}]}}),
+    );
+    assert_eq!(
+        pod_outcome(&p, alive),
+        PodOutcome::Succeeded {
+            digest: Some(d),
+            seconds: Some(42.0)
+        }
+    );
+}
+
+#[test]
+fn failed_pod_reports_exit_and_log_tail() {
+    let p = pod(
+        json!({"spec": {"containers": []}, "status": {"phase": "Failed", "containerStatuses": [{
+        "name": "buildkit", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": "#7 ERROR: process \"/bin/sh -c make\" did not complete successfully: exit code: 2\n"}}}]}}),
+    );
+    match pod_outcome(&p, alive) {
+        PodOutcome::Failed { reason, message } => {
+            assert_eq!(reason, "BuildFailed");
+            assert!(
+                message.starts_with("buildkit exited 1 (Error): #7 ERROR"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn deadline_missing_secret_and_bad_image_fail_at_once() {
+    let p = pod(
+        json!({"spec": {"containers": []}, "status": {"phase": "Failed", "reason": "DeadlineExceeded"}}),
+    );
+    assert!(
+        matches!(pod_outcome(&p, alive), PodOutcome::Failed { reason, .. } if reason == "Timeout")
+    );
+    for reason in ["CreateContainerConfigError", "ImagePullBackOff"] {
+        let p = pod(
+            json!({"spec": {"containers": []}, "status": {"phase": "Pending", "containerStatuses": [{
+            "name": "buildkit", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": reason, "message": "secret \"push\" not found"}}}]}}),
+        );
+        match pod_outcome(&p, alive) {
+            PodOutcome::Failed { reason: r, message } => {
+                assert_eq!(r, reason);
+                assert!(message.contains("secret \"push\" not found"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn pod_on_a_vanished_node_is_lost() {
+    let p = pod(
+        json!({"spec": {"containers": [], "nodeName": "gone"}, "status": {"phase": "Running"}}),
+    );
+    assert_eq!(pod_outcome(&p, |n| n != "gone"), PodOutcome::NodeLost);
+    assert_eq!(pod_outcome(&p, alive), PodOutcome::Running);
+}
+
+#[test]
+fn jobs_succeed_fail_or_run() {
+    let job = |v: serde_json::Value| -> Job { serde_json::from_value(v).unwrap() };
+    let ok = job(
+        json!({"status": {"succeeded": 1, "startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:00:08Z"}}),
+    );
+    assert_eq!(
+        job_outcome(&ok, Some("{}")),
+        JobOutcome::Succeeded {
+            result: Some("{}".into()),
+            seconds: Some(8.0)
+        }
+    );
+    let failed = job(
+        json!({"status": {"failed": 3, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}}),
+    );
+    match job_outcome(&failed, Some("error: pack p-12 is missing from the store")) {
+        JobOutcome::Failed { message } => assert!(
+            message.contains("BackoffLimitExceeded") && message.contains("p-12"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        job_outcome(&job(json!({"status": {"active": 1}})), None),
+        JobOutcome::Running
+    );
+}
+
+#[test]
+fn save_result_is_read_even_when_cut() {
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    let whole = r#"{"bytes":1200,"id":"s-20261122-ab12","uploadedBytes":300,"skipped":[]}"#;
+    let r = saved_snapshot(whole, now).unwrap();
+    assert_eq!(
+        (r.id.as_str(), r.bytes, r.new_bytes),
+        ("s-20261122-ab12", 1200, 300)
+    );
+    let cut = r#"{"bytes":1200,"bytesRead":5,"id":"s-20261122-ab12","skipped":["a/sock","b/sock"#;
+    assert_eq!(saved_snapshot(cut, now).unwrap().id, "s-20261122-ab12");
+    assert_eq!(saved_snapshot("Error: store unreachable", now), None);
+}

@@ -1,0 +1,286 @@
+//! Builds the planner's view of the cluster from Kubernetes objects: nodes (zone, labels,
+//! taints, readiness, free builder slots, cache budget), every BuildCache's replicas (located
+//! by their bound PV, else by where they were placed) and newest snapshots. Pure: objects in,
+//! view out; the controller feeds it from its reflector stores.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::ResourceExt;
+
+use super::builders::labels;
+use super::config::OperatorConfig;
+use super::quantity;
+use crate::api::{BuildCache, ImageBuild, ReplicaState};
+use crate::planner::{
+    BuildRequest, ClusterView, Location, Replica, ReplicaId, Snapshot, StoreModel, Taint,
+    TaintEffect, Toleration, TolerationOperator,
+};
+
+/// Label naming the node a builder pod is pinned to (counted against the node's slots).
+pub const NODE_LABEL: &str = "hearth.dev/node";
+
+/// The objects a view is built from.
+#[derive(Default)]
+pub struct Objects<'a> {
+    /// Every node.
+    pub nodes: Vec<&'a Node>,
+    /// Every PersistentVolume.
+    pub volumes: Vec<&'a PersistentVolume>,
+    /// Hearth's replica PVCs.
+    pub claims: Vec<&'a PersistentVolumeClaim>,
+    /// Hearth's pods.
+    pub pods: Vec<&'a Pod>,
+    /// Every BuildCache, all namespaces (node budgets count every tenant's bytes).
+    pub caches: Vec<&'a BuildCache>,
+}
+
+/// Which BuildCache replica a planner replica id stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaRef {
+    /// Namespace of the BuildCache.
+    pub namespace: String,
+    /// Name of the BuildCache.
+    pub cache: String,
+    /// PVC of the replica.
+    pub pvc: String,
+}
+
+/// The view and the way back from its ids to objects.
+pub struct View {
+    /// What the planner reads.
+    pub cluster: ClusterView,
+    /// Replica ids to their BuildCache entries.
+    pub replicas: HashMap<ReplicaId, ReplicaRef>,
+    /// Newest snapshot per `(namespace, key)`: the BuildCache holding it.
+    pub snapshot_caches: HashMap<(String, String), String>,
+}
+
+/// Seconds since the epoch, the planner's clock.
+pub fn seconds(t: Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
+}
+
+/// Builds the view.
+pub fn build_view(objects: &Objects, config: &OperatorConfig, now: Timestamp) -> View {
+    let now_s = seconds(now);
+    let mut cluster = ClusterView::new(StoreModel {
+        bytes_per_second: config.planner.store_bytes_per_second,
+        overhead_seconds: config.planner.restore_overhead_seconds,
+    });
+    let default_budget = quantity::to_bytes(&config.cache.node_budget.0).unwrap_or(200 << 30);
+    let mut busy: HashMap<&str, u32> = HashMap::new();
+    for pod in &objects.pods {
+        let running = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_none_or(|p| p == "Pending" || p == "Running");
+        if let (true, Some(node)) = (running, pod.labels().get(NODE_LABEL)) {
+            if pod.labels().get(labels::ROLE).map(String::as_str) == Some("build") {
+                *busy.entry(node.as_str()).or_default() += 1;
+            }
+        }
+    }
+    for node in &objects.nodes {
+        let name = node.name_any();
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            && !node
+                .spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false);
+        let budget = node
+            .annotations()
+            .get(labels::NODE_BUDGET_ANNOTATION)
+            .and_then(|q| quantity::to_bytes(q))
+            .unwrap_or(default_budget);
+        let taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| {
+                        Some(Taint {
+                            key: t.key.clone(),
+                            value: t.value.clone().unwrap_or_default(),
+                            effect: effect(&t.effect)?,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let used = busy.get(name.as_str()).copied().unwrap_or(0);
+        let _ = cluster.add_node(crate::planner::Node {
+            zone: node
+                .labels()
+                .get("topology.kubernetes.io/zone")
+                .cloned()
+                .unwrap_or_default(),
+            labels: node.labels().clone(),
+            taints,
+            ready,
+            free_slots: config.planner.builds_per_node.saturating_sub(used),
+            cache_budget_bytes: budget,
+            name,
+        });
+    }
+
+    let claim_volume: HashMap<(String, String), String> = objects
+        .claims
+        .iter()
+        .filter_map(|c| {
+            Some((
+                (c.namespace()?, c.name_any()),
+                c.spec.as_ref()?.volume_name.clone()?,
+            ))
+        })
+        .collect();
+    let volume_location: HashMap<String, (Option<String>, Option<String>)> = objects
+        .volumes
+        .iter()
+        .map(|pv| (pv.name_any(), pv_location(pv)))
+        .collect();
+
+    let mut replicas = HashMap::new();
+    let mut snapshot_caches = HashMap::new();
+    for cache in &objects.caches {
+        let (Some(namespace), name) = (cache.namespace(), cache.name_any()) else {
+            continue;
+        };
+        let key = cluster.intern_key(&namespace, &cache.spec.key);
+        let Some(status) = &cache.status else {
+            continue;
+        };
+        if let Some(newest) = status.snapshots.iter().max_by_key(|s| s.time.0) {
+            let better = cluster
+                .key(key)
+                .snapshot
+                .as_ref()
+                .is_none_or(|s| s.taken_at < seconds(newest.time.0));
+            if better {
+                cluster.set_snapshot(
+                    key,
+                    Some(Snapshot {
+                        id: newest.id.clone(),
+                        bytes: newest.bytes.max(0) as u64,
+                        taken_at: seconds(newest.time.0),
+                    }),
+                );
+                snapshot_caches.insert((namespace.clone(), cache.spec.key.clone()), name.clone());
+            }
+        }
+        for r in &status.replicas {
+            if r.state == ReplicaState::Lost {
+                continue;
+            }
+            let bound = claim_volume
+                .get(&(namespace.clone(), r.pvc.clone()))
+                .and_then(|v| volume_location.get(v));
+            let (node, zone) = match bound {
+                Some((node, zone)) => (node.clone(), zone.clone()),
+                None => (r.node.clone(), r.zone.clone()),
+            };
+            let location = match (node.and_then(|n| cluster.node_id(&n)), zone) {
+                (Some(id), _) => Location::Node(id),
+                (None, Some(zone)) => Location::Zone(zone),
+                (None, None) => continue,
+            };
+            let replica = Replica {
+                name: r.pvc.clone(),
+                key,
+                location,
+                size_bytes: r.size_bytes.unwrap_or(0).max(0) as u64,
+                state: r.state,
+                free_at: (r.state != ReplicaState::Idle)
+                    .then_some(now_s + config.planner.expected_busy_seconds),
+                waiting: 0,
+                saved: r.snapshot_id.is_some(),
+                last_used: r.last_used.as_ref().map(|t| seconds(t.0)).unwrap_or(now_s),
+            };
+            if let Ok(id) = cluster.add_replica(replica) {
+                replicas.insert(
+                    id,
+                    ReplicaRef {
+                        namespace: namespace.clone(),
+                        cache: name.clone(),
+                        pvc: r.pvc.clone(),
+                    },
+                );
+            }
+        }
+    }
+    View {
+        cluster,
+        replicas,
+        snapshot_caches,
+    }
+}
+
+fn effect(e: &str) -> Option<TaintEffect> {
+    match e {
+        "NoSchedule" => Some(TaintEffect::NoSchedule),
+        "PreferNoSchedule" => Some(TaintEffect::PreferNoSchedule),
+        "NoExecute" => Some(TaintEffect::NoExecute),
+        _ => None,
+    }
+}
+
+/// Node (local volumes) or zone (zonal volumes) a PV is pinned to, from its node affinity.
+pub fn pv_location(pv: &PersistentVolume) -> (Option<String>, Option<String>) {
+    let terms = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_affinity.as_ref())
+        .and_then(|a| a.required.as_ref())
+        .map(|r| r.node_selector_terms.clone())
+        .unwrap_or_default();
+    let mut node = None;
+    let mut zone = None;
+    for expr in terms
+        .iter()
+        .flat_map(|t| t.match_expressions.clone().unwrap_or_default())
+    {
+        let first = expr.values.as_ref().and_then(|v| v.first()).cloned();
+        match expr.key.as_str() {
+            "kubernetes.io/hostname" => node = node.or(first),
+            "topology.kubernetes.io/zone"
+            | "topology.ebs.csi.aws.com/zone"
+            | "topology.gke.io/zone" => zone = zone.or(first),
+            _ => {}
+        }
+    }
+    (node, zone)
+}
+
+/// The planner request of a build.
+pub fn build_request(build: &ImageBuild, key: &str, config: &OperatorConfig) -> BuildRequest {
+    let mut req = BuildRequest::new(build.namespace().unwrap_or_default(), key);
+    req.restore_keys = build.spec.cache.restore_keys.clone();
+    req.mode = build.spec.cache.mode;
+    req.node_selector = config.builder.node_selector.clone();
+    req.node_selector.extend(build.spec.node_selector.clone());
+    req.tolerations = config
+        .builder
+        .tolerations
+        .iter()
+        .chain(build.spec.tolerations.iter())
+        .map(|t| Toleration {
+            key: t.key.clone().unwrap_or_default(),
+            operator: if t.operator.as_deref() == Some("Exists") {
+                TolerationOperator::Exists
+            } else {
+                TolerationOperator::Equal
+            },
+            value: t.value.clone().unwrap_or_default(),
+            effect: t.effect.as_deref().and_then(effect),
+        })
+        .collect();
+    req
+}
