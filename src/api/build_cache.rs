@@ -23,6 +23,7 @@ const QUANTITY_BOUNDS_RULE: &str =
     category = "hearth",
     namespaced,
     status = "BuildCacheStatus",
+    derive = "Default",
     cel,
     printcolumn = r#"{"name":"Key","type":"string","jsonPath":".spec.key"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicaCount"}"#,
@@ -59,6 +60,19 @@ pub struct BuildCacheSpec {
     /// (default) keeps them, `Delete` removes them.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+}
+
+impl Default for BuildCacheSpec {
+    fn default() -> Self {
+        BuildCacheSpec {
+            key: String::new(),
+            storage: CacheStorage::default(),
+            max_replicas: default_max_replicas(),
+            snapshot: SnapshotPolicy::default(),
+            gc: CacheGcPolicy::default(),
+            deletion_policy: DeletionPolicy::default(),
+        }
+    }
 }
 
 fn default_max_replicas() -> i32 {

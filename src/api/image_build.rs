@@ -52,6 +52,7 @@ pub const SPEC_IMMUTABLE_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.stat
     category = "hearth",
     namespaced,
     status = "ImageBuildStatus",
+    derive = "Default",
     cel,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Warmth","type":"string","jsonPath":".status.placement.warmth"}"#,
@@ -136,6 +137,27 @@ pub struct ImageBuildSpec {
     pub cancel: bool,
 }
 
+impl Default for ImageBuildSpec {
+    fn default() -> Self {
+        ImageBuildSpec {
+            source: SourceSpec::default(),
+            dockerfile: default_dockerfile(),
+            target: None,
+            build_args: BTreeMap::new(),
+            platforms: Vec::new(),
+            secrets: Vec::new(),
+            labels: BTreeMap::new(),
+            output: OutputSpec::default(),
+            cache: CacheSpec::default(),
+            timeout: default_timeout(),
+            resources: None,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            cancel: false,
+        }
+    }
+}
+
 fn default_dockerfile() -> String {
     "Dockerfile".to_string()
 }
@@ -145,7 +167,7 @@ fn default_timeout() -> Duration {
 }
 
 /// Where the build context comes from.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.git), has(self.context)].exists_one(x, x)").message("set exactly one of git or context"))]
 pub struct SourceSpec {
@@ -250,7 +272,7 @@ pub struct SecretKeyRef {
 }
 
 /// Where the built image goes.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct OutputSpec {
     /// Full image reference with its registry host, for example

@@ -6,6 +6,7 @@ pub mod claims;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod finalizer;
 pub mod image_build;
 pub mod metrics;
 pub mod quantity;

@@ -14,7 +14,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -22,6 +21,7 @@ use super::builders::labels;
 use super::claims::{self, Release};
 use super::context::Context;
 use super::error::{is_status, Error, Result};
+use super::finalizer;
 use crate::api::{ImageBuild, ImageBuildStatus, Phase};
 use status::differs;
 
@@ -35,18 +35,16 @@ pub async fn reconcile(build: Arc<ImageBuild>, ctx: Arc<Context>) -> Result<Acti
     ctx.metrics.reconcile(CONTROLLER);
     let namespace = build.namespace().unwrap_or_default();
     let api: Api<ImageBuild> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, build, |event| async {
-        match event {
-            Finalizer::Apply(build) => apply(&build, &ctx).await,
-            Finalizer::Cleanup(build) => cleanup(&build, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
+    if build.metadata.deletion_timestamp.is_some() {
+        let action = cleanup(&build, &ctx).await?;
+        finalizer::remove(&api, build.as_ref(), FINALIZER).await?;
+        return Ok(action);
+    }
+    let build = match finalizer::ensure(&api, build.as_ref(), FINALIZER).await? {
+        Some(updated) => updated,
+        None => build.as_ref().clone(),
+    };
+    apply(&build, &ctx).await
 }
 
 /// What to do when a reconcile fails: conflicts re-plan at once, invalid specs wait for a
