@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Print every CRD as multi-document YAML (the content of `crds/`).
     Crds,
+    /// Run the operator (leader election, `/healthz`, `/readyz`, `/metrics`).
+    Controller(crate::controller::run::ControllerArgs),
     /// Check ImageBuild and BuildCache manifests offline against the CRD schemas and CEL
     /// rules, as the API server would. Exit code 1 when any object is refused.
     Validate {
@@ -46,6 +48,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { files, update } => validate(&files, update),
+        Command::Controller(args) => {
+            tokio::runtime::Runtime::new()?.block_on(crate::controller::run::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Simulate(args) => crate::simulate::cli::run(&args),
     }
 }

@@ -1,6 +1,7 @@
 //! `hearth controller`: the operator. Pure parts (object builders, config) are apart from the
 //! parts that talk to the API server.
 
+pub mod admin;
 pub mod builders;
 pub mod claims;
 pub mod config;
@@ -10,4 +11,5 @@ pub mod finalizer;
 pub mod image_build;
 pub mod metrics;
 pub mod quantity;
+pub mod run;
 pub mod view;

@@ -1,0 +1,248 @@
+//! `hearth controller`: wires the reconcilers to the cluster. Reflectors feed the planner's
+//! view; the admin server starts unready; nothing is written before the Lease is held; on
+//! SIGTERM the controller drains and hands the Lease over.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tracing::{error, info, warn};
+
+use super::admin::{self, AdminState};
+use super::builders::labels;
+use super::config::OperatorConfig;
+use super::context::{Context, Stores};
+use super::image_build;
+use super::metrics::Metrics;
+use crate::api::{BuildCache, ImageBuild};
+
+/// Name of the leader-election Lease.
+pub const LEASE_NAME: &str = "hearth-controller";
+
+/// Flags of `hearth controller`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerArgs {
+    /// Operator config file (YAML); built-in defaults when absent.
+    #[arg(long, env = "HEARTH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the admin server (`/healthz`, `/readyz`, `/metrics`).
+    #[arg(long, env = "HEARTH_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+    /// Namespace of the leader-election Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "hearth-system")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Log format: `json` or `text`.
+    #[arg(long, env = "HEARTH_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+}
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    init_tracing(&args.log_format);
+    let config = match &args.config {
+        Some(path) => OperatorConfig::load(&path.to_string_lossy())?,
+        None => OperatorConfig::default(),
+    };
+    if config.namespaces.len() > 1 {
+        anyhow::bail!("namespaces: watching a list of namespaces is not supported yet; give one namespace or none (all)");
+    }
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("hearth-{}", std::process::id()));
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let admin_state = AdminState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let mut admin_stop = stop_rx.clone();
+    let admin = tokio::spawn(admin::serve(args.admin_addr, admin_state, async move {
+        let _ = admin_stop.wait_for(|s| *s).await;
+    }));
+
+    // Reflectors start at once (reads only), so a follower is warm when it takes over.
+    let hearth_only =
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let (nodes, f1) = reflect::<Node>(Api::all(client.clone()), watcher::Config::default());
+    let (volumes, f2) =
+        reflect::<PersistentVolume>(Api::all(client.clone()), watcher::Config::default());
+    let (claims, f3) =
+        reflect::<PersistentVolumeClaim>(Api::all(client.clone()), hearth_only.clone());
+    let (pods, f4) = reflect::<Pod>(Api::all(client.clone()), hearth_only);
+    let (caches, f5) = reflect::<BuildCache>(Api::all(client.clone()), watcher::Config::default());
+    tokio::spawn(f1);
+    tokio::spawn(f2);
+    tokio::spawn(f3);
+    tokio::spawn(f4);
+    tokio::spawn(f5);
+    let stores = Stores {
+        nodes,
+        volumes,
+        claims,
+        pods,
+        caches,
+    };
+
+    let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .context("setting up leader election")?;
+    let (mut leader, lease_task) = lease.watch().await;
+
+    for store in [
+        stores.nodes.wait_until_ready().await.is_ok(),
+        stores.volumes.wait_until_ready().await.is_ok(),
+    ] {
+        if !store {
+            anyhow::bail!("a reflector stopped before its cache synced");
+        }
+    }
+    let _ = stores.claims.wait_until_ready().await;
+    let _ = stores.pods.wait_until_ready().await;
+    let _ = stores.caches.wait_until_ready().await;
+    // Caches synced and the lease is being followed: ready to take over.
+    ready.store(true, Ordering::Relaxed);
+    info!(%identity, "caches synced; waiting for the lease");
+
+    let mut shutdown = Box::pin(shutdown_signal());
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                info!("shutting down before taking the lease");
+                let _ = stop_tx.send(true);
+                drop(leader);
+                let _ = lease_task.await;
+                let _ = admin.await;
+                return Ok(());
+            }
+            changed = leader.changed() => {
+                changed.context("leader election stopped")?;
+                if *leader.borrow_and_update() { break; }
+            }
+        }
+    }
+    metrics.leader.set(1);
+    info!(%identity, "leading");
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.clone(),
+        stores,
+        metrics.clone(),
+        &identity,
+    ));
+    let builds: Api<ImageBuild> = scoped(&client, &config);
+    let controller = Controller::new(builds, watcher::Config::default().any_semantic())
+        .owns(scoped::<Pod>(&client, &config), watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER)))
+        .owns(scoped::<Job>(&client, &config), watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER)))
+        .graceful_shutdown_on(async move {
+            tokio::select! {
+                _ = &mut shutdown => info!("SIGTERM: draining reconciles"),
+                lost = async { loop { if leader.changed().await.is_err() || !*leader.borrow() { break; } } } => {
+                    let () = lost;
+                    warn!("lost the lease: stopping so another replica takes over");
+                }
+            }
+            // Dropping the channel makes the lease task release the Lease.
+            drop(leader);
+        })
+        .run(image_build::reconcile, image_build::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "reconcile failed");
+            }
+        });
+    controller.await;
+    metrics.leader.set(0);
+    match lease_task.await {
+        Ok(Ok(_)) => info!("lease released"),
+        Ok(Err(e)) => error!(error = %e, "releasing the lease"),
+        Err(e) => error!(error = %e, "lease task"),
+    }
+    let _ = stop_tx.send(true);
+    let _ = admin.await;
+    Ok(())
+}
+
+fn scoped<K>(client: &Client, config: &OperatorConfig) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match config.namespaces.first() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (Store<K>, impl std::future::Future<Output = ()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream =
+        reflector::reflector(writer, watcher(api, config).default_backoff()).applied_objects();
+    (store, async move {
+        stream.for_each(|_| futures::future::ready(())).await;
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
