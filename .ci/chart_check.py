@@ -549,7 +549,7 @@ def main() -> int:
     for values, word in INVALID_VALUES:
         checks.check(f"refuses {values}", lambda v=values, w=word: check_invalid_values(v, w))
     checks.check("config/install.yaml is the default render", lambda: check_install(update))
-    print(f"test-chart: {checks.passed} passed, {len(checks.failed)} failed")
+    print(f"chart: {checks.passed} passed, {len(checks.failed)} failed")
     return 1 if checks.failed else 0
 
 
