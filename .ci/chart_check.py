@@ -20,6 +20,7 @@ render, and values the chart must refuse are refused.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ CHART = ROOT / "charts" / "hearth"
 CRDS_SRC = ROOT / "crds" / "hearth.dev.yaml"
 CRDS_COPY = CHART / "crds" / "hearth.dev.yaml"
 INSTALL = ROOT / "config" / "install.yaml"
+E2E_VALUES = ROOT / "e2e" / "values.yaml"
 
 RELEASE = "hearth"
 NAMESPACE = "hearth-system"
@@ -60,12 +62,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
                     "tolerations": [{"key": "hearth.dev/builder", "operator": "Exists", "effect": "NoSchedule"}]},
         "networkPolicy": {"metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
     },
+    "e2e": yaml.safe_load(E2E_VALUES.read_text()),  # what e2e/up.sh installs
 }
 
 # Values the chart must refuse at render time, and a word the error must contain.
 INVALID_VALUES = [
     ({"logFormat": "xml"}, "logFormat"),
-    ({"snapshot": {"store": "gs://bucket"}}, "snapshot.store"),
+    ({"snapshot": {"store": "gs://bucket"}}, "store"),
+    ({"snapshot": {"stor": "s3://typo/in-the-key"}}, "stor"),
+    ({"cache": {"size": "lots"}}, "size"),
     ({"snapshot": {"store": "file:///stores/hearth"}}, "fileStoreClaim"),
     ({"replicaCount": 0}, "replicaCount"),
 ]
@@ -482,6 +487,34 @@ def check_invalid_values(values: dict, word: str) -> None:
         raise AssertionError(f"values {values} rendered; they must be refused")
 
 
+def check_values_documented() -> None:
+    """Every value in values.yaml that the schema describes as a leaf has a comment right above it."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def leaf(path: list[str]) -> bool | None:
+        node = schema
+        for part in path:
+            node = node.get("properties", {}).get(part)
+            if node is None:
+                return None  # inside a value's default content (e.g. resources.requests)
+        return "properties" not in node
+
+    undocumented, stack = [], []
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^( *)([A-Za-z][A-Za-z0-9]*):", line)
+        if not m:
+            continue
+        depth = len(m.group(1)) // 2
+        stack = stack[:depth] + [m.group(2)]
+        if leaf(stack) and not lines[i - 1].lstrip().startswith("#"):
+            undocumented.append(".".join(stack))
+    assert not undocumented, f"values without a comment in values.yaml: {undocumented}"
+    defined = set(schema["properties"])
+    with helm.Chart.load(str(CHART)) as chart:
+        assert set(chart.values) == defined, f"values.yaml and values.schema.json differ: {set(chart.values) ^ defined}"
+
+
 def check_the_checks() -> None:
     """The checks catch what they are for: mutate a good render and expect each to fail."""
     docs = rendered_docs(render({}))
@@ -521,6 +554,7 @@ def main() -> int:
     update = "--update" in sys.argv[1:]
     checks = Checks()
     checks.check("the checks catch what they are for", check_the_checks)
+    checks.check("values.yaml: every value documented, all in values.schema.json", check_values_documented)
     checks.check("crds: chart copy identical to crds/, valid CRDs", lambda: check_crds(update))
     for name, values in VARIANTS.items():
         def run(name: str = name, values: dict = values) -> None:
