@@ -36,6 +36,7 @@ CRDS_SRC = ROOT / "crds" / "hearth.dev.yaml"
 CRDS_COPY = CHART / "crds" / "hearth.dev.yaml"
 INSTALL = ROOT / "config" / "install.yaml"
 E2E_VALUES = ROOT / "e2e" / "values.yaml"
+INSTALL_DOC = ROOT / "docs" / "install.md"
 
 RELEASE = "hearth"
 NAMESPACE = "hearth-system"
@@ -515,6 +516,23 @@ def check_values_documented() -> None:
         assert set(chart.values) == defined, f"values.yaml and values.schema.json differ: {set(chart.values) ^ defined}"
 
 
+def check_install_doc() -> None:
+    """Every values snippet in docs/install.md renders (so the doc cannot drift from the chart),
+    and every repository path its commands name exists."""
+    text = INSTALL_DOC.read_text()
+    with helm.Chart.load(str(CHART)) as chart:
+        keys = set(chart.values)
+    snippets = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    values = [v for v in snippets if isinstance(v, dict) and set(v) <= keys]
+    assert len(values) >= 5, f"expected the values snippets of docs/install.md, found {len(values)}"
+    for v in values:
+        if v.get("snapshot", {}).get("store", "").startswith("file://"):
+            assert v["snapshot"].get("fileStoreClaim"), "file store snippet without fileStoreClaim"
+        render(v)
+    for path in sorted(set(re.findall(r"(?:^|\s)((?:crds|charts|config|e2e|docs)/[\w./-]*)", text, re.M))):
+        assert (ROOT / path.rstrip(".")).exists(), f"docs/install.md names {path}, which does not exist"
+
+
 def check_the_checks() -> None:
     """The checks catch what they are for: mutate a good render and expect each to fail."""
     docs = rendered_docs(render({}))
@@ -555,6 +573,7 @@ def main() -> int:
     checks = Checks()
     checks.check("the checks catch what they are for", check_the_checks)
     checks.check("values.yaml: every value documented, all in values.schema.json", check_values_documented)
+    checks.check("docs/install.md: its values snippets render, the paths it names exist", check_install_doc)
     checks.check("crds: chart copy identical to crds/, valid CRDs", lambda: check_crds(update))
     for name, values in VARIANTS.items():
         def run(name: str = name, values: dict = values) -> None:
