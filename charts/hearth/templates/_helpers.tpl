@@ -1,0 +1,99 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "hearth.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Prefix of every resource name: "<release>" when it already says hearth, else "<release>-hearth". */}}
+{{- define "hearth.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "hearth.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object of the chart. */}}
+{{- define "hearth.labels" -}}
+helm.sh/chart: {{ include "hearth.chart" . }}
+{{ include "hearth.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: controller
+app.kubernetes.io/part-of: hearth
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Labels that select the controller pods (Deployment, Service, PDB, NetworkPolicy). */}}
+{{- define "hearth.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "hearth.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The hearth image, controller and snapshot Jobs alike. */}}
+{{- define "hearth.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The operator config file, as the controller reads it with --config (keys fixed by the controller). */}}
+{{- define "hearth.config" -}}
+builder:
+  image: {{ required "builder.image is required" .Values.builder.image | quote }}
+  hearthImage: {{ default (include "hearth.image" .) .Values.builder.hearthImage | quote }}
+  imagePullPolicy: {{ .Values.builder.imagePullPolicy }}
+  resources:{{ if .Values.builder.resources }}{{ toYaml .Values.builder.resources | nindent 4 }}{{ else }} {{ toJson .Values.builder.resources }}{{ end }}
+  nodeSelector:{{ if .Values.builder.nodeSelector }}{{ toYaml .Values.builder.nodeSelector | nindent 4 }}{{ else }} {{ toJson .Values.builder.nodeSelector }}{{ end }}
+  tolerations:{{ if .Values.builder.tolerations }}{{ toYaml .Values.builder.tolerations | nindent 4 }}{{ else }} {{ toJson .Values.builder.tolerations }}{{ end }}
+cache:
+  storageClassName: {{ .Values.cache.storageClassName | quote }}
+  size: {{ .Values.cache.size | quote }}
+  nodeBudget: {{ .Values.cache.nodeBudget | quote }}
+  maxReplicas: {{ int .Values.cache.maxReplicas }}
+snapshot:
+  store: {{ .Values.snapshot.store | quote }}
+  credentialsSecret: {{ .Values.snapshot.credentialsSecret | quote }}
+  fileStoreClaim: {{ .Values.snapshot.fileStoreClaim | quote }}
+  s3:
+    endpoint: {{ .Values.snapshot.s3.endpoint | quote }}
+    region: {{ .Values.snapshot.s3.region | quote }}
+    pathStyle: {{ .Values.snapshot.s3.pathStyle }}
+  every: {{ int .Values.snapshot.every }}
+  minInterval: {{ .Values.snapshot.minInterval | quote }}
+  retain: {{ int .Values.snapshot.retain }}
+namespaces:{{ if .Values.namespaces }}{{ toYaml .Values.namespaces | nindent 2 }}{{ else }} []{{ end }}
+{{- end }}
+
+{{/* Port of the snapshot store for the NetworkPolicy: from snapshot.s3.endpoint, else 443/80 by scheme. */}}
+{{- define "hearth.storePort" -}}
+{{- $endpoint := .Values.snapshot.s3.endpoint }}
+{{- if $endpoint }}
+{{- $url := urlParse $endpoint }}
+{{- $hostport := splitList ":" $url.host }}
+{{- if gt (len $hostport) 1 }}{{ last $hostport }}{{ else if eq $url.scheme "http" }}80{{ else }}443{{ end }}
+{{- else }}443{{ end }}
+{{- end }}
+
+{{/* Refuse values the controller could not run with, at render time rather than in a crash loop. */}}
+{{- define "hearth.validate" -}}
+{{- if not (has .Values.logFormat (list "json" "text")) }}
+{{- fail (printf "logFormat must be json or text, not %q" .Values.logFormat) }}
+{{- end }}
+{{- $store := .Values.snapshot.store }}
+{{- if and $store (not (or (hasPrefix "s3://" $store) (hasPrefix "file:///" $store))) }}
+{{- fail (printf "snapshot.store must be s3://bucket/prefix, file:///path or empty, not %q" $store) }}
+{{- end }}
+{{- if and (hasPrefix "file://" $store) (not .Values.snapshot.fileStoreClaim) }}
+{{- fail "snapshot.fileStoreClaim is required with a file:// store: the ReadWriteMany PVC the snapshot Jobs mount at the store path" }}
+{{- end }}
+{{- if lt (int .Values.replicaCount) 1 }}
+{{- fail "replicaCount must be at least 1" }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,68 @@
+# shellcheck shell=bash disable=SC2034 # the names are used by the scripts that source this file
+# Shared by up.sh, run.sh and down.sh: names, a kubectl bound to the e2e cluster, assertions.
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$E2E_DIR/.." && pwd)
+CLUSTER=${E2E_CLUSTER:-hearth-e2e}        # kind cluster name
+CONTEXT=kind-$CLUSTER                     # its kubectl context (kind's naming)
+NS=hearth-e2e                             # where the builds run
+SYSTEM_NS=hearth-system                   # where the controller runs
+HEARTH_IMAGE=${HEARTH_IMAGE:-ghcr.io/hearth-dev/hearth:e2e}
+BUILDKIT_IMAGE=${BUILDKIT_IMAGE:-docker.io/moby/buildkit:v0.25.1-rootless}
+GITD_IMAGE=hearth-e2e-gitd:1
+# MinIO stopped publishing new images in 2025; these tags were published and are pinned.
+# Override both when your registry mirror has others.
+MINIO_IMAGE=${MINIO_IMAGE:-docker.io/minio/minio:RELEASE.2025-04-22T22-12-26Z}
+MC_IMAGE=${MC_IMAGE:-docker.io/minio/mc:RELEASE.2025-04-16T18-13-26Z}
+MINIO_USER=hearth-e2e
+MINIO_PASSWORD=hearth-e2e-not-a-secret
+BUCKET=hearth
+
+kc() { kubectl --context "$CONTEXT" "$@"; }
+
+log() { printf '\n== %s\n' "$*"; }
+info() { printf '   %s\n' "$*"; }
+die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+need() {
+  local c
+  for c in "$@"; do
+    command -v "$c" >/dev/null || die "$c is needed on PATH (see e2e/README.md)"
+  done
+}
+
+# assert_eq ACTUAL EXPECTED WHAT
+assert_eq() {
+  [[ "$1" == "$2" ]] || die "$3: got '$1', expected '$2'"
+  info "ok: $3 = '$1'"
+}
+
+# assert_ne ACTUAL UNEXPECTED WHAT
+assert_ne() {
+  [[ "$1" != "$2" ]] || die "$3: got '$1', expected anything else"
+  info "ok: $3 = '$1' (not '$2')"
+}
+
+# assert_match ACTUAL REGEX WHAT
+assert_match() {
+  [[ "$1" =~ $2 ]] || die "$3: got '$1', expected to match /$2/"
+  info "ok: $3 = '$1'"
+}
+
+# retry SECONDS WHAT CMD...: run CMD every 2 s until it succeeds or SECONDS pass.
+retry() {
+  local timeout=$1 what=$2
+  shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@"; do
+    ((SECONDS < deadline)) || die "timed out after ${timeout}s: $what"
+    sleep 2
+  done
+}
+
+# leader: the identity holding the controller's Lease; fails when none does.
+leader() {
+  local holder
+  holder=$(kc -n "$SYSTEM_NS" get lease hearth-controller -o jsonpath='{.spec.holderIdentity}' 2>/dev/null) || return 1
+  [[ -n "$holder" ]] && echo "$holder"
+}

@@ -1,0 +1,416 @@
+#!/usr/bin/env bash
+# Runs the e2e scenarios against the cluster that e2e/up.sh brought up.
+#   e2e/run.sh                     every scenario, in order
+#   e2e/run.sh cold hot            some of them (hot, restored, concurrent and readonly use the
+#                                  cache the scenarios before them left: pass E2E_RUN_ID of that
+#                                  run to continue it)
+# Each run uses its own cache key (from E2E_RUN_ID, default the time), so runs do not mix.
+# Prints "e2e: N passed, M failed" and exits non-zero when a scenario failed.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+
+need kubectl jq
+
+RUN=${E2E_RUN_ID:-$(date +%H%M%S)}
+KEY="e2e/app-$RUN"                         # the cache key of the scenarios that share a cache
+GIT_URL="git://gitd.$NS.svc.cluster.local/app.git"
+BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-900}    # seconds a build may take, image pulls included
+ALL=(cold hot restored concurrent readonly invalid controller-restart)
+
+# ------------------------------------------------------------------ helpers
+
+# imagebuild NAME KEY MODE [SLEEP]: apply an ImageBuild of the test context.
+imagebuild() {
+  local name=$1 key=$2 mode=$3 sleep=${4:-0}
+  kc apply -f - <<YAML
+apiVersion: hearth.dev/v1alpha1
+kind: ImageBuild
+metadata:
+  name: $name
+  namespace: $NS
+  labels:
+    e2e.hearth.dev/run: "$RUN"
+spec:
+  source:
+    git:
+      url: $GIT_URL
+      revision: main
+  buildArgs:
+    RUN_ID: "$name"
+    SLEEP: "$sleep"
+  output:
+    # Not pushed (see e2e/README.md): the digest still comes from BuildKit's metadata.
+    image: registry.hearth-e2e.invalid/e2e/app:$name
+    push: false
+  cache:
+    key: "$key"
+    mode: $mode
+  timeout: 20m
+YAML
+}
+
+ib() { kc -n "$NS" get imagebuild "$1" -o json; }
+ibf() { ib "$1" | jq -r "$2 // empty"; }                  # one field of an ImageBuild
+condition() { ibf "$1" ".status.conditions[]? | select(.type == \"$2\") | .status"; }
+
+# cache_of KEY: the BuildCache of a key (exactly one).
+cache_of() {
+  local names
+  names=$(kc -n "$NS" get buildcaches -o json | jq -r --arg k "$1" '.items[] | select(.spec.key == $k) | .metadata.name')
+  [[ $(wc -w <<<"$names") == 1 ]] || die "expected one BuildCache with key $1, found: '${names//$'\n'/ }'"
+  echo "$names"
+}
+bc() { kc -n "$NS" get buildcache "$1" -o json; }
+bcf() { bc "$1" | jq -r "$2 // empty"; }
+snapshot_ids() { bcf "$1" '[.status.snapshots[]?.id] | join(",")'; }
+
+# dump NAME: what someone debugging a failed build wants to see.
+dump() {
+  echo "--- ImageBuild $1 status"
+  ib "$1" | jq '.status' || true
+  echo "--- events"
+  kc -n "$NS" get events --field-selector "involvedObject.name=$1" --sort-by=.lastTimestamp 2>/dev/null | tail -20 || true
+  echo "--- pods and jobs of the build"
+  kc -n "$NS" get pods,jobs -l "hearth.dev/build=$1" -o wide 2>/dev/null || true
+  local pod
+  for pod in $(kc -n "$NS" get pods -l "hearth.dev/build=$1" -o name 2>/dev/null); do
+    echo "--- log of $pod (last 30 lines)"
+    kc -n "$NS" logs "$pod" --all-containers --tail=30 2>/dev/null || true
+  done
+  echo "--- controller log (last 40 lines)"
+  kc -n "$SYSTEM_NS" logs deploy/hearth --tail=40 2>/dev/null || true
+}
+
+# wait_builds NAME...: until every build is terminal; fails unless all Succeeded. Calls
+# $ON_POLL (if set) on every round, for scenarios that watch something while builds run.
+wait_builds() {
+  local deadline=$((SECONDS + BUILD_TIMEOUT)) name phase pending last=""
+  while :; do
+    pending=()
+    local now=""
+    for name in "$@"; do
+      phase=$(ibf "$name" '.status.phase')
+      now+="$name=${phase:-none} "
+      case $phase in
+        Succeeded) ;;
+        Failed | Cancelled)
+          dump "$name"
+          die "$name ended $phase: $(ibf "$name" '.status.message')" ;;
+        *) pending+=("$name") ;;
+      esac
+    done
+    [[ "$now" != "$last" ]] && info "phases: $now" && last=$now
+    [[ -n "${ON_POLL:-}" ]] && "$ON_POLL"
+    ((${#pending[@]} == 0)) && return 0
+    if ((SECONDS > deadline)); then
+      for name in "${pending[@]}"; do dump "$name"; done
+      die "timed out after ${BUILD_TIMEOUT}s waiting for ${pending[*]}"
+    fi
+    sleep 2
+  done
+}
+
+# wait_phase NAME PHASE: until the build reaches PHASE (or a later one).
+wait_phase() {
+  local deadline=$((SECONDS + BUILD_TIMEOUT)) phase
+  while :; do
+    phase=$(ibf "$1" '.status.phase')
+    [[ "$phase" == "$2" ]] && return 0
+    case $phase in Succeeded | Failed | Cancelled) dump "$1"; die "$1 reached $phase before $2" ;; esac
+    ((SECONDS < deadline)) || { dump "$1"; die "timed out waiting for $1 to reach $2"; }
+    sleep 1
+  done
+}
+
+# assert_succeeded NAME WARMTH: the status every successful build must show.
+assert_succeeded() {
+  local name=$1 json c
+  json=$(ib "$name")
+  f() { jq -r "$1 // empty" <<<"$json"; }
+  assert_eq "$(f .status.phase)" Succeeded "$name phase"
+  assert_eq "$(f .status.placement.warmth)" "$2" "$name placement.warmth"
+  assert_match "$(f .status.placement.node)" '^.+$' "$name placement.node"
+  assert_match "$(f .status.placement.replica)" '^.+$' "$name placement.replica"
+  assert_match "$(f .status.imageDigest)" '^sha256:[0-9a-f]{64}$' "$name imageDigest"
+  assert_eq "$(f .status.cacheKey)" "$(f .spec.cache.key)" "$name cacheKey"
+  for c in Placed CacheReady Built Succeeded; do
+    assert_eq "$(f ".status.conditions[]? | select(.type == \"$c\") | .status")" True "$name condition $c"
+  done
+  assert_match "$(f .status.completionTime)" '^.+$' "$name completionTime"
+  info "durations: $(f .status.durations | jq -c .)"
+}
+
+# cache_uses NAME: how many times the test Dockerfile's cache mount has been used, from the
+# builder's log; empty when the builder pod is gone.
+cache_uses() {
+  local pod
+  pod=$(kc -n "$NS" get pods -l "hearth.dev/build=$1" -o name 2>/dev/null | grep -- "-build-" | tail -1) || true
+  [[ -n "$pod" ]] || return 0
+  kc -n "$NS" logs "$pod" --all-containers 2>/dev/null |
+    sed -n 's/.*hearth-e2e: build [^,]*, cache mount used \([0-9]*\) times.*/\1/p' | tail -1
+}
+
+# check_cache_uses NAME REGEX WHAT: the cache-mount count in the builder's log matches REGEX.
+check_cache_uses() {
+  local uses
+  uses=$(cache_uses "$1")
+  if [[ -z "$uses" ]]; then
+    info "builder pod of $1 gone: cache-mount count not checked"
+  else
+    assert_match "$uses" "$2" "$3"
+  fi
+}
+
+# assert_replica BC PVC NODE STATE: the BuildCache lists replica PVC on NODE in STATE.
+assert_replica() {
+  local r
+  r=$(bc "$1" | jq -c --arg p "$2" '.status.replicas[]? | select(.pvc == $p)')
+  [[ -n "$r" ]] || die "BuildCache $1 has no replica $2: $(bcf "$1" '.status.replicas' | jq -c .)"
+  assert_eq "$(jq -r '.node // empty' <<<"$r")" "$3" "replica $2 node"
+  assert_eq "$(jq -r '.state' <<<"$r")" "$4" "replica $2 state"
+  assert_eq "$(jq -r '.holder // empty' <<<"$r")" "" "replica $2 holder"
+  local labels
+  labels=$(kc -n "$NS" get pvc "$2" -o json | jq -c '.metadata.labels')
+  assert_eq "$(jq -r '."app.kubernetes.io/managed-by"' <<<"$labels")" hearth "PVC $2 label managed-by"
+  assert_eq "$(jq -r '."hearth.dev/cache"' <<<"$labels")" "$1" "PVC $2 label hearth.dev/cache"
+  # Where the volume really is: the bound PV's node affinity (local-path).
+  local pv
+  pv=$(kc -n "$NS" get pvc "$2" -o jsonpath='{.spec.volumeName}')
+  assert_eq "$(kc get pv "$pv" -o json | jq -r '.spec.nodeAffinity.required.nodeSelectorTerms[0].matchExpressions[] | select(.key == "kubernetes.io/hostname") | .values[0]')" \
+    "$3" "PV of $2 lives on"
+}
+
+# ------------------------------------------------------------------ scenarios
+
+# A key's first build starts cold, and leaves a replica on its node and a snapshot in MinIO.
+scenario_cold() {
+  local b=cold-$RUN
+  imagebuild "$b" "$KEY" ReadWrite
+  wait_builds "$b"
+  assert_succeeded "$b" Cold
+  assert_eq "$(condition "$b" Snapshotted)" True "$b condition Snapshotted"
+  assert_eq "$(ibf "$b" .status.attempts)" 1 "$b attempts"
+  local cache node replica
+  cache=$(cache_of "$KEY")
+  node=$(ibf "$b" .status.placement.node)
+  replica=$(ibf "$b" .status.placement.replica)
+  assert_match "$replica" "^$cache-r[0-9]+\$" "replica PVC name"
+  assert_replica "$cache" "$replica" "$node" Idle
+  assert_eq "$(bcf "$cache" '.status.snapshots | length')" 1 "$cache snapshots"
+  assert_eq "$(bcf "$cache" ".status.replicas[] | select(.pvc == \"$replica\") | .snapshotId")" \
+    "$(bcf "$cache" '.status.snapshots[0].id')" "replica holds the snapshot just saved"
+  assert_eq "$(bcf "$cache" .status.hits.cold)" 1 "$cache hits.cold"
+  check_cache_uses "$b" '^1$' "cache mount uses in a cold build"
+}
+
+# The next build of the key runs hot: same node, same replica, and saves a new snapshot.
+scenario_hot() {
+  local b=hot-$RUN cache node replica before
+  cache=$(cache_of "$KEY")
+  replica=$(bcf "$cache" '[.status.replicas[]? | select(.state == "Idle")][0].pvc')
+  node=$(bcf "$cache" "[.status.replicas[]? | select(.pvc == \"$replica\")][0].node")
+  [[ -n "$replica" ]] || die "no idle replica of $cache: run the cold scenario first (same E2E_RUN_ID)"
+  before=$(bcf "$cache" '.status.snapshots | length')
+  imagebuild "$b" "$KEY" ReadWrite
+  wait_builds "$b"
+  assert_succeeded "$b" Hot
+  assert_eq "$(ibf "$b" .status.placement.node)" "$node" "$b runs on the cache's node"
+  assert_eq "$(ibf "$b" .status.placement.replica)" "$replica" "$b uses the same replica"
+  assert_replica "$cache" "$replica" "$node" Idle
+  assert_eq "$(bcf "$cache" '.status.snapshots | length')" $((before + 1)) "$cache snapshots after a hot ReadWrite build"
+  assert_eq "$(bcf "$cache" ".status.replicas[] | select(.pvc == \"$replica\") | .snapshotId")" \
+    "$(bcf "$cache" '.status.snapshots[0].id')" "replica holds the newest snapshot"
+  [[ "$(bcf "$cache" .status.hits.hot)" -ge 1 ]] || die "$cache hits.hot should count the hot build"
+  check_cache_uses "$b" '^([2-9]|[1-9][0-9]+)$' "cache mount uses in a hot build"
+}
+
+# replicas_gone CACHE PVC...: the BuildCache no longer lists these replicas as usable.
+replicas_gone() {
+  local cache=$1 p
+  shift
+  for p in "$@"; do
+    [[ -z "$(bcf "$cache" ".status.replicas[]? | select(.pvc == \"$p\" and .state != \"Lost\") | .pvc")" ]] || return 1
+  done
+}
+
+# The replica is deleted and its node cordoned: the next build restores the newest snapshot
+# onto a new replica on another node.
+scenario_restored() {
+  local b=restored-$RUN cache latest pvcs pvc node n
+  cache=$(cache_of "$KEY")
+  latest=$(bcf "$cache" '.status.snapshots[0].id')
+  [[ -n "$latest" ]] || die "$cache has no snapshot: run cold and hot first (same E2E_RUN_ID)"
+  pvcs=$(bcf "$cache" '.status.replicas[]?.pvc')
+  CORDONED=$(bcf "$cache" '[.status.replicas[]?.node // empty] | unique | .[]')
+  [[ -n "$pvcs" ]] || die "$cache has no replica to delete"
+  # Cordoned nodes come back whatever happens below (the scenario runs in a subshell).
+  trap 'for n in $CORDONED; do kc uncordon "$n" >/dev/null || true; done' EXIT
+  for n in $CORDONED; do kc cordon "$n"; done
+  for pvc in $pvcs; do kc -n "$NS" delete pvc "$pvc" --wait=true --timeout=120s; done
+  # shellcheck disable=SC2086 # one argument per PVC
+  retry 120 "the controller notices the deleted replica(s) $pvcs" replicas_gone "$cache" $pvcs
+  imagebuild "$b" "$KEY" ReadWrite
+  wait_builds "$b"
+  assert_succeeded "$b" Restored
+  node=$(ibf "$b" .status.placement.node)
+  for n in $CORDONED; do assert_ne "$node" "$n" "$b node (a cordoned node held the deleted replica)"; done
+  assert_eq "$(ibf "$b" .status.placement.restoredFrom.key)" "$KEY" "$b restoredFrom.key"
+  assert_eq "$(ibf "$b" .status.placement.restoredFrom.snapshot)" "$latest" "$b restoredFrom.snapshot (the newest)"
+  assert_match "$(ibf "$b" .status.durations.restore)" '^.+$' "$b durations.restore"
+  assert_replica "$cache" "$(ibf "$b" .status.placement.replica)" "$node" Idle
+  [[ "$(bcf "$cache" .status.hits.restored)" -ge 1 ]] || die "$cache hits.restored should count the restore"
+  check_cache_uses "$b" '^([2-9]|[1-9][0-9]+)$' "cache mount uses after a restore (the mount came back)"
+}
+
+# Two builds of one key at once: both succeed, and no replica is ever mounted by both.
+CONCURRENT_VIOLATIONS=""
+no_shared_replica() {
+  local shared
+  # Live pods (builder, restore, save) of the two builds, by the replica PVCs they mount.
+  shared=$(kc -n "$NS" get pods -l "hearth.dev/build in (conc-a-$RUN,conc-b-$RUN)" -o json | jq -r '
+    [.items[] | select(.status.phase == "Pending" or .status.phase == "Running")
+      | .metadata.labels["hearth.dev/build"] as $b
+      | .spec.volumes[]? | select(.persistentVolumeClaim) | {pvc: .persistentVolumeClaim.claimName, b: $b}]
+    | group_by(.pvc) | map(select((map(.b) | unique | length) > 1)) | map(.[0].pvc) | join(",")')
+  if [[ -n "$shared" ]]; then
+    CONCURRENT_VIOLATIONS+="$shared "
+    info "both builds mount $shared at once"
+  fi
+}
+scenario_concurrent() {
+  local a=conc-a-$RUN b=conc-b-$RUN cache
+  imagebuild "$a" "$KEY" ReadWrite 20
+  imagebuild "$b" "$KEY" ReadWrite 20
+  ON_POLL=no_shared_replica wait_builds "$a" "$b"
+  [[ -z "$CONCURRENT_VIOLATIONS" ]] || die "a replica was used by both builds at once: $CONCURRENT_VIOLATIONS"
+  info "ok: no replica mounted by both builds at once (sampled every ~2s)"
+  local ra rb
+  for x in "$a" "$b"; do
+    assert_succeeded "$x" "$(ibf "$x" .status.placement.warmth)"
+  done
+  ra=$(ibf "$a" .status.placement.replica)
+  rb=$(ibf "$b" .status.placement.replica)
+  info "$a: $(ibf "$a" .status.placement.warmth) on $ra; $b: $(ibf "$b" .status.placement.warmth) on $rb"
+  if [[ "$ra" == "$rb" ]]; then
+    info "both used $ra, one after the other"
+  fi
+  cache=$(cache_of "$KEY")
+  assert_eq "$(bcf "$cache" '[.status.replicas[]? | select(.holder != null and .holder != "")] | length')" 0 "replicas still held after both builds"
+  [[ "$(bcf "$cache" '.status.replicas | length')" -le 2 ]] || die "$cache has more replicas than maxReplicas (2)"
+}
+
+# A ReadOnly build may use the cache but never writes back: no new snapshot, no save Job.
+scenario_readonly() {
+  local b=readonly-$RUN cache before
+  cache=$(cache_of "$KEY")
+  before=$(snapshot_ids "$cache")
+  [[ -n "$before" ]] || die "$cache has no snapshot yet: run the scenarios before it (same E2E_RUN_ID)"
+  imagebuild "$b" "$KEY" ReadOnly
+  wait_builds "$b"
+  assert_succeeded "$b" "$(ibf "$b" .status.placement.warmth)"
+  info "$b warmth: $(ibf "$b" .status.placement.warmth)"
+  sleep "${E2E_SETTLE:-15}" # a save would start right after the build; give it the chance to show up
+  assert_eq "$(snapshot_ids "$cache")" "$before" "$cache snapshots after a ReadOnly build"
+  assert_ne "$(condition "$b" Snapshotted)" True "$b condition Snapshotted"
+  assert_eq "$(kc -n "$NS" get jobs -o name | grep -c -- "/$b-save-" || true)" 0 "save Jobs of $b"
+}
+
+# Invalid ImageBuilds are refused by the API server, with the field named: one written here,
+# and every sample of config/samples/invalid/ (each names its field in "# expect-field:").
+scenario_invalid() {
+  local out
+  if out=$(kc apply -f - 2>&1 <<YAML
+apiVersion: hearth.dev/v1alpha1
+kind: ImageBuild
+metadata:
+  name: invalid-$RUN
+  namespace: $NS
+spec:
+  source:
+    git:
+      url: $GIT_URL
+  output:
+    image: shop/api:latest
+YAML
+  ); then
+    die "an ImageBuild without a registry host was accepted: $out"
+  fi
+  [[ "$out" == *spec.output.image* && "$out" == *"registry host"* ]] || die "refused, but without naming spec.output.image: $out"
+  info "ok: refused: $out"
+  kc -n "$NS" get imagebuild "invalid-$RUN" >/dev/null 2>&1 && die "invalid-$RUN exists"
+  local f field n=0
+  for f in "$ROOT"/config/samples/invalid/*.yaml; do
+    [[ "$f" == *-update-* ]] && continue # those need a stored object first (hearth validate --update covers them)
+    field=$(sed -n 's/^# expect-field: *//p' "$f")
+    [[ -n "$field" ]] || die "$f has no '# expect-field:' line"
+    if out=$(sed "s/^  namespace: .*/  namespace: $NS/" "$f" | kc create --dry-run=server -f - 2>&1); then
+      die "$(basename "$f") was accepted by the API server"
+    fi
+    [[ "$out" == *"$field"* ]] || die "$(basename "$f") refused without naming $field: $out"
+    n=$((n + 1))
+  done
+  info "ok: $n invalid samples refused by the API server, each naming its field"
+}
+
+# leader_is_not OLD: some controller other than OLD holds the Lease.
+leader_is_not() {
+  local l
+  l=$(leader) && [[ "$l" != "$1" ]]
+}
+
+# The controller is killed (both replicas, no graceful shutdown) while a build runs: a new
+# leader takes over and the same build attempt completes.
+scenario_controller_restart() {
+  local b=restart-$RUN key="e2e/restart-$RUN" old pod uid
+  imagebuild "$b" "$key" ReadWrite 60
+  wait_phase "$b" Building
+  pod=$(kc -n "$NS" get pods -l "hearth.dev/build=$b" -o name | grep -- "-build-" | head -1)
+  [[ -n "$pod" ]] || die "no builder pod of $b while Building"
+  uid=$(kc -n "$NS" get "$pod" -o jsonpath='{.metadata.uid}')
+  old=$(leader || true)
+  info "killing every controller pod (leader $old) while $pod runs"
+  kc -n "$SYSTEM_NS" delete pods -l app.kubernetes.io/name=hearth --grace-period=0 --force --wait=false
+  kc -n "$SYSTEM_NS" rollout status deploy/hearth --timeout=180s
+  retry 120 "a new controller pod takes the Lease" leader_is_not "$old"
+  info "new leader: $(leader)"
+  wait_builds "$b"
+  assert_succeeded "$b" Cold
+  assert_eq "$(ibf "$b" .status.attempts)" 1 "$b attempts (the build was not restarted)"
+  if kc -n "$NS" get "$pod" >/dev/null 2>&1; then
+    assert_eq "$(kc -n "$NS" get "$pod" -o jsonpath='{.metadata.uid}')" "$uid" "builder pod is the one that ran before the kill"
+  fi
+}
+
+# ------------------------------------------------------------------ main
+
+kc get crd imagebuilds.hearth.dev >/dev/null 2>&1 || die "no Hearth on context $CONTEXT: run e2e/up.sh first"
+scenarios=("$@")
+((${#scenarios[@]})) || scenarios=("${ALL[@]}")
+for s in "${scenarios[@]}"; do
+  [[ " ${ALL[*]} " == *" $s "* ]] || die "unknown scenario '$s' (known: ${ALL[*]})"
+done
+
+log "run $RUN: cache key $KEY, scenarios: ${scenarios[*]}"
+passed=0
+failed=()
+for s in "${scenarios[@]}"; do
+  log "scenario $s"
+  start=$SECONDS
+  set +e
+  ( set -e; "scenario_${s//-/_}" )
+  rc=$?
+  set -e
+  if ((rc == 0)); then
+    passed=$((passed + 1))
+    info "PASS $s ($((SECONDS - start))s)"
+  else
+    failed+=("$s")
+    info "FAIL $s ($((SECONDS - start))s)"
+  fi
+done
+
+log "summary (run $RUN)"
+((${#failed[@]} == 0)) || info "failed: ${failed[*]}"
+echo "e2e: $passed passed, ${#failed[@]} failed"
+((${#failed[@]} == 0))
