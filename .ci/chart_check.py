@@ -79,13 +79,12 @@ INVALID_VALUES = [
 # The permissions the controller needs (see the "why" comments in templates/rbac.yaml).
 NAMESPACED_PERMS = {
     ("hearth.dev", "imagebuilds"): {"get", "list", "watch", "patch"},
-    ("hearth.dev", "imagebuilds/status"): {"patch"},
+    ("hearth.dev", "imagebuilds/status"): {"update"},
     ("hearth.dev", "imagebuilds/finalizers"): {"update"},
-    ("hearth.dev", "buildcaches"): {"get", "list", "watch", "create", "patch"},
-    ("hearth.dev", "buildcaches/status"): {"patch", "update"},
+    ("hearth.dev", "buildcaches"): {"get", "list", "watch", "create"},
+    ("hearth.dev", "buildcaches/status"): {"update"},
     ("hearth.dev", "buildcaches/finalizers"): {"update"},
     ("", "pods"): {"get", "list", "watch", "create", "delete"},
-    ("", "pods/log"): {"get"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
@@ -93,7 +92,6 @@ NAMESPACED_PERMS = {
 CLUSTER_PERMS = {
     ("", "nodes"): {"get", "list", "watch"},
     ("", "persistentvolumes"): {"get", "list", "watch"},
-    ("storage.k8s.io", "storageclasses"): {"get", "list", "watch"},
 }
 LEASE_PERMS = {
     ("coordination.k8s.io", "leases", ""): {"create"},
