@@ -132,6 +132,11 @@ pub fn build_view(objects: &Objects, config: &OperatorConfig, now: Timestamp) ->
         });
     }
 
+    let existing_claims: std::collections::HashSet<(String, String)> = objects
+        .claims
+        .iter()
+        .filter_map(|c| Some((c.namespace()?, c.name_any())))
+        .collect();
     let claim_volume: HashMap<(String, String), String> = objects
         .claims
         .iter()
@@ -178,6 +183,13 @@ pub fn build_view(objects: &Objects, config: &OperatorConfig, now: Timestamp) ->
         }
         for r in &status.replicas {
             if r.state == ReplicaState::Lost {
+                continue;
+            }
+            // An idle replica whose PVC is gone (deleted by hand, or its namespace emptied)
+            // cannot be used; held ones keep their place (their PVC may not be listed yet).
+            if r.state == ReplicaState::Idle
+                && !existing_claims.contains(&(namespace.clone(), r.pvc.clone()))
+            {
                 continue;
             }
             let bound = claim_volume
@@ -283,4 +295,84 @@ pub fn build_request(build: &ImageBuild, key: &str, config: &OperatorConfig) -> 
         })
         .collect();
     req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn view_reads_nodes_volumes_and_caches() {
+        let n1: Node = obj(
+            json!({"metadata": {"name": "n1", "labels": {"topology.kubernetes.io/zone": "a"}, "annotations": {"hearth.dev/cache-budget": "500Gi"}},
+            "spec": {"taints": [{"key": "builders", "effect": "NoSchedule"}]}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        );
+        let n2: Node = obj(
+            json!({"metadata": {"name": "n2"}, "spec": {"unschedulable": true}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        );
+        let pv: PersistentVolume = obj(
+            json!({"metadata": {"name": "pv1"}, "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}}}}),
+        );
+        let claim: PersistentVolumeClaim = obj(
+            json!({"metadata": {"name": "c-r0", "namespace": "shop"}, "spec": {"volumeName": "pv1"}}),
+        );
+        let busy: Pod = obj(
+            json!({"metadata": {"name": "b-build-1", "namespace": "shop", "labels": {"hearth.dev/node": "n1", "hearth.dev/role": "build"}}, "status": {"phase": "Running"}}),
+        );
+        let cache: BuildCache = obj(
+            json!({"metadata": {"name": "c", "namespace": "shop"}, "spec": {"key": "shop:main"}, "status": {
+            "replicas": [
+                {"pvc": "c-r0", "node": "n2", "state": "Idle", "sizeBytes": 1000, "snapshotId": "s2"},
+                {"pvc": "c-r1", "node": "n1", "state": "Idle"},
+                {"pvc": "c-r2", "node": "n2", "state": "Lost"}
+            ],
+            "snapshots": [
+                {"id": "s1", "time": "2026-11-01T00:00:00Z", "bytes": 10, "newBytes": 10},
+                {"id": "s2", "time": "2026-11-02T00:00:00Z", "bytes": 20, "newBytes": 5}
+            ]}}),
+        );
+        let objects = Objects {
+            nodes: vec![&n1, &n2],
+            volumes: vec![&pv],
+            claims: vec![&claim],
+            pods: vec![&busy],
+            caches: vec![&cache],
+        };
+        let view = build_view(
+            &objects,
+            &OperatorConfig::default(),
+            Timestamp::from_second(1_800_000_000).unwrap(),
+        );
+        let c = &view.cluster;
+        let (id1, id2) = (c.node_id("n1").unwrap(), c.node_id("n2").unwrap());
+        assert_eq!(c.node(id1).cache_budget_bytes, 500 << 30);
+        assert_eq!(
+            c.node(id1).free_slots,
+            1,
+            "one of two slots taken by a running build"
+        );
+        assert_eq!(c.node(id1).taints.len(), 1);
+        assert!(
+            c.node(id1).ready && !c.node(id2).ready,
+            "a cordoned node takes no builds"
+        );
+        // Only c-r0 is usable: c-r1's PVC is gone, c-r2 is Lost. Its bound PV puts it on n1,
+        // whatever status said.
+        let replicas: Vec<_> = c.replicas().collect();
+        assert_eq!(replicas.len(), 1);
+        assert_eq!(replicas[0].1.location, Location::Node(id1));
+        assert!(replicas[0].1.saved);
+        let key = c.key_id("shop", "shop:main").unwrap();
+        assert_eq!(
+            c.key(key).snapshot.as_ref().unwrap().id,
+            "s2",
+            "newest snapshot"
+        );
+        assert_eq!(view.replicas[&replicas[0].0].pvc, "c-r0");
+    }
 }
