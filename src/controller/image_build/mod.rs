@@ -171,18 +171,20 @@ pub(crate) async fn publish(
 
 /// Deleting an ImageBuild: stop its pods and jobs, release its replica. Idempotent.
 async fn cleanup(build: &ImageBuild, ctx: &Context) -> Result<Action> {
-    stop_children(build, ctx).await?;
-    release_claim(
-        build,
-        ctx,
-        Release::Done {
-            changed: true,
-            saved: None,
-            warmth: None,
-        },
-    )
-    .await?;
+    abort(build, ctx).await?;
     Ok(Action::await_change())
+}
+
+/// Stops the build's pods and jobs and releases its replica (whose state it may have
+/// changed, so it no longer matches a snapshot). Idempotent.
+pub(crate) async fn abort(build: &ImageBuild, ctx: &Context) -> Result<()> {
+    stop_children(build, ctx).await?;
+    let how = Release::Done {
+        changed: true,
+        saved: None,
+        warmth: None,
+    };
+    release_claim(build, ctx, how).await
 }
 
 /// Deletes the build's pods and jobs (all attempts).

@@ -14,7 +14,7 @@ use kube::ResourceExt;
 
 use super::outcome::{job_outcome, pod_outcome, saved_snapshot, JobOutcome, PodOutcome};
 use super::status::{between, finish, go_duration, set_condition};
-use super::{release_claim, stop_children, Step};
+use super::{abort, release_claim, Step};
 use crate::api::common::condition;
 use crate::api::{
     keys, BuildCache, CacheMode, Durations, ImageBuild, ImageBuildStatus, Phase, Placement,
@@ -41,17 +41,7 @@ pub(crate) async fn step(build: &ImageBuild, ctx: &Context) -> Result<Step> {
     let now = ctx.now();
     let generation = build.metadata.generation;
     if build.spec.cancel {
-        stop_children(build, ctx).await?;
-        release_claim(
-            build,
-            ctx,
-            Release::Done {
-                changed: true,
-                saved: None,
-                warmth: None,
-            },
-        )
-        .await?;
+        abort(build, ctx).await?;
         finish(
             &mut status,
             Phase::Cancelled,
@@ -68,17 +58,7 @@ pub(crate) async fn step(build: &ImageBuild, ctx: &Context) -> Result<Step> {
     }
     let deadline = deadline(build);
     if now >= deadline {
-        stop_children(build, ctx).await?;
-        release_claim(
-            build,
-            ctx,
-            Release::Done {
-                changed: true,
-                saved: None,
-                warmth: None,
-            },
-        )
-        .await?;
+        abort(build, ctx).await?;
         let message = format!(
             "the build ran past spec.timeout ({})",
             go_duration(between(created(build), deadline))
