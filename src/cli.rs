@@ -30,6 +30,9 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Save, restore, list, verify and garbage-collect cache snapshots.
+    #[command(subcommand)]
+    Snapshot(crate::snapshot::cli::SnapshotCommand),
 }
 
 /// Runs a parsed command line.
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { files } => validate(&files),
+        Command::Snapshot(cmd) => crate::snapshot::cli::run(cmd),
     }
 }
 

@@ -2,9 +2,12 @@
 //! buildkitd pods on the node whose volume already holds their cache; caches are snapshotted
 //! to a store between runs so they can follow a build to any node.
 //!
-//! Modules: [`api`] (the custom resources), [`crds`] (their YAML).
+//! Modules: [`api`] (the custom resources), [`crds`] (their YAML), [`snapshot`] (the
+//! snapshot engine) and [`store`] (where snapshots live).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
 pub mod crds;
+pub mod snapshot;
+pub mod store;
