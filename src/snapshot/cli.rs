@@ -46,6 +46,9 @@ pub enum SnapshotCommand {
         /// Concurrent uploads.
         #[arg(long, default_value_t = 4)]
         uploads: usize,
+        /// Seal packs at this size, in MiB.
+        #[arg(long, default_value_t = 32)]
+        pack_size_mib: usize,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -178,6 +181,7 @@ async fn run_async(cmd: SnapshotCommand) -> anyhow::Result<ExitCode> {
             no_index,
             zstd_level,
             uploads,
+            pack_size_mib,
             store: args,
         } => {
             let store = open(&args).await?;
@@ -185,6 +189,7 @@ async fn run_async(cmd: SnapshotCommand) -> anyhow::Result<ExitCode> {
             opts.use_index = !no_index;
             opts.tuning.zstd_level = zstd_level;
             opts.tuning.uploads = uploads;
+            opts.tuning.pack_size = pack_size_mib.max(1) << 20;
             let r = save::save(&store, &dir, &opts)
                 .await
                 .with_context(|| format!("saving {}", dir.display()))?;

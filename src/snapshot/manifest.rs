@@ -207,14 +207,33 @@ impl Manifest {
         {
             return Err("the first entry is not the root directory".into());
         }
+        // Every entry's parent must be a directory listed before it, so that no path can go
+        // through a symlink or outside the root, and no path may repeat.
+        let mut dirs: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+        let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
         for (i, e) in self.entries.iter().enumerate() {
-            if e.path
-                .0
-                .split(|b| *b == b'/')
-                .any(|p| p == b".." || p == b".")
-                || e.path.0.starts_with(b"/")
-            {
-                return Err(format!("entry {:?} escapes the root", e.path));
+            let p = e.path.0.as_slice();
+            if !seen.insert(p) {
+                return Err(format!("entry {:?} appears twice", e.path));
+            }
+            if i > 0 {
+                let bad_part = p
+                    .split(|b| *b == b'/')
+                    .any(|c| c.is_empty() || c == b".." || c == b".");
+                let parent = p
+                    .iter()
+                    .rposition(|b| *b == b'/')
+                    .map(|n| &p[..n])
+                    .unwrap_or(b"");
+                if bad_part || !dirs.contains(parent) {
+                    return Err(format!(
+                        "entry {:?} is not under a directory of the snapshot",
+                        e.path
+                    ));
+                }
+            }
+            if e.kind == Kind::Dir {
+                dirs.insert(p);
             }
             match &e.kind {
                 Kind::File { extents, .. } => {
@@ -341,13 +360,16 @@ mod tests {
             Manifest::decode(&bytes, "k", "ns", "c", &m.id),
             Err(ManifestError::Inconsistent { .. })
         ));
-        let mut m = sample();
-        m.entries.push(entry("../x", Kind::Fifo));
-        let bytes = m.encode().unwrap();
-        assert!(matches!(
-            Manifest::decode(&bytes, "k", "ns", "c", &m.id),
-            Err(ManifestError::Inconsistent { .. })
-        ));
+        for bad in ["../x", "a/f/x", "a//x", "/abs", "a"] {
+            let mut m = sample();
+            m.entries.push(entry(bad, Kind::Fifo));
+            let bytes = m.encode().unwrap();
+            let r = Manifest::decode(&bytes, "k", "ns", "c", &m.id);
+            assert!(
+                matches!(r, Err(ManifestError::Inconsistent { .. })),
+                "{bad}: {r:?}"
+            );
+        }
     }
 
     #[test]

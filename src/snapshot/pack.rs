@@ -223,9 +223,11 @@ mod tests {
         let mut enc = Encoder::new(1).unwrap();
         let text =
             b"hello hello hello hello hello hello hello hello hello hello hello hello".repeat(10);
-        let noise: Vec<u8> = (0u32..4096)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
+        let mut noise = vec![0u8; 4096];
+        blake3::Hasher::new()
+            .update(b"noise")
+            .finalize_xof()
+            .fill(&mut noise);
         let mut pb = PackBuilder::with_capacity(1024);
         let mut locs = vec![];
         for data in [&text[..], &noise[..]] {

@@ -342,3 +342,40 @@ pub async fn upload_packs(
         .try_collect::<()>()
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(extents: Vec<(u64, u64)>) -> FileInfo {
+        FileInfo {
+            entry: 0,
+            path: PathBuf::new(),
+            size: 0,
+            extents,
+            ino: 0,
+            ctime_ns: 0,
+        }
+    }
+
+    #[test]
+    fn plan_splits_files_on_a_fixed_grid_and_groups_neighbours() {
+        let tuning = Tuning {
+            segment: 10,
+            ..Tuning::default()
+        };
+        let (a, b, c) = (
+            file(vec![(0, 25)]),
+            file(vec![(0, 3), (100, 4)]),
+            file(vec![]),
+        );
+        let (items, units) = plan(&[(0, &a), (1, &b), (2, &c)], &tuning);
+        let got: Vec<(usize, u64, u64)> = items.iter().map(|i| (i.file, i.offset, i.len)).collect();
+        assert_eq!(
+            got,
+            vec![(0, 0, 10), (0, 10, 10), (0, 20, 5), (1, 0, 3), (1, 100, 4)]
+        );
+        // Units close once they hold half a segment: every item is in exactly one unit, in order.
+        assert_eq!(units, vec![0..1, 1..2, 2..3, 3..5]);
+    }
+}

@@ -242,6 +242,9 @@ fn staging_dir(target: &Path) -> Result<(PathBuf, bool), RestoreError> {
         }
         Err(e) => return Err(apply_io("stat", target, e)),
     };
+    if !inside {
+        std::fs::create_dir_all(parent).map_err(|e| apply_io("create", parent, e))?;
+    }
     std::fs::create_dir(&staging).map_err(|e| apply_io("create", &staging, e))?;
     Ok((staging, inside))
 }

@@ -51,7 +51,7 @@ pub enum SaveError {
     Internal(String),
 }
 
-/// Called after the data is uploaded and checked, just before the manifest is written.
+/// Called once the data is uploaded, before the packs are checked and the manifest written.
 pub type BeforeCommit = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// What to save and how.
@@ -370,10 +370,10 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
         .map(|n| dedup.packs[*n as usize].0.as_str())
         .collect();
 
-    commit_check(store, ns, &packs).await?;
     if let Some(hook) = &opts.before_commit {
         hook().await;
     }
+    commit_check(store, ns, &packs).await?;
     let created_ms = now / 1_000_000;
     let id = layout::new_snapshot_id(created_ms, layout::entropy());
     let mut stats = scan.stats;

@@ -96,7 +96,8 @@ pub async fn fs_store(dir: &Path) -> (Store, String) {
     (Store::open(&url, &S3Options::default()).await.unwrap(), url)
 }
 
-/// Every object file under `dir` whose name ends with `suffix`.
+/// Every object file under `dir` whose name ends with `suffix` (not the file store's
+/// temporary files, which a killed writer may leave).
 pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -108,7 +109,9 @@ pub fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.to_string_lossy().ends_with(suffix) {
+            } else if p.to_string_lossy().ends_with(suffix)
+                && !e.file_name().to_string_lossy().starts_with(".tmp-")
+            {
                 out.push(p);
             }
         }
