@@ -38,6 +38,9 @@ pub enum Command {
     },
     /// Replay a workload of builds under each placement strategy and compare them.
     Simulate(crate::simulate::cli::SimulateArgs),
+    /// Save, restore, list, verify and garbage-collect cache snapshots.
+    #[command(subcommand)]
+    Snapshot(crate::snapshot::cli::SnapshotCommand),
 }
 
 /// Runs a parsed command line.
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulate(args) => crate::simulate::cli::run(&args),
+        Command::Snapshot(cmd) => crate::snapshot::cli::run(cmd),
     }
 }
 

@@ -2,8 +2,10 @@
 //! buildkitd pods on the node whose volume already holds their cache; caches are snapshotted
 //! to a store between runs so they can follow a build to any node.
 //!
-//! Modules: [`api`] (the custom resources), [`crds`] (their YAML), [`planner`] (where a build
-//! runs and from what cache), [`simulate`] (replays workloads under placement strategies).
+//! Modules: [`api`] (the custom resources), [`crds`] (their YAML), [`controller`] (the
+//! operator), [`planner`] (where a build runs and from what cache), [`simulate`] (replays
+//! workloads under placement strategies), [`snapshot`] (the snapshot engine) and [`store`]
+//! (where snapshots live).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -12,3 +14,5 @@ pub mod controller;
 pub mod crds;
 pub mod planner;
 pub mod simulate;
+pub mod snapshot;
+pub mod store;

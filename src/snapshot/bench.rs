@@ -1,0 +1,484 @@
+//! `hearth snapshot bench`: generates a BuildKit-shaped tree and measures, in one run and
+//! against the same store, Hearth's full save, incremental save after a ~3% change and full
+//! restore, next to `tar -c | zstd -T0 -3` (and `zstd -d | tar -x`) streamed to the store
+//! in 32 MiB parts, 4 at a time; plus the local ceilings (read, BLAKE3, zstd).
+//! Hearth and the baseline run as child processes, under `/usr/bin/time` for peak RSS.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Instant;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::bench_tree;
+use crate::store::{S3Options, Store};
+
+/// Benchmark options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Store to measure against (both Hearth and the baseline use it).
+    #[arg(long, env = "HEARTH_STORE")]
+    pub store: String,
+    #[command(flatten)]
+    pub s3: S3Options,
+    /// Where the tree and the restores go.
+    #[arg(long, default_value = "/tmp/hearth-bench")]
+    pub workdir: PathBuf,
+    /// Size of the generated tree, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    pub size_mib: u64,
+    /// Seed of the generated tree.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The `hearth` binary to measure (default: this one).
+    #[arg(long)]
+    pub exe: Option<PathBuf>,
+    /// Print the results as JSON too.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One measured phase.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Phase {
+    /// What ran.
+    pub name: String,
+    /// Wall time.
+    pub seconds: f64,
+    /// Logical bytes of the tree / MB per second over them.
+    pub mb_per_s: f64,
+    /// Bytes sent to or read from the store.
+    pub store_bytes: u64,
+    /// Peak RSS of the process (or pipeline) in bytes.
+    pub peak_rss: u64,
+}
+
+/// Everything the benchmark measured.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Results {
+    /// Tree size in bytes.
+    pub tree_bytes: u64,
+    /// Files in the tree.
+    pub tree_files: u64,
+    /// Ceilings (MB/s): read, BLAKE3, zstd -1 and -3, one core each.
+    pub ceilings: Vec<(String, f64)>,
+    /// The measured phases.
+    pub phases: Vec<Phase>,
+    /// The change before the incremental save.
+    pub change: bench_tree::Change,
+}
+
+const PART: usize = 32 << 20;
+
+fn mb(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / 1e6 / seconds.max(1e-9)
+}
+
+fn tree_size(root: &Path) -> std::io::Result<(u64, u64)> {
+    let (mut bytes, mut files) = (0, 0);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let m = e.metadata()?;
+            if m.is_dir() && e.file_name() != super::tree::INDEX_DIR {
+                stack.push(e.path());
+            } else if m.is_file() {
+                bytes += m.len();
+                files += 1;
+            }
+        }
+    }
+    Ok((bytes, files))
+}
+
+/// Reads every file once; returns MB/s and the first `sample` bytes for the CPU ceilings.
+fn read_ceiling(root: &Path, sample: usize) -> std::io::Result<(f64, Vec<u8>)> {
+    let started = Instant::now();
+    let (mut total, mut keep) = (0u64, Vec::with_capacity(sample));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let mut f = std::fs::File::open(e.path())?;
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    total += n as u64;
+                    let room = sample - keep.len();
+                    keep.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+        }
+    }
+    Ok((mb(total, started.elapsed().as_secs_f64()), keep))
+}
+
+fn cpu_ceilings(sample: &[u8]) -> Vec<(String, f64)> {
+    let time = |f: &dyn Fn(&[u8])| {
+        let started = Instant::now();
+        for block in sample.chunks(4 << 20) {
+            f(block);
+        }
+        mb(sample.len() as u64, started.elapsed().as_secs_f64())
+    };
+    vec![
+        (
+            "blake3 (1 core)".into(),
+            time(&|b| {
+                std::hint::black_box(blake3::hash(b));
+            }),
+        ),
+        (
+            "zstd -1 (1 core)".into(),
+            time(&|b| {
+                let _ = std::hint::black_box(zstd::bulk::compress(b, 1));
+            }),
+        ),
+        (
+            "zstd -3 (1 core)".into(),
+            time(&|b| {
+                let _ = std::hint::black_box(zstd::bulk::compress(b, 3));
+            }),
+        ),
+    ]
+}
+
+fn peak_rss(file: &Path) -> u64 {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|s| s.trim().lines().last()?.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Runs `hearth snapshot <args>` under `/usr/bin/time`; returns its JSON, wall time and RSS.
+fn hearth(
+    exe: &Path,
+    args: &BenchArgs,
+    sub: &[&str],
+    work: &Path,
+) -> anyhow::Result<(serde_json::Value, f64, u64)> {
+    let rss = work.join("rss.txt");
+    let mut cmd = std::process::Command::new("/usr/bin/time");
+    cmd.arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss)
+        .arg(exe)
+        .arg("snapshot")
+        .args(sub);
+    cmd.args([
+        "--store",
+        &args.store,
+        "--namespace",
+        "bench",
+        "--cache",
+        "tree",
+        "--json",
+    ]);
+    if let Some(e) = &args.s3.endpoint {
+        cmd.args(["--s3-endpoint", e]);
+    }
+    if let Some(r) = &args.s3.region {
+        cmd.args(["--s3-region", r]);
+    }
+    if args.s3.path_style {
+        cmd.arg("--s3-path-style");
+    }
+    let started = Instant::now();
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running hearth")?;
+    let secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        out.status.success(),
+        "hearth snapshot {} failed",
+        sub.join(" ")
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing hearth's JSON")?;
+    Ok((v, secs, peak_rss(&rss)))
+}
+
+/// `tar -c | zstd -T0 -3` streamed to the store in 32 MiB parts, 4 uploads at a time.
+async fn baseline_save(
+    store: &Store,
+    dir: &Path,
+    prefix: &str,
+    work: &Path,
+) -> anyhow::Result<(f64, u64, u64)> {
+    let rss = work.join("rss-tar.txt");
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss)
+        .args(["sh", "-c", "tar -C \"$0\" -cf - . | zstd -q -T0 -3"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut out = child.stdout.take().context("no stdout")?;
+    let mut inflight = FuturesUnordered::new();
+    let (mut n, mut sent) = (0usize, 0u64);
+    loop {
+        let mut part = Vec::with_capacity(PART);
+        while part.len() < PART {
+            if out.read_buf(&mut part).await? == 0 {
+                break;
+            }
+        }
+        if part.is_empty() {
+            break;
+        }
+        let eof = part.len() < PART;
+        sent += part.len() as u64;
+        while inflight.len() >= 4 {
+            inflight.next().await.context("upload")??;
+        }
+        let key = format!("{prefix}/part-{n:06}");
+        inflight.push(async move { store.put(&key, Bytes::from(part)).await });
+        n += 1;
+        if eof {
+            break;
+        }
+    }
+    while let Some(r) = inflight.next().await {
+        r?;
+    }
+    anyhow::ensure!(child.wait().await?.success(), "tar | zstd failed");
+    Ok((started.elapsed().as_secs_f64(), sent, peak_rss(&rss)))
+}
+
+/// Parts fetched 4 at a time, in order, into `zstd -d | tar -x`.
+async fn baseline_restore(
+    store: &Store,
+    dir: &Path,
+    prefix: &str,
+    work: &Path,
+) -> anyhow::Result<(f64, u64, u64)> {
+    let rss = work.join("rss-untar.txt");
+    std::fs::create_dir_all(dir)?;
+    let started = Instant::now();
+    let mut keys: Vec<String> = store
+        .list(&format!("{prefix}/"))
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    keys.sort();
+    let mut child = tokio::process::Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss)
+        .args(["sh", "-c", "zstd -q -d -T0 | tar -C \"$0\" -xf -"])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .spawn()?;
+    let mut input = child.stdin.take().context("no stdin")?;
+    let mut parts = futures::stream::iter(keys)
+        .map(|k| async move { store.get(&k).await })
+        .buffered(4);
+    let mut got = 0u64;
+    while let Some(part) = parts.next().await {
+        let part = part?;
+        got += part.len() as u64;
+        input.write_all(&part).await?;
+    }
+    drop(input);
+    anyhow::ensure!(child.wait().await?.success(), "zstd -d | tar -x failed");
+    Ok((started.elapsed().as_secs_f64(), got, peak_rss(&rss)))
+}
+
+/// Runs the benchmark and prints the results.
+pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let exe = match &args.exe {
+        Some(e) => e.clone(),
+        None => std::env::current_exe()?,
+    };
+    let work = &args.workdir;
+    let tree = work.join(format!("tree-{}m-{}", args.size_mib, args.seed));
+    let _ = std::fs::remove_dir_all(&tree);
+    std::fs::create_dir_all(work)?;
+    eprintln!("generating {} MiB under {}", args.size_mib, tree.display());
+    bench_tree::generate(&tree, args.size_mib << 20, args.seed)?;
+    let (tree_bytes, tree_files) = tree_size(&tree)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let store = rt.block_on(Store::open(&args.store, &args.s3))?;
+    let mut r = Results {
+        tree_bytes,
+        tree_files,
+        ..Default::default()
+    };
+
+    let (read_mbs, sample) = read_ceiling(&tree, 256 << 20)?;
+    r.ceilings
+        .push(("read tree (1 thread, page cache)".into(), read_mbs));
+    r.ceilings.extend(cpu_ceilings(&sample));
+    drop(sample);
+    let phase = |name: &str, seconds: f64, bytes: u64, store_bytes: u64, peak_rss: u64| Phase {
+        name: name.into(),
+        seconds,
+        mb_per_s: mb(bytes, seconds),
+        store_bytes,
+        peak_rss,
+    };
+    let tag = format!("{:08x}", super::layout::entropy());
+    eprintln!("baseline save");
+    let (s, b, m) = rt.block_on(baseline_save(
+        &store,
+        &tree,
+        &format!("bench-baseline/{tag}/full"),
+        work,
+    ))?;
+    r.phases.push(phase(
+        "baseline save: tar | zstd -T0 -3",
+        s,
+        tree_bytes,
+        b,
+        m,
+    ));
+    eprintln!("hearth save");
+    let tree_s = tree.to_string_lossy().into_owned();
+    let (v, s, m) = hearth(&exe, args, &["save", &tree_s], work)?;
+    r.phases.push(phase(
+        "hearth save (full)",
+        s,
+        tree_bytes,
+        v["uploadedBytes"].as_u64().unwrap_or(0),
+        m,
+    ));
+
+    r.change = bench_tree::change(&tree, args.size_mib << 20, args.seed)?;
+    let (tree_bytes2, _) = tree_size(&tree)?;
+    eprintln!("hearth incremental save");
+    let (v, s, m) = hearth(&exe, args, &["save", &tree_s], work)?;
+    r.phases.push(phase(
+        "hearth save (incremental, ~3% changed)",
+        s,
+        tree_bytes2,
+        v["uploadedBytes"].as_u64().unwrap_or(0),
+        m,
+    ));
+    eprintln!("baseline save after the change");
+    let (s, b, m) = rt.block_on(baseline_save(
+        &store,
+        &tree,
+        &format!("bench-baseline/{tag}/changed"),
+        work,
+    ))?;
+    r.phases.push(phase(
+        "baseline save after the change",
+        s,
+        tree_bytes2,
+        b,
+        m,
+    ));
+
+    let restored = work.join("restored-hearth");
+    let _ = std::fs::remove_dir_all(&restored);
+    eprintln!("hearth restore");
+    let restored_s = restored.to_string_lossy().into_owned();
+    let (v, s, m) = hearth(&exe, args, &["restore", "latest", &restored_s], work)?;
+    r.phases.push(phase(
+        "hearth restore",
+        s,
+        tree_bytes2,
+        v["downloadedBytes"].as_u64().unwrap_or(0),
+        m,
+    ));
+    let (check_bytes, _) = tree_size(&restored)?;
+    anyhow::ensure!(
+        check_bytes == tree_bytes2,
+        "restored tree has {check_bytes} bytes, expected {tree_bytes2}"
+    );
+    std::fs::remove_dir_all(&restored)?;
+    let untarred = work.join("restored-baseline");
+    let _ = std::fs::remove_dir_all(&untarred);
+    eprintln!("baseline restore");
+    let (s, b, m) = rt.block_on(baseline_restore(
+        &store,
+        &untarred,
+        &format!("bench-baseline/{tag}/changed"),
+        work,
+    ))?;
+    r.phases.push(phase(
+        "baseline restore: zstd -d | tar -x",
+        s,
+        tree_bytes2,
+        b,
+        m,
+    ));
+    std::fs::remove_dir_all(&untarred)?;
+    print_results(&r);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_results(r: &Results) {
+    println!(
+        "tree: {:.1} MB in {} files",
+        r.tree_bytes as f64 / 1e6,
+        r.tree_files
+    );
+    for (name, v) in &r.ceilings {
+        println!("ceiling  {name:<34} {v:>8.0} MB/s");
+    }
+    println!(
+        "{:<42} {:>8} {:>8} {:>12} {:>9}",
+        "phase", "wall s", "MB/s", "store MB", "RSS MiB"
+    );
+    for p in &r.phases {
+        println!(
+            "{:<42} {:>8.2} {:>8.0} {:>12.1} {:>9.0}",
+            p.name,
+            p.seconds,
+            p.mb_per_s,
+            p.store_bytes as f64 / 1e6,
+            p.peak_rss as f64 / 1048576.0
+        );
+    }
+    let s = |i: usize| r.phases.get(i).map(|p| p.seconds).unwrap_or(f64::NAN);
+    let incr_bytes = r.phases.get(2).map(|p| p.store_bytes).unwrap_or(0);
+    println!(
+        "save throughput vs baseline:    {:.2}x (target >= 1.5x)",
+        s(0) / s(1)
+    );
+    println!(
+        "restore throughput vs baseline: {:.2}x (target >= 1.2x)",
+        s(5) / s(4)
+    );
+    println!(
+        "incremental vs full save:       {:.2}x faster (target >= 5x)",
+        s(1) / s(2)
+    );
+    println!(
+        "incremental upload:             {:.1} MB for {:.1} MB changed ({:.1} MB zstd -3): {:.2}x (target <= 1.5x)",
+        incr_bytes as f64 / 1e6,
+        r.change.bytes as f64 / 1e6,
+        r.change.compressed_bytes as f64 / 1e6,
+        incr_bytes as f64 / r.change.compressed_bytes.max(1) as f64
+    );
+}

@@ -1,0 +1,221 @@
+//! The snapshots of a store: listing them (for `ls` and the controller), finding the latest,
+//! loading and checking a manifest, forgetting snapshots, and knowing which packs exist.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use super::layout::{self, NameError};
+use super::manifest::{Manifest, ManifestError};
+use crate::store::{Store, StoreError};
+
+/// Errors finding or reading snapshots.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A manifest is damaged, foreign or inconsistent.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A name is invalid.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// `latest` was asked of a cache without snapshots.
+    #[error("cache {cache:?} in namespace {namespace:?} has no snapshot")]
+    NoSnapshot { namespace: String, cache: String },
+    /// The snapshot id does not exist.
+    #[error("snapshot {id} of cache {cache:?} not found (manifest {key} is missing)")]
+    NotFound {
+        cache: String,
+        id: String,
+        key: String,
+    },
+}
+
+/// One snapshot, as `ls` and the controller see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotInfo {
+    /// Cache name.
+    pub cache: String,
+    /// Snapshot id.
+    pub id: String,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Creation time, ms since the epoch.
+    pub created_ms: i64,
+    /// The snapshot it was saved on top of.
+    pub parent: Option<String>,
+    /// Regular files.
+    pub files: u64,
+    /// Logical bytes of its files: what a restore writes.
+    pub bytes: u64,
+    /// Bytes it added to the store.
+    pub new_bytes: u64,
+    /// Bytes of the packs it references (store usage if it were alone).
+    pub stored_bytes: u64,
+}
+
+impl SnapshotInfo {
+    /// The summary of a manifest.
+    pub fn of(m: &Manifest) -> SnapshotInfo {
+        let created = jiff::Timestamp::from_millisecond(m.created_ms)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        SnapshotInfo {
+            cache: m.cache.clone(),
+            id: m.id.clone(),
+            created,
+            created_ms: m.created_ms,
+            parent: m.parent.clone(),
+            files: m.stats.files,
+            bytes: m.stats.bytes,
+            new_bytes: m.stats.new_bytes,
+            stored_bytes: m.packs.iter().map(|p| p.size).sum(),
+        }
+    }
+}
+
+/// Snapshot ids of a cache, oldest first.
+pub async fn snapshot_ids(
+    store: &Store,
+    ns: &str,
+    cache: &str,
+) -> Result<Vec<String>, CatalogError> {
+    layout::check_name("namespace", ns)?;
+    layout::check_name("cache", cache)?;
+    let mut ids: Vec<String> = store
+        .list(&layout::cache_prefix(ns, cache))
+        .await?
+        .iter()
+        .filter_map(|o| {
+            layout::parse_manifest_key(ns, &o.key)
+                .filter(|(c, _)| *c == cache)
+                .map(|(_, id)| id.to_string())
+        })
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Every (cache, snapshot id) of a namespace.
+pub async fn all_snapshots(store: &Store, ns: &str) -> Result<Vec<(String, String)>, CatalogError> {
+    layout::check_name("namespace", ns)?;
+    let mut all: Vec<(String, String)> = store
+        .list(&layout::snapshots_prefix(ns))
+        .await?
+        .iter()
+        .filter_map(|o| {
+            layout::parse_manifest_key(ns, &o.key).map(|(c, id)| (c.to_string(), id.to_string()))
+        })
+        .collect();
+    all.sort();
+    Ok(all)
+}
+
+/// Resolves `latest` (or checks an explicit id) to a snapshot id.
+pub async fn resolve(
+    store: &Store,
+    ns: &str,
+    cache: &str,
+    id: &str,
+) -> Result<String, CatalogError> {
+    if id == "latest" {
+        return snapshot_ids(store, ns, cache).await?.pop().ok_or_else(|| {
+            CatalogError::NoSnapshot {
+                namespace: ns.to_string(),
+                cache: cache.to_string(),
+            }
+        });
+    }
+    layout::check_snapshot_id(id)?;
+    Ok(id.to_string())
+}
+
+/// Loads and checks the manifest of snapshot `id` (not `latest`).
+pub async fn load(
+    store: &Store,
+    ns: &str,
+    cache: &str,
+    id: &str,
+) -> Result<Manifest, CatalogError> {
+    layout::check_name("namespace", ns)?;
+    layout::check_name("cache", cache)?;
+    layout::check_snapshot_id(id)?;
+    let key = layout::manifest_key(ns, cache, id);
+    let bytes = store.get(&key).await.map_err(|e| match e {
+        StoreError::NotFound { key } => CatalogError::NotFound {
+            cache: cache.to_string(),
+            id: id.to_string(),
+            key,
+        },
+        other => CatalogError::Store(other),
+    })?;
+    Ok(Manifest::decode(&bytes, &key, ns, cache, id)?)
+}
+
+/// The snapshots of a cache, oldest first, with time and sizes (one read per manifest).
+pub async fn list_snapshots(
+    store: &Store,
+    ns: &str,
+    cache: &str,
+) -> Result<Vec<SnapshotInfo>, CatalogError> {
+    let ids = snapshot_ids(store, ns, cache).await?;
+    futures::stream::iter(ids)
+        .map(|id| async move {
+            load(store, ns, cache, &id)
+                .await
+                .map(|m| SnapshotInfo::of(&m))
+        })
+        .buffered(8)
+        .try_collect()
+        .await
+}
+
+/// Forgets one snapshot (deletes its manifest). Its data goes at the next `gc`.
+pub async fn forget(store: &Store, ns: &str, cache: &str, id: &str) -> Result<(), CatalogError> {
+    layout::check_snapshot_id(id)?;
+    Ok(store.delete(&layout::manifest_key(ns, cache, id)).await?)
+}
+
+/// Forgets every snapshot of a cache (for a BuildCache deleted with `deletionPolicy:
+/// Delete`); returns how many. Their data goes at the next `gc`.
+pub async fn forget_cache(store: &Store, ns: &str, cache: &str) -> Result<usize, CatalogError> {
+    let ids = snapshot_ids(store, ns, cache).await?;
+    for id in &ids {
+        forget(store, ns, cache, id).await?;
+    }
+    Ok(ids.len())
+}
+
+/// The packs of a namespace: those with both the pack and its index, by id with size, and
+/// the ids condemned by gc.
+pub async fn packs(
+    store: &Store,
+    ns: &str,
+) -> Result<(HashMap<String, u64>, HashSet<String>), CatalogError> {
+    let listing = store.list(&layout::packs_prefix(ns)).await?;
+    let mut packs = HashMap::new();
+    let mut indexed = HashSet::new();
+    for o in &listing {
+        match layout::parse_pack_key(&o.key) {
+            Some((id, true)) => {
+                packs.insert(id.to_string(), o.size);
+            }
+            Some((id, false)) => {
+                indexed.insert(id.to_string());
+            }
+            None => {}
+        }
+    }
+    packs.retain(|id, _| indexed.contains(id));
+    let condemned = store
+        .list(&layout::trash_prefix(ns))
+        .await?
+        .iter()
+        .filter_map(|o| o.key.rsplit('/').next().map(str::to_string))
+        .collect();
+    Ok((packs, condemned))
+}

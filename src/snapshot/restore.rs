@@ -1,0 +1,428 @@
+//! `restore`: load and check the manifest, build the tree in a staging directory next to the
+//! target (inside it when the target is a mount point), stream the packs in parallel and
+//! write each chunk, verified, where it belongs as it arrives, set metadata, write the local
+//! index, and only then move the tree into place. On any error the staging directory is
+//! removed and the target is left as it was.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use super::apply::{self, entry_path, ApplyError};
+use super::catalog::{self, CatalogError};
+use super::index::{IndexedFile, LocalIndex};
+use super::layout;
+use super::manifest::{Kind, Manifest};
+use super::pack::{decode_chunk, PackError};
+use super::tree::index_path;
+use crate::store::{Store, StoreError};
+
+/// Errors of a restore (and of `verify`).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The snapshot cannot be found or its manifest is damaged or foreign.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A pack the snapshot needs is missing.
+    #[error("pack {pack} is missing from the store (object {key})")]
+    MissingPack { pack: String, key: String },
+    /// A chunk is corrupt or a pack truncated.
+    #[error(transparent)]
+    Corrupt(#[from] PackError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Creating the tree failed.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The target holds files already.
+    #[error("target {0} exists and is not an empty directory")]
+    TargetNotEmpty(PathBuf),
+    /// Something that cannot happen did.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// How to restore.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// Namespace.
+    pub namespace: String,
+    /// Cache.
+    pub cache: String,
+    /// Identity of the store, recorded in the local index.
+    pub store_url: String,
+    /// Concurrent pack downloads.
+    pub downloads: usize,
+    /// Restore numeric owners (needs root or CAP_CHOWN); on by default when root.
+    pub owners: bool,
+    /// Write the local index so the next save of this tree need not read it.
+    pub write_index: bool,
+}
+
+impl RestoreOptions {
+    /// Defaults for a cache.
+    pub fn new(store_url: &str, namespace: &str, cache: &str) -> RestoreOptions {
+        RestoreOptions {
+            namespace: namespace.to_string(),
+            cache: cache.to_string(),
+            store_url: store_url.to_string(),
+            downloads: 4,
+            owners: rustix::process::geteuid().is_root(),
+            write_index: true,
+        }
+    }
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreReport {
+    /// Snapshot restored.
+    pub id: String,
+    /// Entries created.
+    pub entries: u64,
+    /// Logical bytes of the files.
+    pub bytes: u64,
+    /// Bytes downloaded.
+    pub downloaded_bytes: u64,
+    /// Packs read.
+    pub packs: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// For each chunk of the manifest, the (entry, file offset) places it goes.
+pub type Targets = Vec<Vec<(u32, u64)>>;
+
+/// Where every chunk of the entries in `range` goes, and the chunks each pack must supply.
+pub fn plan(m: &Manifest, range: std::ops::Range<usize>) -> (Targets, Vec<Vec<u32>>) {
+    let mut targets: Targets = vec![Vec::new(); m.chunks.len()];
+    let mut per_pack: Vec<Vec<u32>> = vec![Vec::new(); m.packs.len()];
+    for i in range {
+        if let Kind::File { extents, .. } = &m.entries[i].kind {
+            for x in extents {
+                let mut off = x.offset;
+                for c in &x.chunks {
+                    if targets[*c as usize].is_empty() {
+                        per_pack[m.chunks[*c as usize].loc.pack as usize].push(*c);
+                    }
+                    targets[*c as usize].push((i as u32, off));
+                    off += m.chunks[*c as usize].loc.raw as u64;
+                }
+            }
+        }
+    }
+    (targets, per_pack)
+}
+
+/// Fetches the part of pack `p` holding `chunks`, verifies each chunk and hands it to `sink`
+/// on the blocking pool. Returns the bytes downloaded.
+pub async fn fetch_pack<F>(
+    store: &Store,
+    m: &Arc<Manifest>,
+    p: usize,
+    chunks: Vec<u32>,
+    mut sink: F,
+) -> Result<u64, RestoreError>
+where
+    F: FnMut(u32, &[u8]) -> Result<(), RestoreError> + Send + 'static,
+{
+    let pack = &m.packs[p];
+    let start = chunks
+        .iter()
+        .map(|c| m.chunks[*c as usize].loc.offset)
+        .min()
+        .unwrap_or(0);
+    let end = chunks
+        .iter()
+        .map(|c| m.chunks[*c as usize].loc)
+        .map(|l| l.offset + l.stored as u64)
+        .max()
+        .unwrap_or(0);
+    let key = layout::pack_key(&m.namespace, &pack.id);
+    let bytes = store
+        .get_range(&key, start, end - start)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound { key } => RestoreError::MissingPack {
+                pack: pack.id.clone(),
+                key,
+            },
+            other => RestoreError::Store(other),
+        })?;
+    let len = bytes.len() as u64;
+    let m = m.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let pack_id = &m.packs[p].id;
+        for c in chunks {
+            let chunk = &m.chunks[c as usize];
+            let data = decode_chunk(pack_id, &bytes, start, chunk.id, &chunk.loc)?;
+            sink(c, &data)?;
+        }
+        Ok::<(), RestoreError>(())
+    });
+    task.await
+        .map_err(|e| RestoreError::Internal(e.to_string()))??;
+    Ok(len)
+}
+
+/// Restores snapshot `id` (or `latest`) of the cache into `target`, which must be absent or
+/// an empty directory.
+pub async fn restore(
+    store: &Store,
+    id: &str,
+    target: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport, RestoreError> {
+    let started = Instant::now();
+    let (ns, cache) = (opts.namespace.as_str(), opts.cache.as_str());
+    let id = catalog::resolve(store, ns, cache, id).await?;
+    let m = Arc::new(catalog::load(store, ns, cache, &id).await?);
+    let (staging, inside) = staging_dir(target)?;
+    let result = fill(store, &m, &staging, inside, opts).await;
+    let result = match result {
+        Ok(downloaded) => finalize(&staging, target, inside, &m, opts.owners).map(|_| downloaded),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((downloaded, packs)) => Ok(RestoreReport {
+            id,
+            entries: m.entries.len() as u64,
+            bytes: m.stats.bytes,
+            downloaded_bytes: downloaded,
+            packs,
+            seconds: started.elapsed().as_secs_f64(),
+        }),
+        Err(e) => {
+            let s = staging.clone();
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(s)).await;
+            Err(e)
+        }
+    }
+}
+
+/// Picks the staging directory: beside the target, or inside it when the target is a mount
+/// point (a rename cannot replace a mount point or cross filesystems).
+fn staging_dir(target: &Path) -> Result<(PathBuf, bool), RestoreError> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "root".into());
+    let tag = format!("{:08x}", layout::entropy());
+    let parent = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let not_empty = || RestoreError::TargetNotEmpty(target.to_path_buf());
+    let (staging, inside) = match std::fs::symlink_metadata(target) {
+        Ok(meta) if meta.is_dir() => {
+            let mut entries = std::fs::read_dir(target).map_err(|e| apply_io("read", target, e))?;
+            if entries.next().is_some() {
+                return Err(not_empty());
+            }
+            let parent_dev = std::fs::metadata(parent)
+                .map_err(|e| apply_io("stat", parent, e))?
+                .dev();
+            if parent_dev != meta.dev() {
+                (target.join(format!(".hearth-restore-{tag}")), true)
+            } else {
+                (parent.join(format!(".{name}.hearth-restore-{tag}")), false)
+            }
+        }
+        Ok(_) => return Err(not_empty()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (parent.join(format!(".{name}.hearth-restore-{tag}")), false)
+        }
+        Err(e) => return Err(apply_io("stat", target, e)),
+    };
+    if !inside {
+        std::fs::create_dir_all(parent).map_err(|e| apply_io("create", parent, e))?;
+    }
+    std::fs::create_dir(&staging).map_err(|e| apply_io("create", &staging, e))?;
+    Ok((staging, inside))
+}
+
+fn apply_io(op: &'static str, path: &Path, source: std::io::Error) -> RestoreError {
+    RestoreError::Apply(ApplyError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Creates every entry under `staging`, writes the data and the metadata. Returns the
+/// bytes downloaded and the packs read.
+async fn fill(
+    store: &Store,
+    m: &Arc<Manifest>,
+    staging: &Path,
+    inside: bool,
+    opts: &RestoreOptions,
+) -> Result<(u64, u64), RestoreError> {
+    let root = staging.to_path_buf();
+    let mc = m.clone();
+    tokio::task::spawn_blocking(move || {
+        mc.entries.iter().try_for_each(|e| apply::create(&root, e))
+    })
+    .await
+    .map_err(|e| RestoreError::Internal(e.to_string()))??;
+    let (targets, per_pack) = plan(m, 0..m.entries.len());
+    let targets = Arc::new(targets);
+    let downloaded = AtomicU64::new(0);
+    let progress = indicatif::ProgressBar::with_draw_target(
+        Some(m.stats.bytes),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let jobs: Vec<(usize, Vec<u32>)> = per_pack
+        .into_iter()
+        .enumerate()
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
+    let packs = jobs.len() as u64;
+    futures::stream::iter(jobs)
+        .map(|(p, chunks)| {
+            let (targets, root, m2, progress) = (
+                targets.clone(),
+                staging.to_path_buf(),
+                m.clone(),
+                progress.clone(),
+            );
+            let mut open: HashMap<u32, std::fs::File> = HashMap::new();
+            let sink = move |c: u32, data: &[u8]| -> Result<(), RestoreError> {
+                for &(entry, off) in &targets[c as usize] {
+                    let path = entry_path(&root, &m2.entries[entry as usize]);
+                    let f = match open.entry(entry) {
+                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                            std::fs::OpenOptions::new()
+                                .write(true)
+                                .open(&path)
+                                .map_err(|e| apply_io("open", &path, e))?,
+                        ),
+                    };
+                    f.write_all_at(data, off)
+                        .map_err(|e| apply_io("write", &path, e))?;
+                    progress.inc(data.len() as u64);
+                }
+                Ok(())
+            };
+            let downloaded = &downloaded;
+            async move {
+                let n = fetch_pack(store, m, p, chunks, sink).await?;
+                downloaded.fetch_add(n, Ordering::Relaxed);
+                Ok::<(), RestoreError>(())
+            }
+        })
+        .buffer_unordered(opts.downloads.max(1))
+        .try_collect::<()>()
+        .await?;
+    progress.finish_and_clear();
+    let (root, mc, owners, write_index) = (
+        staging.to_path_buf(),
+        m.clone(),
+        opts.owners,
+        opts.write_index,
+    );
+    let identity = format!("{}#{}", opts.store_url, opts.namespace);
+    tokio::task::spawn_blocking(move || {
+        finish_tree(&root, &mc, owners, inside, write_index.then_some(identity))
+    })
+    .await
+    .map_err(|e| RestoreError::Internal(e.to_string()))??;
+    Ok((downloaded.load(Ordering::Relaxed), packs))
+}
+
+/// Hard links, metadata (directories deepest first, after their content) and the local index.
+fn finish_tree(
+    root: &Path,
+    m: &Manifest,
+    owners: bool,
+    inside: bool,
+    index: Option<String>,
+) -> Result<(), RestoreError> {
+    for e in &m.entries {
+        if let Kind::HardLink { entry } = e.kind {
+            apply::link(root, e, &m.entries[entry as usize])?;
+        }
+    }
+    for e in m
+        .entries
+        .iter()
+        .filter(|e| !matches!(e.kind, Kind::Dir | Kind::HardLink { .. }))
+    {
+        apply::set_metadata(&entry_path(root, e), e, owners)?;
+    }
+    if let Some(identity) = index {
+        let mut idx = LocalIndex::new(&identity);
+        for e in &m.entries {
+            if let Kind::File { size, extents } = &e.kind {
+                let path = entry_path(root, e);
+                let meta =
+                    std::fs::symlink_metadata(&path).map_err(|err| apply_io("stat", &path, err))?;
+                let extents = extents
+                    .iter()
+                    .map(|x| {
+                        (
+                            x.offset,
+                            x.chunks.iter().map(|c| m.chunks[*c as usize].id).collect(),
+                        )
+                    })
+                    .collect();
+                let file = IndexedFile {
+                    size: *size,
+                    mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                    ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+                    ino: meta.ino(),
+                    extents,
+                };
+                // Nothing else writes the tree before the restore ends: no racy entries.
+                idx.record(&e.path.0, file, i64::MAX);
+            }
+        }
+        let path = index_path(root);
+        if let Err(err) = idx.write(&path) {
+            tracing::warn!(path = %path.display(), error = %err, "cannot write the local index");
+        }
+    }
+    for e in m
+        .entries
+        .iter()
+        .rev()
+        .filter(|e| matches!(e.kind, Kind::Dir))
+    {
+        if !(inside && e.path.0.is_empty()) {
+            apply::set_metadata(&entry_path(root, e), e, owners)?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves the finished tree into place.
+fn finalize(
+    staging: &Path,
+    target: &Path,
+    inside: bool,
+    m: &Manifest,
+    owners: bool,
+) -> Result<(), RestoreError> {
+    if !inside {
+        // Replaces an empty target directory atomically.
+        return std::fs::rename(staging, target)
+            .map_err(|e| apply_io("move into place", target, e));
+    }
+    for child in std::fs::read_dir(staging).map_err(|e| apply_io("read", staging, e))? {
+        let child = child.map_err(|e| apply_io("read", staging, e))?;
+        let dest = target.join(child.file_name());
+        std::fs::rename(child.path(), &dest).map_err(|e| apply_io("move into place", &dest, e))?;
+    }
+    std::fs::remove_dir(staging).map_err(|e| apply_io("remove", staging, e))?;
+    apply::set_metadata(target, &m.entries[0], owners)?;
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! Reading a directory tree into manifest entries: one `lstat` and the extended attributes
+//! per entry, depth first with children sorted by name bytes, hard links resolved, data
+//! extents of sparse files found with `SEEK_DATA`/`SEEK_HOLE`. Nothing that exists is skipped
+//! except sockets (which cannot be restored), and each of those is reported.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::codec::ByteBuf;
+use super::manifest::{Entry, Kind, Stats};
+
+/// Directory at the root of a saved tree that holds Hearth's local index; never part of a
+/// snapshot. A directory, so that rewriting the index does not change the root's mtime.
+pub const INDEX_DIR: &str = ".hearth";
+
+/// Path of the local index of the tree at `root`.
+pub fn index_path(root: &Path) -> PathBuf {
+    root.join(INDEX_DIR).join("index")
+}
+
+/// Errors reading the tree.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    /// A filesystem call failed on `path`.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TreeError + 'a {
+    move |source| TreeError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A regular file found by the scan, with what the save needs to read it.
+#[derive(Clone, Debug)]
+pub struct FileInfo {
+    /// Index of its entry.
+    pub entry: usize,
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Data runs (offset, length); a file without holes has one run covering it.
+    pub extents: Vec<(u64, u64)>,
+    /// Identity and change time, for the local index.
+    pub ino: u64,
+    /// Change time in nanoseconds.
+    pub ctime_ns: i64,
+}
+
+/// The result of a scan.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Entries, depth first; file entries have no extents yet.
+    pub entries: Vec<Entry>,
+    /// Regular files (not their extra hard links), in entry order.
+    pub files: Vec<FileInfo>,
+    /// Counts and skipped entries.
+    pub stats: Stats,
+}
+
+/// Scans the tree at `root`.
+pub fn scan(root: &Path) -> Result<Scan, TreeError> {
+    let mut scan = Scan::default();
+    let mut links: HashMap<(u64, u64), u32> = HashMap::new();
+    let meta = std::fs::symlink_metadata(root).map_err(io("stat", root))?;
+    if !meta.is_dir() {
+        return Err(TreeError::Io {
+            op: "scan",
+            path: root.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+        });
+    }
+    visit(root, Vec::new(), &meta, &mut scan, &mut links)?;
+    Ok(scan)
+}
+
+fn time_ns(sec: i64, nsec: i64) -> i64 {
+    sec.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+/// Reads the extended attributes of `path` (not following symlinks), sorted by name.
+pub fn read_xattrs(path: &Path) -> Result<Vec<(ByteBuf, ByteBuf)>, TreeError> {
+    let mut out = Vec::new();
+    for name in xattr::list(path).map_err(io("list xattrs of", path))? {
+        if let Some(value) = xattr::get(path, &name).map_err(io("read xattr of", path))? {
+            out.push((ByteBuf(name.into_vec()), ByteBuf(value)));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn visit(
+    path: &Path,
+    rel: Vec<u8>,
+    meta: &std::fs::Metadata,
+    scan: &mut Scan,
+    links: &mut HashMap<(u64, u64), u32>,
+) -> Result<(), TreeError> {
+    let ft = meta.file_type();
+    let index = scan.entries.len();
+    let kind = if ft.is_dir() {
+        scan.stats.dirs += 1;
+        Kind::Dir
+    } else if ft.is_file() {
+        if meta.nlink() > 1 {
+            if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+                scan.stats.others += 1;
+                scan.entries.push(entry(
+                    rel,
+                    Kind::HardLink { entry: *first },
+                    meta,
+                    Vec::new(),
+                ));
+                return Ok(());
+            }
+            links.insert((meta.dev(), meta.ino()), index as u32);
+        }
+        scan.stats.files += 1;
+        scan.stats.bytes += meta.len();
+        scan.files.push(FileInfo {
+            entry: index,
+            path: path.to_path_buf(),
+            size: meta.len(),
+            extents: data_extents(path, meta)?,
+            ino: meta.ino(),
+            ctime_ns: time_ns(meta.ctime(), meta.ctime_nsec()),
+        });
+        Kind::File {
+            size: meta.len(),
+            extents: Vec::new(),
+        }
+    } else if ft.is_symlink() {
+        scan.stats.others += 1;
+        let target = std::fs::read_link(path).map_err(io("read link", path))?;
+        Kind::Symlink {
+            target: ByteBuf(target.into_os_string().into_vec()),
+        }
+    } else if ft.is_char_device() {
+        scan.stats.others += 1;
+        Kind::CharDev { rdev: meta.rdev() }
+    } else if ft.is_block_device() {
+        scan.stats.others += 1;
+        Kind::BlockDev { rdev: meta.rdev() }
+    } else if ft.is_fifo() {
+        scan.stats.others += 1;
+        Kind::Fifo
+    } else {
+        tracing::warn!(path = %path.display(), "skipping a socket: sockets cannot be saved");
+        scan.stats.skipped.push(ByteBuf(rel));
+        return Ok(());
+    };
+    let xattrs = read_xattrs(path)?;
+    scan.entries.push(entry(rel.clone(), kind, meta, xattrs));
+    if ft.is_dir() {
+        let mut children: Vec<OsString> = Vec::new();
+        for child in std::fs::read_dir(path).map_err(io("read dir", path))? {
+            let name = child.map_err(io("read dir", path))?.file_name();
+            if rel.is_empty() && name == INDEX_DIR {
+                continue;
+            }
+            children.push(name);
+        }
+        children.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in children {
+            let child = path.join(&name);
+            let cmeta = std::fs::symlink_metadata(&child).map_err(io("stat", &child))?;
+            let mut crel = rel.clone();
+            if !crel.is_empty() {
+                crel.push(b'/');
+            }
+            crel.extend_from_slice(name.as_bytes());
+            visit(&child, crel, &cmeta, scan, links)?;
+        }
+    }
+    Ok(())
+}
+
+fn entry(
+    rel: Vec<u8>,
+    kind: Kind,
+    meta: &std::fs::Metadata,
+    xattrs: Vec<(ByteBuf, ByteBuf)>,
+) -> Entry {
+    Entry {
+        path: ByteBuf(rel),
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime_ns: time_ns(meta.mtime(), meta.mtime_nsec()),
+        xattrs,
+    }
+}
+
+/// The data runs of a file: one run unless the file has fewer blocks than its size needs.
+fn data_extents(path: &Path, meta: &std::fs::Metadata) -> Result<Vec<(u64, u64)>, TreeError> {
+    let size = meta.len();
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    if meta.blocks().saturating_mul(512) >= size {
+        return Ok(vec![(0, size)]);
+    }
+    use rustix::fs::SeekFrom;
+    let file = std::fs::File::open(path).map_err(io("open", path))?;
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match rustix::fs::seek(&file, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(io("seek data in", path)(e.into())),
+        };
+        let hole = rustix::fs::seek(&file, SeekFrom::Hole(data))
+            .map_err(|e| io("seek hole in", path)(e.into()))?;
+        let end = hole.min(size);
+        if end > data {
+            out.push((data, end - data));
+        }
+        pos = end.max(data + 1);
+    }
+    Ok(out)
+}

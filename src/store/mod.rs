@@ -1,0 +1,286 @@
+//! Object stores that hold snapshots: a filesystem directory (`file:///path`, also right for an
+//! NFS or RWX volume) and S3 or any S3-compatible service (`s3://bucket/prefix`).
+//!
+//! Every store offers the same small set of operations on immutable objects named by
+//! `/`-separated keys relative to the store root; failures that may pass (timeouts, 5xx,
+//! throttling) are retried with exponential backoff and jitter, the rest surface at once.
+
+mod fs;
+mod s3;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+
+pub use fs::FsStore;
+pub use s3::{S3Options, S3Store};
+
+/// Errors from a store. Each names the object it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store URL is not one Hearth understands.
+    #[error("invalid store URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    /// The object does not exist.
+    #[error("object {key} not found in the store")]
+    NotFound { key: String },
+    /// A conditional write found the object already there.
+    #[error("object {key} already exists in the store")]
+    AlreadyExists { key: String },
+    /// A filesystem store operation failed.
+    #[error("{op} {key}: {source}")]
+    Io {
+        op: &'static str,
+        key: String,
+        source: std::io::Error,
+    },
+    /// An S3 request failed.
+    #[error("S3 {op} {key}: {message}")]
+    S3 {
+        op: &'static str,
+        key: String,
+        message: String,
+        transient: bool,
+    },
+    /// A transient failure persisted through every retry.
+    #[error("store still failing after {attempts} attempts: {last}")]
+    Exhausted {
+        attempts: usize,
+        last: Box<StoreError>,
+    },
+}
+
+impl StoreError {
+    /// Whether retrying the same request may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::S3 { transient, .. } => *transient,
+            StoreError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether the error says the object is absent.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+/// One object in a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the store root.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time as reported by the store.
+    pub modified: SystemTime,
+}
+
+/// A snapshot store. An enum rather than a trait object: two implementations, async methods.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// `file:///path`.
+    Fs(FsStore),
+    /// `s3://bucket/prefix`.
+    S3(S3Store),
+}
+
+/// How many times a transient failure is retried before giving up.
+pub const RETRIES: usize = 6;
+
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(RETRIES)
+        .with_jitter()
+}
+
+/// Runs `op` until it succeeds, fails for good, or exhausts the retries.
+async fn retry<T, F, Fut>(op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut attempts = 0usize;
+    let result = (op)
+        .retry(backoff())
+        .when(|e: &StoreError| e.is_transient())
+        .notify(|e: &StoreError, after: Duration| {
+            attempts += 1;
+            tracing::warn!(error = %e, retry_in = ?after, "store request failed, retrying");
+        })
+        .await;
+    match result {
+        Err(e) if e.is_transient() => Err(StoreError::Exhausted {
+            attempts: attempts + 1,
+            last: Box::new(e),
+        }),
+        other => other,
+    }
+}
+
+impl Store {
+    /// Opens the store named by `url`: `file:///path` or `s3://bucket/prefix`.
+    pub async fn open(url: &str, s3: &S3Options) -> Result<Store, StoreError> {
+        let invalid = |reason: &str| StoreError::InvalidUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(invalid(
+                    "a file store URL needs an absolute path: file:///path",
+                ));
+            }
+            Ok(Store::Fs(
+                FsStore::new(path).map_err(|e| invalid(&e.to_string()))?,
+            ))
+        } else if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(invalid("no bucket: s3://bucket/prefix"));
+            }
+            Ok(Store::S3(
+                S3Store::new(bucket, prefix.trim_matches('/'), s3).await,
+            ))
+        } else {
+            Err(invalid("expected file:///path or s3://bucket/prefix"))
+        }
+    }
+
+    /// Writes an object, replacing any previous one.
+    pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        retry(|| async {
+            match self {
+                Store::Fs(s) => s.put(key, data.clone(), false).await,
+                Store::S3(s) => s.put(key, data.clone(), false).await,
+            }
+        })
+        .await
+    }
+
+    /// Writes an object only if no object has that key (`If-None-Match: *` on S3, a hard
+    /// link on a filesystem). Fails with [`StoreError::AlreadyExists`] otherwise.
+    pub async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<(), StoreError> {
+        retry(|| async {
+            match self {
+                Store::Fs(s) => s.put(key, data.clone(), true).await,
+                Store::S3(s) => s.put(key, data.clone(), true).await,
+            }
+        })
+        .await
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        retry(|| async {
+            match self {
+                Store::Fs(s) => s.get(key, None).await,
+                Store::S3(s) => s.get(key, None).await,
+            }
+        })
+        .await
+    }
+
+    /// Reads `len` bytes of an object from `start`.
+    pub async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Bytes, StoreError> {
+        retry(|| async {
+            match self {
+                Store::Fs(s) => s.get(key, Some((start, len))).await,
+                Store::S3(s) => s.get(key, Some((start, len))).await,
+            }
+        })
+        .await
+    }
+
+    /// Lists the objects whose key starts with `prefix` (which should end with `/`).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        retry(|| async {
+            match self {
+                Store::Fs(s) => s.list(prefix).await,
+                Store::S3(s) => s.list(prefix).await,
+            }
+        })
+        .await
+    }
+
+    /// Deletes an object; deleting an absent object succeeds.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        retry(|| async {
+            match self {
+                Store::Fs(s) => s.delete(key).await,
+                Store::S3(s) => s.delete(key).await,
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn urls_are_checked() {
+        let o = S3Options::default();
+        assert!(matches!(
+            Store::open("file://relative", &o).await,
+            Err(StoreError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            Store::open("gs://b", &o).await,
+            Err(StoreError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            Store::open("s3:///p", &o).await,
+            Err(StoreError::InvalidUrl { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn fs_store_conditional_write_and_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let store = Store::open(&url, &S3Options::default()).await.unwrap();
+        store
+            .put_if_absent("a/b/x", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        let again = store
+            .put_if_absent("a/b/x", Bytes::from_static(b"two"))
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::AlreadyExists { .. })),
+            "{again:?}"
+        );
+        assert_eq!(
+            store.get("a/b/x").await.unwrap(),
+            Bytes::from_static(b"one")
+        );
+        assert_eq!(
+            store.get_range("a/b/x", 1, 2).await.unwrap(),
+            Bytes::from_static(b"ne")
+        );
+        store.put("a/c", Bytes::from_static(b"c")).await.unwrap();
+        let keys: Vec<String> = store
+            .list("a/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, vec!["a/b/x".to_string(), "a/c".to_string()]);
+        store.delete("a/b/x").await.unwrap();
+        store.delete("a/b/x").await.unwrap();
+        assert!(store.get("a/b/x").await.unwrap_err().is_not_found());
+    }
+}

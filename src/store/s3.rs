@@ -1,0 +1,208 @@
+//! The S3 store, through aws-sdk-s3: AWS S3 and S3-compatible services (MinIO, Ceph RGW, R2,
+//! GCS interop). Endpoint, region and credentials come from the standard AWS variables
+//! (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, profiles, IRSA...) unless flags
+//! override them. The SDK's own retries are off: [`super::retry`] retries with jitter.
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+use super::{ObjectInfo, StoreError};
+
+/// S3 settings that may override the environment.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct S3Options {
+    /// S3 endpoint URL, for MinIO, Ceph RGW, R2 and other S3-compatible services.
+    #[arg(long = "s3-endpoint", env = "AWS_ENDPOINT_URL_S3")]
+    pub endpoint: Option<String>,
+    /// S3 region; defaults to the AWS configuration, then `us-east-1`.
+    #[arg(long = "s3-region")]
+    pub region: Option<String>,
+    /// Address buckets as `endpoint/bucket` (path style), as MinIO and most S3-compatible
+    /// services need.
+    #[arg(long = "s3-path-style", env = "AWS_S3_FORCE_PATH_STYLE")]
+    pub path_style: bool,
+}
+
+/// A bucket and key prefix.
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+fn classify<E>(op: &'static str, key: &str, err: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    let code = err.code().unwrap_or_default().to_string();
+    let key = key.to_string();
+    if status == Some(404) || code == "NoSuchKey" || code == "NotFound" {
+        return StoreError::NotFound { key };
+    }
+    if status == Some(412) || code == "PreconditionFailed" {
+        return StoreError::AlreadyExists { key };
+    }
+    let transient = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(_) => {
+            matches!(status, Some(s) if s >= 500 || s == 429 || s == 409)
+                || matches!(
+                    code.as_str(),
+                    "SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable"
+                )
+        }
+        _ => false,
+    };
+    StoreError::S3 {
+        op,
+        key,
+        message: DisplayErrorContext(&err).to_string(),
+        transient,
+    }
+}
+
+impl S3Store {
+    /// A store in `bucket` under `prefix` (no leading or trailing `/`).
+    pub async fn new(bucket: &str, prefix: &str, opts: &S3Options) -> S3Store {
+        let shared = aws_config::load_from_env().await;
+        let mut b = aws_sdk_s3::config::Builder::from(&shared)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(endpoint) = &opts.endpoint {
+            b = b.endpoint_url(endpoint);
+        }
+        if let Some(region) = &opts.region {
+            b = b.region(Region::new(region.clone()));
+        } else if shared.region().is_none() {
+            b = b.region(Region::from_static("us-east-1"));
+        }
+        if opts.path_style {
+            b = b.force_path_style(true);
+        }
+        S3Store {
+            client: aws_sdk_s3::Client::from_conf(b.build()),
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    fn full(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    pub(super) async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        if_absent: bool,
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .body(ByteStream::from(data));
+        if if_absent {
+            req = req.if_none_match("*");
+        }
+        req.send().await.map_err(|e| classify("put", key, e))?;
+        Ok(())
+    }
+
+    pub(super) async fn get(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<Bytes, StoreError> {
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key));
+        if let Some((start, len)) = range {
+            if len == 0 {
+                return Ok(Bytes::new());
+            }
+            req = req.range(format!("bytes={start}-{}", start + len - 1));
+        }
+        let resp = req.send().await.map_err(|e| classify("get", key, e))?;
+        let body = resp.body.collect().await.map_err(|e| StoreError::S3 {
+            op: "get",
+            key: key.to_string(),
+            message: e.to_string(),
+            transient: true,
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        loop {
+            let resp = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.full(prefix))
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify("list", prefix, e))?;
+            for obj in resp.contents() {
+                let Some(key) = obj.key() else { continue };
+                let Some(rel) = key.get(strip..) else {
+                    continue;
+                };
+                let modified = obj
+                    .last_modified()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                out.push(ObjectInfo {
+                    key: rel.to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    modified,
+                });
+            }
+            match resp.next_continuation_token() {
+                Some(t) if resp.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    pub(super) async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match classify("delete", key, e) {
+                StoreError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+}
