@@ -15,6 +15,9 @@ pub mod request;
 pub mod solve;
 pub mod view;
 
+#[cfg(test)]
+mod tests;
+
 pub use decision::{Action, Decision, Estimate, Reason, RestoreSource};
 pub use request::{BuildRequest, Toleration, TolerationOperator};
 pub use solve::plan;

@@ -21,9 +21,11 @@ pub fn plan(
         return Err(PlanError::BadTime(now));
     }
     let store = &view.store;
-    if !(store.bytes_per_second.is_finite() && store.bytes_per_second > 0.0)
-        || !(store.overhead_seconds.is_finite() && store.overhead_seconds >= 0.0)
-    {
+    let valid = store.bytes_per_second.is_finite()
+        && store.bytes_per_second > 0.0
+        && store.overhead_seconds.is_finite()
+        && store.overhead_seconds >= 0.0;
+    if !valid {
         return Err(PlanError::BadStore);
     }
     let own = view.key_id(&req.namespace, &req.key);
