@@ -289,6 +289,14 @@ impl ClusterView {
         &self.keys[id.0 as usize]
     }
 
+    /// Every key with its id.
+    pub fn keys(&self) -> impl Iterator<Item = (KeyId, &KeyEntry)> {
+        self.keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (KeyId(i as u32), k))
+    }
+
     /// Records the newest snapshot of a key.
     pub fn set_snapshot(&mut self, key: KeyId, snapshot: Option<Snapshot>) {
         self.keys[key.0 as usize].snapshot = snapshot;

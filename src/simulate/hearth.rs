@@ -8,14 +8,16 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::api::{CacheMode, ReplicaState, Warmth};
 use crate::planner::{
-    plan, Action, BuildRequest, ClusterView, Decision, KeyId, KeyStats, Location, Node, NodeId,
-    PlanError, PlannerConfig, Replica, ReplicaId, Snapshot, StoreModel,
+    plan, prewarm, Action, BuildRequest, ClusterView, Decision, KeyId, KeyStats, Location, Node,
+    NodeId, PlanError, PlannerConfig, Replica, ReplicaId, Snapshot, StoreModel,
 };
 
 use super::engine::{Ctx, Job, Strategy};
 use super::pool::requeue;
 
 const NO_REPLICA: u32 = u32::MAX;
+/// Most background restores started at once.
+const PREWARM_LIMIT: usize = 32;
 
 /// The `hearth` strategy.
 pub struct Hearth {
@@ -26,6 +28,9 @@ pub struct Hearth {
     waiters: HashMap<ReplicaId, VecDeque<usize>>,
     /// Per key: last arrival and smoothed gap between arrivals.
     arrivals: HashMap<KeyId, (f64, Option<f64>)>,
+    /// Background restores under way: timer token -> replica.
+    prewarming: HashMap<u64, ReplicaId>,
+    next_token: u64,
     /// The first error the planner returned, if any.
     pub error: Option<PlanError>,
 }
@@ -66,6 +71,8 @@ impl Hearth {
             pending: VecDeque::new(),
             waiters: HashMap::new(),
             arrivals: HashMap::new(),
+            prewarming: HashMap::new(),
+            next_token: 0,
             error: None,
         }
     }
@@ -247,6 +254,29 @@ impl Hearth {
         self.sync_node(ctx, job.node);
     }
 
+    /// Starts the background restores the planner asks for (after replicas were lost).
+    fn prewarm(&mut self, ctx: &mut Ctx) {
+        for p in prewarm(&self.view, ctx.now, &self.cfg, PREWARM_LIMIT) {
+            let replica = Replica {
+                name: format!("p{}", self.next_token),
+                key: p.key,
+                location: Location::Node(p.node),
+                size_bytes: p.bytes,
+                state: ReplicaState::Restoring,
+                free_at: Some(ctx.now + p.restore_seconds),
+                waiting: 0,
+                saved: true,
+                last_used: ctx.now,
+            };
+            if let Ok(id) = self.view.add_replica(replica) {
+                ctx.store_bytes_read += p.bytes as f64;
+                self.prewarming.insert(self.next_token, id);
+                ctx.timer(p.restore_seconds, self.next_token);
+                self.next_token += 1;
+            }
+        }
+    }
+
     fn intern(&mut self, build: usize) -> KeyId {
         let r = &self.requests[build];
         self.view.intern_key(&r.namespace, &r.key)
@@ -298,12 +328,38 @@ impl Strategy for Hearth {
             let _ = self.view.remove_replica(id);
             back.extend(self.waiters.remove(&id).unwrap_or_default());
         }
+        let view = &self.view;
+        self.prewarming.retain(|_, id| view.replica(*id).is_some());
         requeue(ctx, &mut self.pending, back);
         self.schedule(ctx);
+        self.prewarm(ctx);
     }
 
     fn node_up(&mut self, ctx: &mut Ctx, node: usize) {
         self.sync_node(ctx, node);
+        self.schedule(ctx);
+    }
+
+    fn timer(&mut self, ctx: &mut Ctx, token: u64) {
+        let Some(id) = self.prewarming.remove(&token) else {
+            return;
+        };
+        let Some(r) = self.view.replica_mut(id) else {
+            return;
+        };
+        r.state = ReplicaState::Idle;
+        r.free_at = None;
+        r.waiting = 0;
+        let node = match r.location {
+            Location::Node(n) => n,
+            Location::Zone(_) => return,
+        };
+        let mut waiters: Vec<usize> = self.waiters.remove(&id).unwrap_or_default().into();
+        if !waiters.is_empty() && ctx.nodes[node.0 as usize].free > 0 {
+            let first = waiters.remove(0);
+            self.start_on_replica(ctx, first, id, node);
+        }
+        requeue(ctx, &mut self.pending, waiters);
         self.schedule(ctx);
     }
 }
