@@ -166,6 +166,8 @@ fn build(case: &Case) -> (ClusterView, BuildRequest) {
                 taints,
                 ready: n.ready,
                 free_slots: n.free,
+                next_slot_free_at: Some(150.0),
+                slot_waiting: 0,
                 cache_budget_bytes: n.budget_gb * GB,
             })
             .expect("unique names"),
@@ -270,6 +272,13 @@ proptest! {
                 prop_assert!(own_ns(r.key) && view.key(r.key).key == req.key);
                 prop_assert!(req.fits(view.node(*node)), "waits on a node it may not run on");
                 prop_assert_eq!(req.mode, CacheMode::ReadWrite, "a non-ReadWrite build waits for a replica");
+            }
+            Action::WaitForSlot { replica, node } => {
+                let r = view.replica(*replica).expect("replica exists");
+                prop_assert_eq!(r.state, ReplicaState::Idle, "claims a busy replica");
+                prop_assert!(own_ns(r.key) && view.key(r.key).key == req.key);
+                prop_assert!(req.fits(view.node(*node)), "waits on a node it may not run on");
+                prop_assert_eq!(req.mode, CacheMode::ReadWrite, "a non-ReadWrite build claims a replica");
             }
             Action::Restore { node, source, throwaway } => {
                 prop_assert!(req.can_start_on(view.node(*node)));

@@ -23,6 +23,8 @@ fn node(name: &str, free: u32, budget: u64) -> Node {
         taints: Vec::new(),
         ready: true,
         free_slots: free,
+        next_slot_free_at: None,
+        slot_waiting: 0,
         cache_budget_bytes: budget,
     }
 }
@@ -126,6 +128,28 @@ fn waits_for_a_replica_that_frees_soon_and_restores_when_it_does_not() {
         (Warmth::Restored, Reason::SnapshotOfKey)
     );
     assert_eq!(d.estimate.restore, 28.0);
+}
+
+#[test]
+fn waits_for_a_slot_next_to_its_idle_replica_when_one_frees_soon() {
+    let (mut v, k, n1, _) = cluster();
+    let r = replica(&mut v, k, n1, ReplicaState::Idle, 5 * GB);
+    snapshot(&mut v, k, 5 * GB);
+    v.node_mut(n1).free_slots = 0;
+    v.node_mut(n1).next_slot_free_at = Some(15.0);
+    let req = BuildRequest::new("shop", "shop:main");
+    let d = decide(&v, &req, 10.0);
+    assert_eq!(
+        d.action,
+        Action::WaitForSlot {
+            replica: r,
+            node: n1
+        }
+    );
+    assert_eq!((d.reason, d.estimate.wait), (Reason::SlotFreesSoon, 5.0));
+    // Two builds already queued for that node's slots: restoring elsewhere is sooner.
+    v.node_mut(n1).slot_waiting = 2;
+    assert_eq!(decide(&v, &req, 10.0).reason, Reason::SnapshotOfKey);
 }
 
 #[test]
