@@ -39,6 +39,14 @@ pub enum Action {
         /// Its node.
         node: NodeId,
     },
+    /// Claim an idle replica of the key whose node has no free slot now, and take the node's
+    /// next free slot.
+    WaitForSlot {
+        /// The replica to claim.
+        replica: ReplicaId,
+        /// Its node.
+        node: NodeId,
+    },
     /// Restore a snapshot onto a new replica on `node`, then build there.
     Restore {
         /// The node to create the replica on.
@@ -66,6 +74,7 @@ impl Action {
         match self {
             Action::UseReplica { node, .. }
             | Action::WaitForReplica { node, .. }
+            | Action::WaitForSlot { node, .. }
             | Action::Restore { node, .. }
             | Action::Cold { node, .. } => Some(*node),
             Action::Queue => None,
@@ -80,6 +89,9 @@ pub enum Reason {
     IdleReplica,
     /// A replica of the key frees up sooner than any restore or cold build would finish.
     BusyReplicaFreesSoon,
+    /// An idle replica of the key is on a full node that frees a slot before any alternative
+    /// would finish.
+    SlotFreesSoon,
     /// No usable replica: the key's own snapshot is the fastest way to a warm build.
     SnapshotOfKey,
     /// Neither replica nor snapshot of the key: a restore key's snapshot seeds the cache.
@@ -98,6 +110,9 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Reason::IdleReplica => "an idle replica of the key is on a node with a free slot",
+            Reason::SlotFreesSoon => {
+                "the node of an idle replica frees a slot before any alternative would finish"
+            }
             Reason::BusyReplicaFreesSoon => {
                 "a busy replica of the key frees up before any alternative would finish"
             }

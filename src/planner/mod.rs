@@ -7,15 +7,21 @@
 //! - [`request`]: the build and its scheduling constraints;
 //! - [`decision`]: actions, reasons and estimates;
 //! - [`place`]: node choice, slot pressure and eviction by value;
-//! - [`solve`]: the decision.
+//! - [`solve`]: the decision;
+//! - [`prewarm`]: background restores of lost caches that the next builds will want.
 
 pub mod decision;
 pub mod place;
+pub mod prewarm;
 pub mod request;
 pub mod solve;
 pub mod view;
 
+#[cfg(test)]
+mod tests;
+
 pub use decision::{Action, Decision, Estimate, Reason, RestoreSource};
+pub use prewarm::{prewarm, Prewarm};
 pub use request::{BuildRequest, Toleration, TolerationOperator};
 pub use solve::plan;
 pub use view::{
@@ -32,6 +38,8 @@ pub struct PlannerConfig {
     pub horizon_seconds: Seconds,
     /// Weight of the slots a placement takes from keys with idle replicas on the node.
     pub slot_weight: f64,
+    /// Least expected saving for a background restore to be worth starting.
+    pub prewarm_min_seconds: Seconds,
 }
 
 impl Default for PlannerConfig {
@@ -46,6 +54,7 @@ impl Default for PlannerConfig {
             },
             horizon_seconds: 3600.0,
             slot_weight: 1.0,
+            prewarm_min_seconds: 10.0,
         }
     }
 }

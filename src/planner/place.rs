@@ -116,7 +116,8 @@ fn evictions_for(scene: &Scene, node: NodeId, needed: u64) -> Option<(Seconds, V
     let view = scene.view;
     let budget = view.node(node).cache_budget_bytes;
     let used = view.used_bytes(node);
-    if used.saturating_add(needed) <= budget {
+    // A throwaway volume is not a cache replica: it never needs room in the budget.
+    if needed == 0 || used.saturating_add(needed) <= budget {
         return Some((0.0, Vec::new()));
     }
     if needed > budget {

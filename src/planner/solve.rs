@@ -21,9 +21,11 @@ pub fn plan(
         return Err(PlanError::BadTime(now));
     }
     let store = &view.store;
-    if !(store.bytes_per_second.is_finite() && store.bytes_per_second > 0.0)
-        || !(store.overhead_seconds.is_finite() && store.overhead_seconds >= 0.0)
-    {
+    let valid = store.bytes_per_second.is_finite()
+        && store.bytes_per_second > 0.0
+        && store.overhead_seconds.is_finite()
+        && store.overhead_seconds >= 0.0;
+    if !valid {
         return Err(PlanError::BadStore);
     }
     let own = view.key_id(&req.namespace, &req.key);
@@ -125,30 +127,46 @@ fn replica_options(
                     consider(hot(id, n, warm, 0.0));
                 }
             }
+            (ReplicaState::Idle, Location::Node(n)) if req.fits(view.node(*n)) => {
+                let node = view.node(*n);
+                if let Some(at) = node.next_slot_free_at {
+                    let wait = (at - now).max(0.0) + f64::from(node.slot_waiting) * warm;
+                    let action = Action::WaitForSlot {
+                        replica: id,
+                        node: *n,
+                    };
+                    consider(waiting(action, Reason::SlotFreesSoon, wait, warm));
+                }
+            }
             (
                 ReplicaState::InUse | ReplicaState::Restoring | ReplicaState::Snapshotting,
                 Location::Node(n),
             ) if req.fits(view.node(*n)) => {
                 let free_at = r.free_at.unwrap_or(now + warm);
                 let wait = (free_at - now).max(0.0) + f64::from(r.waiting) * warm;
-                consider(Decision {
-                    action: Action::WaitForReplica {
-                        replica: id,
-                        node: *n,
-                    },
-                    warmth: Warmth::Hot,
-                    reason: Reason::BusyReplicaFreesSoon,
-                    estimate: Estimate {
-                        wait,
-                        restore: 0.0,
-                        build: warm,
-                        displacement: 0.0,
-                    },
-                    evictions: Vec::new(),
-                });
+                let action = Action::WaitForReplica {
+                    replica: id,
+                    node: *n,
+                };
+                consider(waiting(action, Reason::BusyReplicaFreesSoon, wait, warm));
             }
             _ => {}
         }
+    }
+}
+
+fn waiting(action: Action, reason: Reason, wait: Seconds, warm: Seconds) -> Decision {
+    Decision {
+        action,
+        warmth: Warmth::Hot,
+        reason,
+        estimate: Estimate {
+            wait,
+            restore: 0.0,
+            build: warm,
+            displacement: 0.0,
+        },
+        evictions: Vec::new(),
     }
 }
 

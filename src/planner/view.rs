@@ -60,6 +60,11 @@ pub struct Node {
     pub ready: bool,
     /// Builder slots not taken by a running build.
     pub free_slots: u32,
+    /// When the next slot is expected to free (the earliest expected finish of the builds
+    /// running there); `None` when unknown.
+    pub next_slot_free_at: Option<Seconds>,
+    /// Builds already waiting for a slot on this node, served before a new one.
+    pub slot_waiting: u32,
     /// Bytes of node-local cache volumes Hearth may keep on the node.
     pub cache_budget_bytes: u64,
 }
@@ -287,6 +292,14 @@ impl ClusterView {
     /// What the view knows about a key.
     pub fn key(&self, id: KeyId) -> &KeyEntry {
         &self.keys[id.0 as usize]
+    }
+
+    /// Every key with its id.
+    pub fn keys(&self) -> impl Iterator<Item = (KeyId, &KeyEntry)> {
+        self.keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (KeyId(i as u32), k))
     }
 
     /// Records the newest snapshot of a key.

@@ -59,6 +59,7 @@ pub struct NodeSlots {
 enum Kind {
     Finish(u64),
     Node(usize),
+    Timer(u64),
     Arrival(usize),
 }
 
@@ -94,6 +95,8 @@ pub trait Strategy {
     fn node_down(&mut self, ctx: &mut Ctx, node: usize, killed: Vec<Job>);
     /// A node came back, empty.
     fn node_up(&mut self, ctx: &mut Ctx, node: usize);
+    /// A timer the strategy set with [`Ctx::timer`] fired.
+    fn timer(&mut self, _ctx: &mut Ctx, _token: u64) {}
 }
 
 /// The simulation's clock, slots and books.
@@ -169,6 +172,14 @@ impl<'w> Ctx<'w> {
         });
     }
 
+    /// Calls the strategy's `timer` with `token` in `seconds`.
+    pub fn timer(&mut self, seconds: f64, token: u64) {
+        self.events.push(Event {
+            at: self.now + seconds.max(0.0),
+            kind: Kind::Timer(token),
+        });
+    }
+
     /// Up nodes with a free slot, most free first, then lowest index.
     pub fn freest_node(&self) -> Option<usize> {
         self.nodes
@@ -197,6 +208,7 @@ pub fn run(
         ctx.now = ev.at;
         match ev.kind {
             Kind::Arrival(b) => strategy.arrive(&mut ctx, b),
+            Kind::Timer(token) => strategy.timer(&mut ctx, token),
             Kind::Finish(id) => {
                 // A job killed with its node has no entry any more: its finish never happens.
                 if let Some(job) = ctx.running.remove(&id) {

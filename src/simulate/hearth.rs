@@ -8,14 +8,16 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::api::{CacheMode, ReplicaState, Warmth};
 use crate::planner::{
-    plan, Action, BuildRequest, ClusterView, Decision, KeyId, KeyStats, Location, Node, NodeId,
-    PlanError, PlannerConfig, Replica, ReplicaId, Snapshot, StoreModel,
+    plan, prewarm, Action, BuildRequest, ClusterView, Decision, KeyId, KeyStats, Location, Node,
+    NodeId, PlanError, PlannerConfig, Replica, ReplicaId, Snapshot, StoreModel,
 };
 
 use super::engine::{Ctx, Job, Strategy};
 use super::pool::requeue;
 
 const NO_REPLICA: u32 = u32::MAX;
+/// Most background restores started at once.
+const PREWARM_LIMIT: usize = 32;
 
 /// The `hearth` strategy.
 pub struct Hearth {
@@ -26,6 +28,13 @@ pub struct Hearth {
     waiters: HashMap<ReplicaId, VecDeque<usize>>,
     /// Per key: last arrival and smoothed gap between arrivals.
     arrivals: HashMap<KeyId, (f64, Option<f64>)>,
+    /// Per node: builds that claimed an idle replica there and wait for the next free slot.
+    slot_waiters: Vec<VecDeque<(usize, ReplicaId)>>,
+    /// Per node: (build, expected finish) of the jobs running there, as the planner estimated.
+    expected: Vec<Vec<(usize, f64)>>,
+    /// Background restores under way: timer token -> replica.
+    prewarming: HashMap<u64, ReplicaId>,
+    next_token: u64,
     /// The first error the planner returned, if any.
     pub error: Option<PlanError>,
 }
@@ -47,6 +56,8 @@ impl Hearth {
                 taints: Vec::new(),
                 ready: true,
                 free_slots: n.builders,
+                next_slot_free_at: None,
+                slot_waiting: 0,
                 cache_budget_bytes: n.cache_budget_bytes,
             });
         }
@@ -66,6 +77,10 @@ impl Hearth {
             pending: VecDeque::new(),
             waiters: HashMap::new(),
             arrivals: HashMap::new(),
+            slot_waiters: vec![VecDeque::new(); cluster.nodes.len()],
+            expected: vec![Vec::new(); cluster.nodes.len()],
+            prewarming: HashMap::new(),
+            next_token: 0,
             error: None,
         }
     }
@@ -74,6 +89,11 @@ impl Hearth {
         let n = self.view.node_mut(NodeId(node as u32));
         n.ready = ctx.nodes[node].up;
         n.free_slots = ctx.nodes[node].free;
+        n.next_slot_free_at = self.expected[node]
+            .iter()
+            .map(|e| e.1)
+            .min_by(f64::total_cmp);
+        n.slot_waiting = self.slot_waiters[node].len() as u32;
     }
 
     fn learn(&mut self, ctx: &Ctx, build: usize) {
@@ -171,8 +191,7 @@ impl Hearth {
             warmth: Warmth::Hot,
             tag: replica.0,
         };
-        ctx.start(job, seconds);
-        self.sync_node(ctx, job.node);
+        self.launch(ctx, job, seconds, warm);
     }
 
     fn execute(&mut self, ctx: &mut Ctx, build: usize, d: Decision) {
@@ -194,6 +213,15 @@ impl Hearth {
                 return;
             }
             Action::Queue => return self.pending.push_back(build),
+            Action::WaitForSlot { replica, node } => {
+                let n = node.0 as usize;
+                if let Some(r) = self.view.replica_mut(replica) {
+                    r.state = ReplicaState::InUse;
+                    r.free_at = Some(ctx.now + est.finish());
+                }
+                self.slot_waiters[n].push_back((build, replica));
+                return self.sync_node(ctx, n);
+            }
             Action::Restore {
                 node,
                 source,
@@ -243,8 +271,38 @@ impl Hearth {
             warmth: d.warmth,
             tag,
         };
-        ctx.start(job, restore + ctx.actual(build, est.build));
+        let seconds = restore + ctx.actual(build, est.build);
+        self.launch(ctx, job, seconds, est.restore + est.build);
+    }
+
+    /// Starts `job` for `seconds`, remembering when the planner expects it to end.
+    fn launch(&mut self, ctx: &mut Ctx, job: Job, seconds: f64, expected: f64) {
+        ctx.start(job, seconds);
+        self.expected[job.node].push((job.build, ctx.now + expected));
         self.sync_node(ctx, job.node);
+    }
+
+    /// Starts the background restores the planner asks for (after replicas were lost).
+    fn prewarm(&mut self, ctx: &mut Ctx) {
+        for p in prewarm(&self.view, ctx.now, &self.cfg, PREWARM_LIMIT) {
+            let replica = Replica {
+                name: format!("p{}", self.next_token),
+                key: p.key,
+                location: Location::Node(p.node),
+                size_bytes: p.bytes,
+                state: ReplicaState::Restoring,
+                free_at: Some(ctx.now + p.restore_seconds),
+                waiting: 0,
+                saved: true,
+                last_used: ctx.now,
+            };
+            if let Ok(id) = self.view.add_replica(replica) {
+                ctx.store_bytes_read += p.bytes as f64;
+                self.prewarming.insert(self.next_token, id);
+                ctx.timer(p.restore_seconds, self.next_token);
+                self.next_token += 1;
+            }
+        }
     }
 
     fn intern(&mut self, build: usize) -> KeyId {
@@ -261,6 +319,7 @@ impl Strategy for Hearth {
     }
 
     fn finish(&mut self, ctx: &mut Ctx, job: Job) {
+        self.expected[job.node].retain(|e| e.0 != job.build);
         self.sync_node(ctx, job.node);
         if job.tag != NO_REPLICA {
             let id = ReplicaId(job.tag);
@@ -287,23 +346,64 @@ impl Strategy for Hearth {
                 self.start_on_replica(ctx, next, id, NodeId(job.node as u32));
             }
         }
+        let mut gone = Vec::new();
+        while ctx.nodes[job.node].free > 0 {
+            let Some((build, id)) = self.slot_waiters[job.node].pop_front() else {
+                break;
+            };
+            if self.view.replica(id).is_some() {
+                self.start_on_replica(ctx, build, id, NodeId(job.node as u32));
+            } else {
+                gone.push(build);
+            }
+        }
+        requeue(ctx, &mut self.pending, gone);
+        self.sync_node(ctx, job.node);
         self.schedule(ctx);
     }
 
     fn node_down(&mut self, ctx: &mut Ctx, node: usize, killed: Vec<Job>) {
         self.sync_node(ctx, node);
         let mut back: Vec<usize> = killed.iter().map(|j| j.build).collect();
+        back.extend(self.slot_waiters[node].drain(..).map(|(b, _)| b));
+        self.expected[node].clear();
         let lost: Vec<ReplicaId> = self.view.replicas_on(NodeId(node as u32)).to_vec();
         for id in lost {
             let _ = self.view.remove_replica(id);
             back.extend(self.waiters.remove(&id).unwrap_or_default());
         }
+        let view = &self.view;
+        self.prewarming.retain(|_, id| view.replica(*id).is_some());
         requeue(ctx, &mut self.pending, back);
         self.schedule(ctx);
+        self.prewarm(ctx);
     }
 
     fn node_up(&mut self, ctx: &mut Ctx, node: usize) {
         self.sync_node(ctx, node);
+        self.schedule(ctx);
+    }
+
+    fn timer(&mut self, ctx: &mut Ctx, token: u64) {
+        let Some(id) = self.prewarming.remove(&token) else {
+            return;
+        };
+        let Some(r) = self.view.replica_mut(id) else {
+            return;
+        };
+        r.state = ReplicaState::Idle;
+        r.free_at = None;
+        r.waiting = 0;
+        let node = match r.location {
+            Location::Node(n) => n,
+            Location::Zone(_) => return,
+        };
+        let mut waiters: Vec<usize> = self.waiters.remove(&id).unwrap_or_default().into();
+        if !waiters.is_empty() && ctx.nodes[node.0 as usize].free > 0 {
+            let first = waiters.remove(0);
+            self.start_on_replica(ctx, first, id, node);
+        }
+        requeue(ctx, &mut self.pending, waiters);
         self.schedule(ctx);
     }
 }

@@ -306,6 +306,8 @@ fn parse_cluster(rec: &Record) -> Result<(ClusterSpec, HashMap<String, usize>), 
 }
 
 fn parse_build(rec: &Record) -> Result<BuildSpec, WorkloadError> {
+    let at = rec.num("at")?;
+    let key = rec.str("key")?;
     let mut restore_keys = Vec::new();
     for (i, v) in rec.array("restoreKeys")?.iter().enumerate() {
         match v {
@@ -330,11 +332,11 @@ fn parse_build(rec: &Record) -> Result<BuildSpec, WorkloadError> {
         return Err(rec.err("warmSeconds", "must not exceed coldSeconds"));
     }
     Ok(BuildSpec {
-        at: rec.num("at")?,
+        at,
         namespace: rec
             .opt_str("namespace")?
             .unwrap_or_else(|| "default".to_string()),
-        key: rec.str("key")?,
+        key,
         restore_keys,
         mode,
         cold_seconds,
