@@ -127,6 +127,8 @@ pub fn build_view(objects: &Objects, config: &OperatorConfig, now: Timestamp) ->
             taints,
             ready,
             free_slots: config.planner.builds_per_node.saturating_sub(used),
+            next_slot_free_at: None,
+            slot_waiting: 0,
             cache_budget_bytes: budget,
             name,
         });

@@ -179,7 +179,7 @@ async fn place(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatus) 
     };
 
     match decision.action {
-        Plan::Queue | Plan::WaitForReplica { .. } => {
+        Plan::Queue | Plan::WaitForReplica { .. } | Plan::WaitForSlot { .. } => {
             let wait = decision.estimate.wait.max(0.0);
             placement.expected_wait = Some(go_duration(wait));
             status.placement = Some(placement);
