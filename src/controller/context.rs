@@ -25,12 +25,12 @@ pub struct Stores {
     pub nodes: Store<Node>,
     /// PersistentVolumes: where a bound replica lives (node affinity or zone).
     pub volumes: Store<PersistentVolume>,
-    /// Hearth's replica PVCs.
-    pub claims: Store<PersistentVolumeClaim>,
-    /// Hearth's pods (builder slots in use per node).
-    pub pods: Store<Pod>,
-    /// Every BuildCache (replicas and snapshots of all tenants count against node budgets).
-    pub caches: Store<BuildCache>,
+    /// Hearth's replica PVCs, one store per watched namespace (or one for all).
+    pub claims: Vec<Store<PersistentVolumeClaim>>,
+    /// Hearth's pods (builder slots in use per node), per watched namespace.
+    pub pods: Vec<Store<Pod>>,
+    /// BuildCaches of the watched namespaces (their replicas count against node budgets).
+    pub caches: Vec<Store<BuildCache>>,
 }
 
 /// Shared state of the reconcilers.

@@ -56,9 +56,6 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         Some(path) => OperatorConfig::load(&path.to_string_lossy())?,
         None => OperatorConfig::default(),
     };
-    if config.namespaces.len() > 1 {
-        anyhow::bail!("namespaces: watching a list of namespaces is not supported yet; give one namespace or none (all)");
-    }
     let identity = args
         .identity
         .clone()
@@ -80,27 +77,39 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     }));
 
     // Reflectors start at once (reads only), so a follower is warm when it takes over.
+    // Namespaced objects are read per watched namespace when namespaces are listed: the
+    // chart then grants Roles in those namespaces only, not cluster-wide reads.
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
     let hearth_only =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    let (nodes, f1) = reflect::<Node>(Api::all(client.clone()), watcher::Config::default());
-    let (volumes, f2) =
+    let (nodes, f) = reflect::<Node>(Api::all(client.clone()), watcher::Config::default());
+    tokio::spawn(f);
+    let (volumes, f) =
         reflect::<PersistentVolume>(Api::all(client.clone()), watcher::Config::default());
-    let (claims, f3) =
-        reflect::<PersistentVolumeClaim>(Api::all(client.clone()), hearth_only.clone());
-    let (pods, f4) = reflect::<Pod>(Api::all(client.clone()), hearth_only);
-    let (caches, f5) = reflect::<BuildCache>(Api::all(client.clone()), watcher::Config::default());
-    tokio::spawn(f1);
-    tokio::spawn(f2);
-    tokio::spawn(f3);
-    tokio::spawn(f4);
-    tokio::spawn(f5);
-    let stores = Stores {
+    tokio::spawn(f);
+    let mut stores = Stores {
         nodes,
         volumes,
-        claims,
-        pods,
-        caches,
+        claims: vec![],
+        pods: vec![],
+        caches: vec![],
     };
+    for scope in &scopes {
+        let (claims, f) =
+            reflect::<PersistentVolumeClaim>(api_in(&client, scope), hearth_only.clone());
+        tokio::spawn(f);
+        let (pods, f) = reflect::<Pod>(api_in(&client, scope), hearth_only.clone());
+        tokio::spawn(f);
+        let (caches, f) = reflect::<BuildCache>(api_in(&client, scope), watcher::Config::default());
+        tokio::spawn(f);
+        stores.claims.push(claims);
+        stores.pods.push(pods);
+        stores.caches.push(caches);
+    }
 
     let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
         .with_namespace(&args.lease_namespace)
@@ -120,9 +129,15 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             anyhow::bail!("a reflector stopped before its cache synced");
         }
     }
-    let _ = stores.claims.wait_until_ready().await;
-    let _ = stores.pods.wait_until_ready().await;
-    let _ = stores.caches.wait_until_ready().await;
+    for s in &stores.claims {
+        let _ = s.wait_until_ready().await;
+    }
+    for s in &stores.pods {
+        let _ = s.wait_until_ready().await;
+    }
+    for s in &stores.caches {
+        let _ = s.wait_until_ready().await;
+    }
     // Caches synced and the lease is being followed: ready to take over.
     ready.store(true, Ordering::Relaxed);
     info!(%identity, "caches synced; waiting for the lease");
@@ -154,28 +169,44 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         metrics.clone(),
         &identity,
     ));
-    let builds: Api<ImageBuild> = scoped(&client, &config);
-    let controller = Controller::new(builds, watcher::Config::default().any_semantic())
-        .owns(scoped::<Pod>(&client, &config), watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER)))
-        .owns(scoped::<Job>(&client, &config), watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER)))
-        .graceful_shutdown_on(async move {
-            tokio::select! {
-                _ = &mut shutdown => info!("SIGTERM: draining reconciles"),
-                lost = async { loop { if leader.changed().await.is_err() || !*leader.borrow() { break; } } } => {
-                    let () = lost;
-                    warn!("lost the lease: stopping so another replica takes over");
-                }
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = &mut shutdown => info!("SIGTERM: draining reconciles"),
+            _ = async { loop { if leader.changed().await.is_err() || !*leader.borrow() { break; } } } => {
+                warn!("lost the lease: stopping so another replica takes over");
             }
-            // Dropping the channel makes the lease task release the Lease.
-            drop(leader);
+        }
+        let _ = drain_tx.send(true);
+        // Dropping the channel makes the lease task release the Lease.
+        drop(leader);
+    });
+    let owned = || {
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
+    };
+    let controllers = scopes.iter().map(|scope| {
+        let mut drain = drain_rx.clone();
+        Controller::new(
+            api_in::<ImageBuild>(&client, scope),
+            watcher::Config::default().any_semantic(),
+        )
+        .owns(api_in::<Pod>(&client, scope), owned())
+        .owns(api_in::<Job>(&client, scope), owned())
+        .graceful_shutdown_on(async move {
+            let _ = drain.wait_for(|d| *d).await;
         })
-        .run(image_build::reconcile, image_build::error_policy, ctx)
+        .run(
+            image_build::reconcile,
+            image_build::error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "reconcile failed");
             }
-        });
-    controller.await;
+        })
+    });
+    futures::future::join_all(controllers).await;
     metrics.leader.set(0);
     match lease_task.await {
         Ok(Ok(_)) => info!("lease released"),
@@ -187,11 +218,12 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn scoped<K>(client: &Client, config: &OperatorConfig) -> Api<K>
+/// An API over one namespace, or all of them.
+fn api_in<K>(client: &Client, scope: &Option<String>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
-    match config.namespaces.first() {
+    match scope {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }

@@ -103,9 +103,9 @@ impl Cluster {
         let stores = Stores {
             nodes,
             volumes,
-            claims,
-            pods,
-            caches,
+            claims: vec![claims],
+            pods: vec![pods],
+            caches: vec![caches],
         };
         let mut ctx = Context::new(
             client.clone(),

@@ -87,6 +87,14 @@ pub(crate) async fn step(build: &ImageBuild, ctx: &Context) -> Result<Step> {
     }
 }
 
+fn all<K>(stores: &[kube::runtime::reflector::Store<K>]) -> Vec<std::sync::Arc<K>>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    stores.iter().flat_map(|s| s.state()).collect()
+}
+
 /// A build that cannot run as written: Failed, with the field named.
 pub(crate) fn invalid(build: &ImageBuild, ctx: &Context, message: &str) -> Step {
     let mut status = build.status.clone().unwrap_or_default();
@@ -155,9 +163,9 @@ async fn place(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatus) 
     let (nodes, volumes, pvcs, pods, caches) = (
         ctx.stores.nodes.state(),
         ctx.stores.volumes.state(),
-        ctx.stores.claims.state(),
-        ctx.stores.pods.state(),
-        ctx.stores.caches.state(),
+        all(&ctx.stores.claims),
+        all(&ctx.stores.pods),
+        all(&ctx.stores.caches),
     );
     let objects = Objects {
         nodes: nodes.iter().map(AsRef::as_ref).collect(),
