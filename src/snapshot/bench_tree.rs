@@ -17,7 +17,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -27,13 +27,13 @@ impl Rng {
 
     /// A number in `lo..hi`.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
+        lo + self.next_u64() % (hi - lo).max(1)
     }
 
     /// Fills `buf` with random bytes.
     pub fn fill(&mut self, buf: &mut [u8]) {
         for c in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
+            let v = self.next_u64().to_le_bytes();
             c.copy_from_slice(&v[..c.len()]);
         }
     }
@@ -53,14 +53,18 @@ impl Content {
             .map(|_| {
                 let len = rng.range(2, 12) as usize;
                 (0..len)
-                    .map(|_| (b'a' + (rng.next() % 26) as u8) as char)
+                    .map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char)
                     .collect()
             })
             .collect();
         let mut corpus = Vec::with_capacity(1 << 20);
         while corpus.len() < 1 << 20 {
             corpus.extend_from_slice(words[rng.range(0, words.len() as u64) as usize].as_bytes());
-            corpus.push(if rng.next() % 8 == 0 { b'\n' } else { b' ' });
+            corpus.push(if rng.next_u64().is_multiple_of(8) {
+                b'\n'
+            } else {
+                b' '
+            });
         }
         Content { corpus }
     }
@@ -70,7 +74,7 @@ impl Content {
         let end = out.len() + len;
         while out.len() < end {
             let n = (rng.range(64, 2048) as usize).min(end - out.len());
-            if rng.next() % 4 == 0 {
+            if rng.next_u64().is_multiple_of(4) {
                 let start = out.len();
                 out.resize(start + n / 2, 0);
                 rng.fill(&mut out[start..]);
@@ -183,7 +187,7 @@ pub fn generate(root: &Path, size: u64, seed: u64) -> std::io::Result<()> {
         std::fs::create_dir_all(base.join("work/work"))?;
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &base.join("fs/usr/lib/whiteout"),
+            base.join("fs/usr/lib/whiteout"),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::from_raw_mode(0),
             0,
@@ -216,11 +220,11 @@ pub fn generate(root: &Path, size: u64, seed: u64) -> std::io::Result<()> {
     let mut n = 0;
     while left > MIB {
         let len = rng.range(10 * MIB, 400 * MIB).min(left);
-        let compressed = rng.next() % 10 < 3;
+        let compressed = rng.next_u64() % 10 < 3;
         let path = if compressed {
             worker.join(format!(
                 "content/blobs/sha256/{:016x}{:016x}",
-                rng.next(),
+                rng.next_u64(),
                 n
             ))
         } else {
