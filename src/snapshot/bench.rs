@@ -56,7 +56,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gib" => 1 << 30,
         _ => return Err(format!("invalid size unit in {s:?}: use KiB, MiB or GiB")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} too large"))
 }
 
 /// One measured phase.

@@ -222,25 +222,30 @@ pub fn generate(root: &Path, size: u64, seed: u64) -> std::io::Result<()> {
     }
     std::fs::create_dir_all(worker.join("cachemounts"))?;
     std::fs::create_dir_all(worker.join("executor"))?;
-    // Blobs fill the rest: 10-400 MiB each, 30% of them already compressed.
+    // Compressed layer blobs in `content/` (about 17% of the tree, 10-60 MiB each), then
+    // unpacked layer files of 10-400 MiB fill the rest.
     let mut left = size.saturating_sub(db_total + small_bytes);
+    let mut blobs = left.min(size * 17 / 100);
+    left -= blobs;
     let mut n = 0;
+    while blobs > MIB {
+        let len = rng.range(10 * MIB, 60 * MIB).min(blobs);
+        let path = worker.join(format!(
+            "content/blobs/sha256/{:016x}{:016x}",
+            rng.next_u64(),
+            n
+        ));
+        write_big(&path, len, &mut rng, &content, true, false)?;
+        blobs -= len;
+        n += 1;
+    }
     while left > MIB {
         let len = rng.range(10 * MIB, 400 * MIB).min(left);
-        let compressed = rng.next_u64() % 10 < 3;
-        let path = if compressed {
-            worker.join(format!(
-                "content/blobs/sha256/{:016x}{:016x}",
-                rng.next_u64(),
-                n
-            ))
-        } else {
-            worker.join(format!(
-                "snapshots/snapshots/{}/fs/usr/lib/layer{n}.so",
-                n % 12
-            ))
-        };
-        write_big(&path, len, &mut rng, &content, compressed, false)?;
+        let path = worker.join(format!(
+            "snapshots/snapshots/{}/fs/usr/lib/layer{n}.so",
+            n % 12
+        ));
+        write_big(&path, len, &mut rng, &content, false, false)?;
         left -= len;
         n += 1;
     }
