@@ -1,4 +1,4 @@
-//! `cargo bench --bench snapshot -- [--size-mib N] [--workdir DIR]`: starts the tests' S3
+//! `cargo bench --bench snapshot -- [--size 1GiB] [--workdir DIR]`: starts the tests' S3
 //! server (s3s-fs) on 127.0.0.1, runs `hearth snapshot bench` against it with the release
 //! `hearth` binary, and stops the server. Any `hearth snapshot bench` flag may follow `--`.
 

@@ -30,9 +30,9 @@ pub struct BenchArgs {
     /// Where the tree and the restores go.
     #[arg(long, default_value = "/tmp/hearth-bench")]
     pub workdir: PathBuf,
-    /// Size of the generated tree, in MiB.
-    #[arg(long, default_value_t = 4096)]
-    pub size_mib: u64,
+    /// Size of the generated tree: bytes, or with a KiB, MiB or GiB suffix.
+    #[arg(long, default_value = "4GiB", value_parser = parse_size)]
+    pub size: u64,
     /// Seed of the generated tree.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -42,6 +42,22 @@ pub struct BenchArgs {
     /// Print the results as JSON too.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Parses `4GiB`, `512MiB`, `64KiB` or a number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        _ => return Err(format!("invalid size unit in {s:?}: use KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} too large"))
 }
 
 /// One measured phase.
@@ -315,11 +331,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         None => std::env::current_exe()?,
     };
     let work = &args.workdir;
-    let tree = work.join(format!("tree-{}m-{}", args.size_mib, args.seed));
+    let tree = work.join(format!("tree-{}-{}", args.size, args.seed));
     let _ = std::fs::remove_dir_all(&tree);
     std::fs::create_dir_all(work)?;
-    eprintln!("generating {} MiB under {}", args.size_mib, tree.display());
-    bench_tree::generate(&tree, args.size_mib << 20, args.seed)?;
+    eprintln!("generating {} bytes under {}", args.size, tree.display());
+    bench_tree::generate(&tree, args.size, args.seed)?;
     let (tree_bytes, tree_files) = tree_size(&tree)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -369,7 +385,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         m,
     ));
 
-    r.change = bench_tree::change(&tree, args.size_mib << 20, args.seed)?;
+    r.change = bench_tree::change(&tree, args.size, args.seed)?;
     let (tree_bytes2, _) = tree_size(&tree)?;
     eprintln!("hearth incremental save");
     let (v, s, m) = hearth(&exe, args, &["save", &tree_s], work)?;
@@ -435,6 +451,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(super::parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(super::parse_size("512M"), Ok(512 << 20));
+        assert_eq!(super::parse_size("1000"), Ok(1000));
+        assert!(super::parse_size("1TB").is_err());
+    }
 }
 
 fn print_results(r: &Results) {

@@ -17,7 +17,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -27,19 +27,23 @@ impl Rng {
 
     /// A number in `lo..hi`.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
+        lo + self.next_u64() % (hi - lo).max(1)
     }
 
     /// Fills `buf` with random bytes.
     pub fn fill(&mut self, buf: &mut [u8]) {
         for c in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
+            let v = self.next_u64().to_le_bytes();
             c.copy_from_slice(&v[..c.len()]);
         }
     }
 }
 
-/// Content generator: text-like and binary-like data that compresses about 2-3x with zstd,
+const CORPUS: usize = 8 << 20;
+const REGION: usize = 32 << 10;
+
+/// Content generator: text-like and binary-like data that compresses about 3x with zstd
+/// (level 1 about 10-15% less, as on real binaries and sources),
 /// built from slices of a word corpus mixed with random bytes (fast to produce).
 pub struct Content {
     corpus: Vec<u8>,
@@ -49,33 +53,40 @@ impl Content {
     /// A corpus from `seed`.
     pub fn new(seed: u64) -> Content {
         let mut rng = Rng::new(seed ^ 0xc0ffee);
-        let words: Vec<String> = (0..4000)
+        let words: Vec<String> = (0..50_000)
             .map(|_| {
                 let len = rng.range(2, 12) as usize;
                 (0..len)
-                    .map(|_| (b'a' + (rng.next() % 26) as u8) as char)
+                    .map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char)
                     .collect()
             })
             .collect();
-        let mut corpus = Vec::with_capacity(1 << 20);
-        while corpus.len() < 1 << 20 {
+        let mut corpus = Vec::with_capacity(CORPUS);
+        while corpus.len() < CORPUS {
             corpus.extend_from_slice(words[rng.range(0, words.len() as u64) as usize].as_bytes());
-            corpus.push(if rng.next() % 8 == 0 { b'\n' } else { b' ' });
+            corpus.push(if rng.next_u64().is_multiple_of(8) {
+                b'\n'
+            } else {
+                b' '
+            });
         }
         Content { corpus }
     }
 
     /// Writes `len` bytes of compressible data to `out`.
     pub fn compressible(&self, rng: &mut Rng, len: usize, out: &mut Vec<u8>) {
+        // Each call draws from its own region of the corpus, as files of one package share a
+        // vocabulary; redundancy is mostly local, as in real binaries and sources.
+        let base = rng.range(0, (CORPUS - REGION) as u64) as usize;
         let end = out.len() + len;
         while out.len() < end {
             let n = (rng.range(64, 2048) as usize).min(end - out.len());
-            if rng.next() % 4 == 0 {
+            if rng.next_u64() % 10 < 3 {
                 let start = out.len();
-                out.resize(start + n / 2, 0);
+                out.resize(start + n, 0);
                 rng.fill(&mut out[start..]);
             } else {
-                let at = rng.range(0, (self.corpus.len() - n) as u64) as usize;
+                let at = base + rng.range(0, (REGION - n) as u64) as usize;
                 out.extend_from_slice(&self.corpus[at..at + n]);
             }
         }
@@ -183,7 +194,7 @@ pub fn generate(root: &Path, size: u64, seed: u64) -> std::io::Result<()> {
         std::fs::create_dir_all(base.join("work/work"))?;
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &base.join("fs/usr/lib/whiteout"),
+            base.join("fs/usr/lib/whiteout"),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::from_raw_mode(0),
             0,
@@ -211,25 +222,30 @@ pub fn generate(root: &Path, size: u64, seed: u64) -> std::io::Result<()> {
     }
     std::fs::create_dir_all(worker.join("cachemounts"))?;
     std::fs::create_dir_all(worker.join("executor"))?;
-    // Blobs fill the rest: 10-400 MiB each, 30% of them already compressed.
+    // Compressed layer blobs in `content/` (about 17% of the tree, 10-60 MiB each), then
+    // unpacked layer files of 10-400 MiB fill the rest.
     let mut left = size.saturating_sub(db_total + small_bytes);
+    let mut blobs = left.min(size * 17 / 100);
+    left -= blobs;
     let mut n = 0;
+    while blobs > MIB {
+        let len = rng.range(10 * MIB, 60 * MIB).min(blobs);
+        let path = worker.join(format!(
+            "content/blobs/sha256/{:016x}{:016x}",
+            rng.next_u64(),
+            n
+        ));
+        write_big(&path, len, &mut rng, &content, true, false)?;
+        blobs -= len;
+        n += 1;
+    }
     while left > MIB {
         let len = rng.range(10 * MIB, 400 * MIB).min(left);
-        let compressed = rng.next() % 10 < 3;
-        let path = if compressed {
-            worker.join(format!(
-                "content/blobs/sha256/{:016x}{:016x}",
-                rng.next(),
-                n
-            ))
-        } else {
-            worker.join(format!(
-                "snapshots/snapshots/{}/fs/usr/lib/layer{n}.so",
-                n % 12
-            ))
-        };
-        write_big(&path, len, &mut rng, &content, compressed, false)?;
+        let path = worker.join(format!(
+            "snapshots/snapshots/{}/fs/usr/lib/layer{n}.so",
+            n % 12
+        ));
+        write_big(&path, len, &mut rng, &content, false, false)?;
         left -= len;
         n += 1;
     }
@@ -295,12 +311,14 @@ pub fn change(root: &Path, size: u64, seed: u64) -> std::io::Result<Change> {
         ch.bytes += len;
     }
     let blobs = root.join("runc-overlayfs/content/blobs/sha256");
-    let mut names: Vec<_> = std::fs::read_dir(&blobs)?
+    // The smallest old blob goes (sorted by size, then name, for reproducibility).
+    let mut names: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(&blobs)?
         .filter_map(|e| e.ok())
-        .map(|e| e.path())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with("new"))
+        .filter_map(|e| Some((e.metadata().ok()?.len(), e.path())))
         .collect();
     names.sort();
-    if let Some(victim) = names.iter().find(|p| !p.to_string_lossy().contains("/new")) {
+    if let Some((_, victim)) = names.first() {
         std::fs::remove_file(victim)?;
         ch.files += 1;
     }

@@ -40,8 +40,8 @@ pub enum SnapshotCommand {
         /// Ignore the local index (`.hearth/index`): read every file.
         #[arg(long)]
         no_index: bool,
-        /// zstd level (1 favours throughput).
-        #[arg(long, default_value_t = 1)]
+        /// zstd level; negative levels trade ratio for speed.
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
         zstd_level: i32,
         /// Concurrent uploads.
         #[arg(long, default_value_t = 4)]

@@ -33,7 +33,7 @@ const HEADER: usize = 8 + 32;
 pub fn seal<T: Serialize>(magic: &[u8; 8], value: &T) -> Result<Vec<u8>, CodecError> {
     let mut cbor = Vec::new();
     ciborium::into_writer(value, &mut cbor).map_err(|e| CodecError::Encode(e.to_string()))?;
-    let body = zstd::bulk::compress(&cbor, 3).map_err(|e| CodecError::Encode(e.to_string()))?;
+    let body = zstd::bulk::compress(&cbor, 1).map_err(|e| CodecError::Encode(e.to_string()))?;
     let mut out = Vec::with_capacity(HEADER + body.len());
     out.extend_from_slice(magic);
     out.extend_from_slice(blake3::hash(&body).as_bytes());

@@ -236,14 +236,13 @@ impl Manifest {
                 dirs.insert(p);
             }
             match &e.kind {
-                Kind::File { extents, .. } => {
+                Kind::File { extents, .. }
                     if extents
                         .iter()
                         .flat_map(|x| &x.chunks)
-                        .any(|c| *c as usize >= self.chunks.len())
-                    {
-                        return Err(format!("entry {:?} refers to an unknown chunk", e.path));
-                    }
+                        .any(|c| *c as usize >= self.chunks.len()) =>
+                {
+                    return Err(format!("entry {:?} refers to an unknown chunk", e.path));
                 }
                 Kind::HardLink { entry } => {
                     let ok = (*entry as usize) < i

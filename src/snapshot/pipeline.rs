@@ -59,7 +59,8 @@ pub struct Tuning {
     pub segment: u64,
     /// A pack is sealed once it reaches this size.
     pub pack_size: usize,
-    /// zstd level.
+    /// zstd level (-1: zstd's fastest regular mode, about twice level 1's speed for ~10%
+    /// more bytes on layer data; throughput matters more than a few bytes).
     pub zstd_level: i32,
     /// Worker threads.
     pub workers: usize,
@@ -75,7 +76,7 @@ impl Default for Tuning {
             max_chunk: 4 * 1024 * 1024,
             segment: 16 * 1024 * 1024,
             pack_size: 32 * 1024 * 1024,
-            zstd_level: 1,
+            zstd_level: -1,
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),

@@ -184,7 +184,7 @@ pub fn fidelity_tree(root: &Path) -> Vec<&'static str> {
     std::fs::hard_link(root.join("hard-a"), root.join("hard-c")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("fifo"),
+        root.join("fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o640),
         0,
@@ -210,7 +210,7 @@ pub fn fidelity_tree(root: &Path) -> Vec<&'static str> {
         // Overlay whiteout: a 0/0 character device, and an opaque directory.
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &root.join("db/whiteout"),
+            root.join("db/whiteout"),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::from_raw_mode(0),
             0,
