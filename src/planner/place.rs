@@ -70,30 +70,76 @@ fn poisson_tail(mu: f64, k: u32) -> f64 {
     (1.0 - cdf).max(0.0)
 }
 
-/// Expected seconds lost by the keys whose idle replicas live on `node` if a build holding
-/// `slots` slots for `duration` leaves fewer slots than their builds will ask for meanwhile.
-pub fn slot_pressure(scene: &Scene, node: NodeId, slots: u32, duration: Seconds) -> Seconds {
-    let (view, cfg) = (scene.view, scene.cfg);
-    let mut lambda = 0.0;
-    let mut weighted_miss = 0.0;
-    for r in view
-        .replicas_on(node)
-        .iter()
-        .filter_map(|id| view.replica(*id))
-    {
-        if r.state != ReplicaState::Idle {
-            continue;
+/// What one pass over a node's replicas learns: free slots, bytes used against the budget, and
+/// the summed arrival rate and restore cost of the keys whose idle replicas live there.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NodeLoad {
+    /// The node.
+    pub node: NodeId,
+    /// Its free builder slots.
+    pub free_slots: u32,
+    /// Bytes of its node-local replicas.
+    pub used: u64,
+    /// Its cache budget.
+    pub budget: u64,
+    lambda: f64,
+    weighted_miss: f64,
+}
+
+impl NodeLoad {
+    /// Reads a node's load.
+    pub fn of(scene: &Scene, node: NodeId) -> NodeLoad {
+        let view = scene.view;
+        let n = view.node(node);
+        let mut load = NodeLoad {
+            node,
+            free_slots: n.free_slots,
+            used: 0,
+            budget: n.cache_budget_bytes,
+            lambda: 0.0,
+            weighted_miss: 0.0,
+        };
+        for r in view
+            .replicas_on(node)
+            .iter()
+            .filter_map(|id| view.replica(*id))
+        {
+            load.used += r.size_bytes;
+            if r.state == ReplicaState::Idle {
+                let rate = scene.rate(r);
+                load.lambda += rate;
+                load.weighted_miss += rate * view.store.restore_seconds(r.size_bytes);
+            }
         }
-        let rate = scene.rate(r);
-        lambda += rate;
-        weighted_miss += rate * view.store.restore_seconds(r.size_bytes);
+        load
     }
-    if lambda <= 0.0 {
-        return 0.0;
+
+    /// Expected seconds lost by the keys whose idle replicas live here if a build holding
+    /// `slots` slots for `duration` leaves fewer slots than their builds will ask for meanwhile.
+    pub fn pressure(&self, cfg: &PlannerConfig, slots: u32, duration: Seconds) -> Seconds {
+        if self.lambda <= 0.0 {
+            return 0.0;
+        }
+        let free_after = self.free_slots.saturating_sub(slots);
+        let miss = self.weighted_miss / self.lambda;
+        cfg.slot_weight * poisson_tail(self.lambda * duration.max(0.0), free_after) * miss
     }
-    let free_after = view.node(node).free_slots.saturating_sub(slots);
-    let miss = weighted_miss / lambda;
-    cfg.slot_weight * poisson_tail(lambda * duration.max(0.0), free_after) * miss
+}
+
+/// Expected seconds lost by the keys whose idle replicas live on `node` (see
+/// [`NodeLoad::pressure`]).
+pub fn slot_pressure(scene: &Scene, node: NodeId, slots: u32, duration: Seconds) -> Seconds {
+    NodeLoad::of(scene, node).pressure(scene.cfg, slots, duration)
+}
+
+/// The loads of the nodes `req` can start on now, read once per decision.
+pub fn startable(scene: &Scene, req: &BuildRequest) -> Vec<NodeLoad> {
+    scene
+        .view
+        .nodes()
+        .filter(|(_, n)| req.can_start_on(n))
+        .map(|(id, _)| NodeLoad::of(scene, id))
+        .collect()
 }
 
 /// Expected seconds lost if `replica` is evicted: the chance its key is built within the
@@ -112,10 +158,9 @@ pub fn evictable(replica: &Replica) -> bool {
 
 /// The cheapest evictions on `node` that free `needed` bytes, with their value; `None` when
 /// even evicting every evictable replica would not make room.
-fn evictions_for(scene: &Scene, node: NodeId, needed: u64) -> Option<(Seconds, Vec<ReplicaId>)> {
+fn evictions_for(scene: &Scene, load: &NodeLoad, needed: u64) -> Option<(Seconds, Vec<ReplicaId>)> {
     let view = scene.view;
-    let budget = view.node(node).cache_budget_bytes;
-    let used = view.used_bytes(node);
+    let (node, budget, used) = (load.node, load.budget, load.used);
     // A throwaway volume is not a cache replica: it never needs room in the budget.
     if needed == 0 || used.saturating_add(needed) <= budget {
         return Some((0.0, Vec::new()));
@@ -148,40 +193,42 @@ fn evictions_for(scene: &Scene, node: NodeId, needed: u64) -> Option<(Seconds, V
     (freed_to.saturating_add(needed) <= budget).then_some((cost, chosen))
 }
 
-/// The best node to start `req` on now with a new replica of `bytes` (0 for a throwaway
-/// volume) for about `duration`: least displacement, then most free slots, then lowest id.
+/// The best of the startable nodes `loads` for a new replica of `bytes` (0 for a throwaway
+/// volume) held for about `duration` by a build of `slots` slots: least displacement, then most
+/// free slots, then lowest id.
 pub fn best_node(
     scene: &Scene,
-    req: &BuildRequest,
+    loads: &[NodeLoad],
+    slots: u32,
     bytes: u64,
     duration: Seconds,
 ) -> Option<NodeChoice> {
-    let view = scene.view;
     let mut best: Option<(f64, u32, NodeChoice)> = None;
-    for (id, node) in view.nodes() {
-        if !req.can_start_on(node) {
-            continue;
+    for load in loads {
+        let pressure = load.pressure(scene.cfg, slots, duration);
+        // Evictions only add to the pressure: skip a node that cannot win even without them.
+        if let Some((d, free, _)) = &best {
+            if pressure > *d + 1e-9 || (pressure >= *d - 1e-9 && load.free_slots <= *free) {
+                continue;
+            }
         }
-        let Some((evict_cost, evictions)) = evictions_for(scene, id, bytes) else {
+        let Some((evict_cost, evictions)) = evictions_for(scene, load, bytes) else {
             continue;
         };
-        let displacement = evict_cost + slot_pressure(scene, id, req.slots.max(1), duration);
+        let displacement = evict_cost + pressure;
         let better = match &best {
             None => true,
             Some((d, free, _)) => {
-                displacement < *d - 1e-9 || (displacement <= *d + 1e-9 && node.free_slots > *free)
+                displacement < *d - 1e-9 || (displacement <= *d + 1e-9 && load.free_slots > *free)
             }
         };
         if better {
-            best = Some((
+            let choice = NodeChoice {
+                node: load.node,
                 displacement,
-                node.free_slots,
-                NodeChoice {
-                    node: id,
-                    displacement,
-                    evictions,
-                },
-            ));
+                evictions,
+            };
+            best = Some((displacement, load.free_slots, choice));
         }
     }
     best.map(|(_, _, choice)| choice)

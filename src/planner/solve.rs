@@ -5,7 +5,7 @@
 use crate::api::{CacheMode, ReplicaState, Warmth};
 
 use super::decision::{Action, Decision, Estimate, Reason, RestoreSource};
-use super::place::{best_node, slot_pressure, Scene};
+use super::place::{best_node, slot_pressure, startable, NodeLoad, Scene};
 use super::request::BuildRequest;
 use super::view::{ClusterView, KeyId, KeyStats, Location, ReplicaId, Seconds};
 use super::{PlanError, PlannerConfig};
@@ -34,23 +34,34 @@ pub fn plan(
         .unwrap_or_else(|| cfg.default_stats.clone());
 
     let scene = Scene { view, cfg, now };
+    let slots = req.slots.max(1);
     if req.mode == CacheMode::Disabled {
-        return Ok(cold(&scene, req, &stats, true, Reason::CacheDisabled));
+        let loads = startable(&scene, req);
+        return Ok(cold(
+            &scene,
+            &loads,
+            slots,
+            &stats,
+            true,
+            Reason::CacheDisabled,
+        ));
     }
-    let mut best: Option<Decision> = None;
-    let mut consider = |d: Decision| {
-        if best
-            .as_ref()
-            .is_none_or(|b| d.estimate.score() < b.estimate.score())
-        {
-            best = Some(d);
-        }
-    };
+    let mut options: Vec<Decision> = Vec::new();
     if req.mode == CacheMode::ReadWrite {
         if let Some(own) = own {
-            replica_options(&scene, req, own, &stats, &mut consider);
+            replica_options(&scene, req, own, &stats, &mut |d| options.push(d));
         }
     }
+    // An idle replica on a startable node finishes in `warm`, which no wait, restore
+    // (overhead >= 0) or cold build can beat: the node scan below is not needed.
+    let hot = options
+        .iter()
+        .filter(|d| matches!(d.action, Action::UseReplica { .. }))
+        .min_by(|a, b| a.estimate.score().total_cmp(&b.estimate.score()));
+    if let Some(hot) = hot {
+        return Ok(hot.clone());
+    }
+    let loads = startable(&scene, req);
     let source = restore_source(view, req, own);
     let throwaway = req.mode == CacheMode::ReadOnly;
     if let Some(src) = &source {
@@ -65,8 +76,8 @@ pub fn plan(
         } else {
             src.bytes.max(stats.cache_bytes)
         };
-        if let Some(choice) = best_node(&scene, req, bytes, restore + build) {
-            consider(Decision {
+        if let Some(choice) = best_node(&scene, &loads, slots, bytes, restore + build) {
+            options.push(Decision {
                 action: Action::Restore {
                     node: choice.node,
                     source: src.clone(),
@@ -93,9 +104,19 @@ pub fn plan(
     } else {
         Reason::NoCache
     };
-    let cold = cold(&scene, req, &stats, throwaway, reason);
+    let cold = cold(&scene, &loads, slots, &stats, throwaway, reason);
     if cold.action != Action::Queue {
-        consider(cold);
+        options.push(cold);
+    }
+    // The first of equal scores wins: hot, then waits, then restore, then cold.
+    let mut best: Option<Decision> = None;
+    for d in options {
+        if best
+            .as_ref()
+            .is_none_or(|b| d.estimate.score() < b.estimate.score())
+        {
+            best = Some(d);
+        }
     }
     Ok(best.unwrap_or_else(|| queue(stats.cold_seconds)))
 }
@@ -216,18 +237,19 @@ fn restore_source(
 /// cache when one fits; a throwaway when none does), or a queue decision.
 fn cold(
     scene: &Scene,
-    req: &BuildRequest,
+    loads: &[NodeLoad],
+    slots: u32,
     stats: &KeyStats,
     throwaway: bool,
     reason: Reason,
 ) -> Decision {
     let build = stats.cold_seconds;
     let with_replica = (!throwaway)
-        .then(|| best_node(scene, req, stats.cache_bytes, build))
+        .then(|| best_node(scene, loads, slots, stats.cache_bytes, build))
         .flatten();
     let (choice, throwaway) = match with_replica {
         Some(c) => (Some(c), false),
-        None => (best_node(scene, req, 0, build), true),
+        None => (best_node(scene, loads, slots, 0, build), true),
     };
     match choice {
         Some(c) => Decision {
