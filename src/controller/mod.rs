@@ -2,6 +2,7 @@
 //! parts that talk to the API server.
 
 pub mod admin;
+pub mod build_cache;
 pub mod builders;
 pub mod claims;
 pub mod config;

@@ -22,8 +22,8 @@ use super::admin::{self, AdminState};
 use super::builders::labels;
 use super::config::OperatorConfig;
 use super::context::{Context, Stores};
-use super::image_build;
 use super::metrics::Metrics;
+use super::{build_cache, image_build};
 use crate::api::{BuildCache, ImageBuild};
 
 /// Name of the leader-election Lease.
@@ -206,7 +206,32 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             }
         })
     });
-    futures::future::join_all(controllers).await;
+    let cache_controllers = scopes.iter().map(|scope| {
+        let mut drain = drain_rx.clone();
+        Controller::new(
+            api_in::<BuildCache>(&client, scope),
+            watcher::Config::default(),
+        )
+        .owns(api_in::<PersistentVolumeClaim>(&client, scope), owned())
+        .graceful_shutdown_on(async move {
+            let _ = drain.wait_for(|d| *d).await;
+        })
+        .run(
+            build_cache::reconcile,
+            build_cache::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "reconcile failed");
+            }
+        })
+    });
+    futures::future::join(
+        futures::future::join_all(controllers),
+        futures::future::join_all(cache_controllers),
+    )
+    .await;
     metrics.leader.set(0);
     match lease_task.await {
         Ok(Ok(_)) => info!("lease released"),

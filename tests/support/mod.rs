@@ -198,6 +198,15 @@ impl Cluster {
         image_build::reconcile(Arc::new(ib), self.ctx.clone()).await
     }
 
+    /// One reconcile of a BuildCache, stores synced first.
+    pub async fn reconcile_cache(&mut self, name: &str) {
+        self.sync().await;
+        let bc = self.cache(name).await;
+        hearth::controller::build_cache::reconcile(Arc::new(bc), self.ctx.clone())
+            .await
+            .expect("reconcile BuildCache");
+    }
+
     /// Reconciles until the phase stops changing (at most `n` times); returns the phase.
     pub async fn settle(&mut self, name: &str) -> Option<hearth::api::Phase> {
         let mut last = None;
