@@ -453,17 +453,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(super::parse_size("4GiB"), Ok(4 << 30));
-        assert_eq!(super::parse_size("512M"), Ok(512 << 20));
-        assert_eq!(super::parse_size("1000"), Ok(1000));
-        assert!(super::parse_size("1TB").is_err());
-    }
-}
-
 fn print_results(r: &Results) {
     println!(
         "tree: {:.1} MB in {} files",
@@ -508,4 +497,15 @@ fn print_results(r: &Results) {
         r.change.compressed_bytes as f64 / 1e6,
         incr_bytes as f64 / r.change.compressed_bytes.max(1) as f64
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(super::parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(super::parse_size("512M"), Ok(512 << 20));
+        assert_eq!(super::parse_size("1000"), Ok(1000));
+        assert!(super::parse_size("1TB").is_err());
+    }
 }

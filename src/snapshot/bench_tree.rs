@@ -1,8 +1,9 @@
 //! A reproducible tree shaped like a BuildKit state dir, for the benchmark: bbolt-like
-//! databases of 1-64 MiB, layer blobs of 10-400 MiB (some already compressed, like the gzip
-//! blobs in `content/`), ~20,000 small files in nested unpacked layer trees, overlay `work/`
-//! dirs with 0/0 whiteout devices, symlinks and hard links; and the ~3% change the
-//! incremental save measures. Same seed and size, same bytes.
+//! databases of 1-64 MiB, compressed layer blobs of 10-60 MiB (like the gzip blobs in
+//! `content/`, 17% of the bytes), unpacked layer files of 10-400 MiB, ~20,000 small files in
+//! nested unpacked layer trees, overlay `work/` dirs with 0/0 whiteout devices, symlinks and
+//! hard links; and the ~3% change the incremental save measures. Same seed and size, same
+//! bytes.
 
 use std::io::Write;
 use std::path::Path;
