@@ -181,5 +181,31 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// With `HEARTH_SIMULATE=FILE`, times `hearth simulate` (all four strategies) on that workload
+/// in this optimised build: the figure for the 100,000-build target.
+fn simulate_timing() {
+    let Ok(path) = std::env::var("HEARTH_SIMULATE") else {
+        return;
+    };
+    let text = std::fs::read_to_string(&path).expect("readable workload");
+    let t = Instant::now();
+    let workload = hearth::simulate::parse(&text).expect("valid workload");
+    let parsed = t.elapsed();
+    let opts = hearth::simulate::Options::default();
+    let report = hearth::simulate::simulate(&path, &workload, &opts).expect("simulates");
+    println!(
+        "\nsimulate {path}: {} builds, parsed in {:.2} s, total {:.2} s",
+        workload.builds.len(),
+        parsed.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
+    print!("{}", hearth::simulate::report::table(&report));
+}
+
+fn all(c: &mut Criterion) {
+    bench(c);
+    simulate_timing();
+}
+
+criterion_group!(benches, all);
 criterion_main!(benches);

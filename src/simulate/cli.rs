@@ -1,6 +1,7 @@
 //! The `hearth simulate` subcommand: pick a workload (a built-in name or a file), replay it
 //! under every strategy, print the table or `--json`.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use super::builtin::{self, BUILTINS, DEFAULT};
@@ -56,10 +57,14 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         ..Options::default()
     };
     let report = simulate(&args.workload, &workload, &opts)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let out = if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
-        print!("{}", super::report::table(&report));
+        super::report::table(&report)
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
     }
-    Ok(ExitCode::SUCCESS)
 }
