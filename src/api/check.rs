@@ -151,11 +151,8 @@ pub fn rule_problems(crd: &CustomResourceDefinition) -> Vec<String> {
 }
 
 fn collect_cost_warnings(schema: &Value, out: &mut Vec<String>) {
-    if let Some(rules) = schema
-        .get("x-kubernetes-validations")
-        .and_then(Value::as_array)
-    {
-        let compiled = compile_schema(schema);
+    for_each_rule_node(schema, &mut |node, rules| {
+        let compiled = compile_schema(node);
         for rule in rules
             .iter()
             .filter_map(|r| r.get("rule").and_then(Value::as_str))
@@ -164,42 +161,40 @@ fn collect_cost_warnings(schema: &Value, out: &mut Vec<String>) {
                 out.push(format!("{}: {}", w.rule, w.message));
             }
         }
-    }
-    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-        for child in props.values() {
-            collect_cost_warnings(child, out);
-        }
-    }
-    for key in ["items", "additionalProperties"] {
-        if let Some(child) = schema.get(key).filter(|c| c.is_object()) {
-            collect_cost_warnings(child, out);
-        }
-    }
+    });
 }
 
 /// The `message` of every CEL rule in a schema, depth first.
 pub fn rule_messages(node: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(rules) = node
-        .get("x-kubernetes-validations")
-        .and_then(Value::as_array)
-    {
+    for_each_rule_node(node, &mut |_, rules| {
         out.extend(
             rules
                 .iter()
                 .filter_map(|r| r.get("message").and_then(Value::as_str))
                 .map(String::from),
         );
+    });
+    out
+}
+
+/// Calls `visit` with every schema node that carries CEL rules, and its rules, depth first
+/// through properties, items and additionalProperties.
+fn for_each_rule_node(node: &Value, visit: &mut impl FnMut(&Value, &[Value])) {
+    if let Some(rules) = node
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    {
+        visit(node, rules);
     }
     if let Some(props) = node.get("properties").and_then(Value::as_object) {
         for child in props.values() {
-            out.extend(rule_messages(child));
+            for_each_rule_node(child, visit);
         }
     }
     for key in ["items", "additionalProperties"] {
         if let Some(child) = node.get(key).filter(|c| c.is_object()) {
-            out.extend(rule_messages(child));
+            for_each_rule_node(child, visit);
         }
     }
-    out
 }

@@ -181,17 +181,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         // Dropping the channel makes the lease task release the Lease.
         drop(leader);
     });
-    let owned = || {
-        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER))
-    };
     let controllers = scopes.iter().map(|scope| {
         let mut drain = drain_rx.clone();
         Controller::new(
             api_in::<ImageBuild>(&client, scope),
             watcher::Config::default().any_semantic(),
         )
-        .owns(api_in::<Pod>(&client, scope), owned())
-        .owns(api_in::<Job>(&client, scope), owned())
+        .owns(api_in::<Pod>(&client, scope), hearth_only.clone())
+        .owns(api_in::<Job>(&client, scope), hearth_only.clone())
         .graceful_shutdown_on(async move {
             let _ = drain.wait_for(|d| *d).await;
         })
@@ -212,7 +209,10 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             api_in::<BuildCache>(&client, scope),
             watcher::Config::default(),
         )
-        .owns(api_in::<PersistentVolumeClaim>(&client, scope), owned())
+        .owns(
+            api_in::<PersistentVolumeClaim>(&client, scope),
+            hearth_only.clone(),
+        )
         .graceful_shutdown_on(async move {
             let _ = drain.wait_for(|d| *d).await;
         })

@@ -245,7 +245,7 @@ pub(crate) fn env_var(name: &str, value: &str) -> EnvVar {
     }
 }
 
-pub(crate) fn non_empty(map: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+pub(crate) fn non_empty<V>(map: BTreeMap<String, V>) -> Option<BTreeMap<String, V>> {
     (!map.is_empty()).then_some(map)
 }
 

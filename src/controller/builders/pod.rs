@@ -4,8 +4,6 @@
 //! read-only from Secrets, never put in env or args. buildctl's metadata file (with the image
 //! digest) becomes the container's termination message.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{
     AppArmorProfile, Container, EmptyDirVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource,
     Pod, PodSecurityContext, PodSpec, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
@@ -384,8 +382,8 @@ pub fn builder_pod(
                 env: Some(env),
                 volume_mounts: Some(mounts),
                 resources: Some(ResourceRequirements {
-                    requests: non_empty_q(resources.requests),
-                    limits: non_empty_q(resources.limits),
+                    requests: non_empty(resources.requests),
+                    limits: non_empty(resources.limits),
                     ..Default::default()
                 }),
                 termination_message_policy: Some("FallbackToLogsOnError".into()),
@@ -432,10 +430,6 @@ fn secret_volume(name: &str, secret: &str, item: Option<(&str, &str)>) -> Volume
         }),
         ..Default::default()
     }
-}
-
-fn non_empty_q<V>(map: BTreeMap<String, V>) -> Option<BTreeMap<String, V>> {
-    (!map.is_empty()).then_some(map)
 }
 
 /// The image digest from a builder container's termination message (buildctl's metadata

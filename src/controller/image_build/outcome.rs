@@ -5,6 +5,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
+use super::status::between;
 use crate::api::SnapshotRecord;
 use crate::controller::builders::pod::digest_from_metadata;
 
@@ -101,12 +102,8 @@ pub fn pod_outcome(pod: &Pod, node_exists: impl Fn(&str) -> bool) -> PodOutcome 
             let digest = terminated
                 .and_then(|t| t.message.as_deref())
                 .and_then(digest_from_metadata);
-            let seconds = terminated.and_then(|t| {
-                Some(seconds_between(
-                    t.started_at.as_ref()?.0,
-                    t.finished_at.as_ref()?.0,
-                ))
-            });
+            let seconds = terminated
+                .and_then(|t| Some(between(t.started_at.as_ref()?.0, t.finished_at.as_ref()?.0)));
             PodOutcome::Succeeded { digest, seconds }
         }
         Some("Failed") => {
@@ -179,7 +176,7 @@ pub fn job_outcome(job: &Job, pod_message: Option<&str>) -> JobOutcome {
     };
     if status.succeeded.unwrap_or(0) > 0 || condition("Complete").is_some() {
         let seconds = match (&status.start_time, &status.completion_time) {
-            (Some(s), Some(c)) => Some(seconds_between(s.0, c.0)),
+            (Some(s), Some(c)) => Some(between(s.0, c.0)),
             _ => None,
         };
         return JobOutcome::Succeeded {
@@ -230,10 +227,6 @@ pub fn saved_snapshot(result: &str, now: Timestamp) -> Option<SnapshotRecord> {
         bytes: number("bytes"),
         new_bytes: number("uploadedBytes"),
     })
-}
-
-fn seconds_between(a: Timestamp, b: Timestamp) -> f64 {
-    (b.as_millisecond() - a.as_millisecond()) as f64 / 1000.0
 }
 
 #[cfg(test)]

@@ -332,6 +332,36 @@ fn at_capacity(mut status: ImageBuildStatus, mut placement: Placement, cache: &B
     Step::new(status, Action::requeue(Duration::from_secs(15)))
 }
 
+/// What the image step did, for status and events.
+fn pushed_message(build: &ImageBuild) -> String {
+    if build.spec.output.push {
+        format!("pushed {}", build.spec.output.image)
+    } else {
+        "built (not pushed)".to_string()
+    }
+}
+
+/// The restore or save job's inputs for this build's replica.
+fn job_inputs(
+    build: &ImageBuild,
+    status: &ImageBuildStatus,
+    cache: &str,
+    pvc: String,
+    deadline_seconds: i64,
+) -> Result<SnapshotJobInputs> {
+    Ok(SnapshotJobInputs {
+        namespace: build.namespace().unwrap_or_default(),
+        cache: cache.to_string(),
+        build: build.name_any(),
+        attempt: attempt(status),
+        pvc,
+        pin: pin(status),
+        tolerations: build.spec.tolerations.clone(),
+        deadline_seconds,
+        owner: owner_ref(build)?,
+    })
+}
+
 fn attempt(status: &ImageBuildStatus) -> i32 {
     status.attempts.unwrap_or(1).max(1)
 }
@@ -365,17 +395,7 @@ async fn restoring(
             "Restoring without a replica and snapshot in status".into(),
         ));
     };
-    let inputs = SnapshotJobInputs {
-        namespace: namespace.clone(),
-        cache: cache.clone(),
-        build: build.name_any(),
-        attempt: attempt(&status),
-        pvc,
-        pin: pin(&status),
-        tolerations: build.spec.tolerations.clone(),
-        deadline_seconds: remaining_seconds(build, now),
-        owner: owner_ref(build)?,
-    };
+    let inputs = job_inputs(build, &status, &cache, pvc, remaining_seconds(build, now))?;
     let op = SnapshotOp::Restore {
         snapshot: from.snapshot.clone(),
     };
@@ -572,11 +592,7 @@ async fn building(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatu
                 ctx.metrics.step("build", s);
             }
             status.image_digest = digest.clone();
-            let pushed = if build.spec.output.push {
-                format!("pushed {}", build.spec.output.image)
-            } else {
-                "built (not pushed)".to_string()
-            };
+            let pushed = pushed_message(build);
             set_condition(
                 &mut status,
                 condition::BUILT,
@@ -758,22 +774,14 @@ async fn snapshotting(
             "Snapshotting without a replica in status".into(),
         ));
     };
-    let inputs = SnapshotJobInputs {
-        namespace: namespace.clone(),
-        cache,
-        build: build.name_any(),
-        attempt: attempt(&status),
+    let inputs = job_inputs(
+        build,
+        &status,
+        &cache,
         pvc,
-        pin: pin(&status),
-        tolerations: build.spec.tolerations.clone(),
-        deadline_seconds: remaining_seconds(build, now).max(600),
-        owner: owner_ref(build)?,
-    };
-    let pushed = if build.spec.output.push {
-        format!("pushed {}", build.spec.output.image)
-    } else {
-        "built (not pushed)".to_string()
-    };
+        remaining_seconds(build, now).max(600),
+    )?;
+    let pushed = pushed_message(build);
     match job_state(
         ctx,
         &namespace,
