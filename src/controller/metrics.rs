@@ -40,10 +40,57 @@ pub struct StepLabels {
     pub step: String,
 }
 
+/// Labels of per-node cache gauges. Node names are bounded by the cluster's size.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    /// Node name.
+    pub node: String,
+}
+
+/// Labels of replica gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaStateLabels {
+    /// `Idle`, `InUse`, `Restoring`, `Snapshotting` or `Lost`.
+    pub state: String,
+}
+
+/// Labels of eviction counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionLabels {
+    /// `Budget` (node over its cache budget), `IdleTtl` (unused past `gc.idleTtl`) or
+    /// `MaxReplicas` (more replicas than the cache allows).
+    pub reason: String,
+}
+
+/// Labels of store transfer counters and store error counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOpLabels {
+    /// `save`, `restore`, `gc` or `forget`.
+    pub op: String,
+}
+
+/// Labels of per-namespace cache use. Namespaces are bounded by the watched set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceWarmthLabels {
+    /// Namespace of the build.
+    pub namespace: String,
+    /// `Hot`, `Restored` or `Cold`.
+    pub warmth: String,
+}
+
+/// Labels of per-namespace gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    /// Namespace.
+    pub namespace: String,
+}
+
 /// The controller's metrics and their registry.
 pub struct Metrics {
     /// Registry served at `/metrics`.
     pub registry: Registry,
+    /// Every registered family: its exposed base name and kind.
+    families: Vec<(String, Kind)>,
     /// Reconciles started.
     pub reconciles: Family<ControllerLabels, Counter>,
     /// Reconcile errors by category.
@@ -54,46 +101,184 @@ pub struct Metrics {
     pub step_seconds: Family<StepLabels, Histogram>,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
+    /// Bytes of cache replicas on each node (every namespace).
+    pub node_bytes: Family<NodeLabels, Gauge>,
+    /// Cache budget of each node in bytes.
+    pub node_budget_bytes: Family<NodeLabels, Gauge>,
+    /// Replicas by state, every cache.
+    pub replicas: Family<ReplicaStateLabels, Gauge>,
+    /// Idle replicas whose state is not in any snapshot, per namespace.
+    pub unsaved_replicas: Family<NamespaceLabels, Gauge>,
+    /// Replicas evicted (PVC deleted), by reason.
+    pub evictions: Family<EvictionLabels, Counter>,
+    /// Bytes moved to or from the store: `save` counts new bytes uploaded, `restore` the
+    /// bytes of the restored tree.
+    pub store_bytes: Family<StoreOpLabels, Counter>,
+    /// Store operations (Jobs) that failed, by operation.
+    pub store_errors: Family<StoreOpLabels, Counter>,
+    /// Cache uses of finished builds by namespace and warmth (hit ratio by namespace).
+    pub cache_uses: Family<NamespaceWarmthLabels, Counter>,
+}
+
+/// Kind of a registered family, for [`Metrics::exposed_names`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+fn register(
+    registry: &mut Registry,
+    families: &mut Vec<(String, Kind)>,
+    name: &str,
+    help: &str,
+    metric: impl prometheus_client::registry::Metric,
+    kind: Kind,
+) {
+    registry.register(name, help, metric);
+    families.push((format!("hearth_{name}"), kind));
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("hearth");
+        let mut families = Vec::new();
         let reconciles = Family::<ControllerLabels, Counter>::default();
-        registry.register("reconciles", "Reconciles started", reconciles.clone());
+        register(
+            &mut registry,
+            &mut families,
+            "reconciles",
+            "Reconciles started",
+            reconciles.clone(),
+            Kind::Counter,
+        );
         let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "reconcile_errors",
             "Reconcile errors by category",
             errors.clone(),
+            Kind::Counter,
         );
         let builds = Family::<BuildLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "builds",
             "Finished builds by cache warmth and outcome",
             builds.clone(),
+            Kind::Counter,
         );
         let step_seconds = Family::<StepLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.5, 2.0, 14))
         });
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "build_step_duration_seconds",
             "Time builds spend queued, restoring, building and snapshotting",
             step_seconds.clone(),
+            Kind::Histogram,
         );
         let leader = Gauge::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "leader",
             "1 while this controller replica holds the leader lease",
             leader.clone(),
+            Kind::Gauge,
+        );
+        let node_bytes = Family::<NodeLabels, Gauge>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "cache_node_bytes",
+            "Bytes of cache replicas on each node, every namespace",
+            node_bytes.clone(),
+            Kind::Gauge,
+        );
+        let node_budget_bytes = Family::<NodeLabels, Gauge>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "cache_node_budget_bytes",
+            "Cache budget of each node in bytes (operator config or node annotation)",
+            node_budget_bytes.clone(),
+            Kind::Gauge,
+        );
+        let replicas = Family::<ReplicaStateLabels, Gauge>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "cache_replicas",
+            "Cache replicas by state",
+            replicas.clone(),
+            Kind::Gauge,
+        );
+        let unsaved_replicas = Family::<NamespaceLabels, Gauge>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "cache_unsaved_replicas",
+            "Idle replicas whose latest state is in no snapshot, per namespace",
+            unsaved_replicas.clone(),
+            Kind::Gauge,
+        );
+        let evictions = Family::<EvictionLabels, Counter>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "cache_evictions",
+            "Replicas evicted (their PVC deleted) by reason",
+            evictions.clone(),
+            Kind::Counter,
+        );
+        let store_bytes = Family::<StoreOpLabels, Counter>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "store_bytes",
+            "Bytes saved to (new bytes) or restored from the snapshot store",
+            store_bytes.clone(),
+            Kind::Counter,
+        );
+        let store_errors = Family::<StoreOpLabels, Counter>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "store_errors",
+            "Snapshot store operations that failed, by operation",
+            store_errors.clone(),
+            Kind::Counter,
+        );
+        let cache_uses = Family::<NamespaceWarmthLabels, Counter>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "cache_uses",
+            "Cache use of finished builds by namespace and warmth (Hot, Restored, Cold)",
+            cache_uses.clone(),
+            Kind::Counter,
         );
         Metrics {
             registry,
+            families,
             reconciles,
             errors,
             builds,
             step_seconds,
             leader,
+            node_bytes,
+            node_budget_bytes,
+            replicas,
+            unsaved_replicas,
+            evictions,
+            store_bytes,
+            store_errors,
+            cache_uses,
         }
     }
 }
@@ -135,6 +320,57 @@ impl Metrics {
             .observe(seconds.max(0.0));
     }
 
+    /// Counts an eviction.
+    pub fn evicted(&self, reason: &str) {
+        self.evictions
+            .get_or_create(&EvictionLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Counts bytes moved by a store operation.
+    pub fn store_transfer(&self, op: &str, bytes: u64) {
+        self.store_bytes
+            .get_or_create(&StoreOpLabels { op: op.into() })
+            .inc_by(bytes);
+    }
+
+    /// Counts a failed store operation.
+    pub fn store_failed(&self, op: &str) {
+        self.store_errors
+            .get_or_create(&StoreOpLabels { op: op.into() })
+            .inc();
+    }
+
+    /// Counts the cache use of a finished build.
+    pub fn cache_used(&self, namespace: &str, warmth: &str) {
+        self.cache_uses
+            .get_or_create(&NamespaceWarmthLabels {
+                namespace: namespace.into(),
+                warmth: warmth.into(),
+            })
+            .inc();
+    }
+
+    /// Names of every metric family as exposed (`hearth_` prefix, counters with `_total`),
+    /// for dashboards and alert rules to be checked against.
+    pub fn exposed_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for (name, kind) in &self.families {
+            match kind {
+                Kind::Counter => names.push(format!("{name}_total")),
+                Kind::Histogram => {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        names.push(format!("{name}{suffix}"));
+                    }
+                }
+                Kind::Gauge => names.push(name.clone()),
+            }
+        }
+        names
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -147,6 +383,27 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exposed_names_list_every_family_even_before_first_use() {
+        let names = Metrics::default().exposed_names();
+        for name in [
+            "hearth_reconciles_total",
+            "hearth_builds_total",
+            "hearth_build_step_duration_seconds_bucket",
+            "hearth_leader",
+            "hearth_cache_node_bytes",
+            "hearth_cache_node_budget_bytes",
+            "hearth_cache_replicas",
+            "hearth_cache_unsaved_replicas",
+            "hearth_cache_evictions_total",
+            "hearth_store_bytes_total",
+            "hearth_store_errors_total",
+            "hearth_cache_uses_total",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+        }
+    }
 
     #[test]
     fn exposition_names_every_metric_with_bounded_labels() {
