@@ -29,6 +29,9 @@ const QUANTITY_BOUNDS_RULE: &str =
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicaCount"}"#,
     printcolumn = r#"{"name":"Snapshots","type":"integer","jsonPath":".status.snapshotCount"}"#,
     printcolumn = r#"{"name":"Size","type":"string","jsonPath":".status.size"}"#,
+    printcolumn = r#"{"name":"Hot","type":"integer","jsonPath":".status.hits.hot"}"#,
+    printcolumn = r#"{"name":"Restored","type":"integer","jsonPath":".status.hits.restored","priority":1}"#,
+    printcolumn = r#"{"name":"Cold","type":"integer","jsonPath":".status.hits.cold","priority":1}"#,
     printcolumn = r#"{"name":"Last Used","type":"date","jsonPath":".status.lastUsed"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp","priority":1}"#
 )]
@@ -219,6 +222,8 @@ pub enum ReplicaState {
     Snapshotting,
     /// Its node (or volume) is gone.
     Lost,
+    /// Being removed (its state is in a snapshot); its PVC is deleted, then the entry.
+    Evicting,
 }
 
 /// One replica: a PVC holding a buildkitd state dir.
@@ -250,6 +255,13 @@ pub struct ReplicaStatus {
     /// ReadWrite builds since the replica was last saved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builds_since_snapshot: Option<i32>,
+    /// Builds that have used the replica (its value when a node must make room).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<i64>,
+    /// Why the replica is `Evicting` or being saved by the controller (`Budget`, `IdleTtl`,
+    /// `MaxReplicas`, `NodeLost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One snapshot in the store.
@@ -264,6 +276,34 @@ pub struct SnapshotRecord {
     pub bytes: i64,
     /// Bytes this snapshot added to the store (what the save uploaded).
     pub new_bytes: i64,
+}
+
+/// What a cache-maintenance Job does.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperationKind {
+    /// Save an idle replica (before evicting it, or a save the policy deferred).
+    Save,
+    /// Apply `snapshot.retain`, collect unreferenced data and list the snapshots.
+    Gc,
+    /// Remove every snapshot of the cache (deletion with `deletionPolicy: Delete`).
+    Forget,
+}
+
+/// The cache-maintenance Job in flight (at most one per cache).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheOperation {
+    /// `Save`, `Gc` or `Forget`.
+    pub kind: OperationKind,
+    /// Name of the Job.
+    pub job: String,
+    /// The replica it works on (`Save`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<String>,
+    /// Why it runs.
+    pub reason: String,
+    /// When it started.
+    pub started: Time,
 }
 
 /// How often builds found the cache hot, restored it, or started cold.
@@ -313,6 +353,18 @@ pub struct BuildCacheStatus {
     /// Hot, restored and cold uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hits: Option<HitCounts>,
+    /// Bytes the listed snapshots added to the store (an estimate of the cache's share).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_bytes: Option<i64>,
+    /// The maintenance Job in flight (a save before eviction, gc, or deletion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<CacheOperation>,
+    /// Maintenance Jobs started so far (numbers the next Job's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operations: Option<i32>,
+    /// When gc last listed the store's snapshots into status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gc: Option<Time>,
     /// Conditions (`Ready`, `StoreReachable`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -9,8 +9,9 @@ pub mod image_build;
 pub mod keys;
 
 pub use build_cache::{
-    BuildCache, BuildCacheSpec, BuildCacheStatus, CacheGcPolicy, CacheStorage, DeletionPolicy,
-    HitCounts, ReplicaState, ReplicaStatus, SnapshotPolicy, SnapshotRecord, VolumeAccessMode,
+    BuildCache, BuildCacheSpec, BuildCacheStatus, CacheGcPolicy, CacheOperation, CacheStorage,
+    DeletionPolicy, HitCounts, OperationKind, ReplicaState, ReplicaStatus, SnapshotPolicy,
+    SnapshotRecord, VolumeAccessMode,
 };
 pub use image_build::{
     BuildResources, BuildSecret, CacheMode, CacheSpec, ContextSource, Durations, GitSource,

@@ -151,13 +151,16 @@ pub async fn claim_idle(
 }
 
 /// Adds a new replica held by `holder` on `node` (state `Restoring` or `InUse`) and creates
-/// its PVC. Returns the PVC name, or `None` when the cache is at `maxReplicas`.
+/// its PVC. Returns the PVC name, or `None` when the cache is at `maxReplicas`. `size_bytes`
+/// is what a restore will write: the node's budget counts it at once, so replicas are evicted
+/// to make room while the restore runs.
 pub async fn add_replica(
     ctx: &Context,
     cache: &BuildCache,
     node: &str,
     state: ReplicaState,
     holder: &str,
+    size_bytes: Option<i64>,
 ) -> Result<Option<String>> {
     let namespace = cache.namespace().unwrap_or_default();
     let name = cache.name_any();
@@ -174,7 +177,7 @@ pub async fn add_replica(
         let live = status
             .replicas
             .iter()
-            .filter(|r| r.state != ReplicaState::Lost)
+            .filter(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting))
             .count() as i32;
         if live >= bc.spec.max_replicas {
             return false;
@@ -194,10 +197,12 @@ pub async fn add_replica(
             zone: None,
             state,
             holder: Some(holder.to_string()),
-            size_bytes: None,
+            size_bytes,
             last_used: None,
             snapshot_id: None,
             builds_since_snapshot: None,
+            uses: None,
+            reason: None,
         });
         chosen = Some(pvc);
         true
@@ -292,6 +297,7 @@ pub async fn release(
                     r.state = ReplicaState::Idle;
                     r.holder = None;
                     r.last_used = Some(Time(now));
+                    r.uses = Some(r.uses.unwrap_or(0) + 1);
                     if let Some(record) = &saved {
                         r.snapshot_id = Some(record.id.clone());
                         r.builds_since_snapshot = Some(0);

@@ -140,6 +140,14 @@ pub struct SnapshotDefaults {
     pub min_interval: Duration,
     /// Snapshots kept per key.
     pub retain: i32,
+    /// How often each cache's gc Job runs (retention, data collection, listing the store's
+    /// snapshots into status); it also runs after a save leaves more than `retain`.
+    pub gc_interval: Duration,
+    /// Grace period between condemning unreferenced data and deleting it; longer than any save.
+    pub gc_grace: Duration,
+    /// With `deletionPolicy: Delete`, how long a deleted BuildCache waits for its snapshots
+    /// to be removed (a store that stays unreachable) before it goes anyway, leaving them.
+    pub delete_timeout: Duration,
 }
 
 impl Default for SnapshotDefaults {
@@ -152,6 +160,9 @@ impl Default for SnapshotDefaults {
             every: 1,
             min_interval: Duration::from(std::time::Duration::from_secs(600)),
             retain: 3,
+            gc_interval: Duration::from(std::time::Duration::from_secs(6 * 3600)),
+            gc_grace: Duration::from(std::time::Duration::from_secs(3600)),
+            delete_timeout: Duration::from(std::time::Duration::from_secs(600)),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod build_cache;
 pub mod builders;
+pub mod cache_policy;
 pub mod claims;
 pub mod config;
 pub mod context;

@@ -62,6 +62,15 @@ pub fn seconds(t: Timestamp) -> f64 {
     t.as_millisecond() as f64 / 1000.0
 }
 
+/// A node's cache budget: its `hearth.dev/cache-budget` annotation, else the operator's.
+pub fn node_budget(node: &Node, config: &OperatorConfig) -> u64 {
+    node.annotations()
+        .get(labels::NODE_BUDGET_ANNOTATION)
+        .and_then(|q| quantity::to_bytes(q))
+        .or_else(|| quantity::to_bytes(&config.cache.node_budget.0))
+        .unwrap_or(200 << 30)
+}
+
 /// Builds the view.
 pub fn build_view(objects: &Objects, config: &OperatorConfig, now: Timestamp) -> View {
     let now_s = seconds(now);
@@ -69,7 +78,6 @@ pub fn build_view(objects: &Objects, config: &OperatorConfig, now: Timestamp) ->
         bytes_per_second: config.planner.store_bytes_per_second,
         overhead_seconds: config.planner.restore_overhead_seconds,
     });
-    let default_budget = quantity::to_bytes(&config.cache.node_budget.0).unwrap_or(200 << 30);
     let mut busy: HashMap<&str, u32> = HashMap::new();
     for pod in &objects.pods {
         let running = pod
@@ -95,11 +103,7 @@ pub fn build_view(objects: &Objects, config: &OperatorConfig, now: Timestamp) ->
                 .as_ref()
                 .and_then(|s| s.unschedulable)
                 .unwrap_or(false);
-        let budget = node
-            .annotations()
-            .get(labels::NODE_BUDGET_ANNOTATION)
-            .and_then(|q| quantity::to_bytes(q))
-            .unwrap_or(default_budget);
+        let budget = node_budget(node, config);
         let taints = node
             .spec
             .as_ref()
@@ -184,7 +188,7 @@ pub fn build_view(objects: &Objects, config: &OperatorConfig, now: Timestamp) ->
             }
         }
         for r in &status.replicas {
-            if r.state == ReplicaState::Lost {
+            if matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting) {
                 continue;
             }
             // An idle replica whose PVC is gone (deleted by hand, or its namespace emptied)

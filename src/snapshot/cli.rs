@@ -96,6 +96,9 @@ pub enum SnapshotCommand {
         /// Keep this many newest snapshots per cache (all when omitted).
         #[arg(long)]
         retain: Option<usize>,
+        /// Never forget this snapshot (repeatable): the ones live replicas match.
+        #[arg(long = "keep", value_name = "ID")]
+        keep: Vec<String>,
         /// Grace period between condemning and deleting data; longer than any save.
         #[arg(long, default_value = "1h")]
         grace: jiff::SignedDuration,
@@ -301,19 +304,27 @@ async fn run_async(cmd: SnapshotCommand) -> anyhow::Result<ExitCode> {
         SnapshotCommand::Gc {
             cache,
             retain,
+            keep,
             grace,
             dry_run,
             store: args,
         } => {
             let store = open(&args).await?;
             let mut opts = gc::GcOptions::new(&args.namespace);
-            opts.cache = cache;
+            opts.cache = cache.clone();
             opts.retain = retain;
+            opts.keep = keep;
             opts.grace = grace.unsigned_abs();
             opts.dry_run = dry_run;
             let r = gc::gc(&store, &opts).await?;
             if args.json {
-                print_json(&r)?;
+                // With a cache, the result also lists its snapshots (newest first, at most
+                // LISTED: the result must fit a pod's 4 KiB termination message).
+                let listed = match &cache {
+                    Some(c) => Some(catalog::list_snapshots(&store, &args.namespace, c).await?),
+                    None => None,
+                };
+                print_json(&GcResult::new(r, listed))?;
             } else {
                 println!(
                     "forgot {} snapshots; {} live packs; condemned {}, rescued {}, deleted {} packs ({} bytes){}",
@@ -345,4 +356,51 @@ async fn run_async(cmd: SnapshotCommand) -> anyhow::Result<ExitCode> {
         SnapshotCommand::Bench(_) => unreachable!("handled before the runtime starts"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Most snapshots a gc result lists.
+pub const LISTED: usize = 24;
+
+/// `gc --json`: the report, and with `--cache` the cache's snapshots (newest first, at most
+/// [`LISTED`]) and their count, which the controller copies into BuildCache status.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GcResult {
+    #[serde(flatten)]
+    report: gc::GcReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshots: Option<Vec<ListedSnapshot>>,
+}
+
+/// One snapshot in a gc result.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedSnapshot {
+    id: String,
+    created: String,
+    bytes: u64,
+    new_bytes: u64,
+}
+
+impl GcResult {
+    fn new(report: gc::GcReport, listed: Option<Vec<catalog::SnapshotInfo>>) -> GcResult {
+        GcResult {
+            report,
+            snapshot_count: listed.as_ref().map(Vec::len),
+            snapshots: listed.map(|all| {
+                all.into_iter()
+                    .rev()
+                    .take(LISTED)
+                    .map(|s| ListedSnapshot {
+                        id: s.id,
+                        created: s.created,
+                        bytes: s.bytes,
+                        new_bytes: s.new_bytes,
+                    })
+                    .collect()
+            }),
+        }
+    }
 }

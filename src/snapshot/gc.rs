@@ -43,6 +43,9 @@ pub struct GcOptions {
     pub cache: Option<String>,
     /// Keep this many newest snapshots per cache; keep all when `None`.
     pub retain: Option<usize>,
+    /// Snapshot ids never forgotten by `retain` (those live replicas match, so a replica
+    /// stays provably saved while it exists).
+    pub keep: Vec<String>,
     /// Grace period between condemning and deleting a pack (longer than any save).
     pub grace: Duration,
     /// The current time (injected for tests).
@@ -58,6 +61,7 @@ impl GcOptions {
             namespace: namespace.to_string(),
             cache: None,
             retain: None,
+            keep: Vec::new(),
             grace: Duration::from_secs(3600),
             now: SystemTime::now(),
             dry_run: false,
@@ -102,6 +106,9 @@ pub async fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, GcError> {
         }
         for (cache, ids) in by_cache {
             for id in &ids[..ids.len().saturating_sub(retain)] {
+                if opts.keep.contains(id) {
+                    continue;
+                }
                 if !opts.dry_run {
                     catalog::forget(store, ns, &cache, id).await?;
                 }

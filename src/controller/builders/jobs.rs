@@ -45,6 +45,35 @@ pub enum SnapshotOp {
     },
     /// `hearth snapshot save <state dir>`.
     Save,
+    /// `hearth snapshot gc --cache C --retain N [--keep ID]... --grace G`: retention, pack
+    /// collection and the cache's snapshot list.
+    Gc {
+        /// Snapshots kept.
+        retain: i32,
+        /// Snapshot ids live replicas match: never forgotten.
+        keep: Vec<String>,
+        /// Grace period between condemning and deleting data, in seconds.
+        grace_seconds: u64,
+    },
+    /// `hearth snapshot forget --all`: every snapshot of the cache (deletion policy `Delete`).
+    Forget,
+}
+
+impl SnapshotOp {
+    /// Role label and name part of the op's Job.
+    pub fn role(&self) -> &'static str {
+        match self {
+            SnapshotOp::Restore { .. } => "restore",
+            SnapshotOp::Save => "save",
+            SnapshotOp::Gc { .. } => "gc",
+            SnapshotOp::Forget => "forget",
+        }
+    }
+
+    /// Whether the op works on a replica's state dir (mounted from its PVC).
+    fn uses_replica(&self) -> bool {
+        matches!(self, SnapshotOp::Restore { .. } | SnapshotOp::Save)
+    }
 }
 
 /// Everything a restore or save needs besides the operator config.
@@ -86,6 +115,23 @@ pub fn snapshot_container(
             args.extend(["restore".into(), snapshot.clone(), dir.to_string()])
         }
         SnapshotOp::Save => args.extend(["save".into(), dir.to_string()]),
+        SnapshotOp::Gc {
+            retain,
+            keep,
+            grace_seconds,
+        } => {
+            args.extend([
+                "gc".into(),
+                "--retain".into(),
+                retain.max(&1).to_string(),
+                "--grace".into(),
+                format!("{grace_seconds}s"),
+            ]);
+            for id in keep {
+                args.extend(["--keep".into(), id.clone()]);
+            }
+        }
+        SnapshotOp::Forget => args.extend(["forget".into(), "--all".into()]),
     }
     args.push("--json".into());
     let mut env = vec![
@@ -103,11 +149,14 @@ pub fn snapshot_container(
             env.push(env_var("AWS_S3_FORCE_PATH_STYLE", "true"));
         }
     }
-    let mut mounts = vec![VolumeMount {
-        name: "cache".into(),
-        mount_path: CACHE_MOUNT.into(),
-        ..Default::default()
-    }];
+    let mut mounts = Vec::new();
+    if op.uses_replica() {
+        mounts.push(VolumeMount {
+            name: "cache".into(),
+            mount_path: CACHE_MOUNT.into(),
+            ..Default::default()
+        });
+    }
     if let Some(path) = s.store.strip_prefix("file://") {
         mounts.push(VolumeMount {
             name: "store".into(),
@@ -116,10 +165,7 @@ pub fn snapshot_container(
         });
     }
     Container {
-        name: match op {
-            SnapshotOp::Restore { .. } => "restore".into(),
-            SnapshotOp::Save => "save".into(),
-        },
+        name: op.role().into(),
         image: Some(config.builder.hearth_image.clone()),
         image_pull_policy: Some(config.builder.image_pull_policy.clone()),
         // The command's JSON result (stdout) becomes the termination message the controller
@@ -178,56 +224,136 @@ pub fn store_volume(config: &OperatorConfig) -> Option<Volume> {
         })
 }
 
-/// A restore or save Job on the replica's node with its PVC.
+/// A restore or save Job on the replica's node with its PVC, working for a build.
 pub fn snapshot_job(op: &SnapshotOp, inputs: &SnapshotJobInputs, config: &OperatorConfig) -> Job {
-    let role = match op {
-        SnapshotOp::Restore { .. } => "restore",
-        SnapshotOp::Save => "save",
+    let role = op.role();
+    job(
+        op,
+        JobTarget {
+            name: labels::child_name(&inputs.build, role, inputs.attempt),
+            labels: labels::for_build(&inputs.build, Some(&inputs.cache), role),
+            namespace: &inputs.namespace,
+            cache: &inputs.cache,
+            pvc: Some(&inputs.pvc),
+            pin: &inputs.pin,
+            tolerations: &inputs.tolerations,
+            deadline_seconds: inputs.deadline_seconds,
+            owner: &inputs.owner,
+        },
+        config,
+    )
+}
+
+/// A maintenance Job of a BuildCache (save before eviction, gc, forget), owned by the cache.
+#[derive(Clone, Debug)]
+pub struct CacheJobInputs {
+    /// Namespace of the cache.
+    pub namespace: String,
+    /// The BuildCache.
+    pub cache: String,
+    /// Sequence number of the operation (part of the Job name).
+    pub seq: i32,
+    /// The replica PVC and where it lives, for a save.
+    pub replica: Option<(String, Pin)>,
+    /// Longest the Job may run.
+    pub deadline_seconds: i64,
+    /// The BuildCache, as owner.
+    pub owner: OwnerReference,
+}
+
+/// The Job of a cache maintenance operation.
+pub fn cache_job(op: &SnapshotOp, inputs: &CacheJobInputs, config: &OperatorConfig) -> Job {
+    let role = op.role();
+    let mut labels = BTreeMap::new();
+    labels.insert(labels::MANAGED_BY.to_string(), labels::MANAGER.to_string());
+    labels.insert(
+        labels::CACHE.to_string(),
+        labels::truncate_label(&inputs.cache),
+    );
+    labels.insert(labels::ROLE.to_string(), role.to_string());
+    let (pvc, pin) = match &inputs.replica {
+        Some((pvc, pin)) => (Some(pvc.as_str()), pin.clone()),
+        None => (None, Pin::Anywhere),
     };
-    let labels = labels::for_build(&inputs.build, Some(&inputs.cache), role);
-    let mut volumes = vec![Volume {
-        name: "cache".into(),
-        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-            claim_name: inputs.pvc.clone(),
-            read_only: Some(false),
-        }),
-        ..Default::default()
-    }];
+    job(
+        op,
+        JobTarget {
+            name: labels::child_name(&inputs.cache, role, inputs.seq),
+            labels,
+            namespace: &inputs.namespace,
+            cache: &inputs.cache,
+            pvc,
+            pin: &pin,
+            tolerations: &[],
+            deadline_seconds: inputs.deadline_seconds,
+            owner: &inputs.owner,
+        },
+        config,
+    )
+}
+
+/// Where and for whom a snapshot Job runs.
+struct JobTarget<'a> {
+    name: String,
+    labels: BTreeMap<String, String>,
+    namespace: &'a str,
+    cache: &'a str,
+    pvc: Option<&'a str>,
+    pin: &'a Pin,
+    tolerations: &'a [Toleration],
+    deadline_seconds: i64,
+    owner: &'a OwnerReference,
+}
+
+fn job(op: &SnapshotOp, t: JobTarget<'_>, config: &OperatorConfig) -> Job {
+    let mut volumes: Vec<Volume> = t
+        .pvc
+        .filter(|_| op.uses_replica())
+        .map(|pvc| Volume {
+            name: "cache".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: pvc.to_string(),
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        })
+        .into_iter()
+        .collect();
     volumes.extend(store_volume(config));
     let mut tolerations = config.builder.tolerations.clone();
-    tolerations.extend(inputs.tolerations.iter().cloned());
+    tolerations.extend(t.tolerations.iter().cloned());
     Job {
         metadata: ObjectMeta {
-            name: Some(labels::child_name(&inputs.build, role, inputs.attempt)),
-            namespace: Some(inputs.namespace.clone()),
-            labels: Some(labels.clone()),
-            owner_references: Some(vec![inputs.owner.clone()]),
+            name: Some(t.name),
+            namespace: Some(t.namespace.to_string()),
+            labels: Some(t.labels.clone()),
+            owner_references: Some(vec![t.owner.clone()]),
             ..Default::default()
         },
         spec: Some(JobSpec {
             backoff_limit: Some(2),
-            active_deadline_seconds: Some(inputs.deadline_seconds.max(60)),
+            active_deadline_seconds: Some(t.deadline_seconds.max(60)),
             ttl_seconds_after_finished: Some(86_400),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels),
+                    labels: Some(t.labels),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    affinity: affinity(&inputs.pin),
+                    affinity: affinity(t.pin),
                     node_selector: non_empty(config.builder.node_selector.clone()),
                     tolerations: (!tolerations.is_empty()).then_some(tolerations),
                     containers: vec![snapshot_container(
                         op,
                         STATE_DIR,
-                        &inputs.namespace,
-                        &inputs.cache,
+                        t.namespace,
+                        t.cache,
                         config,
                     )],
-                    volumes: Some(volumes),
+                    volumes: (!volumes.is_empty()).then_some(volumes),
                     ..Default::default()
                 }),
             },

@@ -31,7 +31,7 @@ pub fn for_build(build: &str, cache: Option<&str>, role: &str) -> BTreeMap<Strin
 }
 
 /// Label values are at most 63 characters.
-fn truncate_label(value: &str) -> String {
+pub fn truncate_label(value: &str) -> String {
     value
         .chars()
         .take(63)

@@ -246,6 +246,7 @@ async fn place(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatus) 
                     &node_name(node),
                     ReplicaState::Restoring,
                     &name,
+                    Some(source.bytes as i64),
                 )
                 .await?
                 else {
@@ -270,9 +271,15 @@ async fn place(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatus) 
             if !throwaway {
                 let cache = cache
                     .ok_or_else(|| Error::Planner("no BuildCache for a ReadWrite build".into()))?;
-                let Some(pvc) =
-                    claims::add_replica(ctx, &cache, &node_name(node), ReplicaState::InUse, &name)
-                        .await?
+                let Some(pvc) = claims::add_replica(
+                    ctx,
+                    &cache,
+                    &node_name(node),
+                    ReplicaState::InUse,
+                    &name,
+                    None,
+                )
+                .await?
                 else {
                     return Ok(at_capacity(status, placement, &cache));
                 };
