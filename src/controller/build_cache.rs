@@ -1,40 +1,109 @@
-//! The BuildCache reconciler's first duties: keep `status.replicas` true to the cluster.
-//! An idle replica whose PVC or node is gone is marked `Lost` (it can never be used again
-//! and no longer counts against `maxReplicas`); a claim whose holder build no longer exists
-//! is released. Retention, GC, budgets and eviction are not here yet.
+//! The BuildCache reconciler: keeps a cache's fleet of replicas true to the cluster and within
+//! its budgets, and its snapshots listed and collected. One step per reconcile:
+//!
+//! 1. deletion (finalizer `hearth.dev/snapshots`): with `deletionPolicy: Delete`, a Job forgets
+//!    the cache's snapshots, then the finalizer goes; `Retain` lets it go at once;
+//! 2. bookkeeping: replicas located from their bound PVs, idle ones whose PVC or node is gone
+//!    marked `Lost`, claims of vanished builds released, `Lost` and `Evicting` replicas'
+//!    PVCs deleted and their entries dropped;
+//! 3. the maintenance Job in flight (save, gc, forget), followed to its end;
+//! 4. the next duty from [`cache_policy::next_duty`]: evict, save before evicting, a deferred
+//!    save, or gc.
+//!
+//! Store operations run as Jobs in the cache's namespace with that namespace's store
+//! credentials; the controller never holds them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::Api;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::ResourceExt;
-use tracing::info;
+use tracing::{info, warn};
 
-use super::claims::update_status;
+use super::builders::jobs::{cache_job, CacheJobInputs, SnapshotOp};
+use super::builders::Pin;
+use super::cache_policy::{self, budget_victims, CostModel, Duty, Facts, NodeReplica};
+use super::claims::{owner_ref, summarize, update_status};
 use super::context::Context;
-use super::error::{Error, Result};
-use crate::api::{BuildCache, ImageBuild, ReplicaState};
+use super::error::{is_status, Error, Result};
+use super::finalizer;
+use super::image_build::outcome::{saved_snapshot, JobOutcome};
+use super::image_build::publish;
+use super::job_runner::job_state;
+use super::view::{node_budget, pv_location, seconds};
+use crate::api::{
+    BuildCache, BuildCacheStatus, CacheOperation, DeletionPolicy, ImageBuild, OperationKind,
+    ReplicaState, SnapshotRecord,
+};
 
 /// Name of this controller in metrics.
 pub const CONTROLLER: &str = "buildcache";
+/// Finalizer that lets the controller remove a cache's snapshots before it goes.
+pub const FINALIZER: &str = "hearth.dev/snapshots";
+/// Condition telling whether the last store operation worked.
+pub const STORE_REACHABLE: &str = "StoreReachable";
+/// After a failed store operation, none is started for this long.
+const STORE_BACKOFF: Duration = Duration::from_secs(300);
+/// While deleting, a failed forget is retried after this long.
+const DELETE_RETRY: Duration = Duration::from_secs(30);
+const FOLLOW: Duration = Duration::from_secs(15);
+const RESYNC: Duration = Duration::from_secs(60);
 
 /// Reconciles one BuildCache.
 pub async fn reconcile(cache: Arc<BuildCache>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconcile(CONTROLLER);
+    refresh_gauges(&ctx);
+    let namespace = cache.namespace().unwrap_or_default();
+    let api: Api<BuildCache> = Api::namespaced(ctx.client.clone(), &namespace);
+    if cache.metadata.deletion_timestamp.is_some() {
+        return finalize(&cache, &ctx).await;
+    }
+    let cache = match finalizer::ensure(&api, cache.as_ref(), FINALIZER).await? {
+        Some(updated) => Arc::new(updated),
+        None => cache,
+    };
+    if cache.status.is_none() {
+        return Ok(Action::requeue(RESYNC));
+    }
+    let step = async {
+        if let Some(action) = bookkeeping(&cache, &ctx).await? {
+            return Ok(action);
+        }
+        if let Some(op) = cache.status.as_ref().and_then(|s| s.operation.clone()) {
+            return follow(&cache, &ctx, op).await;
+        }
+        duty(&cache, &ctx).await
+    };
+    match step.await {
+        Err(Error::ClaimConflict(_)) => Ok(Action::requeue(Duration::from_secs(1))),
+        other => other,
+    }
+}
+
+/// Backs off on errors.
+pub fn error_policy(_cache: Arc<BuildCache>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(CONTROLLER, error.category());
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Step 2: makes `status.replicas` true to PVCs, PVs, nodes and builds.
+async fn bookkeeping(cache: &BuildCache, ctx: &Context) -> Result<Option<Action>> {
     let namespace = cache.namespace().unwrap_or_default();
     let name = cache.name_any();
-    let Some(status) = &cache.status else {
-        return Ok(Action::requeue(Duration::from_secs(60)));
-    };
-    let claims: HashSet<String> = ctx
+    let status = cache.status.clone().unwrap_or_default();
+    let claims: HashMap<String, Arc<PersistentVolumeClaim>> = ctx
         .stores
         .claims
         .iter()
         .flat_map(|s| s.state())
         .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
-        .map(|c| c.name_any())
+        .map(|c| (c.name_any(), c))
         .collect();
     let nodes: HashSet<String> = ctx
         .stores
@@ -43,6 +112,17 @@ pub async fn reconcile(cache: Arc<BuildCache>, ctx: Arc<Context>) -> Result<Acti
         .iter()
         .map(|n| n.name_any())
         .collect();
+    let volumes: HashMap<String, (Option<String>, Option<String>)> = ctx
+        .stores
+        .volumes
+        .state()
+        .iter()
+        .map(|pv| (pv.name_any(), pv_location(pv)))
+        .collect();
+    let located = |pvc: &str| {
+        let volume = claims.get(pvc)?.spec.as_ref()?.volume_name.clone()?;
+        volumes.get(&volume).cloned()
+    };
     let builds: Api<ImageBuild> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut gone_holders = HashSet::new();
     for holder in status.replicas.iter().filter_map(|r| r.holder.clone()) {
@@ -50,42 +130,633 @@ pub async fn reconcile(cache: Arc<BuildCache>, ctx: Arc<Context>) -> Result<Acti
             gone_holders.insert(holder);
         }
     }
-    let lost = |pvc: &str, node: Option<&str>| {
-        !claims.contains(pvc) || node.is_some_and(|n| !nodes.contains(n))
-    };
-    let needs_change = status.replicas.iter().any(|r| {
-        (r.state == ReplicaState::Idle && lost(&r.pvc, r.node.as_deref()))
-            || r.holder.as_ref().is_some_and(|h| gone_holders.contains(h))
-    });
-    if needs_change {
-        let result = update_status(&ctx, &namespace, &name, |status, _| {
-            for r in &mut status.replicas {
-                if r.holder.as_ref().is_some_and(|h| gone_holders.contains(h)) {
-                    info!(cache = %name, pvc = %r.pvc, holder = ?r.holder, "releasing a claim whose build is gone");
-                    r.holder = None;
-                    r.state = ReplicaState::Idle;
-                    r.snapshot_id = None;
-                }
-                if r.state == ReplicaState::Idle && lost(&r.pvc, r.node.as_deref()) {
-                    info!(cache = %name, pvc = %r.pvc, "replica lost: its PVC or node is gone");
-                    r.state = ReplicaState::Lost;
-                }
+    // Replicas that are finished with: delete their PVC; once it is gone, drop the entry.
+    let claims_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut dropped = HashSet::new();
+    for r in status
+        .replicas
+        .iter()
+        .filter(|r| matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting))
+    {
+        if claims.contains_key(&r.pvc) {
+            match claims_api.delete(&r.pvc, &DeleteParams::default()).await {
+                Ok(_) => info!(cache = %name, pvc = %r.pvc, state = ?r.state, "deleting the PVC of a finished replica"),
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(e.into()),
             }
-            true
+        } else {
+            dropped.insert(r.pvc.clone());
+        }
+    }
+    let lost = |pvc: &str, node: Option<&str>| {
+        !claims.contains_key(pvc) || node.is_some_and(|n| !nodes.contains(n))
+    };
+    let relocate = |r: &crate::api::ReplicaStatus| {
+        located(&r.pvc).filter(|(node, zone)| {
+            (node.is_some() || zone.is_some()) && (node, zone) != (&r.node, &r.zone)
         })
+    };
+    let needs_change = !dropped.is_empty()
+        || status.replicas.iter().any(|r| {
+            (r.state == ReplicaState::Idle && lost(&r.pvc, r.node.as_deref()))
+                || r.holder.as_ref().is_some_and(|h| gone_holders.contains(h))
+                || relocate(r).is_some()
+        });
+    if !needs_change {
+        return Ok(None);
+    }
+    let mut newly_lost = Vec::new();
+    update_status(ctx, &namespace, &name, |status, _| {
+        status.replicas.retain(|r| !dropped.contains(&r.pvc));
+        for r in &mut status.replicas {
+            if let Some((node, zone)) = relocate(r) {
+                r.node = node;
+                r.zone = zone;
+            }
+            if r.holder.as_ref().is_some_and(|h| gone_holders.contains(h)) {
+                info!(cache = %name, pvc = %r.pvc, holder = ?r.holder, "releasing a claim whose build is gone");
+                r.holder = None;
+                r.state = ReplicaState::Idle;
+                r.snapshot_id = None;
+            }
+            if r.state == ReplicaState::Idle && lost(&r.pvc, r.node.as_deref()) {
+                info!(cache = %name, pvc = %r.pvc, "replica lost: its PVC or node is gone");
+                r.state = ReplicaState::Lost;
+                r.reason = Some("NodeLost".into());
+                newly_lost.push(r.pvc.clone());
+            }
+        }
+        true
+    })
+    .await?;
+    for pvc in newly_lost {
+        publish(
+            ctx,
+            cache,
+            EventType::Warning,
+            "ReplicaLost",
+            format!("replica {pvc}: its PVC or node is gone; the next build restores elsewhere"),
+        )
         .await;
-        match result {
-            Err(Error::ClaimConflict(_)) => return Ok(Action::requeue(Duration::from_secs(1))),
-            other => {
-                other?;
+    }
+    Ok(Some(Action::requeue(Duration::from_millis(100))))
+}
+
+/// Step 4: starts what the policy asks for.
+async fn duty(cache: &BuildCache, ctx: &Context) -> Result<Action> {
+    let now = ctx.now();
+    let status = cache.status.clone().unwrap_or_default();
+    let config = &ctx.config;
+    let facts = Facts {
+        budget_victims: victims_of(cache, ctx, now),
+        now: seconds(now),
+        snapshots_enabled: config.snapshots_enabled(),
+        gc_interval: Duration::from(config.snapshot.gc_interval).as_secs_f64(),
+        store_backoff: store_backoff(&status, now, STORE_BACKOFF),
+    };
+    match cache_policy::next_duty(cache, &facts) {
+        Duty::Nothing => Ok(Action::requeue(RESYNC)),
+        Duty::Evict { pvc, reason } => evict(cache, ctx, &pvc, reason).await,
+        Duty::SaveBeforeEvict { pvc, reason } => {
+            let why = format!("save before eviction ({})", reason.as_str());
+            start(cache, ctx, OperationKind::Save, Some(pvc), &why).await
+        }
+        Duty::DeferredSave { pvc } => {
+            start(
+                cache,
+                ctx,
+                OperationKind::Save,
+                Some(pvc),
+                "a save the policy deferred (minInterval) is due",
+            )
+            .await
+        }
+        Duty::Gc => start(cache, ctx, OperationKind::Gc, None, "retention and listing").await,
+    }
+}
+
+/// Replicas of this cache that their node's budget ranking (over every cache on the node,
+/// every namespace) chose for eviction.
+fn victims_of(cache: &BuildCache, ctx: &Context, now: Timestamp) -> Vec<String> {
+    let namespace = cache.namespace().unwrap_or_default();
+    let name = cache.name_any();
+    let ours: HashSet<&str> = cache
+        .status
+        .iter()
+        .flat_map(|s| s.replicas.iter())
+        .filter_map(|r| r.node.as_deref())
+        .collect();
+    let mut by_node: HashMap<String, Vec<NodeReplica>> = HashMap::new();
+    for (ns, cache_name, r) in all_replicas(ctx) {
+        let Some(node) = r.node.clone().filter(|n| ours.contains(n.as_str())) else {
+            continue;
+        };
+        by_node.entry(node).or_default().push(NodeReplica {
+            namespace: ns,
+            cache: cache_name,
+            pvc: r.pvc.clone(),
+            size_bytes: r.size_bytes.unwrap_or(0).max(0) as u64,
+            idle: r.state == ReplicaState::Idle && r.holder.is_none(),
+            uses: r.uses.unwrap_or(0),
+            last_used: r.last_used.as_ref().map(|t| seconds(t.0)).unwrap_or(0.0),
+        });
+    }
+    let nodes = ctx.stores.nodes.state();
+    let cost = CostModel {
+        store_bytes_per_second: ctx.config.planner.store_bytes_per_second,
+        restore_overhead_seconds: ctx.config.planner.restore_overhead_seconds,
+    };
+    let mut victims = Vec::new();
+    for node in nodes.iter() {
+        let Some(on_node) = by_node.get(&node.name_any()) else {
+            continue;
+        };
+        let budget = node_budget(node, &ctx.config);
+        for v in budget_victims(on_node, budget, seconds(now), &cost) {
+            if v.namespace == namespace && v.cache == name {
+                victims.push(v.pvc);
             }
         }
     }
-    Ok(Action::requeue(Duration::from_secs(60)))
+    victims
 }
 
-/// Backs off on errors.
-pub fn error_policy(_cache: Arc<BuildCache>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.error(CONTROLLER, error.category());
-    Action::requeue(Duration::from_secs(10))
+/// Every live replica of every cache the controller sees, with namespace and cache name.
+fn all_replicas(ctx: &Context) -> Vec<(String, String, crate::api::ReplicaStatus)> {
+    ctx.stores
+        .caches
+        .iter()
+        .flat_map(|s| s.state())
+        .flat_map(|c| {
+            let ns = c.namespace().unwrap_or_default();
+            let name = c.name_any();
+            c.status
+                .iter()
+                .flat_map(|s| s.replicas.clone())
+                .filter(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting))
+                .map(move |r| (ns.clone(), name.clone(), r))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Marks a replica `Evicting` (only if it is still deletable: the write is guarded by the
+/// resourceVersion, so a build claiming it at the same time wins), then the bookkeeping step
+/// deletes its PVC.
+async fn evict(
+    cache: &BuildCache,
+    ctx: &Context,
+    pvc: &str,
+    reason: cache_policy::EvictReason,
+) -> Result<Action> {
+    let namespace = cache.namespace().unwrap_or_default();
+    let name = cache.name_any();
+    let mut size = 0;
+    let updated = update_status(ctx, &namespace, &name, |status, _| {
+        let check = status.clone();
+        let Some(r) = status.replicas.iter_mut().find(|r| r.pvc == pvc) else {
+            return false;
+        };
+        if !cache_policy::deletable(r, &check) {
+            return false;
+        }
+        size = r.size_bytes.unwrap_or(0);
+        r.state = ReplicaState::Evicting;
+        r.reason = Some(reason.as_str().into());
+        true
+    })
+    .await?;
+    if updated.is_some() {
+        ctx.metrics.evicted(reason.as_str());
+        let where_ = cache
+            .status
+            .iter()
+            .flat_map(|s| s.replicas.iter())
+            .find(|r| r.pvc == pvc)
+            .and_then(|r| r.node.clone())
+            .unwrap_or_default();
+        let note = format!(
+            "evicting replica {pvc} on {where_} ({}, {} bytes): {}; its state is in the store",
+            reason.as_str(),
+            size,
+            match reason {
+                cache_policy::EvictReason::Budget => "the node is over its cache budget",
+                cache_policy::EvictReason::IdleTtl => "unused for longer than gc.idleTtl",
+                cache_policy::EvictReason::MaxReplicas => "more replicas than maxReplicas",
+            }
+        );
+        info!(cache = %name, namespace = %namespace, pvc, reason = reason.as_str(), "evicting");
+        publish(ctx, cache, EventType::Normal, "Evicted", note).await;
+    }
+    Ok(Action::requeue(Duration::from_millis(100)))
+}
+
+/// Records a maintenance operation in status (a save also marks its replica `Snapshotting`,
+/// so no build claims it meanwhile), then creates its Job.
+async fn start(
+    cache: &BuildCache,
+    ctx: &Context,
+    kind: OperationKind,
+    pvc: Option<String>,
+    reason: &str,
+) -> Result<Action> {
+    let namespace = cache.namespace().unwrap_or_default();
+    let name = cache.name_any();
+    let now = ctx.now();
+    let mut op = None;
+    update_status(ctx, &namespace, &name, |status, _| {
+        if status.operation.is_some() {
+            return false;
+        }
+        if let Some(pvc) = &pvc {
+            match status.replicas.iter_mut().find(|r| &r.pvc == pvc) {
+                Some(r) if r.state == ReplicaState::Idle && r.holder.is_none() => {
+                    r.state = ReplicaState::Snapshotting;
+                }
+                _ => return false,
+            }
+        }
+        let seq = status.operations.unwrap_or(0) + 1;
+        status.operations = Some(seq);
+        let o = CacheOperation {
+            kind,
+            job: super::builders::labels::child_name(&name, role(kind), seq),
+            pvc: pvc.clone(),
+            reason: reason.to_string(),
+            started: Time(now),
+        };
+        status.operation = Some(o.clone());
+        op = Some(o);
+        true
+    })
+    .await?;
+    let Some(op) = op else {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    info!(cache = %name, namespace = %namespace, job = %op.job, kind = ?kind, reason, "starting a maintenance job");
+    // The fresh object (with the operation) is what `follow` reads; creating the Job now
+    // saves a round trip.
+    let fresh: Api<BuildCache> = Api::namespaced(ctx.client.clone(), &namespace);
+    match fresh.get_opt(&name).await? {
+        Some(c) => follow(&c, ctx, op).await,
+        None => Ok(Action::await_change()),
+    }
+}
+
+fn role(kind: OperationKind) -> &'static str {
+    match kind {
+        OperationKind::Save => "save",
+        OperationKind::Gc => "gc",
+        OperationKind::Forget => "forget",
+    }
+}
+
+/// The Job of an operation, rebuilt from status (so a restarted controller recreates the
+/// same Job if it was never created).
+fn operation_job(
+    cache: &BuildCache,
+    ctx: &Context,
+    op: &CacheOperation,
+) -> Result<k8s_openapi::api::batch::v1::Job> {
+    let status = cache.status.clone().unwrap_or_default();
+    let seq = status.operations.unwrap_or(1);
+    let (snapshot_op, replica) = match op.kind {
+        OperationKind::Save => {
+            let pvc = op.pvc.clone().unwrap_or_default();
+            let r = status.replicas.iter().find(|r| r.pvc == pvc);
+            let pin = match (
+                r.and_then(|r| r.node.clone()),
+                r.and_then(|r| r.zone.clone()),
+            ) {
+                (Some(node), _) => Pin::Node(node),
+                (None, Some(zone)) => Pin::Zone(zone),
+                (None, None) => Pin::Anywhere,
+            };
+            (SnapshotOp::Save, Some((pvc, pin)))
+        }
+        OperationKind::Gc => (
+            SnapshotOp::Gc {
+                retain: cache.spec.snapshot.retain,
+                keep: status
+                    .replicas
+                    .iter()
+                    .filter(|r| r.state != ReplicaState::Lost)
+                    .filter_map(|r| r.snapshot_id.clone())
+                    .collect(),
+                grace_seconds: Duration::from(ctx.config.snapshot.gc_grace).as_secs(),
+            },
+            None,
+        ),
+        OperationKind::Forget => (SnapshotOp::Forget, None),
+    };
+    let mut job = cache_job(
+        &snapshot_op,
+        &CacheJobInputs {
+            namespace: cache.namespace().unwrap_or_default(),
+            cache: cache.name_any(),
+            seq,
+            replica,
+            deadline_seconds: 3600,
+            owner: owner_ref(cache)?,
+        },
+        &ctx.config,
+    );
+    job.metadata.name = Some(op.job.clone());
+    Ok(job)
+}
+
+/// Step 3: follows the Job of the operation in flight and applies its result.
+async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result<Action> {
+    let namespace = cache.namespace().unwrap_or_default();
+    let name = cache.name_any();
+    let now = ctx.now();
+    let job = operation_job(cache, ctx, &op)?;
+    let outcome = match job_state(ctx, &namespace, job).await {
+        Err(Error::Kube(kube::Error::Api(s))) if s.code == 403 => {
+            // A terminating namespace refuses new objects: the operation cannot run. A cache
+            // being deleted with its namespace goes at once, leaving its snapshots, rather
+            // than hold the namespace up.
+            if cache.metadata.deletion_timestamp.is_some() {
+                let note = format!(
+                    "namespace {namespace} is terminating, so no Job can remove the snapshots of {name}; they stay in the store: remove them with `hearth snapshot forget --all --namespace {namespace} --cache {name}`"
+                );
+                warn!(cache = %name, namespace = %namespace, "{note}");
+                ctx.metrics.store_failed("forget");
+                publish(ctx, cache, EventType::Warning, "SnapshotsLeft", note).await;
+                let api: Api<BuildCache> = Api::namespaced(ctx.client.clone(), &namespace);
+                finalizer::remove(&api, cache, FINALIZER).await?;
+                return Ok(Action::await_change());
+            }
+            JobOutcome::Failed {
+                message: format!("could not create Job {}: {}", op.job, s.message),
+            }
+        }
+        other => other?,
+    };
+    let store_op = match op.kind {
+        OperationKind::Save => "save",
+        OperationKind::Gc => "gc",
+        OperationKind::Forget => "forget",
+    };
+    match outcome {
+        JobOutcome::Running => Ok(Action::requeue(FOLLOW)),
+        JobOutcome::Succeeded { result, .. } => {
+            let mut note = String::new();
+            update_status(ctx, &namespace, &name, |status, _| {
+                status.operation = None;
+                set_store_condition(status, true, "Succeeded", &format!("{} job {} succeeded", store_op, op.job), now);
+                match op.kind {
+                    OperationKind::Save => {
+                        let record = result.as_deref().and_then(|r| saved_snapshot(r, now));
+                        let Some(r) = status
+                            .replicas
+                            .iter_mut()
+                            .find(|r| Some(&r.pvc) == op.pvc.as_ref())
+                        else {
+                            return true;
+                        };
+                        r.state = ReplicaState::Idle;
+                        if let Some(record) = record {
+                            note = format!(
+                                "saved replica {} as snapshot {} ({} new bytes): {}",
+                                r.pvc, record.id, record.new_bytes, op.reason
+                            );
+                            ctx.metrics.store_transfer("save", record.new_bytes.max(0) as u64);
+                            r.snapshot_id = Some(record.id.clone());
+                            r.builds_since_snapshot = Some(0);
+                            r.size_bytes = Some(record.bytes);
+                            status.snapshots.insert(0, record);
+                        }
+                    }
+                    OperationKind::Gc => {
+                        status.last_gc = Some(Time(now));
+                        if let Some(listed) = result.as_deref().and_then(gc_listing) {
+                            status.snapshot_bytes =
+                                Some(listed.iter().map(|s| s.new_bytes).sum());
+                            status.snapshots = listed;
+                        }
+                    }
+                    OperationKind::Forget => {
+                        status.snapshots.clear();
+                        status.snapshot_bytes = Some(0);
+                        note = format!("removed the snapshots of {name} from the store");
+                    }
+                }
+                true
+            })
+            .await?;
+            if !note.is_empty() {
+                let reason = match op.kind {
+                    OperationKind::Forget => "SnapshotsDeleted",
+                    _ => "Snapshotted",
+                };
+                publish(ctx, cache, EventType::Normal, reason, note).await;
+            }
+            if op.kind == OperationKind::Forget && cache.metadata.deletion_timestamp.is_some() {
+                let api: Api<BuildCache> = Api::namespaced(ctx.client.clone(), &namespace);
+                finalizer::remove(&api, cache, FINALIZER).await?;
+                return Ok(Action::await_change());
+            }
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
+        JobOutcome::Failed { message } => {
+            ctx.metrics.store_failed(store_op);
+            warn!(cache = %name, namespace = %namespace, job = %op.job, %message, "maintenance job failed");
+            update_status(ctx, &namespace, &name, |status, _| {
+                status.operation = None;
+                set_store_condition(status, false, "JobFailed", &format!("{store_op} job {} failed: {message}", op.job), now);
+                if let Some(r) = status
+                    .replicas
+                    .iter_mut()
+                    .find(|r| Some(&r.pvc) == op.pvc.as_ref())
+                {
+                    if r.state == ReplicaState::Snapshotting {
+                        r.state = ReplicaState::Idle;
+                    }
+                }
+                true
+            })
+            .await?;
+            publish(
+                ctx,
+                cache,
+                EventType::Warning,
+                "StoreOperationFailed",
+                format!("{store_op} ({}) failed: {message}", op.reason),
+            )
+            .await;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+    }
+}
+
+/// Sets `StoreReachable`; its transition time also times the backoff after a failure.
+fn set_store_condition(
+    status: &mut BuildCacheStatus,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    let value = if ok { "True" } else { "False" };
+    let keep_time = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == STORE_REACHABLE)
+        .filter(|c| c.status == value && ok)
+        .map(|c| c.last_transition_time.clone());
+    status.conditions.retain(|c| c.type_ != STORE_REACHABLE);
+    status.conditions.push(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: STORE_REACHABLE.into(),
+            status: value.into(),
+            reason: reason.into(),
+            message: message.chars().take(1024).collect(),
+            last_transition_time: keep_time.unwrap_or(Time(now)),
+            observed_generation: None,
+        },
+    );
+}
+
+/// Whether a store operation failed less than `backoff` ago.
+fn store_backoff(status: &BuildCacheStatus, now: Timestamp, backoff: Duration) -> bool {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == STORE_REACHABLE && c.status == "False")
+        .is_some_and(|c| seconds(now) - seconds(c.last_transition_time.0) < backoff.as_secs_f64())
+}
+
+/// The snapshot list of a `hearth snapshot gc --cache C --json` result, newest first.
+pub fn gc_listing(result: &str) -> Option<Vec<SnapshotRecord>> {
+    let v: serde_json::Value = serde_json::from_str(result).ok()?;
+    let listed = v.get("snapshots")?.as_array()?;
+    listed
+        .iter()
+        .map(|s| {
+            Some(SnapshotRecord {
+                id: s.get("id")?.as_str()?.to_string(),
+                time: Time(s.get("created")?.as_str()?.parse().ok()?),
+                bytes: s.get("bytes")?.as_i64()?,
+                new_bytes: s.get("newBytes")?.as_i64()?,
+            })
+        })
+        .collect()
+}
+
+/// Step 1: a BuildCache being deleted.
+async fn finalize(cache: &BuildCache, ctx: &Context) -> Result<Action> {
+    let namespace = cache.namespace().unwrap_or_default();
+    let name = cache.name_any();
+    let api: Api<BuildCache> = Api::namespaced(ctx.client.clone(), &namespace);
+    if !cache.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let status = cache.status.clone().unwrap_or_default();
+    if cache.spec.deletion_policy == DeletionPolicy::Retain || !ctx.config.snapshots_enabled() {
+        finalizer::remove(&api, cache, FINALIZER).await?;
+        return Ok(Action::await_change());
+    }
+    let now = ctx.now();
+    let since = cache
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| seconds(now) - seconds(t.0))
+        .unwrap_or(0.0);
+    let timeout = Duration::from(ctx.config.snapshot.delete_timeout).as_secs_f64();
+    if since >= timeout {
+        let why = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == STORE_REACHABLE && c.status == "False")
+            .map(|c| c.message.clone())
+            .unwrap_or_else(|| "the store did not answer".into());
+        let note = format!(
+            "the snapshots of {name} could not be deleted within {}s ({why}); they stay in the store under {namespace}/snapshots/{name}: remove them with `hearth snapshot forget --all --namespace {namespace} --cache {name}`",
+            timeout as i64
+        );
+        warn!(cache = %name, namespace = %namespace, "{note}");
+        ctx.metrics.store_failed("forget");
+        publish(ctx, cache, EventType::Warning, "SnapshotsLeft", note).await;
+        finalizer::remove(&api, cache, FINALIZER).await?;
+        return Ok(Action::await_change());
+    }
+    if let Some(op) = status.operation.clone() {
+        // A save or gc in flight ends first (a save finishing after the forget would leave a
+        // snapshot behind); a forget's success removes the finalizer.
+        return follow(cache, ctx, op).await;
+    }
+    let held = status
+        .replicas
+        .iter()
+        .any(|r| r.holder.is_some() && r.state != ReplicaState::Lost);
+    if held {
+        return Ok(Action::requeue(FOLLOW));
+    }
+    if store_backoff(&status, now, DELETE_RETRY) {
+        return Ok(Action::requeue(DELETE_RETRY));
+    }
+    start(
+        cache,
+        ctx,
+        OperationKind::Forget,
+        None,
+        "deletionPolicy Delete",
+    )
+    .await
+}
+
+/// Sets the gauges from every cache the controller sees: bytes and budget per node, replicas
+/// by state, idle replicas holding unsaved state per namespace.
+pub fn refresh_gauges(ctx: &Context) {
+    let m = &ctx.metrics;
+    let caches: Vec<Arc<BuildCache>> = ctx.stores.caches.iter().flat_map(|s| s.state()).collect();
+    let mut node_bytes: HashMap<String, i64> = HashMap::new();
+    let mut by_state: HashMap<String, i64> = HashMap::new();
+    let mut unsaved: HashMap<String, i64> = HashMap::new();
+    for c in &caches {
+        let ns = c.namespace().unwrap_or_default();
+        unsaved.entry(ns.clone()).or_insert(0);
+        let mut status = c.status.clone().unwrap_or_default();
+        summarize(&mut status);
+        for r in &status.replicas {
+            *by_state.entry(format!("{:?}", r.state)).or_default() += 1;
+            if matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting) {
+                continue;
+            }
+            if let Some(node) = &r.node {
+                *node_bytes.entry(node.clone()).or_default() += r.size_bytes.unwrap_or(0);
+            }
+            if r.state == ReplicaState::Idle && r.snapshot_id.is_none() {
+                *unsaved.entry(ns.clone()).or_default() += 1;
+            }
+        }
+    }
+    m.node_bytes.clear();
+    m.node_budget_bytes.clear();
+    for node in ctx.stores.nodes.state().iter() {
+        let labels = super::metrics::NodeLabels {
+            node: node.name_any(),
+        };
+        m.node_budget_bytes
+            .get_or_create(&labels)
+            .set(node_budget(node, &ctx.config) as i64);
+        m.node_bytes
+            .get_or_create(&labels)
+            .set(node_bytes.get(&labels.node).copied().unwrap_or(0));
+    }
+    for state in ["Idle", "InUse", "Restoring", "Snapshotting", "Lost", "Evicting"] {
+        m.replicas
+            .get_or_create(&super::metrics::ReplicaStateLabels {
+                state: state.into(),
+            })
+            .set(by_state.get(state).copied().unwrap_or(0));
+    }
+    m.unsaved_replicas.clear();
+    for (namespace, n) in unsaved {
+        m.unsaved_replicas
+            .get_or_create(&super::metrics::NamespaceLabels { namespace })
+            .set(n);
+    }
 }

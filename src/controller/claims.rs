@@ -57,6 +57,7 @@ pub async fn cache_for_key(
     cache.metadata.namespace = Some(namespace.to_string());
     cache.metadata.labels =
         Some([(labels::MANAGED_BY.to_string(), labels::MANAGER.to_string())].into());
+    cache.metadata.finalizers = Some(vec![super::build_cache::FINALIZER.to_string()]);
     match api
         .create(
             &PostParams {

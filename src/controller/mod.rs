@@ -11,6 +11,7 @@ pub mod context;
 pub mod error;
 pub mod finalizer;
 pub mod image_build;
+pub mod job_runner;
 pub mod metrics;
 pub mod quantity;
 pub mod run;

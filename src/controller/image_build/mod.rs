@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use tracing::{info, warn};
 
 use super::builders::labels;
@@ -129,7 +129,7 @@ async fn write_status(
         if old.phase != status.phase {
             info!(build = %build.name_any(), namespace = %build.namespace().unwrap_or_default(), from = ?old.phase, to = ?status.phase, "phase");
             if let Some(phase) = status.phase.filter(|p| p.is_terminal()) {
-                record_finish(ctx, &status, phase);
+                record_finish(ctx, build, &status, phase);
             }
         }
     }
@@ -139,20 +139,24 @@ async fn write_status(
     Ok(next)
 }
 
-fn record_finish(ctx: &Context, status: &ImageBuildStatus, phase: Phase) {
+fn record_finish(ctx: &Context, build: &ImageBuild, status: &ImageBuildStatus, phase: Phase) {
     let warmth = status
         .placement
         .as_ref()
         .and_then(|p| p.warmth)
-        .map(|w| format!("{w:?}"))
-        .unwrap_or_else(|| "None".into());
-    ctx.metrics.build_finished(&warmth, &format!("{phase:?}"));
+        .map(|w| format!("{w:?}"));
+    ctx.metrics
+        .build_finished(warmth.as_deref().unwrap_or("None"), &format!("{phase:?}"));
+    if let (Some(warmth), Phase::Succeeded) = (&warmth, phase) {
+        ctx.metrics
+            .cache_used(&build.namespace().unwrap_or_default(), warmth);
+    }
 }
 
 /// Publishes an Event; failures are logged, never fatal.
-pub(crate) async fn publish(
+pub(crate) async fn publish<K: kube::Resource<DynamicType = ()>>(
     ctx: &Context,
-    build: &ImageBuild,
+    object: &K,
     type_: EventType,
     reason: &str,
     note: String,
@@ -164,7 +168,7 @@ pub(crate) async fn publish(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &build.object_ref(&())).await {
+    if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
         warn!(error = %e, "could not publish event");
     }
 }

@@ -4,15 +4,15 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
-use super::outcome::{job_outcome, pod_outcome, saved_snapshot, JobOutcome, PodOutcome};
+use super::outcome::{pod_outcome, saved_snapshot, JobOutcome, PodOutcome};
+use crate::controller::job_runner::job_state;
 use super::status::{between, finish, go_duration, set_condition};
 use super::{abort, release_claim, Step};
 use crate::api::common::condition;
@@ -25,7 +25,7 @@ use crate::controller::builders::pod::{buildctl_args, builder_pod, BuilderInputs
 use crate::controller::builders::{labels, Pin};
 use crate::controller::claims::{self, owner_ref, Release};
 use crate::controller::context::Context;
-use crate::controller::error::{is_status, Error, Result};
+use crate::controller::error::{Error, Result};
 use crate::controller::quantity;
 use crate::controller::view::{build_request, build_view, seconds, Objects, NODE_LABEL};
 use crate::planner::{self, Action as Plan};
@@ -408,7 +408,10 @@ async fn restoring(
     };
     match job_state(ctx, &namespace, snapshot_job(&op, &inputs, &ctx.config)).await? {
         JobOutcome::Running => Ok(Step::new(status, Action::requeue(POLL))),
-        JobOutcome::Succeeded { seconds, .. } => {
+        JobOutcome::Succeeded { seconds, result } => {
+            if let Some(bytes) = result.as_deref().and_then(restored_bytes) {
+                ctx.metrics.store_transfer("restore", bytes);
+            }
             claims::release(
                 ctx,
                 &namespace,
@@ -440,6 +443,7 @@ async fn restoring(
             Ok(Step::new(status, Action::requeue(SOON)))
         }
         JobOutcome::Failed { message } => {
+            ctx.metrics.store_failed("restore");
             // The engine restores into a staging dir and moves it into place only when whole,
             // so the replica is empty: build cold on it rather than fail the build.
             let note = format!(
@@ -478,44 +482,6 @@ async fn restoring(
             ))
         }
     }
-}
-
-/// Creates the job if it does not exist yet and reads where it stands.
-async fn job_state(ctx: &Context, namespace: &str, job: Job) -> Result<JobOutcome> {
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = job.name_any();
-    let current = match jobs.get_opt(&name).await? {
-        Some(j) => j,
-        None => match jobs
-            .create(
-                &PostParams {
-                    field_manager: Some(labels::FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &job,
-            )
-            .await
-        {
-            Ok(j) => j,
-            Err(e) if is_status(&e, 409) => jobs.get(&name).await?,
-            Err(e) => return Err(e.into()),
-        },
-    };
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let latest = pods
-        .list(&ListParams::default().labels(&format!("job-name={name}")))
-        .await?
-        .items
-        .into_iter()
-        .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-    let message = latest
-        .and_then(|p| p.status)
-        .and_then(|s| s.container_statuses)
-        .and_then(|cs| cs.into_iter().next())
-        .and_then(|c| c.state)
-        .and_then(|s| s.terminated)
-        .and_then(|t| t.message);
-    Ok(job_outcome(&current, message.as_deref()))
 }
 
 async fn building(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatus) -> Result<Step> {
@@ -746,6 +712,14 @@ async fn building(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatu
     }
 }
 
+/// Bytes written by a restore, from `hearth snapshot restore --json`.
+fn restored_bytes(result: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(result)
+        .ok()?
+        .get("bytes")?
+        .as_u64()
+}
+
 /// Whether the snapshot policy asks for a save after this build: every N builds, at most once
 /// per `minInterval`.
 pub fn snapshot_due(cache: &BuildCache, pvc: &str, now: Timestamp) -> bool {
@@ -799,6 +773,9 @@ async fn snapshotting(
         JobOutcome::Running => Ok(Step::new(status, Action::requeue(POLL))),
         JobOutcome::Succeeded { result, seconds } => {
             let record = result.as_deref().and_then(|r| saved_snapshot(r, now));
+            if let Some(r) = &record {
+                ctx.metrics.store_transfer("save", r.new_bytes.max(0) as u64);
+            }
             if let Some(s) = seconds {
                 status
                     .durations
@@ -844,6 +821,7 @@ async fn snapshotting(
             ))
         }
         JobOutcome::Failed { message } => {
+            ctx.metrics.store_failed("save");
             // The image is pushed: the build succeeded; only the cache stays unsaved.
             set_condition(
                 &mut status,
