@@ -1,10 +1,12 @@
-//! The restore and save jobs the controller builds run commands the `hearth snapshot` CLI
+//! The restore, save, gc and forget jobs the controller builds run commands the `hearth snapshot` CLI
 //! accepts: their args and env parse with the real parser, so the two cannot drift apart.
 //! (One test in this binary: it sets process environment variables.)
 
 use clap::Parser;
 use hearth::cli::{Cli, Command};
-use hearth::controller::builders::jobs::{snapshot_job, SnapshotJobInputs, SnapshotOp};
+use hearth::controller::builders::jobs::{
+    cache_job, snapshot_job, CacheJobInputs, SnapshotJobInputs, SnapshotOp,
+};
 use hearth::controller::builders::Pin;
 use hearth::controller::config::OperatorConfig;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -32,13 +34,38 @@ fn restore_and_save_jobs_parse_with_the_snapshot_cli() {
             ..Default::default()
         },
     };
-    for op in [
-        SnapshotOp::Restore {
-            snapshot: "snap-1".into(),
-        },
-        SnapshotOp::Save,
-    ] {
-        let job = snapshot_job(&op, &inputs, &config);
+    let cache_inputs = |replica: Option<(String, Pin)>| CacheJobInputs {
+        namespace: "shop".into(),
+        cache: "shop-main".into(),
+        seq: 4,
+        replica,
+        deadline_seconds: 600,
+        owner: inputs.owner.clone(),
+    };
+    let replica = Some(("shop-main-r0".to_string(), Pin::Node("n1".into())));
+    let jobs = [
+        snapshot_job(
+            &SnapshotOp::Restore {
+                snapshot: "snap-1".into(),
+            },
+            &inputs,
+            &config,
+        ),
+        snapshot_job(&SnapshotOp::Save, &inputs, &config),
+        cache_job(&SnapshotOp::Save, &cache_inputs(replica), &config),
+        cache_job(
+            &SnapshotOp::Gc {
+                retain: 3,
+                keep: vec!["snap-0".into(), "snap-1".into()],
+                grace_seconds: 3600,
+            },
+            &cache_inputs(None),
+            &config,
+        ),
+        cache_job(&SnapshotOp::Forget, &cache_inputs(None), &config),
+    ];
+    for job in jobs {
+        let role = job.metadata.labels.as_ref().unwrap()["hearth.dev/role"].clone();
         let container = job
             .spec
             .unwrap()
@@ -58,13 +85,14 @@ fn restore_and_save_jobs_parse_with_the_snapshot_cli() {
         let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         assert!(matches!(cli.command, Command::Snapshot(_)), "{argv:?}");
         let debug = format!("{:?}", cli.command);
-        for expected in [
-            "s3://caches/prod",
-            "shop",
-            "shop-main",
-            "/cache/buildkit",
-            "json: true",
-        ] {
+        let mut expected = vec!["s3://caches/prod", "shop", "shop-main", "json: true"];
+        match role.as_str() {
+            "restore" | "save" => expected.push("/cache/buildkit"),
+            "gc" => expected.extend(["retain: Some(3)", "keep: [\"snap-0\", \"snap-1\"]", "grace: 1h"]),
+            "forget" => expected.push("all: true"),
+            other => panic!("unexpected role {other}"),
+        }
+        for expected in expected {
             assert!(debug.contains(expected), "{expected} not in {debug}");
         }
     }

@@ -502,7 +502,7 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
         JobOutcome::Running => Ok(Action::requeue(FOLLOW)),
         JobOutcome::Succeeded { result, .. } => {
             let mut note = String::new();
-            update_status(ctx, &namespace, &name, |status, _| {
+            let updated = update_status(ctx, &namespace, &name, |status, _| {
                 status.operation = None;
                 set_store_condition(status, true, "Succeeded", &format!("{} job {} succeeded", store_op, op.job), now);
                 match op.kind {
@@ -554,7 +554,7 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
             }
             if op.kind == OperationKind::Forget && cache.metadata.deletion_timestamp.is_some() {
                 let api: Api<BuildCache> = Api::namespaced(ctx.client.clone(), &namespace);
-                finalizer::remove(&api, cache, FINALIZER).await?;
+                finalizer::remove(&api, updated.as_ref().unwrap_or(cache), FINALIZER).await?;
                 return Ok(Action::await_change());
             }
             Ok(Action::requeue(Duration::from_millis(100)))
