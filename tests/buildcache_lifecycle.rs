@@ -52,7 +52,9 @@ async fn set_budget(c: &Cluster, node: &str, budget: &str) {
         .patch(
             node,
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"hearth.dev/cache-budget": budget}}})),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"hearth.dev/cache-budget": budget}}}),
+            ),
         )
         .await
         .unwrap();
@@ -251,7 +253,10 @@ async fn lowering_max_replicas_retires_the_extra_idle_replica() {
         labels: claim.metadata.labels.clone(),
         ..Default::default()
     };
-    c.claims().create(&Default::default(), &claim).await.unwrap();
+    c.claims()
+        .create(&Default::default(), &claim)
+        .await
+        .unwrap();
     assert_eq!(c.cache(&cache).await.status.unwrap().replicas.len(), 2);
     c.caches()
         .patch(
@@ -320,7 +325,13 @@ async fn gc_applies_retention_keeps_what_replicas_match_and_lists_the_store() {
     let mut c = Cluster::new(&["n1"], s3_config()).await;
     let cache = cache_of("shop:main");
     for (i, b) in ["b1", "b2", "b3", "b4"].iter().enumerate() {
-        build(&mut c, b, "shop:main", Some(&saved(&format!("s{}", i + 1), 1))).await;
+        build(
+            &mut c,
+            b,
+            "shop:main",
+            Some(&saved(&format!("s{}", i + 1), 1)),
+        )
+        .await;
         c.advance(700);
     }
     let st = c.cache(&cache).await.status.unwrap();
@@ -357,7 +368,10 @@ async fn gc_applies_retention_keeps_what_replicas_match_and_lists_the_store() {
     c.reconcile_cache(&cache).await;
     let st = c.cache(&cache).await.status.unwrap();
     assert_eq!(
-        st.snapshots.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        st.snapshots
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
         ["s4", "s3", "s2"]
     );
     assert_eq!(st.snapshot_bytes, Some(6000));
@@ -473,7 +487,11 @@ async fn deleting_with_delete_forgets_the_snapshots_first() {
     set_policy(&c, &cache, "Delete").await;
     let now = c.ctx.now();
     let bc = reconcile_deleted(&mut c, &cache, now).await;
-    assert_eq!(bc.finalizers(), [FINALIZER.to_string()], "kept until forgotten");
+    assert_eq!(
+        bc.finalizers(),
+        [FINALIZER.to_string()],
+        "kept until forgotten"
+    );
     let op = bc.status.unwrap().operation.unwrap();
     assert_eq!(op.kind, OperationKind::Forget);
     let job = c.jobs().get(&op.job).await.unwrap();
@@ -573,4 +591,3 @@ async fn gauges_show_bytes_per_node_and_replicas_by_state() {
         assert!(m.contains(line), "{line} missing from\n{m}");
     }
 }
-

@@ -88,7 +88,11 @@ fn restore_and_save_jobs_parse_with_the_snapshot_cli() {
         let mut expected = vec!["s3://caches/prod", "shop", "shop-main", "json: true"];
         match role.as_str() {
             "restore" | "save" => expected.push("/cache/buildkit"),
-            "gc" => expected.extend(["retain: Some(3)", "keep: [\"snap-0\", \"snap-1\"]", "grace: 1h"]),
+            "gc" => expected.extend([
+                "retain: Some(3)",
+                "keep: [\"snap-0\", \"snap-1\"]",
+                "grace: 1h",
+            ]),
             "forget" => expected.push("all: true"),
             other => panic!("unexpected role {other}"),
         }

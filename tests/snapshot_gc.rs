@@ -167,3 +167,60 @@ async fn retention_and_two_phases() {
         .is_empty());
     let _: &Store = &store;
 }
+
+/// What the controller's gc Job runs, against the S3 protocol server: `hearth snapshot gc
+/// --retain --keep --json` forgets the oldest snapshots except those kept for live replicas,
+/// and its output is the listing the controller copies into BuildCache status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_job_on_s3_keeps_replica_snapshots_and_lists_what_remains() {
+    let server = S3Server::start().await;
+    let store = server.store().await;
+    let url = server.url();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    let mut ids = Vec::new();
+    for round in 0..4u64 {
+        let _ = std::fs::remove_dir_all(&src);
+        write_blobs(&src, "b", round * 10..round * 10 + 2);
+        ids.push(save(&store, &src, &save_opts(&url)).await.unwrap().id);
+    }
+    let endpoint = server.options().endpoint.unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args([
+            "snapshot", "gc", "--cache", "shop", "--retain", "1", "--keep",
+        ])
+        .arg(&ids[0])
+        .args(["--json", "--store", &url, "--namespace", "team-a"])
+        .args(["--s3-endpoint", &endpoint, "--s3-path-style"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.len() < 4096, "fits a termination message: {stdout}");
+    let listed = hearth::controller::build_cache::gc_listing(stdout.trim()).expect(&stdout);
+    assert_eq!(
+        listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        [ids[3].as_str(), ids[0].as_str()],
+        "newest first: the retained one and the one a replica matches"
+    );
+    assert!(listed.iter().all(|s| s.bytes == 2 << 20 && s.new_bytes > 0));
+    // The kept snapshot still restores whole.
+    let dst = work.path().join("dst");
+    restore(
+        &store,
+        &ids[0],
+        &dst,
+        &RestoreOptions::new(&url, "team-a", "shop"),
+    )
+    .await
+    .unwrap();
+    let forgotten = catalog::forget_cache(&store, "team-a", "shop")
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 2);
+}

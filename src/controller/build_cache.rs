@@ -140,7 +140,9 @@ async fn bookkeeping(cache: &BuildCache, ctx: &Context) -> Result<Option<Action>
     {
         if claims.contains_key(&r.pvc) {
             match claims_api.delete(&r.pvc, &DeleteParams::default()).await {
-                Ok(_) => info!(cache = %name, pvc = %r.pvc, state = ?r.state, "deleting the PVC of a finished replica"),
+                Ok(_) => {
+                    info!(cache = %name, pvc = %r.pvc, state = ?r.state, "deleting the PVC of a finished replica")
+                }
                 Err(e) if is_status(&e, 404) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -504,7 +506,13 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
             let mut note = String::new();
             let updated = update_status(ctx, &namespace, &name, |status, _| {
                 status.operation = None;
-                set_store_condition(status, true, "Succeeded", &format!("{} job {} succeeded", store_op, op.job), now);
+                set_store_condition(
+                    status,
+                    true,
+                    "Succeeded",
+                    &format!("{} job {} succeeded", store_op, op.job),
+                    now,
+                );
                 match op.kind {
                     OperationKind::Save => {
                         let record = result.as_deref().and_then(|r| saved_snapshot(r, now));
@@ -521,7 +529,8 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
                                 "saved replica {} as snapshot {} ({} new bytes): {}",
                                 r.pvc, record.id, record.new_bytes, op.reason
                             );
-                            ctx.metrics.store_transfer("save", record.new_bytes.max(0) as u64);
+                            ctx.metrics
+                                .store_transfer("save", record.new_bytes.max(0) as u64);
                             r.snapshot_id = Some(record.id.clone());
                             r.builds_since_snapshot = Some(0);
                             r.size_bytes = Some(record.bytes);
@@ -531,8 +540,7 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
                     OperationKind::Gc => {
                         status.last_gc = Some(Time(now));
                         if let Some(listed) = result.as_deref().and_then(gc_listing) {
-                            status.snapshot_bytes =
-                                Some(listed.iter().map(|s| s.new_bytes).sum());
+                            status.snapshot_bytes = Some(listed.iter().map(|s| s.new_bytes).sum());
                             status.snapshots = listed;
                         }
                     }
@@ -564,7 +572,13 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
             warn!(cache = %name, namespace = %namespace, job = %op.job, %message, "maintenance job failed");
             update_status(ctx, &namespace, &name, |status, _| {
                 status.operation = None;
-                set_store_condition(status, false, "JobFailed", &format!("{store_op} job {} failed: {message}", op.job), now);
+                set_store_condition(
+                    status,
+                    false,
+                    "JobFailed",
+                    &format!("{store_op} job {} failed: {message}", op.job),
+                    now,
+                );
                 if let Some(r) = status
                     .replicas
                     .iter_mut()
@@ -606,16 +620,16 @@ fn set_store_condition(
         .filter(|c| c.status == value && ok)
         .map(|c| c.last_transition_time.clone());
     status.conditions.retain(|c| c.type_ != STORE_REACHABLE);
-    status.conditions.push(
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    status
+        .conditions
+        .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
             type_: STORE_REACHABLE.into(),
             status: value.into(),
             reason: reason.into(),
             message: message.chars().take(1024).collect(),
             last_transition_time: keep_time.unwrap_or(Time(now)),
             observed_generation: None,
-        },
-    );
+        });
 }
 
 /// Whether a store operation failed less than `backoff` ago.
@@ -746,7 +760,14 @@ pub fn refresh_gauges(ctx: &Context) {
             .get_or_create(&labels)
             .set(node_bytes.get(&labels.node).copied().unwrap_or(0));
     }
-    for state in ["Idle", "InUse", "Restoring", "Snapshotting", "Lost", "Evicting"] {
+    for state in [
+        "Idle",
+        "InUse",
+        "Restoring",
+        "Snapshotting",
+        "Lost",
+        "Evicting",
+    ] {
         m.replicas
             .get_or_create(&super::metrics::ReplicaStateLabels {
                 state: state.into(),

@@ -48,4 +48,3 @@ pub async fn job_state(ctx: &Context, namespace: &str, job: Job) -> Result<JobOu
         .and_then(|t| t.message);
     Ok(job_outcome(&current, message.as_deref()))
 }
-

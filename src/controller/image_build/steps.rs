@@ -12,7 +12,6 @@ use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
 use super::outcome::{pod_outcome, saved_snapshot, JobOutcome, PodOutcome};
-use crate::controller::job_runner::job_state;
 use super::status::{between, finish, go_duration, set_condition};
 use super::{abort, release_claim, Step};
 use crate::api::common::condition;
@@ -26,6 +25,7 @@ use crate::controller::builders::{labels, Pin};
 use crate::controller::claims::{self, owner_ref, Release};
 use crate::controller::context::Context;
 use crate::controller::error::{Error, Result};
+use crate::controller::job_runner::job_state;
 use crate::controller::quantity;
 use crate::controller::view::{build_request, build_view, seconds, Objects, NODE_LABEL};
 use crate::planner::{self, Action as Plan};
@@ -774,7 +774,8 @@ async fn snapshotting(
         JobOutcome::Succeeded { result, seconds } => {
             let record = result.as_deref().and_then(|r| saved_snapshot(r, now));
             if let Some(r) = &record {
-                ctx.metrics.store_transfer("save", r.new_bytes.max(0) as u64);
+                ctx.metrics
+                    .store_transfer("save", r.new_bytes.max(0) as u64);
             }
             if let Some(s) = seconds {
                 status
