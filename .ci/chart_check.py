@@ -81,7 +81,7 @@ NAMESPACED_PERMS = {
     ("hearth.dev", "imagebuilds"): {"get", "list", "watch", "patch"},
     ("hearth.dev", "imagebuilds/status"): {"update"},
     ("hearth.dev", "imagebuilds/finalizers"): {"update"},
-    ("hearth.dev", "buildcaches"): {"get", "list", "watch", "create"},
+    ("hearth.dev", "buildcaches"): {"get", "list", "watch", "create", "patch"},
     ("hearth.dev", "buildcaches/status"): {"update"},
     ("hearth.dev", "buildcaches/finalizers"): {"update"},
     ("", "pods"): {"get", "list", "watch", "create", "delete"},
@@ -102,7 +102,8 @@ LEASE_PERMS = {
 CONFIG_KEYS = {
     "builder": {"image", "hearthImage", "imagePullPolicy", "resources", "nodeSelector", "tolerations"},
     "cache": {"storageClassName", "size", "nodeBudget", "maxReplicas"},
-    "snapshot": {"store", "credentialsSecret", "fileStoreClaim", "s3", "every", "minInterval", "retain"},
+    "snapshot": {"store", "credentialsSecret", "fileStoreClaim", "s3", "every", "minInterval", "retain",
+                 "gcInterval", "gcGrace", "deleteTimeout"},
     "snapshot.s3": {"endpoint", "region", "pathStyle"},
     "namespaces": None,
 }

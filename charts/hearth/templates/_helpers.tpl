@@ -67,6 +67,9 @@ snapshot:
     pathStyle: {{ .Values.snapshot.s3.pathStyle }}
   every: {{ int .Values.snapshot.every }}
   minInterval: {{ .Values.snapshot.minInterval | quote }}
+  gcInterval: {{ .Values.snapshot.gcInterval | quote }}
+  gcGrace: {{ .Values.snapshot.gcGrace | quote }}
+  deleteTimeout: {{ .Values.snapshot.deleteTimeout | quote }}
   retain: {{ int .Values.snapshot.retain }}
 namespaces:{{ if .Values.namespaces }}{{ toYaml .Values.namespaces | nindent 2 }}{{ else }} []{{ end }}
 {{- end }}
