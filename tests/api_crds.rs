@@ -123,7 +123,17 @@ fn crds_have_names_columns_and_status_subresource() {
         (
             "buildcaches.hearth.dev",
             "bc",
-            vec!["Key", "Replicas", "Snapshots", "Size", "Hot", "Restored", "Cold", "Last Used", "Age"],
+            vec![
+                "Key",
+                "Replicas",
+                "Snapshots",
+                "Size",
+                "Hot",
+                "Restored",
+                "Cold",
+                "Last Used",
+                "Age",
+            ],
         ),
     ];
     for (crd, (name, short, columns)) in crds.iter().zip(expect) {

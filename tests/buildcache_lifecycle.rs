@@ -591,3 +591,58 @@ async fn gauges_show_bytes_per_node_and_replicas_by_state() {
         assert!(m.contains(line), "{line} missing from\n{m}");
     }
 }
+
+#[tokio::test]
+async fn describe_tells_why_a_build_was_cold() {
+    // No store: a replica is the only copy, so a lost node means a cold build.
+    let mut c = Cluster::new(&["n1", "n2"], Default::default()).await;
+    let cache = cache_of("shop:main");
+    c.submit(
+        "b1",
+        spec(
+            "registry.example.com/shop/api:1",
+            json!({"cache": {"key": "shop:main"}}),
+        ),
+    )
+    .await;
+    assert_eq!(c.settle("b1").await, Some(Phase::Building));
+    let (meta, _) = metadata('a');
+    c.finish_pod("b1-build-1", 0, &meta).await;
+    assert_eq!(c.settle("b1").await, Some(Phase::Succeeded));
+    let node = c.cache(&cache).await.status.unwrap().replicas[0]
+        .node
+        .clone()
+        .unwrap();
+    c.delete_node(&node).await;
+    c.reconcile_cache(&cache).await;
+    c.submit(
+        "b2",
+        spec(
+            "registry.example.com/shop/api:2",
+            json!({"cache": {"key": "shop:main", "restoreKeys": ["shop:base"]}}),
+        ),
+    )
+    .await;
+    assert_eq!(c.settle("b2").await, Some(Phase::Building));
+    let ready = c
+        .build("b2")
+        .await
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|x| x.type_ == "CacheReady")
+        .unwrap();
+    assert_eq!(ready.reason, "Cold");
+    for part in [
+        "looked for key \"shop:main\" and restore keys [\"shop:base\"]",
+        "0 snapshot(s)",
+        "Lost (NodeLost)",
+    ] {
+        assert!(
+            ready.message.contains(part),
+            "{part:?} not in {:?}",
+            ready.message
+        );
+    }
+}

@@ -268,6 +268,12 @@ async fn place(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatus) 
         }
         Plan::Cold { node, throwaway } => {
             placement.node = Some(node_name(node));
+            let story = cold_story(
+                &key,
+                &build.spec.cache.restore_keys,
+                cache.as_ref(),
+                &reason,
+            );
             if !throwaway {
                 let cache = cache
                     .ok_or_else(|| Error::Planner("no BuildCache for a ReadWrite build".into()))?;
@@ -291,7 +297,7 @@ async fn place(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatus) 
                 condition::CACHE_READY,
                 true,
                 "Cold",
-                &reason,
+                &story,
                 generation,
                 now,
             );
@@ -322,6 +328,58 @@ async fn place(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatus) 
         "Placed",
         format!("on {where_}, {warmth:?}: {reason}"),
     ))
+}
+
+/// Why a build starts cold, for `kubectl describe`: the planner's reason, what it looked for,
+/// and what the cache's status says happened to its replicas and snapshots.
+pub fn cold_story(
+    key: &str,
+    restore_keys: &[String],
+    cache: Option<&BuildCache>,
+    reason: &str,
+) -> String {
+    let mut story = format!("{reason}; looked for key {key:?}");
+    if !restore_keys.is_empty() {
+        story.push_str(&format!(" and restore keys {restore_keys:?}"));
+    }
+    let Some(status) = cache.and_then(|c| c.status.as_ref()) else {
+        story.push_str(" (no BuildCache yet: the key's first build)");
+        return story;
+    };
+    let count = |state: ReplicaState| status.replicas.iter().filter(|r| r.state == state).count();
+    story.push_str(&format!(
+        "; BuildCache has {} usable replica(s) ({} in use), {} snapshot(s)",
+        count(ReplicaState::Idle) + count(ReplicaState::InUse),
+        count(ReplicaState::InUse),
+        status.snapshots.len()
+    ));
+    let gone: Vec<String> = status
+        .replicas
+        .iter()
+        .filter(|r| matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting))
+        .map(|r| {
+            format!(
+                "{} {:?}{}",
+                r.pvc,
+                r.state,
+                r.reason
+                    .as_ref()
+                    .map(|x| format!(" ({x})"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if !gone.is_empty() {
+        story.push_str(&format!("; gone: {}", gone.join(", ")));
+    }
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "StoreReachable" && c.status == "False")
+    {
+        story.push_str(&format!("; the store is failing: {}", c.message));
+    }
+    story
 }
 
 /// The cache is at `maxReplicas`: wait for one of its replicas rather than exceed the
