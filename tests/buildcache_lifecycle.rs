@@ -28,14 +28,7 @@ fn saved(id: &str, gib: i64) -> String {
 /// One ReadWrite build of `key` to the end; `save` is the save job's result, or `None` when
 /// the save job fails (the replica then holds unsaved state).
 async fn build(c: &mut Cluster, name: &str, key: &str, save: Option<&str>) {
-    c.submit(
-        name,
-        spec(
-            "registry.example.com/shop/api:1",
-            json!({"cache": {"key": key}}),
-        ),
-    )
-    .await;
+    submit(c, name, key).await;
     assert_eq!(c.settle(name).await, Some(Phase::Building), "{name}");
     let (meta, _) = metadata('a');
     c.finish_pod(&format!("{name}-build-1"), 0, &meta).await;
@@ -45,6 +38,18 @@ async fn build(c: &mut Cluster, name: &str, key: &str, save: Option<&str>) {
         None => c.finish_job(&format!("{name}-save-1"), false, "").await,
     }
     assert_eq!(c.settle(name).await, Some(Phase::Succeeded), "{name}");
+}
+
+/// Submits a ReadWrite build of `key`.
+async fn submit(c: &Cluster, name: &str, key: &str) {
+    c.submit(
+        name,
+        spec(
+            "registry.example.com/shop/api:1",
+            json!({"cache": {"key": key}}),
+        ),
+    )
+    .await;
 }
 
 async fn set_budget(c: &Cluster, node: &str, budget: &str) {
@@ -117,14 +122,7 @@ async fn a_node_over_budget_evicts_its_least_valuable_saved_replica() {
         "{metrics}"
     );
     // Its snapshot is still there: the next build of the key restores it.
-    c.submit(
-        "again",
-        spec(
-            "registry.example.com/shop/api:2",
-            json!({"cache": {"key": "shop:old"}}),
-        ),
-    )
-    .await;
+    submit(&c, "again", "shop:old").await;
     assert_eq!(c.settle("again").await, Some(Phase::Restoring));
 }
 
@@ -187,14 +185,7 @@ async fn an_unsaved_replica_over_budget_is_saved_before_it_is_evicted() {
 async fn a_replica_in_use_is_never_evicted() {
     let mut c = Cluster::new(&["n1"], s3_config()).await;
     build(&mut c, "b1", "shop:main", Some(&saved("s1", 20))).await;
-    c.submit(
-        "b2",
-        spec(
-            "registry.example.com/shop/api:2",
-            json!({"cache": {"key": "shop:main"}}),
-        ),
-    )
-    .await;
+    submit(&c, "b2", "shop:main").await;
     assert_eq!(c.settle("b2").await, Some(Phase::Building));
     set_budget(&c, "n1", "1Gi").await;
     c.reconcile_cache(&cache_of("shop:main")).await;
@@ -288,14 +279,7 @@ async fn a_save_deferred_by_min_interval_runs_once_it_has_passed() {
     let cache = cache_of("shop:main");
     build(&mut c, "b1", "shop:main", Some(&saved("s1", 1))).await;
     // Within minInterval (10m): the second build's save is skipped.
-    c.submit(
-        "b2",
-        spec(
-            "registry.example.com/shop/api:2",
-            json!({"cache": {"key": "shop:main"}}),
-        ),
-    )
-    .await;
+    submit(&c, "b2", "shop:main").await;
     c.settle("b2").await;
     let (meta, _) = metadata('b');
     c.finish_pod("b2-build-1", 0, &meta).await;
@@ -515,14 +499,7 @@ async fn deleting_with_delete_waits_for_a_build_holding_a_replica() {
     let cache = cache_of("shop:main");
     build(&mut c, "b1", "shop:main", Some(&saved("s1", 1))).await;
     set_policy(&c, &cache, "Delete").await;
-    c.submit(
-        "b2",
-        spec(
-            "registry.example.com/shop/api:2",
-            json!({"cache": {"key": "shop:main"}}),
-        ),
-    )
-    .await;
+    submit(&c, "b2", "shop:main").await;
     assert_eq!(c.settle("b2").await, Some(Phase::Building));
     let now = c.ctx.now();
     let bc = reconcile_deleted(&mut c, &cache, now).await;
@@ -597,14 +574,7 @@ async fn describe_tells_why_a_build_was_cold() {
     // No store: a replica is the only copy, so a lost node means a cold build.
     let mut c = Cluster::new(&["n1", "n2"], Default::default()).await;
     let cache = cache_of("shop:main");
-    c.submit(
-        "b1",
-        spec(
-            "registry.example.com/shop/api:1",
-            json!({"cache": {"key": "shop:main"}}),
-        ),
-    )
-    .await;
+    submit(&c, "b1", "shop:main").await;
     assert_eq!(c.settle("b1").await, Some(Phase::Building));
     let (meta, _) = metadata('a');
     c.finish_pod("b1-build-1", 0, &meta).await;
