@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# BuildCache lifecycle scenarios against the cluster that e2e/up.sh brought up (after, or
+# without, e2e/run.sh): node budget eviction, maxReplicas, deletion with each policy, and
+# deletion while the store is unreachable.
+#   e2e/lifecycle.sh                      every scenario, in order
+#   e2e/lifecycle.sh budget delete        some of them
+# Each run uses its own keys (from E2E_RUN_ID, default the time). The unreachable-store
+# scenario scales MinIO to zero for a few minutes and always scales it back.
+# Prints "lifecycle: N passed, M failed" and exits non-zero when a scenario failed.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+
+need kubectl jq
+
+RUN=${E2E_RUN_ID:-$(date +%H%M%S)}
+GIT_URL="git://gitd.$NS.svc.cluster.local/app.git"
+BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-900}
+DELETE_TIMEOUT=${E2E_DELETE_TIMEOUT:-180} # > snapshot.deleteTimeout in e2e/values.yaml (2m)
+ALL=(budget max-replicas delete retain unreachable-store)
+
+# build NAME KEY [CACHE]: a ReadWrite build of the test context (with a cacheRef when given).
+build() {
+  local ref=""
+  [[ -n "${3:-}" ]] && ref="cacheRef: $3"
+  kc apply -f - <<YAML
+apiVersion: hearth.dev/v1alpha1
+kind: ImageBuild
+metadata:
+  name: $1
+  namespace: $NS
+  labels:
+    e2e.hearth.dev/run: "$RUN"
+spec:
+  source:
+    git:
+      url: $GIT_URL
+      revision: main
+  buildArgs:
+    RUN_ID: "$1"
+  output:
+    image: registry.hearth-e2e.invalid/e2e/app:$1
+    push: false
+  cache:
+    key: "$2"
+    $ref
+  timeout: 20m
+YAML
+}
+
+# cache NAME KEY POLICY: a BuildCache with a deletion policy.
+cache() {
+  kc apply -f - <<YAML
+apiVersion: hearth.dev/v1alpha1
+kind: BuildCache
+metadata:
+  name: $1
+  namespace: $NS
+spec:
+  key: "$2"
+  deletionPolicy: $3
+YAML
+}
+
+ibf() { kc -n "$NS" get imagebuild "$1" -o json | jq -r "$2 // empty"; }
+bcf() { kc -n "$NS" get buildcache "$1" -o json | jq -r "$2 // empty"; }
+cache_of() { kc -n "$NS" get buildcaches -o json | jq -r --arg k "$1" '.items[] | select(.spec.key == $k) | .metadata.name'; }
+
+# wait_succeeded NAME: waits for the build to succeed; fails at once on Failed or Cancelled.
+wait_succeeded() {
+  local deadline=$((SECONDS + BUILD_TIMEOUT)) phase
+  while :; do
+    phase=$(ibf "$1" .status.phase)
+    case $phase in
+      Succeeded) return 0 ;;
+      Failed | Cancelled) die "$1 ended $phase: $(ibf "$1" .status.message)" ;;
+    esac
+    ((SECONDS < deadline)) || die "timed out waiting for $1 ($phase)"
+    sleep 2
+  done
+}
+
+# store_ls CACHE: the cache's snapshot ids in the store, as the namespace's credentials see
+# them (a one-shot pod running `hearth snapshot ls`).
+store_ls() {
+  local pod=ls-$RUN-$RANDOM
+  kc -n "$NS" run "$pod" --quiet --rm -i --restart=Never --image="$HEARTH_IMAGE" \
+    --image-pull-policy=IfNotPresent \
+    --overrides='{"spec":{"containers":[{"name":"'"$pod"'","image":"'"$HEARTH_IMAGE"'","args":["snapshot","ls","--json","--cache","'"$1"'"],"envFrom":[{"secretRef":{"name":"hearth-store"}}],"env":[{"name":"HEARTH_STORE","value":"s3://hearth/e2e"},{"name":"HEARTH_NAMESPACE","value":"'"$NS"'"},{"name":"AWS_REGION","value":"us-east-1"},{"name":"AWS_ENDPOINT_URL_S3","value":"http://minio.minio.svc.cluster.local:9000"},{"name":"AWS_S3_FORCE_PATH_STYLE","value":"true"}]}]}}' \
+    2>/dev/null | jq -r '[.[].id] | join(",")'
+}
+
+gone() { ! kc -n "$NS" get buildcache "$1" >/dev/null 2>&1; }
+event_seen() { kc -n "$NS" get events -o json | jq -e --arg r "$1" --arg o "$2" '.items[] | select(.reason == $r and .regarding.name == $o or .reason == $r and .involvedObject.name == $o)' >/dev/null; }
+replica_state() { bcf "$1" ".status.replicas[]? | select(.pvc == \"$2\") | .state"; }
+evicted() { [[ "$(replica_state "$1" "$2")" != Idle ]] && ! kc -n "$NS" get pvc "$2" >/dev/null 2>&1; }
+
+# ------------------------------------------------------------------ scenarios
+
+# A node over its cache budget evicts a saved idle replica (PVC deleted, Event Evicted); the
+# snapshot stays, and the next build of the key restores it.
+scenario_budget() {
+  local key="e2e/budget-$RUN" b=budget-a-$RUN cache pvc node
+  build "$b" "$key"
+  wait_succeeded "$b"
+  cache=$(cache_of "$key")
+  pvc=$(ibf "$b" .status.placement.replica)
+  node=$(ibf "$b" .status.placement.node)
+  [[ -n "$(bcf "$cache" .status.snapshots[0].id)" ]] || die "$cache has no snapshot"
+  trap 'kc annotate node "$node" hearth.dev/cache-budget- >/dev/null || true' EXIT
+  kc annotate --overwrite node "$node" hearth.dev/cache-budget=1Ki
+  retry 180 "replica $pvc evicted from $node" evicted "$cache" "$pvc"
+  retry 60 "an Evicted event on $cache" event_seen Evicted "$cache"
+  info "ok: $pvc evicted: $(kc -n "$NS" get events -o json | jq -r --arg o "$cache" '[.items[] | select(.reason == "Evicted") | (.note // .message)] | last')"
+  kc annotate node "$node" hearth.dev/cache-budget-
+  build "budget-b-$RUN" "$key"
+  wait_succeeded "budget-b-$RUN"
+  assert_eq "$(ibf "budget-b-$RUN" .status.placement.warmth)" Restored "warmth after eviction"
+}
+
+# Lowering maxReplicas retires the extra idle replica (saved first if it must be).
+scenario_max_replicas() {
+  local key="e2e/max-$RUN" cache
+  build "max-a-$RUN" "$key"
+  build "max-b-$RUN" "$key"
+  wait_succeeded "max-a-$RUN"
+  wait_succeeded "max-b-$RUN"
+  cache=$(cache_of "$key")
+  local live
+  live=$(bcf "$cache" '[.status.replicas[]? | select(.state != "Lost" and .state != "Evicting")] | length')
+  if ((live < 2)); then
+    info "the two builds shared one replica (one waited for the other): nothing to retire"
+    return 0
+  fi
+  kc -n "$NS" patch buildcache "$cache" --type=merge -p '{"spec":{"maxReplicas":1}}'
+  retry 180 "$cache down to one replica" bash -c "[[ \$(kubectl --context $CONTEXT -n $NS get buildcache $cache -o json | jq '[.status.replicas[]? | select(.state != \"Lost\" and .state != \"Evicting\")] | length') == 1 ]]"
+  retry 60 "an Evicted event on $cache" event_seen Evicted "$cache"
+}
+
+# deletionPolicy Delete: deleting the BuildCache removes its snapshots from the store first.
+scenario_delete() {
+  local key="e2e/delete-$RUN" cache=delete-$RUN
+  cache "$cache" "$key" Delete
+  build "delete-b-$RUN" "$key" "$cache"
+  wait_succeeded "delete-b-$RUN"
+  [[ -n "$(store_ls "$cache")" ]] || die "no snapshot of $cache in the store after a build"
+  kc -n "$NS" delete imagebuild "delete-b-$RUN" --wait=true
+  kc -n "$NS" delete buildcache "$cache" --wait=false
+  retry "$DELETE_TIMEOUT" "BuildCache $cache gone" gone "$cache"
+  assert_eq "$(store_ls "$cache")" "" "snapshots of $cache in the store after deletion"
+}
+
+# deletionPolicy Retain (the default): the snapshots stay.
+scenario_retain() {
+  local key="e2e/retain-$RUN" cache=retain-$RUN before
+  cache "$cache" "$key" Retain
+  build "retain-b-$RUN" "$key" "$cache"
+  wait_succeeded "retain-b-$RUN"
+  before=$(store_ls "$cache")
+  [[ -n "$before" ]] || die "no snapshot of $cache in the store after a build"
+  kc -n "$NS" delete imagebuild "retain-b-$RUN" --wait=true
+  kc -n "$NS" delete buildcache "$cache" --wait=false
+  retry 120 "BuildCache $cache gone" gone "$cache"
+  assert_eq "$(store_ls "$cache")" "$before" "snapshots of $cache after deletion with Retain"
+}
+
+# The store is down when a Delete-policy cache is deleted: it stays (finalizer, condition
+# StoreReachable=False) until snapshot.deleteTimeout, then goes with a SnapshotsLeft Warning.
+scenario_unreachable_store() {
+  local key="e2e/unreachable-$RUN" cache=unreachable-$RUN
+  cache "$cache" "$key" Delete
+  build "unreachable-b-$RUN" "$key" "$cache"
+  wait_succeeded "unreachable-b-$RUN"
+  kc -n "$NS" delete imagebuild "unreachable-b-$RUN" --wait=true
+  trap 'kc -n minio scale deploy/minio --replicas=1 >/dev/null; kc -n minio rollout status deploy/minio --timeout=180s >/dev/null || true' EXIT
+  kc -n minio scale deploy/minio --replicas=0
+  kc -n minio wait --for=delete pod -l app=minio --timeout=120s || true
+  kc -n "$NS" delete buildcache "$cache" --wait=false
+  retry 180 "StoreReachable=False on $cache" bash -c "[[ \$(kubectl --context $CONTEXT -n $NS get buildcache $cache -o json | jq -r '.status.conditions[]? | select(.type == \"StoreReachable\") | .status') == False ]]"
+  gone "$cache" && die "$cache went before deleteTimeout while the store was down"
+  retry "$DELETE_TIMEOUT" "BuildCache $cache gone after deleteTimeout" gone "$cache"
+  retry 60 "a SnapshotsLeft event" event_seen SnapshotsLeft "$cache"
+}
+
+# ------------------------------------------------------------------ main
+
+kc get crd buildcaches.hearth.dev >/dev/null 2>&1 || die "no Hearth on context $CONTEXT: run e2e/up.sh first"
+scenarios=("$@")
+((${#scenarios[@]})) || scenarios=("${ALL[@]}")
+for s in "${scenarios[@]}"; do
+  [[ " ${ALL[*]} " == *" $s "* ]] || die "unknown scenario '$s' (known: ${ALL[*]})"
+done
+log "lifecycle run $RUN: ${scenarios[*]}"
+passed=0
+failed=()
+for s in "${scenarios[@]}"; do
+  log "scenario $s"
+  set +e
+  ( set -e; "scenario_${s//-/_}" )
+  rc=$?
+  set -e
+  if ((rc == 0)); then passed=$((passed + 1)); info "PASS $s"; else failed+=("$s"); info "FAIL $s"; fi
+done
+((${#failed[@]} == 0)) || info "failed: ${failed[*]}"
+echo "lifecycle: $passed passed, ${#failed[@]} failed"
+((${#failed[@]} == 0))
