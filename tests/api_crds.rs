@@ -126,7 +126,9 @@ fn crds_have_names_columns_and_status_subresource() {
             vec![
                 "Key",
                 "Replicas",
+                "Nodes",
                 "Snapshots",
+                "Stored",
                 "Size",
                 "Hot",
                 "Restored",

@@ -27,7 +27,9 @@ const QUANTITY_BOUNDS_RULE: &str =
     cel,
     printcolumn = r#"{"name":"Key","type":"string","jsonPath":".spec.key"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicaCount"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.locations"}"#,
     printcolumn = r#"{"name":"Snapshots","type":"integer","jsonPath":".status.snapshotCount"}"#,
+    printcolumn = r#"{"name":"Stored","type":"integer","jsonPath":".status.snapshotBytes","priority":1}"#,
     printcolumn = r#"{"name":"Size","type":"string","jsonPath":".status.size"}"#,
     printcolumn = r#"{"name":"Hot","type":"integer","jsonPath":".status.hits.hot"}"#,
     printcolumn = r#"{"name":"Restored","type":"integer","jsonPath":".status.hits.restored","priority":1}"#,
@@ -335,6 +337,9 @@ pub struct BuildCacheStatus {
     /// Number of replicas (for the printer column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_count: Option<i32>,
+    /// Where the live replicas are: their nodes (or zones), comma-separated (printer column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locations: Option<String>,
     /// Number of snapshots (for the printer column).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_count: Option<i32>,

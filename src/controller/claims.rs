@@ -113,6 +113,15 @@ pub async fn update_status(
 /// Keeps the printer-column fields in step with the lists.
 pub fn summarize(status: &mut BuildCacheStatus) {
     status.replica_count = Some(status.replicas.len() as i32);
+    let mut places: Vec<String> = status
+        .replicas
+        .iter()
+        .filter(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting))
+        .filter_map(|r| r.node.clone().or_else(|| r.zone.clone()))
+        .collect();
+    places.sort();
+    places.dedup();
+    status.locations = (!places.is_empty()).then(|| places.join(","));
     status.snapshot_count = Some(status.snapshots.len() as i32);
     let total: i64 = status.replicas.iter().filter_map(|r| r.size_bytes).sum();
     status.total_bytes = Some(total);
