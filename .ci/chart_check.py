@@ -410,6 +410,7 @@ def check_service_monitor(objs: list[dict], values: dict) -> None:
     for ep in sm["spec"]["endpoints"]:
         assert ep["port"] in port_names and ep["path"] == "/metrics", f"endpoint {ep}"
         assert re.fullmatch(r"\d+(ms|s|m|h)", ep["interval"]) and re.fullmatch(r"\d+(ms|s|m|h)", ep["scrapeTimeout"])
+        assert ep.get("honorLabels") is True, "honorLabels: the namespace label of cache metrics is the build's"
     assert set(sm["spec"]) == {"selector", "namespaceSelector", "endpoints"}
     assert matches(merged["serviceMonitor"]["labels"], sm["metadata"]["labels"]), "serviceMonitor.labels"
 
