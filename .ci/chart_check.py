@@ -12,9 +12,16 @@ What it checks, for the default values and each variation in VARIANTS:
     those in the expected table below (nothing more, nothing missing);
   - the objects fit together (names, selectors, bindings, mounts) and the controller pod is
     Pod Security "restricted";
-  - the operator config in the ConfigMap has exactly the keys the controller reads.
+  - the operator config in the ConfigMap has exactly the keys the controller reads;
+  - with dashboards.enabled, the dashboard ConfigMap carries the sidecar's label and every file
+    of charts/hearth/dashboards/ as valid Grafana JSON; with alerts.enabled, the PrometheusRule
+    has the expected alerts, each with summary, description and a runbook_url whose section
+    exists in docs/runbooks.md, and passes `promtool check rules`; switched off, neither renders.
 Then: charts/hearth/crds/ is a byte-identical copy of crds/, config/install.yaml is the default
-render, and values the chart must refuse are refused.
+render, config/prometheus/hearth-rules.yaml is the rules' render and passes `promtool test
+rules` with charts/hearth/tests/alerts.test.yaml (each alert tested firing and not firing),
+and values the chart must refuse are refused. (Tests/dashboards.rs checks that every query
+names only metrics the controller registers.)
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +47,17 @@ CRDS_COPY = CHART / "crds" / "hearth.dev.yaml"
 INSTALL = ROOT / "config" / "install.yaml"
 E2E_VALUES = ROOT / "e2e" / "values.yaml"
 INSTALL_DOC = ROOT / "docs" / "install.md"
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+DASHBOARDS = CHART / "dashboards"
+RULES = ROOT / "config" / "prometheus" / "hearth-rules.yaml"
+RULES_TEST = CHART / "tests" / "alerts.test.yaml"
+# The values config/prometheus/hearth-rules.yaml is rendered with (a store, so every alert is in it).
+RULES_VALUES = {"alerts": {"enabled": True}, "snapshot": {"store": "s3://bucket/prefix"}}
+PROMTOOL = shutil.which("promtool")
+ALERTS = {"HearthControllerDown", "HearthNoLeader", "HearthReconcileErrors", "HearthBuildFailureRatio",
+          "HearthCacheHitRatioCollapse", "HearthStoreErrors", "HearthSnapshotsFallingBehind",
+          "HearthNodeOverBudget"}
+STORE_ONLY_ALERTS = {"HearthSnapshotsFallingBehind"}  # rendered only with snapshot.store set
 
 RELEASE = "hearth"
 NAMESPACE = "hearth-system"
@@ -46,6 +67,7 @@ LEASE_NAME = "hearth-controller"
 ALLOWED_KINDS = {
     "Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
     "ConfigMap", "Service", "ServiceMonitor", "NetworkPolicy", "PodDisruptionBudget",
+    "PrometheusRule",
 }
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -64,6 +86,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "networkPolicy": {"metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
     },
     "e2e": yaml.safe_load(E2E_VALUES.read_text()),  # what e2e/up.sh installs
+    "observability": {
+        "serviceMonitor": {"enabled": True},
+        "dashboards": {"enabled": True, "namespace": "monitoring", "label": "grafana_dashboard",
+                       "labelValue": "hearth", "annotations": {"grafana_folder": "Hearth"}},
+        "alerts": {"enabled": True, "labels": {"release": "prometheus"}, "alertLabels": {"team": "platform"},
+                   "hitRatio": {"dropFactor": 0.3, "baseline": "7d"}},
+        "snapshot": {"store": "s3://acme-hearth/prod"},
+    },
+    "alerts-no-store": {"alerts": {"enabled": True, "job": "hearth"}, "dashboards": {"enabled": True}},
 }
 
 # Values the chart must refuse at render time, and a word the error must contain.
@@ -74,6 +105,8 @@ INVALID_VALUES = [
     ({"cache": {"size": "lots"}}, "size"),
     ({"snapshot": {"store": "file:///stores/hearth"}}, "fileStoreClaim"),
     ({"replicaCount": 0}, "replicaCount"),
+    ({"alerts": {"buildFailures": {"window": "an hour"}}}, "window"),
+    ({"alerts": {"job": 'hearth"} or vector(1)'}}, "job"),
 ]
 
 # The permissions the controller needs (see the "why" comments in templates/rbac.yaml).
@@ -192,6 +225,19 @@ def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def dashboard_maps(objs: list[dict], merged: dict) -> list[dict]:
+    """The ConfigMaps Grafana's sidecar picks up (by the label the values name)."""
+    key, value = merged["dashboards"]["label"], merged["dashboards"]["labelValue"]
+    return [o for o in find(objs, "ConfigMap") if (o["metadata"].get("labels") or {}).get(key) == value]
+
+
+def config_map(objs: list[dict]) -> dict:
+    """The operator config ConfigMap (there may be a dashboard ConfigMap beside it)."""
+    found = [o for o in find(objs, "ConfigMap") if "config.yaml" in (o.get("data") or {})]
+    assert len(found) == 1, f"expected exactly one ConfigMap with config.yaml, found {len(found)}"
+    return found[0]
+
+
 # ---------------------------------------------------------------- checks on one render
 
 def check_lint(values: dict) -> None:
@@ -210,8 +256,8 @@ def check_schemas(objs: list[dict]) -> None:
     errors = []
     for o in objs:
         ident = f'{o["kind"]}/{o["metadata"]["name"]}'
-        if o["kind"] == "ServiceMonitor":
-            continue  # not a Kubernetes kind: checked by check_service_monitor
+        if o["kind"] in ("ServiceMonitor", "PrometheusRule"):
+            continue  # not Kubernetes kinds: checked by check_service_monitor and check_prometheus_rule
         for kv in KUBE_VERSIONS:
             try:
                 kubernetes_validate.validate(o, kv, strict=True)
@@ -333,7 +379,7 @@ def check_deployment(objs: list[dict], values: dict) -> None:
     assert csc.get("capabilities", {}).get("drop") == ["ALL"] and not csc["capabilities"].get("add"), "capabilities"
     assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC"), "host namespaces"
     # The config file is the ConfigMap's.
-    cm = one(objs, "ConfigMap")
+    cm = config_map(objs)
     vols = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     config_dir, config_file = args["--config"].rsplit("/", 1)
@@ -349,16 +395,18 @@ def check_deployment(objs: list[dict], values: dict) -> None:
         for o in find(objs, kind):
             sel = o["spec"]["selector"] if kind == "PodDisruptionBudget" else o["spec"]["podSelector"]
             assert matches(sel["matchLabels"], labels), f"{kind} selector"
+    dashboards = merged["dashboards"]["namespace"] or NAMESPACE
     for o in objs:
         if o["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
             ns = o["metadata"].get("namespace")
-            assert ns == NAMESPACE or (o["kind"] in ("Role", "RoleBinding") and ns in merged["namespaces"]), \
+            assert ns == NAMESPACE or (o["kind"] in ("Role", "RoleBinding") and ns in merged["namespaces"]) \
+                or (o in dashboard_maps(objs, merged) and ns == dashboards), \
                 f'{o["kind"]}/{o["metadata"]["name"]} in namespace {ns}'
 
 
 def check_config(objs: list[dict], values: dict) -> None:
     merged = merged_values(values)
-    config = yaml.safe_load(one(objs, "ConfigMap")["data"]["config.yaml"])
+    config = yaml.safe_load(config_map(objs)["data"]["config.yaml"])
     assert set(config) == {k for k in CONFIG_KEYS if "." not in k}, f"top-level keys {sorted(config)}"
     for path, keys in CONFIG_KEYS.items():
         node: Any = config
@@ -411,6 +459,7 @@ def check_service_monitor(objs: list[dict], values: dict) -> None:
     for ep in sm["spec"]["endpoints"]:
         assert ep["port"] in port_names and ep["path"] == "/metrics", f"endpoint {ep}"
         assert re.fullmatch(r"\d+(ms|s|m|h)", ep["interval"]) and re.fullmatch(r"\d+(ms|s|m|h)", ep["scrapeTimeout"])
+        assert ep.get("honorLabels") is True, "honorLabels: the namespace label of cache metrics is the build's"
     assert set(sm["spec"]) == {"selector", "namespaceSelector", "endpoints"}
     assert matches(merged["serviceMonitor"]["labels"], sm["metadata"]["labels"]), "serviceMonitor.labels"
 
@@ -418,6 +467,106 @@ def check_service_monitor(objs: list[dict], values: dict) -> None:
 def check_notes(rendered: dict[str, str]) -> None:
     notes = [v for k, v in rendered.items() if k.endswith("NOTES.txt")]
     assert notes and "pod-security.kubernetes.io/enforce=privileged" in notes[0], "NOTES.txt tells about Pod Security"
+
+
+def check_dashboards(objs: list[dict], values: dict) -> None:
+    merged = merged_values(values)
+    maps = dashboard_maps(objs, merged)
+    if not merged["dashboards"]["enabled"]:
+        assert not maps, "dashboard ConfigMap rendered although dashboards.enabled is false"
+        return
+    assert len(maps) == 1, f"expected one dashboard ConfigMap, found {len(maps)}"
+    cm = maps[0]
+    assert cm["metadata"]["namespace"] == (merged["dashboards"]["namespace"] or NAMESPACE), "dashboards.namespace"
+    assert matches(merged["dashboards"]["annotations"], cm["metadata"].get("annotations") or {}), "dashboards.annotations"
+    files = {p.name: p for p in DASHBOARDS.glob("*.json")}
+    assert files and set(cm["data"]) == set(files), f"data {sorted(cm['data'])}, files {sorted(files)}"
+    uids = set()
+    for name, path in files.items():
+        dash = json.loads(cm["data"][name])
+        assert dash == json.loads(path.read_text()), f"{name}: the ConfigMap's copy differs from the file"
+        check_dashboard(dash, name)
+        assert dash["uid"] not in uids, f"{name}: uid {dash['uid']} used twice"
+        uids.add(dash["uid"])
+
+
+def check_dashboard(dash: dict, name: str) -> None:
+    """A dashboard Grafana can import anywhere: data source as a variable, unique panel ids, every
+    query on that data source. (tests/dashboards.rs parses the queries.)"""
+    assert re.fullmatch(r"[a-z0-9-]{1,40}", dash.get("uid", "")), f"{name}: a fixed, short uid"
+    assert dash.get("id") is None, f"{name}: no database id (it belongs to the Grafana it came from)"
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    ds = variables.get("datasource")
+    assert ds and ds["type"] == "datasource" and ds["query"] == "prometheus", f"{name}: a Prometheus data source variable"
+    want = {"type": "prometheus", "uid": "${datasource}"}
+    panels, ids = [], set()
+    for p in dash["panels"]:
+        panels += [p, *p.get("panels", [])]
+    for p in panels:
+        assert p["id"] not in ids, f"{name}: panel id {p['id']} used twice"
+        ids.add(p["id"])
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24, f"{name}: panel {p['title']} wider than the grid"
+        if p["type"] == "row":
+            continue
+        assert p.get("datasource") == want, f"{name}: panel {p['title']} data source {p.get('datasource')}"
+        assert p.get("targets"), f"{name}: panel {p['title']} has no query"
+        for t in p["targets"]:
+            assert t.get("datasource", want) == want and t["expr"].strip(), f"{name}: panel {p['title']}: {t}"
+    for v in variables.values():
+        if v["type"] == "query":
+            assert v["datasource"] == want, f"{name}: variable {v['name']} data source"
+
+
+def check_prometheus_rule(objs: list[dict], values: dict) -> None:
+    merged = merged_values(values)
+    rule = optional(objs, "PrometheusRule", merged["alerts"]["enabled"])
+    if rule is None:
+        return
+    # No schema for monitoring.coreos.com here: check what we set, and let promtool judge the rules.
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert matches(merged["alerts"]["labels"], rule["metadata"]["labels"]), "alerts.labels"
+    assert set(rule["spec"]) == {"groups"}
+    rules = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    names = [r["alert"] for r in rules]
+    want = ALERTS if merged["snapshot"]["store"] else ALERTS - STORE_ONLY_ALERTS
+    assert sorted(names) == sorted(want), f"alerts {sorted(names)}, expected {sorted(want)}"
+    anchors = runbook_anchors()
+    base = merged["alerts"]["runbookBaseUrl"]
+    job = merged["alerts"]["job"] or f'{one(objs, "Service")["metadata"]["name"]}'
+    for r in rules:
+        a = r["alert"]
+        assert set(r) == {"alert", "expr", "for", "labels", "annotations"}, f"{a}: keys {sorted(r)}"
+        assert r["labels"]["severity"] in ("critical", "warning"), f"{a}: severity"
+        assert matches(merged["alerts"]["alertLabels"], r["labels"]), f"{a}: alerts.alertLabels"
+        assert set(r["annotations"]) == {"summary", "description", "runbook_url"}, f"{a}: annotations"
+        url = r["annotations"]["runbook_url"]
+        assert url == f"{base}#{a.lower()}", f"{a}: runbook_url {url}"
+        assert a.lower() in anchors, f"{a}: docs/runbooks.md has no section '## {a}'"
+        assert f'job="{job}"' in r["expr"], f"{a}: expr does not select job {job}"
+    promtool_check_rules({"groups": rule["spec"]["groups"]})
+
+
+def runbook_anchors() -> set[str]:
+    """GitHub's anchors of the headings of docs/runbooks.md."""
+    heads = re.findall(r"(?m)^#{1,6} +(.+?) *$", RUNBOOKS.read_text())
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in heads}
+
+
+def promtool(*args: str) -> str:
+    assert PROMTOOL, "promtool not installed"
+    out = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, f"promtool {' '.join(args)}:\n{out.stdout}{out.stderr}"
+    return out.stdout
+
+
+def promtool_check_rules(rules: dict) -> None:
+    if not PROMTOOL:
+        return  # said once in main
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        f.write(yaml.safe_dump(rules))
+        f.flush()
+        promtool("check", "rules", f.name)
 
 
 # ---------------------------------------------------------------- repository-level checks
@@ -476,6 +625,58 @@ def check_crds(update: bool) -> None:
     for d in crds:
         for kv in KUBE_VERSIONS:
             kubernetes_validate.validate(d, kv, strict=True)
+
+
+class _Block(str):
+    """A string dumped as a YAML literal block (multi-line PromQL stays readable)."""
+
+
+def _dumper() -> type:
+    class Dumper(yaml.SafeDumper):
+        pass
+    Dumper.add_representer(_Block, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|"))
+    return Dumper
+
+
+def rules_file() -> str:
+    rule = one([d[2] for d in rendered_docs(render(RULES_VALUES))], "PrometheusRule")
+    for g in rule["spec"]["groups"]:
+        for r in g["rules"]:
+            if "\n" in r["expr"]:
+                r["expr"] = _Block(r["expr"])
+    header = (
+        "# Hearth's alerts for a Prometheus without the Prometheus Operator (rule_files), and what\n"
+        "# promtool's tests in charts/hearth/tests/alerts.test.yaml run against. The chart's\n"
+        "# PrometheusRule rendered with alerts.enabled=true, a snapshot store and default thresholds,\n"
+        "# for metrics scraped with job=\"hearth-metrics\" and honor_labels: true.\n"
+        "# Generated by `.ci/test-chart --update`; do not edit (the check fails when it is stale).\n"
+    )
+    return header + yaml.dump({"groups": rule["spec"]["groups"]}, Dumper=_dumper(), sort_keys=False, width=1000)
+
+
+def check_rules_file(update: bool) -> None:
+    want = rules_file()
+    if update:
+        RULES.parent.mkdir(parents=True, exist_ok=True)
+        RULES.write_text(want)
+    assert RULES.exists(), f"{RULES.relative_to(ROOT)} missing: run .ci/test-chart --update"
+    assert RULES.read_text() == want, f"{RULES.relative_to(ROOT)} is stale: run .ci/test-chart --update"
+    promtool("check", "rules", str(RULES))
+
+
+def check_alert_tests() -> None:
+    """promtool's unit tests pass, and each alert is expected firing somewhere and not firing somewhere."""
+    tests = yaml.safe_load(RULES_TEST.read_text())
+    assert [str((RULES_TEST.parent / f).resolve()) for f in tests["rule_files"]] == [str(RULES)], \
+        f"{RULES_TEST.name} must test {RULES.relative_to(ROOT)}"
+    fires, quiet = set(), set()
+    for t in tests["tests"]:
+        for case in t.get("alert_rule_test", []):
+            (fires if case.get("exp_alerts") else quiet).add(case["alertname"])
+    assert fires >= ALERTS, f"alerts never tested firing: {sorted(ALERTS - fires)}"
+    assert quiet >= ALERTS, f"alerts never tested not firing: {sorted(ALERTS - quiet)}"
+    out = promtool("test", "rules", str(RULES_TEST))
+    assert "SUCCESS" in out, out
 
 
 def check_invalid_values(values: dict, word: str) -> None:
@@ -565,6 +766,17 @@ def check_the_checks() -> None:
     root = copy.deepcopy(objs)
     next(o for o in root if o["kind"] == "Deployment")["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] = False
     must_fail("a root controller", lambda: check_deployment(root, {}))
+    on = {"alerts": {"enabled": True}, "dashboards": {"enabled": True}}
+    objs = [d[2] for d in rendered_docs(render(on))]
+    no_runbook = copy.deepcopy(objs)
+    del one(no_runbook, "PrometheusRule")["spec"]["groups"][0]["rules"][0]["annotations"]["runbook_url"]
+    must_fail("an alert without a runbook", lambda: check_prometheus_rule(no_runbook, on))
+    must_fail("rules switched on but missing", lambda: check_prometheus_rule(
+        [o for o in objs if o["kind"] != "PrometheusRule"], on))
+    must_fail("a dashboard switched off but rendered", lambda: check_dashboards(objs, {}))
+    dash = json.loads((DASHBOARDS / "hearth.json").read_text())
+    next(p for p in dash["panels"] if p["type"] != "row")["datasource"] = {"type": "prometheus", "uid": "prom"}
+    must_fail("a dashboard panel on a fixed data source", lambda: check_dashboard(dash, "hearth.json"))
 
 
 def main() -> int:
@@ -590,6 +802,8 @@ def main() -> int:
                 ("networkpolicy", lambda: check_network_policy(objs, values)),
                 ("servicemonitor", lambda: check_service_monitor(objs, values)),
                 ("notes", lambda: check_notes(rendered)),
+                ("dashboards", lambda: check_dashboards(objs, values)),
+                ("prometheusrule", lambda: check_prometheus_rule(objs, values)),
             ]
             for sub_name, fn in sub:
                 checks.check(f"{name}: {sub_name}", fn)
@@ -601,6 +815,12 @@ def main() -> int:
     for values, word in INVALID_VALUES:
         checks.check(f"refuses {values}", lambda v=values, w=word: check_invalid_values(v, w))
     checks.check("config/install.yaml is the default render", lambda: check_install(update))
+    if PROMTOOL:
+        checks.check("config/prometheus/hearth-rules.yaml is the rules' render; promtool check rules",
+                     lambda: check_rules_file(update))
+        checks.check("promtool test rules: every alert firing and not firing", check_alert_tests)
+    else:
+        print("skip promtool checks: promtool not installed (apt-get install prometheus)")
     print(f"chart: {checks.passed} passed, {len(checks.failed)} failed")
     return 1 if checks.failed else 0
 

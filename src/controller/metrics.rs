@@ -380,6 +380,50 @@ impl Metrics {
     }
 }
 
+/// Label values of the counters whose label sets are known in advance.
+const BUILD_WARMTHS: [&str; 4] = ["Hot", "Restored", "Cold", "None"];
+const BUILD_OUTCOMES: [&str; 3] = ["Succeeded", "Failed", "Cancelled"];
+const STORE_OPS: [&str; 4] = ["save", "restore", "gc", "forget"];
+const EVICTION_REASONS: [&str; 3] = ["Budget", "IdleTtl", "MaxReplicas"];
+const CONTROLLERS: [&str; 2] = ["imagebuild", "buildcache"];
+
+impl Metrics {
+    /// Exposes every counter series whose labels are known in advance at 0, so the first
+    /// build, store error or eviction after a start is a visible increase: `rate()` and
+    /// `increase()` miss the first sample of a series that appears with the value 1, and the
+    /// alerts (store errors, build failure ratio) would miss it. Called once at start.
+    pub fn zero_known_series(&self) {
+        for controller in CONTROLLERS {
+            let _ = self.reconciles.get_or_create(&ControllerLabels {
+                controller: controller.into(),
+            });
+        }
+        for warmth in BUILD_WARMTHS {
+            for outcome in BUILD_OUTCOMES {
+                let _ = self.builds.get_or_create(&BuildLabels {
+                    warmth: warmth.into(),
+                    outcome: outcome.into(),
+                });
+            }
+        }
+        for op in STORE_OPS {
+            let _ = self
+                .store_errors
+                .get_or_create(&StoreOpLabels { op: op.into() });
+        }
+        for op in ["save", "restore"] {
+            let _ = self
+                .store_bytes
+                .get_or_create(&StoreOpLabels { op: op.into() });
+        }
+        for reason in EVICTION_REASONS {
+            let _ = self.evictions.get_or_create(&EvictionLabels {
+                reason: reason.into(),
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +446,21 @@ mod tests {
             "hearth_cache_uses_total",
         ] {
             assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+        }
+    }
+
+    #[test]
+    fn known_series_start_at_zero() {
+        let m = Metrics::default();
+        m.zero_known_series();
+        let text = m.encode();
+        for series in [
+            r#"hearth_builds_total{warmth="Restored",outcome="Failed"} 0"#,
+            r#"hearth_store_errors_total{op="save"} 0"#,
+            r#"hearth_cache_evictions_total{reason="Budget"} 0"#,
+            r#"hearth_reconciles_total{controller="buildcache"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
         }
     }
 

@@ -64,6 +64,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API")?;
     let metrics = Arc::new(Metrics::default());
+    metrics.zero_known_series();
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
