@@ -7,6 +7,7 @@ pub mod builders;
 pub mod claims;
 pub mod config;
 pub mod context;
+pub mod custom_run;
 pub mod error;
 pub mod finalizer;
 pub mod image_build;
