@@ -236,6 +236,14 @@ impl Params {
         if !restore.is_empty() {
             spec.cache.restore_keys = restore;
         }
+        // `key: repo:$(params.branch)` with `restoreKeys: [repo:main]` is the usual pattern,
+        // and on main the two are equal, which the ImageBuild refuses: a restore key equal to
+        // the key (or repeated) adds nothing, so it is dropped.
+        let mut seen = std::collections::BTreeSet::new();
+        let key = spec.cache.key.clone();
+        spec.cache
+            .restore_keys
+            .retain(|k| Some(k) != key.as_ref() && seen.insert(k.clone()));
         if let Some(mode) = self.string("CACHE_MODE")? {
             spec.cache.mode = match mode.as_str() {
                 "ReadWrite" => CacheMode::ReadWrite,

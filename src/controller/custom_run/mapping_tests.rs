@@ -105,6 +105,17 @@ fn defaults_are_the_repository_root_and_its_dockerfile() {
 }
 
 #[test]
+fn a_restore_key_equal_to_the_key_is_dropped() {
+    // key: repo:$(params.branch), restoreKeys: [repo:main], on main.
+    let spec = build_spec(&with(json!({
+        "CACHE_KEY": "shop:main",
+        "RESTORE_KEYS": ["shop:main", "shop:base", "shop:base"],
+    })))
+    .unwrap();
+    assert_eq!(spec.cache.restore_keys, ["shop:base"]);
+}
+
+#[test]
 fn missing_params_fail_naming_the_param() {
     let e = build_spec(&params(
         json!({"GIT_URL": "https://github.com/acme/shop.git"}),
