@@ -487,3 +487,181 @@ fn argo_example_chains_the_second_build_on_the_first_digest() {
     let outputs = names(&t["outputs"]["parameters"]);
     assert!(outputs.contains(&"image-digest".to_string()));
 }
+
+// ------------------------------------------------------------------ the Task's step script
+
+/// Runs the Task's script as Tekton would (params in env, the arrays as arguments after their
+/// markers) with a fake `hearth` on PATH that records its arguments.
+fn run_task_script(env: &[(&str, &str)], args: &[&str]) -> (bool, Vec<String>, String) {
+    let task = one("config/tekton/hearth-build.yaml", "Task");
+    let script = task["spec"]["steps"][0]["script"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let argv = dir.path().join("argv");
+    let fake = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > {}\n",
+        argv.display()
+    );
+    std::fs::write(bin.join("hearth"), fake).unwrap();
+    std::fs::write(dir.path().join("step.sh"), &script).unwrap();
+    let chmod = std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(bin.join("hearth"))
+        .status()
+        .unwrap();
+    assert!(chmod.success());
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg(dir.path().join("step.sh")).args(args);
+    cmd.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    let defaults = [
+        ("PARAM_IMAGE", "registry.example.com/shop/api:1"),
+        ("PARAM_DOCKERFILE", "./Dockerfile"),
+        ("PARAM_CONTEXT", "."),
+        ("PARAM_CACHE_KEY", ""),
+        ("PARAM_TARGET", ""),
+        ("PARAM_READ_ONLY", "false"),
+        ("PARAM_GIT_URL", ""),
+        ("PARAM_GIT_REVISION", ""),
+        ("PARAM_TIMEOUT", "1h"),
+        ("SOURCE_BOUND", "true"),
+        ("NAMESPACE", "shop"),
+    ];
+    for (k, v) in defaults.iter().chain(env) {
+        cmd.env(k, v);
+    }
+    cmd.env("SOURCE_PATH", &ws);
+    cmd.env("DIGEST_FILE", dir.path().join("digest"));
+    cmd.env("URL_FILE", dir.path().join("url"));
+    let out = cmd.output().unwrap();
+    let argv = std::fs::read_to_string(&argv).unwrap_or_default();
+    let url = std::fs::read_to_string(dir.path().join("url")).unwrap_or_default();
+    assert!(
+        out.status.success() || argv.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success(),
+        argv.lines().map(String::from).collect(),
+        url,
+    )
+}
+
+#[test]
+fn task_script_passes_every_param_to_hearth_build() {
+    let (ok, argv, url) = run_task_script(
+        &[
+            ("PARAM_CACHE_KEY", "shop:feature-x"),
+            ("PARAM_TARGET", "runtime"),
+            ("PARAM_READ_ONLY", "true"),
+        ],
+        &[
+            "--build-args",
+            "A=1 2",
+            "B=",
+            "--restore-keys",
+            "shop:main",
+            "",
+            "shop:base",
+        ],
+    );
+    assert!(ok);
+    let digest_file = argv.iter().position(|a| a == "--digest-file").unwrap();
+    assert!(argv[digest_file + 1].ends_with("/digest"));
+    let mut rest = argv.clone();
+    rest.drain(digest_file..digest_file + 2);
+    assert_eq!(
+        rest,
+        [
+            "build",
+            ".",
+            "-t",
+            "registry.example.com/shop/api:1",
+            "-f",
+            "./Dockerfile",
+            "-n",
+            "shop",
+            "--timeout",
+            "1h",
+            "--build-arg",
+            "A=1 2",
+            "--build-arg",
+            "B=",
+            "--restore-key",
+            "shop:main",
+            "--restore-key",
+            "shop:base",
+            "--cache-key",
+            "shop:feature-x",
+            "--target",
+            "runtime",
+            "--read-only",
+        ]
+    );
+    assert_eq!(url, "registry.example.com/shop/api:1", "IMAGE_URL result");
+}
+
+#[test]
+fn task_script_passes_a_git_source_through_and_needs_a_source_otherwise() {
+    let (ok, argv, _) = run_task_script(
+        &[
+            ("PARAM_GIT_URL", "https://github.com/acme/shop.git"),
+            ("PARAM_GIT_REVISION", "v1"),
+            ("SOURCE_BOUND", "false"),
+        ],
+        &["--build-args", "--restore-keys"],
+    );
+    assert!(ok);
+    assert_eq!(argv[1], "-t", "no directory to upload: {argv:?}");
+    let git = argv.iter().position(|a| a == "--git").unwrap();
+    assert_eq!(
+        argv[git + 1..git + 4],
+        ["https://github.com/acme/shop.git", "--revision", "v1"]
+    );
+    let (ok, argv, _) = run_task_script(
+        &[("SOURCE_BOUND", "false")],
+        &["--build-args", "--restore-keys"],
+    );
+    assert!(
+        !ok && argv.is_empty(),
+        "no workspace and no GIT_URL: refused before hearth runs"
+    );
+}
+
+#[test]
+fn task_script_is_shellcheck_clean() {
+    if std::process::Command::new("shellcheck")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("shellcheck not installed: skipped");
+        return;
+    }
+    let task = one("config/tekton/hearth-build.yaml", "Task");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("step.sh");
+    std::fs::write(&path, task["spec"]["steps"][0]["script"].as_str().unwrap()).unwrap();
+    let out = std::process::Command::new("shellcheck")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
