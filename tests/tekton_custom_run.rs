@@ -347,3 +347,29 @@ async fn runs_of_other_custom_tasks_and_foreign_builds_are_left_alone() {
     assert_eq!(succeeded(&c, "taken").await.1, reason::NAME_TAKEN);
     assert!(c.build("taken").await.owner_references().is_empty());
 }
+
+#[tokio::test]
+async fn a_deleted_build_fails_the_run_instead_of_building_again() {
+    let mut c = cluster().await;
+    submit(&c, "r-gone", good_params(), json!({})).await;
+    c.reconcile_run("r-gone").await.unwrap();
+    c.builds()
+        .delete("r-gone", &Default::default())
+        .await
+        .expect("delete");
+    // The finalizer of a build that never ran is not there yet: the object is gone at once.
+    if c.builds().get_opt("r-gone").await.unwrap().is_some() {
+        c.reconcile("r-gone").await.unwrap();
+    }
+    c.reconcile_run("r-gone").await.unwrap();
+    let (state, why, message) = succeeded(&c, "r-gone").await;
+    assert_eq!(
+        (state.as_str(), why.as_str()),
+        ("False", reason::BUILD_DELETED)
+    );
+    assert!(message.contains("r-gone"), "{message}");
+    assert!(
+        c.builds().get_opt("r-gone").await.unwrap().is_none(),
+        "not made again"
+    );
+}

@@ -62,6 +62,16 @@ pub async fn reconcile(run: Arc<CustomRun>, ctx: Arc<Context>) -> Result<Action>
             None
         }
     };
+    // A build that existed and is gone was deleted by someone: the run fails rather than
+    // building again behind the pipeline's back.
+    if build.is_none() && stop.is_none() {
+        if let Some(gone) = mapping::reported_build(&run) {
+            stop = Some(Refusal {
+                reason: reason::BUILD_DELETED,
+                message: format!("ImageBuild {gone} was deleted before it ended"),
+            });
+        }
+    }
     // Tekton's stop signals come before anything is created.
     stop = stop
         .or_else(|| cancelled(&run))

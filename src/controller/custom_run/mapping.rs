@@ -39,6 +39,8 @@ pub mod reason {
     pub const NOT_SUPPORTED: &str = "CustomRunNotSupported";
     /// False: an ImageBuild of the run's name exists and belongs to something else.
     pub const NAME_TAKEN: &str = "ImageBuildExists";
+    /// False: the run's ImageBuild was deleted before it ended (it is not made again).
+    pub const BUILD_DELETED: &str = "ImageBuildDeleted";
     /// False: the ImageBuild failed; its own reason is used when it has one.
     pub const FAILED: &str = "Failed";
 }
@@ -506,6 +508,16 @@ fn from_build(build: &ImageBuild, status: &mut RunStatus) -> (&'static str, Stri
             )
         }
     }
+}
+
+/// The ImageBuild this run has already reported on, if any (recorded in `extraFields`).
+pub fn reported_build(run: &CustomRun) -> Option<String> {
+    run.status
+        .as_ref()
+        .and_then(|s| s.extra_fields.as_ref())
+        .and_then(|e| e.get("imageBuild"))
+        .and_then(Value::as_str)
+        .map(String::from)
 }
 
 /// True once the run's Succeeded condition is True or False.
