@@ -95,6 +95,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "snapshot": {"store": "s3://acme-hearth/prod"},
     },
     "alerts-no-store": {"alerts": {"enabled": True, "job": "hearth"}, "dashboards": {"enabled": True}},
+    "tekton": {"tekton": {"enabled": True}},
+    "tekton-namespaces": {"tekton": {"enabled": True}, "namespaces": ["team-a"]},
+    "no-user-roles": {"rbac": {"aggregateUserRoles": False}},
 }
 
 # Values the chart must refuse at render time, and a word the error must contain.
@@ -122,6 +125,28 @@ NAMESPACED_PERMS = {
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
+# Added to NAMESPACED_PERMS with tekton.enabled: the Tekton custom task.
+TEKTON_PERMS = {
+    ("tekton.dev", "customruns"): {"get", "list", "watch"},
+    ("tekton.dev", "customruns/status"): {"patch"},
+    ("tekton.dev", "customruns/finalizers"): {"update"},
+    ("hearth.dev", "imagebuilds"): {"create"},
+}
+# The aggregated user roles (rbac.aggregateUserRoles), by name suffix: the default roles each
+# is aggregated into, and the permissions it adds there. Never bound by the chart itself.
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+USER_ROLES = {
+    "view": ({"view", "edit", "admin"}, {
+        ("hearth.dev", "imagebuilds"): {"get", "list", "watch"},
+        ("hearth.dev", "buildcaches"): {"get", "list", "watch"},
+    }),
+    "edit": ({"edit", "admin"}, {
+        ("hearth.dev", "imagebuilds"): {"create", "update", "patch", "delete", "deletecollection"},
+    }),
+    "admin": ({"admin"}, {
+        ("hearth.dev", "buildcaches"): {"create", "update", "patch", "delete", "deletecollection"},
+    }),
+}
 CLUSTER_PERMS = {
     ("", "nodes"): {"get", "list", "watch"},
     ("", "persistentvolumes"): {"get", "list", "watch"},
@@ -139,6 +164,7 @@ CONFIG_KEYS = {
                  "gcInterval", "gcGrace", "deleteTimeout"},
     "snapshot.s3": {"endpoint", "region", "pathStyle"},
     "namespaces": None,
+    "tekton": {"enabled"},
 }
 
 # Order of kinds in config/install.yaml (as Helm installs them).
@@ -309,6 +335,7 @@ def check_rbac(objs: list[dict], values: dict) -> None:
     sa = one(objs, "ServiceAccount")
     sa_ref = (sa["metadata"]["name"], sa["metadata"]["namespace"])
     watched = values.get("namespaces") or []
+    namespaced = expected(NAMESPACED_PERMS) | (expected(TEKTON_PERMS) if merged_values(values)["tekton"]["enabled"] else set())
     for role in find(objs, "ClusterRole") + find(objs, "Role"):
         for rule in role.get("rules", []):
             flat = [*rule.get("apiGroups", []), *rule.get("resources", []), *rule.get("verbs", [])]
@@ -330,13 +357,36 @@ def check_rbac(objs: list[dict], values: dict) -> None:
                 out |= grants(rule)
         return out
 
-    cluster_expected = expected(CLUSTER_PERMS) | (set() if watched else expected(NAMESPACED_PERMS))
+    cluster_expected = expected(CLUSTER_PERMS) | (set() if watched else namespaced)
     diff(granted("ClusterRole", None), cluster_expected, "cluster-wide")
     namespaces = {o["metadata"]["namespace"] for o in find(objs, "Role") + find(objs, "RoleBinding")}
     assert namespaces == set(watched) | {NAMESPACE}, f"Roles in {sorted(namespaces)}, expected {sorted(set(watched) | {NAMESPACE})}"
     for ns in namespaces:
-        want = (expected(NAMESPACED_PERMS) if ns in watched else set()) | (expected(LEASE_PERMS) if ns == NAMESPACE else set())
+        want = (namespaced if ns in watched else set()) | (expected(LEASE_PERMS) if ns == NAMESPACE else set())
         diff(granted("Role", ns), want, f"in namespace {ns}")
+
+
+def check_user_roles(objs: list[dict], values: dict) -> None:
+    """The aggregated ClusterRoles: exactly the expected ones with their labels and permissions,
+    bound by nothing in the chart; none when rbac.aggregateUserRoles is off."""
+    aggregated = [o for o in find(objs, "ClusterRole")
+                  if any(k.startswith(AGGREGATE) for k in o["metadata"].get("labels", {}))]
+    if not merged_values(values)["rbac"]["aggregateUserRoles"]:
+        assert not aggregated, "aggregated user roles rendered although switched off"
+        return
+    by_suffix = {o["metadata"]["name"].rsplit("-", 1)[-1]: o for o in aggregated}
+    assert set(by_suffix) == set(USER_ROLES) and len(aggregated) == len(USER_ROLES), \
+        f"aggregated roles {sorted(o['metadata']['name'] for o in aggregated)}"
+    bound = {b["roleRef"]["name"] for b in find(objs, "ClusterRoleBinding") + find(objs, "RoleBinding")}
+    for suffix, (into, perms) in USER_ROLES.items():
+        role = by_suffix[suffix]
+        labels = {k[len(AGGREGATE):] for k, v in role["metadata"]["labels"].items() if k.startswith(AGGREGATE) and v == "true"}
+        assert labels == into, f"{role['metadata']['name']} aggregates into {sorted(labels)}, expected {sorted(into)}"
+        assert role["metadata"]["name"] not in bound, f"{role['metadata']['name']} is bound by the chart"
+        got: set = set()
+        for rule in role["rules"]:
+            got |= grants(rule)
+        diff(got, expected(perms), f"of {role['metadata']['name']}")
 
 
 def diff(got: set, want: set, where: str) -> None:
@@ -424,6 +474,7 @@ def check_config(objs: list[dict], values: dict) -> None:
     assert isinstance(config["builder"]["tolerations"], list)
     assert config["snapshot"] == {**merged["snapshot"], "s3": merged["snapshot"]["s3"]}, "snapshot section"
     assert config["namespaces"] == merged["namespaces"]
+    assert config["tekton"] == merged["tekton"], "tekton section"
     assert isinstance(config["cache"]["maxReplicas"], int) and isinstance(config["snapshot"]["every"], int)
 
 
@@ -756,6 +807,10 @@ def check_the_checks() -> None:
     less = copy.deepcopy(objs)
     next(o for o in less if o["kind"] == "ClusterRole")["rules"].pop()
     must_fail("a missing permission", lambda: check_rbac(less, {}))
+    wider = copy.deepcopy(objs)
+    next(o for o in wider if o["metadata"]["name"].endswith("-view"))["rules"][0]["verbs"].append("delete")
+    must_fail("a view role that may delete", lambda: check_user_roles(wider, {}))
+    must_fail("user roles missing", lambda: check_user_roles([o for o in objs if not o["metadata"]["name"].endswith("-edit")], {}))
     must_fail("an extra kind", lambda: check_kinds(objs + [{"kind": "Secret", "metadata": {"name": "x"}}]))
     bad = copy.deepcopy(objs)
     next(o for o in bad if o["kind"] == "Deployment")["spec"]["replicas"] = "two"
@@ -797,6 +852,7 @@ def main() -> int:
                 ("schemas", lambda: check_schemas(objs)),
                 ("rbac-why", lambda: check_rbac_why(docs)),
                 ("rbac", lambda: check_rbac(objs, values)),
+                ("user-roles", lambda: check_user_roles(objs, values)),
                 ("deployment", lambda: check_deployment(objs, values)),
                 ("config", lambda: check_config(objs, values)),
                 ("networkpolicy", lambda: check_network_policy(objs, values)),

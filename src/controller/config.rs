@@ -30,6 +30,18 @@ pub struct OperatorConfig {
     pub namespaces: Vec<String>,
     /// Planner tunables.
     pub planner: PlannerSettings,
+    /// Tekton integration (the custom task reconciler).
+    pub tekton: TektonSettings,
+}
+
+/// Tekton integration. Off by default: the reconciler watches `tekton.dev/v1beta1`
+/// CustomRuns, which exist only where Tekton Pipelines is installed, and needs the chart's
+/// extra RBAC rules (`tekton.enabled` in the chart turns both on).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct TektonSettings {
+    /// Reconcile CustomRuns whose `customRef` is `hearth.dev/v1alpha1` `ImageBuild`.
+    pub enabled: bool,
 }
 
 /// What the planner assumes about the cluster until it has measured better.
@@ -310,6 +322,10 @@ mod tests {
         let c = OperatorConfig::parse("x", "").unwrap();
         assert_eq!(c, OperatorConfig::default());
         assert!(!c.snapshots_enabled());
+        assert!(
+            !c.tekton.enabled,
+            "the Tekton custom task is off unless enabled"
+        );
     }
 
     #[test]
@@ -325,11 +341,13 @@ snapshot:
   s3: {endpoint: "http://minio.minio:9000", pathStyle: true}
   minInterval: 5m
 namespaces: [shop]
+tekton: {enabled: true}
 "#;
         let c = OperatorConfig::parse("config.yaml", text).unwrap();
         assert_eq!(c.cache.max_replicas, 3);
         assert!(c.snapshot.s3.path_style);
         assert_eq!(c.snapshot.credentials_secret, "hearth-store");
+        assert!(c.tekton.enabled);
         assert_eq!(
             std::time::Duration::from(c.snapshot.min_interval),
             std::time::Duration::from_secs(300)

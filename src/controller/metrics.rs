@@ -11,14 +11,14 @@ use prometheus_client::registry::Registry;
 /// Labels of reconcile counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
-    /// `imagebuild` or `buildcache`.
+    /// `imagebuild`, `buildcache` or `customrun` (the Tekton custom task, when enabled).
     pub controller: String,
 }
 
 /// Labels of error counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    /// `imagebuild` or `buildcache`.
+    /// `imagebuild`, `buildcache` or `customrun`.
     pub controller: String,
     /// Error category (see `Error::category`).
     pub category: String,

@@ -8,6 +8,7 @@ pub mod cache_policy;
 pub mod claims;
 pub mod config;
 pub mod context;
+pub mod custom_run;
 pub mod error;
 pub mod finalizer;
 pub mod image_build;

@@ -23,7 +23,7 @@ use super::builders::labels;
 use super::config::OperatorConfig;
 use super::context::{Context, Stores};
 use super::metrics::Metrics;
-use super::{build_cache, image_build};
+use super::{build_cache, custom_run, image_build};
 use crate::api::{BuildCache, ImageBuild};
 
 /// Name of the leader-election Lease.
@@ -228,9 +228,37 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             }
         })
     });
-    futures::future::join(
+    // The Tekton custom task, only when enabled: CustomRuns exist only where Tekton is
+    // installed, and the chart grants access to them only then.
+    let tekton_scopes = if config.tekton.enabled {
+        &scopes[..]
+    } else {
+        &[]
+    };
+    let run_controllers = tekton_scopes.iter().map(|scope| {
+        let mut drain = drain_rx.clone();
+        Controller::new(
+            api_in::<custom_run::CustomRun>(&client, scope),
+            watcher::Config::default(),
+        )
+        .owns(
+            api_in::<ImageBuild>(&client, scope),
+            watcher::Config::default().labels(custom_run::CUSTOM_RUN_LABEL),
+        )
+        .graceful_shutdown_on(async move {
+            let _ = drain.wait_for(|d| *d).await;
+        })
+        .run(custom_run::reconcile, custom_run::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "custom run reconcile failed");
+            }
+        })
+    });
+    futures::future::join3(
         futures::future::join_all(controllers),
         futures::future::join_all(cache_controllers),
+        futures::future::join_all(run_controllers),
     )
     .await;
     metrics.leader.set(0);

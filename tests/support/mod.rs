@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use hearth::api::{BuildCache, ImageBuild, ImageBuildSpec};
 use hearth::controller::config::OperatorConfig;
 use hearth::controller::context::{Context, Stores};
+use hearth::controller::custom_run::CustomRun;
 use hearth::controller::image_build;
 use hearth::controller::metrics::Metrics;
 use jiff::{SignedDuration, Timestamp};
@@ -73,7 +74,9 @@ impl Cluster {
             .with_resource::<ImageBuild>()
             .with_resource::<BuildCache>()
             .with_status_subresource::<ImageBuild>()
-            .with_status_subresource::<BuildCache>();
+            .with_status_subresource::<BuildCache>()
+            .with_resource::<CustomRun>()
+            .with_status_subresource::<CustomRun>();
         for n in nodes {
             builder = builder.with_object(node(n));
         }
@@ -196,6 +199,20 @@ impl Cluster {
         self.sync().await;
         let ib = self.build(name).await;
         image_build::reconcile(Arc::new(ib), self.ctx.clone()).await
+    }
+
+    pub fn runs(&self) -> Api<CustomRun> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    /// One reconcile of a Tekton CustomRun (the custom task reconciler).
+    pub async fn reconcile_run(
+        &mut self,
+        name: &str,
+    ) -> Result<Action, hearth::controller::error::Error> {
+        self.sync().await;
+        let run = self.runs().get(name).await.expect("get CustomRun");
+        hearth::controller::custom_run::reconcile(Arc::new(run), self.ctx.clone()).await
     }
 
     /// One reconcile of a BuildCache, stores synced first.

@@ -72,6 +72,8 @@ snapshot:
   deleteTimeout: {{ .Values.snapshot.deleteTimeout | quote }}
   retain: {{ int .Values.snapshot.retain }}
 namespaces:{{ if .Values.namespaces }}{{ toYaml .Values.namespaces | nindent 2 }}{{ else }} []{{ end }}
+tekton:
+  enabled: {{ .Values.tekton.enabled }}
 {{- end }}
 
 {{/* Port of the snapshot store for the NetworkPolicy: from snapshot.s3.endpoint, else 443/80 by scheme. */}}
