@@ -41,6 +41,8 @@ pub enum Command {
     /// Save, restore, list, verify and garbage-collect cache snapshots.
     #[command(subcommand)]
     Snapshot(crate::snapshot::cli::SnapshotCommand),
+    /// The builder pod's side of an upload (run by the receiver init container).
+    Receive(crate::upload::cli::ReceiveArgs),
 }
 
 /// Runs a parsed command line.
@@ -57,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Simulate(args) => crate::simulate::cli::run(&args),
         Command::Snapshot(cmd) => crate::snapshot::cli::run(cmd),
+        Command::Receive(args) => Ok(crate::upload::cli::run(&args)),
     }
 }
 

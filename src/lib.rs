@@ -4,8 +4,9 @@
 //!
 //! Modules: [`api`] (the custom resources), [`crds`] (their YAML), [`controller`] (the
 //! operator), [`planner`] (where a build runs and from what cache), [`simulate`] (replays
-//! workloads under placement strategies), [`snapshot`] (the snapshot engine) and [`store`]
-//! (where snapshots live).
+//! workloads under placement strategies), [`snapshot`] (the snapshot engine), [`store`]
+//! (where snapshots live) and [`upload`] (a local build context streamed into the builder
+//! pod).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -16,3 +17,4 @@ pub mod planner;
 pub mod simulate;
 pub mod snapshot;
 pub mod store;
+pub mod upload;
