@@ -5,12 +5,13 @@
 //! Modules: [`api`] (the custom resources), [`crds`] (their YAML), [`controller`] (the
 //! operator), [`planner`] (where a build runs and from what cache), [`simulate`] (replays
 //! workloads under placement strategies), [`snapshot`] (the snapshot engine), [`store`]
-//! (where snapshots live) and [`upload`] (a local build context streamed into the builder
-//! pod).
+//! (where snapshots live), [`upload`] (a local build context streamed into the builder pod)
+//! and [`client`] (`hearth build`, `wait` and `logs`).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod controller;
 pub mod crds;
 pub mod planner;

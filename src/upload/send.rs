@@ -55,3 +55,30 @@ pub async fn read_reply(input: impl AsyncRead + Unpin, sha256: &str) -> Result<u
         "the receiver closed the stream without a reply".into(),
     ))
 }
+
+/// Sends the tar file at `tar` on `out` while reading the receiver's reply from `reply`;
+/// the reply is the verdict, a send error without one is the cause. `sent` counts bytes.
+pub async fn send_file(
+    tar: &std::path::Path,
+    size: u64,
+    sha256: &str,
+    out: &mut (impl AsyncWrite + Unpin),
+    reply: impl AsyncRead + Unpin,
+    sent: &std::sync::atomic::AtomicU64,
+) -> Result<u64, UploadError> {
+    let file = tokio::fs::File::open(tar)
+        .await
+        .map_err(|e| UploadError::io(tar, e))?;
+    let (sending, replied) = tokio::join!(
+        send_frame(file, size, sha256, out, |n| {
+            sent.store(n, std::sync::atomic::Ordering::Relaxed)
+        }),
+        read_reply(reply, sha256)
+    );
+    match (replied, sending) {
+        (Ok(n), _) => Ok(n),
+        (Err(e @ UploadError::Remote(_)), _) => Err(e),
+        (Err(_), Err(send)) => Err(send),
+        (Err(e), Ok(())) => Err(e),
+    }
+}
