@@ -47,6 +47,11 @@ fn context() -> tempfile::TempDir {
     write(&d.join("debug.log"), "noise", 0o644);
     write(&d.join("logs/keep.log"), "kept", 0o644);
     write(
+        &d.join("logs/drop.txt"),
+        "excluded with its directory",
+        0o644,
+    );
+    write(
         &d.join("src/app/deep.log"),
         "anchored patterns do not reach here",
         0o644,
@@ -55,7 +60,7 @@ fn context() -> tempfile::TempDir {
     write(&d.join("src/node_modules/y.js"), "also big", 0o644);
     write(
         &d.join(".dockerignore"),
-        "# comment\n*.log\n!logs/keep.log\n/node_modules/\n**/node_modules\nDockerfile\n",
+        "# comment\n*.log\nlogs\n!logs/keep.log\n/node_modules/\n**/node_modules\nDockerfile\n",
         0o644,
     );
     t
@@ -130,6 +135,7 @@ async fn contents_arrive_identical_and_dockerignore_is_honoured() {
     let mut want = snapshot(src.path());
     for ignored in [
         "debug.log",
+        "logs/drop.txt",
         "node_modules",
         "node_modules/x",
         "node_modules/x/index.js",
@@ -158,7 +164,8 @@ async fn contents_arrive_identical_and_dockerignore_is_honoured() {
             .ino()
     };
     assert_eq!(ino("bin/run.sh"), ino("bin/run-again.sh"), "hard link kept");
-    assert_eq!(entries as usize, got.len());
+    // Every entry but `logs/`, excluded itself and created as the parent of the exception.
+    assert_eq!(entries as usize + 1, got.len());
     // Nothing but the context is left behind.
     let left: Vec<_> = fs::read_dir(dst.path())
         .unwrap()
