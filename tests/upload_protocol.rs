@@ -400,28 +400,27 @@ fn the_waiting_receiver_follows_the_exec_d_one() {
         size: tar.len() as u64,
         sha256: sha(&tar),
     };
-    // The init container's process announces what it accepts and waits.
-    let waiting = {
+    // The exec may come first, the instant the container starts: it waits for `.expect`.
+    let exec_d = {
         let dir = dir.path().to_path_buf();
-        let expect = expect.clone();
+        let frame = frame(&tar, &sha(&tar), true);
         std::thread::spawn(move || {
-            wait_for_upload(
-                &dir,
-                &expect,
-                Duration::from_secs(3600),
-                Duration::from_millis(5),
-            )
+            let mut reply = Vec::new();
+            receive_once(&frame[..], &mut reply, &dir).map(|_| reply)
         })
     };
-    while !dir.path().join(".expect").exists() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let mut reply = Vec::new();
-    receive_once(&frame(&tar, &sha(&tar), true)[..], &mut reply, dir.path()).unwrap();
+    // The init container's process announces what it accepts and waits.
+    wait_for_upload(
+        dir.path(),
+        &expect,
+        Duration::from_secs(3600),
+        Duration::from_millis(5),
+    )
+    .unwrap();
+    let reply = exec_d.join().unwrap().unwrap();
     assert!(String::from_utf8(reply)
         .unwrap()
         .starts_with(&format!("HEARTH-OK {} ", sha(&tar))));
-    waiting.join().unwrap().unwrap();
 
     // A failed upload fails the waiting process with the reason.
     let dir = tempfile::tempdir().unwrap();

@@ -193,8 +193,8 @@ pub struct UploadSource {
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub sha256: String,
     /// Size of that tar in bytes (at most 8 GiB).
-    #[schemars(range(min = 1, max = 8589934592u64))]
-    pub size: u64,
+    #[schemars(range(min = 1, max = 8589934592i64))]
+    pub size: i64,
     /// How long the receiver waits for the upload once it runs (Go duration, `10m` by
     /// default, at most `1h`).
     #[serde(default = "default_upload_timeout")]

@@ -209,7 +209,7 @@ pub fn image_build(
         (None, Some(u), _) => SourceSpec {
             upload: Some(UploadSource {
                 sha256: u.sha256.clone(),
-                size: u.size,
+                size: i64::try_from(u.size).unwrap_or(i64::MAX),
                 timeout: parse_duration("--upload-timeout", &args.upload_timeout, 1)?,
                 origin: Some(u.origin.clone()),
             }),

@@ -208,11 +208,34 @@ pub fn receive_once(
     out: &mut impl Write,
     dir: &Path,
 ) -> Result<Received, UploadError> {
-    let expect = read_expect(dir);
-    let result = expect.and_then(|e| receive(input, dir, Some(&e)));
+    let expect = match wait_for_expect(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            // Not this pod's receiver (or not started): nothing to record for the build.
+            let result = Err(e);
+            reply(out, &result)?;
+            return result;
+        }
+    };
+    let result = receive(input, dir, Some(&expect));
     record(dir, &result);
     reply(out, &result)?;
     result
+}
+
+/// The exec may arrive the instant the container starts, before the waiting process has
+/// written `.expect`: give it a few seconds.
+fn wait_for_expect(dir: &Path) -> Result<Expect, UploadError> {
+    let mut tries = 0;
+    loop {
+        match read_expect(dir) {
+            Err(_) if tries < 50 && !dir.join(".failed").exists() => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn read_expect(dir: &Path) -> Result<Expect, UploadError> {
