@@ -865,3 +865,70 @@ async fn logs_prints_the_builder_s_log_of_the_current_attempt() {
         ["l1-build-1/buildkit"]
     );
 }
+
+#[tokio::test]
+async fn a_build_retried_on_another_node_gets_the_context_again() {
+    let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
+    let mut h = Harness::new(false);
+    let (_tmp, ctx) = context_dir();
+    let (client, name) = start(
+        &c,
+        &mut h,
+        &[
+            ctx.to_str().unwrap(),
+            "-t",
+            "registry.example.com/shop/api:9",
+        ],
+    )
+    .await;
+    drive_to(&mut c, &h, &name, Phase::Building, "building on node").await;
+    let first = format!("{name}-build-1");
+    receiver_runs(&c, &first).await;
+    h.printed(&format!("uploading context (4.0KiB) to {first}"))
+        .await;
+    h.printed("uploaded").await;
+    // Its node goes away: the controller retries the build once, with a new builder pod.
+    let node = c
+        .build(&name)
+        .await
+        .status
+        .unwrap()
+        .placement
+        .unwrap()
+        .node
+        .unwrap();
+    c.schedule_pod(&first, &node).await;
+    c.delete_node(&node).await;
+    c.settle(&name).await;
+    assert_eq!(c.build(&name).await.status.unwrap().attempts, Some(2));
+    let second = format!("{name}-build-2");
+    receiver_runs(&c, &second).await;
+    h.printed(&format!("uploading context (4.0KiB) to {second}"))
+        .await;
+    for _ in 0..4000 {
+        if h.out.text().matches("verified by the receiver").count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(h
+        .received
+        .path()
+        .join(&second)
+        .join("context/app.py")
+        .exists());
+    buildkit_runs(&c, &second).await;
+    let (meta, _) = metadata('2');
+    c.finish_pod(&second, 0, &meta).await;
+    c.settle(&name).await;
+    if c.jobs()
+        .get_opt(&format!("{name}-save-2"))
+        .await
+        .unwrap()
+        .is_some()
+    {
+        c.finish_job(&format!("{name}-save-2"), true, SAVED).await;
+        c.settle(&name).await;
+    }
+    assert_eq!(client.await.unwrap(), Exit::Succeeded);
+}

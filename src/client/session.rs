@@ -208,9 +208,11 @@ impl Session {
         let mut tracker = Tracker::default();
         let mut tail: VecDeque<String> = VecDeque::new();
         let mut logs: Option<BoxStream<'static, std::io::Result<String>>> = None;
-        let mut logs_started = !opts.logs;
-        let mut upload = opts.upload.clone();
+        let mut logs_for: Option<String> = None;
+        let upload = opts.upload.clone();
         let mut upload_task = None;
+        let mut uploading_to: Option<String> = None;
+        let mut uploaded_to: Option<String> = None;
         let sent = Arc::new(AtomicU64::new(0));
         let mut cancelling = false;
         let mut restore_bytes = None;
@@ -258,10 +260,16 @@ impl Session {
                         return Ok(done(exit, ib, &tail, None));
                     }
                     let builder_up = matches!(phase(&ib), Phase::Building | Phase::Snapshotting);
-                    if builder_up && (upload.is_some() && upload_task.is_none() || !logs_started) {
-                        let pod_name = builder_pod_name(&ib);
+                    // Per pod: a build retried on another node (a lost node) has a new
+                    // builder pod whose receiver needs the context again.
+                    let pod_name = builder_pod_name(&ib);
+                    let needs_upload = upload.is_some()
+                        && upload_task.is_none()
+                        && uploaded_to.as_deref() != Some(pod_name.as_str());
+                    let needs_logs = opts.logs && logs_for.as_deref() != Some(pod_name.as_str());
+                    if builder_up && (needs_upload || needs_logs) {
                         if let Some(pod) = self.pods.get_opt(&pod_name).await? {
-                            if let (Some(u), None) = (&upload, &upload_task) {
+                            if let (Some(u), true) = (&upload, needs_upload) {
                                 if container_running(&pod, RECEIVER_CONTAINER, true) {
                                     ui.line(&format!(
                                         "uploading context ({}) to {pod_name}",
@@ -269,13 +277,13 @@ impl Session {
                                     ));
                                     let fut = self.uploader.upload(&pod_name, u.clone(), sent.clone());
                                     upload_task = Some(tokio::spawn(fut));
+                                    uploading_to = Some(pod_name.clone());
                                 }
                             }
-                            if !logs_started && upload.is_none()
-                                && container_running(&pod, BUILDER_CONTAINER, false)
-                            {
-                                logs_started = true;
+                            let context_in = upload.is_none() || uploaded_to.as_deref() == Some(pod_name.as_str());
+                            if needs_logs && context_in && container_running(&pod, BUILDER_CONTAINER, false) {
                                 logs = Some(self.logs.lines(&pod_name, BUILDER_CONTAINER, true));
+                                logs_for = Some(pod_name);
                             }
                         }
                     }
@@ -290,9 +298,10 @@ impl Session {
                     _ => logs = None,
                 },
                 result = join_upload(&mut upload_task) => {
-                    let u = upload.take();
+                    let u = upload.as_ref();
                     match result {
                         Ok(entries) => {
+                            uploaded_to = uploading_to.take();
                             ui.line(&format!(
                                 "uploaded {} entries ({}), verified by the receiver",
                                 entries,
