@@ -41,6 +41,16 @@ pub enum Command {
     /// Save, restore, list, verify and garbage-collect cache snapshots.
     #[command(subcommand)]
     Snapshot(crate::snapshot::cli::SnapshotCommand),
+    /// Build an image on the cluster, next to its warm cache: uploads DIR (or passes --git
+    /// through), follows the build, prints the digest. Exit 0 built, 1 failed, 2 bad input,
+    /// 3 timed out or cancelled.
+    Build(Box<crate::client::args::BuildArgs>),
+    /// Wait for an ImageBuild; exits at once when it fails or is cancelled (codes as build).
+    Wait(crate::client::args::WaitArgs),
+    /// Print the builder's log of an ImageBuild (BuildKit's plain progress).
+    Logs(crate::client::args::LogsArgs),
+    /// The builder pod's side of an upload (run by the receiver init container).
+    Receive(crate::upload::cli::ReceiveArgs),
 }
 
 /// Runs a parsed command line.
@@ -57,7 +67,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Simulate(args) => crate::simulate::cli::run(&args),
         Command::Snapshot(cmd) => crate::snapshot::cli::run(cmd),
+        Command::Build(args) => client_command(|env| crate::client::build(*args, env)),
+        Command::Wait(args) => client_command(|env| crate::client::wait(args, env)),
+        Command::Logs(args) => client_command(|env| crate::client::logs(args, env)),
+        Command::Receive(args) => Ok(crate::upload::cli::run(&args)),
     }
+}
+
+/// Runs a client command with the kubeconfig's client; a kubeconfig that does not work is
+/// bad input (exit 2).
+fn client_command<F, Fut>(command: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(crate::client::Env) -> Fut,
+    Fut: std::future::Future<Output = crate::client::follow::Exit>,
+{
+    tokio::runtime::Runtime::new()?.block_on(async {
+        match crate::client::Env::from_kubeconfig().await {
+            Ok(env) => Ok(ExitCode::from(command(env).await.code())),
+            Err(e) => {
+                eprintln!("hearth: kubeconfig: {e}");
+                Ok(ExitCode::from(crate::client::follow::Exit::BadInput.code()))
+            }
+        }
+    })
 }
 
 fn validate(files: &[PathBuf], update: bool) -> anyhow::Result<ExitCode> {

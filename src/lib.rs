@@ -4,15 +4,18 @@
 //!
 //! Modules: [`api`] (the custom resources), [`crds`] (their YAML), [`controller`] (the
 //! operator), [`planner`] (where a build runs and from what cache), [`simulate`] (replays
-//! workloads under placement strategies), [`snapshot`] (the snapshot engine) and [`store`]
-//! (where snapshots live).
+//! workloads under placement strategies), [`snapshot`] (the snapshot engine), [`store`]
+//! (where snapshots live), [`upload`] (a local build context streamed into the builder pod)
+//! and [`client`] (`hearth build`, `wait` and `logs`).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod controller;
 pub mod crds;
 pub mod planner;
 pub mod simulate;
 pub mod snapshot;
 pub mod store;
+pub mod upload;

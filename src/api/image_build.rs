@@ -66,7 +66,7 @@ pub const SPEC_IMMUTABLE_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.stat
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ImageBuildSpec {
-    /// Where the build context comes from: exactly one of `git` or `context`.
+    /// Where the build context comes from: exactly one of `git`, `context` or `upload`.
     pub source: SourceSpec,
     /// Path of the Dockerfile, relative to the context root.
     #[serde(default = "default_dockerfile")]
@@ -169,7 +169,7 @@ fn default_timeout() -> Duration {
 /// Where the build context comes from.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.git), has(self.context)].exists_one(x, x)").message("set exactly one of git or context"))]
+#[x_kube(validation = Rule::new("[has(self.git), has(self.context), has(self.upload)].exists_one(x, x)").message("set exactly one of git, context or upload"))]
 pub struct SourceSpec {
     /// A git repository, fetched by BuildKit itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,6 +177,43 @@ pub struct SourceSpec {
     /// A prepared context: a tarball in a store, or a directory on a PVC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<ContextSource>,
+    /// A context streamed into the builder pod by `hearth build DIR` through `pods/exec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadSource>,
+}
+
+/// A build context that the client uploads into the builder pod: a tar whose size and
+/// sha256 are stated here up front. The builder's receiver (`hearth receive`, an init
+/// container) accepts exactly that tar, refuses anything else, and fails the build if none
+/// arrives within `timeout`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadSource {
+    /// Hex sha256 of the context tar the client will send.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: String,
+    /// Size of that tar in bytes (at most 8 GiB).
+    #[schemars(range(min = 1, max = 8589934592i64))]
+    pub size: i64,
+    /// How long the receiver waits for the upload once it runs (Go duration, `10m` by
+    /// default, at most `1h`).
+    #[serde(default = "default_upload_timeout")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('1h')").message("must be a duration greater than 0s and at most 1h, for example 10m"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    pub timeout: Duration,
+    /// Where the context came from, for the derived cache key: a normalised repository and
+    /// directory (`github.com/acme/shop/svc/api`) when the directory is in a git checkout,
+    /// else `upload/<directory name>`. `hearth build` sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 200),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$")
+    )]
+    pub origin: Option<String>,
+}
+
+fn default_upload_timeout() -> Duration {
+    Duration::from(std::time::Duration::from_secs(600))
 }
 
 /// A git repository as the build context.

@@ -22,6 +22,13 @@ pub fn cache_key(spec: &ImageBuildSpec) -> String {
 /// The derived key of [`cache_key`], always within the API's key pattern and length.
 pub fn derive_cache_key(source: &SourceSpec, dockerfile: &str, target: Option<&str>) -> String {
     let origin = match (&source.git, &source.context) {
+        // An uploaded context: the origin the client stated (a git checkout's repository and
+        // directory, so it shares the cache of git builds of the same place), else `upload`.
+        (None, None) if source.upload.is_some() => source
+            .upload
+            .as_ref()
+            .and_then(|u| u.origin.clone())
+            .unwrap_or_else(|| "upload".to_string()),
         (Some(git), _) => {
             let repo = normalize_git_url(&git.url);
             match git.sub_path.as_deref().map(|p| p.trim_matches('/')) {
@@ -141,6 +148,7 @@ mod tests {
                 secret_ref: None,
             }),
             context: None,
+            upload: None,
         }
     }
 
@@ -187,10 +195,37 @@ mod tests {
                     path: Some("app".into()),
                 }),
             }),
+            upload: None,
         };
         assert_eq!(
             derive_cache_key(&ctx, "Dockerfile", None),
             "pvc/src/app:Dockerfile"
+        );
+        let upload = |origin: Option<&str>| SourceSpec {
+            upload: Some(crate::api::UploadSource {
+                sha256: "0".repeat(64),
+                size: 1,
+                timeout: std::time::Duration::from_secs(60).into(),
+                origin: origin.map(Into::into),
+            }),
+            ..Default::default()
+        };
+        // An upload from a checkout shares the key of git builds of the same directory.
+        assert_eq!(
+            derive_cache_key(
+                &upload(Some("github.com/acme/shop/svc/api")),
+                "Dockerfile",
+                None
+            ),
+            derive_cache_key(
+                &git("https://github.com/acme/shop.git", Some("svc/api")),
+                "Dockerfile",
+                None
+            )
+        );
+        assert_eq!(
+            derive_cache_key(&upload(None), "Dockerfile", Some("prod")),
+            "upload:Dockerfile:prod"
         );
     }
 

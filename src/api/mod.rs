@@ -16,7 +16,7 @@ pub use build_cache::{
 pub use image_build::{
     BuildResources, BuildSecret, CacheMode, CacheSpec, ContextSource, Durations, GitSource,
     ImageBuild, ImageBuildSpec, ImageBuildStatus, OutputSpec, Phase, Placement, PvcContext,
-    RestoredFrom, SecretKeyRef, SourceSpec, Warmth,
+    RestoredFrom, SecretKeyRef, SourceSpec, UploadSource, Warmth,
 };
 
 /// API group of every Hearth resource.

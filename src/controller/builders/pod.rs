@@ -5,9 +5,10 @@
 //! digest) becomes the container's termination message.
 
 use k8s_openapi::api::core::v1::{
-    AppArmorProfile, Container, EmptyDirVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource,
-    Pod, PodSecurityContext, PodSpec, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
-    SecretProjection, SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeProjection,
+    AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, KeyToPath,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretProjection, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -24,6 +25,11 @@ const SECRETS_DIR: &str = "/run/hearth/secrets";
 const GIT_DIR: &str = "/run/hearth/git";
 const DOCKER_CONFIG_DIR: &str = "/run/hearth/docker";
 const WORKSPACE: &str = "/workspace";
+/// The emptyDir an uploaded context arrives in (see [`crate::upload`]); the receiver moves the
+/// verified context to `<dir>/context` only once it is whole.
+pub const UPLOAD_DIR: &str = "/upload";
+/// Name of the receiver init container, the one `hearth build` execs into.
+pub const RECEIVER_CONTAINER: &str = "receive";
 /// The fixed script of the builder container. User values reach buildctl only as separate
 /// arguments (`"$@"`), never through the shell.
 const BUILD_SCRIPT: &str =
@@ -65,8 +71,8 @@ pub enum BuilderError {
     /// A context URL scheme BuildKit cannot fetch by itself.
     #[error("spec.source.context.url: {0} contexts are not supported yet; use an https:// tarball, a git source or a PVC")]
     UnsupportedContext(String),
-    /// Neither git nor context (the CRD's CEL rule forbids it; kept for objects that predate it).
-    #[error("spec.source: set exactly one of git or context")]
+    /// No source (the CRD's CEL rule forbids it; kept for objects that predate it).
+    #[error("spec.source: set exactly one of git, context or upload")]
     NoSource,
 }
 
@@ -106,6 +112,11 @@ pub fn buildctl_args(build: &ImageBuild) -> Result<Vec<String>, BuilderError> {
             }
             (None, None) => return Err(BuilderError::NoSource),
         },
+        (None, None) if spec.source.upload.is_some() => {
+            let dir = crate::upload::context_dir(UPLOAD_DIR);
+            locals.push(format!("context={dir}"));
+            locals.push(format!("dockerfile={dir}"));
+        }
         (None, None) => return Err(BuilderError::NoSource),
     }
     opts.push(("filename".into(), spec.dockerfile.clone()));
@@ -315,12 +326,12 @@ pub fn builder_pod(
         });
     }
 
-    let init_containers = match &inputs.state {
+    let mut init_containers = match &inputs.state {
         StateVolume::Throwaway {
             seed: Some((cache, snapshot)),
         } => {
             volumes.extend(store_volume(config));
-            Some(vec![snapshot_container(
+            vec![snapshot_container(
                 &SnapshotOp::Restore {
                     snapshot: snapshot.clone(),
                 },
@@ -328,10 +339,26 @@ pub fn builder_pod(
                 &namespace,
                 cache,
                 config,
-            )])
+            )]
         }
-        _ => None,
+        _ => Vec::new(),
     };
+    if let Some(upload) = &spec.source.upload {
+        volumes.push(Volume {
+            name: "upload".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "upload".into(),
+            mount_path: UPLOAD_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        // Last, so the upload window opens only once the cache is ready.
+        init_containers.push(receiver_container(upload, config));
+    }
+    let init_containers = (!init_containers.is_empty()).then_some(init_containers);
 
     let resources = spec
         .resources
@@ -411,6 +438,51 @@ pub fn builder_pod(
         }),
         ..Default::default()
     })
+}
+
+/// The receiver init container of an upload build: `hearth receive` waits (at most the
+/// source's timeout) for `hearth build` to exec `hearth receive --stdin` in it and stream the
+/// context, and exits 0 once the stated tar has arrived whole, verified and unpacked.
+/// Unprivileged, read-only root, no capabilities, no service account token.
+pub fn receiver_container(upload: &crate::api::UploadSource, config: &OperatorConfig) -> Container {
+    let timeout: std::time::Duration = upload.timeout.into();
+    Container {
+        name: RECEIVER_CONTAINER.into(),
+        image: Some(config.builder.hearth_image.clone()),
+        image_pull_policy: Some(config.builder.image_pull_policy.clone()),
+        command: Some(vec!["hearth".into()]),
+        args: Some(vec![
+            "receive".into(),
+            "--dir".into(),
+            UPLOAD_DIR.into(),
+            "--sha256".into(),
+            upload.sha256.clone(),
+            "--size".into(),
+            upload.size.to_string(),
+            "--timeout".into(),
+            format!("{}s", timeout.as_secs().max(1)),
+        ]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "upload".into(),
+            mount_path: UPLOAD_DIR.into(),
+            ..Default::default()
+        }]),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(1000),
+            run_as_group: Some(1000),
+            run_as_non_root: Some(true),
+            privileged: Some(false),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn secret_volume(name: &str, secret: &str, item: Option<(&str, &str)>) -> Volume {

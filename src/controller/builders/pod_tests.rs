@@ -232,3 +232,104 @@ fn digest_is_read_from_metadata_even_when_cut() {
     assert_eq!(digest_from_metadata(&cut), Some(d));
     assert_eq!(digest_from_metadata("error: failed to solve"), None);
 }
+
+fn upload_build() -> ImageBuild {
+    build(serde_json::json!({
+        "source": {"upload": {"sha256": "ab".repeat(32), "size": 4096, "timeout": "5m", "origin": "github.com/acme/shop"}},
+        "dockerfile": "docker/Dockerfile",
+        "output": {"image": "r.io/shop/api:dev"}
+    }))
+}
+
+#[test]
+fn upload_builds_wait_for_the_context_in_a_receiver_init_container() {
+    let mut config = OperatorConfig::default();
+    config.builder.hearth_image = "ghcr.io/hearth-dev/hearth:test".into();
+    config.snapshot.store = "s3://caches".into();
+    let state = StateVolume::Throwaway {
+        seed: Some(("shop-main".into(), "snap-7".into())),
+    };
+    let pod = builder_pod(&upload_build(), &inputs(state), &config).unwrap();
+    let spec = pod.spec.unwrap();
+    let inits = spec.init_containers.unwrap();
+    // The seed restore first, the receiver last: the upload window opens once the cache is in.
+    assert_eq!(
+        inits.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["restore", RECEIVER_CONTAINER]
+    );
+    let r = &inits[1];
+    assert_eq!(r.image.as_deref(), Some("ghcr.io/hearth-dev/hearth:test"));
+    assert_eq!(r.command.as_deref(), Some(&["hearth".to_string()][..]));
+    let sha = "ab".repeat(32);
+    assert_eq!(
+        r.args.clone().unwrap(),
+        [
+            "receive",
+            "--dir",
+            UPLOAD_DIR,
+            "--sha256",
+            &sha,
+            "--size",
+            "4096",
+            "--timeout",
+            "300s"
+        ]
+    );
+    let sc = r.security_context.as_ref().unwrap();
+    assert_eq!(
+        (
+            sc.run_as_non_root,
+            sc.allow_privilege_escalation,
+            sc.read_only_root_filesystem
+        ),
+        (Some(true), Some(false), Some(true))
+    );
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_string()][..])
+    );
+    let rm = &r.volume_mounts.as_ref().unwrap()[0];
+    assert_eq!((rm.name.as_str(), rm.read_only), ("upload", None));
+    assert!(spec
+        .volumes
+        .unwrap()
+        .iter()
+        .any(|v| v.name == "upload" && v.empty_dir.is_some()));
+
+    // buildkit reads the received context, read-only, as both local sources.
+    let c = &spec.containers[0];
+    let m = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.name == "upload")
+        .unwrap();
+    assert_eq!(
+        (m.mount_path.as_str(), m.read_only),
+        (UPLOAD_DIR, Some(true))
+    );
+    let args = c.args.clone().unwrap();
+    assert!(pos(&args, "--local", "context=/upload/context"));
+    assert!(pos(&args, "--local", "dockerfile=/upload/context"));
+    assert!(pos(&args, "--opt", "filename=docker/Dockerfile"));
+    assert!(
+        !args
+            .windows(2)
+            .any(|w| w[0] == "--opt" && w[1].starts_with("context=")),
+        "no remote context: {args:?}"
+    );
+}
+
+#[test]
+fn non_upload_builds_have_no_receiver() {
+    let pod = builder_pod(
+        &full(),
+        &inputs(StateVolume::Replica("r".into())),
+        &OperatorConfig::default(),
+    )
+    .unwrap();
+    let spec = pod.spec.unwrap();
+    assert!(spec.init_containers.is_none());
+    assert!(!spec.volumes.unwrap().iter().any(|v| v.name == "upload"));
+}

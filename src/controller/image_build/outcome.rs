@@ -114,8 +114,13 @@ pub fn pod_outcome(pod: &Pod, node_exists: impl Fn(&str) -> bool) -> PodOutcome 
                 };
             }
             if let Some((name, code, tail)) = init_failed {
+                let reason = if name == crate::controller::builders::pod::RECEIVER_CONTAINER {
+                    "UploadFailed"
+                } else {
+                    "RestoreFailed"
+                };
                 return PodOutcome::Failed {
-                    reason: "RestoreFailed".into(),
+                    reason: reason.into(),
                     message: format!("container {name} exited {code}: {}", tail.trim()),
                 };
             }

@@ -123,3 +123,19 @@ fn save_result_is_read_even_when_cut() {
     assert_eq!(saved_snapshot(cut, now).unwrap().id, "s-20261122-ab12");
     assert_eq!(saved_snapshot("Error: store unreachable", now), None);
 }
+
+#[test]
+fn failed_receiver_fails_the_build_as_an_upload_failure() {
+    let p = pod(
+        json!({"spec": {"containers": []}, "status": {"phase": "Failed", "initContainerStatuses": [{
+        "name": "receive", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 3, "message": "hearth receive: no upload arrived within 600s\n"}}}]}}),
+    );
+    match pod_outcome(&p, alive) {
+        PodOutcome::Failed { reason, message } => {
+            assert_eq!(reason, "UploadFailed");
+            assert!(message.contains("no upload arrived"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

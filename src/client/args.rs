@@ -1,0 +1,418 @@
+//! The flags of `hearth build`, `hearth wait` and `hearth logs`, and the pure translation of
+//! `hearth build`'s flags into an ImageBuild. Every refusal names the flag to fix.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use kube::core::Duration;
+
+use crate::api::common::LocalObjectReference;
+use crate::api::image_build::{CacheMode, GitSource, ImageBuildSpec, OutputSpec, SourceSpec};
+use crate::api::{ImageBuild, UploadSource};
+
+/// How the result is printed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Progress and a summary for people.
+    #[default]
+    Text,
+    /// One JSON object with the outcome on stdout (progress still goes to stderr).
+    Json,
+}
+
+/// `hearth build`: build DIR (uploaded) or a git repository on the cluster, with its cache.
+#[derive(Clone, Debug, Default, Args)]
+pub struct BuildArgs {
+    /// Local build context to upload (honours its `.dockerignore`). Leave out with `--git`.
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Image to build and push: a full reference with a registry host (`registry/app:tag`).
+    #[arg(short = 't', long = "tag", value_name = "IMAGE")]
+    pub tag: Option<String>,
+    /// Dockerfile: a path on this machine inside DIR (like `docker build -f`), or with
+    /// `--git` a path inside the repository. `Dockerfile` in the context by default.
+    #[arg(short = 'f', long = "file", value_name = "DOCKERFILE")]
+    pub file: Option<PathBuf>,
+    /// Build stage to stop at.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Build argument `KEY=VALUE` (`KEY` alone takes the value from the environment).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Target platform (`linux/amd64`); repeat or separate with commas.
+    #[arg(long = "platform", value_name = "PLATFORM")]
+    pub platforms: Vec<String>,
+    /// Image label `KEY=VALUE`.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Cache key (default: derived from the repository or directory, Dockerfile and target).
+    #[arg(long = "cache-key", value_name = "KEY")]
+    pub cache_key: Option<String>,
+    /// Fallback cache key, tried in order when the key has no cache yet.
+    #[arg(long = "restore-key", value_name = "KEY")]
+    pub restore_keys: Vec<String>,
+    /// Use the cache without writing back (for untrusted code such as fork pull requests).
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Build without any persistent cache.
+    #[arg(long = "no-cache", conflicts_with = "read_only")]
+    pub no_cache: bool,
+    /// Build and do not push the image.
+    #[arg(long = "no-push")]
+    pub no_push: bool,
+    /// Secret (type `kubernetes.io/dockerconfigjson`) in the namespace with push credentials.
+    #[arg(long = "push-secret", value_name = "NAME")]
+    pub push_secret: Option<String>,
+    /// Build this git repository instead of a local DIR (fetched by BuildKit in the cluster).
+    #[arg(long, value_name = "URL")]
+    pub git: Option<String>,
+    /// Branch, tag or commit of `--git`.
+    #[arg(long, value_name = "REV", requires = "git")]
+    pub revision: Option<String>,
+    /// Namespace of the ImageBuild (default: the kubeconfig's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Return once the build is created (and DIR uploaded) instead of waiting for it.
+    #[arg(long = "no-wait")]
+    pub no_wait: bool,
+    /// Longest the build may take, queueing included (`spec.timeout`; Go duration, at most
+    /// 24h). The command waits that long plus a minute, then cancels it and exits 3.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// How long the builder waits for the upload once it is ready (at most 1h).
+    #[arg(
+        long = "upload-timeout",
+        value_name = "DURATION",
+        default_value = "10m"
+    )]
+    pub upload_timeout: String,
+    /// Write the image digest to this file.
+    #[arg(long = "digest-file", value_name = "FILE")]
+    pub digest_file: Option<PathBuf>,
+    /// Write the build result as JSON (`containerimage.digest`, `image.name`, Hearth's cache
+    /// story) to this file.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `hearth wait`: wait for an ImageBuild created by any means.
+#[derive(Clone, Debug, Args)]
+pub struct WaitArgs {
+    /// Name of the ImageBuild.
+    pub name: String,
+    /// Its namespace (default: the kubeconfig's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Give up after this long (Go duration) and exit 3; the build goes on.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// `hearth logs`: the builder's log (BuildKit's plain progress) of an ImageBuild.
+#[derive(Clone, Debug, Args)]
+pub struct LogsArgs {
+    /// Name of the ImageBuild.
+    pub name: String,
+    /// Its namespace (default: the kubeconfig's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Keep streaming until the builder exits.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+}
+
+/// A refused flag: exit code 2.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{flag}: {message}")]
+pub struct BadInput {
+    /// The flag (or argument) to fix, as the user typed it (`-t/--tag`).
+    pub flag: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl BadInput {
+    /// A refusal of `flag`.
+    pub fn new(flag: &str, message: impl Into<String>) -> BadInput {
+        BadInput {
+            flag: flag.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A Go duration flag, bounded.
+pub fn parse_duration(flag: &str, value: &str, max_hours: u64) -> Result<Duration, BadInput> {
+    let d: Duration = value.parse().map_err(|_| {
+        BadInput::new(
+            flag,
+            format!("{value:?} is not a duration like 30m or 1h30m"),
+        )
+    })?;
+    let std: std::time::Duration = d.into();
+    if d.is_negative() || std.is_zero() || std > std::time::Duration::from_secs(max_hours * 3600) {
+        return Err(BadInput::new(
+            flag,
+            format!("must be greater than 0s and at most {max_hours}h"),
+        ));
+    }
+    Ok(d)
+}
+
+/// The uploaded context, as packed by the caller (see [`crate::upload::pack`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadInfo {
+    /// Tar size.
+    pub size: u64,
+    /// Tar sha256.
+    pub sha256: String,
+    /// Origin for the derived cache key (see [`origin_for`]).
+    pub origin: String,
+    /// The Dockerfile path inside the context.
+    pub dockerfile: String,
+}
+
+/// The ImageBuild `hearth build` creates, without a name (the caller picks one). `upload`
+/// is the packed DIR when there is one. Pure: flags and packed context in, object out.
+pub fn image_build(
+    args: &BuildArgs,
+    upload: Option<&UploadInfo>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<ImageBuild, BadInput> {
+    let image = args
+        .tag
+        .clone()
+        .ok_or_else(|| BadInput::new("-t/--tag", "an image to build is required"))?;
+    let source = match (&args.git, upload, &args.dir) {
+        (Some(_), _, Some(_)) => {
+            return Err(BadInput::new(
+                "--git",
+                "give either a local DIR or --git, not both",
+            ))
+        }
+        (Some(url), _, None) => SourceSpec {
+            git: Some(GitSource {
+                url: url.clone(),
+                revision: args.revision.clone(),
+                sub_path: None,
+                secret_ref: None,
+            }),
+            ..Default::default()
+        },
+        (None, Some(u), _) => SourceSpec {
+            upload: Some(UploadSource {
+                sha256: u.sha256.clone(),
+                size: i64::try_from(u.size).unwrap_or(i64::MAX),
+                timeout: parse_duration("--upload-timeout", &args.upload_timeout, 1)?,
+                origin: Some(u.origin.clone()),
+            }),
+            ..Default::default()
+        },
+        (None, None, _) => {
+            return Err(BadInput::new(
+                "DIR",
+                "give a local context directory (for example `.`) or --git URL",
+            ))
+        }
+    };
+    let dockerfile = match (upload, &args.file) {
+        (Some(u), _) => u.dockerfile.clone(),
+        (None, Some(f)) => f.to_string_lossy().trim_start_matches("./").to_string(),
+        (None, None) => "Dockerfile".to_string(),
+    };
+    let mut build_args = BTreeMap::new();
+    for arg in &args.build_args {
+        let (k, v) = match arg.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => match env(arg) {
+                Some(v) => (arg.clone(), v),
+                None => {
+                    return Err(BadInput::new(
+                        "--build-arg",
+                        format!("{arg:?} has no value and no such environment variable is set"),
+                    ))
+                }
+            },
+        };
+        build_args.insert(k, v);
+    }
+    let mut labels = BTreeMap::new();
+    for label in &args.labels {
+        let (k, v) = label
+            .split_once('=')
+            .ok_or_else(|| BadInput::new("--label", format!("{label:?} is not KEY=VALUE")))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let platforms: Vec<String> = args
+        .platforms
+        .iter()
+        .flat_map(|p| p.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut spec = ImageBuildSpec {
+        source,
+        dockerfile,
+        target: args.target.clone(),
+        build_args,
+        platforms,
+        labels,
+        output: OutputSpec {
+            image,
+            push: !args.no_push,
+            push_secret_ref: args
+                .push_secret
+                .clone()
+                .map(|name| LocalObjectReference { name }),
+        },
+        ..Default::default()
+    };
+    spec.cache.key = args.cache_key.clone();
+    spec.cache.restore_keys = args.restore_keys.clone();
+    spec.cache.mode = if args.no_cache {
+        CacheMode::Disabled
+    } else if args.read_only {
+        CacheMode::ReadOnly
+    } else {
+        CacheMode::ReadWrite
+    };
+    if let Some(t) = &args.timeout {
+        spec.timeout = parse_duration("--timeout", t, 24)?;
+    }
+    let mut ib = ImageBuild::new("", spec);
+    ib.metadata.name = None;
+    ib.metadata.namespace = args.namespace.clone();
+    ib.metadata.labels = Some(BTreeMap::from([(
+        "app.kubernetes.io/created-by".to_string(),
+        "hearth-cli".to_string(),
+    )]));
+    check_like_the_api_server(&ib)?;
+    Ok(ib)
+}
+
+/// Which flag sets a field of the spec, for errors from the API's own rules.
+fn flag_of(field: &str) -> &'static str {
+    const FLAGS: [(&str, &str); 14] = [
+        ("spec.output.pushSecretRef", "--push-secret"),
+        ("spec.output", "-t/--tag"),
+        ("spec.dockerfile", "-f/--file"),
+        ("spec.target", "--target"),
+        ("spec.buildArgs", "--build-arg"),
+        ("spec.platforms", "--platform"),
+        ("spec.labels", "--label"),
+        ("spec.cache.restoreKeys", "--restore-key"),
+        ("spec.cache.key", "--cache-key"),
+        ("spec.source.git.revision", "--revision"),
+        ("spec.source.git", "--git"),
+        ("spec.source.upload.timeout", "--upload-timeout"),
+        ("spec.source.upload", "DIR"),
+        ("spec.timeout", "--timeout"),
+    ];
+    FLAGS
+        .iter()
+        .find(|(prefix, _)| field.starts_with(prefix))
+        .map(|(_, flag)| *flag)
+        .unwrap_or("arguments")
+}
+
+/// Applies the CRD's schema and CEL rules offline, so a bad flag is named before anything
+/// is created.
+fn check_like_the_api_server(ib: &ImageBuild) -> Result<(), BadInput> {
+    let mut obj =
+        serde_json::to_value(ib).map_err(|e| BadInput::new("arguments", e.to_string()))?;
+    obj["metadata"]["name"] = "hearth-build-check".into();
+    obj["metadata"]["namespace"] = "default".into();
+    let violations = crate::api::check::check(&obj, None)
+        .map_err(|e| BadInput::new("arguments", e.to_string()))?;
+    match violations.into_iter().next() {
+        None => Ok(()),
+        Some(v) => Err(BadInput::new(
+            flag_of(&v.field),
+            format!("{} ({})", v.message, v.field),
+        )),
+    }
+}
+
+/// The upload's origin for the derived cache key: the repository and directory when DIR is
+/// in a git checkout with a remote, so uploads share the cache of git builds of the same
+/// place (`github.com/acme/shop/svc/api`), else `upload/<directory name>`.
+pub fn origin_for(remote: Option<&str>, prefix_in_repo: &str, dir_name: &str) -> String {
+    let raw = match remote.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(remote) => {
+            let repo = crate::api::keys::normalize_git_url(remote);
+            match prefix_in_repo.trim_matches('/') {
+                "" => repo,
+                sub => format!("{repo}/{sub}"),
+            }
+        }
+        None => format!("upload/{dir_name}"),
+    };
+    let mut origin = crate::api::keys::sanitize_key(&raw);
+    origin.truncate(200);
+    origin
+}
+
+/// The name `hearth build` gives an ImageBuild: the image's last path component, a DNS
+/// label, and a random suffix (names are picked client-side, so a conflict retries).
+pub fn build_name(image: &str, suffix: &str) -> String {
+    let repo = image.rsplit('/').next().unwrap_or(image);
+    let repo = repo.split([':', '@']).next().unwrap_or(repo);
+    let mut base: String = repo
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    base.truncate(40);
+    let base = base.trim_matches('-');
+    let base = if base.is_empty() { "build" } else { base };
+    format!("{base}-{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_follow_the_checkout_else_the_directory() {
+        assert_eq!(
+            origin_for(Some("git@github.com:acme/shop.git\n"), "svc/api/", "api"),
+            "github.com/acme/shop/svc/api"
+        );
+        assert_eq!(
+            origin_for(Some("https://github.com/acme/shop"), "", "shop"),
+            "github.com/acme/shop"
+        );
+        assert_eq!(origin_for(None, "", "my app"), "upload/my_app");
+        assert!(origin_for(None, "", &"x".repeat(400)).len() <= 200);
+    }
+
+    #[test]
+    fn build_names_are_dns_labels_from_the_image() {
+        assert_eq!(
+            build_name("registry.example.com/shop/api:1.2", "abcde"),
+            "api-abcde"
+        );
+        assert_eq!(
+            build_name("localhost:5000/My_App@sha256:00", "x"),
+            "my-app-x"
+        );
+        assert_eq!(build_name("r.io/a/___", "x"), "build-x");
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        assert!(parse_duration("--timeout", "90m", 24).is_ok());
+        assert_eq!(
+            parse_duration("--timeout", "0s", 24).unwrap_err().flag,
+            "--timeout"
+        );
+        assert!(parse_duration("--timeout", "25h", 24).is_err());
+    }
+}
