@@ -275,7 +275,7 @@ pub fn image_build(
         ..Default::default()
     };
     spec.cache.key = args.cache_key.clone();
-    spec.cache.restore_keys = args.restore_keys.clone();
+    spec.cache.restore_keys = fallback_keys(args.cache_key.as_deref(), &args.restore_keys);
     spec.cache.mode = if args.no_cache {
         CacheMode::Disabled
     } else if args.read_only {
@@ -375,9 +375,29 @@ pub fn build_name(image: &str, suffix: &str) -> String {
     format!("{base}-{suffix}")
 }
 
+/// Restore keys as given, without repeats and without the build's own key: CI templates pass
+/// `--cache-key repo:$BRANCH --restore-key repo:main`, which on main names the key twice (the
+/// API refuses that, and the key is looked up first anyway).
+fn fallback_keys(key: Option<&str>, given: &[String]) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for k in given {
+        if Some(k.as_str()) != key && !keys.contains(k) {
+            keys.push(k.clone());
+        }
+    }
+    keys
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restore_keys_drop_the_key_itself_and_repeats() {
+        let given = ["shop:main", "shop:base", "shop:base"].map(String::from);
+        assert_eq!(fallback_keys(Some("shop:main"), &given), ["shop:base"]);
+        assert_eq!(fallback_keys(None, &given), ["shop:main", "shop:base"]);
+    }
 
     #[test]
     fn origins_follow_the_checkout_else_the_directory() {
