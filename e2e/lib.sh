@@ -66,3 +66,39 @@ leader() {
   holder=$(kc -n "$SYSTEM_NS" get lease hearth-controller -o jsonpath='{.spec.holderIdentity}' 2>/dev/null) || return 1
   [[ -n "$holder" ]] && echo "$holder"
 }
+
+# check_scenarios "KNOWN..." NAME...: dies on a name that is not among the known ones.
+check_scenarios() {
+  local known=$1 s
+  shift
+  for s in "$@"; do
+    [[ " $known " == *" $s "* ]] || die "unknown scenario '$s' (known: $known)"
+  done
+}
+
+# run_scenarios LABEL NAME...: runs each scenario_NAME in a subshell under set -e, says PASS
+# or FAIL with its time, ends with "LABEL: N passed, M failed"; fails when any failed.
+run_scenarios() {
+  local label=$1 s start rc passed=0
+  shift
+  local failed=()
+  for s in "$@"; do
+    log "scenario $s"
+    start=$SECONDS
+    set +e
+    ( set -e; "scenario_${s//-/_}" )
+    rc=$?
+    set -e
+    if ((rc == 0)); then
+      passed=$((passed + 1))
+      info "PASS $s ($((SECONDS - start))s)"
+    else
+      failed+=("$s")
+      info "FAIL $s ($((SECONDS - start))s)"
+    fi
+  done
+  log "summary (run $RUN)"
+  ((${#failed[@]} == 0)) || info "failed: ${failed[*]}"
+  echo "$label: $passed passed, ${#failed[@]} failed"
+  ((${#failed[@]} == 0))
+}

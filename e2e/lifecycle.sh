@@ -187,20 +187,6 @@ scenario_unreachable_store() {
 kc get crd buildcaches.hearth.dev >/dev/null 2>&1 || die "no Hearth on context $CONTEXT: run e2e/up.sh first"
 scenarios=("$@")
 ((${#scenarios[@]})) || scenarios=("${ALL[@]}")
-for s in "${scenarios[@]}"; do
-  [[ " ${ALL[*]} " == *" $s "* ]] || die "unknown scenario '$s' (known: ${ALL[*]})"
-done
+check_scenarios "${ALL[*]}" "${scenarios[@]}"
 log "lifecycle run $RUN: ${scenarios[*]}"
-passed=0
-failed=()
-for s in "${scenarios[@]}"; do
-  log "scenario $s"
-  set +e
-  ( set -e; "scenario_${s//-/_}" )
-  rc=$?
-  set -e
-  if ((rc == 0)); then passed=$((passed + 1)); info "PASS $s"; else failed+=("$s"); info "FAIL $s"; fi
-done
-((${#failed[@]} == 0)) || info "failed: ${failed[*]}"
-echo "lifecycle: $passed passed, ${#failed[@]} failed"
-((${#failed[@]} == 0))
+run_scenarios lifecycle "${scenarios[@]}"

@@ -387,30 +387,7 @@ scenario_controller_restart() {
 kc get crd imagebuilds.hearth.dev >/dev/null 2>&1 || die "no Hearth on context $CONTEXT: run e2e/up.sh first"
 scenarios=("$@")
 ((${#scenarios[@]})) || scenarios=("${ALL[@]}")
-for s in "${scenarios[@]}"; do
-  [[ " ${ALL[*]} " == *" $s "* ]] || die "unknown scenario '$s' (known: ${ALL[*]})"
-done
+check_scenarios "${ALL[*]}" "${scenarios[@]}"
 
 log "run $RUN: cache key $KEY, scenarios: ${scenarios[*]}"
-passed=0
-failed=()
-for s in "${scenarios[@]}"; do
-  log "scenario $s"
-  start=$SECONDS
-  set +e
-  ( set -e; "scenario_${s//-/_}" )
-  rc=$?
-  set -e
-  if ((rc == 0)); then
-    passed=$((passed + 1))
-    info "PASS $s ($((SECONDS - start))s)"
-  else
-    failed+=("$s")
-    info "FAIL $s ($((SECONDS - start))s)"
-  fi
-done
-
-log "summary (run $RUN)"
-((${#failed[@]} == 0)) || info "failed: ${failed[*]}"
-echo "e2e: $passed passed, ${#failed[@]} failed"
-((${#failed[@]} == 0))
+run_scenarios e2e "${scenarios[@]}"

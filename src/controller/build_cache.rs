@@ -405,6 +405,7 @@ async fn start(
     }
 }
 
+/// The Job name part and `op` metrics label of an operation.
 fn role(kind: OperationKind) -> &'static str {
     match kind {
         OperationKind::Save => "save",
@@ -495,11 +496,7 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
         }
         other => other?,
     };
-    let store_op = match op.kind {
-        OperationKind::Save => "save",
-        OperationKind::Gc => "gc",
-        OperationKind::Forget => "forget",
-    };
+    let store_op = role(op.kind);
     match outcome {
         JobOutcome::Running => Ok(Action::requeue(FOLLOW)),
         JobOutcome::Succeeded { result, .. } => {

@@ -258,7 +258,7 @@ pub fn next_duty(cache: &BuildCache, facts: &Facts) -> Duty {
 }
 
 fn seconds(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> f64 {
-    t.0.as_millisecond() as f64 / 1000.0
+    super::view::seconds(t.0)
 }
 
 #[cfg(test)]
