@@ -141,8 +141,58 @@ fn a_bad_file_is_refused_before_simulating() {
         seed: 1,
         jitter: 0.1,
         json: true,
+        trace: None,
         list: false,
     };
     let err = run(&args).expect_err("refused").to_string();
     assert!(err.contains("line 3") && err.contains("`at`"), "{err}");
+}
+
+#[test]
+fn the_trace_explains_every_build_under_every_strategy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (workload, trace) = (dir.path().join("w.jsonl"), dir.path().join("t.jsonl"));
+    let lines = [
+        build(0.0, "main", ""),
+        build(1.0, "other", ""),
+        build(2.0, "main", ""),
+    ];
+    std::fs::write(&workload, format!("{CLUSTER}\n{}\n", lines.join("\n"))).expect("write");
+    let args = SimulateArgs {
+        workload: workload.display().to_string(),
+        seed: 1,
+        jitter: 0.0,
+        json: true,
+        trace: Some(trace.clone()),
+        list: false,
+    };
+    run(&args).expect("simulates");
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&trace)
+        .expect("trace written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(rows.len(), 3 * 4, "one line per build and strategy");
+    let hearth: Vec<_> = rows.iter().filter(|r| r["strategy"] == "hearth").collect();
+    // Lines count from the file's first line (the cluster is line 1).
+    let got: Vec<_> = hearth
+        .iter()
+        .map(|r| (r["line"].as_u64(), r["key"].as_str(), r["warmth"].as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(2), Some("main"), Some("Cold")),
+            (Some(3), Some("other"), Some("Cold")),
+            // Both slots are busy with the two cold builds: the hot build waits for its
+            // replica, on the node it was built on.
+            (Some(4), Some("main"), Some("Hot")),
+        ]
+    );
+    let third = hearth[2];
+    assert_eq!(third["node"], hearth[0]["node"]);
+    assert_eq!(third["queuedSeconds"].as_f64(), Some(598.0));
+    assert_eq!(third["seconds"].as_f64(), Some(658.0));
+    // The bound counts no queueing and main's cache only exists once its build is done.
+    assert_eq!(third["boundSeconds"].as_f64(), Some(600.0));
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use super::builtin::{self, BUILTINS, DEFAULT};
-use super::{parse, simulate, Options, SimError};
+use super::{parse, simulate_traced, Options, SimError};
 
 /// Arguments of `hearth simulate`.
 #[derive(Debug, clap::Args)]
@@ -22,6 +22,11 @@ pub struct SimulateArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write every build's outcome under every strategy to this file (JSON Lines:
+    /// strategy, line, at, namespace, key, warmth, node, queuedSeconds, seconds,
+    /// boundSeconds), to see which builds a strategy lost time on.
+    #[arg(long, value_name = "PATH")]
+    pub trace: Option<std::path::PathBuf>,
     /// List the built-in workloads and exit.
     #[arg(long)]
     pub list: bool,
@@ -56,7 +61,15 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         jitter: args.jitter,
         ..Options::default()
     };
-    let report = simulate(&args.workload, &workload, &opts)?;
+    let (report, trace) = simulate_traced(&args.workload, &workload, &opts)?;
+    if let Some(path) = &args.trace {
+        let file = std::fs::File::create(path)
+            .map_err(|e| anyhow::anyhow!("--trace {}: {e}", path.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        super::report::write_trace(&mut out, &workload, &trace)
+            .and_then(|()| out.flush())
+            .map_err(|e| anyhow::anyhow!("--trace {}: {e}", path.display()))?;
+    }
     let out = if args.json {
         serde_json::to_string_pretty(&report)? + "\n"
     } else {

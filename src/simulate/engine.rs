@@ -38,8 +38,14 @@ impl Job {
 /// How one build ended.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Outcome {
+    /// Index of the build in the workload.
+    pub build: usize,
     /// Seconds from submit to finish.
     pub latency: f64,
+    /// Seconds from submit to its last start (queueing, and any run lost with a node).
+    pub queued: f64,
+    /// Node of its last start.
+    pub node: usize,
     /// Warmth of its last start.
     pub warmth: Warmth,
 }
@@ -115,7 +121,7 @@ pub struct Ctx<'w> {
     pub evictions: u64,
     outcomes: Vec<Option<Outcome>>,
     events: BinaryHeap<Event>,
-    running: HashMap<u64, Job>,
+    running: HashMap<u64, (Job, f64)>,
     next_job: u64,
 }
 
@@ -165,7 +171,7 @@ impl<'w> Ctx<'w> {
         slots.free = slots.free.saturating_sub(1);
         let id = self.next_job;
         self.next_job += 1;
-        self.running.insert(id, job);
+        self.running.insert(id, (job, self.now));
         self.events.push(Event {
             at: self.now + seconds.max(0.0),
             kind: Kind::Finish(id),
@@ -211,11 +217,14 @@ pub fn run(
             Kind::Timer(token) => strategy.timer(&mut ctx, token),
             Kind::Finish(id) => {
                 // A job killed with its node has no entry any more: its finish never happens.
-                if let Some(job) = ctx.running.remove(&id) {
+                if let Some((job, started)) = ctx.running.remove(&id) {
                     ctx.nodes[job.node].free += 1;
                     let b = &ctx.workload.builds[job.build];
                     ctx.outcomes[job.build] = Some(Outcome {
+                        build: job.build,
                         latency: ctx.now - b.at,
+                        queued: started - b.at,
+                        node: job.node,
                         warmth: job.warmth,
                     });
                     strategy.finish(&mut ctx, job);
@@ -234,13 +243,13 @@ pub fn run(
                     let mut dead: Vec<u64> = ctx
                         .running
                         .iter()
-                        .filter(|(_, j)| j.node == e.node)
+                        .filter(|(_, (j, _))| j.node == e.node)
                         .map(|(id, _)| *id)
                         .collect();
                     dead.sort_unstable();
                     let killed = dead
                         .iter()
-                        .filter_map(|id| ctx.running.remove(id))
+                        .filter_map(|id| ctx.running.remove(id).map(|(j, _)| j))
                         .collect();
                     strategy.node_down(&mut ctx, e.node, killed);
                 }

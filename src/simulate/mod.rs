@@ -94,10 +94,21 @@ pub fn factors(builds: usize, seed: u64, jitter: f64) -> Vec<f64> {
 
 /// Replays `workload` under every strategy.
 pub fn simulate(name: &str, workload: &Workload, opts: &Options) -> Result<Report, SimError> {
+    Ok(simulate_traced(name, workload, opts)?.0)
+}
+
+/// Replays `workload` under every strategy and also returns every build's outcome per
+/// strategy (in report order) and its time under the bound.
+pub fn simulate_traced(
+    name: &str,
+    workload: &Workload,
+    opts: &Options,
+) -> Result<(Report, Trace), SimError> {
     let factors = factors(workload.builds.len(), opts.seed, opts.jitter);
     let mut strategies = Vec::new();
+    let mut outcomes = Vec::new();
     for name in STRATEGIES {
-        let row = match name {
+        let (row, out) = match name {
             "cold" => row(name, workload, &factors, &mut pool::Pool::cold()),
             "registry-cache" => row(name, workload, &factors, &mut pool::Pool::registry()),
             "sticky-hash" => row(
@@ -116,12 +127,24 @@ pub fn simulate(name: &str, workload: &Workload, opts: &Options) -> Result<Repor
             }
         };
         strategies.push(row);
+        outcomes.push(out);
     }
-    Ok(Report {
+    let bound = report::bound_seconds(workload, &factors);
+    let report = Report {
         workload: name.to_string(),
         bound: report::bound(workload, &factors),
         strategies,
-    })
+    };
+    Ok((report, Trace { outcomes, bound }))
+}
+
+/// Every build's outcome under every strategy, for `hearth simulate --trace`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trace {
+    /// Per strategy (in [`STRATEGIES`] order), the outcome of every build that finished.
+    pub outcomes: Vec<Vec<engine::Outcome>>,
+    /// Per build, its time under the bound.
+    pub bound: Vec<f64>,
 }
 
 fn row(
@@ -129,7 +152,10 @@ fn row(
     workload: &Workload,
     factors: &[f64],
     strategy: &mut dyn engine::Strategy,
-) -> StrategyReport {
+) -> (StrategyReport, Vec<engine::Outcome>) {
     let (outcomes, bytes, evictions) = engine::run(workload, factors, strategy);
-    report::summarise(name, &outcomes, bytes, evictions)
+    (
+        report::summarise(name, &outcomes, bytes, evictions),
+        outcomes,
+    )
 }

@@ -100,8 +100,17 @@ pub fn summarise(
 /// The bound: a key's cache exists from the earliest time a `ReadWrite` build of it would
 /// finish if it never queued; each build then takes the best build time that cache allows.
 pub fn bound(workload: &Workload, factors: &[f64]) -> Bound {
+    let seconds = bound_seconds(workload, factors);
+    let n = seconds.len().max(1) as f64;
+    Bound {
+        mean_seconds: seconds.iter().sum::<f64>() / n,
+    }
+}
+
+/// Per build, its time under the bound.
+pub fn bound_seconds(workload: &Workload, factors: &[f64]) -> Vec<f64> {
     let mut ready: HashMap<(&str, &str), f64> = HashMap::new();
-    let mut total = 0.0;
+    let mut out = Vec::with_capacity(workload.builds.len());
     for (i, b) in workload.builds.iter().enumerate() {
         let exists = |key: &str| {
             ready
@@ -118,7 +127,7 @@ pub fn bound(workload: &Workload, factors: &[f64]) -> Bound {
             b.cold_seconds
         };
         let seconds = nominal * factors[i];
-        total += seconds;
+        out.push(seconds);
         if b.mode == CacheMode::ReadWrite {
             let t = ready
                 .entry((b.namespace.as_str(), b.key.as_str()))
@@ -126,10 +135,7 @@ pub fn bound(workload: &Workload, factors: &[f64]) -> Bound {
             *t = t.min(b.at + seconds);
         }
     }
-    let n = workload.builds.len().max(1) as f64;
-    Bound {
-        mean_seconds: total / n,
-    }
+    out
 }
 
 fn human_bytes(b: u64) -> String {
@@ -181,4 +187,63 @@ pub fn table(report: &Report) -> String {
     }
     let _ = writeln!(out, "{:<15} {:>51.1}", "bound", report.bound.mean_seconds);
     out
+}
+
+/// One line of `hearth simulate --trace`: how one build went under one strategy.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceLine<'w> {
+    /// Strategy name.
+    pub strategy: &'static str,
+    /// Line of the build record in the workload.
+    pub line: usize,
+    /// Submit time.
+    pub at: f64,
+    /// Namespace.
+    pub namespace: &'w str,
+    /// Cache key.
+    pub key: &'w str,
+    /// `Hot`, `Restored` or `Cold`.
+    pub warmth: Warmth,
+    /// Node it last started on.
+    pub node: &'w str,
+    /// Seconds from submit to its last start.
+    pub queued_seconds: f64,
+    /// Seconds from submit to finish.
+    pub seconds: f64,
+    /// Its time under the bound.
+    pub bound_seconds: f64,
+}
+
+/// Writes the trace as JSON Lines: one line per build and strategy, strategies in report
+/// order, builds in submit order.
+pub fn write_trace(
+    out: &mut dyn std::io::Write,
+    workload: &Workload,
+    trace: &super::Trace,
+) -> std::io::Result<()> {
+    for (strategy, outcomes) in super::STRATEGIES.iter().zip(&trace.outcomes) {
+        for o in outcomes {
+            let b = &workload.builds[o.build];
+            let line = TraceLine {
+                strategy,
+                line: b.line,
+                at: b.at,
+                namespace: &b.namespace,
+                key: &b.key,
+                warmth: o.warmth,
+                node: &workload.cluster.nodes[o.node].name,
+                queued_seconds: round1(o.queued),
+                seconds: round1(o.latency),
+                bound_seconds: round1(trace.bound[o.build]),
+            };
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    Ok(())
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }

@@ -36,6 +36,8 @@ pub struct ClusterSpec {
 /// A `build` record.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BuildSpec {
+    /// Line of the record in the workload file (1-based).
+    pub line: usize,
     /// Submit time, seconds from the start of the workload.
     pub at: f64,
     /// Namespace.
@@ -332,6 +334,7 @@ fn parse_build(rec: &Record) -> Result<BuildSpec, WorkloadError> {
         return Err(rec.err("warmSeconds", "must not exceed coldSeconds"));
     }
     Ok(BuildSpec {
+        line: rec.line,
         at,
         namespace: rec
             .opt_str("namespace")?
