@@ -69,6 +69,7 @@ fn cluster(nodes: usize) -> (ClusterView, usize) {
                 fallback_seconds: None,
                 cache_bytes: bytes,
                 builds_per_hour: rng.below(100) as f64 / 10.0,
+                builds: rng.below(30) as u32,
             },
         );
         if rng.below(10) < 8 {

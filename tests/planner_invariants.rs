@@ -183,6 +183,7 @@ fn build(case: &Case) -> (ClusterView, BuildRequest) {
                 fallback_seconds: None,
                 cache_bytes: bytes * GB,
                 builds_per_hour: *rate,
+                builds: (*c as u32) % 7,
             },
         );
     }

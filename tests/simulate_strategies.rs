@@ -97,6 +97,9 @@ fn busy_builders_queue() {
     ]);
     assert_eq!(row(&r, "cold").mean_seconds, (600.0 + 600.0 + 1200.0) / 3.0);
     assert_eq!(row(&r, "cold").p95_seconds, 1200.0);
+    // The bound counts no queueing; the same builds on the cluster's slots queue as well.
+    assert_eq!(r.bound.mean_seconds, 600.0);
+    assert_eq!(r.bound.with_slots_mean_seconds, 800.0);
 }
 
 #[test]

@@ -51,6 +51,7 @@ impl Default for PlannerConfig {
                 fallback_seconds: None,
                 cache_bytes: 4_000_000_000,
                 builds_per_hour: 1.0,
+                builds: 0,
             },
             horizon_seconds: 3600.0,
             slot_weight: 1.0,

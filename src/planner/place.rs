@@ -33,26 +33,19 @@ pub struct Scene<'a> {
 }
 
 impl Scene<'_> {
-    /// Expected builds per second that want `replica`: the key's recent rate, capped by the
-    /// time since the replica was last used (a key unused for an hour is not built every
-    /// minute, whatever its history says).
+    /// Expected builds per second that want `replica` (see [`KeyStats::rate_after`]).
     pub fn rate(&self, replica: &Replica) -> f64 {
-        let per_hour = self
-            .view
+        self.stats(replica)
+            .rate_after((self.now - replica.last_used).max(0.0))
+    }
+
+    /// The history of the replica's key, or the default for a key with none.
+    pub fn stats(&self, replica: &Replica) -> &KeyStats {
+        self.view
             .key(replica.key)
             .stats
             .as_ref()
-            .map_or(self.cfg.default_stats.builds_per_hour, |s: &KeyStats| {
-                s.builds_per_hour
-            })
-            .max(0.0);
-        let idle = (self.now - replica.last_used).max(0.0);
-        let cap = if idle > 0.0 {
-            3600.0 / idle
-        } else {
-            f64::INFINITY
-        };
-        per_hour.min(cap) / 3600.0
+            .unwrap_or(&self.cfg.default_stats)
     }
 }
 
@@ -146,7 +139,10 @@ pub fn startable(scene: &Scene, req: &BuildRequest) -> Vec<NodeLoad> {
 /// horizon times the restore that build would then need, shared among the key's replicas.
 pub fn eviction_value(scene: &Scene, replica: &Replica) -> Seconds {
     let view = scene.view;
-    let p = 1.0 - (-scene.rate(replica) * scene.cfg.horizon_seconds).exp();
+    let idle = (scene.now - replica.last_used).max(0.0);
+    let p = scene
+        .stats(replica)
+        .chance_within(idle, scene.cfg.horizon_seconds);
     let copies = view.key(replica.key).replicas.len().max(1) as f64;
     p * view.store.restore_seconds(replica.size_bytes) / copies
 }

@@ -50,8 +50,7 @@ pub fn prewarm(
                 return None;
             }
             let idle = (now - snapshot.taken_at).max(1.0);
-            let rate = stats.builds_per_hour.min(3600.0 / idle).max(0.0) / 3600.0;
-            let p = 1.0 - (-rate * cfg.horizon_seconds).exp();
+            let p = stats.chance_within(idle, cfg.horizon_seconds);
             let value = p * view.store.restore_seconds(snapshot.bytes);
             (value >= cfg.prewarm_min_seconds).then_some((value, id, snapshot.bytes))
         })

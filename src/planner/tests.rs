@@ -36,6 +36,7 @@ fn stats(cold: f64, warm: f64, bytes: u64, per_hour: f64) -> KeyStats {
         fallback_seconds: None,
         cache_bytes: bytes,
         builds_per_hour: per_hour,
+        builds: 0,
     }
 }
 
@@ -257,6 +258,56 @@ fn evicts_the_least_valuable_saved_idle_replica() {
         }
     ));
     assert_eq!(d.evictions, vec![rare_id]);
+}
+
+#[test]
+fn a_key_built_once_is_less_likely_built_again_than_one_built_every_day() {
+    let once = KeyStats {
+        builds: 1,
+        ..stats(600.0, 60.0, GB, 1.0)
+    };
+    let daily = KeyStats {
+        builds: 20,
+        ..once.clone()
+    };
+    let unknown = KeyStats {
+        builds: 0,
+        ..once.clone()
+    };
+    assert_eq!((once.alive(), unknown.alive()), (0.5, 1.0));
+    assert!((daily.alive() - 20.0 / 21.0).abs() < 1e-12);
+    // Same rate, same idle time: the history of many builds is worth more.
+    assert!(daily.chance_within(600.0, 3600.0) > once.chance_within(600.0, 3600.0));
+    assert!(daily.rate_after(600.0) > once.rate_after(600.0));
+    // Idle for longer than the rate says, a key is expected less often.
+    assert!(daily.rate_after(7200.0) < daily.rate_after(600.0));
+}
+
+#[test]
+fn evicts_the_pull_request_replica_before_main_at_the_same_rate() {
+    let mut v = ClusterView::new(store());
+    let n = v.add_node(node("n1", 2, 7 * GB)).expect("new node");
+    let (main, pr) = (v.intern_key("a", "main"), v.intern_key("a", "pr-1"));
+    v.set_stats(
+        main,
+        KeyStats {
+            builds: 12,
+            ..stats(600.0, 60.0, 3 * GB, 0.5)
+        },
+    );
+    v.set_stats(
+        pr,
+        KeyStats {
+            builds: 1,
+            ..stats(600.0, 60.0, 3 * GB, 0.5)
+        },
+    );
+    replica(&mut v, main, n, ReplicaState::Idle, 3 * GB);
+    let pr_id = replica(&mut v, pr, n, ReplicaState::Idle, 3 * GB);
+    let new = v.intern_key("a", "new");
+    v.set_stats(new, stats(600.0, 60.0, 3 * GB, 1.0));
+    let d = decide(&v, &BuildRequest::new("a", "new"), 1.0);
+    assert_eq!(d.evictions, vec![pr_id]);
 }
 
 #[test]

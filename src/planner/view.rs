@@ -125,9 +125,45 @@ pub struct KeyStats {
     pub cache_bytes: u64,
     /// Recent arrival rate of builds of the key.
     pub builds_per_hour: f64,
+    /// Builds of the key seen so far; 0 when unknown.
+    pub builds: u32,
 }
 
 impl KeyStats {
+    /// Chance that the key is still being built at all: after `n` builds, `n / (n + 1)` (a key
+    /// built once, like most pull-request branches, is as likely abandoned as pushed again; a
+    /// key built every day is almost surely built again). 1 when the count is unknown.
+    pub fn alive(&self) -> f64 {
+        if self.builds == 0 {
+            1.0
+        } else {
+            let n = f64::from(self.builds);
+            n / (n + 1.0)
+        }
+    }
+
+    /// Builds per second of a key idle for `idle` seconds, if it is alive: its recent rate,
+    /// capped by the time since it was last used (a key unused for an hour is not built every
+    /// minute, whatever its history says).
+    fn rate_if_alive(&self, idle: Seconds) -> f64 {
+        let cap = if idle > 0.0 {
+            3600.0 / idle
+        } else {
+            f64::INFINITY
+        };
+        self.builds_per_hour.max(0.0).min(cap) / 3600.0
+    }
+
+    /// Expected builds per second of a key idle for `idle` seconds.
+    pub fn rate_after(&self, idle: Seconds) -> f64 {
+        self.alive() * self.rate_if_alive(idle)
+    }
+
+    /// Chance of a build of the key within `horizon` seconds, when it has been idle `idle`.
+    pub fn chance_within(&self, idle: Seconds, horizon: Seconds) -> f64 {
+        self.alive() * (1.0 - (-self.rate_if_alive(idle) * horizon.max(0.0)).exp())
+    }
+
     /// Build time when seeded from a restore key's cache.
     pub fn fallback(&self) -> Seconds {
         self.fallback_seconds

@@ -27,7 +27,7 @@ pub struct Hearth {
     pending: VecDeque<usize>,
     waiters: HashMap<ReplicaId, VecDeque<usize>>,
     /// Per key: last arrival and smoothed gap between arrivals.
-    arrivals: HashMap<KeyId, (f64, Option<f64>)>,
+    arrivals: HashMap<KeyId, (f64, Option<f64>, u32)>,
     /// Per node: builds that claimed an idle replica there and wait for the next free slot.
     slot_waiters: Vec<VecDeque<(usize, ReplicaId)>>,
     /// Per node: (build, expected finish) of the jobs running there, as the planner estimated.
@@ -99,12 +99,14 @@ impl Hearth {
     fn learn(&mut self, ctx: &Ctx, build: usize) {
         let b = &ctx.workload.builds[build];
         let key = self.view.intern_key(&b.namespace, &b.key);
-        let entry = self.arrivals.entry(key).or_insert((ctx.now, None));
+        let entry = self.arrivals.entry(key).or_insert((ctx.now, None, 0));
+        entry.2 += 1;
         if ctx.now > entry.0 {
             let gap = ctx.now - entry.0;
             entry.1 = Some(entry.1.map_or(gap, |g| 0.7 * g + 0.3 * gap));
             entry.0 = ctx.now;
         }
+        let builds = entry.2;
         let builds_per_hour = entry.1.map_or(self.cfg.default_stats.builds_per_hour, |g| {
             3600.0 / g.max(1.0)
         });
@@ -116,6 +118,7 @@ impl Hearth {
                 fallback_seconds: b.fallback_seconds,
                 cache_bytes: b.cache_bytes,
                 builds_per_hour,
+                builds,
             },
         );
     }
