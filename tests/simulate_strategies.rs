@@ -71,20 +71,31 @@ fn a_branch_falls_back_to_main() {
 }
 
 #[test]
-fn a_lost_node_costs_hearth_a_restore_and_sticky_a_cold_build() {
-    let text = [
-        build(0.0, "main", r#","context":"repo""#),
-        build(1000.0, "main", r#","context":"repo""#),
-        r#"{"kind":"node-down","at":1500,"node":"n1"}"#.to_string(),
-        r#"{"kind":"node-down","at":1500,"node":"n2"}"#.to_string(),
-        r#"{"kind":"node-up","at":1600,"node":"n2"}"#.to_string(),
-        build(2000.0, "main", r#","context":"repo""#),
-    ];
-    let r = run_lines(&text);
+fn a_lost_node_costs_sticky_a_cold_build_and_hearth_a_restore_unless_prewarmed() {
+    let lines = |third: f64| {
+        vec![
+            build(0.0, "main", r#","context":"repo""#),
+            build(1000.0, "main", r#","context":"repo""#),
+            r#"{"kind":"node-down","at":1500,"node":"n1"}"#.to_string(),
+            r#"{"kind":"node-down","at":1500,"node":"n2"}"#.to_string(),
+            r#"{"kind":"node-up","at":1600,"node":"n2"}"#.to_string(),
+            build(third, "main", r#","context":"repo""#),
+        ]
+    };
+    // Right after the node is back, the build restores the snapshot itself (5 s overhead,
+    // 10 GB at 1 GB/s, then warm).
+    let r = run_lines(&lines(1601.0));
     let hearth = row(&r, "hearth");
     assert_eq!((hearth.cold, hearth.hot, hearth.restored), (1, 1, 1));
+    assert_eq!(hearth.mean_seconds, (600.0 + 60.0 + 75.0) / 3.0);
     let sticky = row(&r, "sticky-hash");
     assert_eq!((sticky.cold, sticky.hot), (2, 1));
+    // Later, the minutely look for caches with no replica left has restored it in the
+    // background: the build finds it hot, and the store was read once all the same.
+    let r = run_lines(&lines(2000.0));
+    let hearth = row(&r, "hearth");
+    assert_eq!((hearth.cold, hearth.hot, hearth.restored), (1, 2, 0));
+    assert_eq!(hearth.store_bytes_read, 10_000_000_000);
 }
 
 #[test]

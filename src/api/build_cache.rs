@@ -289,6 +289,9 @@ pub enum OperationKind {
     Gc,
     /// Remove every snapshot of the cache (deletion with `deletionPolicy: Delete`).
     Forget,
+    /// Restore the newest snapshot into a new replica ahead of the next build, after the
+    /// cache lost its replicas (a node went away, or eviction), onto a node with room.
+    Prewarm,
 }
 
 /// The cache-maintenance Job in flight (at most one per cache).

@@ -8,7 +8,8 @@
 //!    PVCs deleted and their entries dropped;
 //! 3. the maintenance Job in flight (save, gc, forget), followed to its end;
 //! 4. the next duty from [`cache_policy::next_duty`]: evict, save before evicting, a deferred
-//!    save, or gc.
+//!    save, pre-warm (restore the newest snapshot onto a node with room when the cache has no
+//!    replica left and the planner ranks it among those the next builds will want), or gc.
 //!
 //! Store operations run as Jobs in the cache's namespace with that namespace's store
 //! credentials; the controller never holds them.
@@ -28,15 +29,17 @@ use tracing::{info, warn};
 
 use super::builders::jobs::{cache_job, CacheJobInputs, SnapshotOp};
 use super::builders::Pin;
-use super::cache_policy::{self, budget_victims, CostModel, Duty, Facts, NodeReplica};
-use super::claims::{owner_ref, summarize, update_status};
+use super::cache_policy::{
+    self, budget_victims, CostModel, Duty, Facts, NodeReplica, PrewarmTarget,
+};
+use super::claims::{create_replica_pvc, owner_ref, push_replica, summarize, update_status};
 use super::context::Context;
 use super::error::{is_status, Error, Result};
 use super::finalizer;
-use super::image_build::outcome::{saved_snapshot, JobOutcome};
+use super::image_build::outcome::{restored_bytes, saved_snapshot, JobOutcome};
 use super::image_build::publish;
 use super::job_runner::job_state;
-use super::view::{node_budget, pv_location, seconds};
+use super::view::{node_budget, pv_location, seconds, view_from_stores};
 use crate::api::{
     BuildCache, BuildCacheStatus, CacheOperation, DeletionPolicy, ImageBuild, OperationKind,
     ReplicaState, SnapshotRecord,
@@ -54,6 +57,8 @@ const STORE_BACKOFF: Duration = Duration::from_secs(300);
 const DELETE_RETRY: Duration = Duration::from_secs(30);
 const FOLLOW: Duration = Duration::from_secs(15);
 const RESYNC: Duration = Duration::from_secs(60);
+/// Most caches the planner ranks for pre-warming at one time, cluster-wide.
+const PREWARM_LIMIT: usize = 32;
 
 /// Reconciles one BuildCache.
 pub async fn reconcile(cache: Arc<BuildCache>, ctx: Arc<Context>) -> Result<Action> {
@@ -209,12 +214,17 @@ async fn duty(cache: &BuildCache, ctx: &Context) -> Result<Action> {
     let now = ctx.now();
     let status = cache.status.clone().unwrap_or_default();
     let config = &ctx.config;
+    let snapshots_enabled = config.snapshots_enabled();
+    let backoff = store_backoff(&status, now, STORE_BACKOFF);
     let facts = Facts {
         budget_victims: victims_of(cache, ctx, now),
         now: seconds(now),
-        snapshots_enabled: config.snapshots_enabled(),
+        snapshots_enabled,
         gc_interval: Duration::from(config.snapshot.gc_interval).as_secs_f64(),
-        store_backoff: store_backoff(&status, now, STORE_BACKOFF),
+        store_backoff: backoff,
+        prewarm: (snapshots_enabled && !backoff)
+            .then(|| prewarm_target(cache, ctx, now))
+            .flatten(),
     };
     match cache_policy::next_duty(cache, &facts) {
         Duty::Nothing => Ok(Action::requeue(RESYNC)),
@@ -233,8 +243,87 @@ async fn duty(cache: &BuildCache, ctx: &Context) -> Result<Action> {
             )
             .await
         }
+        Duty::Prewarm(target) => start_prewarm(cache, ctx, target).await,
         Duty::Gc => start(cache, ctx, OperationKind::Gc, None, "retention and listing").await,
     }
+}
+
+/// Where the planner would pre-warm this cache, when it has snapshots and no live replica:
+/// its rank among every cache worth restoring ahead of its next build, and a node with room
+/// that needs no eviction.
+fn prewarm_target(cache: &BuildCache, ctx: &Context, now: Timestamp) -> Option<PrewarmTarget> {
+    let status = cache.status.as_ref()?;
+    let live = status
+        .replicas
+        .iter()
+        .any(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting));
+    if live || status.snapshots.is_empty() {
+        return None;
+    }
+    let namespace = cache.namespace()?;
+    let view = view_from_stores(&ctx.stores, &ctx.config, now);
+    let key = view.cluster.key_id(&namespace, &cache.spec.key)?;
+    let chosen = crate::planner::prewarm(&view.cluster, seconds(now), &ctx.planner, PREWARM_LIMIT)
+        .into_iter()
+        .find(|p| p.key == key)?;
+    Some(PrewarmTarget {
+        node: view.cluster.node(chosen.node).name.clone(),
+        snapshot: view.cluster.key(key).snapshot.as_ref()?.id.clone(),
+        bytes: chosen.bytes as i64,
+    })
+}
+
+/// Adds a `Restoring` replica on the chosen node (its bytes count against the node at once)
+/// with the snapshot it will hold, records the operation, creates the PVC, then the Job.
+async fn start_prewarm(cache: &BuildCache, ctx: &Context, target: PrewarmTarget) -> Result<Action> {
+    let namespace = cache.namespace().unwrap_or_default();
+    let name = cache.name_any();
+    let now = ctx.now();
+    let mut op = None;
+    let updated = update_status(ctx, &namespace, &name, |status, bc| {
+        let live = status
+            .replicas
+            .iter()
+            .any(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting));
+        if status.operation.is_some() || live {
+            return false;
+        }
+        let Some(pvc) = push_replica(
+            status,
+            bc,
+            &target.node,
+            ReplicaState::Restoring,
+            None,
+            Some(target.bytes),
+        ) else {
+            return false;
+        };
+        if let Some(r) = status.replicas.iter_mut().find(|r| r.pvc == pvc) {
+            r.snapshot_id = Some(target.snapshot.clone());
+        }
+        let seq = status.operations.unwrap_or(0) + 1;
+        status.operations = Some(seq);
+        let o = CacheOperation {
+            kind: OperationKind::Prewarm,
+            job: super::builders::labels::child_name(&name, role(OperationKind::Prewarm), seq),
+            pvc: Some(pvc),
+            reason: format!(
+                "restore snapshot {} onto {} before the next build asks for it",
+                target.snapshot, target.node
+            ),
+            started: Time(now),
+        };
+        status.operation = Some(o.clone());
+        op = Some(o);
+        true
+    })
+    .await?;
+    let (Some(op), Some(fresh)) = (op, updated) else {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    info!(cache = %name, namespace = %namespace, job = %op.job, node = %target.node, snapshot = %target.snapshot, "pre-warming");
+    create_replica_pvc(ctx, &fresh, op.pvc.as_deref().unwrap_or_default()).await?;
+    follow(&fresh, ctx, op).await
 }
 
 /// Replicas of this cache that their node's budget ranking (over every cache on the node,
@@ -411,6 +500,7 @@ fn role(kind: OperationKind) -> &'static str {
         OperationKind::Save => "save",
         OperationKind::Gc => "gc",
         OperationKind::Forget => "forget",
+        OperationKind::Prewarm => "prewarm",
     }
 }
 
@@ -423,19 +513,23 @@ fn operation_job(
 ) -> Result<k8s_openapi::api::batch::v1::Job> {
     let status = cache.status.clone().unwrap_or_default();
     let seq = status.operations.unwrap_or(1);
+    let pvc = op.pvc.clone().unwrap_or_default();
+    let r = status.replicas.iter().find(|r| r.pvc == pvc);
+    let pin = match (
+        r.and_then(|r| r.node.clone()),
+        r.and_then(|r| r.zone.clone()),
+    ) {
+        (Some(node), _) => Pin::Node(node),
+        (None, Some(zone)) => Pin::Zone(zone),
+        (None, None) => Pin::Anywhere,
+    };
     let (snapshot_op, replica) = match op.kind {
-        OperationKind::Save => {
-            let pvc = op.pvc.clone().unwrap_or_default();
-            let r = status.replicas.iter().find(|r| r.pvc == pvc);
-            let pin = match (
-                r.and_then(|r| r.node.clone()),
-                r.and_then(|r| r.zone.clone()),
-            ) {
-                (Some(node), _) => Pin::Node(node),
-                (None, Some(zone)) => Pin::Zone(zone),
-                (None, None) => Pin::Anywhere,
-            };
-            (SnapshotOp::Save, Some((pvc, pin)))
+        OperationKind::Save => (SnapshotOp::Save, Some((pvc, pin))),
+        OperationKind::Prewarm => {
+            let snapshot = r.and_then(|r| r.snapshot_id.clone()).ok_or_else(|| {
+                Error::Planner(format!("pre-warm of {pvc}: the replica names no snapshot"))
+            })?;
+            (SnapshotOp::Restore { snapshot }, Some((pvc, pin)))
         }
         OperationKind::Gc => (
             SnapshotOp::Gc {
@@ -511,8 +605,7 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
                     now,
                 );
                 match op.kind {
-                    OperationKind::Save => {
-                        let record = result.as_deref().and_then(|r| saved_snapshot(r, now));
+                    OperationKind::Save | OperationKind::Prewarm => {
                         let Some(r) = status
                             .replicas
                             .iter_mut()
@@ -521,7 +614,20 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
                             return true;
                         };
                         r.state = ReplicaState::Idle;
-                        if let Some(record) = record {
+                        if op.kind == OperationKind::Prewarm {
+                            r.last_used = Some(Time(now));
+                            note = format!(
+                                "pre-warmed replica {} on {} from snapshot {}",
+                                r.pvc,
+                                r.node.as_deref().unwrap_or_default(),
+                                r.snapshot_id.as_deref().unwrap_or_default()
+                            );
+                            if let Some(bytes) = result.as_deref().and_then(restored_bytes) {
+                                ctx.metrics.store_transfer("restore", bytes);
+                            }
+                        } else if let Some(record) =
+                            result.as_deref().and_then(|r| saved_snapshot(r, now))
+                        {
                             note = format!(
                                 "saved replica {} as snapshot {} ({} new bytes): {}",
                                 r.pvc, record.id, record.new_bytes, op.reason
@@ -553,6 +659,7 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
             if !note.is_empty() {
                 let reason = match op.kind {
                     OperationKind::Forget => "SnapshotsDeleted",
+                    OperationKind::Prewarm => "Prewarmed",
                     _ => "Snapshotted",
                 };
                 publish(ctx, cache, EventType::Normal, reason, note).await;
@@ -583,6 +690,10 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
                 {
                     if r.state == ReplicaState::Snapshotting {
                         r.state = ReplicaState::Idle;
+                    } else if op.kind == OperationKind::Prewarm {
+                        // A half-restored volume is never used: it goes.
+                        r.state = ReplicaState::Evicting;
+                        r.reason = Some("PrewarmFailed".into());
                     }
                 }
                 true

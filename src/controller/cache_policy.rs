@@ -136,8 +136,21 @@ pub enum Duty {
         /// The PVC.
         pvc: String,
     },
+    /// Restore the newest snapshot onto a new replica before a build asks for it.
+    Prewarm(PrewarmTarget),
     /// Run gc: retention, unreferenced data, and the store's listing into status.
     Gc,
+}
+
+/// Where the planner wants a cache pre-warmed ([`crate::planner::prewarm`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrewarmTarget {
+    /// The node with room for it.
+    pub node: String,
+    /// The snapshot to restore.
+    pub snapshot: String,
+    /// Bytes the restore writes (counted against the node at once).
+    pub bytes: i64,
 }
 
 /// What the reconciler knows besides the cache itself.
@@ -153,6 +166,8 @@ pub struct Facts {
     pub gc_interval: f64,
     /// The store failed recently: start no store operation yet.
     pub store_backoff: bool,
+    /// The planner ranks this cache among those worth restoring ahead of their next build.
+    pub prewarm: Option<PrewarmTarget>,
 }
 
 /// Decides the next duty of `cache`. Evicts only what [`deletable`] allows; anything else
@@ -241,6 +256,15 @@ pub fn next_duty(cache: &BuildCache, facts: &Facts) -> Duty {
             .find(|r| r.snapshot_id.is_none() && r.builds_since_snapshot.unwrap_or(0) >= every)
         {
             return Duty::DeferredSave { pvc: r.pvc.clone() };
+        }
+    }
+    if let Some(target) = &facts.prewarm {
+        let live = status
+            .replicas
+            .iter()
+            .any(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting));
+        if !live && status.snapshots.iter().any(|s| s.id == target.snapshot) {
+            return Duty::Prewarm(target.clone());
         }
     }
     let last_gc = status.last_gc.as_ref().map(seconds);

@@ -60,6 +60,7 @@ fn facts(victims: &[&str]) -> Facts {
         snapshots_enabled: true,
         gc_interval: 6.0 * 3600.0,
         store_backoff: false,
+        prewarm: None,
     }
 }
 
@@ -190,6 +191,34 @@ fn a_deferred_save_runs_once_min_interval_has_passed_then_gc_after_a_save() {
 }
 
 #[test]
+fn a_cache_with_no_replica_left_is_prewarmed_from_its_own_snapshot_only() {
+    let target = PrewarmTarget {
+        node: "n2".into(),
+        snapshot: "s1".into(),
+        bytes: 1000,
+    };
+    let with = |t: &PrewarmTarget| Facts {
+        prewarm: Some(t.clone()),
+        ..facts(&[])
+    };
+    let lost = replica("r0", ReplicaState::Lost, Some("s1"), 60.0);
+    let c = cache(vec![lost.clone()], vec![snapshot("s1", 600.0)], 4);
+    assert_eq!(next_duty(&c, &with(&target)), Duty::Prewarm(target.clone()));
+    assert_eq!(
+        next_duty(&c, &facts(&[])),
+        Duty::Nothing,
+        "not ranked: nothing"
+    );
+    // A live replica (even busy) means there is nothing to pre-warm.
+    let busy = replica("r1", ReplicaState::InUse, None, 0.0);
+    let c = cache(vec![lost.clone(), busy], vec![snapshot("s1", 600.0)], 4);
+    assert_eq!(next_duty(&c, &with(&target)), Duty::Nothing);
+    // A snapshot this cache does not list (another cache's, or collected) is never restored.
+    let c = cache(vec![lost], vec![snapshot("s2", 600.0)], 4);
+    assert_eq!(next_duty(&c, &with(&target)), Duty::Nothing);
+}
+
+#[test]
 fn budget_victims_are_the_least_valuable_idle_replicas_until_the_node_fits() {
     let r = |pvc: &str, gib: u64, idle: bool, uses: i64, idle_hours: f64| NodeReplica {
         namespace: "ns".into(),
@@ -258,6 +287,7 @@ proptest! {
         max in 1i32..4,
         enabled in any::<bool>(),
         backoff in any::<bool>(),
+        warm in proptest::option::of(0usize..6),
     ) {
         let snapshots = listed.iter().map(|i| snapshot(&format!("s{i}"), 100.0 * *i as f64 + 1.0)).collect();
         let c = cache(replicas, snapshots, max);
@@ -268,6 +298,7 @@ proptest! {
             snapshots_enabled: enabled,
             gc_interval: 3600.0,
             store_backoff: backoff,
+            prewarm: warm.map(|i| PrewarmTarget { node: "n1".into(), snapshot: format!("s{i}"), bytes: 1 }),
         };
         let status = c.status.clone().unwrap();
         match next_duty(&c, &f) {
@@ -282,6 +313,11 @@ proptest! {
                 prop_assert!(enabled && !backoff);
                 let r = status.replicas.iter().find(|r| r.pvc == pvc).unwrap();
                 prop_assert!(r.state == ReplicaState::Idle && r.holder.is_none());
+            }
+            Duty::Prewarm(t) => {
+                prop_assert!(enabled && !backoff);
+                prop_assert!(status.snapshots.iter().any(|s| s.id == t.snapshot));
+                prop_assert!(status.replicas.iter().all(|r| matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting)));
             }
             Duty::Gc => prop_assert!(enabled && !backoff),
             Duty::Nothing => {}

@@ -184,50 +184,70 @@ pub async fn add_replica(
             chosen = Some(existing.pvc.clone());
             return false;
         }
-        let live = status
-            .replicas
-            .iter()
-            .filter(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting))
-            .count() as i32;
-        if live >= bc.spec.max_replicas {
-            return false;
-        }
-        let n = (0u32..)
-            .find(|n| {
-                !status
-                    .replicas
-                    .iter()
-                    .any(|r| r.pvc == labels::replica_pvc_name(&name, *n))
-            })
-            .unwrap_or(0);
-        let pvc = labels::replica_pvc_name(&name, n);
-        status.replicas.push(ReplicaStatus {
-            pvc: pvc.clone(),
-            node: Some(node.to_string()),
-            zone: None,
-            state,
-            holder: Some(holder.to_string()),
-            size_bytes,
-            last_used: None,
-            snapshot_id: None,
-            builds_since_snapshot: None,
-            uses: None,
-            reason: None,
-        });
-        chosen = Some(pvc);
-        true
+        chosen = push_replica(status, bc, node, state, Some(holder), size_bytes);
+        chosen.is_some()
     })
     .await?;
     let Some(pvc) = chosen else { return Ok(None) };
-    let fresh = updated.as_ref().unwrap_or(cache);
-    let owner = owner_ref(fresh)?;
+    create_replica_pvc(ctx, updated.as_ref().unwrap_or(cache), &pvc).await?;
+    Ok(Some(pvc))
+}
+
+/// Adds a replica entry on `node` to `status` under the next free PVC name and returns the
+/// name, or `None` when the cache is at `maxReplicas`.
+pub fn push_replica(
+    status: &mut BuildCacheStatus,
+    cache: &BuildCache,
+    node: &str,
+    state: ReplicaState,
+    holder: Option<&str>,
+    size_bytes: Option<i64>,
+) -> Option<String> {
+    let name = cache.name_any();
+    let live = status
+        .replicas
+        .iter()
+        .filter(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting))
+        .count() as i32;
+    if live >= cache.spec.max_replicas {
+        return None;
+    }
+    let n = (0u32..)
+        .find(|n| {
+            !status
+                .replicas
+                .iter()
+                .any(|r| r.pvc == labels::replica_pvc_name(&name, *n))
+        })
+        .unwrap_or(0);
+    let pvc = labels::replica_pvc_name(&name, n);
+    status.replicas.push(ReplicaStatus {
+        pvc: pvc.clone(),
+        node: Some(node.to_string()),
+        zone: None,
+        state,
+        holder: holder.map(str::to_string),
+        size_bytes,
+        last_used: None,
+        snapshot_id: None,
+        builds_since_snapshot: None,
+        uses: None,
+        reason: None,
+    });
+    Some(pvc)
+}
+
+/// Creates the PVC of replica `pvc` of `cache` (nothing if it exists).
+pub async fn create_replica_pvc(ctx: &Context, cache: &BuildCache, pvc: &str) -> Result<()> {
+    let namespace = cache.namespace().unwrap_or_default();
+    let owner = owner_ref(cache)?;
     let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
         Api::namespaced(ctx.client.clone(), &namespace);
     let index: u32 = pvc
         .rsplit_once("-r")
         .and_then(|(_, n)| n.parse().ok())
         .unwrap_or(0);
-    let object = replica_pvc(fresh, index, owner, &ctx.config);
+    let object = replica_pvc(cache, index, owner, &ctx.config);
     match claims
         .create(
             &PostParams {
@@ -238,11 +258,10 @@ pub async fn add_replica(
         )
         .await
     {
-        Ok(_) => {}
-        Err(e) if is_status(&e, 409) => {}
-        Err(e) => return Err(e.into()),
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 409) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(Some(pvc))
 }
 
 /// How a build left its replica.

@@ -71,6 +71,36 @@ pub fn node_budget(node: &Node, config: &OperatorConfig) -> u64 {
         .unwrap_or(200 << 30)
 }
 
+/// Builds the view from the controller's reflector stores.
+pub fn view_from_stores(
+    stores: &super::context::Stores,
+    config: &OperatorConfig,
+    now: Timestamp,
+) -> View {
+    fn all<K>(stores: &[kube::runtime::reflector::Store<K>]) -> Vec<std::sync::Arc<K>>
+    where
+        K: kube::runtime::reflector::Lookup + Clone + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone,
+    {
+        stores.iter().flat_map(|s| s.state()).collect()
+    }
+    let (nodes, volumes, pvcs, pods, caches) = (
+        stores.nodes.state(),
+        stores.volumes.state(),
+        all(&stores.claims),
+        all(&stores.pods),
+        all(&stores.caches),
+    );
+    let objects = Objects {
+        nodes: nodes.iter().map(AsRef::as_ref).collect(),
+        volumes: volumes.iter().map(AsRef::as_ref).collect(),
+        claims: pvcs.iter().map(AsRef::as_ref).collect(),
+        pods: pods.iter().map(AsRef::as_ref).collect(),
+        caches: caches.iter().map(AsRef::as_ref).collect(),
+    };
+    build_view(&objects, config, now)
+}
+
 /// Builds the view.
 pub fn build_view(objects: &Objects, config: &OperatorConfig, now: Timestamp) -> View {
     let now_s = seconds(now);

@@ -55,7 +55,7 @@ impl Default for PlannerConfig {
             },
             horizon_seconds: 3600.0,
             slot_weight: 1.0,
-            prewarm_min_seconds: 10.0,
+            prewarm_min_seconds: 2.0,
         }
     }
 }

@@ -3,6 +3,9 @@
 //! Builds the planner queues wait in FIFO order and are planned again whenever capacity
 //! changes; builds waiting for a busy replica take it, and its holder's slot, when it frees.
 //! A `ReadWrite` build's replica is saved after every build (the snapshot policy modelled).
+//! Every minute, as the BuildCache controller does on its resync, caches with a snapshot and
+//! no replica that the planner ranks worth it are restored in the background onto nodes with
+//! room (pre-warming), without taking a builder slot.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -18,6 +21,10 @@ use super::pool::requeue;
 const NO_REPLICA: u32 = u32::MAX;
 /// Most background restores started at once.
 const PREWARM_LIMIT: usize = 32;
+/// Seconds between looks for caches worth pre-warming (the BuildCache controller's resync).
+const PREWARM_EVERY: f64 = 60.0;
+/// Timer token of that look (background restores use tokens counted from 0).
+const PREWARM_TICK: u64 = u64::MAX;
 
 /// The `hearth` strategy.
 pub struct Hearth {
@@ -285,7 +292,7 @@ impl Hearth {
         self.sync_node(ctx, job.node);
     }
 
-    /// Starts the background restores the planner asks for (after replicas were lost).
+    /// Starts the background restores the planner asks for (caches with no replica left).
     fn prewarm(&mut self, ctx: &mut Ctx) {
         for p in prewarm(&self.view, ctx.now, &self.cfg, PREWARM_LIMIT) {
             let replica = Replica {
@@ -316,6 +323,9 @@ impl Hearth {
 
 impl Strategy for Hearth {
     fn arrive(&mut self, ctx: &mut Ctx, build: usize) {
+        if build == 0 {
+            ctx.timer(PREWARM_EVERY, PREWARM_TICK);
+        }
         self.learn(ctx, build);
         self.pending.push_back(build);
         self.schedule(ctx);
@@ -379,7 +389,6 @@ impl Strategy for Hearth {
         self.prewarming.retain(|_, id| view.replica(*id).is_some());
         requeue(ctx, &mut self.pending, back);
         self.schedule(ctx);
-        self.prewarm(ctx);
     }
 
     fn node_up(&mut self, ctx: &mut Ctx, node: usize) {
@@ -388,6 +397,14 @@ impl Strategy for Hearth {
     }
 
     fn timer(&mut self, ctx: &mut Ctx, token: u64) {
+        if token == PREWARM_TICK {
+            self.prewarm(ctx);
+            let last = ctx.workload.builds.last().map_or(0.0, |b| b.at);
+            if ctx.now < last {
+                ctx.timer(PREWARM_EVERY, PREWARM_TICK);
+            }
+            return;
+        }
         let Some(id) = self.prewarming.remove(&token) else {
             return;
         };

@@ -204,6 +204,14 @@ pub fn job_outcome(job: &Job, pod_message: Option<&str>) -> JobOutcome {
     JobOutcome::Running
 }
 
+/// Bytes written by a restore, from `hearth snapshot restore --json`.
+pub fn restored_bytes(result: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(result)
+        .ok()?
+        .get("bytes")?
+        .as_u64()
+}
+
 /// The snapshot a save Job reported (`hearth snapshot save --json`), even when the message
 /// was cut at the termination-message limit.
 pub fn saved_snapshot(result: &str, now: Timestamp) -> Option<SnapshotRecord> {

@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
-use super::outcome::{pod_outcome, saved_snapshot, JobOutcome, PodOutcome};
+use super::outcome::{pod_outcome, restored_bytes, saved_snapshot, JobOutcome, PodOutcome};
 use super::status::{between, finish, go_duration, set_condition};
 use super::{abort, release_claim, Step};
 use crate::api::common::condition;
@@ -27,7 +27,7 @@ use crate::controller::context::Context;
 use crate::controller::error::{Error, Result};
 use crate::controller::job_runner::job_state;
 use crate::controller::quantity;
-use crate::controller::view::{build_request, build_view, seconds, Objects, NODE_LABEL};
+use crate::controller::view::{build_request, seconds, view_from_stores, NODE_LABEL};
 use crate::planner::{self, Action as Plan};
 
 const SOON: Duration = Duration::from_millis(100);
@@ -85,14 +85,6 @@ pub(crate) async fn step(build: &ImageBuild, ctx: &Context) -> Result<Step> {
         Some(Phase::Snapshotting) => snapshotting(build, ctx, status).await,
         Some(_) => Ok(Step::new(status, Action::await_change())),
     }
-}
-
-fn all<K>(stores: &[kube::runtime::reflector::Store<K>]) -> Vec<std::sync::Arc<K>>
-where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    stores.iter().flat_map(|s| s.state()).collect()
 }
 
 /// A build that cannot run as written: Failed, with the field named.
@@ -160,21 +152,7 @@ async fn place(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatus) 
     )
     .await?;
 
-    let (nodes, volumes, pvcs, pods, caches) = (
-        ctx.stores.nodes.state(),
-        ctx.stores.volumes.state(),
-        all(&ctx.stores.claims),
-        all(&ctx.stores.pods),
-        all(&ctx.stores.caches),
-    );
-    let objects = Objects {
-        nodes: nodes.iter().map(AsRef::as_ref).collect(),
-        volumes: volumes.iter().map(AsRef::as_ref).collect(),
-        claims: pvcs.iter().map(AsRef::as_ref).collect(),
-        pods: pods.iter().map(AsRef::as_ref).collect(),
-        caches: caches.iter().map(AsRef::as_ref).collect(),
-    };
-    let view = build_view(&objects, &ctx.config, now);
+    let view = view_from_stores(&ctx.stores, &ctx.config, now);
     let request = build_request(build, &key, &ctx.config);
     let decision = planner::plan(&view.cluster, &request, seconds(now), &ctx.planner)
         .map_err(|e| Error::Planner(e.to_string()))?;
@@ -768,14 +746,6 @@ async fn building(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatu
             ))
         }
     }
-}
-
-/// Bytes written by a restore, from `hearth snapshot restore --json`.
-fn restored_bytes(result: &str) -> Option<u64> {
-    serde_json::from_str::<serde_json::Value>(result)
-        .ok()?
-        .get("bytes")?
-        .as_u64()
 }
 
 /// Whether the snapshot policy asks for a save after this build: every N builds, at most once
