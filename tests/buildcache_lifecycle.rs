@@ -17,6 +17,9 @@ use serde_json::json;
 use support::{metadata, s3_config, spec, Cluster};
 
 const GIB: i64 = 1 << 30;
+/// How long the fake builds run. The planner learns it: a build much shorter than restoring a
+/// few GiB would rightly be rebuilt cold instead of restored.
+const BUILD_SECONDS: i64 = 600;
 
 fn saved(id: &str, gib: i64) -> String {
     format!(
@@ -31,7 +34,8 @@ async fn build(c: &mut Cluster, name: &str, key: &str, save: Option<&str>) {
     submit(c, name, key).await;
     assert_eq!(c.settle(name).await, Some(Phase::Building), "{name}");
     let (meta, _) = metadata('a');
-    c.finish_pod(&format!("{name}-build-1"), 0, &meta).await;
+    c.finish_pod_after(&format!("{name}-build-1"), 0, &meta, BUILD_SECONDS)
+        .await;
     assert_eq!(c.settle(name).await, Some(Phase::Snapshotting), "{name}");
     match save {
         Some(result) => c.finish_job(&format!("{name}-save-1"), true, result).await,
