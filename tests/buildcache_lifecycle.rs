@@ -17,6 +17,9 @@ use serde_json::json;
 use support::{metadata, s3_config, spec, Cluster};
 
 const GIB: i64 = 1 << 30;
+/// How long the fake builds run. The planner learns it: a build much shorter than restoring a
+/// few GiB would rightly be rebuilt cold instead of restored.
+const BUILD_SECONDS: i64 = 600;
 
 fn saved(id: &str, gib: i64) -> String {
     format!(
@@ -31,7 +34,8 @@ async fn build(c: &mut Cluster, name: &str, key: &str, save: Option<&str>) {
     submit(c, name, key).await;
     assert_eq!(c.settle(name).await, Some(Phase::Building), "{name}");
     let (meta, _) = metadata('a');
-    c.finish_pod(&format!("{name}-build-1"), 0, &meta).await;
+    c.finish_pod_after(&format!("{name}-build-1"), 0, &meta, BUILD_SECONDS)
+        .await;
     assert_eq!(c.settle(name).await, Some(Phase::Snapshotting), "{name}");
     match save {
         Some(result) => c.finish_job(&format!("{name}-save-1"), true, result).await,
@@ -368,16 +372,33 @@ async fn gc_applies_retention_keeps_what_replicas_match_and_lists_the_store() {
     );
 }
 
+/// Reconciles `cache` until a maintenance operation is in flight (at most `rounds` times).
+async fn until_operation(
+    c: &mut Cluster,
+    cache: &str,
+    rounds: usize,
+) -> Option<hearth::api::CacheOperation> {
+    for _ in 0..rounds {
+        c.reconcile_cache(cache).await;
+        if let Some(op) = c.cache(cache).await.status.unwrap().operation {
+            return Some(op);
+        }
+    }
+    None
+}
+
 #[tokio::test]
-async fn a_lost_node_drops_its_replicas_and_their_pvcs() {
+async fn a_lost_node_drops_its_replicas_then_the_cache_is_prewarmed_elsewhere() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
     let cache = cache_of("shop:main");
     build(&mut c, "b1", "shop:main", Some(&saved("s1", 1))).await;
+    finish_gc(&mut c, &cache, "s1").await;
     let st = c.cache(&cache).await.status.unwrap();
     let (pvc, node) = (
         st.replicas[0].pvc.clone(),
         st.replicas[0].node.clone().unwrap(),
     );
+    let other = if node == "n1" { "n2" } else { "n1" };
     c.delete_node(&node).await;
     c.reconcile_cache(&cache).await;
     assert_eq!(
@@ -386,8 +407,104 @@ async fn a_lost_node_drops_its_replicas_and_their_pvcs() {
     );
     c.reconcile_cache(&cache).await;
     assert!(c.claims().get_opt(&pvc).await.unwrap().is_none());
+    // With no replica left and a snapshot the planner ranks worth it (the key was built and
+    // restoring saves a rebuild), it is restored in the background onto the node left.
+    let op = until_operation(&mut c, &cache, 3)
+        .await
+        .expect("a pre-warm starts");
+    assert_eq!(op.kind, OperationKind::Prewarm);
+    let st = c.cache(&cache).await.status.unwrap();
+    assert_eq!(
+        st.replicas.len(),
+        1,
+        "the lost entry is gone: {:?}",
+        st.replicas
+    );
+    let r = &st.replicas[0];
+    assert_eq!(
+        (
+            r.state,
+            r.node.as_deref(),
+            r.snapshot_id.as_deref(),
+            r.holder.as_deref()
+        ),
+        (ReplicaState::Restoring, Some(other), Some("s1"), None)
+    );
+    assert_eq!(r.size_bytes, Some(GIB), "counted against the node at once");
+    let new_pvc = r.pvc.clone();
+    assert!(
+        c.claims().get_opt(&new_pvc).await.unwrap().is_some(),
+        "its PVC exists"
+    );
+    let job = c.jobs().get(&op.job).await.unwrap();
+    let args = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap_or_default()
+        .join(" ");
+    assert!(args.contains("restore s1"), "{args}");
+    c.finish_job(&op.job, true, r#"{"bytes":1073741824}"#).await;
     c.reconcile_cache(&cache).await;
-    assert!(replica_state(&c, &cache).await.is_empty());
+    let st = c.cache(&cache).await.status.unwrap();
+    assert!(st.operation.is_none());
+    assert_eq!(
+        (st.replicas[0].state, st.replicas[0].pvc.as_str()),
+        (ReplicaState::Idle, new_pvc.as_str())
+    );
+    // The next build finds it hot on that node.
+    submit(&c, "b2", "shop:main").await;
+    assert_eq!(c.settle("b2").await, Some(Phase::Building));
+    let placement = c.build("b2").await.status.unwrap().placement.unwrap();
+    assert_eq!(
+        (placement.warmth, placement.node.as_deref()),
+        (Some(hearth::api::Warmth::Hot), Some(other))
+    );
+}
+
+#[tokio::test]
+async fn a_failed_prewarm_never_leaves_a_half_restored_replica() {
+    let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
+    let cache = cache_of("shop:main");
+    build(&mut c, "b1", "shop:main", Some(&saved("s1", 1))).await;
+    finish_gc(&mut c, &cache, "s1").await;
+    let node = c.cache(&cache).await.status.unwrap().replicas[0]
+        .node
+        .clone()
+        .unwrap();
+    c.delete_node(&node).await;
+    let op = until_operation(&mut c, &cache, 5)
+        .await
+        .expect("a pre-warm starts");
+    assert_eq!(op.kind, OperationKind::Prewarm);
+    c.finish_job(&op.job, false, "").await;
+    // (One reconcile may first drop the lost replica's entry.)
+    for _ in 0..3 {
+        c.reconcile_cache(&cache).await;
+        if c.cache(&cache).await.status.unwrap().operation.is_none() {
+            break;
+        }
+    }
+    let st = c.cache(&cache).await.status.unwrap();
+    assert!(st.operation.is_none(), "{:?}", st.operation);
+    assert_eq!(
+        replica_state(&c, &cache).await,
+        [(ReplicaState::Evicting, Some("PrewarmFailed".into()))],
+        "the volume goes, and no build is handed it"
+    );
+    assert!(
+        st.conditions
+            .iter()
+            .any(|k| k.type_ == STORE_REACHABLE && k.status == "False"),
+        "the store failure is reported and backs off further store jobs"
+    );
 }
 
 #[tokio::test]

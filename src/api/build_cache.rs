@@ -326,6 +326,37 @@ pub struct HitCounts {
     pub cold: i64,
 }
 
+/// What the planner has learned about builds of the key, from the successful builds that
+/// released a replica of this cache (ReadWrite builds; ReadOnly and Disabled builds run on
+/// throwaway volumes and are not counted). Averages are exponentially weighted, each new
+/// build weighing 0.3, so the figures follow a Dockerfile that changes.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyHistory {
+    /// Successful builds counted.
+    #[serde(default)]
+    pub builds: i64,
+    /// Seconds of the build step when it started from the key's own cache (a hot replica,
+    /// or a snapshot of the key restored first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_seconds: Option<f64>,
+    /// Seconds of the build step when it started from a restore key's snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_seconds: Option<f64>,
+    /// Seconds of the build step when it started with no cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_seconds: Option<f64>,
+    /// Size of the cache, in bytes, as last measured by a snapshot save.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_bytes: Option<i64>,
+    /// Average seconds between the submissions of two successive builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_gap_seconds: Option<f64>,
+    /// When the newest counted build was submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_build_at: Option<Time>,
+}
+
 /// State of the cache. Written only by the controller.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -361,6 +392,11 @@ pub struct BuildCacheStatus {
     /// Hot, restored and cold uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hits: Option<HitCounts>,
+    /// What the planner learned from the key's successful ReadWrite builds: build seconds by
+    /// how each started (moving averages weighing each new build 0.3), cache size and how
+    /// often the key is built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<KeyHistory>,
     /// Bytes the listed snapshots added to the store (an estimate of the cache's share).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_bytes: Option<i64>,

@@ -10,8 +10,8 @@ pub mod keys;
 
 pub use build_cache::{
     BuildCache, BuildCacheSpec, BuildCacheStatus, CacheGcPolicy, CacheOperation, CacheStorage,
-    DeletionPolicy, HitCounts, OperationKind, ReplicaState, ReplicaStatus, SnapshotPolicy,
-    SnapshotRecord, VolumeAccessMode,
+    DeletionPolicy, HitCounts, KeyHistory, OperationKind, ReplicaState, ReplicaStatus,
+    SnapshotPolicy, SnapshotRecord, VolumeAccessMode,
 };
 pub use image_build::{
     BuildResources, BuildSecret, CacheMode, CacheSpec, ContextSource, Durations, GitSource,

@@ -261,7 +261,7 @@ fn prewarm_target(cache: &BuildCache, ctx: &Context, now: Timestamp) -> Option<P
         return None;
     }
     let namespace = cache.namespace()?;
-    let view = view_from_stores(&ctx.stores, &ctx.config, now);
+    let view = view_from_stores(&ctx.stores, &ctx.config, &ctx.planner, now);
     let key = view.cluster.key_id(&namespace, &cache.spec.key)?;
     let chosen = crate::planner::prewarm(&view.cluster, seconds(now), &ctx.planner, PREWARM_LIMIT)
         .into_iter()

@@ -10,6 +10,7 @@ use kube::{Resource, ResourceExt};
 use super::builders::{labels, pvc::replica_pvc};
 use super::context::Context;
 use super::error::{is_status, Error, Result};
+use super::key_history::{self, FinishedBuild};
 use crate::api::{
     keys, BuildCache, BuildCacheSpec, BuildCacheStatus, HitCounts, ReplicaState, ReplicaStatus,
     SnapshotRecord, Warmth,
@@ -283,6 +284,8 @@ pub enum Release {
         saved: Option<SnapshotRecord>,
         /// Warmth of the build, for hit counts.
         warmth: Option<Warmth>,
+        /// What the key's history learns from the build (none when it was aborted).
+        build: Option<FinishedBuild>,
     },
     /// The replica's node is gone.
     Lost,
@@ -322,6 +325,7 @@ pub async fn release(
                     changed,
                     saved,
                     warmth,
+                    build,
                 } => {
                     r.state = ReplicaState::Idle;
                     r.holder = None;
@@ -334,6 +338,11 @@ pub async fn release(
                     } else if changed {
                         r.snapshot_id = None;
                         r.builds_since_snapshot = Some(r.builds_since_snapshot.unwrap_or(0) + 1);
+                    }
+                    // Under the claim, like the hit counts: a build is learned from once.
+                    if let Some(mut facts) = build {
+                        facts.cache_bytes = saved.as_ref().map(|s| s.bytes);
+                        key_history::record(&mut status.history, &facts);
                     }
                     if let Some(record) = saved {
                         status.snapshots.insert(0, record);

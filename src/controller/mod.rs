@@ -13,6 +13,7 @@ pub mod error;
 pub mod finalizer;
 pub mod image_build;
 pub mod job_runner;
+pub mod key_history;
 pub mod metrics;
 pub mod quantity;
 pub mod run;

@@ -1,7 +1,8 @@
 //! Builds the planner's view of the cluster from Kubernetes objects: nodes (zone, labels,
 //! taints, readiness, free builder slots, cache budget), every BuildCache's replicas (located
-//! by their bound PV, else by where they were placed) and newest snapshots. Pure: objects in,
-//! view out; the controller feeds it from its reflector stores.
+//! by their bound PV, else by where they were placed), newest snapshots and each key's history
+//! (measured build times, size, rate). Pure: objects in, view out; the controller feeds it
+//! from its reflector stores.
 
 use std::collections::HashMap;
 
@@ -11,11 +12,12 @@ use kube::ResourceExt;
 
 use super::builders::labels;
 use super::config::OperatorConfig;
+use super::key_history;
 use super::quantity;
 use crate::api::{BuildCache, ImageBuild, ReplicaState};
 use crate::planner::{
-    BuildRequest, ClusterView, Location, Replica, ReplicaId, Snapshot, StoreModel, Taint,
-    TaintEffect, Toleration, TolerationOperator,
+    BuildRequest, ClusterView, KeyId, Location, PlannerConfig, Replica, ReplicaId, Snapshot,
+    StoreModel, Taint, TaintEffect, Toleration, TolerationOperator,
 };
 
 /// Label naming the node a builder pod is pinned to (counted against the node's slots).
@@ -75,6 +77,7 @@ pub fn node_budget(node: &Node, config: &OperatorConfig) -> u64 {
 pub fn view_from_stores(
     stores: &super::context::Stores,
     config: &OperatorConfig,
+    planner: &PlannerConfig,
     now: Timestamp,
 ) -> View {
     fn all<K>(stores: &[kube::runtime::reflector::Store<K>]) -> Vec<std::sync::Arc<K>>
@@ -98,11 +101,17 @@ pub fn view_from_stores(
         pods: pods.iter().map(AsRef::as_ref).collect(),
         caches: caches.iter().map(AsRef::as_ref).collect(),
     };
-    build_view(&objects, config, now)
+    build_view(&objects, config, planner, now)
 }
 
-/// Builds the view.
-pub fn build_view(objects: &Objects, config: &OperatorConfig, now: Timestamp) -> View {
+/// Builds the view. Each key's history (`status.history` of its BuildCache) becomes the
+/// planner's stats for it, with `planner.default_stats` for what was never measured.
+pub fn build_view(
+    objects: &Objects,
+    config: &OperatorConfig,
+    planner: &PlannerConfig,
+    now: Timestamp,
+) -> View {
     let now_s = seconds(now);
     let mut cluster = ClusterView::new(StoreModel {
         bytes_per_second: config.planner.store_bytes_per_second,
@@ -191,6 +200,7 @@ pub fn build_view(objects: &Objects, config: &OperatorConfig, now: Timestamp) ->
 
     let mut replicas = HashMap::new();
     let mut snapshot_caches = HashMap::new();
+    let mut learned: HashMap<KeyId, i64> = HashMap::new();
     for cache in &objects.caches {
         let (Some(namespace), name) = (cache.namespace(), cache.name_any()) else {
             continue;
@@ -199,6 +209,24 @@ pub fn build_view(objects: &Objects, config: &OperatorConfig, now: Timestamp) ->
         let Some(status) = &cache.status else {
             continue;
         };
+        if let Some(history) = &status.history {
+            // Two BuildCaches of one key (a `cacheRef` beside the derived name): the one that
+            // counted more builds speaks for the key.
+            let counted = learned.entry(key).or_insert(-1);
+            if history.builds > *counted {
+                *counted = history.builds;
+                let mut history = history.clone();
+                history.cache_bytes = history.cache_bytes.or_else(|| {
+                    status
+                        .snapshots
+                        .iter()
+                        .max_by_key(|s| s.time.0)
+                        .map(|s| s.bytes)
+                });
+                let stats = key_history::stats(&history, &planner.default_stats, now);
+                cluster.set_stats(key, stats);
+            }
+        }
         if let Some(newest) = status.snapshots.iter().max_by_key(|s| s.time.0) {
             let better = cluster
                 .key(key)
@@ -382,6 +410,7 @@ mod tests {
         let view = build_view(
             &objects,
             &OperatorConfig::default(),
+            &PlannerConfig::default(),
             Timestamp::from_second(1_800_000_000).unwrap(),
         );
         let c = &view.cluster;
@@ -410,5 +439,64 @@ mod tests {
             "newest snapshot"
         );
         assert_eq!(view.replicas[&replicas[0].0].pvc, "c-r0");
+    }
+
+    #[test]
+    fn each_key_gets_the_stats_its_own_namespace_measured() {
+        let cache = |ns: &str, name: &str, history: serde_json::Value| -> BuildCache {
+            obj(
+                json!({"metadata": {"name": name, "namespace": ns}, "spec": {"key": "shop:main"},
+                "status": {"history": history,
+                    "snapshots": [{"id": "s1", "time": "2026-11-01T00:00:00Z", "bytes": 7000, "newBytes": 7000}]}}),
+            )
+        };
+        let shop = cache(
+            "shop",
+            "c",
+            json!({"builds": 5, "warmSeconds": 21.5, "coldSeconds": 300.0, "meanGapSeconds": 900.0,
+                "lastBuildAt": "2027-01-15T08:00:00Z"}),
+        );
+        // A second cache of the key by `cacheRef`, with less history: it does not speak.
+        let shop_ref = cache("shop", "c-ref", json!({"builds": 1, "warmSeconds": 5.0}));
+        let other = cache("lab", "c", json!({"builds": 2, "coldSeconds": 42.0}));
+        let fresh: BuildCache = obj(
+            json!({"metadata": {"name": "d", "namespace": "shop"}, "spec": {"key": "shop:dev"}, "status": {}}),
+        );
+        let objects = Objects {
+            caches: vec![&shop, &shop_ref, &other, &fresh],
+            ..Objects::default()
+        };
+        let planner = PlannerConfig::default();
+        let now = Timestamp::from_second(1_800_000_000).unwrap(); // 2027-01-15T08:00:00Z
+        let view = build_view(&objects, &OperatorConfig::default(), &planner, now);
+        let c = &view.cluster;
+        let stats = |ns: &str, key: &str| c.key(c.key_id(ns, key).unwrap()).stats.clone();
+
+        let shop = stats("shop", "shop:main").expect("measured");
+        assert_eq!(
+            (shop.warm_seconds, shop.cold_seconds),
+            (21.5, 300.0),
+            "measured, not the defaults"
+        );
+        assert_eq!(shop.builds_per_hour, 4.0, "one build every 900 s");
+        assert_eq!(
+            shop.cache_bytes, 7000,
+            "the snapshot's size, none measured by a build"
+        );
+        assert_eq!(
+            shop.fallback_seconds, planner.default_stats.fallback_seconds,
+            "never measured"
+        );
+        let lab = stats("lab", "shop:main").expect("measured");
+        assert_eq!(lab.cold_seconds, 42.0, "namespaces never mix");
+        assert_eq!(
+            lab.builds_per_hour, planner.default_stats.builds_per_hour,
+            "no gap measured"
+        );
+        assert_eq!(
+            stats("shop", "shop:dev"),
+            None,
+            "no history: the planner's defaults"
+        );
     }
 }

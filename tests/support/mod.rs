@@ -15,6 +15,7 @@ use hearth::controller::metrics::Metrics;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, store::Writer};
@@ -174,9 +175,16 @@ impl Cluster {
         Api::namespaced(self.client.clone(), NS)
     }
 
+    /// Now on the cluster's clock.
+    pub fn now(&self) -> Timestamp {
+        *self.clock.lock().unwrap()
+    }
+
+    /// Creates an ImageBuild, stamped with the cluster's clock as an API server would.
     pub async fn submit(&self, name: &str, spec: ImageBuildSpec) -> ImageBuild {
         let mut ib = ImageBuild::new(name, spec);
         ib.metadata.namespace = Some(NS.into());
+        ib.metadata.creation_timestamp = Some(Time(self.now()));
         self.builds()
             .create(&PostParams::default(), &ib)
             .await
@@ -250,6 +258,15 @@ impl Cluster {
 
     /// The builder pod of a build finishes with buildctl's metadata as termination message.
     pub async fn finish_pod(&self, pod: &str, exit: i32, message: &str) {
+        self.finish_pod_after(pod, exit, message, 40).await
+    }
+
+    /// As [`Cluster::finish_pod`], the build container having run `seconds`.
+    pub async fn finish_pod_after(&self, pod: &str, exit: i32, message: &str, seconds: i64) {
+        let started: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let finished = started
+            .checked_add(SignedDuration::from_secs(seconds))
+            .unwrap();
         let mut p = self.pods().get(pod).await.expect("builder pod");
         let node = p
             .labels()
@@ -262,7 +279,7 @@ impl Cluster {
             "phase": phase,
             "containerStatuses": [{"name": "buildkit", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
                 "state": {"terminated": {"exitCode": exit, "reason": if exit == 0 {"Completed"} else {"Error"}, "message": message,
-                    "startedAt": "2026-11-22T10:00:00Z", "finishedAt": "2026-11-22T10:00:40Z"}}}]
+                    "startedAt": started.to_string(), "finishedAt": finished.to_string()}}}]
         })).unwrap());
         self.pods()
             .replace_status(pod, &PostParams::default(), &p)

@@ -187,6 +187,7 @@ pub(crate) async fn abort(build: &ImageBuild, ctx: &Context) -> Result<()> {
         changed: true,
         saved: None,
         warmth: None,
+        build: None,
     };
     release_claim(build, ctx, how).await
 }

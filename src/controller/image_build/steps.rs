@@ -17,7 +17,7 @@ use super::{abort, release_claim, Step};
 use crate::api::common::condition;
 use crate::api::{
     keys, BuildCache, CacheMode, Durations, ImageBuild, ImageBuildStatus, Phase, Placement,
-    ReplicaState, RestoredFrom, Warmth,
+    ReplicaState, RestoredFrom, SnapshotRecord, Warmth,
 };
 use crate::controller::builders::jobs::{snapshot_job, SnapshotJobInputs, SnapshotOp};
 use crate::controller::builders::pod::{buildctl_args, builder_pod, BuilderInputs, StateVolume};
@@ -26,6 +26,7 @@ use crate::controller::claims::{self, owner_ref, Release};
 use crate::controller::context::Context;
 use crate::controller::error::{Error, Result};
 use crate::controller::job_runner::job_state;
+use crate::controller::key_history::FinishedBuild;
 use crate::controller::quantity;
 use crate::controller::view::{build_request, seconds, view_from_stores, NODE_LABEL};
 use crate::planner::{self, Action as Plan};
@@ -152,7 +153,7 @@ async fn place(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatus) 
     )
     .await?;
 
-    let view = view_from_stores(&ctx.stores, &ctx.config, now);
+    let view = view_from_stores(&ctx.stores, &ctx.config, &ctx.planner, now);
     let request = build_request(build, &key, &ctx.config);
     let decision = planner::plan(&view.cluster, &request, seconds(now), &ctx.planner)
         .map_err(|e| Error::Planner(e.to_string()))?;
@@ -641,16 +642,7 @@ async fn building(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatu
                 now,
             );
             let changed = build.spec.cache.mode == CacheMode::ReadWrite;
-            release_claim(
-                build,
-                ctx,
-                Release::Done {
-                    changed,
-                    saved: None,
-                    warmth: placement.warmth,
-                },
-            )
-            .await?;
+            release_claim(build, ctx, done(build, &status, changed, None, true)).await?;
             finish(
                 &mut status,
                 Phase::Succeeded,
@@ -666,16 +658,7 @@ async fn building(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatu
             ))
         }
         PodOutcome::Failed { reason, message } => {
-            release_claim(
-                build,
-                ctx,
-                Release::Done {
-                    changed: true,
-                    saved: None,
-                    warmth: placement.warmth,
-                },
-            )
-            .await?;
+            release_claim(build, ctx, done(build, &status, true, None, false)).await?;
             set_condition(
                 &mut status,
                 condition::BUILT,
@@ -745,6 +728,23 @@ async fn building(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatu
                 format!("node {node} lost; retrying"),
             ))
         }
+    }
+}
+
+/// How a finished build leaves its replica: `changed` and `saved` as in [`Release::Done`],
+/// with its warmth for the hit counts and its facts for the key's history.
+fn done(
+    build: &ImageBuild,
+    status: &ImageBuildStatus,
+    changed: bool,
+    saved: Option<SnapshotRecord>,
+    succeeded: bool,
+) -> Release {
+    Release::Done {
+        changed,
+        saved,
+        warmth: status.placement.as_ref().and_then(|p| p.warmth),
+        build: Some(FinishedBuild::of(status, created(build), succeeded)),
     }
 }
 
@@ -828,11 +828,7 @@ async fn snapshotting(
             release_claim(
                 build,
                 ctx,
-                Release::Done {
-                    changed: record.is_none(),
-                    saved: record,
-                    warmth: placement.warmth,
-                },
+                done(build, &status, record.is_none(), record, true),
             )
             .await?;
             finish(
@@ -861,16 +857,7 @@ async fn snapshotting(
                 generation,
                 now,
             );
-            release_claim(
-                build,
-                ctx,
-                Release::Done {
-                    changed: true,
-                    saved: None,
-                    warmth: placement.warmth,
-                },
-            )
-            .await?;
+            release_claim(build, ctx, done(build, &status, true, None, true)).await?;
             finish(
                 &mut status,
                 Phase::Succeeded,
