@@ -131,6 +131,35 @@ async fn a_node_over_budget_evicts_its_least_valuable_saved_replica() {
 }
 
 #[tokio::test]
+async fn the_planner_makes_room_for_a_new_replica_by_evicting_a_saved_idle_one() {
+    let mut c = Cluster::new(&["n1"], s3_config()).await;
+    build(&mut c, "old", "shop:old", Some(&saved("s-old", 6))).await;
+    // 6 GiB used of 8: a new key's replica (4 GB assumed, no history) does not fit beside it.
+    set_budget(&c, "n1", "8Gi").await;
+    c.advance(3600);
+    submit(&c, "b", "shop:other").await;
+    assert_eq!(c.settle("b").await, Some(Phase::Building));
+    assert_eq!(
+        replica_state(&c, &cache_of("shop:old")).await,
+        [(ReplicaState::Evicting, Some("Room".into()))],
+        "evicted when the build was placed, not later by the budget pass"
+    );
+    assert!(c
+        .ctx
+        .metrics
+        .encode()
+        .contains(r#"hearth_cache_evictions_total{reason="Room"} 1"#));
+    // A replica in use is never chosen: with "other" building, a third key finds no room
+    // to make and gets a throwaway volume.
+    submit(&c, "c", "shop:third").await;
+    assert_eq!(c.settle("c").await, Some(Phase::Building));
+    assert_eq!(
+        replica_state(&c, &cache_of("shop:other")).await,
+        [(ReplicaState::InUse, None)]
+    );
+}
+
+#[tokio::test]
 async fn an_unsaved_replica_over_budget_is_saved_before_it_is_evicted() {
     let mut c = Cluster::new(&["n1"], s3_config()).await;
     // The save after the build fails: the replica holds the only copy of its state.

@@ -391,15 +391,26 @@ fn all_replicas(ctx: &Context) -> Vec<(String, String, crate::api::ReplicaStatus
         .collect()
 }
 
-/// Marks a replica `Evicting` (only if it is still deletable: the write is guarded by the
-/// resourceVersion, so a build claiming it at the same time wins), then the bookkeeping step
-/// deletes its PVC.
+/// Marks a replica `Evicting`, then the bookkeeping step deletes its PVC.
 async fn evict(
     cache: &BuildCache,
     ctx: &Context,
     pvc: &str,
     reason: cache_policy::EvictReason,
 ) -> Result<Action> {
+    evict_replica(cache, ctx, pvc, reason).await?;
+    Ok(Action::requeue(Duration::from_millis(100)))
+}
+
+/// Marks replica `pvc` of `cache` `Evicting` if it is still deletable (the write is guarded by
+/// the resourceVersion, so a build claiming it at the same time wins), with an Event and the
+/// eviction metric. Whether it was marked.
+pub async fn evict_replica(
+    cache: &BuildCache,
+    ctx: &Context,
+    pvc: &str,
+    reason: cache_policy::EvictReason,
+) -> Result<bool> {
     let namespace = cache.namespace().unwrap_or_default();
     let name = cache.name_any();
     let mut size = 0;
@@ -434,12 +445,14 @@ async fn evict(
                 cache_policy::EvictReason::Budget => "the node is over its cache budget",
                 cache_policy::EvictReason::IdleTtl => "unused for longer than gc.idleTtl",
                 cache_policy::EvictReason::MaxReplicas => "more replicas than maxReplicas",
+                cache_policy::EvictReason::Room =>
+                    "the planner makes room on the node for a build's new replica",
             }
         );
         info!(cache = %name, namespace = %namespace, pvc, reason = reason.as_str(), "evicting");
         publish(ctx, cache, EventType::Normal, "Evicted", note).await;
     }
-    Ok(Action::requeue(Duration::from_millis(100)))
+    Ok(updated.is_some())
 }
 
 /// Records a maintenance operation in status (a save also marks its replica `Snapshotting`,

@@ -20,6 +20,9 @@ pub enum EvictReason {
     IdleTtl,
     /// The cache has more live replicas than `maxReplicas`.
     MaxReplicas,
+    /// The planner chose it to make room for a new replica on its node (the least valuable
+    /// saved idle replicas there, by expected restore time saved).
+    Room,
 }
 
 impl EvictReason {
@@ -29,6 +32,7 @@ impl EvictReason {
             EvictReason::Budget => "Budget",
             EvictReason::IdleTtl => "IdleTtl",
             EvictReason::MaxReplicas => "MaxReplicas",
+            EvictReason::Room => "Room",
         }
     }
 }

@@ -19,9 +19,11 @@ use crate::api::{
     keys, BuildCache, CacheMode, Durations, ImageBuild, ImageBuildStatus, Phase, Placement,
     ReplicaState, RestoredFrom, SnapshotRecord, Warmth,
 };
+use crate::controller::build_cache;
 use crate::controller::builders::jobs::{snapshot_job, SnapshotJobInputs, SnapshotOp};
 use crate::controller::builders::pod::{buildctl_args, builder_pod, BuilderInputs, StateVolume};
 use crate::controller::builders::{labels, Pin};
+use crate::controller::cache_policy::EvictReason;
 use crate::controller::claims::{self, owner_ref, Release};
 use crate::controller::context::Context;
 use crate::controller::error::{Error, Result};
@@ -164,6 +166,7 @@ async fn place(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatus) 
         warmth: Some(decision.warmth),
         ..Placement::default()
     };
+    make_room(ctx, &view, &decision.evictions).await?;
 
     match decision.action {
         Plan::Queue | Plan::WaitForReplica { .. } | Plan::WaitForSlot { .. } => {
@@ -746,6 +749,26 @@ fn done(
         warmth: status.placement.as_ref().and_then(|p| p.warmth),
         build: Some(FinishedBuild::of(status, created(build), succeeded)),
     }
+}
+
+/// Evicts what the planner chose to make room on the node of a new replica: each only if it
+/// is still deletable when marked (a build claiming it first wins; the node's budget pass
+/// then evicts something else if the node ends up over budget).
+async fn make_room(
+    ctx: &Context,
+    view: &crate::controller::view::View,
+    evictions: &[planner::ReplicaId],
+) -> Result<()> {
+    for id in evictions {
+        let Some(r) = view.replicas.get(id) else {
+            continue;
+        };
+        let api: Api<BuildCache> = Api::namespaced(ctx.client.clone(), &r.namespace);
+        if let Some(cache) = api.get_opt(&r.cache).await? {
+            build_cache::evict_replica(&cache, ctx, &r.pvc, EvictReason::Room).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether the snapshot policy asks for a save after this build: every N builds, at most once
