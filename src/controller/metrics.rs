@@ -57,8 +57,9 @@ pub struct ReplicaStateLabels {
 /// Labels of eviction counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EvictionLabels {
-    /// `Budget` (node over its cache budget), `IdleTtl` (unused past `gc.idleTtl`) or
-    /// `MaxReplicas` (more replicas than the cache allows).
+    /// `Room` (the planner made room for a new replica), `Budget` (node over its cache
+    /// budget), `IdleTtl` (unused past `gc.idleTtl`) or `MaxReplicas` (more replicas than the
+    /// cache allows).
     pub reason: String,
 }
 
@@ -383,8 +384,8 @@ impl Metrics {
 /// Label values of the counters whose label sets are known in advance.
 const BUILD_WARMTHS: [&str; 4] = ["Hot", "Restored", "Cold", "None"];
 const BUILD_OUTCOMES: [&str; 3] = ["Succeeded", "Failed", "Cancelled"];
-const STORE_OPS: [&str; 4] = ["save", "restore", "gc", "forget"];
-const EVICTION_REASONS: [&str; 3] = ["Budget", "IdleTtl", "MaxReplicas"];
+const STORE_OPS: [&str; 5] = ["save", "restore", "gc", "forget", "prewarm"];
+const EVICTION_REASONS: [&str; 4] = ["Room", "Budget", "IdleTtl", "MaxReplicas"];
 const CONTROLLERS: [&str; 2] = ["imagebuild", "buildcache"];
 
 impl Metrics {
