@@ -23,6 +23,8 @@ kc() { kubectl --context "$CONTEXT" "$@"; }
 log() { printf '\n== %s\n' "$*"; }
 info() { printf '   %s\n' "$*"; }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+# Whether an Event with reason $1 about object $2 exists in $NS (events.k8s.io or core fields).
+event_seen() { kc -n "$NS" get events -o json | jq -e --arg r "$1" --arg o "$2" '.items[] | select(.reason == $r and .regarding.name == $o or .reason == $r and .involvedObject.name == $o)' >/dev/null; }
 
 need() {
   local c

@@ -17,7 +17,7 @@ RUN=${E2E_RUN_ID:-$(date +%H%M%S)}
 GIT_URL="git://gitd.$NS.svc.cluster.local/app.git"
 BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-900}
 DELETE_TIMEOUT=${E2E_DELETE_TIMEOUT:-180} # > snapshot.deleteTimeout in e2e/values.yaml (2m)
-ALL=(budget max-replicas delete retain unreachable-store)
+ALL=(budget max-replicas prewarm delete retain unreachable-store)
 
 # build NAME KEY [CACHE]: a ReadWrite build of the test context (with a cacheRef when given).
 build() {
@@ -91,14 +91,13 @@ store_ls() {
 }
 
 gone() { ! kc -n "$NS" get buildcache "$1" >/dev/null 2>&1; }
-event_seen() { kc -n "$NS" get events -o json | jq -e --arg r "$1" --arg o "$2" '.items[] | select(.reason == $r and .regarding.name == $o or .reason == $r and .involvedObject.name == $o)' >/dev/null; }
 replica_state() { bcf "$1" ".status.replicas[]? | select(.pvc == \"$2\") | .state"; }
 evicted() { [[ "$(replica_state "$1" "$2")" != Idle ]] && ! kc -n "$NS" get pvc "$2" >/dev/null 2>&1; }
 
 # ------------------------------------------------------------------ scenarios
 
 # A node over its cache budget evicts a saved idle replica (PVC deleted, Event Evicted); the
-# snapshot stays, and the next build of the key restores it.
+# snapshot stays, and the next build of the key restores it (or finds it pre-warmed).
 scenario_budget() {
   local key="e2e/budget-$RUN" b=budget-a-$RUN cache pvc node
   build "$b" "$key"
@@ -115,7 +114,13 @@ scenario_budget() {
   kc annotate node "$node" hearth.dev/cache-budget-
   build "budget-b-$RUN" "$key"
   wait_succeeded "budget-b-$RUN"
-  assert_eq "$(ibf "budget-b-$RUN" .status.placement.warmth)" Restored "warmth after eviction"
+  # The snapshot stayed: the next build restores it, unless the controller pre-warmed it onto
+  # another node with room first (then it runs hot there).
+  case "$(ibf "budget-b-$RUN" .status.placement.warmth)" in
+    Restored) ;;
+    Hot) event_seen Prewarmed "$cache" || die "budget-b-$RUN ran hot after the eviction with no Prewarmed event" ;;
+    *) die "budget-b-$RUN warmth after eviction: $(ibf "budget-b-$RUN" .status.placement.warmth) (want Restored, or Hot after a pre-warm)" ;;
+  esac
 }
 
 # Lowering maxReplicas retires the extra idle replica (saved first if it must be).
@@ -135,6 +140,34 @@ scenario_max_replicas() {
   kc -n "$NS" patch buildcache "$cache" --type=merge -p '{"spec":{"maxReplicas":1}}'
   retry 180 "$cache down to one replica" bash -c "[[ \$(kubectl --context $CONTEXT -n $NS get buildcache $cache -o json | jq '[.status.replicas[]? | select(.state != \"Lost\" and .state != \"Evicting\")] | length') == 1 ]]"
   retry 60 "an Evicted event on $cache" event_seen Evicted "$cache"
+}
+
+# A cache whose only replica is lost (PVC gone, node cordoned) is restored in the background
+# onto another node, with no build asking: a Prewarm operation, an Idle replica elsewhere, an
+# Event Prewarmed; the next build of the key then runs hot there.
+scenario_prewarm() {
+  local key="e2e/prewarm-$RUN" cache pvc node warm
+  build "prewarm-a-$RUN" "$key"
+  wait_succeeded "prewarm-a-$RUN"
+  # A second build gives the key a history worth pre-warming for (two builds, a rate).
+  build "prewarm-b-$RUN" "$key"
+  wait_succeeded "prewarm-b-$RUN"
+  cache=$(cache_of "$key")
+  pvc=$(ibf "prewarm-b-$RUN" .status.placement.replica)
+  node=$(ibf "prewarm-b-$RUN" .status.placement.node)
+  [[ -n "$(bcf "$cache" .status.snapshots[0].id)" ]] || die "$cache has no snapshot"
+  trap 'kc uncordon "$node" >/dev/null || true' EXIT
+  kc cordon "$node"
+  kc -n "$NS" delete pvc "$pvc" --wait=true --timeout=120s
+  retry 300 "a Prewarmed event on $cache" event_seen Prewarmed "$cache"
+  warm=$(bcf "$cache" '[.status.replicas[]? | select(.state == "Idle")][0]')
+  [[ -n "$warm" ]] || die "$cache has no idle replica after the pre-warm"
+  assert_ne "$(jq -r .node <<<"$warm")" "$node" "pre-warmed replica's node (the cordoned node lost it)"
+  info "ok: $(kc -n "$NS" get events -o json | jq -r --arg o "$cache" '[.items[] | select(.reason == "Prewarmed") | (.note // .message)] | last')"
+  build "prewarm-c-$RUN" "$key"
+  wait_succeeded "prewarm-c-$RUN"
+  assert_eq "$(ibf "prewarm-c-$RUN" .status.placement.warmth)" Hot "warmth after the pre-warm"
+  assert_eq "$(ibf "prewarm-c-$RUN" .status.placement.replica)" "$(jq -r .pvc <<<"$warm")" "replica used after the pre-warm"
 }
 
 # deletionPolicy Delete: deleting the BuildCache removes its snapshots from the store first.
