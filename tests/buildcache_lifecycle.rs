@@ -499,6 +499,62 @@ async fn a_lost_node_drops_its_replicas_then_the_cache_is_prewarmed_elsewhere() 
 }
 
 #[tokio::test]
+async fn a_prewarm_whose_node_goes_away_is_abandoned_and_tried_elsewhere() {
+    let mut c = Cluster::new(&["n1", "n2", "n3"], s3_config()).await;
+    let cache = cache_of("shop:main");
+    build(&mut c, "b1", "shop:main", Some(&saved("s1", 1))).await;
+    finish_gc(&mut c, &cache, "s1").await;
+    let first = c.cache(&cache).await.status.unwrap().replicas[0]
+        .node
+        .clone()
+        .unwrap();
+    c.delete_node(&first).await;
+    let op = until_operation(&mut c, &cache, 5)
+        .await
+        .expect("a pre-warm starts");
+    let target = c
+        .cache(&cache)
+        .await
+        .status
+        .unwrap()
+        .replicas
+        .iter()
+        .find(|r| Some(&r.pvc) == op.pvc.as_ref())
+        .and_then(|r| r.node.clone())
+        .unwrap();
+    c.delete_node(&target).await;
+    c.reconcile_cache(&cache).await;
+    assert_eq!(
+        replica_state(&c, &cache).await.last().cloned(),
+        Some((ReplicaState::Lost, Some("NodeLost".into())))
+    );
+    c.reconcile_cache(&cache).await;
+    assert!(
+        c.jobs().get_opt(&op.job).await.unwrap().is_none(),
+        "its Job is deleted"
+    );
+    // The operation is given up, and the last node left gets the next pre-warm.
+    let next = until_operation(&mut c, &cache, 6)
+        .await
+        .expect("another pre-warm");
+    assert_ne!(next.job, op.job);
+    let st = c.cache(&cache).await.status.unwrap();
+    let r = st
+        .replicas
+        .iter()
+        .find(|r| Some(&r.pvc) == next.pvc.as_ref())
+        .unwrap();
+    let left = ["n1", "n2", "n3"]
+        .into_iter()
+        .find(|n| *n != first && *n != target)
+        .unwrap();
+    assert_eq!(
+        (r.state, r.node.as_deref()),
+        (ReplicaState::Restoring, Some(left))
+    );
+}
+
+#[tokio::test]
 async fn a_failed_prewarm_never_leaves_a_half_restored_replica() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
     let cache = cache_of("shop:main");

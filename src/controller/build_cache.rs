@@ -158,6 +158,15 @@ async fn bookkeeping(cache: &BuildCache, ctx: &Context) -> Result<Option<Action>
     let lost = |pvc: &str, node: Option<&str>| {
         !claims.contains_key(pvc) || node.is_some_and(|n| !nodes.contains(n))
     };
+    // An idle replica whose PVC or node is gone, or one being pre-warmed (no build holds it)
+    // whose node is gone (its PVC may be too new for the store yet).
+    let gone = |r: &crate::api::ReplicaStatus| match r.state {
+        ReplicaState::Idle => lost(&r.pvc, r.node.as_deref()),
+        ReplicaState::Restoring if r.holder.is_none() => {
+            r.node.as_deref().is_some_and(|n| !nodes.contains(n))
+        }
+        _ => false,
+    };
     let relocate = |r: &crate::api::ReplicaStatus| {
         located(&r.pvc).filter(|(node, zone)| {
             (node.is_some() || zone.is_some()) && (node, zone) != (&r.node, &r.zone)
@@ -165,7 +174,7 @@ async fn bookkeeping(cache: &BuildCache, ctx: &Context) -> Result<Option<Action>
     };
     let needs_change = !dropped.is_empty()
         || status.replicas.iter().any(|r| {
-            (r.state == ReplicaState::Idle && lost(&r.pvc, r.node.as_deref()))
+            gone(r)
                 || r.holder.as_ref().is_some_and(|h| gone_holders.contains(h))
                 || relocate(r).is_some()
         });
@@ -186,7 +195,7 @@ async fn bookkeeping(cache: &BuildCache, ctx: &Context) -> Result<Option<Action>
                 r.state = ReplicaState::Idle;
                 r.snapshot_id = None;
             }
-            if r.state == ReplicaState::Idle && lost(&r.pvc, r.node.as_deref()) {
+            if gone(r) {
                 info!(cache = %name, pvc = %r.pvc, "replica lost: its PVC or node is gone");
                 r.state = ReplicaState::Lost;
                 r.reason = Some("NodeLost".into());
@@ -580,6 +589,9 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
     let namespace = cache.namespace().unwrap_or_default();
     let name = cache.name_any();
     let now = ctx.now();
+    if op.kind == OperationKind::Prewarm && !still_restoring(cache, &op) {
+        return abandon(cache, ctx, &op).await;
+    }
     let job = operation_job(cache, ctx, &op)?;
     let outcome = match job_state(ctx, &namespace, job).await {
         Err(Error::Kube(kube::Error::Api(s))) if s.code == 403 => {
@@ -723,6 +735,39 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
             Ok(Action::requeue(Duration::from_secs(1)))
         }
     }
+}
+
+/// Whether the replica a pre-warm restores is still `Restoring` (bookkeeping marks it `Lost`
+/// when its node goes away).
+fn still_restoring(cache: &BuildCache, op: &CacheOperation) -> bool {
+    cache
+        .status
+        .iter()
+        .flat_map(|s| s.replicas.iter())
+        .any(|r| Some(&r.pvc) == op.pvc.as_ref() && r.state == ReplicaState::Restoring)
+}
+
+/// Gives up an operation whose replica is gone: deletes its Job (with its pods) and clears it.
+async fn abandon(cache: &BuildCache, ctx: &Context, op: &CacheOperation) -> Result<Action> {
+    let namespace = cache.namespace().unwrap_or_default();
+    let name = cache.name_any();
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+        Api::namespaced(ctx.client.clone(), &namespace);
+    match jobs.delete(&op.job, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(e) if is_status(&e, 404) => {}
+        Err(e) => return Err(e.into()),
+    }
+    info!(cache = %name, namespace = %namespace, job = %op.job, "abandoning an operation whose replica is gone");
+    update_status(ctx, &namespace, &name, |status, _| {
+        if status.operation.as_ref().map(|o| &o.job) != Some(&op.job) {
+            return false;
+        }
+        status.operation = None;
+        true
+    })
+    .await?;
+    Ok(Action::requeue(Duration::from_millis(100)))
 }
 
 /// Sets `StoreReachable`; its transition time also times the backoff after a failure.
