@@ -228,6 +228,13 @@ pub enum ReplicaState {
     Evicting,
 }
 
+impl ReplicaState {
+    /// Whether the replica still counts: neither `Lost` nor `Evicting`.
+    pub fn is_live(self) -> bool {
+        !matches!(self, ReplicaState::Lost | ReplicaState::Evicting)
+    }
+}
+
 /// One replica: a PVC holding a buildkitd state dir.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -138,11 +138,7 @@ async fn bookkeeping(cache: &BuildCache, ctx: &Context) -> Result<Option<Action>
     // Replicas that are finished with: delete their PVC; once it is gone, drop the entry.
     let claims_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut dropped = HashSet::new();
-    for r in status
-        .replicas
-        .iter()
-        .filter(|r| matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting))
-    {
+    for r in status.replicas.iter().filter(|r| !r.state.is_live()) {
         if claims.contains_key(&r.pvc) {
             match claims_api.delete(&r.pvc, &DeleteParams::default()).await {
                 Ok(_) => {
@@ -262,10 +258,7 @@ async fn duty(cache: &BuildCache, ctx: &Context) -> Result<Action> {
 /// that needs no eviction.
 fn prewarm_target(cache: &BuildCache, ctx: &Context, now: Timestamp) -> Option<PrewarmTarget> {
     let status = cache.status.as_ref()?;
-    let live = status
-        .replicas
-        .iter()
-        .any(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting));
+    let live = status.replicas.iter().any(|r| r.state.is_live());
     if live || status.snapshots.is_empty() {
         return None;
     }
@@ -290,10 +283,7 @@ async fn start_prewarm(cache: &BuildCache, ctx: &Context, target: PrewarmTarget)
     let now = ctx.now();
     let mut op = None;
     let updated = update_status(ctx, &namespace, &name, |status, bc| {
-        let live = status
-            .replicas
-            .iter()
-            .any(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting));
+        let live = status.replicas.iter().any(|r| r.state.is_live());
         if status.operation.is_some() || live {
             return false;
         }
@@ -307,23 +297,21 @@ async fn start_prewarm(cache: &BuildCache, ctx: &Context, target: PrewarmTarget)
         ) else {
             return false;
         };
-        if let Some(r) = status.replicas.iter_mut().find(|r| r.pvc == pvc) {
+        if let Some(r) = status.replicas.last_mut() {
             r.snapshot_id = Some(target.snapshot.clone());
         }
-        let seq = status.operations.unwrap_or(0) + 1;
-        status.operations = Some(seq);
-        let o = CacheOperation {
-            kind: OperationKind::Prewarm,
-            job: super::builders::labels::child_name(&name, role(OperationKind::Prewarm), seq),
-            pvc: Some(pvc),
-            reason: format!(
-                "restore snapshot {} onto {} before the next build asks for it",
-                target.snapshot, target.node
-            ),
-            started: Time(now),
-        };
-        status.operation = Some(o.clone());
-        op = Some(o);
+        let reason = format!(
+            "restore snapshot {} onto {} before the next build asks for it",
+            target.snapshot, target.node
+        );
+        op = Some(begin_operation(
+            status,
+            &name,
+            OperationKind::Prewarm,
+            Some(pvc),
+            reason,
+            now,
+        ));
         true
     })
     .await?;
@@ -393,7 +381,7 @@ fn all_replicas(ctx: &Context) -> Vec<(String, String, crate::api::ReplicaStatus
             c.status
                 .iter()
                 .flat_map(|s| s.replicas.clone())
-                .filter(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting))
+                .filter(|r| r.state.is_live())
                 .map(move |r| (ns.clone(), name.clone(), r))
                 .collect::<Vec<_>>()
         })
@@ -489,17 +477,14 @@ async fn start(
                 _ => return false,
             }
         }
-        let seq = status.operations.unwrap_or(0) + 1;
-        status.operations = Some(seq);
-        let o = CacheOperation {
+        op = Some(begin_operation(
+            status,
+            &name,
             kind,
-            job: super::builders::labels::child_name(&name, role(kind), seq),
-            pvc: pvc.clone(),
-            reason: reason.to_string(),
-            started: Time(now),
-        };
-        status.operation = Some(o.clone());
-        op = Some(o);
+            pvc.clone(),
+            reason.to_string(),
+            now,
+        ));
         true
     })
     .await?;
@@ -514,6 +499,29 @@ async fn start(
         Some(c) => follow(&c, ctx, op).await,
         None => Ok(Action::await_change()),
     }
+}
+
+/// Records operation `kind` in flight in `status`, its Job named from the next sequence number
+/// (so a restarted controller finds the same Job).
+fn begin_operation(
+    status: &mut BuildCacheStatus,
+    cache: &str,
+    kind: OperationKind,
+    pvc: Option<String>,
+    reason: String,
+    now: Timestamp,
+) -> CacheOperation {
+    let seq = status.operations.unwrap_or(0) + 1;
+    status.operations = Some(seq);
+    let op = CacheOperation {
+        kind,
+        job: super::builders::labels::child_name(cache, role(kind), seq),
+        pvc,
+        reason,
+        started: Time(now),
+    };
+    status.operation = Some(op.clone());
+    op
 }
 
 /// The Job name part and `op` metrics label of an operation.
@@ -902,7 +910,7 @@ pub fn refresh_gauges(ctx: &Context) {
         summarize(&mut status);
         for r in &status.replicas {
             *by_state.entry(format!("{:?}", r.state)).or_default() += 1;
-            if matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting) {
+            if !r.state.is_live() {
                 continue;
             }
             if let Some(node) = &r.node {

@@ -193,11 +193,7 @@ pub fn next_duty(cache: &BuildCache, facts: &Facts) -> Duty {
             victims.entry(r.pvc.clone()).or_insert(EvictReason::IdleTtl);
         }
     }
-    let live = status
-        .replicas
-        .iter()
-        .filter(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting))
-        .count();
+    let live = status.replicas.iter().filter(|r| r.state.is_live()).count();
     let extra = live.saturating_sub(cache.spec.max_replicas.max(1) as usize);
     if extra > 0 {
         // Retire the replicas that are cheapest to lose: saved in the newest snapshot first,
@@ -263,10 +259,7 @@ pub fn next_duty(cache: &BuildCache, facts: &Facts) -> Duty {
         }
     }
     if let Some(target) = &facts.prewarm {
-        let live = status
-            .replicas
-            .iter()
-            .any(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting));
+        let live = status.replicas.iter().any(|r| r.state.is_live());
         if !live && status.snapshots.iter().any(|s| s.id == target.snapshot) {
             return Duty::Prewarm(target.clone());
         }

@@ -117,7 +117,7 @@ pub fn summarize(status: &mut BuildCacheStatus) {
     let mut places: Vec<String> = status
         .replicas
         .iter()
-        .filter(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting))
+        .filter(|r| r.state.is_live())
         .filter_map(|r| r.node.clone().or_else(|| r.zone.clone()))
         .collect();
     places.sort();
@@ -194,7 +194,7 @@ pub async fn add_replica(
     Ok(Some(pvc))
 }
 
-/// Adds a replica entry on `node` to `status` under the next free PVC name and returns the
+/// Appends a replica entry on `node` to `status` under the next free PVC name and returns the
 /// name, or `None` when the cache is at `maxReplicas`.
 pub fn push_replica(
     status: &mut BuildCacheStatus,
@@ -205,11 +205,7 @@ pub fn push_replica(
     size_bytes: Option<i64>,
 ) -> Option<String> {
     let name = cache.name_any();
-    let live = status
-        .replicas
-        .iter()
-        .filter(|r| !matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting))
-        .count() as i32;
+    let live = status.replicas.iter().filter(|r| r.state.is_live()).count() as i32;
     if live >= cache.spec.max_replicas {
         return None;
     }

@@ -246,7 +246,7 @@ pub fn build_view(
             }
         }
         for r in &status.replicas {
-            if matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting) {
+            if !r.state.is_live() {
                 continue;
             }
             // An idle replica whose PVC is gone (deleted by hand, or its namespace emptied)

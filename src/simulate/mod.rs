@@ -132,7 +132,7 @@ pub fn simulate_traced(
     let bound = report::bound_seconds(workload, &factors);
     let report = Report {
         workload: name.to_string(),
-        bound: report::bound(workload, &factors),
+        bound: report::bound(workload, &factors, &bound),
         strategies,
     };
     Ok((report, Trace { outcomes, bound }))

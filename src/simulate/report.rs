@@ -81,11 +81,7 @@ pub fn summarise(
     let mut latencies: Vec<f64> = outcomes.iter().map(|o| o.latency).collect();
     latencies.sort_by(f64::total_cmp);
     let count = |w: Warmth| outcomes.iter().filter(|o| o.warmth == w).count();
-    let mean = if latencies.is_empty() {
-        0.0
-    } else {
-        latencies.iter().sum::<f64>() / latencies.len() as f64
-    };
+    let mean = mean(&latencies);
     StrategyReport {
         name: name.to_string(),
         builds: outcomes.len(),
@@ -102,17 +98,23 @@ pub fn summarise(
 
 /// The bound: a key's cache exists from the earliest time a `ReadWrite` build of it would
 /// finish if it never queued; each build then takes the best build time that cache allows.
-pub fn bound(workload: &Workload, factors: &[f64]) -> Bound {
-    let seconds = bound_seconds(workload, factors);
-    let n = seconds.len().max(1) as f64;
-    let mean_seconds = seconds.iter().sum::<f64>() / n;
-    let (outcomes, _, _) =
-        super::engine::run(workload, factors, &mut super::pool::Pool::perfect(seconds));
-    let with_slots_mean_seconds =
-        outcomes.iter().map(|o| o.latency).sum::<f64>() / outcomes.len().max(1) as f64;
+/// `seconds` are the builds' times under it ([`bound_seconds`]).
+pub fn bound(workload: &Workload, factors: &[f64], seconds: &[f64]) -> Bound {
+    let perfect = &mut super::pool::Pool::perfect(seconds.to_vec());
+    let (outcomes, _, _) = super::engine::run(workload, factors, perfect);
+    let latencies: Vec<f64> = outcomes.iter().map(|o| o.latency).collect();
     Bound {
-        mean_seconds,
-        with_slots_mean_seconds,
+        mean_seconds: mean(seconds),
+        with_slots_mean_seconds: mean(&latencies),
+    }
+}
+
+/// The mean, 0 for no values.
+fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        0.0
+    } else {
+        values.iter().sum::<f64>() / values.len() as f64
     }
 }
 

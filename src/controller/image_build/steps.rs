@@ -338,7 +338,7 @@ pub fn cold_story(
     let gone: Vec<String> = status
         .replicas
         .iter()
-        .filter(|r| matches!(r.state, ReplicaState::Lost | ReplicaState::Evicting))
+        .filter(|r| !r.state.is_live())
         .map(|r| {
             format!(
                 "{} {:?}{}",
