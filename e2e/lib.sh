@@ -70,6 +70,39 @@ leader() {
 }
 
 # check_scenarios "KNOWN..." NAME...: dies on a name that is not among the known ones.
+# imagebuild NAME KEY MODE [SLEEP] [CACHE]: apply an ImageBuild of the test context (git
+# source from the in-cluster gitd, with a cacheRef when CACHE is given).
+imagebuild() {
+  local name=$1 key=$2 mode=$3 sleep=${4:-0} ref=""
+  [[ -n "${5:-}" ]] && ref="cacheRef: $5"
+  kc apply -f - <<YAML
+apiVersion: hearth.dev/v1alpha1
+kind: ImageBuild
+metadata:
+  name: $name
+  namespace: $NS
+  labels:
+    e2e.hearth.dev/run: "$RUN"
+spec:
+  source:
+    git:
+      url: $GIT_URL
+      revision: main
+  buildArgs:
+    RUN_ID: "$name"
+    SLEEP: "$sleep"
+  output:
+    # Not pushed (see e2e/README.md): the digest still comes from BuildKit's metadata.
+    image: registry.hearth-e2e.invalid/e2e/app:$name
+    push: false
+  cache:
+    key: "$key"
+    mode: $mode
+    $ref
+  timeout: 20m
+YAML
+}
+
 check_scenarios() {
   local known=$1 s
   shift

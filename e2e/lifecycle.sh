@@ -20,33 +20,7 @@ DELETE_TIMEOUT=${E2E_DELETE_TIMEOUT:-180} # > snapshot.deleteTimeout in e2e/valu
 ALL=(budget max-replicas prewarm delete retain unreachable-store)
 
 # build NAME KEY [CACHE]: a ReadWrite build of the test context (with a cacheRef when given).
-build() {
-  local ref=""
-  [[ -n "${3:-}" ]] && ref="cacheRef: $3"
-  kc apply -f - <<YAML
-apiVersion: hearth.dev/v1alpha1
-kind: ImageBuild
-metadata:
-  name: $1
-  namespace: $NS
-  labels:
-    e2e.hearth.dev/run: "$RUN"
-spec:
-  source:
-    git:
-      url: $GIT_URL
-      revision: main
-  buildArgs:
-    RUN_ID: "$1"
-  output:
-    image: registry.hearth-e2e.invalid/e2e/app:$1
-    push: false
-  cache:
-    key: "$2"
-    $ref
-  timeout: 20m
-YAML
-}
+build() { imagebuild "$1" "$2" ReadWrite 0 "${3:-}"; }
 
 # cache NAME KEY POLICY: a BuildCache with a deletion policy.
 cache() {

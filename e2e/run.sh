@@ -20,36 +20,6 @@ ALL=(cold hot restored concurrent readonly invalid controller-restart)
 
 # ------------------------------------------------------------------ helpers
 
-# imagebuild NAME KEY MODE [SLEEP]: apply an ImageBuild of the test context.
-imagebuild() {
-  local name=$1 key=$2 mode=$3 sleep=${4:-0}
-  kc apply -f - <<YAML
-apiVersion: hearth.dev/v1alpha1
-kind: ImageBuild
-metadata:
-  name: $name
-  namespace: $NS
-  labels:
-    e2e.hearth.dev/run: "$RUN"
-spec:
-  source:
-    git:
-      url: $GIT_URL
-      revision: main
-  buildArgs:
-    RUN_ID: "$name"
-    SLEEP: "$sleep"
-  output:
-    # Not pushed (see e2e/README.md): the digest still comes from BuildKit's metadata.
-    image: registry.hearth-e2e.invalid/e2e/app:$name
-    push: false
-  cache:
-    key: "$key"
-    mode: $mode
-  timeout: 20m
-YAML
-}
-
 ib() { kc -n "$NS" get imagebuild "$1" -o json; }
 ibf() { ib "$1" | jq -r "$2 // empty"; }                  # one field of an ImageBuild
 condition() { ibf "$1" ".status.conditions[]? | select(.type == \"$2\") | .status"; }
