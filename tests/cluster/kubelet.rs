@@ -14,11 +14,11 @@
 //! Not modelled: restarts (restartPolicy other than Never), probes, resources, images,
 //! configMap volumes, users and capabilities (every process runs as the test's user), events.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     Container, ContainerStatus, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus,
@@ -28,15 +28,11 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::buildkit::{self, BuildkitOpts};
-use super::record::{Procs, Run, Runs};
-use super::runtime::{self, ProcessSpec, Rewriter};
+use super::buildkit::BuildkitOpts;
+use super::containers::{run_container, setup_volumes, Exit};
+use super::record::{Procs, Runs};
+use super::runtime;
 use super::util::{self, report, selector_matches, TICK};
-
-/// Label of a pod's role (see `src/controller/builders/labels.rs`).
-const ROLE: &str = "hearth.dev/role";
-/// The upload receiver init container of builder pods.
-const RECEIVER: &str = "receive";
 
 /// Knobs of every kubelet.
 #[derive(Clone, Debug)]
@@ -101,7 +97,7 @@ pub fn spawn(agent: NodeAgent) -> tokio::task::JoinHandle<()> {
     })
 }
 
-fn grace_of(pod: &Pod) -> Duration {
+pub(super) fn grace_of(pod: &Pod) -> Duration {
     let secs = pod
         .metadata
         .deletion_grace_period_seconds
@@ -230,7 +226,7 @@ async fn secret_missing(agent: &NodeAgent, ns: &str, name: &str) -> bool {
 }
 
 /// The host dir of a claim's PV, if the claim is Bound to a PV usable on `node`.
-async fn pv_of_claim(
+pub(super) async fn pv_of_claim(
     client: &Client,
     ns: &str,
     claim: &str,
@@ -323,14 +319,6 @@ async fn write(api: &Api<Pod>, name: &str, status: &PodStatus) {
     if let Err(e) = r {
         report("kubelet", &format!("status of {name}"), &e);
     }
-}
-
-/// How a container ended.
-struct Exit {
-    code: i32,
-    message: String,
-    started: jiff::Timestamp,
-    finished: jiff::Timestamp,
 }
 
 fn terminated_status(c: &Container, exit: &Exit) -> ContainerStatus {
@@ -470,218 +458,5 @@ async fn run_pod(
         if let Err(e) = util::delete(&api, &name, &util::force()).await {
             report("kubelet", &format!("deleting {name}"), &e);
         }
-    }
-}
-
-/// Volume name -> (host dir, whether it is a PV).
-type Volumes = BTreeMap<String, (PathBuf, bool)>;
-
-async fn setup_volumes(agent: &NodeAgent, pod: &Pod, pod_dir: &Path) -> Result<Volumes, String> {
-    let ns = pod.namespace().unwrap_or_default();
-    let mut out = Volumes::new();
-    for sub in ["logs", "termination", "home"] {
-        std::fs::create_dir_all(pod_dir.join(sub)).map_err(|e| e.to_string())?;
-    }
-    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        if let Some(source) = &v.persistent_volume_claim {
-            let dir = pv_of_claim(&agent.client, &ns, &source.claim_name, None).await?;
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            out.insert(v.name.clone(), (dir, true));
-            continue;
-        }
-        let dir = pod_dir.join("volumes").join(&v.name);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let mut files: Vec<(String, String, Option<Vec<(String, String)>>)> = Vec::new();
-        if let Some(s) = &v.secret {
-            let items = s
-                .items
-                .as_ref()
-                .map(|i| i.iter().map(|k| (k.key.clone(), k.path.clone())).collect());
-            files.push((
-                s.secret_name.clone().unwrap_or_default(),
-                String::new(),
-                items,
-            ));
-        }
-        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
-            if let Some(s) = &source.secret {
-                let items = s
-                    .items
-                    .as_ref()
-                    .map(|i| i.iter().map(|k| (k.key.clone(), k.path.clone())).collect());
-                files.push((s.name.clone(), String::new(), items));
-            }
-        }
-        for (secret, _, items) in files {
-            let data = runtime::secret_data(&agent.client, &ns, &secret)
-                .await
-                .map_err(|e| e.to_string())?
-                .unwrap_or_default();
-            let pairs: Vec<(String, String)> =
-                items.unwrap_or_else(|| data.keys().map(|k| (k.clone(), k.clone())).collect());
-            for (key, path) in pairs {
-                if let Some(value) = data.get(&key) {
-                    let file = dir.join(path);
-                    if let Some(parent) = file.parent() {
-                        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-                    }
-                    std::fs::write(file, value).map_err(|e| e.to_string())?;
-                }
-            }
-        }
-        out.insert(v.name.clone(), (dir, false));
-    }
-    Ok(out)
-}
-
-/// Runs (or plays) one container; records the run.
-async fn run_container(
-    agent: &NodeAgent,
-    pod: &Pod,
-    c: &Container,
-    volumes: &Volumes,
-    pod_dir: &Path,
-    term: watch::Receiver<Option<Duration>>,
-) -> Exit {
-    let started = jiff::Timestamp::now();
-    let role = pod.labels().get(ROLE).cloned();
-    let is_build = role.as_deref() == Some("build");
-    if is_build && c.name == RECEIVER {
-        return Exit {
-            code: 0,
-            message: String::new(),
-            started,
-            finished: jiff::Timestamp::now(),
-        };
-    }
-    let log = pod_dir.join("logs").join(format!("{}.log", c.name));
-    let term_file = pod_dir.join("termination").join(&c.name);
-    let _ = std::fs::write(&term_file, b"");
-    let mut pairs = vec![(
-        c.termination_message_path
-            .clone()
-            .unwrap_or_else(|| "/dev/termination-log".into()),
-        term_file.to_string_lossy().into_owned(),
-    )];
-    let (mut pv_dirs, mut mounts) = (Vec::new(), Vec::new());
-    for m in c.volume_mounts.iter().flatten() {
-        let Some((dir, is_pv)) = volumes.get(&m.name) else {
-            continue;
-        };
-        let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            Some(sub) => dir.join(sub),
-            None => dir.clone(),
-        };
-        let _ = std::fs::create_dir_all(&host);
-        if *is_pv {
-            pv_dirs.push(dir.clone());
-        }
-        mounts.push(host.clone());
-        pairs.push((
-            m.mount_path.trim_end_matches('/').to_string(),
-            host.to_string_lossy().into_owned(),
-        ));
-    }
-    let rw = Rewriter::new(pairs);
-    let fail = |message: String| Exit {
-        code: 128,
-        message,
-        started,
-        finished: jiff::Timestamp::now(),
-    };
-    let env = match runtime::resolve_env(&agent.client, pod, c).await {
-        Ok(env) => env,
-        Err(e) => return fail(format!("CreateContainerConfigError: {e}")),
-    };
-    let mut env: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k, rw.apply(&v))).collect();
-    let bin_dir = agent
-        .opts
-        .hearth_bin
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .to_string_lossy()
-        .into_owned();
-    if !env.iter().any(|(k, _)| k == "PATH") {
-        env.push((
-            "PATH".into(),
-            format!("{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-        ));
-    }
-    env.push((
-        "HOME".into(),
-        pod_dir.join("home").to_string_lossy().into_owned(),
-    ));
-    env.push(("HOSTNAME".into(), pod.name_any()));
-    let args: Vec<String> = c.args.iter().flatten().map(|a| rw.apply(a)).collect();
-    let index = agent.runs.start(Run {
-        namespace: pod.namespace().unwrap_or_default(),
-        pod: pod.name_any(),
-        container: c.name.clone(),
-        role,
-        node: agent.node.clone(),
-        pv_dirs,
-        mounts,
-        started: Instant::now(),
-        ended: None,
-        exit_code: None,
-        message: String::new(),
-    });
-    let code = if is_build && c.name == "buildkit" {
-        let play = buildkit::Play {
-            args,
-            env,
-            log: log.clone(),
-            termination_log: term_file.clone(),
-            seed: pod.uid().unwrap_or_default(),
-        };
-        let mut kill = term.clone();
-        let fut = buildkit::play(&agent.opts.buildkit, play, term);
-        tokio::pin!(fut);
-        tokio::select! {
-            code = &mut fut => code,
-            grace = runtime::wait_term(&mut kill) => tokio::select! {
-                code = &mut fut => code,
-                _ = tokio::time::sleep(grace) => 137,
-            },
-        }
-    } else {
-        let Some(command) = c.command.clone() else {
-            agent.runs.finish(index, 128, "no command");
-            return fail("container has no command (image entrypoints are not modelled)".into());
-        };
-        let mut argv: Vec<String> = command.iter().map(|a| rw.apply(a)).collect();
-        argv.extend(args);
-        let cwd = c
-            .working_dir
-            .as_deref()
-            .map(|w| PathBuf::from(rw.apply(w)))
-            .unwrap_or_else(|| pod_dir.join("home"));
-        let spec = ProcessSpec {
-            node: agent.node.clone(),
-            argv,
-            env,
-            cwd,
-            log: log.clone(),
-        };
-        match runtime::run_process(spec, &agent.procs, term).await {
-            Ok(code) => code,
-            Err(e) => {
-                agent.runs.finish(index, 128, &e);
-                return fail(e);
-            }
-        }
-    };
-    let message = runtime::termination_message(
-        &term_file,
-        &log,
-        c.termination_message_policy.as_deref(),
-        code,
-    );
-    agent.runs.finish(index, code, &message);
-    Exit {
-        code,
-        message,
-        started,
-        finished: jiff::Timestamp::now(),
     }
 }

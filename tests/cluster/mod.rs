@@ -15,13 +15,16 @@
 
 pub mod apiserver;
 pub mod buildkit;
+pub mod containers;
 pub mod controllers;
+pub mod describe;
 pub mod gc;
 pub mod kubelet;
 pub mod record;
 pub mod runtime;
 pub mod scheduler;
 pub mod util;
+pub mod values;
 
 #[path = "../snapshot_support/mod.rs"]
 pub mod snapshot_support;
@@ -39,8 +42,8 @@ use k8s_openapi::api::core::v1::{
     Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, ListParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::api::{Api, PostParams};
+use kube::Client;
 use serde_json::json;
 
 use apiserver::ApiServer;
@@ -48,6 +51,8 @@ pub use buildkit::BuildkitOpts;
 pub use controllers::ControllerOpts;
 pub use record::{Procs, Runs};
 use snapshot_support::S3Server;
+use values::render_config;
+pub use values::Values;
 
 /// Namespace of the builds.
 pub const NS: &str = "shop";
@@ -82,46 +87,6 @@ impl NodeOpts {
             zone: "z1".into(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
-        }
-    }
-}
-
-/// The values the chart renders into the operator's `config.yaml` (see
-/// `charts/hearth/templates/_helpers.tpl`, `hearth.config`). The store is always the loopback
-/// S3 server.
-#[derive(Clone, Debug)]
-pub struct Values {
-    pub builder_image: String,
-    pub hearth_image: String,
-    pub cache_size: String,
-    pub node_budget: String,
-    pub max_replicas: u32,
-    pub credentials_secret: String,
-    pub every: u32,
-    pub min_interval: String,
-    pub gc_interval: String,
-    pub gc_grace: String,
-    pub delete_timeout: String,
-    pub retain: u32,
-    pub namespaces: Vec<String>,
-}
-
-impl Default for Values {
-    fn default() -> Self {
-        Values {
-            builder_image: "docker.io/moby/buildkit:v0.25.1-rootless".into(),
-            hearth_image: "ghcr.io/hearth-dev/hearth:test".into(),
-            cache_size: "1Gi".into(),
-            node_budget: "4Gi".into(),
-            max_replicas: 2,
-            credentials_secret: "hearth-store".into(),
-            every: 1,
-            min_interval: "0s".into(),
-            gc_interval: "6h".into(),
-            gc_grace: "1h".into(),
-            delete_timeout: "10m".into(),
-            retain: 3,
-            namespaces: vec![],
         }
     }
 }
@@ -519,144 +484,6 @@ impl TestCluster {
             .ok()??;
         pv.spec?.local.map(|l| PathBuf::from(l.path))
     }
-
-    /// The cluster's state, for failure output.
-    pub async fn describe(&self) -> String {
-        let mut out = String::new();
-        let lp = ListParams::default();
-        let c = &self.client;
-        if let Ok(l) = Api::<Node>::all(c.clone()).list(&lp).await {
-            for n in l.items {
-                out.push_str(&format!(
-                    "node {} unschedulable={:?}\n",
-                    n.name_any(),
-                    n.spec.and_then(|s| s.unschedulable)
-                ));
-            }
-        }
-        if let Ok(l) = Api::<PersistentVolume>::all(c.clone()).list(&lp).await {
-            for pv in l.items {
-                let claim = pv
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.claim_ref.as_ref())
-                    .and_then(|r| r.name.clone());
-                out.push_str(&format!(
-                    "pv {} claim={claim:?} phase={:?} deleting={}\n",
-                    pv.name_any(),
-                    pv.status.and_then(|s| s.phase),
-                    pv.metadata.deletion_timestamp.is_some()
-                ));
-            }
-        }
-        if let Ok(l) = Api::<PersistentVolumeClaim>::all(c.clone()).list(&lp).await {
-            for pvc in l.items {
-                out.push_str(&format!(
-                    "pvc {}/{} volume={:?} phase={:?} deleting={} finalizers={:?}\n",
-                    pvc.namespace().unwrap_or_default(),
-                    pvc.name_any(),
-                    pvc.spec.as_ref().and_then(|s| s.volume_name.clone()),
-                    pvc.status.as_ref().and_then(|s| s.phase.clone()),
-                    pvc.metadata.deletion_timestamp.is_some(),
-                    pvc.finalizers()
-                ));
-            }
-        }
-        if let Ok(l) = Api::<Job>::all(c.clone()).list(&lp).await {
-            for j in l.items {
-                let s = j.status.clone().unwrap_or_default();
-                let conds: Vec<String> = s
-                    .conditions
-                    .iter()
-                    .flatten()
-                    .map(|c| {
-                        format!(
-                            "{}={} {}",
-                            c.type_,
-                            c.status,
-                            c.reason.clone().unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                out.push_str(&format!(
-                    "job {}/{} active={:?} succeeded={:?} failed={:?} {conds:?}\n",
-                    j.namespace().unwrap_or_default(),
-                    j.name_any(),
-                    s.active,
-                    s.succeeded,
-                    s.failed
-                ));
-            }
-        }
-        if let Ok(l) = Api::<Pod>::all(c.clone()).list(&lp).await {
-            for p in l.items {
-                let s = p.status.clone().unwrap_or_default();
-                let states: Vec<String> = s
-                    .init_container_statuses
-                    .iter()
-                    .flatten()
-                    .chain(s.container_statuses.iter().flatten())
-                    .map(|cs| {
-                        let st = cs.state.clone().unwrap_or_default();
-                        match (st.waiting, st.running, st.terminated) {
-                            (Some(w), _, _) => format!(
-                                "{}: waiting {} {}",
-                                cs.name,
-                                w.reason.unwrap_or_default(),
-                                w.message.unwrap_or_default()
-                            ),
-                            (_, Some(_), _) => format!("{}: running", cs.name),
-                            (_, _, Some(t)) => format!(
-                                "{}: exit {} {}",
-                                cs.name,
-                                t.exit_code,
-                                tail(&t.message.unwrap_or_default(), 3)
-                            ),
-                            _ => format!("{}: ?", cs.name),
-                        }
-                    })
-                    .collect();
-                let sched = s
-                    .conditions
-                    .iter()
-                    .flatten()
-                    .find(|c| c.type_ == "PodScheduled" && c.status == "False")
-                    .and_then(|c| c.message.clone());
-                out.push_str(&format!(
-                    "pod {}/{} node={:?} phase={:?} deleting={} {states:?}{}\n",
-                    p.namespace().unwrap_or_default(),
-                    p.name_any(),
-                    p.spec.as_ref().and_then(|s| s.node_name.clone()),
-                    s.phase,
-                    p.metadata.deletion_timestamp.is_some(),
-                    sched
-                        .map(|m| format!(" unschedulable: {m}"))
-                        .unwrap_or_default()
-                ));
-            }
-        }
-        if let Ok(l) = self.caches().list(&lp).await {
-            for bc in l.items {
-                out.push_str(&format!(
-                    "buildcache {} status={}\n",
-                    bc.name_any(),
-                    serde_json::to_string(&bc.status).unwrap_or_default()
-                ));
-            }
-        }
-        if let Ok(l) = self.builds().list(&lp).await {
-            for ib in l.items {
-                out.push_str(&format!(
-                    "imagebuild {} status={}\n",
-                    ib.name_any(),
-                    serde_json::to_string(&ib.status).unwrap_or_default()
-                ));
-            }
-        }
-        out.push_str("runs:\n");
-        out.push_str(&self.runs.describe(self.started));
-        out
-    }
 }
 
 impl Drop for TestCluster {
@@ -678,65 +505,6 @@ impl Drop for TestCluster {
             eprintln!("cluster root kept at {}", kept.keep().display());
         }
     }
-}
-
-/// The operator config exactly as the chart renders it (`hearth.config`).
-fn render_config(v: &Values, s3: &S3Server) -> String {
-    let namespaces = if v.namespaces.is_empty() {
-        " []".to_string()
-    } else {
-        v.namespaces.iter().map(|n| format!("\n  - {n}")).collect()
-    };
-    format!(
-        r#"builder:
-  image: "{builder_image}"
-  hearthImage: "{hearth_image}"
-  imagePullPolicy: IfNotPresent
-  resources:
-    requests:
-      cpu: "1"
-      memory: 2Gi
-  nodeSelector: {{}}
-  tolerations: []
-cache:
-  storageClassName: "{class}"
-  size: "{size}"
-  nodeBudget: "{budget}"
-  maxReplicas: {max_replicas}
-snapshot:
-  store: "{store}"
-  credentialsSecret: "{secret}"
-  fileStoreClaim: ""
-  s3:
-    endpoint: "{endpoint}"
-    region: "us-east-1"
-    pathStyle: true
-  every: {every}
-  minInterval: "{min_interval}"
-  gcInterval: "{gc_interval}"
-  gcGrace: "{gc_grace}"
-  deleteTimeout: "{delete_timeout}"
-  retain: {retain}
-namespaces:{namespaces}
-tekton:
-  enabled: false
-"#,
-        builder_image = v.builder_image,
-        hearth_image = v.hearth_image,
-        class = STORAGE_CLASS,
-        size = v.cache_size,
-        budget = v.node_budget,
-        max_replicas = v.max_replicas,
-        store = s3.url(),
-        secret = v.credentials_secret,
-        endpoint = s3.endpoint,
-        every = v.every,
-        min_interval = v.min_interval,
-        gc_interval = v.gc_interval,
-        gc_grace = v.gc_grace,
-        delete_timeout = v.delete_timeout,
-        retain = v.retain,
-    )
 }
 
 /// The last `n` lines of a text.

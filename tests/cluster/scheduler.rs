@@ -66,9 +66,9 @@ pub fn node_usable(node: &Node) -> bool {
 /// A claim a pod uses and what placing the pod needs of it.
 enum ClaimNeed {
     /// Bound to a PV that may only be used on matching nodes.
-    Bound(PersistentVolume),
+    Bound(Box<PersistentVolume>),
     /// Unbound, of a WaitForFirstConsumer class: provision on the chosen node.
-    Provision(PersistentVolumeClaim, String),
+    Provision(Box<PersistentVolumeClaim>, String),
 }
 
 struct World {
@@ -162,7 +162,7 @@ fn place(pod: &Pod, world: &World) -> Result<(String, Vec<ClaimNeed>), String> {
                     .iter()
                     .find(|v| v.name_any() == pv)
                     .ok_or_else(|| format!("persistentvolume {pv:?} not found"))?;
-                needs.push(ClaimNeed::Bound(pv.clone()));
+                needs.push(ClaimNeed::Bound(Box::new(pv.clone())));
             }
             None => {
                 let class = claim
@@ -180,7 +180,7 @@ fn place(pod: &Pod, world: &World) -> Result<(String, Vec<ClaimNeed>), String> {
                         source.claim_name
                     ));
                 }
-                needs.push(ClaimNeed::Provision(claim.clone(), class));
+                needs.push(ClaimNeed::Provision(Box::new(claim.clone()), class));
             }
         }
     }
