@@ -198,6 +198,17 @@ async fn image_build_status_subresource_and_generation() {
     assert!(created.status.is_none());
     assert_eq!(created.metadata.generation, Some(1));
 
+    // Status on the main resource is ignored; spec changes bump generation.
+    let main = json!({"spec": {"target": "prod"}, "status": {"phase": "Failed"}});
+    let after = builds
+        .patch("b", &PatchParams::default(), &Patch::Merge(&main))
+        .await
+        .unwrap();
+    assert_eq!(after.metadata.generation, Some(2));
+    let raw = server.object("imagebuilds", NS, "b").unwrap();
+    assert!(raw.get("status").is_none());
+    assert_eq!(raw["spec"]["target"], "prod");
+
     let status = json!({"status": {"phase": "Building"}});
     let after = builds
         .patch_status("b", &PatchParams::default(), &Patch::Merge(&status))
@@ -207,18 +218,17 @@ async fn image_build_status_subresource_and_generation() {
         server.object("imagebuilds", NS, "b").unwrap()["status"]["phase"],
         "Building"
     );
-    assert_eq!(after.metadata.generation, Some(1));
-
-    // Status on the main resource is ignored; spec changes bump generation.
-    let main = json!({"spec": {"target": "prod"}, "status": {"phase": "Failed"}});
-    let after = builds
-        .patch("b", &PatchParams::default(), &Patch::Merge(&main))
-        .await
-        .unwrap();
     assert_eq!(after.metadata.generation, Some(2));
-    let raw = server.object("imagebuilds", NS, "b").unwrap();
-    assert_eq!(raw["status"]["phase"], "Building");
-    assert_eq!(raw["spec"]["target"], "prod");
+    // The CRD's own rules hold: the spec is frozen once the build has started.
+    let frozen = json!({"spec": {"target": "other"}});
+    assert_eq!(
+        api_code(
+            builds
+                .patch("b", &PatchParams::default(), &Patch::Merge(&frozen))
+                .await
+        ),
+        (422, "Invalid".into())
+    );
 
     // PUT on /status changes only status.
     let mut whole = builds.get("b").await.unwrap();
@@ -637,4 +647,59 @@ async fn lease_manager_elects_one_leader() {
             .unwrap(),
         holder
     );
+}
+
+#[tokio::test]
+async fn custom_resources_are_pruned_defaulted_and_validated_by_their_crd() {
+    let (server, client) = start().await;
+    let builds: Api<ImageBuild> = Api::namespaced(client.clone(), NS);
+    let mut raw = serde_json::to_value(image_build("v")).unwrap();
+    raw["spec"]["bogus"] = json!("dropped");
+    raw["spec"].as_object_mut().unwrap().remove("dockerfile");
+    let created: ImageBuild = builds
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(raw.clone()).unwrap(),
+        )
+        .await
+        .unwrap();
+    let stored = server.object("imagebuilds", NS, "v").unwrap();
+    assert!(stored["spec"].get("bogus").is_none(), "{stored}");
+    assert_eq!(
+        created.spec.output.image,
+        "registry.example.com/shop:latest"
+    );
+
+    // A bad image reference is refused with 422 and the field.
+    let bad = json!({"spec": {"output": {"image": "not a reference"}}});
+    let err = builds
+        .patch("v", &PatchParams::default(), &Patch::Merge(&bad))
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+            assert!(s.message.contains("spec.output.image"), "{}", s.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Not stored.
+    assert_eq!(
+        server.object("imagebuilds", NS, "v").unwrap()["spec"]["output"]["image"],
+        "registry.example.com/shop:latest"
+    );
+
+    // Any other CRD can be registered, e.g. Tekton's CustomRun.
+    use hearth::controller::custom_run::CustomRun;
+    use kube::CustomResourceExt;
+    server
+        .register_crd(serde_json::to_value(CustomRun::crd()).unwrap())
+        .unwrap();
+    let runs: Api<CustomRun> = Api::namespaced(client, NS);
+    assert!(runs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }

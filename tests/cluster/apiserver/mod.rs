@@ -16,6 +16,7 @@
 
 #![allow(dead_code)]
 
+mod admission;
 mod apply;
 mod http;
 mod registry;

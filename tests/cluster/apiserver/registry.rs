@@ -2,6 +2,8 @@
 //! CustomResourceDefinitions, and the discovery documents (`/api`, `/apis`, `/api/v1`,
 //! `/apis/<group>/<version>`) that describe them.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 /// One served resource (one group/version/plural).
@@ -18,6 +20,8 @@ pub struct ResourceType {
     pub short_names: Vec<String>,
     /// Registered from a CRD (create drops `status`, as for every CR with a status subresource).
     pub custom: bool,
+    /// The CRD version's openAPIV3Schema: objects are pruned, defaulted and validated by it.
+    pub schema: Option<Arc<Value>>,
 }
 
 impl ResourceType {
@@ -32,6 +36,7 @@ impl ResourceType {
             status: false,
             short_names: Vec::new(),
             custom: false,
+            schema: None,
         }
     }
 
@@ -259,6 +264,9 @@ pub fn types_from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
                 status: v.pointer("/subresources/status").is_some(),
                 short_names: short_names.clone(),
                 custom: true,
+                schema: v
+                    .pointer("/schema/openAPIV3Schema")
+                    .map(|s| Arc::new(s.clone())),
             })
         })
         .collect())

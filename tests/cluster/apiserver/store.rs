@@ -10,9 +10,9 @@ use std::hash::BuildHasher;
 use jiff::{SignedDuration, Timestamp, Unit};
 use serde_json::{json, Map, Value};
 
-use super::apply;
 use super::registry::{types_from_crd, Registry, ResourceType};
 use super::selectors::Selectors;
+use super::{admission, apply};
 
 /// An error answered as a `Status` object.
 #[derive(Clone, Debug)]
@@ -463,6 +463,7 @@ impl State {
             obj.as_object_mut().expect("object").remove("status");
         }
         self.admit_create(rt, &mut obj, &uid)?;
+        let mut obj = Self::admit_schema(rt, &name, obj, None)?;
         apply::record_update(&mut obj, None, manager, "Update", &rt.api_version());
         Ok(self.commit(rt, key, EventType::Added, obj, None))
     }
@@ -518,6 +519,41 @@ impl State {
             types_from_crd(obj).map_err(|e| ApiError::invalid(rt, &name, &e))?;
         }
         Ok(())
+    }
+
+    /// A custom resource, pruned, defaulted and validated by its CRD's schema.
+    fn admit_schema(
+        rt: &ResourceType,
+        name: &str,
+        obj: Value,
+        old: Option<&Value>,
+    ) -> Result<Value> {
+        let Some(schema) = &rt.schema else {
+            return Ok(obj);
+        };
+        admission::admit(schema, &obj, old).map_err(|problems| {
+            let list: Vec<String> = problems
+                .iter()
+                .map(|(f, m)| {
+                    if f.is_empty() {
+                        m.clone()
+                    } else {
+                        format!("{f}: {m}")
+                    }
+                })
+                .collect();
+            let mut e = ApiError::invalid(rt, name, &format!("[{}]", list.join(", ")));
+            e.message = format!(
+                "{}.{} \"{name}\" is invalid: [{}]",
+                rt.kind,
+                rt.group,
+                list.join(", ")
+            );
+            if let Some(d) = e.details.as_mut() {
+                d["causes"] = admission::causes(&problems);
+            }
+            e
+        })
     }
 
     /// PUT on the object (`sub` None) or on its status.
@@ -712,6 +748,7 @@ impl State {
                 ));
             }
         }
+        let mut result = Self::admit_schema(rt, name, result, Some(&old))?;
         if spec_part(&result) != spec_part(&old) {
             let generation = meta(&old)
                 .get("generation")
