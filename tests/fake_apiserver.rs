@@ -703,3 +703,220 @@ async fn custom_resources_are_pruned_defaulted_and_validated_by_their_crd() {
         .items
         .is_empty());
 }
+
+#[tokio::test]
+async fn server_side_apply_conflicts_between_managers() {
+    let (_server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, NS);
+    let cm = |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"k": v}});
+    cms.patch("s", &PatchParams::apply("a"), &Patch::Apply(&cm("1")))
+        .await
+        .unwrap();
+    // Another manager changing a field "a" owns: 409, unless forced.
+    let err = cms
+        .patch("s", &PatchParams::apply("b"), &Patch::Apply(&cm("2")))
+        .await;
+    assert_eq!(api_code(err), (409, "Conflict".into()));
+    // The same value is shared ownership, no conflict.
+    cms.patch("s", &PatchParams::apply("b"), &Patch::Apply(&cm("1")))
+        .await
+        .unwrap();
+    let forced = cms
+        .patch(
+            "s",
+            &PatchParams::apply("c").force(),
+            &Patch::Apply(&cm("3")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.unwrap()["k"], "3");
+    // "a" now conflicts with "c".
+    let err = cms
+        .patch("s", &PatchParams::apply("a"), &Patch::Apply(&cm("1")))
+        .await;
+    assert_eq!(api_code(err), (409, "Conflict".into()));
+}
+
+#[tokio::test]
+async fn pods_are_placed_by_binding_and_their_spec_is_fixed() {
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    pods.create(&PostParams::default(), &pod("p", json!({}), None))
+        .await
+        .unwrap();
+    let place = json!({"spec": {"nodeName": "n1"}});
+    assert_eq!(
+        api_code(
+            pods.patch("p", &PatchParams::default(), &Patch::Merge(&place))
+                .await
+        ),
+        (422, "Invalid".into())
+    );
+    let binding = json!({
+        "apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"},
+    });
+    pods.create_subresource::<Value, kube::core::Status>(
+        "binding",
+        "p",
+        &PostParams::default(),
+        &binding,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        pods.get("p")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .as_deref(),
+        Some("n1")
+    );
+    // Images may change.
+    let image = json!({"spec": {"containers": [{"name": "c", "image": "busybox:2"}]}});
+    pods.patch("p", &PatchParams::default(), &Patch::Strategic(&image))
+        .await
+        .unwrap();
+
+    // Jobs get the generated selector and template labels, as from the real Job strategy.
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client, NS);
+    let job = serde_json::from_value(json!({
+        "metadata": {"name": "j"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox"}]}}},
+    }))
+    .unwrap();
+    let job = jobs.create(&PostParams::default(), &job).await.unwrap();
+    let uid = job.uid().unwrap();
+    let spec = job.spec.unwrap();
+    assert_eq!(
+        spec.selector.unwrap().match_labels.unwrap()["batch.kubernetes.io/controller-uid"],
+        uid
+    );
+    let labels = spec.template.metadata.unwrap().labels.unwrap();
+    assert_eq!(labels["job-name"], "j");
+    assert_eq!(labels["controller-uid"], uid);
+    assert_eq!(server.requests("jobs", "create"), 1);
+}
+
+#[tokio::test]
+async fn watches_follow_objects_into_and_out_of_a_selector() {
+    let (_server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, NS);
+    let from = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "m", "labels": {"a": "no"}}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    for v in ["yes", "yes2", "no"] {
+        let p = json!({"metadata": {"labels": {"a": v}}});
+        cms.patch("m", &PatchParams::default(), &Patch::Merge(&p))
+            .await
+            .unwrap();
+    }
+    let wp = WatchParams::default().labels("a in (yes, yes2)").timeout(1);
+    let events: Vec<_> = cms
+        .watch(&wp, &from)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match e {
+            WatchEvent::Added(_) => "ADDED",
+            WatchEvent::Modified(_) => "MODIFIED",
+            WatchEvent::Deleted(_) => "DELETED",
+            _ => "OTHER",
+        })
+        .collect();
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"]);
+
+    // deletecollection with a selector.
+    let mut other: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "keep", "labels": {"a": "keep"}}}))
+            .unwrap();
+    cms.create(&PostParams::default(), &other).await.unwrap();
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("a=no"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    assert_eq!(left, ["keep"]);
+    other.metadata.resource_version = None;
+}
+
+#[tokio::test]
+async fn watcher_reconnects_from_its_resource_version_and_relists_after_410() {
+    let (server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, NS);
+    let pp = PostParams::default();
+    let cm = |name: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+    };
+    // Each watch request ends after a second; the watcher resumes from the last RV it saw.
+    let config = watcher::Config::default().timeout(1);
+    // Driven by a task, as a controller drives it, so it reconnects while nothing happens.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut stream = watcher::watcher(cms.clone(), config).boxed();
+    let driver = tokio::spawn(async move {
+        while let Some(ev) = stream.next().await {
+            // Errors (the 410) are reported before the watcher relists.
+            if let Ok(ev) = ev {
+                if tx.send(ev).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("event in time")
+            .expect("watcher running")
+    };
+    let mut events = Vec::new();
+    while !matches!(events.last(), Some(Event::InitDone)) {
+        events.push(next().await);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cms.create(&pp, &cm("x")).await.unwrap();
+    cms.delete("x", &DeleteParams::default()).await.unwrap();
+    events.push(next().await);
+    events.push(next().await);
+    assert_eq!(seen(&events), ["init", "init-done", "apply x", "delete x"]);
+    assert!(server.requests("configmaps", "watch") >= 2);
+    assert_eq!(server.requests("configmaps", "list"), 1);
+
+    // History compacted: the next reconnect is answered 410 Gone, and the watcher relists.
+    cms.create(&pp, &cm("y")).await.unwrap();
+    events.clear();
+    events.push(next().await);
+    server.compact();
+    while !matches!(events.last(), Some(Event::InitDone)) {
+        events.push(next().await);
+    }
+    assert_eq!(
+        seen(&events),
+        ["apply y", "init", "init-apply y", "init-done"]
+    );
+    assert_eq!(server.requests("configmaps", "list"), 2);
+    driver.abort();
+}

@@ -312,10 +312,12 @@ impl ApiServer {
             .insert((namespace.to_string(), name.to_string()), text.to_string());
     }
 
-    /// Forgets the event logs: a watch from any resourceVersion before now gets 410 Expired
-    /// (as after an etcd compaction), so clients must list again.
+    /// Forgets the event logs: a watch from any resourceVersion handed out so far gets 410
+    /// Expired (as after an etcd compaction), so clients must list again. (The global
+    /// resourceVersion moves on by one so a list made after this can be watched from.)
     pub fn compact(&self) {
         let mut state = self.state();
+        state.rv += 1;
         state.compacted = state.rv;
         for col in state.collections.values_mut() {
             col.log.clear();

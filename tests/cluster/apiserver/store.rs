@@ -243,6 +243,81 @@ fn strip_directives(v: &mut Value) {
     }
 }
 
+/// The validation of updates the real server does for the built-in kinds a Hearth cluster
+/// writes: a pod's spec is fixed but for images, deadlines, tolerations and scheduling gates
+/// (placing a pod is `pods/binding`, not an update of `spec.nodeName`); a Job's template and
+/// selector are fixed; a claim's spec is fixed but for its requests and (once) its volume.
+fn immutable_spec(rt: &ResourceType, name: &str, old: &Value, new: &Value) -> Result<()> {
+    let strip = |obj: &Value, drop: &dyn Fn(&mut Value)| {
+        let mut spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+        drop(&mut spec);
+        spec
+    };
+    let (message, drop): (&str, &dyn Fn(&mut Value)) = if is_core(rt, "pods") {
+        (
+            "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+            &|spec: &mut Value| {
+                if let Some(m) = spec.as_object_mut() {
+                    for k in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"] {
+                        m.remove(k);
+                    }
+                    for list in ["containers", "initContainers"] {
+                        for c in m.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+                            if let Some(c) = c.as_object_mut() {
+                                c.remove("image");
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    } else if rt.group == "batch" && rt.plural == "jobs" {
+        (
+            "spec.template: Invalid value: field is immutable",
+            &|spec: &mut Value| {
+                if let Some(m) = spec.as_object_mut() {
+                    m.retain(|k, _| k == "template" || k == "selector");
+                }
+            },
+        )
+    } else if is_core(rt, "persistentvolumeclaims") {
+        (
+            "spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+            &|spec: &mut Value| {
+                if let Some(m) = spec.as_object_mut() {
+                    m.remove("volumeAttributesClassName");
+                    if let Some(r) = m.get_mut("resources").and_then(Value::as_object_mut) {
+                        r.remove("requests");
+                    }
+                }
+            },
+        )
+    } else {
+        return Ok(());
+    };
+    let mut new_spec = strip(new, drop);
+    let old_spec = strip(old, drop);
+    // A claim's volumeName may be set once (binding).
+    if is_core(rt, "persistentvolumeclaims")
+        && old_spec
+            .get("volumeName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+    {
+        if let Some(m) = new_spec.as_object_mut() {
+            match old_spec.get("volumeName") {
+                Some(v) => m.insert("volumeName".into(), v.clone()),
+                None => m.remove("volumeName"),
+            };
+        }
+    }
+    if new_spec != old_spec {
+        return Err(ApiError::invalid(rt, name, message));
+    }
+    Ok(())
+}
+
 fn is_core(rt: &ResourceType, plural: &str) -> bool {
     rt.group.is_empty() && rt.plural == plural
 }
@@ -462,9 +537,10 @@ impl State {
         if rt.custom && rt.status {
             obj.as_object_mut().expect("object").remove("status");
         }
-        self.admit_create(rt, &mut obj, &uid)?;
-        let mut obj = Self::admit_schema(rt, &name, obj, None)?;
+        // The manager owns what it sent, not what defaulting and admission add.
         apply::record_update(&mut obj, None, manager, "Update", &rt.api_version());
+        self.admit_create(rt, &mut obj, &uid)?;
+        let obj = Self::admit_schema(rt, &name, obj, None)?;
         Ok(self.commit(rt, key, EventType::Added, obj, None))
     }
 
@@ -747,6 +823,9 @@ impl State {
                     "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted",
                 ));
             }
+        }
+        if sub.is_none() {
+            immutable_spec(rt, name, &old, &result)?;
         }
         let mut result = Self::admit_schema(rt, name, result, Some(&old))?;
         if spec_part(&result) != spec_part(&old) {
