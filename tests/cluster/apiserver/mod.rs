@@ -18,11 +18,14 @@
 
 mod admission;
 mod apply;
+mod builtins;
 mod http;
 mod registry;
 mod selectors;
+mod status;
 mod store;
 mod tls;
+mod update;
 mod watch;
 
 use std::collections::BTreeMap;
