@@ -920,3 +920,31 @@ async fn watcher_reconnects_from_its_resource_version_and_relists_after_410() {
     assert_eq!(server.requests("configmaps", "list"), 2);
     driver.abort();
 }
+
+#[tokio::test]
+async fn followed_pod_logs_stream_until_the_pod_finishes() {
+    let (server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    pods.create(&PostParams::default(), &pod("b", json!({}), Some("n1")))
+        .await
+        .unwrap();
+    server.set_pod_log(NS, "b", "");
+    server.append_pod_log(NS, "b", "step 1\n");
+    let params = kube::api::LogParams {
+        follow: true,
+        ..Default::default()
+    };
+    let reader = pods.log_stream("b", &params).await.unwrap();
+    let mut lines = futures::AsyncBufReadExt::lines(reader);
+    assert_eq!(lines.next().await.unwrap().unwrap(), "step 1");
+    server.append_pod_log(NS, "b", "step 2\n");
+    assert_eq!(lines.next().await.unwrap().unwrap(), "step 2");
+    let done = json!({"status": {"phase": "Succeeded"}});
+    pods.patch_status("b", &PatchParams::default(), &Patch::Merge(&done))
+        .await
+        .unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(5), lines.next())
+        .await
+        .expect("the log ends with the pod");
+    assert!(rest.is_none());
+}

@@ -14,6 +14,7 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{json, Value};
 
+use super::logs;
 use super::registry::ResourceType;
 use super::selectors::Selectors;
 use super::store::{meta_str, ApiError, DeleteOptions, Deletion, PatchKind};
@@ -276,15 +277,15 @@ fn route(shared: &Arc<Shared>, call: &Call, path: &str) -> Result<Response<Body>
         }
         ("get", Some(name), Some("log")) if rt.group.is_empty() && rt.plural == "pods" => {
             state.get(rt, ns, name)?;
-            let key = (ns.unwrap_or("").to_string(), name.to_string());
-            let text = state
-                .pod_logs
-                .get(&key)
-                .cloned()
-                .unwrap_or_else(|| format!("log of pod {}/{name}\n", ns.unwrap_or("")));
-            Response::builder()
-                .header(header::CONTENT_TYPE, "text/plain")
-                .body(full(text))
+            let ns = ns.unwrap_or("").to_string();
+            let builder = Response::builder().header(header::CONTENT_TYPE, "text/plain");
+            if call.flag("follow") {
+                let stream = logs::follow(shared.clone(), ns, name.to_string());
+                let body = StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b))));
+                return Ok(builder.body(body.boxed_unsync()).expect("response"));
+            }
+            builder
+                .body(full(logs::text(&state, &ns, name)))
                 .expect("response")
         }
         ("get", Some(name), None | Some("status")) => json_response(200, &state.get(rt, ns, name)?),

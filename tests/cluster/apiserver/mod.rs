@@ -18,11 +18,15 @@
 
 mod admission;
 mod apply;
+mod builtins;
 mod http;
+mod logs;
 mod registry;
 mod selectors;
+mod status;
 mod store;
 mod tls;
+mod update;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -305,11 +309,26 @@ impl ApiServer {
         self.state().bookmark_interval = interval;
     }
 
-    /// What `pods/<name>/log` answers for that pod.
+    /// What `pods/<name>/log` answers for that pod (replacing what it had).
     pub fn set_pod_log(&self, namespace: &str, name: &str, text: &str) {
-        self.state()
+        let mut state = self.state();
+        state
             .pod_logs
             .insert((namespace.to_string(), name.to_string()), text.to_string());
+        let rv = state.rv;
+        drop(state);
+        // Wakes the followers of the log.
+        self.shared.changes.send_replace(rv);
+    }
+
+    /// Adds to a pod's log (followers get it at once).
+    pub fn append_pod_log(&self, namespace: &str, name: &str, text: &str) {
+        let mut state = self.state();
+        let key = (namespace.to_string(), name.to_string());
+        state.pod_logs.entry(key).or_default().push_str(text);
+        let rv = state.rv;
+        drop(state);
+        self.shared.changes.send_replace(rv);
     }
 
     /// Forgets the event logs: a watch from any resourceVersion handed out so far gets 410

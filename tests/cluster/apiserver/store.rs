@@ -1,7 +1,8 @@
-//! The server's state and the semantics of each write, as the real API server has them: one
-//! global resourceVersion, an event log per collection, create defaults and admission,
-//! optimistic concurrency, status subresources, generation, finalizers and graceful pod
-//! deletion. Everything here runs under the server's one lock and never awaits.
+//! The server's state: the objects of each collection, one global resourceVersion and an
+//! event log per collection (what watches read), request counters and injected faults; and
+//! the reads, creates and deletes (finalizers, graceful deletion of running pods, binding).
+//! Updates and patches are in `update.rs`. Everything runs under the server's one lock and
+//! never awaits.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -10,83 +11,11 @@ use std::hash::BuildHasher;
 use jiff::{SignedDuration, Timestamp, Unit};
 use serde_json::{json, Map, Value};
 
+use super::builtins::is_core;
 use super::registry::{types_from_crd, Registry, ResourceType};
 use super::selectors::Selectors;
-use super::{admission, apply};
-
-/// An error answered as a `Status` object.
-#[derive(Clone, Debug)]
-pub struct ApiError {
-    pub code: u16,
-    pub reason: String,
-    pub message: String,
-    pub details: Option<Value>,
-}
-
-impl ApiError {
-    pub fn new(code: u16, reason: &str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason: reason.into(),
-            message: message.into(),
-            details: None,
-        }
-    }
-
-    fn about(mut self, rt: &ResourceType, name: &str) -> Self {
-        self.details = Some(json!({"name": name, "group": rt.group, "kind": rt.plural}));
-        self
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(400, "BadRequest", message)
-    }
-
-    pub fn not_found(rt: &ResourceType, name: &str) -> Self {
-        let msg = format!("{} \"{name}\" not found", rt.qualified());
-        Self::new(404, "NotFound", msg).about(rt, name)
-    }
-
-    pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
-        let msg = format!("{} \"{name}\" already exists", rt.qualified());
-        Self::new(409, "AlreadyExists", msg).about(rt, name)
-    }
-
-    pub fn conflict(rt: &ResourceType, name: &str, why: &str) -> Self {
-        let msg = format!(
-            "Operation cannot be fulfilled on {} \"{name}\": {why}",
-            rt.qualified()
-        );
-        Self::new(409, "Conflict", msg).about(rt, name)
-    }
-
-    pub fn stale(rt: &ResourceType, name: &str) -> Self {
-        Self::conflict(
-            rt,
-            name,
-            "the object has been modified; please apply your changes to the latest version and try again",
-        )
-    }
-
-    pub fn invalid(rt: &ResourceType, name: &str, why: &str) -> Self {
-        let msg = format!("{} \"{name}\" is invalid: {why}", rt.kind);
-        Self::new(422, "Invalid", msg).about(rt, name)
-    }
-
-    /// The `Status` body.
-    pub fn status(&self) -> Value {
-        let mut s = json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": self.message, "reason": self.reason, "code": self.code,
-        });
-        if let Some(d) = &self.details {
-            s["details"] = d.clone();
-        }
-        s
-    }
-}
-
-pub type Result<T> = std::result::Result<T, ApiError>;
+pub use super::status::{ApiError, Result};
+use super::{apply, builtins};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -181,14 +110,14 @@ pub fn now() -> Timestamp {
         .unwrap_or(Timestamp::now())
 }
 
-fn meta(obj: &Value) -> &Map<String, Value> {
+pub fn meta(obj: &Value) -> &Map<String, Value> {
     static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
     obj.get("metadata")
         .and_then(Value::as_object)
         .unwrap_or_else(|| EMPTY.get_or_init(Map::new))
 }
 
-fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj["metadata"].is_object() {
         obj["metadata"] = json!({});
     }
@@ -201,14 +130,14 @@ pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     meta(obj).get(field).and_then(Value::as_str)
 }
 
-fn finalizers_empty(obj: &Value) -> bool {
+pub fn finalizers_empty(obj: &Value) -> bool {
     meta(obj)
         .get("finalizers")
         .and_then(Value::as_array)
         .is_none_or(|f| f.is_empty())
 }
 
-fn add_finalizer(obj: &mut Value, name: &str) {
+pub fn add_finalizer(obj: &mut Value, name: &str) {
     let m = meta_mut(obj);
     let f = m.entry("finalizers").or_insert_with(|| json!([]));
     if !f.is_array() {
@@ -218,108 +147,6 @@ fn add_finalizer(obj: &mut Value, name: &str) {
     if !list.iter().any(|v| v == name) {
         list.push(json!(name));
     }
-}
-
-/// Everything but metadata and status (what `generation` counts changes of).
-fn spec_part(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.as_object_mut() {
-        for k in ["metadata", "status", "apiVersion", "kind"] {
-            m.remove(k);
-        }
-    }
-    o
-}
-
-/// Drops strategic-merge-patch directives (`$patch`, `$setElementOrder/...`...).
-fn strip_directives(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.retain(|k, _| !k.starts_with('$'));
-            m.values_mut().for_each(strip_directives);
-        }
-        Value::Array(a) => a.iter_mut().for_each(strip_directives),
-        _ => {}
-    }
-}
-
-/// The validation of updates the real server does for the built-in kinds a Hearth cluster
-/// writes: a pod's spec is fixed but for images, deadlines, tolerations and scheduling gates
-/// (placing a pod is `pods/binding`, not an update of `spec.nodeName`); a Job's template and
-/// selector are fixed; a claim's spec is fixed but for its requests and (once) its volume.
-fn immutable_spec(rt: &ResourceType, name: &str, old: &Value, new: &Value) -> Result<()> {
-    let strip = |obj: &Value, drop: &dyn Fn(&mut Value)| {
-        let mut spec = obj.get("spec").cloned().unwrap_or(Value::Null);
-        drop(&mut spec);
-        spec
-    };
-    let (message, drop): (&str, &dyn Fn(&mut Value)) = if is_core(rt, "pods") {
-        (
-            "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
-            &|spec: &mut Value| {
-                if let Some(m) = spec.as_object_mut() {
-                    for k in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"] {
-                        m.remove(k);
-                    }
-                    for list in ["containers", "initContainers"] {
-                        for c in m.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
-                            if let Some(c) = c.as_object_mut() {
-                                c.remove("image");
-                            }
-                        }
-                    }
-                }
-            },
-        )
-    } else if rt.group == "batch" && rt.plural == "jobs" {
-        (
-            "spec.template: Invalid value: field is immutable",
-            &|spec: &mut Value| {
-                if let Some(m) = spec.as_object_mut() {
-                    m.retain(|k, _| k == "template" || k == "selector");
-                }
-            },
-        )
-    } else if is_core(rt, "persistentvolumeclaims") {
-        (
-            "spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
-            &|spec: &mut Value| {
-                if let Some(m) = spec.as_object_mut() {
-                    m.remove("volumeAttributesClassName");
-                    if let Some(r) = m.get_mut("resources").and_then(Value::as_object_mut) {
-                        r.remove("requests");
-                    }
-                }
-            },
-        )
-    } else {
-        return Ok(());
-    };
-    let mut new_spec = strip(new, drop);
-    let old_spec = strip(old, drop);
-    // A claim's volumeName may be set once (binding).
-    if is_core(rt, "persistentvolumeclaims")
-        && old_spec
-            .get("volumeName")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .is_empty()
-    {
-        if let Some(m) = new_spec.as_object_mut() {
-            match old_spec.get("volumeName") {
-                Some(v) => m.insert("volumeName".into(), v.clone()),
-                None => m.remove("volumeName"),
-            };
-        }
-    }
-    if new_spec != old_spec {
-        return Err(ApiError::invalid(rt, name, message));
-    }
-    Ok(())
-}
-
-fn is_core(rt: &ResourceType, plural: &str) -> bool {
-    rt.group.is_empty() && rt.plural == plural
 }
 
 impl State {
@@ -384,7 +211,7 @@ impl State {
     }
 
     /// Records a change: bumps the global resourceVersion, stores or removes, logs the event.
-    fn commit(
+    pub(super) fn commit(
         &mut self,
         rt: &ResourceType,
         key: (String, String),
@@ -425,7 +252,7 @@ impl State {
         }
     }
 
-    fn key(rt: &ResourceType, ns: Option<&str>, name: &str) -> (String, String) {
+    pub(super) fn key(rt: &ResourceType, ns: Option<&str>, name: &str) -> (String, String) {
         let ns = if rt.namespaced { ns.unwrap_or("") } else { "" };
         (ns.to_string(), name.to_string())
     }
@@ -539,322 +366,9 @@ impl State {
         }
         // The manager owns what it sent, not what defaulting and admission add.
         apply::record_update(&mut obj, None, manager, "Update", &rt.api_version());
-        self.admit_create(rt, &mut obj, &uid)?;
+        builtins::admit_create(rt, &mut obj, &uid)?;
         let obj = Self::admit_schema(rt, &name, obj, None)?;
         Ok(self.commit(rt, key, EventType::Added, obj, None))
-    }
-
-    /// What the real server's defaulting and admission do on create.
-    fn admit_create(&mut self, rt: &ResourceType, obj: &mut Value, uid: &str) -> Result<()> {
-        let default_phase = |obj: &mut Value, phase: &str| {
-            if obj.pointer("/status/phase").is_none() {
-                if !obj["status"].is_object() {
-                    obj["status"] = json!({});
-                }
-                obj["status"]["phase"] = json!(phase);
-            }
-        };
-        if is_core(rt, "pods") {
-            default_phase(obj, "Pending");
-        } else if is_core(rt, "persistentvolumeclaims") {
-            add_finalizer(obj, "kubernetes.io/pvc-protection");
-            default_phase(obj, "Pending");
-        } else if is_core(rt, "persistentvolumes") {
-            add_finalizer(obj, "kubernetes.io/pv-protection");
-            default_phase(obj, "Pending");
-        } else if is_core(rt, "namespaces") {
-            default_phase(obj, "Active");
-        } else if rt.group == "batch" && rt.plural == "jobs" {
-            // The Job strategy's generated selector (unless spec.manualSelector).
-            if obj.pointer("/spec/manualSelector") != Some(&json!(true)) {
-                let name = meta_str(obj, "name").unwrap_or_default().to_string();
-                let labels = json!({
-                    "batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
-                    "controller-uid": uid, "job-name": name,
-                });
-                if !obj["spec"].is_object() {
-                    obj["spec"] = json!({});
-                }
-                obj["spec"]["selector"] =
-                    json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-                let template = &mut obj["spec"]["template"];
-                if !template.is_object() {
-                    *template = json!({});
-                }
-                let tm = meta_mut(template);
-                let tl = tm.entry("labels").or_insert_with(|| json!({}));
-                if !tl.is_object() {
-                    *tl = json!({});
-                }
-                for (k, v) in labels.as_object().expect("object") {
-                    tl[k] = v.clone();
-                }
-            }
-        } else if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
-            let name = meta_str(obj, "name").unwrap_or_default().to_string();
-            types_from_crd(obj).map_err(|e| ApiError::invalid(rt, &name, &e))?;
-        }
-        Ok(())
-    }
-
-    /// A custom resource, pruned, defaulted and validated by its CRD's schema.
-    fn admit_schema(
-        rt: &ResourceType,
-        name: &str,
-        obj: Value,
-        old: Option<&Value>,
-    ) -> Result<Value> {
-        let Some(schema) = &rt.schema else {
-            return Ok(obj);
-        };
-        admission::admit(schema, &obj, old).map_err(|problems| {
-            let list: Vec<String> = problems
-                .iter()
-                .map(|(f, m)| {
-                    if f.is_empty() {
-                        m.clone()
-                    } else {
-                        format!("{f}: {m}")
-                    }
-                })
-                .collect();
-            let mut e = ApiError::invalid(rt, name, &format!("[{}]", list.join(", ")));
-            e.message = format!(
-                "{}.{} \"{name}\" is invalid: [{}]",
-                rt.kind,
-                rt.group,
-                list.join(", ")
-            );
-            if let Some(d) = e.details.as_mut() {
-                d["causes"] = admission::causes(&problems);
-            }
-            e
-        })
-    }
-
-    /// PUT on the object (`sub` None) or on its status.
-    pub fn update(
-        &mut self,
-        rt: &ResourceType,
-        ns: Option<&str>,
-        name: &str,
-        sub: Option<&str>,
-        body: Value,
-        manager: Option<&str>,
-    ) -> Result<Value> {
-        let old = self.get(rt, ns, name)?;
-        if !body.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request is not an object",
-            ));
-        }
-        self.write_existing(rt, ns, name, old, body, sub, manager, "Update")
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub fn patch(
-        &mut self,
-        rt: &ResourceType,
-        ns: Option<&str>,
-        name: &str,
-        sub: Option<&str>,
-        kind: PatchKind,
-        mut patch: Value,
-        manager: Option<&str>,
-    ) -> Result<Value> {
-        let old = match self.get(rt, ns, name) {
-            Ok(old) => old,
-            Err(e) => {
-                if matches!(kind, PatchKind::Apply { .. }) && sub.is_none() && e.code == 404 {
-                    let mut obj = json!({});
-                    json_patch::merge(&mut obj, &patch);
-                    meta_mut(&mut obj).insert("name".into(), json!(name));
-                    let mut owned = self.create(rt, ns, obj, None)?;
-                    apply::record_apply(&mut owned, None, &patch, manager, &rt.api_version());
-                    let key = Self::key(rt, ns, name);
-                    self.collection(rt).objects.insert(key, owned.clone());
-                    return Ok(owned);
-                }
-                return Err(e);
-            }
-        };
-        let mut doc = old.clone();
-        match kind {
-            PatchKind::Merge => json_patch::merge(&mut doc, &patch),
-            PatchKind::Strategic => {
-                strip_directives(&mut patch);
-                json_patch::merge(&mut doc, &patch)
-            }
-            PatchKind::Json => {
-                let ops: json_patch::Patch = serde_json::from_value(patch)
-                    .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-                json_patch::patch(&mut doc, &ops)
-                    .map_err(|e| ApiError::invalid(rt, name, &e.to_string()))?;
-            }
-            PatchKind::Apply { force } => {
-                if let Some(manager) = manager {
-                    apply::check_conflicts(&old, &patch, manager, force)
-                        .map_err(|fields| ApiError::conflict(rt, name, &fields))?;
-                }
-                json_patch::merge(&mut doc, &patch);
-                apply::record_apply(&mut doc, Some(&old), &patch, manager, &rt.api_version());
-            }
-        }
-        let op = match kind {
-            PatchKind::Apply { .. } => "Apply",
-            _ => "Update",
-        };
-        self.write_existing(rt, ns, name, old, doc, sub, manager, op)
-    }
-
-    /// The common end of update and patch: preconditions, immutable fields, status
-    /// subresource, generation, no-op detection, and removal once the last finalizer is gone.
-    #[allow(clippy::too_many_arguments)]
-    fn write_existing(
-        &mut self,
-        rt: &ResourceType,
-        ns: Option<&str>,
-        name: &str,
-        old: Value,
-        new: Value,
-        sub: Option<&str>,
-        manager: Option<&str>,
-        op: &str,
-    ) -> Result<Value> {
-        if let Some(rv) = meta_str(&new, "resourceVersion").filter(|rv| !rv.is_empty()) {
-            if Some(rv) != meta_str(&old, "resourceVersion") {
-                return Err(ApiError::stale(rt, name));
-            }
-        }
-        if let Some(n) = meta_str(&new, "name").filter(|n| !n.is_empty()) {
-            if n != name {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({n}) does not match the name on the URL ({name})"
-                )));
-            }
-        }
-        if let (Some(a), Some(b)) = (meta_str(&new, "namespace"), ns) {
-            if rt.namespaced && !a.is_empty() && a != b {
-                return Err(ApiError::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
-        }
-        if let Some(uid) = meta_str(&new, "uid").filter(|u| !u.is_empty()) {
-            if Some(uid) != meta_str(&old, "uid") {
-                return Err(ApiError::conflict(
-                    rt,
-                    name,
-                    "Precondition failed: UID in precondition does not match the UID of the object",
-                ));
-            }
-        }
-        let mut result = match sub {
-            Some("status") => {
-                let mut r = old.clone();
-                match new.get("status") {
-                    Some(s) => r["status"] = s.clone(),
-                    None => {
-                        r.as_object_mut().expect("object").remove("status");
-                    }
-                }
-                r
-            }
-            Some(other) => {
-                return Err(ApiError::new(
-                    404,
-                    "NotFound",
-                    format!("the server could not find the requested resource ({other})"),
-                ))
-            }
-            None => {
-                let mut r = new;
-                if rt.status {
-                    match old.get("status") {
-                        Some(s) => r["status"] = s.clone(),
-                        None => {
-                            r.as_object_mut().expect("object").remove("status");
-                        }
-                    }
-                }
-                r
-            }
-        };
-        result["apiVersion"] = json!(rt.api_version());
-        result["kind"] = json!(rt.kind);
-        {
-            let old_meta = meta(&old).clone();
-            let m = meta_mut(&mut result);
-            for field in [
-                "name",
-                "namespace",
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "generation",
-                "resourceVersion",
-            ] {
-                match old_meta.get(field) {
-                    Some(v) => m.insert(field.into(), v.clone()),
-                    None => m.remove(field),
-                };
-            }
-            if op != "Apply" {
-                if let Some(v) = old_meta.get("managedFields") {
-                    m.insert("managedFields".into(), v.clone());
-                }
-            }
-        }
-        if meta(&old).contains_key("deletionTimestamp") {
-            let had: Vec<Value> = meta(&old)
-                .get("finalizers")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let added = meta(&result)
-                .get("finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|now| now.iter().any(|f| !had.contains(f)));
-            if added {
-                return Err(ApiError::invalid(
-                    rt,
-                    name,
-                    "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted",
-                ));
-            }
-        }
-        if sub.is_none() {
-            immutable_spec(rt, name, &old, &result)?;
-        }
-        let mut result = Self::admit_schema(rt, name, result, Some(&old))?;
-        if spec_part(&result) != spec_part(&old) {
-            let generation = meta(&old)
-                .get("generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            meta_mut(&mut result).insert("generation".into(), json!(generation + 1));
-        }
-        apply::record_update(&mut result, Some(&old), manager, op, &rt.api_version());
-        if result == old {
-            return Ok(old);
-        }
-        let key = Self::key(rt, ns, name);
-        if Self::may_remove(&result) {
-            return Ok(self.commit(rt, key, EventType::Deleted, result, Some(old)));
-        }
-        Ok(self.commit(rt, key, EventType::Modified, result, Some(old)))
-    }
-
-    /// Marked for deletion, no finalizers left, and no grace period running.
-    fn may_remove(obj: &Value) -> bool {
-        let m = meta(obj);
-        m.contains_key("deletionTimestamp")
-            && finalizers_empty(obj)
-            && m.get("deletionGracePeriodSeconds")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                == 0
     }
 
     pub fn delete(
