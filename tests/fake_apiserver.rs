@@ -54,6 +54,8 @@ fn api_code<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> (u16, String) {
 
 async fn start() -> (ApiServer, Client) {
     let server = ApiServer::start().await;
+    server.ensure_namespace(NS);
+    server.ensure_namespace("other");
     let client = server.client().await;
     (server, client)
 }
@@ -947,4 +949,43 @@ async fn followed_pod_logs_stream_until_the_pod_finishes() {
         .await
         .expect("the log ends with the pod");
     assert!(rest.is_none());
+}
+
+#[tokio::test]
+async fn namespaces_hold_content_and_terminate_with_it() {
+    let (server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "nowhere");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap();
+    assert_eq!(
+        api_code(cms.create(&PostParams::default(), &cm).await),
+        (404, "NotFound".into())
+    );
+    server.ensure_namespace("gone");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "gone");
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "gone");
+    pods.create(&PostParams::default(), &pod("run", json!({}), Some("n1")))
+        .await
+        .unwrap();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
+    namespaces
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    // The running pod holds the namespace in Terminating; nothing new may be created.
+    let ns = namespaces.get("gone").await.unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    assert!(server.object("configmaps", "gone", "c").is_none());
+    assert_eq!(
+        api_code(cms.create(&PostParams::default(), &cm).await),
+        (403, "Forbidden".into())
+    );
+    // The kubelet's final delete empties it, and the namespace goes.
+    pods.delete("run", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        api_code(namespaces.get("gone").await),
+        (404, "NotFound".into())
+    );
 }

@@ -21,6 +21,7 @@ mod apply;
 mod builtins;
 mod http;
 mod logs;
+mod namespaces;
 mod registry;
 mod selectors;
 mod status;
@@ -229,6 +230,33 @@ impl ApiServer {
         drop(state);
         self.shared.changes.send_replace(rv);
         Ok(())
+    }
+
+    /// Creates an object without HTTP, as a create request would (defaults, admission,
+    /// events); `resource` as for [`ApiServer::resource`]. For seeding nodes, namespaces,
+    /// storage classes...
+    pub fn create_object(&self, resource: &str, object: Value) -> Result<Value, String> {
+        let rt = self.resource_or_panic(resource);
+        let ns = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let mut state = self.state();
+        let created = state
+            .create(&rt, ns.as_deref(), object, Some("test"))
+            .map_err(|e| e.message)?;
+        let rv = state.rv;
+        drop(state);
+        self.shared.changes.send_replace(rv);
+        Ok(created)
+    }
+
+    /// Creates the namespace unless it exists (content needs one, as on a real server).
+    pub fn ensure_namespace(&self, name: &str) {
+        if self.object("namespaces", "", name).is_none() {
+            let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            self.create_object("namespaces", ns).expect("namespace");
+        }
     }
 
     /// Every object of a resource, as stored (sorted by namespace, name).

@@ -237,6 +237,10 @@ impl State {
         if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
             self.crd_changed(&obj, kind == EventType::Deleted);
         }
+        if kind == EventType::Deleted {
+            let ns = meta_str(&obj, "namespace").unwrap_or("").to_string();
+            self.object_removed(rt, &ns);
+        }
         obj
     }
 
@@ -340,6 +344,9 @@ impl State {
                 }
             },
         };
+        if let Some(ns) = &ns {
+            self.check_namespace(rt, ns, &name)?;
+        }
         let key = Self::key(rt, ns.as_deref(), &name);
         if self.collection(rt).objects.contains_key(&key) {
             return Err(ApiError::already_exists(rt, &name));
@@ -378,6 +385,9 @@ impl State {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Deletion> {
+        if is_core(rt, "namespaces") && opts.uid.is_none() && opts.resource_version.is_none() {
+            return self.delete_namespace(name);
+        }
         let old = self.get(rt, ns, name)?;
         if let Some(uid) = &opts.uid {
             if Some(uid.as_str()) != meta_str(&old, "uid") {
