@@ -989,3 +989,64 @@ async fn namespaces_hold_content_and_terminate_with_it() {
         (404, "NotFound".into())
     );
 }
+
+#[tokio::test]
+async fn requests_run_concurrently_and_shutdown_stops_the_server() {
+    let (server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    // An open watch blocks nothing; slow requests overlap.
+    let mut watch = cms
+        .watch(&WatchParams::default().timeout(30), "0")
+        .await
+        .unwrap()
+        .boxed();
+    server.set_latency(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let lp = ListParams::default();
+    let gets = (0..6).map(|_| cms.list(&lp));
+    for r in futures::future::join_all(gets).await {
+        r.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    server.set_latency(Duration::ZERO);
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "w"}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    assert!(matches!(
+        watch.try_next().await.unwrap(),
+        Some(WatchEvent::Added(_))
+    ));
+
+    server.shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(cms.get("w").await.is_err());
+}
+
+#[tokio::test]
+async fn a_lease_whose_holder_died_is_taken_over_after_it_expires() {
+    let (_server, client) = start().await;
+    let manager = |identity: &str| {
+        kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "hearth-leader")
+            .with_namespace(NS)
+            .with_identity(identity)
+            .with_duration(2)
+            .with_grace(1)
+            .build()
+    };
+    let a = manager("a").await.unwrap();
+    assert!(a.changed().await.unwrap());
+    // "a" is killed: it neither renews nor releases.
+    drop(a);
+    let b = manager("b").await.unwrap();
+    let started = std::time::Instant::now();
+    let took = tokio::time::timeout(Duration::from_secs(8), b.changed())
+        .await
+        .expect("b takes over")
+        .unwrap();
+    assert!(took);
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    let leases: Api<Lease> = Api::namespaced(client, NS);
+    let spec = leases.get("hearth-leader").await.unwrap().spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("b"));
+    assert_eq!(spec.lease_transitions, Some(2));
+}
