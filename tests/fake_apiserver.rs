@@ -1050,3 +1050,49 @@ async fn a_lease_whose_holder_died_is_taken_over_after_it_expires() {
     assert_eq!(spec.holder_identity.as_deref(), Some("b"));
     assert_eq!(spec.lease_transitions, Some(2));
 }
+
+#[tokio::test]
+async fn strategic_merge_patches_merge_lists_by_their_keys() {
+    let (_server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    let mut p = pod("s", json!({}), Some("n1"));
+    p.metadata.finalizers = Some(vec!["a".into()]);
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    let status = |t: &str, s: &str| json!({"status": {"conditions": [{"type": t, "status": s}]}});
+    let pp = PatchParams::default();
+    pods.patch_status("s", &pp, &Patch::Strategic(&status("Ready", "False")))
+        .await
+        .unwrap();
+    pods.patch_status("s", &pp, &Patch::Strategic(&status("Initialized", "True")))
+        .await
+        .unwrap();
+    let got = pods
+        .patch_status("s", &pp, &Patch::Strategic(&status("Ready", "True")))
+        .await
+        .unwrap();
+    let conditions: Vec<(String, String)> = got
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.type_, c.status))
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            ("Ready".into(), "True".into()),
+            ("Initialized".into(), "True".into())
+        ]
+    );
+    // Finalizers merge as a set; $deleteFromPrimitiveList removes.
+    let add = json!({"metadata": {"finalizers": ["b"]}});
+    let got = pods.patch("s", &pp, &Patch::Strategic(&add)).await.unwrap();
+    assert_eq!(got.finalizers(), ["a", "b"]);
+    let remove = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}});
+    let got = pods
+        .patch("s", &pp, &Patch::Strategic(&remove))
+        .await
+        .unwrap();
+    assert_eq!(got.finalizers(), ["b"]);
+}

@@ -246,6 +246,12 @@ fn route(shared: &Arc<Shared>, call: &Call, path: &str) -> Result<Response<Body>
             code => ApiError::new(code, "InternalError", "injected failure (test fault)"),
         });
     }
+    if call.q("dryRun").is_some() && verb != "watch" && verb != "list" && verb != "get" {
+        // Better refused than silently written.
+        return Err(ApiError::bad_request(
+            "dryRun is not supported by the fake API server",
+        ));
+    }
     let manager = call.manager.as_deref();
     let rv_before = state.rv;
     let response = match (verb, target.name.as_deref(), target.sub.as_deref()) {

@@ -26,6 +26,7 @@ mod registry;
 mod selectors;
 mod status;
 mod store;
+mod strategic;
 mod tls;
 mod update;
 mod watch;

@@ -69,8 +69,7 @@ pub struct DeleteOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchKind {
     Merge,
-    /// Strategic merge patch, approximated by a merge patch: lists are replaced, not merged
-    /// by key, and `$`-directives are dropped.
+    /// Strategic merge patch, approximated (see `strategic.rs`).
     Strategic,
     Json,
     /// Server-side apply, approximated by a merge patch plus field-ownership conflicts.
