@@ -9,10 +9,26 @@
 //!
 //! ```ignore
 //! let server = ApiServer::start().await;
+//! server.ensure_namespace("shop");                    // content needs its namespace
 //! let client = server.client().await;                 // or server.kubeconfig(dir) for a process
 //! assert_eq!(server.writes("imagebuilds"), 0);        // counters of requests by verb
 //! let pods = server.snapshot("pods");                 // raw state, without HTTP
 //! ```
+//!
+//! What a client of it must do as on a real cluster (each is refused otherwise):
+//! - create content only in an existing namespace (`ensure_namespace`);
+//! - place a pod with `POST pods/<name>/binding` (a pod's spec is fixed after create, but
+//!   for images, deadlines and tolerations); change a pod's status through `pods/<name>/status`
+//!   (status in a write to the pod itself is ignored), likewise every kind with a status;
+//! - end a running pod's graceful deletion with a DELETE with `gracePeriodSeconds=0` (what
+//!   the kubelet sends once the containers have stopped);
+//! - remove `kubernetes.io/pvc-protection` / `pv-protection` for a claim or volume to go;
+//! - send `fieldManager` with an apply patch; respect other managers' fields or `force`.
+//!
+//! Approximations (see each file's header): strategic merge by a table of merge keys;
+//! field ownership at leaf granularity (lists atomic); core/v1 and events.k8s.io/v1 Events
+//! are separate stores; one log per pod whatever the container; no `pods/exec`, no
+//! `limit`/`continue` paging (a list is always whole), no `dryRun` (refused), no RBAC.
 
 #![allow(dead_code)]
 
