@@ -83,8 +83,17 @@ async fn discovery_version_and_unknown_resources() {
         kind: "Nope".into(),
         plural: "nopes".into(),
     };
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client, NS, &unknown);
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), NS, &unknown);
     assert_eq!(api_code(api.get("x").await), (404, "NotFound".into()));
+
+    // ConfigMaps have no status subresource.
+    let cms: Api<ConfigMap> = Api::namespaced(client, NS);
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    assert_eq!(
+        api_code(cms.get_status("c").await),
+        (404, "NotFound".into())
+    );
 }
 
 #[tokio::test]

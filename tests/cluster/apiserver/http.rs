@@ -235,6 +235,16 @@ fn route(shared: &Arc<Shared>, call: &Call, path: &str) -> Result<Response<Body>
             ))
         }
     };
+    let is_pods = rt.group.is_empty() && rt.plural == "pods";
+    let served_sub = match target.sub.as_deref() {
+        None => true,
+        Some("status") => rt.status,
+        Some("log" | "binding") => is_pods,
+        Some(_) => false,
+    };
+    if !served_sub {
+        return Err(not_found_path());
+    }
     let resource = match &target.sub {
         Some(sub) => format!("{}/{sub}", rt.qualified()),
         None => rt.qualified(),
