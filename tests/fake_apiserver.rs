@@ -1105,3 +1105,63 @@ async fn strategic_merge_patches_merge_lists_by_their_keys() {
         .unwrap();
     assert_eq!(got.finalizers(), ["b"]);
 }
+
+#[tokio::test]
+async fn exec_runs_the_registered_handler_over_websocket() {
+    let (server, client) = start().await;
+    server.set_exec_handler(|mut req: apiserver::ExecRequest| {
+        Box::pin(async move {
+            // An "echo with a prefix" command: stdin back to stdout.
+            let mut got = Vec::new();
+            while let Some(chunk) = req.stdin.recv().await {
+                got.extend_from_slice(&chunk);
+            }
+            let reply = format!(
+                "{} {}: {}",
+                req.container,
+                req.command.join(" "),
+                String::from_utf8_lossy(&got)
+            );
+            let _ = req.stdout.send(reply.into());
+            if req.command[0] == "fail" {
+                3
+            } else {
+                0
+            }
+        })
+    });
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    pods.create(&PostParams::default(), &pod("p", json!({}), Some("n1")))
+        .await
+        .unwrap();
+    let params = kube::api::AttachParams::default()
+        .container("c")
+        .stdin(true)
+        .stdout(true)
+        .stderr(false);
+    for (cmd, want_ok) in [("ok", true), ("fail", false)] {
+        let mut attached = pods.exec("p", [cmd, "arg"], &params).await.unwrap();
+        let mut stdin = attached.stdin().unwrap();
+        let mut stdout = attached.stdout().unwrap();
+        let status = attached.take_status().unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, b"hello")
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::shutdown(&mut stdin)
+            .await
+            .unwrap();
+        drop(stdin);
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut out)
+            .await
+            .unwrap();
+        assert_eq!(out, format!("c {cmd} arg: hello"));
+        let status = status.await.unwrap();
+        assert_eq!(
+            status.status.as_deref() == Some("Success"),
+            want_ok,
+            "{status:?}"
+        );
+        attached.join().await.unwrap();
+    }
+}

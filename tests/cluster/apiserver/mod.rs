@@ -27,14 +27,15 @@
 //!
 //! Approximations (see each file's header): strategic merge by a table of merge keys;
 //! field ownership at leaf granularity (lists atomic); core/v1 and events.k8s.io/v1 Events
-//! are separate stores; one log per pod whatever the container; no `pods/exec`, no
-//! `limit`/`continue` paging (a list is always whole), no `dryRun` (refused), no RBAC.
+//! are separate stores; one log per pod whatever the container; no `pods/attach` or
+//! port-forward, no `limit`/`continue` paging (a list is always whole), no `dryRun` (refused), no RBAC.
 
 #![allow(dead_code)]
 
 mod admission;
 mod apply;
 mod builtins;
+mod exec;
 mod http;
 mod logs;
 mod namespaces;
@@ -59,6 +60,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
+pub use exec::ExecRequest;
 pub use registry::ResourceType;
 use store::{Fault, State};
 
@@ -119,6 +121,7 @@ impl ApiServer {
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
+                        .with_upgrades()
                         .await;
                 });
                 while connections.try_join_next().is_some() {}
@@ -374,6 +377,15 @@ impl ApiServer {
         let rv = state.rv;
         drop(state);
         self.shared.changes.send_replace(rv);
+    }
+
+    /// Who runs `pods/exec` commands: given the pod, container, command and stdin, it writes
+    /// stdout and returns the exit code (what a test node agent does in the container).
+    pub fn set_exec_handler<F>(&self, handler: F)
+    where
+        F: Fn(ExecRequest) -> futures::future::BoxFuture<'static, i32> + Send + Sync + 'static,
+    {
+        self.state().exec = Some(Arc::new(handler));
     }
 
     /// Forgets the event logs: a watch from any resourceVersion handed out so far gets 410

@@ -99,6 +99,8 @@ pub struct State {
     pub latency: std::time::Duration,
     /// How often a watch that allows bookmarks gets one.
     pub bookmark_interval: std::time::Duration,
+    /// Runs `pods/exec` commands (a test's node agent); None refuses them.
+    pub exec: Option<super::exec::ExecHandler>,
     seed: u64,
     counter: u64,
 }
@@ -161,6 +163,7 @@ impl State {
             faults: HashMap::new(),
             latency: std::time::Duration::ZERO,
             bookmark_interval: std::time::Duration::from_secs(2),
+            exec: None,
             seed,
             counter: 0,
         };
