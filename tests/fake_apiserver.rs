@@ -611,6 +611,17 @@ async fn injected_faults_and_pod_logs() {
     server.set_pod_log(NS, "p", "built in 2s\n");
     let log = pods.logs("p", &Default::default()).await.unwrap();
     assert_eq!(log, "built in 2s\n");
+    server.set_container_log(NS, "p", "c", "from c\n");
+    let only_c = kube::api::LogParams {
+        container: Some("c".into()),
+        ..Default::default()
+    };
+    assert_eq!(pods.logs("p", &only_c).await.unwrap(), "from c\n");
+    let other = kube::api::LogParams {
+        container: Some("sidecar".into()),
+        ..Default::default()
+    };
+    assert_eq!(pods.logs("p", &other).await.unwrap(), "built in 2s\n");
 }
 
 #[tokio::test]

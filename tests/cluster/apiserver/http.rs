@@ -303,12 +303,18 @@ fn route(shared: &Arc<Shared>, call: &Call, path: &str) -> Result<Response<Body>
             let ns = ns.unwrap_or("").to_string();
             let builder = Response::builder().header(header::CONTENT_TYPE, "text/plain");
             if call.flag("follow") {
-                let stream = logs::follow(shared.clone(), ns, name.to_string());
+                let container = call.q("container").unwrap_or("").to_string();
+                let stream = logs::follow(shared.clone(), ns, name.to_string(), container);
                 let body = StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b))));
                 return Ok(builder.body(body.boxed_unsync()).expect("response"));
             }
             builder
-                .body(full(logs::text(&state, &ns, name)))
+                .body(full(logs::text(
+                    &state,
+                    &ns,
+                    name,
+                    call.q("container").unwrap_or(""),
+                )))
                 .expect("response")
         }
         ("get", Some(name), None | Some("status")) => json_response(200, &state.get(rt, ns, name)?),

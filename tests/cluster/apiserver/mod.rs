@@ -27,7 +27,7 @@
 //!
 //! Approximations (see each file's header): strategic merge by a table of merge keys;
 //! field ownership at leaf granularity (lists atomic); core/v1 and events.k8s.io/v1 Events
-//! are separate stores; one log per pod whatever the container; no `pods/attach` or
+//! are separate stores; no `pods/attach` or
 //! port-forward, no `limit`/`continue` paging (a list is always whole), no `dryRun` (refused), no RBAC.
 
 #![allow(dead_code)]
@@ -357,22 +357,40 @@ impl ApiServer {
         self.state().bookmark_interval = interval;
     }
 
-    /// What `pods/<name>/log` answers for that pod (replacing what it had).
+    /// What `pods/<name>/log` answers for that pod's containers without a log of their own
+    /// (replacing what it had).
     pub fn set_pod_log(&self, namespace: &str, name: &str, text: &str) {
+        self.set_container_log(namespace, name, "", text);
+    }
+
+    /// Adds to the log of a pod's containers without a log of their own.
+    pub fn append_pod_log(&self, namespace: &str, name: &str, text: &str) {
+        self.append_container_log(namespace, name, "", text);
+    }
+
+    /// What `pods/<name>/log?container=<container>` answers (replacing what it had).
+    pub fn set_container_log(&self, namespace: &str, pod: &str, container: &str, text: &str) {
         let mut state = self.state();
-        state
-            .pod_logs
-            .insert((namespace.to_string(), name.to_string()), text.to_string());
+        let key = (
+            namespace.to_string(),
+            pod.to_string(),
+            container.to_string(),
+        );
+        state.pod_logs.insert(key, text.to_string());
         let rv = state.rv;
         drop(state);
         // Wakes the followers of the log.
         self.shared.changes.send_replace(rv);
     }
 
-    /// Adds to a pod's log (followers get it at once).
-    pub fn append_pod_log(&self, namespace: &str, name: &str, text: &str) {
+    /// Adds to a container's log (followers get it at once).
+    pub fn append_container_log(&self, namespace: &str, pod: &str, container: &str, text: &str) {
         let mut state = self.state();
-        let key = (namespace.to_string(), name.to_string());
+        let key = (
+            namespace.to_string(),
+            pod.to_string(),
+            container.to_string(),
+        );
         state.pod_logs.entry(key).or_default().push_str(text);
         let rv = state.rv;
         drop(state);

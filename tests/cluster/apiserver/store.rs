@@ -91,7 +91,8 @@ pub struct State {
     pub collections: HashMap<String, Collection>,
     /// Events with a resourceVersion at or below this are no longer in the logs.
     pub compacted: u64,
-    pub pod_logs: HashMap<(String, String), String>,
+    /// Logs by (namespace, pod, container); container "" is every container's.
+    pub pod_logs: HashMap<(String, String, String), String>,
     /// Requests by (resource[/subresource], verb).
     pub requests: BTreeMap<(String, String), u64>,
     /// Pending failures of writes, by resource plural.
