@@ -55,6 +55,7 @@ pub enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    raise_open_files_limit();
     match cli.command {
         Command::Crds => {
             print!("{}", crate::crds::render()?);
@@ -71,6 +72,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wait(args) => client_command(|env| crate::client::wait(args, env)),
         Command::Logs(args) => client_command(|env| crate::client::logs(args, env)),
         Command::Receive(args) => Ok(crate::upload::cli::run(&args)),
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, as Go programs do at start: pods
+/// often get a soft limit of 1,024 under a far higher hard limit, and a BuildKit state dir
+/// holds tens of thousands of files. Best effort and silent: when the limit cannot be raised,
+/// it stays as it was.
+pub fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
     }
 }
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    hearth::crypto::install();
     let cli = hearth::cli::Cli::parse();
     match hearth::cli::run(cli) {
         Ok(code) => code,

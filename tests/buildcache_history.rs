@@ -5,6 +5,7 @@ mod support;
 
 use hearth::api::{keys, Phase, Warmth};
 use hearth::controller::claims::{self, Release};
+use hearth::controller::image_build::status::saving;
 use hearth::controller::key_history::FinishedBuild;
 use hearth::controller::view::{build_view, Objects};
 use hearth::planner::PlannerConfig;
@@ -20,7 +21,11 @@ async fn run(c: &mut Cluster, name: &str, seconds: i64, snapshot: &str, bytes: i
     let (meta, _) = metadata('a');
     c.finish_pod_after(&format!("{name}-build-1"), 0, &meta, seconds)
         .await;
-    assert_eq!(c.settle(name).await, Some(Phase::Snapshotting));
+    assert_eq!(c.settle(name).await, Some(Phase::Succeeded));
+    assert!(
+        saving(&c.build(name).await.status.unwrap()),
+        "{name}: saving"
+    );
     let saved = format!(r#"{{"bytes":{bytes},"id":"{snapshot}","uploadedBytes":10}}"#);
     c.finish_job(&format!("{name}-save-1"), true, &saved).await;
     assert_eq!(c.settle(name).await, Some(Phase::Succeeded));

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use hearth::api::{keys, BuildCache, DeletionPolicy, OperationKind, Phase, ReplicaState};
 use hearth::controller::build_cache::{self, FINALIZER, STORE_REACHABLE};
+use hearth::controller::image_build::status::saving;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -36,7 +37,11 @@ async fn build(c: &mut Cluster, name: &str, key: &str, save: Option<&str>) {
     let (meta, _) = metadata('a');
     c.finish_pod_after(&format!("{name}-build-1"), 0, &meta, BUILD_SECONDS)
         .await;
-    assert_eq!(c.settle(name).await, Some(Phase::Snapshotting), "{name}");
+    assert_eq!(c.settle(name).await, Some(Phase::Succeeded), "{name}");
+    assert!(
+        saving(&c.build(name).await.status.unwrap()),
+        "{name}: saving"
+    );
     match save {
         Some(result) => c.finish_job(&format!("{name}-save-1"), true, result).await,
         None => c.finish_job(&format!("{name}-save-1"), false, "").await,

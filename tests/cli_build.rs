@@ -425,10 +425,17 @@ async fn restored_build_says_from_which_key() {
     h.printed("#7 DONE").await;
     let (meta, _) = metadata('r');
     c.finish_pod(&pod, 0, &meta).await;
-    drive_to(&mut c, &h, &name, Phase::Snapshotting, "snapshotting").await;
-    c.finish_job(&format!("{name}-save-1"), true, SAVED).await;
+    // Succeeded once the image is pushed: the client is done before the save ends.
     drive_to(&mut c, &h, &name, Phase::Succeeded, "Succeeded").await;
     assert_eq!(client.await.unwrap(), Exit::Succeeded);
+    c.reconcile(&name).await.expect("reconcile");
+    c.finish_job(&format!("{name}-save-1"), true, SAVED).await;
+    c.reconcile(&name).await.expect("reconcile");
+    let st = c.build(&name).await.status.unwrap();
+    assert!(
+        !hearth::controller::image_build::status::saving(&st),
+        "saved after"
+    );
     let out = h.out.text();
     assert!(
         out.contains("restoring: snapshot snap-1 of key shop:main (1.1MiB)"),

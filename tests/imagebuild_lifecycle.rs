@@ -5,6 +5,7 @@ mod support;
 
 use hearth::api::common::condition;
 use hearth::api::{keys, Phase, ReplicaState, Warmth};
+use hearth::controller::image_build::status::saving;
 use kube::ResourceExt;
 use serde_json::json;
 use support::{metadata, s3_config, spec, Cluster};
@@ -62,10 +63,14 @@ async fn first_build_is_cold_creates_its_cache_and_is_saved() {
     let pod = c.pods().get("b1-build-1").await.unwrap();
     assert_eq!(pod.labels()["hearth.dev/node"], node);
 
-    // The pod succeeds -> Snapshotting with a save job on the same node and PVC.
+    // The pod succeeds -> Succeeded at once (the image is pushed), the save running after
+    // it in a job on the same node and PVC, which stays held (Snapshotting) meanwhile.
     let (meta, digest) = metadata('a');
     c.finish_pod("b1-build-1", 0, &meta).await;
-    assert_eq!(c.settle("b1").await, Some(Phase::Snapshotting));
+    assert_eq!(c.settle("b1").await, Some(Phase::Succeeded));
+    let st = c.build("b1").await.status.unwrap();
+    assert!(saving(&st), "Snapshotted=Unknown while the save runs");
+    assert_eq!(st.image_digest.as_deref(), Some(digest.as_str()));
     let job = c.jobs().get("b1-save-1").await.unwrap();
     let tpl = job.spec.unwrap().template.spec.unwrap();
     assert_eq!(
@@ -391,7 +396,8 @@ async fn a_restarted_controller_resumes_the_build_where_it_stood() {
     let (meta, _) = metadata('c');
     c.finish_pod("b1-build-1", 0, &meta).await;
     c.restart_controller().await;
-    assert_eq!(c.settle("b1").await, Some(Phase::Snapshotting));
+    assert_eq!(c.settle("b1").await, Some(Phase::Succeeded));
+    assert!(saving(&c.build("b1").await.status.unwrap()));
     c.restart_controller().await;
     c.finish_job("b1-save-1", true, SAVED).await;
     assert_eq!(c.settle("b1").await, Some(Phase::Succeeded));
@@ -565,4 +571,50 @@ async fn a_build_whose_node_is_lost_is_retried_once_elsewhere() {
         .filter(|r| r.state == ReplicaState::Lost)
         .count();
     assert_eq!(lost, 1, "the lost node's replica is marked Lost");
+}
+
+#[tokio::test]
+async fn a_branch_restores_main_s_snapshot_from_main_s_cache() {
+    let mut c = Cluster::new(&["n1"], s3_config()).await;
+    c.submit("main-1", spec("registry.example.com/shop/api:1", json!({})))
+        .await;
+    let first = run_to_end(&mut c, "main-1", 'a').await;
+    let node = first.status.unwrap().placement.unwrap().node.unwrap();
+    // main's only replica is busy, so the branch restores main's snapshot onto a new one.
+    c.submit("main-2", spec("registry.example.com/shop/api:2", json!({})))
+        .await;
+    assert_eq!(c.settle("main-2").await, Some(Phase::Building));
+    let branch = json!({"cache": {"key": "shop:feature-x", "restoreKeys": ["shop:main"]}});
+    c.submit("fx-1", spec("registry.example.com/shop/api:fx", branch))
+        .await;
+    assert_eq!(c.settle("fx-1").await, Some(Phase::Restoring));
+    let p = c.build("fx-1").await.status.unwrap().placement.unwrap();
+    let from = p.restored_from.unwrap();
+    assert_eq!(from.key, "shop:main");
+    assert_eq!(from.cache.as_deref(), Some(cache_name().as_str()));
+    assert_eq!(
+        p.cache.as_deref(),
+        Some(keys::cache_name_for_key("shop:feature-x").as_str()),
+        "the new replica is the branch's"
+    );
+    assert_eq!(p.node.as_deref(), Some(node.as_str()));
+    let job = c.jobs().get("fx-1-restore-1").await.unwrap();
+    let container = &job.spec.unwrap().template.spec.unwrap().containers[0];
+    let env = |name: &str| {
+        container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        env("HEARTH_CACHE"),
+        Some(cache_name()),
+        "the snapshot is read from the cache that saved it"
+    );
+    assert_eq!(
+        job.metadata.labels.unwrap()["hearth.dev/cache"],
+        keys::cache_name_for_key("shop:feature-x")
+    );
 }

@@ -47,6 +47,7 @@ fn restore_and_save_jobs_parse_with_the_snapshot_cli() {
         snapshot_job(
             &SnapshotOp::Restore {
                 snapshot: "snap-1".into(),
+                from: "shop-main".into(),
             },
             &inputs,
             &config,

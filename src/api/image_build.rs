@@ -416,6 +416,20 @@ pub enum Phase {
     Cancelled,
 }
 
+/// The phase as users read it in `kubectl get` (the serialized name).
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The warmth as users read it in status (the serialized name).
+impl std::fmt::Display for Warmth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
 impl Phase {
     /// True once the build can no longer change.
     pub fn is_terminal(self) -> bool {
@@ -442,6 +456,10 @@ pub struct RestoredFrom {
     pub key: String,
     /// Snapshot id in the store.
     pub snapshot: String,
+    /// BuildCache that saved the snapshot, whose store prefix it is read from: for a restore
+    /// key, that key's cache, not the build's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
 }
 
 /// Where a build runs, and why there.

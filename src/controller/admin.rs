@@ -52,13 +52,22 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-/// Serves the admin routes until `shutdown` resolves.
+/// Binds the admin address. A controller that cannot serve `/healthz`, `/readyz` and
+/// `/metrics` must not run blind: the error names the address.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot serve /healthz, /readyz and /metrics on {addr} (--admin-addr, HEARTH_ADMIN_ADDR): {e}"
+        )
+    })
+}
+
+/// Serves the admin routes on a bound listener until `shutdown` resolves.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     state: AdminState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
@@ -39,7 +40,9 @@ use super::finalizer;
 use super::image_build::outcome::{restored_bytes, saved_snapshot, JobOutcome};
 use super::image_build::publish;
 use super::job_runner::job_state;
-use super::view::{node_budget, pv_location, seconds, view_from_stores};
+use super::view::{
+    mounted_claims, node_budget, pod_claims, pv_location, seconds, view_from_stores,
+};
 use crate::api::{
     BuildCache, BuildCacheStatus, CacheOperation, DeletionPolicy, ImageBuild, OperationKind,
     ReplicaState, SnapshotRecord,
@@ -129,9 +132,14 @@ async fn bookkeeping(cache: &BuildCache, ctx: &Context) -> Result<Option<Action>
         volumes.get(&volume).cloned()
     };
     let builds: Api<ImageBuild> = Api::namespaced(ctx.client.clone(), &namespace);
+    // A claim whose build is gone is released once no pod of it still mounts the replica.
+    let mounted = mounted_replicas(cache, ctx);
     let mut gone_holders = HashSet::new();
-    for holder in status.replicas.iter().filter_map(|r| r.holder.clone()) {
-        if builds.get_opt(&holder).await?.is_none() {
+    for r in &status.replicas {
+        let Some(holder) = r.holder.clone() else {
+            continue;
+        };
+        if !mounted.contains(&r.pvc) && builds.get_opt(&holder).await?.is_none() {
             gone_holders.insert(holder);
         }
     }
@@ -140,6 +148,10 @@ async fn bookkeeping(cache: &BuildCache, ctx: &Context) -> Result<Option<Action>
     let mut dropped = HashSet::new();
     for r in status.replicas.iter().filter(|r| !r.state.is_live()) {
         if claims.contains_key(&r.pvc) {
+            // Kubernetes keeps a PVC while any pod names it, finished ones included (PVC
+            // protection): the pods and Jobs that once mounted the replica go first, or its
+            // volume, and the node's bytes, are never freed.
+            remove_finished_users(ctx, &namespace, &r.pvc).await?;
             match claims_api.delete(&r.pvc, &DeleteParams::default()).await {
                 Ok(_) => {
                     info!(cache = %name, pvc = %r.pvc, state = ?r.state, "deleting the PVC of a finished replica")
@@ -214,6 +226,51 @@ async fn bookkeeping(cache: &BuildCache, ctx: &Context) -> Result<Option<Action>
     Ok(Some(Action::requeue(Duration::from_millis(100))))
 }
 
+/// Deletes the pods that mount `pvc` (finished ones: a replica is only retired once no pod
+/// runs on it) and the Jobs that own them, whose results have been read.
+async fn remove_finished_users(ctx: &Context, namespace: &str, pvc: &str) -> Result<()> {
+    let users: Vec<_> = ctx
+        .stores
+        .pods
+        .iter()
+        .flat_map(|s| s.state())
+        .filter(|p| pod_claims(p).any(|(ns, c)| ns == namespace && c == pvc))
+        .collect();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    for pod in users {
+        for owner in pod.owner_references().iter().filter(|o| o.kind == "Job") {
+            ignore_missing(jobs.delete(&owner.name, &DeleteParams::background()).await)?;
+        }
+        ignore_missing(
+            pods.delete(&pod.name_any(), &DeleteParams::background())
+                .await,
+        )?;
+    }
+    Ok(())
+}
+
+fn ignore_missing<T>(r: std::result::Result<T, kube::Error>) -> Result<()> {
+    match r {
+        Err(e) if is_status(&e, 404) => Ok(()),
+        other => other.map(|_| ()).map_err(Error::from),
+    }
+}
+
+/// This cache's replica PVCs that an unfinished pod still mounts.
+fn mounted_replicas(cache: &BuildCache, ctx: &Context) -> Vec<String> {
+    let namespace = cache.namespace().unwrap_or_default();
+    let pods: Vec<_> = ctx.stores.pods.iter().flat_map(|s| s.state()).collect();
+    let mounted = mounted_claims(pods.iter().map(AsRef::as_ref));
+    cache
+        .status
+        .iter()
+        .flat_map(|s| &s.replicas)
+        .filter(|r| mounted.contains(&(namespace.clone(), r.pvc.clone())))
+        .map(|r| r.pvc.clone())
+        .collect()
+}
+
 /// Step 4: starts what the policy asks for.
 async fn duty(cache: &BuildCache, ctx: &Context) -> Result<Action> {
     let now = ctx.now();
@@ -230,6 +287,7 @@ async fn duty(cache: &BuildCache, ctx: &Context) -> Result<Action> {
         prewarm: (snapshots_enabled && !backoff)
             .then(|| prewarm_target(cache, ctx, now))
             .flatten(),
+        mounted: mounted_replicas(cache, ctx),
     };
     match cache_policy::next_duty(cache, &facts) {
         Duty::Nothing => Ok(Action::requeue(RESYNC)),
@@ -559,7 +617,9 @@ fn operation_job(
             let snapshot = r.and_then(|r| r.snapshot_id.clone()).ok_or_else(|| {
                 Error::Planner(format!("pre-warm of {pvc}: the replica names no snapshot"))
             })?;
-            (SnapshotOp::Restore { snapshot }, Some((pvc, pin)))
+            // A pre-warm restores the cache's own newest snapshot.
+            let from = cache.name_any();
+            (SnapshotOp::Restore { snapshot, from }, Some((pvc, pin)))
         }
         OperationKind::Gc => (
             SnapshotOp::Gc {
@@ -776,6 +836,28 @@ async fn abandon(cache: &BuildCache, ctx: &Context, op: &CacheOperation) -> Resu
     })
     .await?;
     Ok(Action::requeue(Duration::from_millis(100)))
+}
+
+/// A build's save failed (the build itself Succeeded): the cache says so in its
+/// `StoreReachable` condition, which also holds back its store operations for a while.
+/// Best effort: a write that keeps conflicting is logged, never fatal to the build.
+pub async fn save_failed(ctx: &Context, namespace: &str, cache: &str, message: &str) {
+    let now = ctx.now();
+    for _ in 0..3 {
+        let result = update_status(ctx, namespace, cache, |status, _| {
+            set_store_condition(status, false, "SaveFailed", message, now);
+            true
+        })
+        .await;
+        match result {
+            Err(Error::ClaimConflict(_)) => continue,
+            Err(e) => {
+                warn!(cache, namespace, error = %e, "could not record a failed save");
+                return;
+            }
+            Ok(_) => return,
+        }
+    }
 }
 
 /// Sets `StoreReachable`; its transition time also times the backoff after a failure.

@@ -172,6 +172,10 @@ pub struct Facts {
     pub store_backoff: bool,
     /// The planner ranks this cache among those worth restoring ahead of their next build.
     pub prewarm: Option<PrewarmTarget>,
+    /// PVCs of this cache that an unfinished pod still mounts (a cancelled build's buildkitd
+    /// still terminating, a Job still running): not idle, whatever status says, so nothing
+    /// saves or evicts them until the pod is gone.
+    pub mounted: Vec<String>,
 }
 
 /// Decides the next duty of `cache`. Evicts only what [`deletable`] allows; anything else
@@ -179,7 +183,9 @@ pub struct Facts {
 pub fn next_duty(cache: &BuildCache, facts: &Facts) -> Duty {
     let status = cache.status.clone().unwrap_or_default();
     let now = facts.now;
-    let idle = |r: &&ReplicaStatus| r.state == ReplicaState::Idle && r.holder.is_none();
+    let idle = |r: &&ReplicaStatus| {
+        r.state == ReplicaState::Idle && r.holder.is_none() && !facts.mounted.contains(&r.pvc)
+    };
     let mut victims: BTreeMap<String, EvictReason> = BTreeMap::new();
     for pvc in &facts.budget_victims {
         victims.insert(pvc.clone(), EvictReason::Budget);

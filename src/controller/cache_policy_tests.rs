@@ -61,6 +61,7 @@ fn facts(victims: &[&str]) -> Facts {
         gc_interval: 6.0 * 3600.0,
         store_backoff: false,
         prewarm: None,
+        mounted: vec![],
     }
 }
 
@@ -299,6 +300,7 @@ proptest! {
             gc_interval: 3600.0,
             store_backoff: backoff,
             prewarm: warm.map(|i| PrewarmTarget { node: "n1".into(), snapshot: format!("s{i}"), bytes: 1 }),
+            mounted: vec![],
         };
         let status = c.status.clone().unwrap();
         match next_duty(&c, &f) {
@@ -347,5 +349,34 @@ proptest! {
         if used <= budget {
             prop_assert!(v.is_empty());
         }
+    }
+}
+
+#[test]
+fn a_replica_a_pod_still_mounts_is_neither_saved_nor_evicted() {
+    // Idle in status (a cancelled build released it), but its buildkitd is still terminating.
+    let saved = cache(
+        vec![replica("r0", ReplicaState::Idle, Some("s1"), 60.0)],
+        vec![snapshot("s1", 600.0)],
+        4,
+    );
+    let unsaved = cache(
+        vec![replica("r0", ReplicaState::Idle, None, 60.0)],
+        vec![snapshot("s1", 600.0)],
+        4,
+    );
+    let mounted = Facts {
+        mounted: vec!["r0".into()],
+        ..facts(&["r0"])
+    };
+    for c in [&saved, &unsaved] {
+        assert!(
+            !matches!(
+                next_duty(c, &mounted),
+                Duty::Evict { .. } | Duty::SaveBeforeEvict { .. } | Duty::DeferredSave { .. }
+            ),
+            "{:?}",
+            next_duty(c, &mounted)
+        );
     }
 }

@@ -79,6 +79,7 @@ fn facts_are_read_from_the_build_status() {
             restored_from: Some(RestoredFrom {
                 key: "shop:main".into(),
                 snapshot: "s1".into(),
+                cache: Some("shop-main".into()),
             }),
             ..Placement::default()
         }),

@@ -73,7 +73,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         ready: ready.clone(),
     };
     let mut admin_stop = stop_rx.clone();
-    let admin = tokio::spawn(admin::serve(args.admin_addr, admin_state, async move {
+    let listener = admin::bind(args.admin_addr).await?;
+    let admin = tokio::spawn(admin::serve(listener, admin_state, async move {
         let _ = admin_stop.wait_for(|s| *s).await;
     }));
 
@@ -325,7 +326,10 @@ async fn shutdown_signal() {
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,kube=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only on a terminal: pod logs are files, and escape codes garble them.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let _ = if format == "json" {
         builder.json().try_init()
     } else {

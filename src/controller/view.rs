@@ -4,7 +4,7 @@
 //! (measured build times, size, rate). Pure: objects in, view out; the controller feeds it
 //! from its reflector stores.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
@@ -59,6 +59,10 @@ pub struct View {
     pub snapshot_caches: HashMap<(String, String), String>,
 }
 
+/// How long the planner expects a pod that still mounts an idle replica to take to go (a
+/// deleted builder's grace period).
+const LINGER_SECONDS: f64 = 30.0;
+
 /// Seconds since the epoch, the planner's clock.
 pub fn seconds(t: Timestamp) -> f64 {
     t.as_millisecond() as f64 / 1000.0
@@ -71,6 +75,34 @@ pub fn node_budget(node: &Node, config: &OperatorConfig) -> u64 {
         .and_then(|q| quantity::to_bytes(q))
         .or_else(|| quantity::to_bytes(&config.cache.node_budget.0))
         .unwrap_or(200 << 30)
+}
+
+/// Whether a pod may still run: not yet Succeeded or Failed. A pod being deleted stays
+/// running through its grace period (buildkitd finishing a step), and still holds its volumes.
+pub fn pod_unfinished(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_none_or(|p| p != "Succeeded" && p != "Failed")
+}
+
+/// The PVCs each pod mounts, as `(namespace, claim)`.
+pub fn pod_claims(pod: &Pod) -> impl Iterator<Item = (String, String)> + '_ {
+    let namespace = pod.namespace().unwrap_or_default();
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.persistent_volume_claim.as_ref())
+        .map(move |c| (namespace.clone(), c.claim_name.clone()))
+}
+
+/// Replica PVCs that an unfinished pod still mounts: whatever the BuildCache status says,
+/// such a replica is not free for a build, a save or an eviction until the pod is gone.
+pub fn mounted_claims<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> HashSet<(String, String)> {
+    pods.into_iter()
+        .filter(|p| pod_unfinished(p))
+        .flat_map(pod_claims)
+        .collect()
 }
 
 /// Builds the view from the controller's reflector stores.
@@ -117,6 +149,7 @@ pub fn build_view(
         bytes_per_second: config.planner.store_bytes_per_second,
         overhead_seconds: config.planner.restore_overhead_seconds,
     });
+    let mounted = mounted_claims(objects.pods.iter().copied());
     let mut busy: HashMap<&str, u32> = HashMap::new();
     for pod in &objects.pods {
         let running = pod
@@ -268,14 +301,34 @@ pub fn build_view(
                 (None, Some(zone)) => Location::Zone(zone),
                 (None, None) => continue,
             };
+            // Idle in status but still mounted by a pod on its way out: busy for a moment.
+            let lingering = r.state == ReplicaState::Idle
+                && mounted.contains(&(namespace.clone(), r.pvc.clone()));
+            let size_bytes = r.size_bytes.unwrap_or(0).max(0) as u64;
+            let free_at = match r.state {
+                ReplicaState::Idle if lingering => Some(now_s + LINGER_SECONDS),
+                ReplicaState::Idle => None,
+                // A save after a Succeeded build: busy for about a save's time (incremental
+                // saves are shorter; a full one is bounded by the store's throughput).
+                ReplicaState::Snapshotting => Some(
+                    now_s
+                        + (config.planner.restore_overhead_seconds
+                            + size_bytes as f64 / config.planner.store_bytes_per_second.max(1.0))
+                        .min(config.planner.expected_busy_seconds),
+                ),
+                _ => Some(now_s + config.planner.expected_busy_seconds),
+            };
             let replica = Replica {
                 name: r.pvc.clone(),
                 key,
                 location,
-                size_bytes: r.size_bytes.unwrap_or(0).max(0) as u64,
-                state: r.state,
-                free_at: (r.state != ReplicaState::Idle)
-                    .then_some(now_s + config.planner.expected_busy_seconds),
+                size_bytes,
+                state: if lingering {
+                    ReplicaState::InUse
+                } else {
+                    r.state
+                },
+                free_at,
                 waiting: 0,
                 saved: r.snapshot_id.is_some(),
                 last_used: r.last_used.as_ref().map(|t| seconds(t.0)).unwrap_or(now_s),

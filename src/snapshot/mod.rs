@@ -6,7 +6,8 @@
 //! one sealed manifest per snapshot, bound to its namespace and cache and written last.
 //!
 //! Pure modules: [`layout`], [`codec`], [`manifest`], [`pack`]. I/O: [`tree`], [`index`],
-//! [`pipeline`], [`save`], [`restore`], [`apply`], [`catalog`], [`gc`], [`verify`].
+//! [`pipeline`], [`save`], [`restore`], [`open_files`], [`apply`], [`catalog`], [`gc`],
+//! [`verify`].
 
 pub mod apply;
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod gc;
 pub mod index;
 pub mod layout;
 pub mod manifest;
+pub mod open_files;
 pub mod pack;
 pub mod pipeline;
 pub mod restore;

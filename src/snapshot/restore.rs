@@ -4,7 +4,6 @@
 //! index, and only then move the tree into place. On any error the staging directory is
 //! removed and the target is left as it was.
 
-use std::collections::HashMap;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +18,7 @@ use super::catalog::{self, CatalogError};
 use super::index::{IndexedFile, LocalIndex};
 use super::layout;
 use super::manifest::{Kind, Manifest};
+use super::open_files::OpenFiles;
 use super::pack::{decode_chunk, PackError};
 use super::tree::index_path;
 use crate::store::{Store, StoreError};
@@ -97,6 +97,10 @@ pub struct RestoreReport {
     /// Wall time.
     pub seconds: f64,
 }
+
+/// Files each pack download keeps open for writing: enough for chunks that arrive in file
+/// order, and a bound on descriptors (`downloads` times this) whatever the number of files.
+pub const OPEN_PER_PACK: usize = 4;
 
 /// For each chunk of the manifest, the (entry, file offset) places it goes.
 pub type Targets = Vec<Vec<(u32, u64)>>;
@@ -294,19 +298,13 @@ async fn fill(
                 m.clone(),
                 progress.clone(),
             );
-            let mut open: HashMap<u32, std::fs::File> = HashMap::new();
+            let mut open = OpenFiles::new(OPEN_PER_PACK);
             let sink = move |c: u32, data: &[u8]| -> Result<(), RestoreError> {
                 for &(entry, off) in &targets[c as usize] {
                     let path = entry_path(&root, &m2.entries[entry as usize]);
-                    let f = match open.entry(entry) {
-                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => v.insert(
-                            std::fs::OpenOptions::new()
-                                .write(true)
-                                .open(&path)
-                                .map_err(|e| apply_io("open", &path, e))?,
-                        ),
-                    };
+                    let f = open
+                        .get(entry, &path)
+                        .map_err(|e| apply_io("open", &path, e))?;
                     f.write_all_at(data, off)
                         .map_err(|e| apply_io("write", &path, e))?;
                     progress.inc(data.len() as u64);

@@ -68,10 +68,22 @@ where
     }
 }
 
+/// The SDK's HTTPS client on rustls with ring, the binary's one crypto provider (see
+/// [`crate::crypto`]); the SDK's default client would bring aws-lc-rs as a second one.
+fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
 impl S3Store {
     /// A store in `bucket` under `prefix` (no leading or trailing `/`).
     pub async fn new(bucket: &str, prefix: &str, opts: &S3Options) -> S3Store {
-        let shared = aws_config::load_from_env().await;
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(https_client())
+            .load()
+            .await;
         let mut b = aws_sdk_s3::config::Builder::from(&shared)
             .retry_config(aws_config::retry::RetryConfig::disabled())
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)

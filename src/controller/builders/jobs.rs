@@ -42,6 +42,10 @@ pub enum SnapshotOp {
     Restore {
         /// Snapshot id (never `latest`: the planner chose one).
         snapshot: String,
+        /// The BuildCache that saved the snapshot: the restore reads its store prefix
+        /// (`HEARTH_CACHE`), whatever cache the replica being filled belongs to. A branch's
+        /// first build restores its restore key's (main's) snapshot into the branch's replica.
+        from: String,
     },
     /// `hearth snapshot save <state dir>`.
     Save,
@@ -100,7 +104,8 @@ pub struct SnapshotJobInputs {
 }
 
 /// The container running `hearth snapshot ...` on `dir`, with the store settings in its env
-/// and credentials from the namespace's store Secret (never in args).
+/// and credentials from the namespace's store Secret (never in args). `cache` is the cache
+/// whose snapshots a save, gc or forget works on; a restore reads its own `from`.
 pub fn snapshot_container(
     op: &SnapshotOp,
     dir: &str,
@@ -111,7 +116,7 @@ pub fn snapshot_container(
     let s = &config.snapshot;
     let mut args = vec!["snapshot".to_string()];
     match op {
-        SnapshotOp::Restore { snapshot } => {
+        SnapshotOp::Restore { snapshot, .. } => {
             args.extend(["restore".into(), snapshot.clone(), dir.to_string()])
         }
         SnapshotOp::Save => args.extend(["save".into(), dir.to_string()]),
@@ -134,6 +139,10 @@ pub fn snapshot_container(
         SnapshotOp::Forget => args.extend(["forget".into(), "--all".into()]),
     }
     args.push("--json".into());
+    let cache = match op {
+        SnapshotOp::Restore { from, .. } => from.as_str(),
+        _ => cache,
+    };
     let mut env = vec![
         env_var("HEARTH_STORE", &s.store),
         env_var("HEARTH_NAMESPACE", namespace),
@@ -413,6 +422,7 @@ mod tests {
         let job = snapshot_job(
             &SnapshotOp::Restore {
                 snapshot: "s-1".into(),
+                from: "shop-main".into(),
             },
             &inputs(),
             &s3_config(),

@@ -334,6 +334,7 @@ pub fn builder_pod(
             vec![snapshot_container(
                 &SnapshotOp::Restore {
                     snapshot: snapshot.clone(),
+                    from: cache.clone(),
                 },
                 STATE_DIR,
                 &namespace,

@@ -22,6 +22,7 @@ use super::claims::{self, Release};
 use super::context::Context;
 use super::error::{is_status, Error, Result};
 use super::finalizer;
+use super::view::pod_unfinished;
 use crate::api::{ImageBuild, ImageBuildStatus, Phase};
 use status::differs;
 
@@ -29,6 +30,8 @@ use status::differs;
 pub const CONTROLLER: &str = "imagebuild";
 /// Finalizer that releases the build's replica claim before the ImageBuild goes.
 pub const FINALIZER: &str = "hearth.dev/release";
+/// How soon to look again at a build whose pods are still terminating.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Reconciles one ImageBuild.
 pub async fn reconcile(build: Arc<ImageBuild>, ctx: Arc<Context>) -> Result<Action> {
@@ -36,9 +39,12 @@ pub async fn reconcile(build: Arc<ImageBuild>, ctx: Arc<Context>) -> Result<Acti
     let namespace = build.namespace().unwrap_or_default();
     let api: Api<ImageBuild> = Api::namespaced(ctx.client.clone(), &namespace);
     if build.metadata.deletion_timestamp.is_some() {
-        let action = cleanup(&build, &ctx).await?;
+        // The finalizer stays until the build's pods are gone and its replica released.
+        if !abort(&build, &ctx).await? {
+            return Ok(Action::requeue(LINGER));
+        }
         finalizer::remove(&api, build.as_ref(), FINALIZER).await?;
-        return Ok(action);
+        return Ok(Action::await_change());
     }
     let build = match finalizer::ensure(&api, build.as_ref(), FINALIZER).await? {
         Some(updated) => updated,
@@ -88,7 +94,7 @@ impl Step {
 async fn apply(build: &ImageBuild, ctx: &Context) -> Result<Action> {
     let old = build.status.clone().unwrap_or_default();
     if old.phase.is_some_and(Phase::is_terminal) {
-        return Ok(Action::await_change());
+        return after_finish(build, ctx, old).await;
     }
     let step = match steps::step(build, ctx).await {
         Ok(step) => step,
@@ -173,27 +179,64 @@ pub(crate) async fn publish<K: kube::Resource<DynamicType = ()>>(
     }
 }
 
-/// Deleting an ImageBuild: stop its pods and jobs, release its replica. Idempotent.
-async fn cleanup(build: &ImageBuild, ctx: &Context) -> Result<Action> {
-    abort(build, ctx).await?;
+/// A finished build still has work: the save after a Succeeded build, or, after a cancel,
+/// timeout or failure, the release of a replica its pods held until they were gone.
+async fn after_finish(build: &ImageBuild, ctx: &Context, old: ImageBuildStatus) -> Result<Action> {
+    if status::saving(&old) {
+        let step = steps::snapshotting(build, ctx, old.clone()).await?;
+        return write_status(build, ctx, &old, step).await;
+    }
+    if holds_claim(build, ctx) && !abort(build, ctx).await? {
+        return Ok(Action::requeue(LINGER));
+    }
     Ok(Action::await_change())
 }
 
-/// Stops the build's pods and jobs and releases its replica (whose state it may have
-/// changed, so it no longer matches a snapshot). Idempotent.
-pub(crate) async fn abort(build: &ImageBuild, ctx: &Context) -> Result<()> {
-    stop_children(build, ctx).await?;
+/// Whether the build still holds a replica in its BuildCache (from the reflector store).
+fn holds_claim(build: &ImageBuild, ctx: &Context) -> bool {
+    let namespace = build.namespace();
+    let name = build.name_any();
+    let Some(cache) = build
+        .status
+        .as_ref()
+        .and_then(|s| s.placement.as_ref())
+        .filter(|p| p.replica.is_some())
+        .and_then(|p| p.cache.clone())
+    else {
+        return false;
+    };
+    ctx.stores.caches.iter().flat_map(|s| s.state()).any(|c| {
+        c.namespace() == namespace
+            && c.name_any() == cache
+            && c.status
+                .iter()
+                .flat_map(|s| &s.replicas)
+                .any(|r| r.holder.as_deref() == Some(name.as_str()))
+    })
+}
+
+/// Stops the build's pods and jobs, and once none is still running, releases its replica
+/// (whose state it may have changed, so it no longer matches a snapshot). Until then the
+/// replica stays held: a buildkitd finishing its step on a cancelled build must not share
+/// its volume with a save, an eviction or the next build. Returns whether it was released.
+/// Idempotent.
+pub(crate) async fn abort(build: &ImageBuild, ctx: &Context) -> Result<bool> {
+    if stop_children(build, ctx).await? > 0 {
+        return Ok(false);
+    }
     let how = Release::Done {
         changed: true,
         saved: None,
         warmth: None,
         build: None,
     };
-    release_claim(build, ctx, how).await
+    release_claim(build, ctx, how).await?;
+    Ok(true)
 }
 
-/// Deletes the build's pods and jobs (all attempts).
-pub(crate) async fn stop_children(build: &ImageBuild, ctx: &Context) -> Result<()> {
+/// Deletes the build's pods and jobs (all attempts); returns how many of its pods are still
+/// running (terminating over their grace period).
+pub(crate) async fn stop_children(build: &ImageBuild, ctx: &Context) -> Result<usize> {
     let namespace = build.namespace().unwrap_or_default();
     let selector = format!("{}={}", labels::BUILD, build.name_any());
     let dp = DeleteParams::background();
@@ -203,10 +246,19 @@ pub(crate) async fn stop_children(build: &ImageBuild, ctx: &Context) -> Result<(
         ignore_missing(jobs.delete(&job.name_any(), &dp).await.map(|_| ()))?;
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    for pod in pods.list(&lp).await?.items {
+    let listed = pods.list(&lp).await?.items;
+    for pod in listed
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
         ignore_missing(pods.delete(&pod.name_any(), &dp).await.map(|_| ()))?;
     }
-    Ok(())
+    if listed.is_empty() {
+        return Ok(0);
+    }
+    // Deleted pods either went at once or run on through their grace period.
+    let left = pods.list(&lp).await?.items;
+    Ok(left.iter().filter(|p| pod_unfinished(p)).count())
 }
 
 /// Releases whatever replica the build holds in its BuildCache.

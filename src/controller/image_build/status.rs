@@ -19,6 +19,36 @@ pub fn set_condition(
     now: Timestamp,
 ) {
     let value = if value { "True" } else { "False" };
+    put_condition(status, type_, value, reason, message, generation, now);
+}
+
+/// Sets a condition to `Unknown`: under way, not yet decided (a save after the build).
+pub fn set_condition_unknown(
+    status: &mut ImageBuildStatus,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    put_condition(status, type_, "Unknown", reason, message, generation, now);
+}
+
+/// A Succeeded build whose snapshot is still being saved (`Snapshotted=Unknown`).
+pub fn saving(status: &ImageBuildStatus) -> bool {
+    status.phase == Some(Phase::Succeeded)
+        && condition_of(status, condition::SNAPSHOTTED).is_some_and(|c| c.status == "Unknown")
+}
+
+fn put_condition(
+    status: &mut ImageBuildStatus,
+    type_: &str,
+    value: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
     let previous = status.conditions.iter().find(|c| c.type_ == type_);
     let since = match previous {
         Some(c) if c.status == value => c.last_transition_time.clone(),

@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
 use super::outcome::{pod_outcome, restored_bytes, saved_snapshot, JobOutcome, PodOutcome};
-use super::status::{between, finish, go_duration, set_condition};
+use super::status::{between, finish, go_duration, set_condition, set_condition_unknown};
 use super::{abort, release_claim, Step};
 use crate::api::common::condition;
 use crate::api::{
@@ -214,6 +214,7 @@ async fn place(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatus) 
             placement.restored_from = Some(RestoredFrom {
                 key: source_key,
                 snapshot: source.snapshot.clone(),
+                cache: source_cache.clone(),
             });
             if throwaway {
                 placement.cache = source_cache;
@@ -293,22 +294,22 @@ async fn place(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatus) 
         .queued = Some(go_duration(between(started, now)));
     ctx.metrics.step("queued", between(started, now));
     let where_ = placement.node.clone().unwrap_or_default();
-    let warmth = placement.warmth;
+    let warmth = decision.warmth;
     set_condition(
         &mut status,
         condition::PLACED,
         true,
-        &format!("{:?}", decision.warmth),
+        &warmth.to_string(),
         &format!("on {where_}: {reason}"),
         generation,
         now,
     );
-    status.message = Some(format!("placed on {where_} ({warmth:?}): {reason}"));
+    status.message = Some(format!("placed on {where_} ({warmth}): {reason}"));
     status.placement = Some(placement);
     Ok(Step::new(status, Action::requeue(SOON)).with_event(
         EventType::Normal,
         "Placed",
-        format!("on {where_}, {warmth:?}: {reason}"),
+        format!("on {where_}, {warmth}: {reason}"),
     ))
 }
 
@@ -420,6 +421,12 @@ fn pin(status: &ImageBuildStatus) -> Pin {
     }
 }
 
+/// The BuildCache whose store prefix holds a restored snapshot: recorded at placement;
+/// `fallback` (the placement's cache) for builds placed before it was recorded.
+fn snapshot_owner(from: &RestoredFrom, fallback: &str) -> String {
+    from.cache.clone().unwrap_or_else(|| fallback.to_string())
+}
+
 fn remaining_seconds(build: &ImageBuild, now: Timestamp) -> i64 {
     between(now, deadline(build)).ceil().max(1.0) as i64
 }
@@ -443,8 +450,11 @@ async fn restoring(
         ));
     };
     let inputs = job_inputs(build, &status, &cache, pvc, remaining_seconds(build, now))?;
+    // The snapshot is read from the cache that saved it (a restore key's, for a branch's
+    // first build), not from the cache whose new replica it fills.
     let op = SnapshotOp::Restore {
         snapshot: from.snapshot.clone(),
+        from: snapshot_owner(&from, &cache),
     };
     match job_state(ctx, &namespace, snapshot_job(&op, &inputs, &ctx.config)).await? {
         JobOutcome::Running => Ok(Step::new(status, Action::requeue(POLL))),
@@ -544,7 +554,7 @@ async fn building(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatu
     ) {
         (Some(pvc), _, _) => StateVolume::Replica(pvc.clone()),
         (None, Some(from), Some(cache)) => StateVolume::Throwaway {
-            seed: Some((cache.clone(), from.snapshot.clone())),
+            seed: Some((snapshot_owner(from, cache), from.snapshot.clone())),
         },
         _ => StateVolume::Throwaway { seed: None },
     };
@@ -625,10 +635,31 @@ async fn building(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatu
                 _ => false,
             };
             if due {
+                // The image is pushed and its digest known: the build has Succeeded, and
+                // pipelines waiting on it go on while the save runs. The replica stays held
+                // (Snapshotting) until the save ends; `Snapshotted` says how it went.
                 release_claim(build, ctx, Release::Snapshotting).await?;
-                status.phase = Some(Phase::Snapshotting);
-                status.message = Some("saving the cache".into());
-                return Ok(Step::new(status, Action::requeue(SOON)));
+                set_condition_unknown(
+                    &mut status,
+                    condition::SNAPSHOTTED,
+                    "Saving",
+                    "saving the cache after the build",
+                    generation,
+                    now,
+                );
+                finish(
+                    &mut status,
+                    Phase::Succeeded,
+                    "Succeeded",
+                    &pushed,
+                    generation,
+                    now,
+                );
+                return Ok(Step::new(status, Action::requeue(SOON)).with_event(
+                    EventType::Normal,
+                    "Succeeded",
+                    format!("{pushed}; saving the cache"),
+                ));
             }
             let why = if build.spec.cache.mode == CacheMode::ReadWrite {
                 "not due by the snapshot policy"
@@ -792,7 +823,9 @@ pub fn snapshot_due(cache: &BuildCache, pvc: &str, now: Timestamp) -> bool {
     }
 }
 
-async fn snapshotting(
+/// Follows the save after a build: a Succeeded build whose `Snapshotted` is `Unknown`, or one
+/// left in the `Snapshotting` phase by an earlier version of the controller (finished here).
+pub(crate) async fn snapshotting(
     build: &ImageBuild,
     ctx: &Context,
     mut status: ImageBuildStatus,
@@ -854,14 +887,16 @@ async fn snapshotting(
                 done(build, &status, record.is_none(), record, true),
             )
             .await?;
-            finish(
-                &mut status,
-                Phase::Succeeded,
-                "Succeeded",
-                &pushed,
-                generation,
-                now,
-            );
+            if status.phase != Some(Phase::Succeeded) {
+                finish(
+                    &mut status,
+                    Phase::Succeeded,
+                    "Succeeded",
+                    &pushed,
+                    generation,
+                    now,
+                );
+            }
             Ok(Step::new(status, Action::await_change()).with_event(
                 EventType::Normal,
                 "Snapshotted",
@@ -881,14 +916,18 @@ async fn snapshotting(
                 now,
             );
             release_claim(build, ctx, done(build, &status, true, None, true)).await?;
-            finish(
-                &mut status,
-                Phase::Succeeded,
-                "Succeeded",
-                &format!("{pushed}; the cache was not saved: {message}"),
-                generation,
-                now,
-            );
+            if status.phase != Some(Phase::Succeeded) {
+                finish(
+                    &mut status,
+                    Phase::Succeeded,
+                    "Succeeded",
+                    &pushed,
+                    generation,
+                    now,
+                );
+            }
+            status.message = Some(format!("{pushed}; the cache was not saved: {message}"));
+            build_cache::save_failed(ctx, &namespace, &cache, &message).await;
             Ok(Step::new(status, Action::await_change()).with_event(
                 EventType::Warning,
                 "SaveFailed",

@@ -1,0 +1,314 @@
+//! The `buildkit` container of builder pods, played in-process (there is no buildkitd in CI).
+//! It reads what the real container would: buildctl's args (`--opt build-arg:SLEEP=<s>` makes
+//! the build take that long, `--opt build-arg:FAIL=1` makes it fail with exit 1 and a log
+//! tail), `--metadata-file`, and `BUILDKITD_FLAGS --root <state dir>`. It holds an exclusive
+//! flock on `<state>/buildkitd.lock` while it runs (a second buildkitd on the same volume
+//! fails at once, as the real one does), and writes a realistic BuildKit state: the bbolt
+//! databases, compressed blobs under `runc-overlayfs/content/blobs/sha256/`, and one new
+//! `runc-overlayfs/snapshots/<n>/fs/` tree of many small files per build, rewriting some files
+//! of the previous one. On success it writes buildctl's metadata (the image digest) to the
+//! metadata file and the termination log, as the real container's script does. On SIGTERM it
+//! keeps writing to the state dir for a while (a buildkitd finishing its step), then exits 143.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::runtime::wait_term;
+
+/// Knobs of the played buildkitd.
+#[derive(Clone, Debug)]
+pub struct BuildkitOpts {
+    /// Small files in each build's new snapshot tree.
+    pub files_per_build: usize,
+    /// How long it keeps writing after SIGTERM before it exits (the kubelet SIGKILLs it at the
+    /// end of the grace period if that comes first).
+    pub term_linger: Duration,
+}
+
+impl Default for BuildkitOpts {
+    fn default() -> Self {
+        BuildkitOpts {
+            files_per_build: 2000,
+            term_linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What the container was given, paths already on the host.
+pub struct Play {
+    /// The container's args (`-c SCRIPT hearth-build build ...`).
+    pub args: Vec<String>,
+    /// Its environment.
+    pub env: Vec<(String, String)>,
+    /// Its log file.
+    pub log: PathBuf,
+    /// Its termination-log file.
+    pub termination_log: PathBuf,
+    /// A seed for contents and the digest (the pod uid).
+    pub seed: String,
+}
+
+/// What buildctl was asked.
+#[derive(Debug, Default)]
+struct Request {
+    build_args: BTreeMap<String, String>,
+    metadata_file: Option<PathBuf>,
+    image: String,
+    state_dir: Option<PathBuf>,
+}
+
+fn parse(play: &Play) -> Request {
+    let mut r = Request::default();
+    let mut args = play.args.iter();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--opt" => {
+                if let Some((k, v)) = args.next().and_then(|o| o.split_once('=')) {
+                    if let Some(name) = k.strip_prefix("build-arg:") {
+                        r.build_args.insert(name.into(), v.into());
+                    }
+                }
+            }
+            "--metadata-file" => r.metadata_file = args.next().map(PathBuf::from),
+            "--output" => {
+                if let Some(o) = args.next() {
+                    r.image = o
+                        .split(',')
+                        .find_map(|kv| kv.strip_prefix("name="))
+                        .unwrap_or_default()
+                        .to_string();
+                }
+            }
+            _ => {}
+        }
+    }
+    let flags = play
+        .env
+        .iter()
+        .find(|(k, _)| k == "BUILDKITD_FLAGS")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let mut flags = flags.split_whitespace();
+    while let Some(f) = flags.next() {
+        if f == "--root" {
+            r.state_dir = flags.next().map(PathBuf::from);
+        }
+    }
+    r
+}
+
+/// Pseudo-random bytes (xorshift) from a seed.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Text-like (compressible) contents.
+fn text(seed: u64, len: usize) -> Vec<u8> {
+    let words = [
+        "import ", "def ", "return ", "self", "(x)", ": ", "\n    ", "value", " = ", "None",
+    ];
+    noise(seed, len)
+        .iter()
+        .flat_map(|b| words[(*b as usize) % words.len()].bytes())
+        .take(len)
+        .collect()
+}
+
+fn seed_of(s: &str) -> u64 {
+    u64::from_le_bytes(
+        blake3::hash(s.as_bytes()).as_bytes()[..8]
+            .try_into()
+            .unwrap(),
+    )
+}
+
+/// Writes one build's worth of BuildKit state. Returns the build number.
+fn write_state(dir: &Path, files: usize, seed: u64) -> std::io::Result<usize> {
+    let worker = dir.join("runc-overlayfs");
+    let snapshots = worker.join("snapshots");
+    let blobs = worker.join("content/blobs/sha256");
+    std::fs::create_dir_all(&snapshots)?;
+    std::fs::create_dir_all(&blobs)?;
+    std::fs::create_dir_all(worker.join("executor"))?;
+    let n = std::fs::read_dir(&snapshots)?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .count()
+        + 1;
+    let seed = seed ^ n as u64;
+    std::fs::write(dir.join("cache.db"), noise(seed, 256 << 10))?;
+    let mut history = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("history.db"))?;
+    history.write_all(&noise(seed + 1, 32 << 10))?;
+    std::fs::write(worker.join("metadata_v2.db"), noise(seed + 2, 64 << 10))?;
+    std::fs::write(worker.join("containerdmeta.db"), noise(seed + 3, 64 << 10))?;
+    std::fs::write(snapshots.join("metadata.db"), noise(seed + 4, 64 << 10))?;
+    for b in 0..2u64 {
+        let blob = noise(seed + 10 + b, 64 << 10);
+        std::fs::write(blobs.join(blake3::hash(&blob).to_hex().as_str()), blob)?;
+    }
+    let tree = snapshots.join(n.to_string()).join("fs");
+    for i in 0..files {
+        let sub = tree.join(format!("usr/lib/python3/pkg{}", i / 100));
+        if i % 100 == 0 {
+            std::fs::create_dir_all(&sub)?;
+        }
+        let len = 200 + (seed as usize + i * 37) % 1800;
+        std::fs::write(sub.join(format!("mod{i}.py")), text(seed + i as u64, len))?;
+    }
+    // Some files of the previous build change (a layer rebuilt in place, as overlay upper
+    // dirs of running steps do).
+    let prev = snapshots
+        .join((n - 1).to_string())
+        .join("fs/usr/lib/python3/pkg0");
+    if n > 1 && prev.is_dir() {
+        for e in std::fs::read_dir(&prev)?.flatten().step_by(10) {
+            std::fs::write(e.path(), text(seed + 99, 500))?;
+        }
+    }
+    Ok(n)
+}
+
+fn log(play: &Play, line: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&play.log)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Plays the container to its exit code. Dropping the future is SIGKILL.
+pub async fn play(
+    opts: &BuildkitOpts,
+    play: Play,
+    mut term: watch::Receiver<Option<Duration>>,
+) -> i32 {
+    let req = parse(&play);
+    let Some(state) = req.state_dir.clone() else {
+        log(&play, "buildkitd: no --root in BUILDKITD_FLAGS");
+        return 1;
+    };
+    if let Err(e) = std::fs::create_dir_all(&state) {
+        log(&play, &format!("buildkitd: {}: {e}", state.display()));
+        return 1;
+    }
+    let lock = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state.join("buildkitd.lock"))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            log(&play, &format!("buildkitd: opening lock: {e}"));
+            return 1;
+        }
+    };
+    if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        log(
+            &play,
+            &format!(
+                "buildkitd: could not lock {}/buildkitd.lock, another instance running?",
+                state.display()
+            ),
+        );
+        return 1;
+    }
+    log(&play, "#1 [internal] load build definition from Dockerfile");
+    let seed = seed_of(&play.seed);
+    let files = opts.files_per_build;
+    let dir = state.clone();
+    let written = tokio::task::spawn_blocking(move || write_state(&dir, files, seed)).await;
+    let n = match written {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => {
+            log(&play, &format!("buildkitd: writing state: {e}"));
+            return 1;
+        }
+        Err(e) => {
+            log(&play, &format!("buildkitd: {e}"));
+            return 1;
+        }
+    };
+    log(&play, &format!("#2 [1/3] FROM python:3.12 (snapshot {n})"));
+    let sleep: f64 = req
+        .build_args
+        .get("SLEEP")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    let terminated = tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs_f64(sleep.max(0.0))) => false,
+        _ = wait_term(&mut term) => true,
+    };
+    if terminated {
+        log(
+            &play,
+            "buildkitd: received SIGTERM, finishing the running step",
+        );
+        let linger = tokio::time::Instant::now() + opts.term_linger;
+        let mut i = 0;
+        while tokio::time::Instant::now() < linger {
+            let path = state.join(format!("runc-overlayfs/executor/step-{i}"));
+            let _ = std::fs::write(path, noise(seed + i, 4096));
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(lock);
+        return 143;
+    }
+    if req.build_args.get("FAIL").map(String::as_str) == Some("1") {
+        log(&play, "#3 [2/3] RUN false");
+        log(
+            &play,
+            "#3 ERROR: process \"/bin/sh -c false\" did not complete successfully: exit code: 1",
+        );
+        log(&play, "error: failed to solve: process \"/bin/sh -c false\" did not complete successfully: exit code: 1");
+        drop(lock);
+        return 1;
+    }
+    let digest = format!(
+        "sha256:{}",
+        blake3::hash(format!("{}-{n}-{}", play.seed, req.image).as_bytes()).to_hex()
+    );
+    let metadata = serde_json::json!({
+        "buildx.build.ref": format!("builder/builder0/{}", &play.seed),
+        "containerimage.config.digest": format!("sha256:{}", blake3::hash(digest.as_bytes()).to_hex()),
+        "containerimage.descriptor": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": 1234
+        },
+        "containerimage.digest": digest,
+        "image.name": req.image,
+    })
+    .to_string();
+    if let Some(file) = &req.metadata_file {
+        let _ = std::fs::write(file, &metadata);
+    }
+    let _ = std::fs::write(
+        &play.termination_log,
+        &metadata.as_bytes()[..metadata.len().min(4000)],
+    );
+    log(
+        &play,
+        &format!("#9 exporting to image\n#9 naming to {} done", req.image),
+    );
+    drop(lock);
+    0
+}

@@ -1,0 +1,105 @@
+//! The operator's config values and the `config.yaml` the chart renders from them
+//! (`charts/hearth/templates/_helpers.tpl`, `hearth.config`), with the store on the loopback
+//! S3 server.
+
+use super::snapshot_support::S3Server;
+use super::STORAGE_CLASS;
+
+/// The values the chart renders into the operator's `config.yaml` (see
+/// `charts/hearth/templates/_helpers.tpl`, `hearth.config`). The store is always the loopback
+/// S3 server.
+#[derive(Clone, Debug)]
+pub struct Values {
+    pub builder_image: String,
+    pub hearth_image: String,
+    pub cache_size: String,
+    pub node_budget: String,
+    pub max_replicas: u32,
+    pub credentials_secret: String,
+    pub every: u32,
+    pub min_interval: String,
+    pub gc_interval: String,
+    pub gc_grace: String,
+    pub delete_timeout: String,
+    pub retain: u32,
+    pub namespaces: Vec<String>,
+}
+
+impl Default for Values {
+    fn default() -> Self {
+        Values {
+            builder_image: "docker.io/moby/buildkit:v0.25.1-rootless".into(),
+            hearth_image: "ghcr.io/hearth-dev/hearth:test".into(),
+            cache_size: "1Gi".into(),
+            node_budget: "4Gi".into(),
+            max_replicas: 2,
+            credentials_secret: "hearth-store".into(),
+            every: 1,
+            min_interval: "0s".into(),
+            gc_interval: "6h".into(),
+            gc_grace: "1h".into(),
+            delete_timeout: "10m".into(),
+            retain: 3,
+            namespaces: vec![],
+        }
+    }
+}
+
+/// The operator config exactly as the chart renders it (`hearth.config`).
+pub fn render_config(v: &Values, s3: &S3Server) -> String {
+    let namespaces = if v.namespaces.is_empty() {
+        " []".to_string()
+    } else {
+        v.namespaces.iter().map(|n| format!("\n  - {n}")).collect()
+    };
+    format!(
+        r#"builder:
+  image: "{builder_image}"
+  hearthImage: "{hearth_image}"
+  imagePullPolicy: IfNotPresent
+  resources:
+    requests:
+      cpu: "1"
+      memory: 2Gi
+  nodeSelector: {{}}
+  tolerations: []
+cache:
+  storageClassName: "{class}"
+  size: "{size}"
+  nodeBudget: "{budget}"
+  maxReplicas: {max_replicas}
+snapshot:
+  store: "{store}"
+  credentialsSecret: "{secret}"
+  fileStoreClaim: ""
+  s3:
+    endpoint: "{endpoint}"
+    region: "us-east-1"
+    pathStyle: true
+  every: {every}
+  minInterval: "{min_interval}"
+  gcInterval: "{gc_interval}"
+  gcGrace: "{gc_grace}"
+  deleteTimeout: "{delete_timeout}"
+  retain: {retain}
+namespaces:{namespaces}
+tekton:
+  enabled: false
+"#,
+        builder_image = v.builder_image,
+        hearth_image = v.hearth_image,
+        class = STORAGE_CLASS,
+        size = v.cache_size,
+        budget = v.node_budget,
+        max_replicas = v.max_replicas,
+        store = s3.url(),
+        secret = v.credentials_secret,
+        endpoint = s3.endpoint,
+        every = v.every,
+        min_interval = v.min_interval,
+        gc_interval = v.gc_interval,
+        gc_grace = v.gc_grace,
+        delete_timeout = v.delete_timeout,
+        retain = v.retain,
+    )
+}

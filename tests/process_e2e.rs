@@ -1,0 +1,401 @@
+//! Process-level end to end: the real `hearth controller` binary, started as users run it
+//! (a kubeconfig and the chart's config file), against the fake API server over HTTPS, with
+//! the test cluster's scheduler, controllers and kubelets running the real snapshot Jobs
+//! against a loopback S3 server (see tests/cluster/mod.rs).
+
+mod cluster;
+
+use std::time::{Duration, Instant};
+
+use cluster::{secs, ClusterOpts, TestCluster};
+use hearth::api::{keys, ImageBuild, ImageBuildSpec, ReplicaState, Warmth};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+/// A valid ImageBuild spec for `key`, mode ReadWrite, with extra build args.
+fn build_spec(key: &str, build_args: serde_json::Value) -> ImageBuildSpec {
+    serde_json::from_value(json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git", "revision": "main"}},
+        "output": {"image": "registry.example/acme/shop:main"},
+        "buildArgs": build_args,
+        "cache": {"key": key, "mode": "ReadWrite"}
+    }))
+    .expect("ImageBuild spec")
+}
+
+/// The status of a build's condition, e.g. ("True", "Saved").
+fn condition(ib: &ImageBuild, type_: &str) -> Option<(String, String)> {
+    ib.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// Waits for a build's save to end, and returns the build (`Snapshotted=True`).
+async fn wait_saved(c: &TestCluster, name: &str) -> ImageBuild {
+    let api = c.builds();
+    c.wait_for(&format!("ImageBuild {name} Snapshotted=True"), secs(60), || {
+        let api = api.clone();
+        async move {
+            let ib = api.get_opt(name).await.ok()??;
+            (condition(&ib, "Snapshotted")?.0 == "True").then_some(ib)
+        }
+    })
+    .await
+}
+
+/// The placement of a finished build.
+fn placement(ib: &ImageBuild) -> hearth::api::Placement {
+    ib.status
+        .as_ref()
+        .and_then(|s| s.placement.clone())
+        .expect("placement")
+}
+
+/// A ReadWrite build of `key` taking `seconds`.
+fn sleeping(key: &str, seconds: u32) -> ImageBuildSpec {
+    build_spec(key, json!({"SLEEP": seconds.to_string()}))
+}
+
+/// Cold then hot: the first build of a key succeeds with the digest the builder wrote and
+/// leaves a snapshot; the second build of the key is Hot on the same node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_then_hot_on_the_same_node() {
+    let c = TestCluster::start(ClusterOpts::default()).await;
+
+    c.apply_build("shop-1", build_spec("shop:main", json!({})))
+        .await;
+    let first = c.wait_build("shop-1", "Succeeded", secs(60)).await;
+    let status = first.status.clone().expect("status");
+    let builder = c
+        .runs
+        .runs("build")
+        .into_iter()
+        .find(|r| r.container == "buildkit" && r.pod.starts_with("shop-1-"))
+        .expect("the builder ran");
+    let written = hearth::controller::builders::pod::digest_from_metadata(&builder.message)
+        .expect("the builder wrote a digest");
+    assert_eq!(status.image_digest.as_deref(), Some(written.as_str()));
+    let placement = status.placement.expect("placement");
+    assert_eq!(placement.warmth, Some(Warmth::Cold), "{placement:?}");
+    assert!(
+        !c.runs.runs("save").is_empty(),
+        "a ReadWrite build is saved: {:?}",
+        c.runs.all()
+    );
+
+    c.apply_build("shop-2", build_spec("shop:main", json!({})))
+        .await;
+    let second = c.wait_build("shop-2", "Succeeded", secs(60)).await;
+    let again = second.status.expect("status").placement.expect("placement");
+    assert_eq!(again.warmth, Some(Warmth::Hot), "{again:?}");
+    assert_eq!(again.node, placement.node, "hot means the same node");
+    assert!(c.runs.overlaps().is_empty(), "{:?}", c.runs.overlaps());
+    eprintln!("runs:\n{}", c.runs.describe(c.started));
+}
+
+/// A branch's first build restores main's snapshot (its restore key) into the branch's new
+/// replica: the restore Job reads main's store prefix and succeeds, so the build is Restored,
+/// not the cold build a wrong cache name gave on a real cluster. The state dir has more files
+/// than a pod's 1024 open-files limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_starts_from_main_s_snapshot() {
+    let mut opts = ClusterOpts::default();
+    opts.buildkit.files_per_build = 3000;
+    let c = TestCluster::start(opts).await;
+    c.apply_build("main-1", build_spec("shop:main", json!({})))
+        .await;
+    c.wait_build("main-1", "Succeeded", secs(60)).await;
+    wait_saved(&c, "main-1").await;
+
+    let mut spec = build_spec("shop:feature-x", json!({}));
+    spec.cache.restore_keys = vec!["shop:main".into()];
+    c.apply_build("fx-1", spec).await;
+    let fx = c.wait_build("fx-1", "Succeeded", secs(60)).await;
+    let p = placement(&fx);
+    assert_eq!(p.warmth, Some(Warmth::Restored), "{p:?}");
+    let from = p.restored_from.clone().expect("restoredFrom");
+    assert_eq!(from.key, "shop:main");
+    assert_eq!(
+        from.cache.as_deref(),
+        Some(keys::cache_name_for_key("shop:main").as_str())
+    );
+    assert_eq!(
+        condition(&fx, "CacheReady").map(|c| c.1).as_deref(),
+        Some("Restored"),
+        "{:?}",
+        fx.status
+    );
+    let restores = c.runs.runs("restore");
+    assert!(
+        restores.iter().any(|r| r.exit_code == Some(0)),
+        "a restore Job ran and succeeded: {restores:?}"
+    );
+    // The branch's replica holds main's state: main's build files are there.
+    let dir = c
+        .pv_dir(p.replica.as_deref().expect("replica"))
+        .await
+        .expect("bound");
+    assert!(dir.join("buildkit/cache.db").exists(), "{dir:?}");
+    assert!(c.runs.overlaps().is_empty(), "{:?}", c.runs.overlaps());
+}
+
+/// A ReadOnly fork build with its own key seeds a throwaway state dir from main's snapshot in
+/// its init container, and writes nothing back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_fork_build_seeds_from_main_and_writes_nothing() {
+    let c = TestCluster::start(ClusterOpts::default()).await;
+    c.apply_build("main-1", build_spec("shop:main", json!({})))
+        .await;
+    c.wait_build("main-1", "Succeeded", secs(60)).await;
+    let main = wait_saved(&c, "main-1").await;
+    let main_cache = keys::cache_name_for_key("shop:main");
+    let snapshots = |c: &TestCluster| {
+        let caches = c.caches();
+        let name = main_cache.clone();
+        async move {
+            caches
+                .get(&name)
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .snapshots
+                .len()
+        }
+    };
+    let before = snapshots(&c).await;
+    let saves = c.runs.runs("save").len();
+
+    let mut spec = build_spec("shop:pr-7", json!({}));
+    spec.cache.mode = hearth::api::CacheMode::ReadOnly;
+    spec.cache.restore_keys = vec!["shop:main".into()];
+    c.apply_build("pr-7", spec).await;
+    let pr = c.wait_build("pr-7", "Succeeded", secs(60)).await;
+    let p = placement(&pr);
+    assert_eq!(p.warmth, Some(Warmth::Restored), "{p:?}");
+    assert_eq!(p.replica, None, "a throwaway state dir, not a replica");
+    let seeded = c
+        .runs
+        .all()
+        .into_iter()
+        .find(|r| r.pod.starts_with("pr-7-") && r.container != "buildkit")
+        .expect("the seed init container ran");
+    assert_eq!(seeded.exit_code, Some(0), "{seeded:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.runs.runs("save").len(), saves, "nothing saved");
+    assert_eq!(snapshots(&c).await, before, "main's snapshots unchanged");
+    assert!(main.status.is_some());
+}
+
+/// Succeeded is published once the image is pushed, while the save still runs: pipelines
+/// waiting on the build do not wait for the cache. The save's outcome lands after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn succeeded_is_published_before_the_save_ends() {
+    let mut opts = ClusterOpts::default();
+    // A Job pod that takes a moment to start, as on a real node.
+    opts.start_latency = Duration::from_millis(800);
+    let c = TestCluster::start(opts).await;
+    c.apply_build("shop-1", build_spec("shop:main", json!({})))
+        .await;
+    c.wait_build("shop-1", "Succeeded", secs(60)).await;
+    wait_saved(&c, "shop-1").await;
+
+    let created = Instant::now();
+    c.apply_build("shop-2", build_spec("shop:main", json!({})))
+        .await;
+    let done = c.wait_build("shop-2", "Succeeded", secs(60)).await;
+    let to_succeeded = created.elapsed();
+    assert_eq!(
+        condition(&done, "Snapshotted").map(|c| c.0).as_deref(),
+        Some("Unknown"),
+        "the save is still running when Succeeded is published: {:?}",
+        done.status
+    );
+    assert!(done.status.as_ref().unwrap().image_digest.is_some());
+    let saved = wait_saved(&c, "shop-2").await;
+    let to_saved = created.elapsed();
+    let st = saved.status.unwrap();
+    assert!(st.durations.and_then(|d| d.snapshot).is_some());
+    eprintln!("hot build: Succeeded after {to_succeeded:?}, saved after {to_saved:?}");
+    // While saving, the replica was held: nobody else used it.
+    assert!(c.runs.overlaps().is_empty(), "{:?}", c.runs.overlaps());
+}
+
+/// A cancelled build's buildkitd keeps running through its grace period; nothing else (a
+/// save, another build) may touch the replica until its pod is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_touches_a_cancelled_build_s_replica_until_its_pod_is_gone() {
+    let mut opts = ClusterOpts::default();
+    opts.buildkit.term_linger = Duration::from_secs(3);
+    opts.nodes.truncate(1);
+    let c = TestCluster::start(opts).await;
+    c.apply_build("shop-1", build_spec("shop:main", json!({})))
+        .await;
+    c.wait_build("shop-1", "Succeeded", secs(60)).await;
+    wait_saved(&c, "shop-1").await;
+
+    c.apply_build("shop-2", sleeping("shop:main", 60)).await;
+    let builds = c.builds();
+    c.wait_for("shop-2's buildkitd to run", secs(60), || {
+        let runs = c.runs.runs("build");
+        async move {
+            runs.iter()
+                .any(|r| r.pod.starts_with("shop-2-") && r.container == "buildkit")
+                .then_some(())
+        }
+    })
+    .await;
+    builds
+        .patch(
+            "shop-2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cancel": true}})),
+        )
+        .await
+        .unwrap();
+    c.wait_build("shop-2", "Cancelled", secs(30)).await;
+    // The next build of the key wants the same (only) replica.
+    c.apply_build("shop-3", build_spec("shop:main", json!({})))
+        .await;
+    c.wait_build("shop-3", "Succeeded", secs(60)).await;
+    wait_saved(&c, "shop-3").await;
+    let overlaps = c.runs.overlaps();
+    assert!(
+        overlaps.is_empty(),
+        "a run used the replica while the cancelled buildkitd still ran: {overlaps:?}\n{}",
+        c.runs.describe(c.started)
+    );
+}
+
+/// Budget eviction really frees the volume: the replica's PVC goes (no finished pod or Job
+/// keeps it Terminating) and with it the node's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_eviction_frees_the_volume_and_the_node_s_bytes() {
+    let mut opts = ClusterOpts::default();
+    opts.nodes.truncate(1);
+    let c = TestCluster::start(opts).await;
+    c.apply_build("shop-1", build_spec("shop:main", json!({})))
+        .await;
+    let ib = c.wait_build("shop-1", "Succeeded", secs(60)).await;
+    wait_saved(&c, "shop-1").await;
+    let p = placement(&ib);
+    let pvc = p.replica.clone().expect("replica");
+    let dir = c.pv_dir(&pvc).await.expect("bound");
+    assert!(dir.exists());
+    // The platform team shrinks the node's cache budget below the replica.
+    Api::<Node>::all(c.client())
+        .patch(
+            p.node.as_deref().unwrap(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"hearth.dev/cache-budget": "1"}}})),
+        )
+        .await
+        .unwrap();
+    let claims = c.claims();
+    c.wait_for("the evicted replica's PVC to be gone", secs(60), || {
+        let claims = claims.clone();
+        let pvc = pvc.clone();
+        async move { claims.get_opt(&pvc).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    c.wait_for("the node's bytes to be freed", secs(20), || {
+        let gone = !dir.exists();
+        async move { gone.then_some(()) }
+    })
+    .await;
+    let caches = c.caches();
+    let name = keys::cache_name_for_key("shop:main");
+    c.wait_for("the replica's entry to be dropped", secs(20), || {
+        let caches = caches.clone();
+        let name = name.clone();
+        let pvc = pvc.clone();
+        async move {
+            let cache = caches.get(&name).await.ok()?;
+            let replicas = cache.status?.replicas;
+            (!replicas.iter().any(|r| r.pvc == pvc)).then_some(())
+        }
+    })
+    .await;
+}
+
+/// The controller killed mid-build: a new process picks the build up where it stood, with
+/// no second builder pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_build_resumes_it() {
+    let mut c = TestCluster::start(ClusterOpts::default()).await;
+    c.apply_build("shop-1", sleeping("shop:main", 3)).await;
+    c.wait_build("shop-1", "Building", secs(60)).await;
+    c.kill_controller();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.start_controller().await;
+    c.wait_build("shop-1", "Succeeded", secs(60)).await;
+    wait_saved(&c, "shop-1").await;
+    let builders: Vec<_> = c
+        .runs
+        .runs("build")
+        .into_iter()
+        .filter(|r| r.container == "buildkit")
+        .collect();
+    assert_eq!(builders.len(), 1, "{builders:?}");
+}
+
+/// A failing build is reported Failed promptly and its replica released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_build_is_reported_and_its_replica_released() {
+    let c = TestCluster::start(ClusterOpts::default()).await;
+    c.apply_build("bad-1", build_spec("shop:main", json!({"FAIL": "1"})))
+        .await;
+    let ib = c.wait_build("bad-1", "Failed", secs(60)).await;
+    assert_eq!(
+        condition(&ib, "Succeeded").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    let pvc = placement(&ib).replica.expect("replica");
+    let caches = c.caches();
+    let name = keys::cache_name_for_key("shop:main");
+    c.wait_for("the replica released", secs(20), || {
+        let caches = caches.clone();
+        let name = name.clone();
+        let pvc = pvc.clone();
+        async move {
+            let cache = caches.get(&name).await.ok()?;
+            let r = cache.status?.replicas.into_iter().find(|r| r.pvc == pvc)?;
+            (r.holder.is_none() && r.state == ReplicaState::Idle).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Its node deleted, a key's next build restores the snapshot on the node left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_on_another_node_after_node_loss() {
+    let c = TestCluster::start(ClusterOpts::default()).await;
+    c.apply_build("shop-1", build_spec("shop:main", json!({})))
+        .await;
+    let first = c.wait_build("shop-1", "Succeeded", secs(60)).await;
+    wait_saved(&c, "shop-1").await;
+    let lost = placement(&first).node.expect("node");
+    c.delete_node(&lost).await;
+    c.apply_build("shop-2", build_spec("shop:main", json!({})))
+        .await;
+    let second = c.wait_build("shop-2", "Succeeded", secs(60)).await;
+    let p = placement(&second);
+    assert_ne!(p.node.as_deref(), Some(lost.as_str()));
+    assert_eq!(p.warmth, Some(Warmth::Restored), "{p:?}");
+}
+
+/// Two builds of one key at once never share a volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_builds_of_one_key_use_separate_volumes() {
+    let c = TestCluster::start(ClusterOpts::default()).await;
+    c.apply_build("a", sleeping("shop:main", 2)).await;
+    c.apply_build("b", sleeping("shop:main", 2)).await;
+    let a = c.wait_build("a", "Succeeded", secs(60)).await;
+    let b = c.wait_build("b", "Succeeded", secs(60)).await;
+    assert_ne!(placement(&a).replica, placement(&b).replica);
+    assert!(c.runs.overlaps().is_empty(), "{:?}", c.runs.overlaps());
+}
