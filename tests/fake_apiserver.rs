@@ -54,6 +54,8 @@ fn api_code<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> (u16, String) {
 
 async fn start() -> (ApiServer, Client) {
     let server = ApiServer::start().await;
+    server.ensure_namespace(NS);
+    server.ensure_namespace("other");
     let client = server.client().await;
     (server, client)
 }
@@ -81,8 +83,17 @@ async fn discovery_version_and_unknown_resources() {
         kind: "Nope".into(),
         plural: "nopes".into(),
     };
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client, NS, &unknown);
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), NS, &unknown);
     assert_eq!(api_code(api.get("x").await), (404, "NotFound".into()));
+
+    // ConfigMaps have no status subresource.
+    let cms: Api<ConfigMap> = Api::namespaced(client, NS);
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    assert_eq!(
+        api_code(cms.get_status("c").await),
+        (404, "NotFound".into())
+    );
 }
 
 #[tokio::test]
@@ -600,6 +611,17 @@ async fn injected_faults_and_pod_logs() {
     server.set_pod_log(NS, "p", "built in 2s\n");
     let log = pods.logs("p", &Default::default()).await.unwrap();
     assert_eq!(log, "built in 2s\n");
+    server.set_container_log(NS, "p", "c", "from c\n");
+    let only_c = kube::api::LogParams {
+        container: Some("c".into()),
+        ..Default::default()
+    };
+    assert_eq!(pods.logs("p", &only_c).await.unwrap(), "from c\n");
+    let other = kube::api::LogParams {
+        container: Some("sidecar".into()),
+        ..Default::default()
+    };
+    assert_eq!(pods.logs("p", &other).await.unwrap(), "built in 2s\n");
 }
 
 #[tokio::test]
@@ -947,4 +969,210 @@ async fn followed_pod_logs_stream_until_the_pod_finishes() {
         .await
         .expect("the log ends with the pod");
     assert!(rest.is_none());
+}
+
+#[tokio::test]
+async fn namespaces_hold_content_and_terminate_with_it() {
+    let (server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "nowhere");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap();
+    assert_eq!(
+        api_code(cms.create(&PostParams::default(), &cm).await),
+        (404, "NotFound".into())
+    );
+    server.ensure_namespace("gone");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "gone");
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "gone");
+    pods.create(&PostParams::default(), &pod("run", json!({}), Some("n1")))
+        .await
+        .unwrap();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
+    namespaces
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    // The running pod holds the namespace in Terminating; nothing new may be created.
+    let ns = namespaces.get("gone").await.unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    assert!(server.object("configmaps", "gone", "c").is_none());
+    assert_eq!(
+        api_code(cms.create(&PostParams::default(), &cm).await),
+        (403, "Forbidden".into())
+    );
+    // The kubelet's final delete empties it, and the namespace goes.
+    pods.delete("run", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        api_code(namespaces.get("gone").await),
+        (404, "NotFound".into())
+    );
+}
+
+#[tokio::test]
+async fn requests_run_concurrently_and_shutdown_stops_the_server() {
+    let (server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    // An open watch blocks nothing; slow requests overlap.
+    let mut watch = cms
+        .watch(&WatchParams::default().timeout(30), "0")
+        .await
+        .unwrap()
+        .boxed();
+    server.set_latency(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let lp = ListParams::default();
+    let gets = (0..6).map(|_| cms.list(&lp));
+    for r in futures::future::join_all(gets).await {
+        r.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    server.set_latency(Duration::ZERO);
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "w"}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    assert!(matches!(
+        watch.try_next().await.unwrap(),
+        Some(WatchEvent::Added(_))
+    ));
+
+    server.shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(cms.get("w").await.is_err());
+}
+
+#[tokio::test]
+async fn a_lease_whose_holder_died_is_taken_over_after_it_expires() {
+    let (_server, client) = start().await;
+    let manager = |identity: &str| {
+        kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "hearth-leader")
+            .with_namespace(NS)
+            .with_identity(identity)
+            .with_duration(2)
+            .with_grace(1)
+            .build()
+    };
+    let a = manager("a").await.unwrap();
+    assert!(a.changed().await.unwrap());
+    // "a" is killed: it neither renews nor releases.
+    drop(a);
+    let b = manager("b").await.unwrap();
+    let started = std::time::Instant::now();
+    let took = tokio::time::timeout(Duration::from_secs(8), b.changed())
+        .await
+        .expect("b takes over")
+        .unwrap();
+    assert!(took);
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    let leases: Api<Lease> = Api::namespaced(client, NS);
+    let spec = leases.get("hearth-leader").await.unwrap().spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("b"));
+    assert_eq!(spec.lease_transitions, Some(2));
+}
+
+#[tokio::test]
+async fn strategic_merge_patches_merge_lists_by_their_keys() {
+    let (_server, client) = start().await;
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    let mut p = pod("s", json!({}), Some("n1"));
+    p.metadata.finalizers = Some(vec!["a".into()]);
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    let status = |t: &str, s: &str| json!({"status": {"conditions": [{"type": t, "status": s}]}});
+    let pp = PatchParams::default();
+    pods.patch_status("s", &pp, &Patch::Strategic(&status("Ready", "False")))
+        .await
+        .unwrap();
+    pods.patch_status("s", &pp, &Patch::Strategic(&status("Initialized", "True")))
+        .await
+        .unwrap();
+    let got = pods
+        .patch_status("s", &pp, &Patch::Strategic(&status("Ready", "True")))
+        .await
+        .unwrap();
+    let conditions: Vec<(String, String)> = got
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.type_, c.status))
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            ("Ready".into(), "True".into()),
+            ("Initialized".into(), "True".into())
+        ]
+    );
+    // Finalizers merge as a set; $deleteFromPrimitiveList removes.
+    let add = json!({"metadata": {"finalizers": ["b"]}});
+    let got = pods.patch("s", &pp, &Patch::Strategic(&add)).await.unwrap();
+    assert_eq!(got.finalizers(), ["a", "b"]);
+    let remove = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}});
+    let got = pods
+        .patch("s", &pp, &Patch::Strategic(&remove))
+        .await
+        .unwrap();
+    assert_eq!(got.finalizers(), ["b"]);
+}
+
+#[tokio::test]
+async fn exec_runs_the_registered_handler_over_websocket() {
+    let (server, client) = start().await;
+    server.set_exec_handler(|mut req: apiserver::ExecRequest| {
+        Box::pin(async move {
+            // An "echo with a prefix" command: stdin back to stdout.
+            let mut got = Vec::new();
+            while let Some(chunk) = req.stdin.recv().await {
+                got.extend_from_slice(&chunk);
+            }
+            let reply = format!(
+                "{} {}: {}",
+                req.container,
+                req.command.join(" "),
+                String::from_utf8_lossy(&got)
+            );
+            let _ = req.stdout.send(reply.into());
+            if req.command[0] == "fail" {
+                3
+            } else {
+                0
+            }
+        })
+    });
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+    pods.create(&PostParams::default(), &pod("p", json!({}), Some("n1")))
+        .await
+        .unwrap();
+    let params = kube::api::AttachParams::default()
+        .container("c")
+        .stdin(true)
+        .stdout(true)
+        .stderr(false);
+    for (cmd, want_ok) in [("ok", true), ("fail", false)] {
+        let mut attached = pods.exec("p", [cmd, "arg"], &params).await.unwrap();
+        let mut stdin = attached.stdin().unwrap();
+        let mut stdout = attached.stdout().unwrap();
+        let status = attached.take_status().unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, b"hello")
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::shutdown(&mut stdin)
+            .await
+            .unwrap();
+        drop(stdin);
+        let mut out = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut out)
+            .await
+            .unwrap();
+        assert_eq!(out, format!("c {cmd} arg: hello"));
+        let status = status.await.unwrap();
+        assert_eq!(
+            status.status.as_deref() == Some("Success"),
+            want_ok,
+            "{status:?}"
+        );
+        attached.join().await.unwrap();
+    }
 }

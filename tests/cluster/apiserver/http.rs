@@ -14,6 +14,7 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{json, Value};
 
+use super::exec;
 use super::logs;
 use super::registry::ResourceType;
 use super::selectors::Selectors;
@@ -105,6 +106,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     let latency = shared.state.lock().expect("state").latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
+    }
+    if req.uri().path().ends_with("/exec") && req.headers().contains_key(header::UPGRADE) {
+        return match exec_upgrade(&shared, req) {
+            Ok(r) => r,
+            Err(e) => error(&e),
+        };
     }
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
@@ -235,6 +242,16 @@ fn route(shared: &Arc<Shared>, call: &Call, path: &str) -> Result<Response<Body>
             ))
         }
     };
+    let is_pods = rt.group.is_empty() && rt.plural == "pods";
+    let served_sub = match target.sub.as_deref() {
+        None => true,
+        Some("status") => rt.status,
+        Some("log" | "binding") => is_pods,
+        Some(_) => false,
+    };
+    if !served_sub {
+        return Err(not_found_path());
+    }
     let resource = match &target.sub {
         Some(sub) => format!("{}/{sub}", rt.qualified()),
         None => rt.qualified(),
@@ -245,6 +262,12 @@ fn route(shared: &Arc<Shared>, call: &Call, path: &str) -> Result<Response<Body>
             409 => ApiError::stale(rt, &name),
             code => ApiError::new(code, "InternalError", "injected failure (test fault)"),
         });
+    }
+    if call.q("dryRun").is_some() && verb != "watch" && verb != "list" && verb != "get" {
+        // Better refused than silently written.
+        return Err(ApiError::bad_request(
+            "dryRun is not supported by the fake API server",
+        ));
     }
     let manager = call.manager.as_deref();
     let rv_before = state.rv;
@@ -280,12 +303,18 @@ fn route(shared: &Arc<Shared>, call: &Call, path: &str) -> Result<Response<Body>
             let ns = ns.unwrap_or("").to_string();
             let builder = Response::builder().header(header::CONTENT_TYPE, "text/plain");
             if call.flag("follow") {
-                let stream = logs::follow(shared.clone(), ns, name.to_string());
+                let container = call.q("container").unwrap_or("").to_string();
+                let stream = logs::follow(shared.clone(), ns, name.to_string(), container);
                 let body = StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b))));
                 return Ok(builder.body(body.boxed_unsync()).expect("response"));
             }
             builder
-                .body(full(logs::text(&state, &ns, name)))
+                .body(full(logs::text(
+                    &state,
+                    &ns,
+                    name,
+                    call.q("container").unwrap_or(""),
+                )))
                 .expect("response")
         }
         ("get", Some(name), None | Some("status")) => json_response(200, &state.get(rt, ns, name)?),
@@ -390,4 +419,96 @@ fn delete_options(call: &Call) -> Result<DeleteOptions, ApiError> {
             .and_then(Value::as_str)
             .map(str::to_string),
     })
+}
+
+/// `GET pods/<name>/exec` with a WebSocket upgrade: answers 101 and serves the exec.
+fn exec_upgrade(
+    shared: &Arc<Shared>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let segs: Vec<String> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let ["api", "v1", "namespaces", ns, "pods", pod, "exec"] =
+        segs.iter().map(String::as_str).collect::<Vec<_>>()[..]
+    else {
+        return Err(not_found_path());
+    };
+    let (ns, pod) = (ns.to_string(), pod.to_string());
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let command: Vec<String> = query
+        .iter()
+        .filter(|(k, _)| k == "command")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let container = query
+        .iter()
+        .find(|(k, _)| k == "container")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let handler = {
+        let mut state = shared.state.lock().expect("state");
+        let rt = state
+            .registry
+            .find("", "v1", "pods")
+            .cloned()
+            .expect("pods are served");
+        state.count("pods/exec", "create");
+        state.get(&rt, Some(&ns), &pod)?;
+        state.exec.clone().ok_or_else(|| {
+            ApiError::bad_request("no exec handler is registered with the fake API server")
+        })?
+    };
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?
+        .as_bytes()
+        .to_vec();
+    let offered = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let protocol = if offered.contains("v5.channel.k8s.io") {
+        "v5.channel.k8s.io"
+    } else {
+        "v4.channel.k8s.io"
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (stdin_tx, stdin) = tokio::sync::mpsc::unbounded_channel();
+    let (stdout, _) = tokio::sync::mpsc::unbounded_channel();
+    drop(stdin_tx);
+    let request = exec::ExecRequest {
+        namespace: ns,
+        pod,
+        container,
+        command,
+        stdin,
+        stdout,
+    };
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            exec::serve(upgraded, handler, request).await;
+        }
+    });
+    Ok(Response::builder()
+        .status(101)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key),
+        )
+        .header(header::SEC_WEBSOCKET_PROTOCOL, protocol)
+        .body(full(Bytes::new()))
+        .expect("response"))
 }

@@ -1,7 +1,7 @@
 //! `pods/<name>/log`: the text a test set for the pod (by default one line naming it). With
 //! `follow=true` the body stays open and carries what is appended, until the pod has
 //! finished (Succeeded or Failed) or is gone, as a kubelet ends it when the container exits.
-//! Approximation: one log per pod, whatever `container` is asked for.
+//! A log is set for one container, or for the pod (every container without its own).
 
 use std::sync::Arc;
 
@@ -12,11 +12,13 @@ use serde_json::Value;
 use super::store::State;
 use super::Shared;
 
-/// The log text of a pod so far.
-pub fn text(state: &State, ns: &str, name: &str) -> String {
+/// The log text of a pod's container so far.
+pub fn text(state: &State, ns: &str, name: &str, container: &str) -> String {
+    let key = |c: &str| (ns.to_string(), name.to_string(), c.to_string());
     state
         .pod_logs
-        .get(&(ns.to_string(), name.to_string()))
+        .get(&key(container))
+        .or_else(|| state.pod_logs.get(&key("")))
         .cloned()
         .unwrap_or_else(|| format!("log of pod {ns}/{name}\n"))
 }
@@ -39,12 +41,13 @@ pub fn follow(
     shared: Arc<Shared>,
     ns: String,
     name: String,
+    container: String,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     let changes = shared.changes.subscribe();
     futures::stream::unfold(
         (shared, changes, 0usize, false),
         move |(shared, mut changes, sent, done)| {
-            let (ns, name) = (ns.clone(), name.clone());
+            let (ns, name, container) = (ns.clone(), name.clone(), container.clone());
             async move {
                 if done {
                     return None;
@@ -52,7 +55,7 @@ pub fn follow(
                 loop {
                     let (chunk, over) = {
                         let mut state = shared.state.lock().expect("state");
-                        let text = text(&state, &ns, &name);
+                        let text = text(&state, &ns, &name, &container);
                         let over = finished(&mut state, &ns, &name);
                         (text.get(sent..).unwrap_or("").to_string(), over)
                     };

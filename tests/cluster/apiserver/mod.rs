@@ -9,22 +9,41 @@
 //!
 //! ```ignore
 //! let server = ApiServer::start().await;
+//! server.ensure_namespace("shop");                    // content needs its namespace
 //! let client = server.client().await;                 // or server.kubeconfig(dir) for a process
 //! assert_eq!(server.writes("imagebuilds"), 0);        // counters of requests by verb
 //! let pods = server.snapshot("pods");                 // raw state, without HTTP
 //! ```
+//!
+//! What a client of it must do as on a real cluster (each is refused otherwise):
+//! - create content only in an existing namespace (`ensure_namespace`);
+//! - place a pod with `POST pods/<name>/binding` (a pod's spec is fixed after create, but
+//!   for images, deadlines and tolerations); change a pod's status through `pods/<name>/status`
+//!   (status in a write to the pod itself is ignored), likewise every kind with a status;
+//! - end a running pod's graceful deletion with a DELETE with `gracePeriodSeconds=0` (what
+//!   the kubelet sends once the containers have stopped);
+//! - remove `kubernetes.io/pvc-protection` / `pv-protection` for a claim or volume to go;
+//! - send `fieldManager` with an apply patch; respect other managers' fields or `force`.
+//!
+//! Approximations (see each file's header): strategic merge by a table of merge keys;
+//! field ownership at leaf granularity (lists atomic); core/v1 and events.k8s.io/v1 Events
+//! are separate stores; no `pods/attach` or
+//! port-forward, no `limit`/`continue` paging (a list is always whole), no `dryRun` (refused), no RBAC.
 
 #![allow(dead_code)]
 
 mod admission;
 mod apply;
 mod builtins;
+mod exec;
 mod http;
 mod logs;
+mod namespaces;
 mod registry;
 mod selectors;
 mod status;
 mod store;
+mod strategic;
 mod tls;
 mod update;
 mod watch;
@@ -41,6 +60,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
+pub use exec::ExecRequest;
 pub use registry::ResourceType;
 use store::{Fault, State};
 
@@ -101,6 +121,7 @@ impl ApiServer {
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
+                        .with_upgrades()
                         .await;
                 });
                 while connections.try_join_next().is_some() {}
@@ -231,6 +252,33 @@ impl ApiServer {
         Ok(())
     }
 
+    /// Creates an object without HTTP, as a create request would (defaults, admission,
+    /// events); `resource` as for [`ApiServer::resource`]. For seeding nodes, namespaces,
+    /// storage classes...
+    pub fn create_object(&self, resource: &str, object: Value) -> Result<Value, String> {
+        let rt = self.resource_or_panic(resource);
+        let ns = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let mut state = self.state();
+        let created = state
+            .create(&rt, ns.as_deref(), object, Some("test"))
+            .map_err(|e| e.message)?;
+        let rv = state.rv;
+        drop(state);
+        self.shared.changes.send_replace(rv);
+        Ok(created)
+    }
+
+    /// Creates the namespace unless it exists (content needs one, as on a real server).
+    pub fn ensure_namespace(&self, name: &str) {
+        if self.object("namespaces", "", name).is_none() {
+            let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+            self.create_object("namespaces", ns).expect("namespace");
+        }
+    }
+
     /// Every object of a resource, as stored (sorted by namespace, name).
     pub fn snapshot(&self, resource: &str) -> Vec<Value> {
         let rt = self.resource_or_panic(resource);
@@ -309,26 +357,53 @@ impl ApiServer {
         self.state().bookmark_interval = interval;
     }
 
-    /// What `pods/<name>/log` answers for that pod (replacing what it had).
+    /// What `pods/<name>/log` answers for that pod's containers without a log of their own
+    /// (replacing what it had).
     pub fn set_pod_log(&self, namespace: &str, name: &str, text: &str) {
+        self.set_container_log(namespace, name, "", text);
+    }
+
+    /// Adds to the log of a pod's containers without a log of their own.
+    pub fn append_pod_log(&self, namespace: &str, name: &str, text: &str) {
+        self.append_container_log(namespace, name, "", text);
+    }
+
+    /// What `pods/<name>/log?container=<container>` answers (replacing what it had).
+    pub fn set_container_log(&self, namespace: &str, pod: &str, container: &str, text: &str) {
         let mut state = self.state();
-        state
-            .pod_logs
-            .insert((namespace.to_string(), name.to_string()), text.to_string());
+        let key = (
+            namespace.to_string(),
+            pod.to_string(),
+            container.to_string(),
+        );
+        state.pod_logs.insert(key, text.to_string());
         let rv = state.rv;
         drop(state);
         // Wakes the followers of the log.
         self.shared.changes.send_replace(rv);
     }
 
-    /// Adds to a pod's log (followers get it at once).
-    pub fn append_pod_log(&self, namespace: &str, name: &str, text: &str) {
+    /// Adds to a container's log (followers get it at once).
+    pub fn append_container_log(&self, namespace: &str, pod: &str, container: &str, text: &str) {
         let mut state = self.state();
-        let key = (namespace.to_string(), name.to_string());
+        let key = (
+            namespace.to_string(),
+            pod.to_string(),
+            container.to_string(),
+        );
         state.pod_logs.entry(key).or_default().push_str(text);
         let rv = state.rv;
         drop(state);
         self.shared.changes.send_replace(rv);
+    }
+
+    /// Who runs `pods/exec` commands: given the pod, container, command and stdin, it writes
+    /// stdout and returns the exit code (what a test node agent does in the container).
+    pub fn set_exec_handler<F>(&self, handler: F)
+    where
+        F: Fn(ExecRequest) -> futures::future::BoxFuture<'static, i32> + Send + Sync + 'static,
+    {
+        self.state().exec = Some(Arc::new(handler));
     }
 
     /// Forgets the event logs: a watch from any resourceVersion handed out so far gets 410

@@ -69,8 +69,7 @@ pub struct DeleteOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchKind {
     Merge,
-    /// Strategic merge patch, approximated by a merge patch: lists are replaced, not merged
-    /// by key, and `$`-directives are dropped.
+    /// Strategic merge patch, approximated (see `strategic.rs`).
     Strategic,
     Json,
     /// Server-side apply, approximated by a merge patch plus field-ownership conflicts.
@@ -92,7 +91,8 @@ pub struct State {
     pub collections: HashMap<String, Collection>,
     /// Events with a resourceVersion at or below this are no longer in the logs.
     pub compacted: u64,
-    pub pod_logs: HashMap<(String, String), String>,
+    /// Logs by (namespace, pod, container); container "" is every container's.
+    pub pod_logs: HashMap<(String, String, String), String>,
     /// Requests by (resource[/subresource], verb).
     pub requests: BTreeMap<(String, String), u64>,
     /// Pending failures of writes, by resource plural.
@@ -100,6 +100,8 @@ pub struct State {
     pub latency: std::time::Duration,
     /// How often a watch that allows bookmarks gets one.
     pub bookmark_interval: std::time::Duration,
+    /// Runs `pods/exec` commands (a test's node agent); None refuses them.
+    pub exec: Option<super::exec::ExecHandler>,
     seed: u64,
     counter: u64,
 }
@@ -162,6 +164,7 @@ impl State {
             faults: HashMap::new(),
             latency: std::time::Duration::ZERO,
             bookmark_interval: std::time::Duration::from_secs(2),
+            exec: None,
             seed,
             counter: 0,
         };
@@ -236,6 +239,10 @@ impl State {
         });
         if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
             self.crd_changed(&obj, kind == EventType::Deleted);
+        }
+        if kind == EventType::Deleted {
+            let ns = meta_str(&obj, "namespace").unwrap_or("").to_string();
+            self.object_removed(rt, &ns);
         }
         obj
     }
@@ -340,6 +347,9 @@ impl State {
                 }
             },
         };
+        if let Some(ns) = &ns {
+            self.check_namespace(rt, ns, &name)?;
+        }
         let key = Self::key(rt, ns.as_deref(), &name);
         if self.collection(rt).objects.contains_key(&key) {
             return Err(ApiError::already_exists(rt, &name));
@@ -378,6 +388,9 @@ impl State {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Deletion> {
+        if is_core(rt, "namespaces") && opts.uid.is_none() && opts.resource_version.is_none() {
+            return self.delete_namespace(name);
+        }
         let old = self.get(rt, ns, name)?;
         if let Some(uid) = &opts.uid {
             if Some(uid.as_str()) != meta_str(&old, "uid") {

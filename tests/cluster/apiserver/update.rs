@@ -11,7 +11,7 @@ use super::registry::ResourceType;
 use super::store::{
     finalizers_empty, meta, meta_mut, meta_str, ApiError, EventType, PatchKind, Result, State,
 };
-use super::{admission, apply};
+use super::{admission, apply, strategic};
 
 /// Everything but metadata and status (what `generation` counts changes of).
 fn spec_part(obj: &Value) -> Value {
@@ -22,18 +22,6 @@ fn spec_part(obj: &Value) -> Value {
         }
     }
     o
-}
-
-/// Drops strategic-merge-patch directives (`$patch`, `$setElementOrder/...`...).
-fn strip_directives(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.retain(|k, _| !k.starts_with('$'));
-            m.values_mut().for_each(strip_directives);
-        }
-        Value::Array(a) => a.iter_mut().for_each(strip_directives),
-        _ => {}
-    }
 }
 
 impl State {
@@ -99,7 +87,7 @@ impl State {
         name: &str,
         sub: Option<&str>,
         kind: PatchKind,
-        mut patch: Value,
+        patch: Value,
         manager: Option<&str>,
     ) -> Result<Value> {
         let old = match self.get(rt, ns, name) {
@@ -121,10 +109,7 @@ impl State {
         let mut doc = old.clone();
         match kind {
             PatchKind::Merge => json_patch::merge(&mut doc, &patch),
-            PatchKind::Strategic => {
-                strip_directives(&mut patch);
-                json_patch::merge(&mut doc, &patch)
-            }
+            PatchKind::Strategic => strategic::merge(&mut doc, &patch),
             PatchKind::Json => {
                 let ops: json_patch::Patch = serde_json::from_value(patch)
                     .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
