@@ -82,15 +82,21 @@ controller_logs() {
   kc -n "$SYSTEM_NS" logs -l "$CONTROLLER_SELECTOR" --all-containers --prefix --previous --tail=60 2>&1 || true
 }
 
-# controller_ready [TIMEOUT]: every controller pod is Ready, i.e. its /readyz answers: it
+# controller_ready [SECONDS]: every controller pod is Ready, i.e. its /readyz answers: it
 # reached the API server (over TLS) and its caches synced. Dies with the controllers' logs
 # otherwise. A controller that panics at its first connection to the API server never gets
-# there (it once did exactly that, and only a build timing out showed it).
+# there (it once did exactly that, and only a build timing out showed it). Waits in rounds of
+# 20 s: a pod of the previous rollout still terminating is never Ready, and kubectl wait gives
+# up on it when it is gone; the next round no longer sees it.
 controller_ready() {
-  if ! kc -n "$SYSTEM_NS" wait --for=condition=Ready pod -l "$CONTROLLER_SELECTOR" --timeout="${1:-180s}"; then
-    controller_logs >&2
-    die "the controller pods ($CONTROLLER_SELECTOR in $SYSTEM_NS) are not Ready (logs above)"
-  fi
+  local deadline=$((SECONDS + ${1:-180}))
+  until kc -n "$SYSTEM_NS" wait --for=condition=Ready pod -l "$CONTROLLER_SELECTOR" --timeout=20s; do
+    if ((SECONDS >= deadline)); then
+      controller_logs >&2
+      die "the controller pods ($CONTROLLER_SELECTOR in $SYSTEM_NS) are not Ready after ${1:-180}s (logs above)"
+    fi
+    sleep 2
+  done
 }
 
 # wait_snapshotted NAME [SECONDS]: until the ImageBuild's Snapshotted condition is True. A

@@ -413,6 +413,6 @@ check_scenarios "${ALL[*]}" "${scenarios[@]}"
 log "run $RUN: cache key $KEY, scenarios: ${scenarios[*]}"
 # Before any scenario: a controller that cannot reach the API server (it once panicked at its
 # first TLS connection) fails here with its logs, not as builds that never start.
-controller_ready 120s
+controller_ready "${E2E_READY_TIMEOUT:-120}"
 info "ok: controller pods Ready"
 run_scenarios e2e "${scenarios[@]}"

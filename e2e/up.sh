@@ -65,7 +65,7 @@ kc -n "$SYSTEM_NS" rollout restart deploy/hearth
 kc -n "$SYSTEM_NS" rollout status deploy/hearth --timeout=180s ||
   { controller_logs >&2; die "the restarted controller did not roll out (logs above)"; }
 # Ready means /readyz answered: the controller reached the API server and synced its caches.
-controller_ready 120s
+controller_ready "${E2E_READY_TIMEOUT:-120}"
 retry 60 "a controller holds the Lease hearth-controller" leader >/dev/null
 info "leader: $(leader)"
 
