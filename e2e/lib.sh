@@ -7,6 +7,7 @@ CLUSTER=${E2E_CLUSTER:-hearth-e2e}        # kind cluster name
 CONTEXT=kind-$CLUSTER                     # its kubectl context (kind's naming)
 NS=hearth-e2e                             # where the builds run
 SYSTEM_NS=hearth-system                   # where the controller runs
+CONTROLLER_SELECTOR=app.kubernetes.io/name=hearth  # the controller pods (chart's selector labels)
 HEARTH_IMAGE=${HEARTH_IMAGE:-ghcr.io/hearth-dev/hearth:e2e}
 BUILDKIT_IMAGE=${BUILDKIT_IMAGE:-docker.io/moby/buildkit:v0.25.1-rootless}
 GITD_IMAGE=hearth-e2e-gitd:1
@@ -69,12 +70,63 @@ leader() {
   [[ -n "$holder" ]] && echo "$holder"
 }
 
+# controller_logs: the controller pods and their logs, the previous container's too (a
+# crash-looping controller's panic is there), for someone debugging a controller that is not
+# Ready.
+controller_logs() {
+  echo "--- controller pods"
+  kc -n "$SYSTEM_NS" get pods -l "$CONTROLLER_SELECTOR" -o wide 2>&1 || true
+  echo "--- controller logs (last 60 lines per pod)"
+  kc -n "$SYSTEM_NS" logs -l "$CONTROLLER_SELECTOR" --all-containers --prefix --tail=60 2>&1 || true
+  echo "--- previous controller containers (after a restart)"
+  kc -n "$SYSTEM_NS" logs -l "$CONTROLLER_SELECTOR" --all-containers --prefix --previous --tail=60 2>&1 || true
+}
+
+# controller_ready [SECONDS]: every controller pod is Ready, i.e. its /readyz answers: it
+# reached the API server (over TLS) and its caches synced. Dies with the controllers' logs
+# otherwise. A controller that panics at its first connection to the API server never gets
+# there (it once did exactly that, and only a build timing out showed it). Waits in rounds of
+# 20 s: a pod of the previous rollout still terminating is never Ready, and kubectl wait gives
+# up on it when it is gone; the next round no longer sees it.
+controller_ready() {
+  local deadline=$((SECONDS + ${1:-180}))
+  until kc -n "$SYSTEM_NS" wait --for=condition=Ready pod -l "$CONTROLLER_SELECTOR" --timeout=20s; do
+    if ((SECONDS >= deadline)); then
+      controller_logs >&2
+      die "the controller pods ($CONTROLLER_SELECTOR in $SYSTEM_NS) are not Ready after ${1:-180}s (logs above)"
+    fi
+    sleep 2
+  done
+}
+
+# wait_snapshotted NAME [SECONDS]: until the ImageBuild's Snapshotted condition is True. A
+# ReadWrite build is Succeeded as soon as its image is pushed; the save runs after that
+# (Snapshotted=Unknown), so anything that needs the snapshot (or the replica free again) must
+# wait for this, not for Succeeded. Dies when the save failed (Snapshotted=False).
+wait_snapshotted() {
+  local deadline=$((SECONDS + ${2:-600})) json s
+  while :; do
+    json=$(kc -n "$NS" get imagebuild "$1" -o json)
+    s=$(jq -r '.status.conditions[]? | select(.type == "Snapshotted") | .status' <<<"$json")
+    case $s in
+      True)
+        info "ok: $1 Snapshotted = 'True'"
+        return 0 ;;
+      False) die "$1 Snapshotted=False: $(jq -r '.status.conditions[]? | select(.type == "Snapshotted") | .message' <<<"$json")" ;;
+    esac
+    ((SECONDS < deadline)) || die "timed out after ${2:-600}s waiting for $1 Snapshotted=True (now '${s:-absent}')"
+    sleep 2
+  done
+}
+
 # check_scenarios "KNOWN..." NAME...: dies on a name that is not among the known ones.
-# imagebuild NAME KEY MODE [SLEEP] [CACHE]: apply an ImageBuild of the test context (git
-# source from the in-cluster gitd, with a cacheRef when CACHE is given).
+# imagebuild NAME KEY MODE [SLEEP] [CACHE] [RESTORE_KEY]: apply an ImageBuild of the test
+# context (git source from the in-cluster gitd, with a cacheRef when CACHE is given and
+# restoreKeys [RESTORE_KEY] when that is).
 imagebuild() {
-  local name=$1 key=$2 mode=$3 sleep=${4:-0} ref=""
+  local name=$1 key=$2 mode=$3 sleep=${4:-0} ref="" restore=""
   [[ -n "${5:-}" ]] && ref="cacheRef: $5"
+  [[ -n "${6:-}" ]] && restore="restoreKeys: [\"$6\"]"
   kc apply -f - <<YAML
 apiVersion: hearth.dev/v1alpha1
 kind: ImageBuild
@@ -99,6 +151,7 @@ spec:
     key: "$key"
     mode: $mode
     $ref
+    $restore
   timeout: 20m
 YAML
 }

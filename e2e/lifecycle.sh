@@ -40,6 +40,13 @@ ibf() { kc -n "$NS" get imagebuild "$1" -o json | jq -r "$2 // empty"; }
 bcf() { kc -n "$NS" get buildcache "$1" -o json | jq -r "$2 // empty"; }
 cache_of() { kc -n "$NS" get buildcaches -o json | jq -r --arg k "$1" '.items[] | select(.spec.key == $k) | .metadata.name'; }
 
+# wait_saved NAME: wait_succeeded, then the save that follows it (Snapshotted=True): a build
+# is Succeeded once its image is pushed, before its snapshot exists and its replica is free.
+wait_saved() {
+  wait_succeeded "$1"
+  wait_snapshotted "$1"
+}
+
 # wait_succeeded NAME: waits for the build to succeed; fails at once on Failed or Cancelled.
 wait_succeeded() {
   local deadline=$((SECONDS + BUILD_TIMEOUT)) phase
@@ -75,7 +82,7 @@ evicted() { [[ "$(replica_state "$1" "$2")" != Idle ]] && ! kc -n "$NS" get pvc 
 scenario_budget() {
   local key="e2e/budget-$RUN" b=budget-a-$RUN cache pvc node
   build "$b" "$key"
-  wait_succeeded "$b"
+  wait_saved "$b"
   cache=$(cache_of "$key")
   pvc=$(ibf "$b" .status.placement.replica)
   node=$(ibf "$b" .status.placement.node)
@@ -102,8 +109,8 @@ scenario_max_replicas() {
   local key="e2e/max-$RUN" cache
   build "max-a-$RUN" "$key"
   build "max-b-$RUN" "$key"
-  wait_succeeded "max-a-$RUN"
-  wait_succeeded "max-b-$RUN"
+  wait_saved "max-a-$RUN"
+  wait_saved "max-b-$RUN"
   cache=$(cache_of "$key")
   local live
   live=$(bcf "$cache" '[.status.replicas[]? | select(.state != "Lost" and .state != "Evicting")] | length')
@@ -122,10 +129,10 @@ scenario_max_replicas() {
 scenario_prewarm() {
   local key="e2e/prewarm-$RUN" cache pvc node warm
   build "prewarm-a-$RUN" "$key"
-  wait_succeeded "prewarm-a-$RUN"
+  wait_saved "prewarm-a-$RUN"
   # A second build gives the key a history worth pre-warming for (two builds, a rate).
   build "prewarm-b-$RUN" "$key"
-  wait_succeeded "prewarm-b-$RUN"
+  wait_saved "prewarm-b-$RUN"
   cache=$(cache_of "$key")
   pvc=$(ibf "prewarm-b-$RUN" .status.placement.replica)
   node=$(ibf "prewarm-b-$RUN" .status.placement.node)
@@ -149,7 +156,7 @@ scenario_delete() {
   local key="e2e/delete-$RUN" cache=delete-$RUN
   cache "$cache" "$key" Delete
   build "delete-b-$RUN" "$key" "$cache"
-  wait_succeeded "delete-b-$RUN"
+  wait_saved "delete-b-$RUN"
   [[ -n "$(store_ls "$cache")" ]] || die "no snapshot of $cache in the store after a build"
   kc -n "$NS" delete imagebuild "delete-b-$RUN" --wait=true
   kc -n "$NS" delete buildcache "$cache" --wait=false
@@ -162,7 +169,7 @@ scenario_retain() {
   local key="e2e/retain-$RUN" cache=retain-$RUN before
   cache "$cache" "$key" Retain
   build "retain-b-$RUN" "$key" "$cache"
-  wait_succeeded "retain-b-$RUN"
+  wait_saved "retain-b-$RUN"
   before=$(store_ls "$cache")
   [[ -n "$before" ]] || die "no snapshot of $cache in the store after a build"
   kc -n "$NS" delete imagebuild "retain-b-$RUN" --wait=true
@@ -177,7 +184,7 @@ scenario_unreachable_store() {
   local key="e2e/unreachable-$RUN" cache=unreachable-$RUN
   cache "$cache" "$key" Delete
   build "unreachable-b-$RUN" "$key" "$cache"
-  wait_succeeded "unreachable-b-$RUN"
+  wait_saved "unreachable-b-$RUN"
   kc -n "$NS" delete imagebuild "unreachable-b-$RUN" --wait=true
   trap 'kc -n minio scale deploy/minio --replicas=1 >/dev/null; kc -n minio rollout status deploy/minio --timeout=180s >/dev/null || true' EXIT
   kc -n minio scale deploy/minio --replicas=0

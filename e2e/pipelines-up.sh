@@ -40,7 +40,9 @@ kc -n "$SYSTEM_NS" get configmap hearth-config -o jsonpath='{.data.config\.yaml}
   die "the operator config does not enable the Tekton custom task"
 # The controller reads its config at start.
 kc -n "$SYSTEM_NS" rollout restart deploy/hearth
-kc -n "$SYSTEM_NS" rollout status deploy/hearth --timeout=180s
+kc -n "$SYSTEM_NS" rollout status deploy/hearth --timeout=180s ||
+  { controller_logs >&2; die "the restarted controller did not roll out (logs above)"; }
+controller_ready "${E2E_READY_TIMEOUT:-120}"
 retry 60 "a controller holds the Lease hearth-controller" leader >/dev/null
 
 log "in $NS: the Task, the WorkflowTemplate, their ServiceAccounts and Roles, a push Secret for $REGISTRY"

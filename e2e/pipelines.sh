@@ -208,6 +208,9 @@ YAML
     ib=$(ib_for_image "$img")
     assert_eq "$(get imagebuild "$ib" .status.imageDigest)" "$(run_result taskrun "$tr" IMAGE_DIGEST)" "IMAGE_DIGEST is the ImageBuild's digest"
     assert_eq "$(get imagebuild "$ib" .status.placement.warmth)" "$([[ $n == 1 ]] && echo Cold || echo Hot)" "$ib warmth (run $n)"
+    # The run ends when the build is Succeeded (image pushed); its save follows. The second
+    # run is Hot on the saved replica: wait for the save, not just the run.
+    wait_snapshotted "$ib"
   done
 }
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the e2e scenarios against the cluster that e2e/up.sh brought up.
 #   e2e/run.sh                     every scenario, in order
-#   e2e/run.sh cold hot            some of them (hot, restored, concurrent and readonly use the
-#                                  cache the scenarios before them left: pass E2E_RUN_ID of that
-#                                  run to continue it)
+#   e2e/run.sh cold hot            some of them (hot, restored, concurrent, readonly and branch
+#                                  use the cache the scenarios before them left: pass E2E_RUN_ID
+#                                  of that run to continue it)
 # Each run uses its own cache key (from E2E_RUN_ID, default the time), so runs do not mix.
 # Prints "e2e: N passed, M failed" and exits non-zero when a scenario failed.
 set -euo pipefail
@@ -16,7 +16,7 @@ RUN=${E2E_RUN_ID:-$(date +%H%M%S)}
 KEY="e2e/app-$RUN"                         # the cache key of the scenarios that share a cache
 GIT_URL="git://gitd.$NS.svc.cluster.local/app.git"
 BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-900}    # seconds a build may take, image pulls included
-ALL=(cold hot restored concurrent readonly invalid controller-restart)
+ALL=(cold hot restored concurrent readonly branch invalid controller-restart)
 
 # ------------------------------------------------------------------ helpers
 
@@ -159,7 +159,8 @@ scenario_cold() {
   imagebuild "$b" "$KEY" ReadWrite
   wait_builds "$b"
   assert_succeeded "$b" Cold
-  assert_eq "$(condition "$b" Snapshotted)" True "$b condition Snapshotted"
+  # Succeeded comes when the image is pushed; the save follows (Snapshotted Unknown, then True).
+  wait_snapshotted "$b"
   assert_eq "$(ibf "$b" .status.attempts)" 1 "$b attempts"
   local cache node replica
   cache=$(cache_of "$KEY")
@@ -185,6 +186,7 @@ scenario_hot() {
   imagebuild "$b" "$KEY" ReadWrite
   wait_builds "$b"
   assert_succeeded "$b" Hot
+  wait_snapshotted "$b" # the new snapshot, and the replica Idle again, come after Succeeded
   assert_eq "$(ibf "$b" .status.placement.node)" "$node" "$b runs on the cache's node"
   assert_eq "$(ibf "$b" .status.placement.replica)" "$replica" "$b uses the same replica"
   assert_replica "$cache" "$replica" "$node" Idle
@@ -234,10 +236,12 @@ scenario_restored() {
   else
     assert_succeeded "$b" Restored
     assert_eq "$(ibf "$b" .status.placement.restoredFrom.key)" "$KEY" "$b restoredFrom.key"
+    assert_eq "$(ibf "$b" .status.placement.restoredFrom.cache)" "$cache" "$b restoredFrom.cache"
     assert_eq "$(ibf "$b" .status.placement.restoredFrom.snapshot)" "$latest" "$b restoredFrom.snapshot (the newest)"
     assert_match "$(ibf "$b" .status.durations.restore)" '^.+$' "$b durations.restore"
     [[ "$(bcf "$cache" .status.hits.restored)" -ge 1 ]] || die "$cache hits.restored should count the restore"
   fi
+  wait_snapshotted "$b" # the replica is held by the save until then
   assert_replica "$cache" "$(ibf "$b" .status.placement.replica)" "$node" Idle
   check_cache_uses "$b" '^([2-9]|[1-9][0-9]+)$' "cache mount uses after a restore (the mount came back)"
 }
@@ -262,6 +266,10 @@ scenario_concurrent() {
   imagebuild "$a" "$KEY" ReadWrite 20
   imagebuild "$b" "$KEY" ReadWrite 20
   ON_POLL=no_shared_replica wait_builds "$a" "$b"
+  # The saves run after Succeeded with the replica mounted: keep watching until both are done.
+  wait_snapshotted "$a"
+  wait_snapshotted "$b"
+  no_shared_replica
   [[ -z "$CONCURRENT_VIOLATIONS" ]] || die "a replica was used by both builds at once: $CONCURRENT_VIOLATIONS"
   info "ok: no replica mounted by both builds at once (sampled every ~2s)"
   local ra rb
@@ -293,6 +301,40 @@ scenario_readonly() {
   assert_eq "$(snapshot_ids "$cache")" "$before" "$cache snapshots after a ReadOnly build"
   assert_ne "$(condition "$b" Snapshotted)" True "$b condition Snapshotted"
   assert_eq "$(kc -n "$NS" get jobs -o name | grep -c -- "/$b-save-" || true)" 0 "save Jobs of $b"
+}
+
+# A feature branch's first build (its own key, restoreKeys: [main's key]) on a node without
+# main's replica restores main's saved snapshot: warmth Restored, restoredFrom naming main's key
+# and main's BuildCache (whose store prefix the restore Job must read: reading the branch's own
+# prefix once found nothing), and it succeeds. Its save goes to the branch's own cache.
+scenario_branch() {
+  local b=branch-$RUN key="$KEY-feature" main latest main_snaps node n branch_cache
+  main=$(cache_of "$KEY")
+  latest=$(bcf "$main" '.status.snapshots[0].id')
+  [[ -n "$latest" ]] || die "$main has no saved snapshot: run cold first (same E2E_RUN_ID)"
+  main_snaps=$(snapshot_ids "$main")
+  # main's replicas' nodes are cordoned, so the branch build lands elsewhere; they come back
+  # whatever happens (the scenario runs in a subshell).
+  CORDONED=$(bcf "$main" '[.status.replicas[]? | select(.state != "Lost") | .node // empty] | unique | .[]')
+  trap 'for n in $CORDONED; do kc uncordon "$n" >/dev/null || true; done' EXIT
+  for n in $CORDONED; do kc cordon "$n"; done
+  imagebuild "$b" "$key" ReadWrite 0 "" "$KEY"
+  wait_builds "$b"
+  assert_succeeded "$b" Restored
+  node=$(ibf "$b" .status.placement.node)
+  for n in $CORDONED; do assert_ne "$node" "$n" "$b node (a cordoned node holds main's replica)"; done
+  assert_eq "$(ibf "$b" .status.cacheKey)" "$key" "$b cacheKey (its own)"
+  assert_eq "$(ibf "$b" .status.placement.restoredFrom.key)" "$KEY" "$b restoredFrom.key (main's)"
+  assert_eq "$(ibf "$b" .status.placement.restoredFrom.cache)" "$main" "$b restoredFrom.cache (main's BuildCache)"
+  assert_eq "$(ibf "$b" .status.placement.restoredFrom.snapshot)" "$latest" "$b restoredFrom.snapshot (main's newest)"
+  assert_match "$(ibf "$b" .status.durations.restore)" '^.+$' "$b durations.restore"
+  check_cache_uses "$b" '^([2-9]|[1-9][0-9]+)$' "cache mount uses in a branch build restored from main (main's state came along)"
+  wait_snapshotted "$b"
+  branch_cache=$(cache_of "$key")
+  assert_ne "$branch_cache" "$main" "the branch's BuildCache"
+  assert_eq "$(bcf "$branch_cache" '.status.snapshots | length')" 1 "$branch_cache snapshots (the branch's save)"
+  assert_replica "$branch_cache" "$(ibf "$b" .status.placement.replica)" "$node" Idle
+  assert_eq "$(snapshot_ids "$main")" "$main_snaps" "$main snapshots (a branch build never writes main's cache)"
 }
 
 # Invalid ImageBuilds are refused by the API server, with the field named: one written here,
@@ -369,4 +411,8 @@ scenarios=("$@")
 check_scenarios "${ALL[*]}" "${scenarios[@]}"
 
 log "run $RUN: cache key $KEY, scenarios: ${scenarios[*]}"
+# Before any scenario: a controller that cannot reach the API server (it once panicked at its
+# first TLS connection) fails here with its logs, not as builds that never start.
+controller_ready "${E2E_READY_TIMEOUT:-120}"
+info "ok: controller pods Ready"
 run_scenarios e2e "${scenarios[@]}"
