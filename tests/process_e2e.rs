@@ -37,13 +37,17 @@ fn condition(ib: &ImageBuild, type_: &str) -> Option<(String, String)> {
 /// Waits for a build's save to end, and returns the build (`Snapshotted=True`).
 async fn wait_saved(c: &TestCluster, name: &str) -> ImageBuild {
     let api = c.builds();
-    c.wait_for(&format!("ImageBuild {name} Snapshotted=True"), secs(60), || {
-        let api = api.clone();
-        async move {
-            let ib = api.get_opt(name).await.ok()??;
-            (condition(&ib, "Snapshotted")?.0 == "True").then_some(ib)
-        }
-    })
+    c.wait_for(
+        &format!("ImageBuild {name} Snapshotted=True"),
+        secs(60),
+        || {
+            let api = api.clone();
+            async move {
+                let ib = api.get_opt(name).await.ok()??;
+                (condition(&ib, "Snapshotted")?.0 == "True").then_some(ib)
+            }
+        },
+    )
     .await
 }
 
@@ -104,9 +108,15 @@ async fn cold_then_hot_on_the_same_node() {
 /// than a pod's 1024 open-files limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_branch_starts_from_main_s_snapshot() {
-    let mut opts = ClusterOpts::default();
-    opts.buildkit.files_per_build = 3000;
-    let c = TestCluster::start(opts).await;
+    let buildkit = cluster::buildkit::BuildkitOpts {
+        files_per_build: 3000,
+        ..Default::default()
+    };
+    let c = TestCluster::start(ClusterOpts {
+        buildkit,
+        ..ClusterOpts::default()
+    })
+    .await;
     c.apply_build("main-1", build_spec("shop:main", json!({})))
         .await;
     c.wait_build("main-1", "Succeeded", secs(60)).await;
@@ -196,10 +206,12 @@ async fn a_read_only_fork_build_seeds_from_main_and_writes_nothing() {
 /// waiting on the build do not wait for the cache. The save's outcome lands after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn succeeded_is_published_before_the_save_ends() {
-    let mut opts = ClusterOpts::default();
-    // A Job pod that takes a moment to start, as on a real node.
-    opts.start_latency = Duration::from_millis(800);
-    let c = TestCluster::start(opts).await;
+    let c = TestCluster::start(ClusterOpts {
+        // A Job pod that takes a moment to start, as on a real node.
+        start_latency: Duration::from_millis(800),
+        ..ClusterOpts::default()
+    })
+    .await;
     c.apply_build("shop-1", build_spec("shop:main", json!({})))
         .await;
     c.wait_build("shop-1", "Succeeded", secs(60)).await;
@@ -230,10 +242,16 @@ async fn succeeded_is_published_before_the_save_ends() {
 /// save, another build) may touch the replica until its pod is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_touches_a_cancelled_build_s_replica_until_its_pod_is_gone() {
-    let mut opts = ClusterOpts::default();
-    opts.buildkit.term_linger = Duration::from_secs(3);
-    opts.nodes.truncate(1);
-    let c = TestCluster::start(opts).await;
+    let buildkit = cluster::buildkit::BuildkitOpts {
+        term_linger: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let c = TestCluster::start(ClusterOpts {
+        buildkit,
+        nodes: vec![cluster::NodeOpts::new("node-a")],
+        ..ClusterOpts::default()
+    })
+    .await;
     c.apply_build("shop-1", build_spec("shop:main", json!({})))
         .await;
     c.wait_build("shop-1", "Succeeded", secs(60)).await;
@@ -276,9 +294,11 @@ async fn nothing_touches_a_cancelled_build_s_replica_until_its_pod_is_gone() {
 /// keeps it Terminating) and with it the node's bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_eviction_frees_the_volume_and_the_node_s_bytes() {
-    let mut opts = ClusterOpts::default();
-    opts.nodes.truncate(1);
-    let c = TestCluster::start(opts).await;
+    let c = TestCluster::start(ClusterOpts {
+        nodes: vec![cluster::NodeOpts::new("node-a")],
+        ..ClusterOpts::default()
+    })
+    .await;
     c.apply_build("shop-1", build_spec("shop:main", json!({})))
         .await;
     let ib = c.wait_build("shop-1", "Succeeded", secs(60)).await;
