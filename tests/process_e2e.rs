@@ -99,6 +99,29 @@ async fn cold_then_hot_on_the_same_node() {
     assert_eq!(again.warmth, Some(Warmth::Hot), "{again:?}");
     assert_eq!(again.node, placement.node, "hot means the same node");
     assert!(c.runs.overlaps().is_empty(), "{:?}", c.runs.overlaps());
+    // What users read: Events in words, not Rust's debug formatting; text logs in a pod's
+    // log file (not a terminal) without colour codes.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.client(), "shop");
+    let notes: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("Hot")),
+        "a Placed event says Hot: {notes:?}"
+    );
+    assert!(
+        !notes.iter().any(|n| n.contains("Some(") || n.contains("None")),
+        "{notes:?}"
+    );
+    assert!(
+        !c.controller_log().contains('\u{1b}'),
+        "ANSI escape codes in the controller's text log"
+    );
     eprintln!("runs:\n{}", c.runs.describe(c.started));
 }
 

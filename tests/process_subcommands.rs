@@ -43,6 +43,8 @@ struct Setup {
 
 async fn setup() -> Setup {
     let server = ApiServer::start().await;
+    // Where the chart installs the controller (and its leader-election Lease).
+    server.ensure_namespace("hearth-system");
     let client = server.client().await;
     let dir = tempfile::tempdir().expect("temporary directory");
     let kubeconfig = server.kubeconfig(dir.path());

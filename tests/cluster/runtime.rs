@@ -1,6 +1,6 @@
 //! The test kubelet's container runtime: a container's `command` + `args` run as a real
-//! process on the host, in its own process group, under an open-files soft limit of 1024 (as
-//! containerd sets it), with an environment built only from the pod spec (plus PATH with the
+//! process on the host, in its own process group, under an open-files limit of 1024 (soft,
+//! as containerd sets it, and hard too, see [`OPEN_FILES`]), with an environment built only from the pod spec (plus PATH with the
 //! real `hearth` binary's dir first, HOME and HOSTNAME). Every mount path, and
 //! `/dev/termination-log`, is rewritten in the command, args, env and working dir to the host
 //! path it maps to. Termination follows the kubelet: SIGTERM to the group, SIGKILL after the
@@ -18,7 +18,9 @@ use tokio::sync::watch;
 
 use super::record::Procs;
 
-/// Open-files soft limit of every container process.
+/// Open-files limit of every container process, soft and hard: many runtimes give a pod a
+/// soft limit of 1024, and with the hard limit at 1024 too a process cannot raise its way out
+/// (`hearth` raises soft to hard at start), so the suite tests that it needs few descriptors.
 pub const OPEN_FILES: u64 = 1024;
 
 /// Rewrites container paths (mount paths, the termination log) to host paths.
@@ -217,7 +219,7 @@ pub async fn run_process(
     let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")
-        .arg(format!("ulimit -Sn {OPEN_FILES} && exec \"$@\""))
+        .arg(format!("ulimit -n {OPEN_FILES} && exec \"$@\""))
         .arg("sh")
         .args(&spec.argv)
         .env_clear()
