@@ -51,6 +51,29 @@ async fn wait_saved(c: &TestCluster, name: &str) -> ImageBuild {
     .await
 }
 
+/// Waits until the replica `pvc` of `key`'s BuildCache (None once its entry is dropped)
+/// satisfies `ok`.
+async fn wait_replica(
+    c: &TestCluster,
+    key: &str,
+    pvc: &str,
+    what: &str,
+    ok: impl Fn(Option<&hearth::api::ReplicaStatus>) -> bool,
+) {
+    let caches = c.caches();
+    let name = keys::cache_name_for_key(key);
+    let ok = &ok;
+    c.wait_for(&format!("replica {pvc}: {what}"), secs(20), || {
+        let caches = caches.clone();
+        let name = name.clone();
+        async move {
+            let status = caches.get(&name).await.ok()?.status?;
+            ok(status.replicas.iter().find(|r| r.pvc == pvc)).then_some(())
+        }
+    })
+    .await;
+}
+
 /// The placement of a finished build.
 fn placement(ib: &ImageBuild) -> hearth::api::Placement {
     ib.status
@@ -115,7 +138,9 @@ async fn cold_then_hot_on_the_same_node() {
         "a Placed event says Hot: {notes:?}"
     );
     assert!(
-        !notes.iter().any(|n| n.contains("Some(") || n.contains("None")),
+        !notes
+            .iter()
+            .any(|n| n.contains("Some(") || n.contains("None")),
         "{notes:?}"
     );
     assert!(
@@ -351,19 +376,7 @@ async fn budget_eviction_frees_the_volume_and_the_node_s_bytes() {
         async move { gone.then_some(()) }
     })
     .await;
-    let caches = c.caches();
-    let name = keys::cache_name_for_key("shop:main");
-    c.wait_for("the replica's entry to be dropped", secs(20), || {
-        let caches = caches.clone();
-        let name = name.clone();
-        let pvc = pvc.clone();
-        async move {
-            let cache = caches.get(&name).await.ok()?;
-            let replicas = cache.status?.replicas;
-            (!replicas.iter().any(|r| r.pvc == pvc)).then_some(())
-        }
-    })
-    .await;
+    wait_replica(&c, "shop:main", &pvc, "its entry dropped", |r| r.is_none()).await;
 }
 
 /// The controller killed mid-build: a new process picks the build up where it stood, with
@@ -399,17 +412,8 @@ async fn a_failing_build_is_reported_and_its_replica_released() {
         Some("False")
     );
     let pvc = placement(&ib).replica.expect("replica");
-    let caches = c.caches();
-    let name = keys::cache_name_for_key("shop:main");
-    c.wait_for("the replica released", secs(20), || {
-        let caches = caches.clone();
-        let name = name.clone();
-        let pvc = pvc.clone();
-        async move {
-            let cache = caches.get(&name).await.ok()?;
-            let r = cache.status?.replicas.into_iter().find(|r| r.pvc == pvc)?;
-            (r.holder.is_none() && r.state == ReplicaState::Idle).then_some(())
-        }
+    wait_replica(&c, "shop:main", &pvc, "released", |r| {
+        r.is_some_and(|r| r.holder.is_none() && r.state == ReplicaState::Idle)
     })
     .await;
 }

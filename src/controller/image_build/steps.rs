@@ -823,6 +823,26 @@ pub fn snapshot_due(cache: &BuildCache, pvc: &str, now: Timestamp) -> bool {
     }
 }
 
+/// Marks a build Succeeded unless it already is (a build left `Snapshotting` by an earlier
+/// controller finishes when its save ends; a current one finished before the save began).
+fn succeeded_once(
+    status: &mut ImageBuildStatus,
+    pushed: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    if status.phase != Some(Phase::Succeeded) {
+        finish(
+            status,
+            Phase::Succeeded,
+            "Succeeded",
+            pushed,
+            generation,
+            now,
+        );
+    }
+}
+
 /// Follows the save after a build: a Succeeded build whose `Snapshotted` is `Unknown`, or one
 /// left in the `Snapshotting` phase by an earlier version of the controller (finished here).
 pub(crate) async fn snapshotting(
@@ -887,16 +907,7 @@ pub(crate) async fn snapshotting(
                 done(build, &status, record.is_none(), record, true),
             )
             .await?;
-            if status.phase != Some(Phase::Succeeded) {
-                finish(
-                    &mut status,
-                    Phase::Succeeded,
-                    "Succeeded",
-                    &pushed,
-                    generation,
-                    now,
-                );
-            }
+            succeeded_once(&mut status, &pushed, generation, now);
             Ok(Step::new(status, Action::await_change()).with_event(
                 EventType::Normal,
                 "Snapshotted",
@@ -916,16 +927,7 @@ pub(crate) async fn snapshotting(
                 now,
             );
             release_claim(build, ctx, done(build, &status, true, None, true)).await?;
-            if status.phase != Some(Phase::Succeeded) {
-                finish(
-                    &mut status,
-                    Phase::Succeeded,
-                    "Succeeded",
-                    &pushed,
-                    generation,
-                    now,
-                );
-            }
+            succeeded_once(&mut status, &pushed, generation, now);
             status.message = Some(format!("{pushed}; the cache was not saved: {message}"));
             build_cache::save_failed(ctx, &namespace, &cache, &message).await;
             Ok(Step::new(status, Action::await_change()).with_event(
