@@ -256,12 +256,21 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             }
         })
     });
-    futures::future::join3(
+    let reconcilers = futures::future::join3(
         futures::future::join_all(controllers),
         futures::future::join_all(cache_controllers),
         futures::future::join_all(run_controllers),
-    )
-    .await;
+    );
+    let mut drained = drain_rx.clone();
+    tokio::select! {
+        _ = reconcilers => info!("reconciles drained"),
+        // Every step is recorded in status before the next, so stopping mid-reconcile loses
+        // nothing: after a bounded wait, go, rather than be killed at the grace period's end.
+        _ = async {
+            let _ = drained.wait_for(|d| *d).await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => warn!(timeout = ?DRAIN_TIMEOUT, "reconciles still running after the drain began; stopping anyway"),
+    }
     metrics.leader.set(0);
     match lease_task.await {
         Ok(Ok(_)) => info!("lease released"),
@@ -322,6 +331,9 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
+
+/// Longest wait for in-flight reconciles after SIGTERM or a lost lease.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

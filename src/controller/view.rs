@@ -495,6 +495,53 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_replica_a_terminating_pod_still_mounts_is_busy() {
+        let n1: Node = obj(
+            json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        );
+        let claim: PersistentVolumeClaim =
+            obj(json!({"metadata": {"name": "c-r0", "namespace": "shop"}}));
+        let cache: BuildCache = obj(
+            json!({"metadata": {"name": "c", "namespace": "shop"}, "spec": {"key": "shop:main"},
+            "status": {"replicas": [{"pvc": "c-r0", "node": "n1", "state": "Idle"}]}}),
+        );
+        // A cancelled build's pod: deleted, but its buildkitd still runs on the volume.
+        let pod = |phase: &str| -> Pod {
+            obj(
+                json!({"metadata": {"name": "b-build-1", "namespace": "shop",
+                "deletionTimestamp": "2026-11-29T10:00:00Z"},
+                "spec": {"containers": [{"name": "buildkit"}],
+                    "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": "c-r0"}}]},
+                "status": {"phase": phase}}),
+            )
+        };
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let state_with = |p: &Pod| {
+            let objects = Objects {
+                nodes: vec![&n1],
+                claims: vec![&claim],
+                pods: vec![p],
+                caches: vec![&cache],
+                ..Objects::default()
+            };
+            let view = build_view(
+                &objects,
+                &OperatorConfig::default(),
+                &PlannerConfig::default(),
+                now,
+            );
+            let (_, r) = view.cluster.replicas().next().expect("the replica");
+            (r.state, r.free_at.is_some())
+        };
+        assert_eq!(state_with(&pod("Running")), (ReplicaState::InUse, true));
+        assert_eq!(
+            state_with(&pod("Failed")),
+            (ReplicaState::Idle, false),
+            "a finished pod holds nothing"
+        );
+    }
+
+    #[test]
     fn each_key_gets_the_stats_its_own_namespace_measured() {
         let cache = |ns: &str, name: &str, history: serde_json::Value| -> BuildCache {
             obj(
