@@ -30,6 +30,15 @@ pub const BUCKET: &str = "hearth-test";
 impl S3Server {
     /// Starts the server and creates the bucket.
     pub async fn start() -> S3Server {
+        S3Server::start_with(None).await
+    }
+
+    /// As [`S3Server::start`], over HTTPS with `tls` (an `https://` endpoint).
+    pub async fn start_tls(tls: tokio_rustls::TlsAcceptor) -> S3Server {
+        S3Server::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> S3Server {
         use hyper_util::rt::{TokioExecutor, TokioIo};
         use hyper_util::server::conn::auto::Builder;
         // The SDK reads credentials and region from the environment, as in production.
@@ -48,18 +57,25 @@ impl S3Server {
         let service = b.build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
                 let svc = service.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(socket), svc)
-                        .await;
+                    let builder = Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        Some(tls) => match tls.accept(socket).await {
+                            Ok(stream) => builder.serve_connection(TokioIo::new(stream), svc).await,
+                            Err(_) => return,
+                        },
+                        None => builder.serve_connection(TokioIo::new(socket), svc).await,
+                    };
                 });
             }
         });
         S3Server {
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("{scheme}://{addr}"),
             root,
             task,
         }
