@@ -266,6 +266,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         _ = reconcilers => info!("reconciles drained"),
         // Every step is recorded in status before the next, so stopping mid-reconcile loses
         // nothing: after a bounded wait, go, rather than be killed at the grace period's end.
+        // (kube-runtime's runner waits for its store to be ready; a drain that stops the watch
+        // before the first list completes leaves it waiting for ever.)
         _ = async {
             let _ = drained.wait_for(|d| *d).await;
             tokio::time::sleep(DRAIN_TIMEOUT).await;
