@@ -58,6 +58,8 @@ pub const STORE_REACHABLE: &str = "StoreReachable";
 const STORE_BACKOFF: Duration = Duration::from_secs(300);
 /// While deleting, a failed forget is retried after this long.
 const DELETE_RETRY: Duration = Duration::from_secs(30);
+/// A running maintenance Job is looked at again after this long; its changes also trigger a
+/// reconcile at once (the controller watches the Jobs it owns), so this is only a safety net.
 const FOLLOW: Duration = Duration::from_secs(15);
 const RESYNC: Duration = Duration::from_secs(60);
 /// Most caches the planner ranks for pre-warming at one time, cluster-wide.

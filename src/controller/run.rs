@@ -215,6 +215,9 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             api_in::<PersistentVolumeClaim>(&client, scope),
             hearth_only.clone(),
         )
+        // Its maintenance Jobs (save, gc, forget, pre-warm): a finished one is acted on at
+        // once instead of at the next follow-up poll.
+        .owns(api_in::<Job>(&client, scope), hearth_only.clone())
         .graceful_shutdown_on(async move {
             let _ = drain.wait_for(|d| *d).await;
         })
