@@ -35,7 +35,7 @@ use super::cache_policy::{
 };
 use super::claims::{create_replica_pvc, owner_ref, push_replica, summarize, update_status};
 use super::context::Context;
-use super::error::{is_status, Error, Result};
+use super::error::{ignore_missing, is_status, Error, Result};
 use super::finalizer;
 use super::image_build::outcome::{restored_bytes, saved_snapshot, JobOutcome};
 use super::image_build::publish;
@@ -250,13 +250,6 @@ async fn remove_finished_users(ctx: &Context, namespace: &str, pvc: &str) -> Res
         )?;
     }
     Ok(())
-}
-
-fn ignore_missing<T>(r: std::result::Result<T, kube::Error>) -> Result<()> {
-    match r {
-        Err(e) if is_status(&e, 404) => Ok(()),
-        other => other.map(|_| ()).map_err(Error::from),
-    }
 }
 
 /// This cache's replica PVCs that an unfinished pod still mounts.
@@ -823,11 +816,7 @@ async fn abandon(cache: &BuildCache, ctx: &Context, op: &CacheOperation) -> Resu
     let name = cache.name_any();
     let jobs: Api<k8s_openapi::api::batch::v1::Job> =
         Api::namespaced(ctx.client.clone(), &namespace);
-    match jobs.delete(&op.job, &DeleteParams::background()).await {
-        Ok(_) => {}
-        Err(e) if is_status(&e, 404) => {}
-        Err(e) => return Err(e.into()),
-    }
+    ignore_missing(jobs.delete(&op.job, &DeleteParams::background()).await)?;
     info!(cache = %name, namespace = %namespace, job = %op.job, "abandoning an operation whose replica is gone");
     update_status(ctx, &namespace, &name, |status, _| {
         if status.operation.as_ref().map(|o| &o.job) != Some(&op.job) {

@@ -42,3 +42,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub fn is_status(err: &kube::Error, code: u16) -> bool {
     matches!(err, kube::Error::Api(s) if s.code == code)
 }
+
+/// A delete (or any call) whose object is already gone counts as done.
+pub fn ignore_missing<T>(r: std::result::Result<T, kube::Error>) -> Result<()> {
+    match r {
+        Err(e) if is_status(&e, 404) => Ok(()),
+        other => other.map(|_| ()).map_err(Error::from),
+    }
+}

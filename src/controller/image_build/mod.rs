@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::builders::labels;
 use super::claims::{self, Release};
 use super::context::Context;
-use super::error::{is_status, Error, Result};
+use super::error::{ignore_missing, Error, Result};
 use super::finalizer;
 use super::view::pod_unfinished;
 use crate::api::{ImageBuild, ImageBuildStatus, Phase};
@@ -243,7 +243,7 @@ pub(crate) async fn stop_children(build: &ImageBuild, ctx: &Context) -> Result<u
     let lp = kube::api::ListParams::default().labels(&selector);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
     for job in jobs.list(&lp).await?.items {
-        ignore_missing(jobs.delete(&job.name_any(), &dp).await.map(|_| ()))?;
+        ignore_missing(jobs.delete(&job.name_any(), &dp).await)?;
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let listed = pods.list(&lp).await?.items;
@@ -251,7 +251,7 @@ pub(crate) async fn stop_children(build: &ImageBuild, ctx: &Context) -> Result<u
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
     {
-        ignore_missing(pods.delete(&pod.name_any(), &dp).await.map(|_| ()))?;
+        ignore_missing(pods.delete(&pod.name_any(), &dp).await)?;
     }
     if listed.is_empty() {
         return Ok(0);
@@ -281,11 +281,4 @@ pub(crate) async fn release_claim(build: &ImageBuild, ctx: &Context, how: Releas
         ctx.now(),
     )
     .await
-}
-
-fn ignore_missing(r: std::result::Result<(), kube::Error>) -> Result<()> {
-    match r {
-        Err(e) if is_status(&e, 404) => Ok(()),
-        other => other.map_err(Error::from),
-    }
 }
