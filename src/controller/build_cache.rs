@@ -81,14 +81,16 @@ pub async fn reconcile(cache: Arc<BuildCache>, ctx: Arc<Context>) -> Result<Acti
     if cache.status.is_none() {
         return Ok(Action::requeue(RESYNC));
     }
+    // Replicas an unfinished pod still mounts: read once, for bookkeeping and the duties.
+    let mounted = mounted_replicas(&cache, &ctx);
     let step = async {
-        if let Some(action) = bookkeeping(&cache, &ctx).await? {
+        if let Some(action) = bookkeeping(&cache, &ctx, &mounted).await? {
             return Ok(action);
         }
         if let Some(op) = cache.status.as_ref().and_then(|s| s.operation.clone()) {
             return follow(&cache, &ctx, op).await;
         }
-        duty(&cache, &ctx).await
+        duty(&cache, &ctx, mounted).await
     };
     match step.await {
         Err(Error::ClaimConflict(_)) => Ok(Action::requeue(Duration::from_secs(1))),
@@ -103,7 +105,11 @@ pub fn error_policy(_cache: Arc<BuildCache>, error: &Error, ctx: Arc<Context>) -
 }
 
 /// Step 2: makes `status.replicas` true to PVCs, PVs, nodes and builds.
-async fn bookkeeping(cache: &BuildCache, ctx: &Context) -> Result<Option<Action>> {
+async fn bookkeeping(
+    cache: &BuildCache,
+    ctx: &Context,
+    mounted: &[String],
+) -> Result<Option<Action>> {
     let namespace = cache.namespace().unwrap_or_default();
     let name = cache.name_any();
     let status = cache.status.clone().unwrap_or_default();
@@ -135,7 +141,6 @@ async fn bookkeeping(cache: &BuildCache, ctx: &Context) -> Result<Option<Action>
     };
     let builds: Api<ImageBuild> = Api::namespaced(ctx.client.clone(), &namespace);
     // A claim whose build is gone is released once no pod of it still mounts the replica.
-    let mounted = mounted_replicas(cache, ctx);
     let mut gone_holders = HashSet::new();
     for r in &status.replicas {
         let Some(holder) = r.holder.clone() else {
@@ -267,7 +272,7 @@ fn mounted_replicas(cache: &BuildCache, ctx: &Context) -> Vec<String> {
 }
 
 /// Step 4: starts what the policy asks for.
-async fn duty(cache: &BuildCache, ctx: &Context) -> Result<Action> {
+async fn duty(cache: &BuildCache, ctx: &Context, mounted: Vec<String>) -> Result<Action> {
     let now = ctx.now();
     let status = cache.status.clone().unwrap_or_default();
     let config = &ctx.config;
@@ -282,7 +287,7 @@ async fn duty(cache: &BuildCache, ctx: &Context) -> Result<Action> {
         prewarm: (snapshots_enabled && !backoff)
             .then(|| prewarm_target(cache, ctx, now))
             .flatten(),
-        mounted: mounted_replicas(cache, ctx),
+        mounted,
     };
     match cache_policy::next_duty(cache, &facts) {
         Duty::Nothing => Ok(Action::requeue(RESYNC)),
