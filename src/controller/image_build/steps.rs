@@ -634,10 +634,10 @@ async fn building(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatu
                 }
                 _ => false,
             };
-            if due {
-                // The image is pushed and its digest known: the build has Succeeded, and
-                // pipelines waiting on it go on while the save runs. The replica stays held
-                // (Snapshotting) until the save ends; `Snapshotted` says how it went.
+            // The image is pushed and its digest known: the build has Succeeded, and pipelines
+            // waiting on it go on. A save that is due runs after it, the replica held
+            // (Snapshotting) until it ends; `Snapshotted` says how it went.
+            let (next, note) = if due {
                 release_claim(build, ctx, Release::Snapshotting).await?;
                 set_condition_unknown(
                     &mut status,
@@ -647,36 +647,26 @@ async fn building(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatu
                     generation,
                     now,
                 );
-                finish(
+                (Action::requeue(SOON), format!("{pushed}; saving the cache"))
+            } else {
+                let why = if build.spec.cache.mode == CacheMode::ReadWrite {
+                    "not due by the snapshot policy"
+                } else {
+                    "the build may not write back to the cache"
+                };
+                set_condition(
                     &mut status,
-                    Phase::Succeeded,
-                    "Succeeded",
-                    &pushed,
+                    condition::SNAPSHOTTED,
+                    false,
+                    "NotNeeded",
+                    why,
                     generation,
                     now,
                 );
-                return Ok(Step::new(status, Action::requeue(SOON)).with_event(
-                    EventType::Normal,
-                    "Succeeded",
-                    format!("{pushed}; saving the cache"),
-                ));
-            }
-            let why = if build.spec.cache.mode == CacheMode::ReadWrite {
-                "not due by the snapshot policy"
-            } else {
-                "the build may not write back to the cache"
+                let changed = build.spec.cache.mode == CacheMode::ReadWrite;
+                release_claim(build, ctx, done(build, &status, changed, None, true)).await?;
+                (Action::await_change(), pushed.clone())
             };
-            set_condition(
-                &mut status,
-                condition::SNAPSHOTTED,
-                false,
-                "NotNeeded",
-                why,
-                generation,
-                now,
-            );
-            let changed = build.spec.cache.mode == CacheMode::ReadWrite;
-            release_claim(build, ctx, done(build, &status, changed, None, true)).await?;
             finish(
                 &mut status,
                 Phase::Succeeded,
@@ -685,11 +675,7 @@ async fn building(build: &ImageBuild, ctx: &Context, mut status: ImageBuildStatu
                 generation,
                 now,
             );
-            Ok(Step::new(status, Action::await_change()).with_event(
-                EventType::Normal,
-                "Succeeded",
-                pushed,
-            ))
+            Ok(Step::new(status, next).with_event(EventType::Normal, "Succeeded", note))
         }
         PodOutcome::Failed { reason, message } => {
             release_claim(build, ctx, done(build, &status, true, None, false)).await?;
