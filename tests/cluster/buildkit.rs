@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::runtime::wait_term;
+use super::snapshot_support::noise;
 
 /// Knobs of the played buildkitd.
 #[derive(Clone, Debug)]
@@ -99,19 +100,6 @@ fn parse(play: &Play) -> Request {
         }
     }
     r
-}
-
-/// Pseudo-random bytes (xorshift) from a seed.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Text-like (compressible) contents.

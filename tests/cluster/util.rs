@@ -35,30 +35,29 @@ pub fn report(actor: &str, what: &str, err: &kube::Error) {
 
 /// GET, change, PUT (the main resource), retrying on conflicts. `change` returns false to
 /// skip the write. Returns the stored object, or None when it is gone or unchanged.
-pub async fn update<K, F>(api: &Api<K>, name: &str, mut change: F) -> kube::Result<Option<K>>
+pub async fn update<K, F>(api: &Api<K>, name: &str, change: F) -> kube::Result<Option<K>>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug,
     F: FnMut(&mut K) -> bool,
 {
-    for _ in 0..10 {
-        let Some(mut obj) = api.get_opt(name).await? else {
-            return Ok(None);
-        };
-        if !change(&mut obj) {
-            return Ok(None);
-        }
-        match api.replace(name, &PostParams::default(), &obj).await {
-            Ok(o) => return Ok(Some(o)),
-            Err(e) if is_code(&e, 409) => continue,
-            Err(e) if is_code(&e, 404) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(None)
+    read_change_write(api, name, change, false).await
 }
 
 /// As [`update`], through the status subresource.
-pub async fn update_status<K, F>(api: &Api<K>, name: &str, mut change: F) -> kube::Result<Option<K>>
+pub async fn update_status<K, F>(api: &Api<K>, name: &str, change: F) -> kube::Result<Option<K>>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+    F: FnMut(&mut K) -> bool,
+{
+    read_change_write(api, name, change, true).await
+}
+
+async fn read_change_write<K, F>(
+    api: &Api<K>,
+    name: &str,
+    mut change: F,
+    status: bool,
+) -> kube::Result<Option<K>>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug,
     F: FnMut(&mut K) -> bool,
@@ -70,7 +69,13 @@ where
         if !change(&mut obj) {
             return Ok(None);
         }
-        match api.replace_status(name, &PostParams::default(), &obj).await {
+        let pp = PostParams::default();
+        let written = if status {
+            api.replace_status(name, &pp, &obj).await
+        } else {
+            api.replace(name, &pp, &obj).await
+        };
+        match written {
             Ok(o) => return Ok(Some(o)),
             Err(e) if is_code(&e, 409) => continue,
             Err(e) if is_code(&e, 404) => return Ok(None),
