@@ -74,6 +74,14 @@ async fn wait_replica(
     .await;
 }
 
+/// Applies a ReadWrite build of `key`, waits for it to succeed and for its save to end;
+/// returns the saved build.
+async fn build_and_save(c: &TestCluster, name: &str, key: &str) -> ImageBuild {
+    c.apply_build(name, build_spec(key, json!({}))).await;
+    c.wait_build(name, "Succeeded", secs(60)).await;
+    wait_saved(c, name).await
+}
+
 /// The placement of a finished build.
 fn placement(ib: &ImageBuild) -> hearth::api::Placement {
     ib.status
@@ -165,10 +173,7 @@ async fn a_branch_starts_from_main_s_snapshot() {
         ..ClusterOpts::default()
     })
     .await;
-    c.apply_build("main-1", build_spec("shop:main", json!({})))
-        .await;
-    c.wait_build("main-1", "Succeeded", secs(60)).await;
-    wait_saved(&c, "main-1").await;
+    build_and_save(&c, "main-1", "shop:main").await;
 
     let mut spec = build_spec("shop:feature-x", json!({}));
     spec.cache.restore_keys = vec!["shop:main".into()];
@@ -207,10 +212,7 @@ async fn a_branch_starts_from_main_s_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_fork_build_seeds_from_main_and_writes_nothing() {
     let c = TestCluster::start(ClusterOpts::default()).await;
-    c.apply_build("main-1", build_spec("shop:main", json!({})))
-        .await;
-    c.wait_build("main-1", "Succeeded", secs(60)).await;
-    let main = wait_saved(&c, "main-1").await;
+    let main = build_and_save(&c, "main-1", "shop:main").await;
     let main_cache = keys::cache_name_for_key("shop:main");
     let snapshots = |c: &TestCluster| {
         let caches = c.caches();
@@ -260,10 +262,7 @@ async fn succeeded_is_published_before_the_save_ends() {
         ..ClusterOpts::default()
     })
     .await;
-    c.apply_build("shop-1", build_spec("shop:main", json!({})))
-        .await;
-    c.wait_build("shop-1", "Succeeded", secs(60)).await;
-    wait_saved(&c, "shop-1").await;
+    build_and_save(&c, "shop-1", "shop:main").await;
 
     let created = Instant::now();
     c.apply_build("shop-2", build_spec("shop:main", json!({})))
@@ -300,10 +299,7 @@ async fn nothing_touches_a_cancelled_build_s_replica_until_its_pod_is_gone() {
         ..ClusterOpts::default()
     })
     .await;
-    c.apply_build("shop-1", build_spec("shop:main", json!({})))
-        .await;
-    c.wait_build("shop-1", "Succeeded", secs(60)).await;
-    wait_saved(&c, "shop-1").await;
+    build_and_save(&c, "shop-1", "shop:main").await;
 
     c.apply_build("shop-2", sleeping("shop:main", 60)).await;
     let builds = c.builds();
@@ -347,10 +343,7 @@ async fn budget_eviction_frees_the_volume_and_the_node_s_bytes() {
         ..ClusterOpts::default()
     })
     .await;
-    c.apply_build("shop-1", build_spec("shop:main", json!({})))
-        .await;
-    let ib = c.wait_build("shop-1", "Succeeded", secs(60)).await;
-    wait_saved(&c, "shop-1").await;
+    let ib = build_and_save(&c, "shop-1", "shop:main").await;
     let p = placement(&ib);
     let pvc = p.replica.clone().expect("replica");
     let dir = c.pv_dir(&pvc).await.expect("bound");
