@@ -33,7 +33,9 @@ use super::builders::Pin;
 use super::cache_policy::{
     self, budget_victims, CostModel, Duty, Facts, NodeReplica, PrewarmTarget,
 };
-use super::claims::{create_replica_pvc, owner_ref, push_replica, summarize, update_status};
+use super::claims::{
+    create_replica_pvc, owner_ref, push_replica, summarize, update_status, update_status_retrying,
+};
 use super::context::Context;
 use super::error::{ignore_missing, is_status, Error, Result};
 use super::finalizer;
@@ -839,20 +841,14 @@ async fn abandon(cache: &BuildCache, ctx: &Context, op: &CacheOperation) -> Resu
 /// Best effort: a write that keeps conflicting is logged, never fatal to the build.
 pub async fn save_failed(ctx: &Context, namespace: &str, cache: &str, message: &str) {
     let now = ctx.now();
-    for _ in 0..3 {
-        let result = update_status(ctx, namespace, cache, |status, _| {
+    let recorded =
+        update_status_retrying(ctx, namespace, cache, 3, "a failed save", |status, _| {
             set_store_condition(status, false, "SaveFailed", message, now);
             true
         })
         .await;
-        match result {
-            Err(Error::ClaimConflict(_)) => continue,
-            Err(e) => {
-                warn!(cache, namespace, error = %e, "could not record a failed save");
-                return;
-            }
-            Ok(_) => return,
-        }
+    if let Err(e) = recorded {
+        warn!(cache, namespace, error = %e, "could not record a failed save");
     }
 }
 

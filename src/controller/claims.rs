@@ -297,74 +297,88 @@ pub async fn release(
     how: Release,
     now: Timestamp,
 ) -> Result<()> {
-    for _ in 0..5 {
-        let how = how.clone();
-        let result = update_status(ctx, namespace, cache, |status, bc| {
-            let Some(r) = status
-                .replicas
-                .iter_mut()
-                .find(|r| r.holder.as_deref() == Some(holder))
-            else {
-                return false;
-            };
-            match how {
-                Release::Restored { snapshot } => {
-                    r.state = ReplicaState::InUse;
-                    r.snapshot_id = Some(snapshot);
-                }
-                Release::Snapshotting => r.state = ReplicaState::Snapshotting,
-                Release::Lost => {
-                    r.state = ReplicaState::Lost;
-                    r.holder = None;
-                }
-                Release::Done {
-                    changed,
-                    saved,
-                    warmth,
-                    build,
-                } => {
-                    r.state = ReplicaState::Idle;
-                    r.holder = None;
-                    r.last_used = Some(Time(now));
-                    r.uses = Some(r.uses.unwrap_or(0) + 1);
-                    if let Some(record) = &saved {
-                        r.snapshot_id = Some(record.id.clone());
-                        r.builds_since_snapshot = Some(0);
-                        r.size_bytes = Some(record.bytes);
-                    } else if changed {
-                        r.snapshot_id = None;
-                        r.builds_since_snapshot = Some(r.builds_since_snapshot.unwrap_or(0) + 1);
-                    }
-                    // Under the claim, like the hit counts: a build is learned from once.
-                    if let Some(mut facts) = build {
-                        facts.cache_bytes = saved.as_ref().map(|s| s.bytes);
-                        key_history::record(&mut status.history, &facts);
-                    }
-                    if let Some(record) = saved {
-                        status.snapshots.insert(0, record);
-                        let keep = bc.spec.snapshot.retain.max(1) as usize;
-                        status.snapshots.truncate(keep);
-                    }
-                    let hits = status.hits.get_or_insert_with(HitCounts::default);
-                    match warmth {
-                        Some(Warmth::Hot) => hits.hot += 1,
-                        Some(Warmth::Restored) => hits.restored += 1,
-                        Some(Warmth::Cold) => hits.cold += 1,
-                        None => {}
-                    }
-                    status.last_build = Some(holder.to_string());
-                }
+    let change = |status: &mut BuildCacheStatus, bc: &BuildCache| {
+        let Some(r) = status
+            .replicas
+            .iter_mut()
+            .find(|r| r.holder.as_deref() == Some(holder))
+        else {
+            return false;
+        };
+        match how.clone() {
+            Release::Restored { snapshot } => {
+                r.state = ReplicaState::InUse;
+                r.snapshot_id = Some(snapshot);
             }
-            true
-        })
-        .await;
-        match result {
+            Release::Snapshotting => r.state = ReplicaState::Snapshotting,
+            Release::Lost => {
+                r.state = ReplicaState::Lost;
+                r.holder = None;
+            }
+            Release::Done {
+                changed,
+                saved,
+                warmth,
+                build,
+            } => {
+                r.state = ReplicaState::Idle;
+                r.holder = None;
+                r.last_used = Some(Time(now));
+                r.uses = Some(r.uses.unwrap_or(0) + 1);
+                if let Some(record) = &saved {
+                    r.snapshot_id = Some(record.id.clone());
+                    r.builds_since_snapshot = Some(0);
+                    r.size_bytes = Some(record.bytes);
+                } else if changed {
+                    r.snapshot_id = None;
+                    r.builds_since_snapshot = Some(r.builds_since_snapshot.unwrap_or(0) + 1);
+                }
+                // Under the claim, like the hit counts: a build is learned from once.
+                if let Some(mut facts) = build {
+                    facts.cache_bytes = saved.as_ref().map(|s| s.bytes);
+                    key_history::record(&mut status.history, &facts);
+                }
+                if let Some(record) = saved {
+                    status.snapshots.insert(0, record);
+                    let keep = bc.spec.snapshot.retain.max(1) as usize;
+                    status.snapshots.truncate(keep);
+                }
+                let hits = status.hits.get_or_insert_with(HitCounts::default);
+                match warmth {
+                    Some(Warmth::Hot) => hits.hot += 1,
+                    Some(Warmth::Restored) => hits.restored += 1,
+                    Some(Warmth::Cold) => hits.cold += 1,
+                    None => {}
+                }
+                status.last_build = Some(holder.to_string());
+            }
+        }
+        true
+    };
+    update_status_retrying(ctx, namespace, cache, 5, "release", change)
+        .await
+        .map(|_| ())
+}
+
+/// [`update_status`] retried on write conflicts, each attempt applying `change` to a fresh
+/// read: for changes that must not be lost to a concurrent writer (a release, a failed save).
+/// After `attempts` conflicts, a conflict naming `what`.
+pub async fn update_status_retrying(
+    ctx: &Context,
+    namespace: &str,
+    cache: &str,
+    attempts: usize,
+    what: &str,
+    mut change: impl FnMut(&mut BuildCacheStatus, &BuildCache) -> bool,
+) -> Result<Option<BuildCache>> {
+    for _ in 0..attempts {
+        match update_status(ctx, namespace, cache, &mut change).await {
             Err(Error::ClaimConflict(_)) => continue,
-            other => return other.map(|_| ()),
+            other => return other,
         }
     }
     Err(Error::ClaimConflict(format!(
-        "{cache}: release kept conflicting"
+        "{cache}: {what} kept conflicting"
     )))
 }
 
