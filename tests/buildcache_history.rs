@@ -4,9 +4,9 @@
 mod support;
 
 use hearth::api::{keys, Phase, Warmth};
-use hearth::controller::claims::{self, Release};
 use hearth::controller::image_build::status::saving;
 use hearth::controller::key_history::FinishedBuild;
+use hearth::controller::replica_table::{self, Release};
 use hearth::controller::view::{build_view, Objects};
 use hearth::planner::PlannerConfig;
 use serde_json::json;
@@ -91,7 +91,7 @@ async fn a_cold_then_a_hot_build_teach_the_planner_the_key_s_times() {
             true,
         )),
     };
-    claims::release(&c.ctx, NS, &cache, "b2", again, c.now())
+    replica_table::release(&c.ctx, NS, &cache, "b2", again, c.now())
         .await
         .unwrap();
     let status = c.cache(&cache).await.status.unwrap();

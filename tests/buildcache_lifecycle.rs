@@ -8,8 +8,10 @@ mod support;
 use std::sync::Arc;
 
 use hearth::api::{keys, BuildCache, DeletionPolicy, OperationKind, Phase, ReplicaState};
-use hearth::controller::build_cache::{self, FINALIZER, STORE_REACHABLE};
+use hearth::controller::build_cache;
+use hearth::controller::finalizer::SNAPSHOTS as FINALIZER;
 use hearth::controller::image_build::status::saving;
+use hearth::controller::replica_table::STORE_REACHABLE;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};

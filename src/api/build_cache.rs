@@ -420,6 +420,10 @@ pub struct BuildCacheStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// When a store operation last failed: no store operation starts for a while after it
+    /// (the back-off); cleared by the next success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_failed_at: Option<Time>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

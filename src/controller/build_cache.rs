@@ -33,18 +33,21 @@ use super::builders::Pin;
 use super::cache_policy::{
     self, budget_victims, CostModel, Duty, Facts, NodeReplica, PrewarmTarget,
 };
-use super::claims::{
-    create_replica_pvc, owner_ref, push_replica, summarize, update_status, update_status_retrying,
-};
 use super::context::Context;
 use super::error::{ignore_missing, is_status, Error, Result};
-use super::finalizer;
-use super::image_build::outcome::{restored_bytes, saved_snapshot, JobOutcome};
-use super::image_build::publish;
+use super::events::publish;
+use super::finalizer::{self, Cleanup};
 use super::job_runner::job_state;
+use super::outcome::{restored_bytes, saved_snapshot, JobOutcome};
+use super::replica_table::{
+    self, create_replica_pvc, owner_ref, push_replica, set_store_condition, summarize,
+    update_status, STORE_REACHABLE,
+};
+use super::requeue::{CACHE_CONFLICT, CACHE_ERROR, DELETE_RETRY, FOLLOW, RESYNC, SOON};
 use super::view::{
     mounted_claims, node_budget, pod_claims, pv_location, seconds, view_from_stores,
 };
+use super::writes::delete_ignoring_missing;
 use crate::api::{
     BuildCache, BuildCacheStatus, CacheOperation, DeletionPolicy, ImageBuild, OperationKind,
     ReplicaState, SnapshotRecord,
@@ -52,18 +55,8 @@ use crate::api::{
 
 /// Name of this controller in metrics.
 pub const CONTROLLER: &str = "buildcache";
-/// Finalizer that lets the controller remove a cache's snapshots before it goes.
-pub const FINALIZER: &str = "hearth.dev/snapshots";
-/// Condition telling whether the last store operation worked.
-pub const STORE_REACHABLE: &str = "StoreReachable";
 /// After a failed store operation, none is started for this long.
 const STORE_BACKOFF: Duration = Duration::from_secs(300);
-/// While deleting, a failed forget is retried after this long.
-const DELETE_RETRY: Duration = Duration::from_secs(30);
-/// A running maintenance Job is looked at again after this long; its changes also trigger a
-/// reconcile at once (the controller watches the Jobs it owns), so this is only a safety net.
-const FOLLOW: Duration = Duration::from_secs(15);
-const RESYNC: Duration = Duration::from_secs(60);
 /// Most caches the planner ranks for pre-warming at one time, cluster-wide.
 const PREWARM_LIMIT: usize = 32;
 
@@ -71,15 +64,22 @@ const PREWARM_LIMIT: usize = 32;
 pub async fn reconcile(cache: Arc<BuildCache>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconcile(CONTROLLER);
     refresh_gauges(&ctx);
-    let namespace = cache.namespace().unwrap_or_default();
-    let api: Api<BuildCache> = Api::namespaced(ctx.client.clone(), &namespace);
-    if cache.metadata.deletion_timestamp.is_some() {
-        return finalize(&cache, &ctx).await;
-    }
-    let cache = match finalizer::ensure(&api, cache.as_ref(), FINALIZER).await? {
-        Some(updated) => Arc::new(updated),
-        None => cache,
-    };
+    let api: Api<BuildCache> =
+        Api::namespaced(ctx.client.clone(), &cache.namespace().unwrap_or_default());
+    finalizer::reconcile_with(
+        &api,
+        cache,
+        finalizer::SNAPSHOTS,
+        |cache| apply(cache, &ctx),
+        |cache| cleanup(cache, &ctx),
+    )
+    .await
+}
+
+/// Reconciles a live BuildCache: bookkeeping first, then the operation in flight, then what
+/// the policy asks for.
+async fn apply(cache: Arc<BuildCache>, ctx: &Context) -> Result<Action> {
+    let ctx = ctx.clone();
     if cache.status.is_none() {
         return Ok(Action::requeue(RESYNC));
     }
@@ -90,12 +90,12 @@ pub async fn reconcile(cache: Arc<BuildCache>, ctx: Arc<Context>) -> Result<Acti
             return Ok(action);
         }
         if let Some(op) = cache.status.as_ref().and_then(|s| s.operation.clone()) {
-            return follow(&cache, &ctx, op).await;
+            return follow(&cache, &ctx, op).await.map(pending);
         }
         duty(&cache, &ctx, mounted).await
     };
     match step.await {
-        Err(Error::ClaimConflict(_)) => Ok(Action::requeue(Duration::from_secs(1))),
+        Err(Error::ClaimConflict(_)) => Ok(Action::requeue(CACHE_CONFLICT)),
         other => other,
     }
 }
@@ -103,7 +103,15 @@ pub async fn reconcile(cache: Arc<BuildCache>, ctx: Arc<Context>) -> Result<Acti
 /// Backs off on errors.
 pub fn error_policy(_cache: Arc<BuildCache>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(CONTROLLER, error.category());
-    Action::requeue(Duration::from_secs(10))
+    Action::requeue(CACHE_ERROR)
+}
+
+/// A live cache's next look from a follow step (a cache can only be done when deleted).
+fn pending(step: Cleanup) -> Action {
+    match step {
+        Cleanup::Pending(next) => next,
+        Cleanup::Done => Action::await_change(),
+    }
 }
 
 /// Step 2: makes `status.replicas` true to PVCs, PVs, nodes and builds.
@@ -232,7 +240,7 @@ async fn bookkeeping(
         )
         .await;
     }
-    Ok(Some(Action::requeue(Duration::from_millis(100))))
+    Ok(Some(Action::requeue(SOON)))
 }
 
 /// Deletes the pods that mount `pvc` (finished ones: a replica is only retired once no pod
@@ -376,11 +384,11 @@ async fn start_prewarm(cache: &BuildCache, ctx: &Context, target: PrewarmTarget)
     })
     .await?;
     let (Some(op), Some(fresh)) = (op, updated) else {
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Ok(Action::requeue(CACHE_CONFLICT));
     };
     info!(cache = %name, namespace = %namespace, job = %op.job, node = %target.node, snapshot = %target.snapshot, "pre-warming");
     create_replica_pvc(ctx, &fresh, op.pvc.as_deref().unwrap_or_default()).await?;
-    follow(&fresh, ctx, op).await
+    follow(&fresh, ctx, op).await.map(pending)
 }
 
 /// Replicas of this cache that their node's budget ranking (over every cache on the node,
@@ -455,61 +463,8 @@ async fn evict(
     pvc: &str,
     reason: cache_policy::EvictReason,
 ) -> Result<Action> {
-    evict_replica(cache, ctx, pvc, reason).await?;
-    Ok(Action::requeue(Duration::from_millis(100)))
-}
-
-/// Marks replica `pvc` of `cache` `Evicting` if it is still deletable (the write is guarded by
-/// the resourceVersion, so a build claiming it at the same time wins), with an Event and the
-/// eviction metric. Whether it was marked.
-pub async fn evict_replica(
-    cache: &BuildCache,
-    ctx: &Context,
-    pvc: &str,
-    reason: cache_policy::EvictReason,
-) -> Result<bool> {
-    let namespace = cache.namespace().unwrap_or_default();
-    let name = cache.name_any();
-    let mut size = 0;
-    let updated = update_status(ctx, &namespace, &name, |status, _| {
-        let check = status.clone();
-        let Some(r) = status.replicas.iter_mut().find(|r| r.pvc == pvc) else {
-            return false;
-        };
-        if !cache_policy::deletable(r, &check) {
-            return false;
-        }
-        size = r.size_bytes.unwrap_or(0);
-        r.state = ReplicaState::Evicting;
-        r.reason = Some(reason.as_str().into());
-        true
-    })
-    .await?;
-    if updated.is_some() {
-        ctx.metrics.evicted(reason.as_str());
-        let where_ = cache
-            .status
-            .iter()
-            .flat_map(|s| s.replicas.iter())
-            .find(|r| r.pvc == pvc)
-            .and_then(|r| r.node.clone())
-            .unwrap_or_default();
-        let note = format!(
-            "evicting replica {pvc} on {where_} ({}, {} bytes): {}; its state is in the store",
-            reason.as_str(),
-            size,
-            match reason {
-                cache_policy::EvictReason::Budget => "the node is over its cache budget",
-                cache_policy::EvictReason::IdleTtl => "unused for longer than gc.idleTtl",
-                cache_policy::EvictReason::MaxReplicas => "more replicas than maxReplicas",
-                cache_policy::EvictReason::Room =>
-                    "the planner makes room on the node for a build's new replica",
-            }
-        );
-        info!(cache = %name, namespace = %namespace, pvc, reason = reason.as_str(), "evicting");
-        publish(ctx, cache, EventType::Normal, "Evicted", note).await;
-    }
-    Ok(updated.is_some())
+    replica_table::evict(ctx, cache, pvc, reason).await?;
+    Ok(Action::requeue(SOON))
 }
 
 /// Records a maintenance operation in status (a save also marks its replica `Snapshotting`,
@@ -549,14 +504,14 @@ async fn start(
     })
     .await?;
     let Some(op) = op else {
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Ok(Action::requeue(CACHE_CONFLICT));
     };
     info!(cache = %name, namespace = %namespace, job = %op.job, kind = ?kind, reason, "starting a maintenance job");
     // The fresh object (with the operation) is what `follow` reads; creating the Job now
     // saves a round trip.
     let fresh: Api<BuildCache> = Api::namespaced(ctx.client.clone(), &namespace);
     match fresh.get_opt(&name).await? {
-        Some(c) => follow(&c, ctx, op).await,
+        Some(c) => follow(&c, ctx, op).await.map(pending),
         None => Ok(Action::await_change()),
     }
 }
@@ -617,7 +572,7 @@ fn operation_job(
         OperationKind::Save => (SnapshotOp::Save, Some((pvc, pin))),
         OperationKind::Prewarm => {
             let snapshot = r.and_then(|r| r.snapshot_id.clone()).ok_or_else(|| {
-                Error::Planner(format!("pre-warm of {pvc}: the replica names no snapshot"))
+                Error::Internal(format!("pre-warm of {pvc}: the replica names no snapshot"))
             })?;
             // A pre-warm restores the cache's own newest snapshot.
             let from = cache.name_any();
@@ -655,12 +610,13 @@ fn operation_job(
 }
 
 /// Step 3: follows the Job of the operation in flight and applies its result.
-async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result<Action> {
+/// `Done` only for a cache being deleted whose snapshots are forgotten (or cannot be).
+async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result<Cleanup> {
     let namespace = cache.namespace().unwrap_or_default();
     let name = cache.name_any();
     let now = ctx.now();
     if op.kind == OperationKind::Prewarm && !still_restoring(cache, &op) {
-        return abandon(cache, ctx, &op).await;
+        return abandon(cache, ctx, &op).await.map(Cleanup::Pending);
     }
     let job = operation_job(cache, ctx, &op)?;
     let outcome = match job_state(ctx, &namespace, job).await {
@@ -675,9 +631,7 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
                 warn!(cache = %name, namespace = %namespace, "{note}");
                 ctx.metrics.store_failed("forget");
                 publish(ctx, cache, EventType::Warning, "SnapshotsLeft", note).await;
-                let api: Api<BuildCache> = Api::namespaced(ctx.client.clone(), &namespace);
-                finalizer::remove(&api, cache, FINALIZER).await?;
-                return Ok(Action::await_change());
+                return Ok(Cleanup::Done);
             }
             JobOutcome::Failed {
                 message: format!("could not create Job {}: {}", op.job, s.message),
@@ -687,16 +641,17 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
     };
     let store_op = role(op.kind);
     match outcome {
-        JobOutcome::Running => Ok(Action::requeue(FOLLOW)),
+        JobOutcome::Running => Ok(Cleanup::Pending(Action::requeue(FOLLOW))),
         JobOutcome::Succeeded { result, .. } => {
             let mut note = String::new();
-            let updated = update_status(ctx, &namespace, &name, |status, _| {
+            update_status(ctx, &namespace, &name, |status, _| {
                 status.operation = None;
                 set_store_condition(
                     status,
                     true,
                     "Succeeded",
                     &format!("{} job {} succeeded", store_op, op.job),
+                    cache.metadata.generation,
                     now,
                 );
                 match op.kind {
@@ -760,11 +715,9 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
                 publish(ctx, cache, EventType::Normal, reason, note).await;
             }
             if op.kind == OperationKind::Forget && cache.metadata.deletion_timestamp.is_some() {
-                let api: Api<BuildCache> = Api::namespaced(ctx.client.clone(), &namespace);
-                finalizer::remove(&api, updated.as_ref().unwrap_or(cache), FINALIZER).await?;
-                return Ok(Action::await_change());
+                return Ok(Cleanup::Done);
             }
-            Ok(Action::requeue(Duration::from_millis(100)))
+            Ok(Cleanup::Pending(Action::requeue(SOON)))
         }
         JobOutcome::Failed { message } => {
             ctx.metrics.store_failed(store_op);
@@ -776,6 +729,7 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
                     false,
                     "JobFailed",
                     &format!("{store_op} job {} failed: {message}", op.job),
+                    cache.metadata.generation,
                     now,
                 );
                 if let Some(r) = status
@@ -802,7 +756,7 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
                 format!("{store_op} ({}) failed: {message}", op.reason),
             )
             .await;
-            Ok(Action::requeue(Duration::from_secs(1)))
+            Ok(Cleanup::Pending(Action::requeue(CACHE_CONFLICT)))
         }
     }
 }
@@ -821,9 +775,8 @@ fn still_restoring(cache: &BuildCache, op: &CacheOperation) -> bool {
 async fn abandon(cache: &BuildCache, ctx: &Context, op: &CacheOperation) -> Result<Action> {
     let namespace = cache.namespace().unwrap_or_default();
     let name = cache.name_any();
-    let jobs: Api<k8s_openapi::api::batch::v1::Job> =
-        Api::namespaced(ctx.client.clone(), &namespace);
-    ignore_missing(jobs.delete(&op.job, &DeleteParams::background()).await)?;
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    delete_ignoring_missing(&jobs, &op.job).await?;
     info!(cache = %name, namespace = %namespace, job = %op.job, "abandoning an operation whose replica is gone");
     update_status(ctx, &namespace, &name, |status, _| {
         if status.operation.as_ref().map(|o| &o.job) != Some(&op.job) {
@@ -833,60 +786,15 @@ async fn abandon(cache: &BuildCache, ctx: &Context, op: &CacheOperation) -> Resu
         true
     })
     .await?;
-    Ok(Action::requeue(Duration::from_millis(100)))
-}
-
-/// A build's save failed (the build itself Succeeded): the cache says so in its
-/// `StoreReachable` condition, which also holds back its store operations for a while.
-/// Best effort: a write that keeps conflicting is logged, never fatal to the build.
-pub async fn save_failed(ctx: &Context, namespace: &str, cache: &str, message: &str) {
-    let now = ctx.now();
-    let recorded =
-        update_status_retrying(ctx, namespace, cache, 3, "a failed save", |status, _| {
-            set_store_condition(status, false, "SaveFailed", message, now);
-            true
-        })
-        .await;
-    if let Err(e) = recorded {
-        warn!(cache, namespace, error = %e, "could not record a failed save");
-    }
-}
-
-/// Sets `StoreReachable`; its transition time also times the backoff after a failure.
-fn set_store_condition(
-    status: &mut BuildCacheStatus,
-    ok: bool,
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) {
-    let value = if ok { "True" } else { "False" };
-    let keep_time = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == STORE_REACHABLE)
-        .filter(|c| c.status == value && ok)
-        .map(|c| c.last_transition_time.clone());
-    status.conditions.retain(|c| c.type_ != STORE_REACHABLE);
-    status
-        .conditions
-        .push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-            type_: STORE_REACHABLE.into(),
-            status: value.into(),
-            reason: reason.into(),
-            message: message.chars().take(1024).collect(),
-            last_transition_time: keep_time.unwrap_or(Time(now)),
-            observed_generation: None,
-        });
+    Ok(Action::requeue(SOON))
 }
 
 /// Whether a store operation failed less than `backoff` ago.
 fn store_backoff(status: &BuildCacheStatus, now: Timestamp, backoff: Duration) -> bool {
     status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == STORE_REACHABLE && c.status == "False")
-        .is_some_and(|c| seconds(now) - seconds(c.last_transition_time.0) < backoff.as_secs_f64())
+        .store_failed_at
+        .as_ref()
+        .is_some_and(|t| seconds(now) - seconds(t.0) < backoff.as_secs_f64())
 }
 
 /// The snapshot list of a `hearth snapshot gc --cache C --json` result, newest first.
@@ -906,18 +814,15 @@ pub fn gc_listing(result: &str) -> Option<Vec<SnapshotRecord>> {
         .collect()
 }
 
-/// Step 1: a BuildCache being deleted.
-async fn finalize(cache: &BuildCache, ctx: &Context) -> Result<Action> {
+/// Step 1: a BuildCache being deleted: its snapshots forgotten (deletionPolicy Delete)
+/// once no build holds a replica.
+async fn cleanup(cache: Arc<BuildCache>, ctx: &Context) -> Result<Cleanup> {
+    let cache = cache.as_ref();
     let namespace = cache.namespace().unwrap_or_default();
     let name = cache.name_any();
-    let api: Api<BuildCache> = Api::namespaced(ctx.client.clone(), &namespace);
-    if !cache.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
-    }
     let status = cache.status.clone().unwrap_or_default();
     if cache.spec.deletion_policy == DeletionPolicy::Retain || !ctx.config.snapshots_enabled() {
-        finalizer::remove(&api, cache, FINALIZER).await?;
-        return Ok(Action::await_change());
+        return Ok(Cleanup::Done);
     }
     let now = ctx.now();
     let since = cache
@@ -941,12 +846,11 @@ async fn finalize(cache: &BuildCache, ctx: &Context) -> Result<Action> {
         warn!(cache = %name, namespace = %namespace, "{note}");
         ctx.metrics.store_failed("forget");
         publish(ctx, cache, EventType::Warning, "SnapshotsLeft", note).await;
-        finalizer::remove(&api, cache, FINALIZER).await?;
-        return Ok(Action::await_change());
+        return Ok(Cleanup::Done);
     }
     if let Some(op) = status.operation.clone() {
         // A save or gc in flight ends first (a save finishing after the forget would leave a
-        // snapshot behind); a forget's success removes the finalizer.
+        // snapshot behind); a forget's success is the end of the cleanup.
         return follow(cache, ctx, op).await;
     }
     let held = status
@@ -954,19 +858,20 @@ async fn finalize(cache: &BuildCache, ctx: &Context) -> Result<Action> {
         .iter()
         .any(|r| r.holder.is_some() && r.state != ReplicaState::Lost);
     if held {
-        return Ok(Action::requeue(FOLLOW));
+        return Ok(Cleanup::Pending(Action::requeue(FOLLOW)));
     }
     if store_backoff(&status, now, DELETE_RETRY) {
-        return Ok(Action::requeue(DELETE_RETRY));
+        return Ok(Cleanup::Pending(Action::requeue(DELETE_RETRY)));
     }
-    start(
+    let started = start(
         cache,
         ctx,
         OperationKind::Forget,
         None,
         "deletionPolicy Delete",
     )
-    .await
+    .await?;
+    Ok(Cleanup::Pending(started))
 }
 
 /// Sets the gauges from every cache the controller sees: bytes and budget per node, replicas

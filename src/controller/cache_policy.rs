@@ -35,6 +35,16 @@ impl EvictReason {
             EvictReason::Room => "Room",
         }
     }
+
+    /// Why, for people (Events).
+    pub fn explain(self) -> &'static str {
+        match self {
+            EvictReason::Budget => "the node is over its cache budget",
+            EvictReason::IdleTtl => "unused for longer than gc.idleTtl",
+            EvictReason::MaxReplicas => "more replicas than maxReplicas",
+            EvictReason::Room => "the planner makes room on the node for a build's new replica",
+        }
+    }
 }
 
 /// One replica on a node, from any cache of any namespace, for budget ranking.

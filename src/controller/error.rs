@@ -13,12 +13,10 @@ pub enum Error {
     /// The object cannot be acted on until the user changes it (reported in status).
     #[error("{0}")]
     InvalidSpec(String),
-    /// The planner refused its input (a bug or a corrupt view).
-    #[error("planner: {0}")]
-    Planner(String),
-    /// A finalizer step failed.
-    #[error("finalizer: {0}")]
-    Finalizer(String),
+    /// A broken invariant: a bug, or state written by something other than the controller
+    /// (the planner refusing its view, a phase without the status it needs).
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -29,8 +27,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::ClaimConflict(_) => "conflict",
             Error::InvalidSpec(_) => "invalid_spec",
-            Error::Planner(_) => "planner",
-            Error::Finalizer(_) => "finalizer",
+            Error::Internal(_) => "internal",
         }
     }
 }

@@ -3,38 +3,38 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::ResourceExt;
 
-use super::builders::labels;
 use super::context::Context;
-use super::error::{is_status, Result};
-use super::image_build::outcome::{job_outcome, JobOutcome};
+use super::error::Result;
+use super::outcome::{job_outcome, JobOutcome};
+use super::writes::create_or_get;
 
 /// Creates the job if it does not exist yet and reads where it stands.
 pub async fn job_state(ctx: &Context, namespace: &str, job: Job) -> Result<JobOutcome> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = job.name_any();
-    let current = match jobs.get_opt(&name).await? {
+    let current = match jobs.get_opt(&job.name_any()).await? {
         Some(j) => j,
-        None => match jobs
-            .create(
-                &PostParams {
-                    field_manager: Some(labels::FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &job,
-            )
-            .await
-        {
-            Ok(j) => j,
-            Err(e) if is_status(&e, 409) => jobs.get(&name).await?,
-            Err(e) => return Err(e.into()),
-        },
+        None => create_or_get(&jobs, &job).await?,
     };
+    outcome_of(ctx, namespace, &current).await
+}
+
+/// Where job `name` stands; `None` when it does not exist.
+pub async fn read_job(ctx: &Context, namespace: &str, name: &str) -> Result<Option<JobOutcome>> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    match jobs.get_opt(name).await? {
+        Some(job) => Ok(Some(outcome_of(ctx, namespace, &job).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The job's outcome, with its latest pod's termination message (the job's result).
+async fn outcome_of(ctx: &Context, namespace: &str, job: &Job) -> Result<JobOutcome> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let latest = pods
-        .list(&ListParams::default().labels(&format!("job-name={name}")))
+        .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
         .await?
         .items
         .into_iter()
@@ -46,5 +46,5 @@ pub async fn job_state(ctx: &Context, namespace: &str, job: Job) -> Result<JobOu
         .and_then(|c| c.state)
         .and_then(|s| s.terminated)
         .and_then(|t| t.message);
-    Ok(job_outcome(&current, message.as_deref()))
+    Ok(job_outcome(job, message.as_deref()))
 }

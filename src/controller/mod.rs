@@ -1,20 +1,34 @@
-//! `hearth controller`: the operator. Pure parts (object builders, config) are apart from the
-//! parts that talk to the API server.
+//! `hearth controller`: the operator.
+//!
+//! Layering (each layer uses only those below it; `tests/module_layering.rs` keeps it so):
+//! - reconcilers: `image_build` (observe -> decide -> act), `build_cache`, `custom_run`, wired
+//!   to the cluster by `run` (with `admin` and `metrics`);
+//! - services they share, the only code that writes to the API: `replica_table` (the one
+//!   writer of BuildCache status), `job_runner`, `events`, `finalizer`, `writes`, over
+//!   `context` and `error`;
+//! - pure code: `cache_policy`, `builders`, `outcome`, `conditions`, `durations`,
+//!   `key_history`, `view`, `requeue`, `quantity`, `config`, and the `planner` crate module.
 
 pub mod admin;
 pub mod build_cache;
 pub mod builders;
 pub mod cache_policy;
-pub mod claims;
+pub mod conditions;
 pub mod config;
 pub mod context;
 pub mod custom_run;
+pub mod durations;
 pub mod error;
+pub mod events;
 pub mod finalizer;
 pub mod image_build;
 pub mod job_runner;
 pub mod key_history;
 pub mod metrics;
+pub mod outcome;
 pub mod quantity;
+pub mod replica_table;
+pub mod requeue;
 pub mod run;
 pub mod view;
+pub mod writes;

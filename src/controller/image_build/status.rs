@@ -1,9 +1,10 @@
-//! Pure status transitions of an ImageBuild: conditions (with transition times kept when the
-//! status does not change), phase changes, terminal outcomes, durations as Go strings, and
-//! the comparison that skips no-op writes.
+//! Pure status transitions of an ImageBuild: its conditions (through the one condition
+//! setter, in a fixed order), the save in progress, and terminal outcomes.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::controller::conditions;
 
 use crate::api::common::condition;
 use crate::api::{ImageBuildStatus, Phase};
@@ -18,8 +19,7 @@ pub fn set_condition(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let value = if value { "True" } else { "False" };
-    put_condition(status, type_, value, reason, message, generation, now);
+    put_condition(status, type_, Some(value), reason, message, generation, now);
 }
 
 /// Sets a condition to `Unknown`: under way, not yet decided (a save after the build).
@@ -31,7 +31,7 @@ pub fn set_condition_unknown(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    put_condition(status, type_, "Unknown", reason, message, generation, now);
+    put_condition(status, type_, None, reason, message, generation, now);
 }
 
 /// A Succeeded build whose snapshot is still being saved (`Snapshotted=Unknown`).
@@ -43,29 +43,21 @@ pub fn saving(status: &ImageBuildStatus) -> bool {
 fn put_condition(
     status: &mut ImageBuildStatus,
     type_: &str,
-    value: &str,
+    value: Option<bool>,
     reason: &str,
     message: &str,
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let previous = status.conditions.iter().find(|c| c.type_ == type_);
-    let since = match previous {
-        Some(c) if c.status == value => c.last_transition_time.clone(),
-        _ => Time(now),
-    };
-    let new = Condition {
-        type_: type_.to_string(),
-        status: value.to_string(),
-        reason: reason.to_string(),
-        message: message.to_string(),
-        observed_generation: generation,
-        last_transition_time: since,
-    };
-    match status.conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => *c = new,
-        None => status.conditions.push(new),
-    }
+    conditions::put(
+        &mut status.conditions,
+        type_,
+        value,
+        reason,
+        message,
+        generation,
+        now,
+    );
     status.conditions.sort_by_key(|c| {
         condition::ALL
             .iter()
@@ -101,38 +93,6 @@ pub fn finish(
         generation,
         now,
     );
-}
-
-/// A Go-style duration (`1m2.5s`) for status.
-pub fn go_duration(seconds: f64) -> String {
-    let seconds = seconds.max(0.0);
-    let hours = (seconds / 3600.0).floor();
-    let minutes = ((seconds - hours * 3600.0) / 60.0).floor();
-    let secs = seconds - hours * 3600.0 - minutes * 60.0;
-    let secs = format!("{secs:.1}");
-    let secs = secs.trim_end_matches(".0");
-    match (hours as u64, minutes as u64) {
-        (0, 0) => format!("{secs}s"),
-        (0, m) => format!("{m}m{secs}s"),
-        (h, m) => format!("{h}h{m}m{secs}s"),
-    }
-}
-
-/// Seconds between two times.
-pub fn between(start: Timestamp, end: Timestamp) -> f64 {
-    (end.as_millisecond() - start.as_millisecond()) as f64 / 1000.0
-}
-
-/// True when two statuses differ in more than condition timestamps (a write is needed).
-pub fn differs(old: &ImageBuildStatus, new: &ImageBuildStatus) -> bool {
-    let strip = |s: &ImageBuildStatus| {
-        let mut s = s.clone();
-        for c in &mut s.conditions {
-            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
-        }
-        s
-    };
-    strip(old) != strip(new)
 }
 
 #[cfg(test)]
@@ -224,23 +184,5 @@ mod tests {
             ("False", "BuildFailed")
         );
         assert_eq!(s.completion_time, Some(Time(t(5))));
-    }
-
-    #[test]
-    fn durations_read_like_go() {
-        assert_eq!(go_duration(3.25), "3.2s");
-        assert_eq!(go_duration(62.0), "1m2s");
-        assert_eq!(go_duration(3723.5), "1h2m3.5s");
-    }
-
-    #[test]
-    fn timestamp_only_changes_are_not_writes() {
-        let mut a = ImageBuildStatus::default();
-        set_condition(&mut a, condition::PLACED, true, "Hot", "", None, t(1));
-        let mut b = a.clone();
-        b.conditions[0].last_transition_time = Time(t(99));
-        assert!(!differs(&a, &b));
-        b.message = Some("x".into());
-        assert!(differs(&a, &b));
     }
 }

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
-use super::status::between;
+use super::durations::between;
 use crate::api::SnapshotRecord;
 use crate::controller::builders::pod::digest_from_metadata;
 

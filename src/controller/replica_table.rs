@@ -1,78 +1,89 @@
-//! Replica claims in BuildCache status, with optimistic concurrency: every change is a
+//! The replica table: the one module that writes BuildCache status (replicas, their claims,
+//! evictions, snapshots learned from saves, the store's health). Every change is a
 //! read-modify-write of the status with the resourceVersion read, so two builds can never
 //! hold one replica; a claim that loses the race is a conflict and the build re-plans.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::{Resource, ResourceExt};
 
+use kube::runtime::events::EventType;
+use tracing::{info, warn};
+
 use super::builders::{labels, pvc::replica_pvc};
+use super::cache_policy::{self, EvictReason};
+use super::conditions;
 use super::context::Context;
 use super::error::{is_status, Error, Result};
+use super::events::publish;
+use super::finalizer;
 use super::key_history::{self, FinishedBuild};
+use super::writes::{create_or_get, post_params};
 use crate::api::{
     keys, BuildCache, BuildCacheSpec, BuildCacheStatus, HitCounts, ReplicaState, ReplicaStatus,
     SnapshotRecord, Warmth,
 };
 
-/// Gets the BuildCache of `key` (by `cacheRef` or the key's derived name), creating it with
-/// the operator's defaults when it does not exist and `create` is set.
-pub async fn cache_for_key(
-    ctx: &Context,
-    namespace: &str,
+/// Condition telling whether the last store operation worked.
+pub const STORE_REACHABLE: &str = "StoreReachable";
+
+/// The name of the BuildCache of `key`: `cacheRef`, or the key's derived name.
+pub fn cache_name(key: &str, cache_ref: Option<&str>) -> String {
+    cache_ref
+        .map(String::from)
+        .unwrap_or_else(|| keys::cache_name_for_key(key))
+}
+
+/// Checks that a BuildCache found for a build is the build's: `None` when it is, otherwise
+/// the message naming `spec.cache.cacheRef`.
+pub fn cache_mismatch(
+    cache: Option<&BuildCache>,
     key: &str,
     cache_ref: Option<&str>,
-    create: bool,
-) -> Result<Option<BuildCache>> {
-    let api: Api<BuildCache> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = cache_ref
-        .map(String::from)
-        .unwrap_or_else(|| keys::cache_name_for_key(key));
-    if let Some(cache) = api.get_opt(&name).await? {
-        if cache.spec.key != key {
-            return Err(Error::InvalidSpec(format!(
-                "spec.cache.cacheRef: BuildCache {name} has key {:?}, not the build's key {key:?}",
-                cache.spec.key
-            )));
-        }
-        return Ok(Some(cache));
-    }
-    if cache_ref.is_some() {
-        return Err(Error::InvalidSpec(format!(
+    namespace: &str,
+) -> Option<String> {
+    let name = cache_name(key, cache_ref);
+    match cache {
+        Some(c) if c.spec.key != key => Some(format!(
+            "spec.cache.cacheRef: BuildCache {name} has key {:?}, not the build's key {key:?}",
+            c.spec.key
+        )),
+        None if cache_ref.is_some() => Some(format!(
             "spec.cache.cacheRef: BuildCache {name} does not exist in namespace {namespace}"
-        )));
+        )),
+        _ => None,
     }
-    if !create {
-        return Ok(None);
-    }
-    let c = &ctx.config;
+}
+
+/// A new BuildCache for `key` with the operator's defaults (what a ReadWrite build of a key
+/// without one creates).
+pub fn new_cache(
+    config: &super::config::OperatorConfig,
+    namespace: &str,
+    key: &str,
+) -> Result<BuildCache> {
     let mut spec: BuildCacheSpec = serde_json::from_value(serde_json::json!({"key": key}))
-        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        .map_err(|e| Error::Internal(format!("default BuildCache spec: {e}")))?;
+    let c = &config;
     spec.max_replicas = c.cache.max_replicas;
     spec.storage.size = c.cache.size.clone();
     spec.snapshot.every = c.snapshot.every;
     spec.snapshot.retain = c.snapshot.retain;
     spec.snapshot.min_interval = c.snapshot.min_interval;
-    let mut cache = BuildCache::new(&name, spec);
+    let mut cache = BuildCache::new(&cache_name(key, None), spec);
     cache.metadata.namespace = Some(namespace.to_string());
     cache.metadata.labels =
         Some([(labels::MANAGED_BY.to_string(), labels::MANAGER.to_string())].into());
-    cache.metadata.finalizers = Some(vec![super::build_cache::FINALIZER.to_string()]);
-    match api
-        .create(
-            &PostParams {
-                field_manager: Some(labels::FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &cache,
-        )
-        .await
-    {
-        Ok(created) => Ok(Some(created)),
-        Err(e) if is_status(&e, 409) => Ok(api.get_opt(&name).await?),
-        Err(e) => Err(e.into()),
-    }
+    cache.metadata.finalizers = Some(vec![finalizer::SNAPSHOTS.to_string()]);
+    Ok(cache)
+}
+
+/// Creates a BuildCache (or reads it when another build created it first).
+pub async fn create_cache(ctx: &Context, cache: &BuildCache) -> Result<BuildCache> {
+    let api: Api<BuildCache> =
+        Api::namespaced(ctx.client.clone(), &cache.namespace().unwrap_or_default());
+    create_or_get(&api, cache).await
 }
 
 /// Applies `change` to the BuildCache's status and writes it with the resourceVersion read.
@@ -93,18 +104,9 @@ pub async fn update_status(
         return Ok(None);
     }
     summarize(&mut status);
+    status.observed_generation = bc.metadata.generation;
     bc.status = Some(status);
-    match api
-        .replace_status(
-            cache,
-            &PostParams {
-                field_manager: Some(labels::FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &bc,
-        )
-        .await
-    {
+    match api.replace_status(cache, &post_params(), &bc).await {
         Ok(updated) => Ok(Some(updated)),
         Err(e) if is_status(&e, 409) => Err(Error::ClaimConflict(cache.to_string())),
         Err(e) => Err(e.into()),
@@ -161,37 +163,68 @@ pub async fn claim_idle(
     Ok(taken || updated.is_some())
 }
 
-/// Adds a new replica held by `holder` on `node` (state `Restoring` or `InUse`) and creates
-/// its PVC. Returns the PVC name, or `None` when the cache is at `maxReplicas`. `size_bytes`
-/// is what a restore will write: the node's budget counts it at once, so replicas are evicted
-/// to make room while the restore runs.
-pub async fn add_replica(
-    ctx: &Context,
-    cache: &BuildCache,
-    node: &str,
-    state: ReplicaState,
-    holder: &str,
-    size_bytes: Option<i64>,
-) -> Result<Option<String>> {
+/// Adds replica `pvc` (the name [`next_replica_name`] gave) held by `holder` on `node` (state
+/// `Restoring` or `InUse`) and creates its PVC. Idempotent: a holder that already holds `pvc`
+/// keeps it. A conflict when the name was taken or the cache reached `maxReplicas` meanwhile
+/// (the build re-plans). `size_bytes` is what a restore will write: the node's budget counts
+/// it at once, so replicas are evicted to make room while the restore runs.
+pub async fn add_replica(ctx: &Context, cache: &BuildCache, replica: NewReplica<'_>) -> Result<()> {
     let namespace = cache.namespace().unwrap_or_default();
     let name = cache.name_any();
-    let mut chosen = None;
+    let mut held = false;
+    let mut lost = false;
     let updated = update_status(ctx, &namespace, &name, |status, bc| {
         if let Some(existing) = status
             .replicas
             .iter()
-            .find(|r| r.holder.as_deref() == Some(holder))
+            .find(|r| r.holder.as_deref() == Some(replica.holder))
         {
-            chosen = Some(existing.pvc.clone());
+            held = existing.pvc == replica.pvc;
+            lost = !held;
             return false;
         }
-        chosen = push_replica(status, bc, node, state, Some(holder), size_bytes);
-        chosen.is_some()
+        if status.replicas.iter().any(|r| r.pvc == replica.pvc) {
+            lost = true;
+            return false;
+        }
+        let pushed = push_replica(
+            status,
+            bc,
+            replica.node,
+            replica.state,
+            Some(replica.holder),
+            replica.size_bytes,
+        );
+        lost = pushed.as_deref() != Some(replica.pvc);
+        !lost
     })
     .await?;
-    let Some(pvc) = chosen else { return Ok(None) };
-    create_replica_pvc(ctx, updated.as_ref().unwrap_or(cache), &pvc).await?;
-    Ok(Some(pvc))
+    if lost || (updated.is_none() && !held) {
+        return Err(Error::ClaimConflict(name));
+    }
+    create_replica_pvc(ctx, updated.as_ref().unwrap_or(cache), replica.pvc).await
+}
+
+/// A replica a build adds to its cache.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewReplica<'a> {
+    /// Its PVC name.
+    pub pvc: &'a str,
+    /// Its node.
+    pub node: &'a str,
+    /// `Restoring` or `InUse`.
+    pub state: ReplicaState,
+    /// The build holding it.
+    pub holder: &'a str,
+    /// Bytes a restore will write into it.
+    pub size_bytes: Option<i64>,
+}
+
+/// The PVC name the next replica of `cache` gets, or `None` when the cache is at
+/// `maxReplicas`.
+pub fn next_replica_name(cache: &BuildCache) -> Option<String> {
+    let mut status = cache.status.clone().unwrap_or_default();
+    push_replica(&mut status, cache, "", ReplicaState::InUse, None, None)
 }
 
 /// Appends a replica entry on `node` to `status` under the next free PVC name and returns the
@@ -245,20 +278,7 @@ pub async fn create_replica_pvc(ctx: &Context, cache: &BuildCache, pvc: &str) ->
         .and_then(|(_, n)| n.parse().ok())
         .unwrap_or(0);
     let object = replica_pvc(cache, index, owner, &ctx.config);
-    match claims
-        .create(
-            &PostParams {
-                field_manager: Some(labels::FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &object,
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 409) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    create_or_get(&claims, &object).await.map(|_| ())
 }
 
 /// How a build left its replica.
@@ -380,6 +400,108 @@ pub async fn update_status_retrying(
     Err(Error::ClaimConflict(format!(
         "{cache}: {what} kept conflicting"
     )))
+}
+
+/// Marks replica `pvc` of `cache` `Evicting` if it is still deletable (the write is guarded by
+/// the resourceVersion, so a build claiming it at the same time wins), with an Event and the
+/// eviction metric; the BuildCache's bookkeeping then deletes its PVC. Whether it was marked.
+pub async fn evict(
+    ctx: &Context,
+    cache: &BuildCache,
+    pvc: &str,
+    reason: EvictReason,
+) -> Result<bool> {
+    let namespace = cache.namespace().unwrap_or_default();
+    let name = cache.name_any();
+    let mut marked = None;
+    let updated = update_status(ctx, &namespace, &name, |status, _| {
+        let check = status.clone();
+        let Some(r) = status.replicas.iter_mut().find(|r| r.pvc == pvc) else {
+            return false;
+        };
+        if !cache_policy::deletable(r, &check) {
+            return false;
+        }
+        marked = Some((
+            r.size_bytes.unwrap_or(0),
+            r.node.clone().unwrap_or_default(),
+        ));
+        r.state = ReplicaState::Evicting;
+        r.reason = Some(reason.as_str().into());
+        true
+    })
+    .await?;
+    let (Some(_), Some((size, where_))) = (updated, marked) else {
+        return Ok(false);
+    };
+    ctx.metrics.evicted(reason.as_str());
+    let note = format!(
+        "evicting replica {pvc} on {where_} ({}, {size} bytes): {}; its state is in the store",
+        reason.as_str(),
+        reason.explain(),
+    );
+    info!(cache = %name, namespace = %namespace, pvc, reason = reason.as_str(), "evicting");
+    publish(ctx, cache, EventType::Normal, "Evicted", note).await;
+    Ok(true)
+}
+
+/// Evicts replica `pvc` of the BuildCache `cache` (read fresh) if it still exists.
+pub async fn evict_by_name(
+    ctx: &Context,
+    namespace: &str,
+    cache: &str,
+    pvc: &str,
+    reason: EvictReason,
+) -> Result<bool> {
+    let api: Api<BuildCache> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.get_opt(cache).await? {
+        Some(c) => evict(ctx, &c, pvc, reason).await,
+        None => Ok(false),
+    }
+}
+
+/// Sets `StoreReachable`; a failure also starts the store back-off (`storeFailedAt`).
+pub fn set_store_condition(
+    status: &mut BuildCacheStatus,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    conditions::put(
+        &mut status.conditions,
+        STORE_REACHABLE,
+        Some(ok),
+        reason,
+        message,
+        generation,
+        now,
+    );
+    status.store_failed_at = (!ok).then_some(Time(now));
+}
+
+/// A build's save failed (the build itself Succeeded): the cache says so in its
+/// `StoreReachable` condition, which also holds back its store operations for a while.
+/// Best effort: a write that keeps conflicting is logged, never fatal to the build.
+pub async fn save_failed(ctx: &Context, namespace: &str, cache: &str, message: &str) {
+    let now = ctx.now();
+    let recorded =
+        update_status_retrying(ctx, namespace, cache, 3, "a failed save", |status, bc| {
+            set_store_condition(
+                status,
+                false,
+                "SaveFailed",
+                message,
+                bc.metadata.generation,
+                now,
+            );
+            true
+        })
+        .await;
+    if let Err(e) = recorded {
+        warn!(cache, namespace, error = %e, "could not record a failed save");
+    }
 }
 
 /// Owner reference to an object (controller, blocking deletion).

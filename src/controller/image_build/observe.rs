@@ -1,0 +1,189 @@
+//! Gathers what the decision needs about one build, and nothing more ([`wanted`] says what):
+//! its BuildCache and children read fresh from the API (claims and stops must not act on a
+//! stale view), nodes and replicas from the reflector stores, the planner's choice from the
+//! view those stores give, and one clock reading.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::ResourceExt;
+
+use super::decide::{wanted, Children, Observed, Planned, PlannedAction, Victim};
+use crate::api::{BuildCache, ImageBuild};
+use crate::controller::builders::labels;
+use crate::controller::context::Context;
+use crate::controller::error::{Error, Result};
+use crate::controller::job_runner::read_job;
+use crate::controller::outcome::pod_outcome;
+use crate::controller::view::{build_request, pod_unfinished, seconds, view_from_stores, View};
+use crate::planner::{self, Action as Plan};
+
+/// Observes `build` (as read) now.
+pub async fn observe(build: &ImageBuild, ctx: &Context) -> Result<Observed> {
+    let now = ctx.now();
+    let want = wanted(build, now);
+    let namespace = build.namespace().unwrap_or_default();
+    let cache = match &want.cache {
+        Some(name) => {
+            Api::<BuildCache>::namespaced(ctx.client.clone(), &namespace)
+                .get_opt(name)
+                .await?
+        }
+        None => None,
+    };
+    let plan = if want.plan {
+        Some(plan(build, ctx)?)
+    } else {
+        None
+    };
+    let pod = match &want.pod {
+        Some(name) => {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+            let nodes = ctx.stores.nodes.state();
+            let exists = |n: &str| nodes.iter().any(|node| node.name_any() == n);
+            pods.get_opt(name)
+                .await?
+                .map(|pod| pod_outcome(&pod, exists))
+        }
+        None => None,
+    };
+    let job = match &want.job {
+        Some(name) => read_job(ctx, &namespace, name).await?,
+        None => None,
+    };
+    let holds_claim = want.claim && holds_claim(build, ctx);
+    let children = if want.children || holds_claim {
+        Some(children(build, ctx).await?)
+    } else {
+        None
+    };
+    Ok(Observed {
+        build: build.clone(),
+        now,
+        config: ctx.config.clone(),
+        cache,
+        pod,
+        job,
+        plan,
+        holds_claim,
+        children,
+    })
+}
+
+/// The planner's choice for the build, on the view the reflector stores give.
+fn plan(build: &ImageBuild, ctx: &Context) -> Result<Planned> {
+    let now = ctx.now();
+    let key = build
+        .status
+        .as_ref()
+        .and_then(|s| s.cache_key.clone())
+        .unwrap_or_else(|| crate::api::keys::cache_key(&build.spec));
+    let view = view_from_stores(&ctx.stores, &ctx.config, &ctx.planner, now);
+    let request = build_request(build, &key, &ctx.config);
+    let decision = planner::plan(&view.cluster, &request, seconds(now), &ctx.planner)
+        .map_err(|e| Error::Internal(format!("planner: {e}")))?;
+    let namespace = build.namespace().unwrap_or_default();
+    let action = named(&view, &namespace, decision.action)?;
+    let evictions = decision
+        .evictions
+        .iter()
+        .filter_map(|id| view.replicas.get(id))
+        .map(|r| Victim {
+            namespace: r.namespace.clone(),
+            cache: r.cache.clone(),
+            pvc: r.pvc.clone(),
+        })
+        .collect();
+    Ok(Planned {
+        reason: decision.reason.to_string(),
+        warmth: decision.warmth,
+        wait_seconds: decision.estimate.wait,
+        evictions,
+        action,
+    })
+}
+
+/// The planner's action with its ids turned into names.
+fn named(view: &View, namespace: &str, action: Plan) -> Result<PlannedAction> {
+    let node_name = |id| view.cluster.node(id).name.clone();
+    Ok(match action {
+        Plan::Queue | Plan::WaitForReplica { .. } | Plan::WaitForSlot { .. } => PlannedAction::Wait,
+        Plan::UseReplica { replica, node } => {
+            let r = view
+                .replicas
+                .get(&replica)
+                .ok_or_else(|| Error::Internal("the planner chose an unknown replica".into()))?;
+            PlannedAction::UseReplica {
+                namespace: r.namespace.clone(),
+                cache: r.cache.clone(),
+                pvc: r.pvc.clone(),
+                node: node_name(node),
+            }
+        }
+        Plan::Restore {
+            node,
+            source,
+            throwaway,
+        } => {
+            let key = view.cluster.key(source.key).key.clone();
+            PlannedAction::Restore {
+                node: node_name(node),
+                source_cache: view
+                    .snapshot_caches
+                    .get(&(namespace.to_string(), key.clone()))
+                    .cloned(),
+                key,
+                snapshot: source.snapshot.clone(),
+                bytes: source.bytes,
+                throwaway,
+            }
+        }
+        Plan::Cold { node, throwaway } => PlannedAction::Cold {
+            node: node_name(node),
+            throwaway,
+        },
+    })
+}
+
+/// Whether the build still holds a replica in its BuildCache (from the reflector store).
+fn holds_claim(build: &ImageBuild, ctx: &Context) -> bool {
+    let namespace = build.namespace();
+    let name = build.name_any();
+    let Some(cache) = build
+        .status
+        .as_ref()
+        .and_then(|s| s.placement.as_ref())
+        .filter(|p| p.replica.is_some())
+        .and_then(|p| p.cache.clone())
+    else {
+        return false;
+    };
+    ctx.stores.caches.iter().flat_map(|s| s.state()).any(|c| {
+        c.namespace() == namespace
+            && c.name_any() == cache
+            && c.status
+                .iter()
+                .flat_map(|s| &s.replicas)
+                .any(|r| r.holder.as_deref() == Some(name.as_str()))
+    })
+}
+
+/// The build's Jobs and pods, all attempts, listed fresh.
+async fn children(build: &ImageBuild, ctx: &Context) -> Result<Children> {
+    let namespace = build.namespace().unwrap_or_default();
+    let selector = format!("{}={}", labels::BUILD, build.name_any());
+    let lp = ListParams::default().labels(&selector);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let jobs = jobs.list(&lp).await?.items;
+    let pods = pods.list(&lp).await?.items;
+    Ok(Children {
+        jobs: jobs.iter().map(|j| j.name_any()).collect(),
+        pods: pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| p.name_any())
+            .collect(),
+        unfinished: pods.iter().filter(|p| pod_unfinished(p)).count(),
+    })
+}
