@@ -12,7 +12,6 @@ pub mod types;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -22,6 +21,7 @@ use tracing::info;
 
 use super::builders::labels::FIELD_MANAGER;
 use super::context::Context;
+use super::requeue;
 use super::error::{is_status, Error, Result};
 use crate::api::ImageBuild;
 use mapping::{reason, Refusal};
@@ -80,7 +80,7 @@ pub async fn reconcile(run: Arc<CustomRun>, ctx: Arc<Context>) -> Result<Action>
         match mapping::build_spec(&run.spec) {
             Ok(spec) => match create(&builds, &run, spec).await? {
                 Some(created) => build = Some(created),
-                None => return Ok(Action::requeue(Duration::from_millis(500))),
+                None => return Ok(Action::requeue(requeue::CREATED_ELSEWHERE)),
             },
             Err(refusal) => stop = Some(refusal),
         }
@@ -112,7 +112,7 @@ pub async fn reconcile(run: Arc<CustomRun>, ctx: Arc<Context>) -> Result<Action>
     Ok(match deadline {
         Some(d) if !done => {
             let left = d.duration_since(now).unsigned_abs();
-            Action::requeue(left.max(Duration::from_secs(1)))
+            Action::requeue(left.max(requeue::DEADLINE_MIN))
         }
         _ => Action::await_change(),
     })
@@ -122,8 +122,8 @@ pub async fn reconcile(run: Arc<CustomRun>, ctx: Arc<Context>) -> Result<Action>
 pub fn error_policy(_run: Arc<CustomRun>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(CONTROLLER, error.category());
     match error {
-        Error::Kube(e) if is_status(e, 409) => Action::requeue(Duration::from_millis(200)),
-        _ => Action::requeue(Duration::from_secs(5)),
+        Error::Kube(e) if is_status(e, 409) => Action::requeue(requeue::CLAIM_CONFLICT),
+        _ => Action::requeue(requeue::BUILD_ERROR),
     }
 }
 

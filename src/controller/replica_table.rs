@@ -19,7 +19,7 @@ use super::error::{is_status, Error, Result};
 use super::events::publish;
 use super::finalizer;
 use super::key_history::{self, FinishedBuild};
-use super::writes::{create_or_get, post_params};
+use super::writes::{create_or_get, write_status_if_changed};
 use crate::api::{
     keys, BuildCache, BuildCacheSpec, BuildCacheStatus, HitCounts, ReplicaState, ReplicaStatus,
     SnapshotRecord, Warmth,
@@ -96,7 +96,7 @@ pub async fn update_status(
     change: impl FnOnce(&mut BuildCacheStatus, &BuildCache) -> bool,
 ) -> Result<Option<BuildCache>> {
     let api: Api<BuildCache> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(mut bc) = api.get_opt(cache).await? else {
+    let Some(bc) = api.get_opt(cache).await? else {
         return Ok(None);
     };
     let mut status = bc.status.clone().unwrap_or_default();
@@ -105,9 +105,9 @@ pub async fn update_status(
     }
     summarize(&mut status);
     status.observed_generation = bc.metadata.generation;
-    bc.status = Some(status);
-    match api.replace_status(cache, &post_params(), &bc).await {
-        Ok(updated) => Ok(Some(updated)),
+    match write_status_if_changed(&api, &bc, status).await {
+        // A change that changed nothing is done as it stands.
+        Ok(written) => Ok(Some(written.unwrap_or(bc))),
         Err(e) if is_status(&e, 409) => Err(Error::ClaimConflict(cache.to_string())),
         Err(e) => Err(e.into()),
     }

@@ -8,7 +8,11 @@ use kube::runtime::controller::Action;
 
 /// The next step of a lifecycle that just moved on.
 pub const SOON: Duration = Duration::from_millis(100);
-/// A claim lost to another build: re-plan almost at once.
+/// A CustomRun whose ImageBuild another reconcile is creating: read it again shortly.
+pub const CREATED_ELSEWHERE: Duration = Duration::from_millis(500);
+/// Shortest look-again before a CustomRun's timeout.
+pub const DEADLINE_MIN: Duration = Duration::from_secs(1);
+/// A claim (or any write) lost to a concurrent writer: look again almost at once.
 pub const CLAIM_CONFLICT: Duration = Duration::from_millis(200);
 /// A BuildCache status write lost to a concurrent writer.
 pub const CACHE_CONFLICT: Duration = Duration::from_secs(1);
