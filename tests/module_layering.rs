@@ -490,23 +490,23 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Where `path`, written in `module`, points: the longest prefix of its full path that is a
-/// module file. `None` for other crates, the prelude and local names.
-fn resolve(
+/// The full path (without `crate`) that `path`, written in `module`, names; `None` for other
+/// crates, the prelude and local names.
+fn full_path(
     module: &Module,
     path: &[String],
     modules: &BTreeSet<Module>,
     aliases: &BTreeMap<String, Vec<String>>,
-) -> Option<Module> {
-    let full: Vec<String> = match path.first().map(String::as_str) {
-        Some("crate") => path[1..].to_vec(),
-        Some("self") => module.iter().chain(&path[1..]).cloned().collect(),
-        Some("super") => {
+) -> Option<Vec<String>> {
+    Some(match path.first().map(String::as_str)? {
+        "crate" => path[1..].to_vec(),
+        "self" => module.iter().chain(&path[1..]).cloned().collect(),
+        "super" => {
             let ups = path.iter().take_while(|s| *s == "super").count();
             let base = module.get(..module.len().checked_sub(ups)?)?;
             base.iter().chain(&path[ups..]).cloned().collect()
         }
-        Some(first) => {
+        first => {
             let mut child = module.clone();
             child.push(first.to_string());
             if modules.contains(&child) {
@@ -516,8 +516,18 @@ fn resolve(
                 target.iter().chain(&path[1..]).cloned().collect()
             }
         }
-        None => return None,
-    };
+    })
+}
+
+/// Where `path`, written in `module`, points: the longest prefix of its full path that is a
+/// module file.
+fn resolve(
+    module: &Module,
+    path: &[String],
+    modules: &BTreeSet<Module>,
+    aliases: &BTreeMap<String, Vec<String>>,
+) -> Option<Module> {
+    let full = full_path(module, path, modules, aliases)?;
     (0..=full.len())
         .rev()
         .map(|n| full[..n].to_vec())
@@ -555,12 +565,11 @@ fn build_graph(src_dir: &Path, files: &[(PathBuf, String)]) -> Graph {
         let mut resolved = Vec::new();
         for u in uses {
             let target = resolve(module, &u.segments, &modules, &aliases);
-            if let (Some(bound), Some(_)) = (&u.binds, &target) {
+            if let (Some(bound), Some(full)) =
+                (&u.binds, full_path(module, &u.segments, &modules, &aliases))
+            {
                 // The full path the name stands for, so later paths through it resolve.
-                aliases.insert(
-                    bound.clone(),
-                    resolve_full(module, &u.segments, &modules, &aliases),
-                );
+                aliases.insert(bound.clone(), full);
             }
             resolved.push((u, target));
         }
@@ -583,36 +592,6 @@ fn build_graph(src_dir: &Path, files: &[(PathBuf, String)]) -> Graph {
         }
     }
     Graph { modules, edges }
-}
-
-/// The full path (without `crate`) a `use` path names.
-fn resolve_full(
-    module: &Module,
-    path: &[String],
-    modules: &BTreeSet<Module>,
-    aliases: &BTreeMap<String, Vec<String>>,
-) -> Vec<String> {
-    match path.first().map(String::as_str) {
-        Some("crate") => path[1..].to_vec(),
-        Some("self") => module.iter().chain(&path[1..]).cloned().collect(),
-        Some("super") => {
-            let ups = path.iter().take_while(|s| *s == "super").count();
-            let base = &module[..module.len().saturating_sub(ups)];
-            base.iter().chain(&path[ups..]).cloned().collect()
-        }
-        Some(first) => {
-            let mut child = module.clone();
-            child.push(first.to_string());
-            if modules.contains(&child) {
-                module.iter().chain(path).cloned().collect()
-            } else if let Some(target) = aliases.get(first) {
-                target.iter().chain(&path[1..]).cloned().collect()
-            } else {
-                path.to_vec()
-            }
-        }
-        None => Vec::new(),
-    }
 }
 
 fn load_src() -> (PathBuf, Vec<(PathBuf, String)>) {
