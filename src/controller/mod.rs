@@ -15,6 +15,9 @@ pub mod image_build;
 pub mod job_runner;
 pub mod key_history;
 pub mod metrics;
-pub mod quantity;
 pub mod run;
 pub mod view;
+
+/// Old path of [`crate::api::quantity`], still named by `claims.rs` and `image_build/steps.rs`;
+/// remove once they import it from `api`.
+pub use crate::api::quantity;
