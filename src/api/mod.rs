@@ -7,6 +7,7 @@ pub mod check;
 pub mod common;
 pub mod image_build;
 pub mod keys;
+pub mod quantity;
 
 pub use build_cache::{
     BuildCache, BuildCacheSpec, BuildCacheStatus, CacheGcPolicy, CacheOperation, CacheStorage,

@@ -133,7 +133,7 @@ impl Tracker {
 
 /// `1.2GiB`-style sizes.
 pub fn human_bytes(b: u64) -> String {
-    format!("{}B", crate::controller::quantity::human(b))
+    format!("{}B", crate::api::quantity::human(b))
 }
 
 /// The cache story in one line: `Hot`, `Restored from key K` or `Cold`, with where.

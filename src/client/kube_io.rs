@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, AttachParams, LogParams};
 
 use super::session::{LogSource, PendingUpload, Uploader};
-use crate::controller::builders::pod::{RECEIVER_CONTAINER, UPLOAD_DIR};
+use crate::contract::{RECEIVER_CONTAINER, UPLOAD_DIR};
 use crate::upload::send::send_file;
 use crate::upload::UploadError;
 

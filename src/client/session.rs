@@ -19,8 +19,7 @@ use super::follow::{exit_for, phase, Exit, Tracker};
 use super::ui::Ui;
 use crate::api::keys::cache_name_for_key;
 use crate::api::{BuildCache, ImageBuild, Phase};
-use crate::controller::builders::labels::child_name;
-use crate::controller::builders::pod::RECEIVER_CONTAINER;
+use crate::contract::{self, RECEIVER_CONTAINER};
 use crate::upload::UploadError;
 
 /// Lines of the builder's log kept for a failure's summary.
@@ -146,7 +145,7 @@ async fn join_upload(
 /// The builder pod of the build's current attempt.
 pub fn builder_pod_name(ib: &ImageBuild) -> String {
     let attempt = ib.status.as_ref().and_then(|s| s.attempts).unwrap_or(1);
-    child_name(ib.metadata.name.as_deref().unwrap_or(""), "build", attempt)
+    contract::builder_pod_name(ib.metadata.name.as_deref().unwrap_or(""), attempt)
 }
 
 fn container_running(pod: &Pod, name: &str, init: bool) -> bool {

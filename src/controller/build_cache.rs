@@ -530,7 +530,7 @@ fn begin_operation(
     status.operations = Some(seq);
     let op = CacheOperation {
         kind,
-        job: super::builders::labels::child_name(cache, role(kind), seq),
+        job: crate::contract::child_name(cache, role(kind), seq),
         pvc,
         reason,
         started: Time(now),

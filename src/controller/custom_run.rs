@@ -21,8 +21,8 @@ use tracing::info;
 
 use super::builders::labels::FIELD_MANAGER;
 use super::context::Context;
-use super::requeue;
 use super::error::{is_status, Error, Result};
+use super::requeue;
 use crate::api::ImageBuild;
 use mapping::{reason, Refusal};
 pub use types::{CustomRun, CustomRunSpec, RunStatus};

@@ -26,7 +26,6 @@ pub mod job_runner;
 pub mod key_history;
 pub mod metrics;
 pub mod outcome;
-pub mod quantity;
 pub mod replica_table;
 pub mod requeue;
 pub mod run;

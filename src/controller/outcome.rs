@@ -114,7 +114,7 @@ pub fn pod_outcome(pod: &Pod, node_exists: impl Fn(&str) -> bool) -> PodOutcome 
                 };
             }
             if let Some((name, code, tail)) = init_failed {
-                let reason = if name == crate::controller::builders::pod::RECEIVER_CONTAINER {
+                let reason = if name == crate::contract::RECEIVER_CONTAINER {
                     "UploadFailed"
                 } else {
                     "RestoreFailed"

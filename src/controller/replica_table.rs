@@ -128,7 +128,7 @@ pub fn summarize(status: &mut BuildCacheStatus) {
     status.snapshot_count = Some(status.snapshots.len() as i32);
     let total: i64 = status.replicas.iter().filter_map(|r| r.size_bytes).sum();
     status.total_bytes = Some(total);
-    status.size = Some(super::quantity::human(total.max(0) as u64));
+    status.size = Some(crate::api::quantity::human(total.max(0) as u64));
     status.last_used = status
         .replicas
         .iter()

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use super::builders::labels;
 use super::config::OperatorConfig;
 use super::key_history;
-use super::quantity;
+use crate::api::quantity;
 use crate::api::{BuildCache, ImageBuild, ReplicaState};
 use crate::planner::{
     BuildRequest, ClusterView, KeyId, Location, PlannerConfig, Replica, ReplicaId, Snapshot,

@@ -6,9 +6,9 @@
 
 use crate::api::ReplicaState;
 
+use super::config::PlannerConfig;
 use super::request::BuildRequest;
 use super::view::{ClusterView, KeyStats, Location, NodeId, Replica, ReplicaId, Seconds};
-use super::PlannerConfig;
 
 /// A node chosen for a new replica.
 #[derive(Clone, Debug, PartialEq)]

@@ -5,9 +5,9 @@
 
 use crate::api::ReplicaState;
 
+use super::config::PlannerConfig;
 use super::place::{slot_pressure, Scene};
 use super::view::{ClusterView, KeyId, NodeId, Seconds};
-use super::PlannerConfig;
 
 /// A restore to start in the background, before any build asks for it.
 #[derive(Clone, Debug, PartialEq)]

@@ -4,11 +4,22 @@
 
 use crate::api::{CacheMode, ReplicaState, Warmth};
 
+use super::config::PlannerConfig;
 use super::decision::{Action, Decision, Estimate, Reason, RestoreSource};
 use super::place::{best_node, slot_pressure, startable, NodeLoad, Scene};
 use super::request::BuildRequest;
 use super::view::{ClusterView, KeyId, KeyStats, Location, ReplicaId, Seconds};
-use super::{PlanError, PlannerConfig};
+
+/// Inputs the planner refuses.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    /// `now` is not a finite number.
+    #[error("time {0} is not a finite number of seconds")]
+    BadTime(f64),
+    /// The store model has a non-positive or non-finite throughput or overhead.
+    #[error("store throughput must be positive and overhead non-negative")]
+    BadStore,
+}
 
 /// Decides where and from what cache `req` runs, at time `now`.
 pub fn plan(

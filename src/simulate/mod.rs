@@ -22,10 +22,8 @@ pub mod workload;
 use crate::planner::{PlanError, PlannerConfig};
 
 pub use report::{Bound, Report, StrategyReport};
+use report::{Trace, STRATEGIES};
 pub use workload::{parse, Workload, WorkloadError};
-
-/// Names of the strategies, in report order.
-pub const STRATEGIES: [&str; 4] = ["cold", "registry-cache", "sticky-hash", "hearth"];
 
 /// What can go wrong in a simulation.
 #[derive(Debug, thiserror::Error)]
@@ -136,15 +134,6 @@ pub fn simulate_traced(
         strategies,
     };
     Ok((report, Trace { outcomes, bound }))
-}
-
-/// Every build's outcome under every strategy, for `hearth simulate --trace`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Trace {
-    /// Per strategy (in [`STRATEGIES`] order), the outcome of every build that finished.
-    pub outcomes: Vec<Vec<engine::Outcome>>,
-    /// Per build, its time under the bound.
-    pub bound: Vec<f64>,
 }
 
 fn row(

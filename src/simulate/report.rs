@@ -13,6 +13,18 @@ use crate::api::{CacheMode, Warmth};
 use super::engine::Outcome;
 use super::workload::Workload;
 
+/// Names of the strategies, in report order.
+pub const STRATEGIES: [&str; 4] = ["cold", "registry-cache", "sticky-hash", "hearth"];
+
+/// Every build's outcome under every strategy, for `hearth simulate --trace`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trace {
+    /// Per strategy (in [`STRATEGIES`] order), the outcome of every build that finished.
+    pub outcomes: Vec<Vec<Outcome>>,
+    /// Per build, its time under the bound.
+    pub bound: Vec<f64>,
+}
+
 /// One strategy's row.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -236,9 +248,9 @@ pub struct TraceLine<'w> {
 pub fn write_trace(
     out: &mut dyn std::io::Write,
     workload: &Workload,
-    trace: &super::Trace,
+    trace: &Trace,
 ) -> std::io::Result<()> {
-    for (strategy, outcomes) in super::STRATEGIES.iter().zip(&trace.outcomes) {
+    for (strategy, outcomes) in STRATEGIES.iter().zip(&trace.outcomes) {
         for o in outcomes {
             let b = &workload.builds[o.build];
             let line = TraceLine {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{ObjectInfo, StoreError};
+use super::object::{ObjectInfo, StoreError};
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 

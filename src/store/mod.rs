@@ -6,83 +6,18 @@
 //! throttling) are retried with exponential backoff and jitter, the rest surface at once.
 
 mod fs;
+mod object;
 mod s3;
 
 use std::future::Future;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 
 pub use fs::FsStore;
+pub use object::{ObjectInfo, StoreError};
 pub use s3::{S3Options, S3Store};
-
-/// Errors from a store. Each names the object it concerns.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The store URL is not one Hearth understands.
-    #[error("invalid store URL {url:?}: {reason}")]
-    InvalidUrl { url: String, reason: String },
-    /// The object does not exist.
-    #[error("object {key} not found in the store")]
-    NotFound { key: String },
-    /// A conditional write found the object already there.
-    #[error("object {key} already exists in the store")]
-    AlreadyExists { key: String },
-    /// A filesystem store operation failed.
-    #[error("{op} {key}: {source}")]
-    Io {
-        op: &'static str,
-        key: String,
-        source: std::io::Error,
-    },
-    /// An S3 request failed.
-    #[error("S3 {op} {key}: {message}")]
-    S3 {
-        op: &'static str,
-        key: String,
-        message: String,
-        transient: bool,
-    },
-    /// A transient failure persisted through every retry.
-    #[error("store still failing after {attempts} attempts: {last}")]
-    Exhausted {
-        attempts: usize,
-        last: Box<StoreError>,
-    },
-}
-
-impl StoreError {
-    /// Whether retrying the same request may succeed.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StoreError::S3 { transient, .. } => *transient,
-            StoreError::Io { source, .. } => matches!(
-                source.kind(),
-                std::io::ErrorKind::Interrupted
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::WouldBlock
-            ),
-            _ => false,
-        }
-    }
-
-    /// Whether the error says the object is absent.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, StoreError::NotFound { .. })
-    }
-}
-
-/// One object in a listing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectInfo {
-    /// Key relative to the store root.
-    pub key: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Last modification time as reported by the store.
-    pub modified: SystemTime,
-}
 
 /// A snapshot store. An enum rather than a trait object: two implementations, async methods.
 #[derive(Clone, Debug)]

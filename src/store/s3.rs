@@ -9,7 +9,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
-use super::{ObjectInfo, StoreError};
+use super::object::{ObjectInfo, StoreError};
 
 /// S3 settings that may override the environment.
 #[derive(Clone, Debug, Default, clap::Args)]

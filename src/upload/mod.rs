@@ -38,11 +38,6 @@ pub const ERROR: &str = "HEARTH-ERROR";
 /// Largest context accepted (8 GiB, as the API's `upload.size` bound).
 pub const MAX_SIZE: u64 = 8 << 30;
 
-/// Where the unpacked context ends up inside the receiver's directory.
-pub fn context_dir(dir: &str) -> String {
-    format!("{}/context", dir.trim_end_matches('/'))
-}
-
 /// What went wrong with an upload. Each message names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {

@@ -42,7 +42,7 @@ fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (
         dir.join(".incoming.tar"),
         dir.join(".staging"),
-        PathBuf::from(super::context_dir(&dir.to_string_lossy())),
+        PathBuf::from(crate::contract::context_dir(&dir.to_string_lossy())),
     )
 }
 

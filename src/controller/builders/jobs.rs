@@ -239,7 +239,7 @@ pub fn snapshot_job(op: &SnapshotOp, inputs: &SnapshotJobInputs, config: &Operat
     job(
         op,
         JobTarget {
-            name: labels::child_name(&inputs.build, role, inputs.attempt),
+            name: crate::contract::child_name(&inputs.build, role, inputs.attempt),
             labels: labels::for_build(&inputs.build, Some(&inputs.cache), role),
             namespace: &inputs.namespace,
             cache: &inputs.cache,
@@ -287,7 +287,7 @@ pub fn cache_job(op: &SnapshotOp, inputs: &CacheJobInputs, config: &OperatorConf
     job(
         op,
         JobTarget {
-            name: labels::child_name(&inputs.cache, role, inputs.seq),
+            name: crate::contract::child_name(&inputs.cache, role, inputs.seq),
             labels,
             namespace: &inputs.namespace,
             cache: &inputs.cache,

@@ -40,19 +40,6 @@ pub fn truncate_label(value: &str) -> String {
         .to_string()
 }
 
-/// Name of a child object: `<owner>-<role>-<attempt>`, shortened with a hash when the owner's
-/// name is long (pod names must be DNS labels of at most 63 characters).
-pub fn child_name(owner: &str, role: &str, attempt: i32) -> String {
-    let suffix = format!("-{role}-{attempt}");
-    if owner.len() + suffix.len() <= 63 {
-        return format!("{owner}{suffix}");
-    }
-    let hash = &blake3::hash(owner.as_bytes()).to_hex()[..8];
-    let keep = 63 - suffix.len() - hash.len() - 1;
-    let head = owner[..keep].trim_end_matches(['-', '.']);
-    format!("{head}-{hash}{suffix}")
-}
-
 /// Name of replica `n` of a BuildCache.
 pub fn replica_pvc_name(cache: &str, n: u32) -> String {
     format!("{cache}-r{n}")
@@ -61,20 +48,6 @@ pub fn replica_pvc_name(cache: &str, n: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn child_names_fit_dns_labels_and_stay_distinct() {
-        assert_eq!(child_name("shop-api", "build", 1), "shop-api-build-1");
-        let long_a = format!("{}a", "x".repeat(70));
-        let long_b = format!("{}b", "x".repeat(70));
-        let (a, b) = (
-            child_name(&long_a, "restore", 2),
-            child_name(&long_b, "restore", 2),
-        );
-        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
-        assert_ne!(a, b);
-        assert!(a.ends_with("-restore-2"));
-    }
 
     #[test]
     fn labels_are_bounded() {

@@ -17,6 +17,7 @@ use super::jobs::{
 };
 use super::{affinity, labels, Pin};
 use crate::api::ImageBuild;
+use crate::contract::{self, RECEIVER_CONTAINER, UPLOAD_DIR};
 use crate::controller::config::OperatorConfig;
 
 /// Where buildctl writes its metadata (image digest) before it is copied to the termination log.
@@ -25,11 +26,6 @@ const SECRETS_DIR: &str = "/run/hearth/secrets";
 const GIT_DIR: &str = "/run/hearth/git";
 const DOCKER_CONFIG_DIR: &str = "/run/hearth/docker";
 const WORKSPACE: &str = "/workspace";
-/// The emptyDir an uploaded context arrives in (see [`crate::upload`]); the receiver moves the
-/// verified context to `<dir>/context` only once it is whole.
-pub const UPLOAD_DIR: &str = "/upload";
-/// Name of the receiver init container, the one `hearth build` execs into.
-pub const RECEIVER_CONTAINER: &str = "receive";
 /// The fixed script of the builder container. User values reach buildctl only as separate
 /// arguments (`"$@"`), never through the shell.
 const BUILD_SCRIPT: &str =
@@ -113,7 +109,7 @@ pub fn buildctl_args(build: &ImageBuild) -> Result<Vec<String>, BuilderError> {
             (None, None) => return Err(BuilderError::NoSource),
         },
         (None, None) if spec.source.upload.is_some() => {
-            let dir = crate::upload::context_dir(UPLOAD_DIR);
+            let dir = contract::context_dir(UPLOAD_DIR);
             locals.push(format!("context={dir}"));
             locals.push(format!("dockerfile={dir}"));
         }
@@ -378,9 +374,13 @@ pub fn builder_pod(
 
     Ok(Pod {
         metadata: ObjectMeta {
-            name: Some(labels::child_name(&name, "build", inputs.attempt)),
+            name: Some(contract::builder_pod_name(&name, inputs.attempt)),
             namespace: Some(namespace),
-            labels: Some(labels::for_build(&name, cache_label, "build")),
+            labels: Some(labels::for_build(
+                &name,
+                cache_label,
+                contract::BUILDER_ROLE,
+            )),
             owner_references: Some(vec![inputs.owner.clone()]),
             ..Default::default()
         },

@@ -16,12 +16,13 @@ use kube::ResourceExt;
 
 use super::status::{finish, saving, set_condition, set_condition_unknown};
 use crate::api::common::condition;
+use crate::api::quantity;
 use crate::api::{
     keys, BuildCache, CacheMode, Durations, ImageBuild, ImageBuildStatus, Phase, Placement,
     ReplicaState, RestoredFrom, SnapshotRecord, Warmth,
 };
+use crate::contract::child_name;
 use crate::controller::builders::jobs::{snapshot_job, SnapshotJobInputs, SnapshotOp};
-use crate::controller::builders::labels::child_name;
 use crate::controller::builders::pod::{buildctl_args, builder_pod, BuilderInputs, StateVolume};
 use crate::controller::builders::Pin;
 use crate::controller::config::OperatorConfig;
@@ -29,7 +30,6 @@ use crate::controller::durations::{between, go_duration};
 use crate::controller::error::{Error, Result};
 use crate::controller::key_history::FinishedBuild;
 use crate::controller::outcome::{restored_bytes, saved_snapshot, JobOutcome, PodOutcome};
-use crate::controller::quantity;
 use crate::controller::replica_table::{
     cache_mismatch, new_cache, next_replica_name, owner_ref, Release,
 };

@@ -1,4 +1,5 @@
-//! Kubernetes resource quantities (`50Gi`, `200G`, `1.5Ti`, `1e9`) as bytes.
+//! Kubernetes resource quantities (`50Gi`, `200G`, `1.5Ti`, `1e9`) as bytes, and bytes as the
+//! quantities Hearth writes (`BuildCache` `status.size`) and the client prints.
 
 /// Bytes in a quantity, or `None` when it is not a valid non-negative quantity.
 pub fn to_bytes(q: &str) -> Option<u64> {
