@@ -216,6 +216,12 @@ fn default_upload_timeout() -> Duration {
     Duration::from(std::time::Duration::from_secs(600))
 }
 
+/// A URL whose query string carries a credential-like parameter (`?token=`, `&X-Amz-Signature=`,
+/// `?sig=`, `?access_key=`...) is refused: it would be copied into status, Events, logs and the
+/// derived cache key.
+pub const CREDENTIAL_QUERY_RULE: &str =
+    "!self.matches('[?&][^=&#]*(?i:token|signature|sig|credential|password|passwd|secret|key|auth)[^=&#]*=')";
+
 /// A git repository as the build context.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -225,6 +231,8 @@ pub struct GitSource {
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^(https?|ssh|git)://[^ #]+$') || self.matches('^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^ #]+$')").message("must be an https://, http://, ssh://, git:// or user@host:path URL without spaces or '#'"))]
     #[x_kube(validation = Rule::new("!self.matches('^[a-z]+://[^/@]*:[^/@]*@')").message("must not embed credentials; put them in a Secret and set secretRef"))]
+    #[x_kube(validation = Rule::new("!self.matches('^https?://[^/@]*@')").message("must not carry a user or token before the host (it would show in status, Events and the cache key); put credentials in a Secret and set secretRef"))]
+    #[x_kube(validation = Rule::new(CREDENTIAL_QUERY_RULE).message("must not carry credentials in its query string (token, signature, key, password...); put them in a Secret"))]
     pub url: String,
     /// Branch, tag, full ref or commit to build. Empty means the remote's default branch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -256,6 +264,8 @@ pub struct ContextSource {
         length(min = 1, max = 2048),
         regex(pattern = r"^(s3|file|https)://[^\s]+$")
     )]
+    #[x_kube(validation = Rule::new("!self.matches('^[a-z0-9]+://[^/@]*@')").message("must not carry a user or password before the host (it would show in status, Events and the cache key)"))]
+    #[x_kube(validation = Rule::new(CREDENTIAL_QUERY_RULE).message("must not carry credentials in its query string (a pre-signed URL's signature, a token, a key...): they would show in status, Events and the cache key"))]
     pub url: Option<String>,
     /// A directory on a PersistentVolumeClaim in this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -37,7 +37,7 @@ pub fn derive_cache_key(source: &SourceSpec, dockerfile: &str, target: Option<&s
             }
         }
         (None, Some(ctx)) => match (&ctx.url, &ctx.pvc) {
-            (Some(url), _) => strip_scheme(url).to_string(),
+            (Some(url), _) => without_secrets(strip_scheme(url)).to_string(),
             (None, Some(pvc)) => match pvc.path.as_deref().map(|p| p.trim_matches('/')) {
                 Some(path) if !path.is_empty() => format!("pvc/{}/{}", pvc.claim_name, path),
                 _ => format!("pvc/{}", pvc.claim_name),
@@ -57,13 +57,7 @@ pub fn derive_cache_key(source: &SourceSpec, dockerfile: &str, target: Option<&s
 /// `https://user@GitHub.com/acme/shop.git/` and `git@github.com:acme/shop.git` both become
 /// `github.com/acme/shop`.
 pub fn normalize_git_url(url: &str) -> String {
-    let rest = strip_scheme(url);
-    // Drop user info (`user@` or `user:pass@`) before the host.
-    let rest = match (rest.find('@'), rest.find('/')) {
-        (Some(at), Some(slash)) if at < slash => &rest[at + 1..],
-        (Some(at), None) => &rest[at + 1..],
-        _ => rest,
-    };
+    let rest = without_secrets(strip_scheme(url));
     // scp-like `host:path` becomes `host/path` (a `host:port/` keeps its port).
     let rest = match rest.split_once(':') {
         Some((host, path))
@@ -78,6 +72,18 @@ pub fn normalize_git_url(url: &str) -> String {
     match rest.split_once('/') {
         Some((host, path)) => format!("{}/{}", host.to_ascii_lowercase(), path),
         None => rest.to_ascii_lowercase(),
+    }
+}
+
+/// A URL without its scheme, as a key may show it: no user info (`user:token@`), no query
+/// string (a pre-signed URL's signature), no fragment. Admission refuses credentials in URLs;
+/// this keeps any that predate the rules out of keys, status and store paths.
+fn without_secrets(rest: &str) -> &str {
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+    match (rest.find('@'), rest.find('/')) {
+        (Some(at), Some(slash)) if at < slash => &rest[at + 1..],
+        (Some(at), None) => &rest[at + 1..],
+        _ => rest,
     }
 }
 
@@ -166,6 +172,32 @@ mod tests {
             normalize_git_url("ssh://git@gitea.local:2222/a/b.git"),
             "gitea.local:2222/a/b"
         );
+    }
+
+    #[test]
+    fn credentials_in_urls_never_reach_a_key() {
+        let key = |url: &str| derive_cache_key(&git(url, None), "Dockerfile", None);
+        for url in [
+            "https://ghp_TOKEN@github.com/acme/shop.git",
+            "https://bot:ghp_TOKEN@github.com/acme/shop.git",
+            "https://github.com/acme/shop.git?access_token=ghp_TOKEN",
+            "https://github.com/acme/shop.git#ghp_TOKEN",
+        ] {
+            assert_eq!(key(url), "github.com/acme/shop:Dockerfile", "{url}");
+        }
+        let presigned = SourceSpec {
+            git: None,
+            context: Some(ContextSource {
+                url: Some(
+                    "https://u:pw@bucket.s3.example.com/ctx.tar.gz?X-Amz-Signature=SECRET".into(),
+                ),
+                pvc: None,
+            }),
+            upload: None,
+        };
+        let k = derive_cache_key(&presigned, "Dockerfile", None);
+        assert_eq!(k, "bucket.s3.example.com/ctx.tar.gz:Dockerfile");
+        assert!(!k.contains("SECRET") && !k.contains("pw"));
     }
 
     #[test]
