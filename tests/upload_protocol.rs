@@ -520,3 +520,65 @@ fn the_receive_command_exits_non_zero_on_refusal_and_timeout() {
     assert!(dir.path().join(".failed").exists());
     assert!(!dir.path().join("context").exists());
 }
+
+/// A reader that hands out what a channel sends, blocking until it does (a slow sender).
+struct Trickle(std::sync::mpsc::Receiver<Vec<u8>>, Vec<u8>);
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.1.is_empty() {
+            match self.0.recv() {
+                Ok(more) => self.1 = more,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.1.len());
+        buf[..n].copy_from_slice(&self.1[..n]);
+        self.1.drain(..n);
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_second_receiver_in_the_same_directory_is_refused_while_the_first_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = small_tar();
+    let b = {
+        let src = context();
+        write(&src.path().join("other.txt"), "B's file\n", 0o644);
+        let mut v = Vec::new();
+        pack(src.path(), &[], &mut v).unwrap();
+        v
+    };
+    assert_ne!(sha(&a), sha(&b));
+    let frame_a = frame(&a, &sha(&a), true);
+    let (send, recv) = std::sync::mpsc::channel();
+    send.send(frame_a[..frame_a.len() / 2].to_vec()).unwrap();
+    let path = dir.path().to_path_buf();
+    let first = std::thread::spawn(move || receive(Trickle(recv, Vec::new()), &path, None));
+    // Wait until A is half way through (its staged tar exists).
+    let started = std::time::Instant::now();
+    while !fs::read_dir(dir.path()).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".incoming")
+    }) {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "the first receiver never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let second = receive(&frame(&b, &sha(&b), true)[..], dir.path(), None);
+    let err = second.expect_err("a second upload interleaved with the first");
+    assert!(err.to_string().contains("in progress"), "{err}");
+    send.send(frame_a[frame_a.len() / 2..].to_vec()).unwrap();
+    drop(send);
+    let got = first.join().unwrap().expect("the first upload");
+    assert_eq!(got.sha256, sha(&a));
+    assert!(
+        !got.context.join("other.txt").exists(),
+        "the context holds B's files under A's verified hash"
+    );
+}

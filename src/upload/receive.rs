@@ -5,12 +5,15 @@
 //! Layout of the receiver's directory `DIR` (an emptyDir):
 //! - `DIR/.expect`: `<size> <sha256>` from the pod spec, written by the waiting process, so
 //!   the exec'd one accepts only the tar the ImageBuild states;
-//! - `DIR/.incoming.tar`, `DIR/.staging/`: work areas, removed on success and on failure;
+//! - `DIR/.incoming-<unique>.tar`, `DIR/.staging-<unique>/`: work areas of one receiver,
+//!   created exclusively (never an existing file or a planted symlink), removed on success and
+//!   on failure;
 //! - `DIR/context/`: the unpacked context, moved into place only once whole;
 //! - `DIR/.done` (the sha256) or `DIR/.failed` (the reason): the outcome.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -38,12 +41,38 @@ pub struct Received {
     pub context: PathBuf,
 }
 
+/// The work areas of one receiver (names no other receiver uses) and the context's place.
 fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let unique = format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
     (
-        dir.join(".incoming.tar"),
-        dir.join(".staging"),
+        dir.join(format!(".incoming-{unique}.tar")),
+        dir.join(format!(".staging-{unique}")),
         PathBuf::from(crate::contract::context_dir(&dir.to_string_lossy())),
     )
+}
+
+/// Holds the receiver's directory for one upload: an exclusive lock on the directory itself
+/// (released when dropped), so a second receiver cannot interleave with the first.
+fn lock_dir(dir: &Path) -> Result<fs::File, UploadError> {
+    let handle = fs::File::open(dir).map_err(|e| UploadError::io(dir, e))?;
+    match handle.try_lock() {
+        Ok(()) => Ok(handle),
+        Err(fs::TryLockError::WouldBlock) => Err(UploadError::Remote(format!(
+            "another upload into {} is in progress; an upload is accepted once",
+            dir.display()
+        ))),
+        Err(fs::TryLockError::Error(e)) => Err(UploadError::io(dir, e)),
+    }
 }
 
 /// Reads one frame from `input` into `dir`: header, exactly `size` bytes, the done line;
@@ -55,6 +84,7 @@ pub fn receive(
     dir: &Path,
     expect: Option<&Expect>,
 ) -> Result<Received, UploadError> {
+    let _held = lock_dir(dir)?;
     let (incoming, staging, context) = paths(dir);
     if context.exists() {
         return Err(UploadError::Remote(format!(
@@ -89,8 +119,15 @@ fn receive_into(
         }
     }
 
-    // The tar, to a file beside the context (same filesystem), hashed on the way.
-    let mut file = fs::File::create(incoming).map_err(|e| UploadError::io(incoming, e))?;
+    // The tar, to a new file beside the context (same filesystem), hashed on the way; it is
+    // checked and unpacked through this same descriptor, so what was hashed is what lands.
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(incoming)
+        .map_err(|e| UploadError::io(incoming, e))?;
     let mut hasher = Sha256::new();
     let mut remaining = stated.size;
     let mut buf = vec![0u8; 64 * 1024];
@@ -110,7 +147,6 @@ fn receive_into(
         remaining -= n as u64;
     }
     file.sync_all().map_err(|e| UploadError::io(incoming, e))?;
-    drop(file);
     let done = read_line(&mut input, "done signal")?;
     if done != done_line(&stated.sha256) {
         return Err(UploadError::BadFrame(format!(
@@ -127,10 +163,12 @@ fn receive_into(
         });
     }
 
-    let open = || fs::File::open(incoming).map_err(|e| UploadError::io(incoming, e));
-    let entries = verify::check_entries(open()?)?;
+    let rewind = |mut f: &fs::File| f.rewind().map_err(|e| UploadError::io(incoming, e));
+    rewind(&file)?;
+    let entries = verify::check_entries(&file)?;
     fs::create_dir(staging).map_err(|e| UploadError::io(staging, e))?;
-    let mut archive = tar::Archive::new(open()?);
+    rewind(&file)?;
+    let mut archive = tar::Archive::new(&file);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
     archive.set_preserve_ownerships(false);
