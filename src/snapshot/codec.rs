@@ -41,8 +41,21 @@ pub fn seal<T: Serialize>(magic: &[u8; 8], value: &T) -> Result<Vec<u8>, CodecEr
     Ok(out)
 }
 
+/// Largest decompressed metadata object read (a manifest of a few million files fits): the
+/// checksum is not a signature, so a crafted object could otherwise decompress without bound.
+pub const DECODED_LIMIT: u64 = 512 << 20;
+
 /// Decodes an envelope written by [`seal`] with the same `magic`, checking its checksum.
 pub fn open<T: DeserializeOwned>(magic: &[u8; 8], bytes: &[u8]) -> Result<T, CodecError> {
+    open_limited(magic, bytes, DECODED_LIMIT)
+}
+
+/// [`open`], refusing a body that decompresses to more than `limit` bytes.
+pub fn open_limited<T: DeserializeOwned>(
+    magic: &[u8; 8],
+    bytes: &[u8],
+    limit: u64,
+) -> Result<T, CodecError> {
     if bytes.len() < HEADER {
         return Err(CodecError::Truncated(bytes.len()));
     }
@@ -56,7 +69,16 @@ pub fn open<T: DeserializeOwned>(magic: &[u8; 8], bytes: &[u8]) -> Result<T, Cod
     if blake3::hash(body).as_bytes() != &bytes[8..HEADER] {
         return Err(CodecError::Checksum);
     }
-    let cbor = zstd::stream::decode_all(body).map_err(|e| CodecError::Decode(e.to_string()))?;
+    let mut cbor = Vec::new();
+    let decoder =
+        zstd::stream::read::Decoder::new(body).map_err(|e| CodecError::Decode(e.to_string()))?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(decoder, limit + 1), &mut cbor)
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if cbor.len() as u64 > limit {
+        return Err(CodecError::Decode(format!(
+            "decompresses to more than {limit} bytes"
+        )));
+    }
     ciborium::from_reader(cbor.as_slice()).map_err(|e| CodecError::Decode(e.to_string()))
 }
 
