@@ -54,6 +54,24 @@ pub enum Command {
 }
 
 /// Runs a parsed command line.
+/// An error as the `hearth` binary prints it: each cause once. Many error types show their
+/// cause in their own message and also return it as their source, so a plain `{:#}` printed
+/// it twice ("reading X: Is a directory: Is a directory").
+pub fn report(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     raise_open_files_limit();
     match cli.command {
@@ -175,4 +193,32 @@ pub fn parse_documents(text: &str) -> anyhow::Result<Vec<serde_json::Value>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading {path}: {source}")]
+    struct Reading {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_reported_once() {
+        let io = std::io::Error::other("Is a directory");
+        let err = anyhow::Error::new(Reading {
+            path: "/etc".into(),
+            source: io,
+        })
+        .context("loading the config");
+        assert_eq!(
+            report(&err),
+            "loading the config: reading /etc: Is a directory"
+        );
+        let plain = anyhow::anyhow!("top").context("outer");
+        assert_eq!(report(&plain), "outer: top");
+    }
 }

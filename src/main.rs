@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     match hearth::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", hearth::cli::report(&err));
             ExitCode::from(2)
         }
     }

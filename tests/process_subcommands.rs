@@ -456,3 +456,21 @@ async fn controller_refuses_an_admin_address_in_use() {
     assert!(e.contains(&addr), "the error names {addr}: {context}");
     drop(taken);
 }
+
+#[tokio::test]
+async fn an_error_prints_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-config.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["controller", "--config", &missing.to_string_lossy()])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "the cause printed more than once: {stderr}"
+    );
+}
