@@ -474,3 +474,43 @@ async fn an_error_prints_each_cause_once() {
         "the cause printed more than once: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn simulate_names_the_line_of_a_binary_workload_and_validate_does_not_echo_a_huge_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("workload.bin");
+    std::fs::write(&binary, b"# comment\n{}\n\xff\xfe\x00binary").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["simulate", "--workload", &binary.to_string_lossy()])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 3: not UTF-8 text"), "{stderr}");
+
+    let big = dir.path().join("big.yaml");
+    let key = "a".repeat(10_000);
+    std::fs::write(
+        &big,
+        format!("apiVersion: hearth.dev/v1alpha1\nkind: BuildCache\nmetadata:\n  name: big\n  namespace: shop\nspec:\n  key: {key}\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["validate", &big.to_string_lossy()])
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("(10000 characters)"), "{text}");
+    assert!(
+        text.len() < 1_000,
+        "the key was echoed back: {} bytes",
+        text.len()
+    );
+}

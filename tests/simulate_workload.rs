@@ -142,3 +142,25 @@ fn an_error_late_in_the_file_returns_nothing() {
     lines.push(r#"{"kind":"node-up","at":1,"node":"nowhere"}"#);
     assert!(parse(&with(&lines)).is_err());
 }
+
+#[test]
+fn absurd_times_are_refused_naming_the_field() {
+    for (field, from, to) in [
+        ("at", r#""at":12.5"#, r#""at":1e300"#),
+        (
+            "coldSeconds",
+            r#""coldSeconds":600"#,
+            r#""coldSeconds":1e300"#,
+        ),
+    ] {
+        let (line, got, problem) = field_error(&with(&[&BUILD.replace(from, to)]));
+        assert_eq!((line, got.as_str()), (4, field));
+        assert!(problem.contains("at most 1e9 seconds"), "{problem}");
+    }
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    let text = format!("\u{feff}{}", with(&[BUILD]));
+    assert_eq!(parse(&text).expect("a workload with a BOM").builds.len(), 1);
+}

@@ -131,9 +131,29 @@ fn schema_violations(
                 .to_string()
                 .trim_start_matches('/')
                 .replace('/', "."),
-            message: e.to_string(),
+            message: without_long_value(&e.to_string(), e.instance()),
         })
         .collect())
+}
+
+/// Longest offending value a message repeats in full.
+const VALUE_SHOWN: usize = 64;
+
+/// A schema message (`"<value>" is longer than 253 characters`) with an over-long value cut to
+/// its start and its length: a 10 KB key is not echoed back whole.
+fn without_long_value(message: &str, value: &Value) -> String {
+    let rendered = value.to_string();
+    let length = match value {
+        Value::String(s) => s.chars().count(),
+        _ => rendered.chars().count(),
+    };
+    match message.strip_prefix(&rendered) {
+        Some(rest) if rendered.chars().count() > VALUE_SHOWN => {
+            let head: String = rendered.chars().take(VALUE_SHOWN / 2).collect();
+            format!("{head}... ({length} characters){rest}")
+        }
+        _ => message.to_string(),
+    }
 }
 
 /// CEL rules in a schema that would not compile on an API server, or whose estimated cost

@@ -45,15 +45,26 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     let text = match builtin::find(&args.workload) {
         Some(b) => b.text.to_string(),
-        None => std::fs::read_to_string(&args.workload).map_err(|source| SimError::NotFound {
-            name: args.workload.clone(),
-            builtins: BUILTINS
-                .iter()
-                .map(|b| b.name)
-                .collect::<Vec<_>>()
-                .join(", "),
-            source,
-        })?,
+        None => {
+            let bytes = std::fs::read(&args.workload).map_err(|source| SimError::NotFound {
+                name: args.workload.clone(),
+                builtins: BUILTINS
+                    .iter()
+                    .map(|b| b.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                source,
+            })?;
+            String::from_utf8(bytes).map_err(|e| {
+                let bytes = e.as_bytes();
+                let at = e.utf8_error().valid_up_to();
+                let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+                anyhow::anyhow!(
+                    "{}: line {line}: not UTF-8 text (a binary file?); a workload is JSON lines",
+                    args.workload
+                )
+            })?
+        }
     };
     let workload = parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.workload))?;
     let opts = Options {

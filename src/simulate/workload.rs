@@ -164,6 +164,12 @@ impl<'a> Record<'a> {
         match self.obj.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => match v.as_f64() {
+                Some(n) if n > MAX_SECONDS && (field == "at" || field.ends_with("Seconds")) => {
+                    Err(self.err(
+                        field,
+                        format!("must be at most {MAX_SECONDS:e} seconds (got {n:e})"),
+                    ))
+                }
                 Some(n) if n.is_finite() && n >= 0.0 => Ok(Some(n)),
                 Some(n) if n < 0.0 => {
                     Err(self.err(field, format!("must not be negative (got {n})")))
@@ -195,8 +201,14 @@ impl<'a> Record<'a> {
     }
 }
 
-/// Parses a whole workload; nothing is returned from a half-read file.
+/// Longest time a workload may name (`at`, `*Seconds`): about 31 years; larger values are
+/// typos that would only overflow the simulation.
+pub const MAX_SECONDS: f64 = 1e9;
+
+/// Parses a whole workload; nothing is returned from a half-read file. A leading UTF-8 byte
+/// order mark (as some editors write) is skipped.
 pub fn parse(text: &str) -> Result<Workload, WorkloadError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut cluster: Option<(ClusterSpec, HashMap<String, usize>)> = None;
     let mut builds = Vec::new();
     let mut node_events = Vec::new();
