@@ -34,7 +34,7 @@ use super::cache_policy::{
     self, budget_victims, CostModel, Duty, Facts, NodeReplica, PrewarmTarget,
 };
 use super::claims::{
-    create_replica_pvc, owner_ref, push_replica, summarize, update_status, update_status_retrying,
+    create_replica_pvc, owner_ref, push_replica, update_status, update_status_retrying,
 };
 use super::context::Context;
 use super::error::{ignore_missing, is_status, Error, Result};
@@ -46,8 +46,8 @@ use super::view::{
     mounted_claims, node_budget, pod_claims, pv_location, seconds, view_from_stores,
 };
 use crate::api::{
-    BuildCache, BuildCacheStatus, CacheOperation, DeletionPolicy, ImageBuild, OperationKind,
-    ReplicaState, SnapshotRecord,
+    BuildCache, BuildCacheStatus, CacheOperation, DeletionPolicy, OperationKind, ReplicaState,
+    SnapshotRecord,
 };
 
 /// Name of this controller in metrics.
@@ -70,7 +70,6 @@ const PREWARM_LIMIT: usize = 32;
 /// Reconciles one BuildCache.
 pub async fn reconcile(cache: Arc<BuildCache>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconcile(CONTROLLER);
-    refresh_gauges(&ctx);
     let namespace = cache.namespace().unwrap_or_default();
     let api: Api<BuildCache> = Api::namespaced(ctx.client.clone(), &namespace);
     if cache.metadata.deletion_timestamp.is_some() {
@@ -141,14 +140,13 @@ async fn bookkeeping(
         let volume = claims.get(pvc)?.spec.as_ref()?.volume_name.clone()?;
         volumes.get(&volume).cloned()
     };
-    let builds: Api<ImageBuild> = Api::namespaced(ctx.client.clone(), &namespace);
     // A claim whose build is gone is released once no pod of it still mounts the replica.
     let mut gone_holders = HashSet::new();
     for r in &status.replicas {
         let Some(holder) = r.holder.clone() else {
             continue;
         };
-        if !mounted.contains(&r.pvc) && builds.get_opt(&holder).await?.is_none() {
+        if !mounted.contains(&r.pvc) && !ctx.stores.has_build(&namespace, &holder) {
             gone_holders.insert(holder);
         }
     }
@@ -967,65 +965,4 @@ async fn finalize(cache: &BuildCache, ctx: &Context) -> Result<Action> {
         "deletionPolicy Delete",
     )
     .await
-}
-
-/// Sets the gauges from every cache the controller sees: bytes and budget per node, replicas
-/// by state, idle replicas holding unsaved state per namespace.
-pub fn refresh_gauges(ctx: &Context) {
-    let m = &ctx.metrics;
-    let caches: Vec<Arc<BuildCache>> = ctx.stores.caches.iter().flat_map(|s| s.state()).collect();
-    let mut node_bytes: HashMap<String, i64> = HashMap::new();
-    let mut by_state: HashMap<String, i64> = HashMap::new();
-    let mut unsaved: HashMap<String, i64> = HashMap::new();
-    for c in &caches {
-        let ns = c.namespace().unwrap_or_default();
-        unsaved.entry(ns.clone()).or_insert(0);
-        let mut status = c.status.clone().unwrap_or_default();
-        summarize(&mut status);
-        for r in &status.replicas {
-            *by_state.entry(format!("{:?}", r.state)).or_default() += 1;
-            if !r.state.is_live() {
-                continue;
-            }
-            if let Some(node) = &r.node {
-                *node_bytes.entry(node.clone()).or_default() += r.size_bytes.unwrap_or(0);
-            }
-            if r.state == ReplicaState::Idle && r.snapshot_id.is_none() {
-                *unsaved.entry(ns.clone()).or_default() += 1;
-            }
-        }
-    }
-    m.node_bytes.clear();
-    m.node_budget_bytes.clear();
-    for node in ctx.stores.nodes.state().iter() {
-        let labels = super::metrics::NodeLabels {
-            node: node.name_any(),
-        };
-        m.node_budget_bytes
-            .get_or_create(&labels)
-            .set(node_budget(node, &ctx.config) as i64);
-        m.node_bytes
-            .get_or_create(&labels)
-            .set(node_bytes.get(&labels.node).copied().unwrap_or(0));
-    }
-    for state in [
-        "Idle",
-        "InUse",
-        "Restoring",
-        "Snapshotting",
-        "Lost",
-        "Evicting",
-    ] {
-        m.replicas
-            .get_or_create(&super::metrics::ReplicaStateLabels {
-                state: state.into(),
-            })
-            .set(by_state.get(state).copied().unwrap_or(0));
-    }
-    m.unsaved_replicas.clear();
-    for (namespace, n) in unsaved {
-        m.unsaved_replicas
-            .get_or_create(&super::metrics::NamespaceLabels { namespace })
-            .set(n);
-    }
 }

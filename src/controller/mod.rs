@@ -11,6 +11,7 @@ pub mod context;
 pub mod custom_run;
 pub mod error;
 pub mod finalizer;
+pub mod gauges;
 pub mod image_build;
 pub mod job_runner;
 pub mod key_history;
