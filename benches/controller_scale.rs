@@ -17,7 +17,7 @@
 //! The fake API server runs in this process, on the same cores as the controller.
 
 #[path = "../tests/cluster/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod cluster;
 #[path = "support/fleet.rs"]
 mod fleet;
