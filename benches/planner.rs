@@ -2,21 +2,32 @@
 //! (10,000 replicas at 1,000 nodes), budgets nearly full so that evictions are weighed.
 //! Criterion measures each kind of request; a second pass times 20,000 mixed decisions one by
 //! one and prints p50 and p99 per cluster size.
+//!
+//! `build_view` (the controller's step before each `plan()`: Kubernetes objects in, planner
+//! view out) is timed on 1,000 Nodes, 5,000 BuildCaches with 10,000 replicas and their PVCs and
+//! PVs (benches/support/fleet.rs), with the p50 and p99 of `plan()` on the view it built.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use hearth::api::{CacheMode, ReplicaState};
+use hearth::api::{BuildCache, CacheMode, ReplicaState};
+use hearth::controller::config::OperatorConfig;
+use hearth::controller::view::{build_view, Objects};
 use hearth::planner::{
     plan, BuildRequest, ClusterView, KeyStats, Location, Node, PlannerConfig, Replica, Snapshot,
     StoreModel,
 };
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 
 const GB: u64 = 1_000_000_000;
 const SIZES: [usize; 4] = [10, 100, 300, 1000];
 const NAMESPACES: usize = 5;
+
+#[path = "support/fleet.rs"]
+#[allow(dead_code)]
+mod fleet;
 
 struct Rng(u64);
 
@@ -170,16 +181,119 @@ fn bench(c: &mut Criterion) {
                 t.elapsed().as_secs_f64() * 1e6
             })
             .collect();
-        times.sort_by(f64::total_cmp);
-        let at = |p: f64| times[((p * times.len() as f64) as usize).min(times.len() - 1)];
+        let (p50, p99, max) = percentiles(&mut times);
         let replicas = view.replicas().count();
-        println!(
-            "{nodes:>6} {replicas:>9} {:>10.1} {:>10.1} {:>10.1}",
-            at(0.5),
-            at(0.99),
-            at(1.0)
-        );
+        println!("{nodes:>6} {replicas:>9} {p50:>10.1} {p99:>10.1} {max:>10.1}");
     }
+}
+
+/// p50, p99 and max of a sample.
+fn percentiles(times: &mut [f64]) -> (f64, f64, f64) {
+    times.sort_by(f64::total_cmp);
+    let at = |p: f64| times[((p * times.len() as f64) as usize).min(times.len() - 1)];
+    (at(0.5), at(0.99), at(1.0))
+}
+
+fn typed<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).expect("a valid object")
+}
+
+/// The objects of a fleet at rest: 1,000 Nodes, 5,000 BuildCaches of two replicas (10,000
+/// replicas, ten a node) with their PVCs and PVs.
+struct FleetObjects {
+    nodes: Vec<k8s_openapi::api::core::v1::Node>,
+    volumes: Vec<PersistentVolume>,
+    claims: Vec<PersistentVolumeClaim>,
+    caches: Vec<BuildCache>,
+}
+
+impl FleetObjects {
+    fn new(now: i64) -> Self {
+        let f = fleet::Fleet {
+            nodes: 1000,
+            caches: 5000,
+            replicas_per_cache: 2,
+            builds: 0,
+            namespaces: NAMESPACES,
+        };
+        let replicas =
+            || (0..f.caches).flat_map(|c| (0..f.replicas_per_cache).map(move |r| (c, r)));
+        FleetObjects {
+            nodes: (0..f.nodes).map(|i| typed(f.node(i))).collect(),
+            volumes: replicas().map(|(c, r)| typed(f.volume(c, r))).collect(),
+            claims: replicas().map(|(c, r)| typed(f.claim(c, r))).collect(),
+            caches: (0..f.caches).map(|i| typed(f.cache(i, now))).collect(),
+        }
+    }
+
+    fn objects(&self) -> Objects<'_> {
+        Objects {
+            nodes: self.nodes.iter().collect(),
+            volumes: self.volumes.iter().collect(),
+            claims: self.claims.iter().collect(),
+            pods: Vec::new(),
+            caches: self.caches.iter().collect(),
+        }
+    }
+}
+
+/// `build_view` on the fleet, then `plan()` on the view it built: hot keys, new branches
+/// falling back to main, unknown keys.
+fn build_view_timing(c: &mut Criterion) {
+    let now = jiff::Timestamp::now();
+    let fleet = FleetObjects::new(now.as_second());
+    let objects = fleet.objects();
+    let config = OperatorConfig::default();
+    let cfg = PlannerConfig::default();
+    c.benchmark_group("build_view")
+        .sample_size(10)
+        .bench_function("1000-nodes-10000-replicas", |b| {
+            b.iter(|| black_box(build_view(&objects, &config, &cfg, now)))
+        });
+    let mut times: Vec<f64> = (0..50)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(build_view(&objects, &config, &cfg, now));
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let (p50, p99, max) = percentiles(&mut times);
+    let view = build_view(&objects, &config, &cfg, now);
+    println!(
+        "\nbuild_view: {} nodes, {} caches, {} replicas; 50 runs: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+        fleet.nodes.len(),
+        fleet.caches.len(),
+        view.cluster.replicas().count(),
+    );
+    let mut rng = Rng(11);
+    let mut times: Vec<f64> = (0..20_000)
+        .map(|i| {
+            let k = rng.below(fleet.caches.len() as u64) as usize;
+            let ns = format!("team-{}", k % NAMESPACES);
+            let main = format!("github.com/acme/repo-{k}:main");
+            let mut r = match i % 4 {
+                0 | 1 => BuildRequest::new(ns, main.clone()),
+                2 => BuildRequest::new(ns, format!("github.com/acme/repo-{k}:feature-{i}")),
+                _ => BuildRequest::new(ns, format!("unknown-{i}")),
+            };
+            r.restore_keys = vec![main];
+            let t = Instant::now();
+            black_box(
+                plan(
+                    &view.cluster,
+                    &r,
+                    hearth::controller::view::seconds(now),
+                    &cfg,
+                )
+                .expect("valid"),
+            );
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    let (p50, p99, max) = percentiles(&mut times);
+    println!(
+        "plan() on that view, 20,000 mixed decisions: p50 {p50:.1} us, p99 {p99:.1} us, max {max:.1} us"
+    );
 }
 
 /// With `HEARTH_SIMULATE=FILE`, times `hearth simulate` (all four strategies) on that workload
@@ -205,6 +319,7 @@ fn simulate_timing() {
 
 fn all(c: &mut Criterion) {
     bench(c);
+    build_view_timing(c);
     simulate_timing();
 }
 

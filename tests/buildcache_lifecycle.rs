@@ -766,6 +766,7 @@ async fn gauges_show_bytes_per_node_and_replicas_by_state() {
     build(&mut c, "b1", "shop:main", Some(&saved("s1", 3))).await;
     set_budget(&c, "n1", "100Gi").await;
     c.reconcile_cache(&cache_of("shop:main")).await;
+    hearth::controller::gauges::refresh(&c.ctx);
     let m = c.ctx.metrics.encode();
     for line in [
         r#"hearth_cache_node_bytes{node="n1"} 3221225472"#,

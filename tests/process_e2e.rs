@@ -443,3 +443,32 @@ async fn concurrent_builds_of_one_key_use_separate_volumes() {
     assert_eq!(builders.len(), 2, "{builders:?}");
     assert!(c.runs.overlaps().is_empty(), "{:?}", c.runs.overlaps());
 }
+
+/// The value of one series in a Prometheus text exposition.
+fn series_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Every reconcile is timed per controller: after a build, `/metrics` of the real process
+/// counts reconciles of both controllers in `hearth_reconcile_duration_seconds`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_durations_are_exported_per_controller() {
+    let c = TestCluster::start(ClusterOpts::default()).await;
+    build_and_save(&c, "timed-1", "timed:main").await;
+    let metrics = c.metrics().await;
+    for controller in ["imagebuild", "buildcache"] {
+        let series =
+            format!(r#"hearth_reconcile_duration_seconds_count{{controller="{controller}"}}"#);
+        let count = series_value(&metrics, &series);
+        assert!(
+            count.is_some_and(|n| n > 0.0),
+            "{series}: {count:?}\n{metrics}"
+        );
+        let inf = format!(
+            r#"hearth_reconcile_duration_seconds_bucket{{le="+Inf",controller="{controller}"}}"#
+        );
+        assert_eq!(series_value(&metrics, &inf), count, "{inf}\n{metrics}");
+    }
+}

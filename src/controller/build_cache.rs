@@ -40,8 +40,8 @@ use super::finalizer::{self, Cleanup};
 use super::job_runner::job_state;
 use super::outcome::{restored_bytes, saved_snapshot, JobOutcome};
 use super::replica_table::{
-    self, create_replica_pvc, owner_ref, push_replica, set_store_condition, summarize,
-    update_status, STORE_REACHABLE,
+    self, create_replica_pvc, owner_ref, push_replica, set_store_condition, update_status,
+    STORE_REACHABLE,
 };
 use super::requeue::{CACHE_CONFLICT, CACHE_ERROR, DELETE_RETRY, FOLLOW, RESYNC, SOON};
 use super::view::{
@@ -49,8 +49,8 @@ use super::view::{
 };
 use super::writes::delete_ignoring_missing;
 use crate::api::{
-    BuildCache, BuildCacheStatus, CacheOperation, DeletionPolicy, ImageBuild, OperationKind,
-    ReplicaState, SnapshotRecord,
+    BuildCache, BuildCacheStatus, CacheOperation, DeletionPolicy, OperationKind, ReplicaState,
+    SnapshotRecord,
 };
 
 /// Name of this controller in metrics.
@@ -63,7 +63,6 @@ const PREWARM_LIMIT: usize = 32;
 /// Reconciles one BuildCache.
 pub async fn reconcile(cache: Arc<BuildCache>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconcile(CONTROLLER);
-    refresh_gauges(&ctx);
     let api: Api<BuildCache> =
         Api::namespaced(ctx.client.clone(), &cache.namespace().unwrap_or_default());
     finalizer::reconcile_with(
@@ -149,14 +148,13 @@ async fn bookkeeping(
         let volume = claims.get(pvc)?.spec.as_ref()?.volume_name.clone()?;
         volumes.get(&volume).cloned()
     };
-    let builds: Api<ImageBuild> = Api::namespaced(ctx.client.clone(), &namespace);
     // A claim whose build is gone is released once no pod of it still mounts the replica.
     let mut gone_holders = HashSet::new();
     for r in &status.replicas {
         let Some(holder) = r.holder.clone() else {
             continue;
         };
-        if !mounted.contains(&r.pvc) && builds.get_opt(&holder).await?.is_none() {
+        if !mounted.contains(&r.pvc) && !ctx.stores.has_build(&namespace, &holder) {
             gone_holders.insert(holder);
         }
     }
@@ -872,65 +870,4 @@ async fn cleanup(cache: Arc<BuildCache>, ctx: &Context) -> Result<Cleanup> {
     )
     .await?;
     Ok(Cleanup::Pending(started))
-}
-
-/// Sets the gauges from every cache the controller sees: bytes and budget per node, replicas
-/// by state, idle replicas holding unsaved state per namespace.
-pub fn refresh_gauges(ctx: &Context) {
-    let m = &ctx.metrics;
-    let caches: Vec<Arc<BuildCache>> = ctx.stores.caches.iter().flat_map(|s| s.state()).collect();
-    let mut node_bytes: HashMap<String, i64> = HashMap::new();
-    let mut by_state: HashMap<String, i64> = HashMap::new();
-    let mut unsaved: HashMap<String, i64> = HashMap::new();
-    for c in &caches {
-        let ns = c.namespace().unwrap_or_default();
-        unsaved.entry(ns.clone()).or_insert(0);
-        let mut status = c.status.clone().unwrap_or_default();
-        summarize(&mut status);
-        for r in &status.replicas {
-            *by_state.entry(format!("{:?}", r.state)).or_default() += 1;
-            if !r.state.is_live() {
-                continue;
-            }
-            if let Some(node) = &r.node {
-                *node_bytes.entry(node.clone()).or_default() += r.size_bytes.unwrap_or(0);
-            }
-            if r.state == ReplicaState::Idle && r.snapshot_id.is_none() {
-                *unsaved.entry(ns.clone()).or_default() += 1;
-            }
-        }
-    }
-    m.node_bytes.clear();
-    m.node_budget_bytes.clear();
-    for node in ctx.stores.nodes.state().iter() {
-        let labels = super::metrics::NodeLabels {
-            node: node.name_any(),
-        };
-        m.node_budget_bytes
-            .get_or_create(&labels)
-            .set(node_budget(node, &ctx.config) as i64);
-        m.node_bytes
-            .get_or_create(&labels)
-            .set(node_bytes.get(&labels.node).copied().unwrap_or(0));
-    }
-    for state in [
-        "Idle",
-        "InUse",
-        "Restoring",
-        "Snapshotting",
-        "Lost",
-        "Evicting",
-    ] {
-        m.replicas
-            .get_or_create(&super::metrics::ReplicaStateLabels {
-                state: state.into(),
-            })
-            .set(by_state.get(state).copied().unwrap_or(0));
-    }
-    m.unsaved_replicas.clear();
-    for (namespace, n) in unsaved {
-        m.unsaved_replicas
-            .get_or_create(&super::metrics::NamespaceLabels { namespace })
-            .set(n);
-    }
 }

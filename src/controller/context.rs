@@ -1,18 +1,18 @@
 //! What every reconcile shares: the client, the operator config, the planner's tunables,
-//! reflector stores of the cluster (nodes, volumes, Hearth's pods and claims), metrics, the
-//! event reporter and an injected clock (tests set the time).
+//! reflector stores of the cluster (nodes, volumes, Hearth's pods and claims, caches and
+//! builds), metrics, the event reporter and an injected clock (tests set the time).
 
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
 
 use super::config::OperatorConfig;
 use super::metrics::Metrics;
-use crate::api::BuildCache;
+use crate::api::{BuildCache, ImageBuild};
 use crate::planner::PlannerConfig;
 
 /// The clock reconcilers read; tests replace it.
@@ -31,6 +31,17 @@ pub struct Stores {
     pub pods: Vec<Store<Pod>>,
     /// BuildCaches of the watched namespaces (their replicas count against node budgets).
     pub caches: Vec<Store<BuildCache>>,
+    /// ImageBuilds of the watched namespaces: the ImageBuild controllers' own stores, so
+    /// BuildCache bookkeeping finds a replica's holder without a GET per holder.
+    pub builds: Vec<Store<ImageBuild>>,
+}
+
+impl Stores {
+    /// Whether the build `namespace/name` exists (in the builds' reflector stores).
+    pub fn has_build(&self, namespace: &str, name: &str) -> bool {
+        let key = ObjectRef::new(name).within(namespace);
+        self.builds.iter().any(|s| s.get(&key).is_some())
+    }
 }
 
 /// Shared state of the reconcilers.

@@ -21,6 +21,7 @@ pub mod durations;
 pub mod error;
 pub mod events;
 pub mod finalizer;
+pub mod gauges;
 pub mod image_build;
 pub mod job_runner;
 pub mod key_history;

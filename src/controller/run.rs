@@ -23,7 +23,7 @@ use super::builders::labels;
 use super::config::OperatorConfig;
 use super::context::{Context, Stores};
 use super::metrics::Metrics;
-use super::{build_cache, custom_run, image_build};
+use super::{build_cache, custom_run, gauges, image_build};
 use crate::api::{BuildCache, ImageBuild};
 
 /// Name of the leader-election Lease.
@@ -99,6 +99,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         claims: vec![],
         pods: vec![],
         caches: vec![],
+        builds: vec![],
     };
     for scope in &scopes {
         let (claims, f) =
@@ -164,6 +165,21 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     metrics.leader.set(1);
     info!(%identity, "leading");
 
+    // The ImageBuild controllers come first: their stores are the builds' reflector that
+    // BuildCache bookkeeping reads (one copy of every build in memory, not two).
+    let build_controllers: Vec<Controller<ImageBuild>> = scopes
+        .iter()
+        .map(|scope| {
+            Controller::new(
+                api_in::<ImageBuild>(&client, scope),
+                watcher::Config::default().any_semantic(),
+            )
+            .owns(api_in::<Pod>(&client, scope), hearth_only.clone())
+            .owns(api_in::<Job>(&client, scope), hearth_only.clone())
+        })
+        .collect();
+    stores.builds = build_controllers.iter().map(|c| c.store()).collect();
+    let builds_synced = stores.builds.clone();
     let ctx = Arc::new(Context::new(
         client.clone(),
         config.clone(),
@@ -171,6 +187,9 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         metrics.clone(),
         &identity,
     ));
+    let gauges_ctx = ctx.clone();
+    let gauges_stop = stop_rx.clone();
+    tokio::spawn(async move { gauges::every_interval(&gauges_ctx, gauges_stop).await });
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         tokio::select! {
@@ -183,31 +202,27 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         // Dropping the channel makes the lease task release the Lease.
         drop(leader);
     });
-    let controllers = scopes.iter().map(|scope| {
+    let controllers = build_controllers.into_iter().map(|controller| {
         let mut drain = drain_rx.clone();
-        Controller::new(
-            api_in::<ImageBuild>(&client, scope),
-            watcher::Config::default().any_semantic(),
-        )
-        .owns(api_in::<Pod>(&client, scope), hearth_only.clone())
-        .owns(api_in::<Job>(&client, scope), hearth_only.clone())
-        .graceful_shutdown_on(async move {
-            let _ = drain.wait_for(|d| *d).await;
-        })
-        .run(
-            image_build::reconcile,
-            image_build::error_policy,
-            ctx.clone(),
-        )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "reconcile failed");
-            }
-        })
+        controller
+            .graceful_shutdown_on(async move {
+                let _ = drain.wait_for(|d| *d).await;
+            })
+            .run(
+                |build, ctx| timed(image_build::CONTROLLER, image_build::reconcile, build, ctx),
+                image_build::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    warn!(error = %e, "reconcile failed");
+                }
+            })
     });
     let cache_controllers = scopes.iter().map(|scope| {
         let mut drain = drain_rx.clone();
-        Controller::new(
+        let builds = builds_synced.clone();
+        let controller = Controller::new(
             api_in::<BuildCache>(&client, scope),
             watcher::Config::default(),
         )
@@ -222,7 +237,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             let _ = drain.wait_for(|d| *d).await;
         })
         .run(
-            build_cache::reconcile,
+            |cache, ctx| timed(build_cache::CONTROLLER, build_cache::reconcile, cache, ctx),
             build_cache::error_policy,
             ctx.clone(),
         )
@@ -230,7 +245,17 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             if let Err(e) = result {
                 warn!(error = %e, "reconcile failed");
             }
-        })
+        });
+        // Bookkeeping releases the claims of builds it does not find: it must not look
+        // before the builds' stores hold every build.
+        async move {
+            for store in &builds {
+                if store.wait_until_ready().await.is_err() {
+                    return;
+                }
+            }
+            controller.await
+        }
     });
     // The Tekton custom task, only when enabled: CustomRuns exist only where Tekton is
     // installed, and the chart grants access to them only then.
@@ -252,7 +277,11 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         .graceful_shutdown_on(async move {
             let _ = drain.wait_for(|d| *d).await;
         })
-        .run(custom_run::reconcile, custom_run::error_policy, ctx.clone())
+        .run(
+            |run, ctx| timed(custom_run::CONTROLLER, custom_run::reconcile, run, ctx),
+            custom_run::error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "custom run reconcile failed");
@@ -285,6 +314,21 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = admin.await;
     Ok(())
+}
+
+/// One reconcile, timed into `hearth_reconcile_duration_seconds{controller}`.
+async fn timed<K, F, Fut, T>(
+    controller: &'static str,
+    reconcile: F,
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+) -> T
+where
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let metrics = ctx.metrics.clone();
+    metrics.timed(controller, reconcile(obj, ctx)).await
 }
 
 /// An API over one namespace, or all of them.

@@ -321,6 +321,14 @@ impl TestCluster {
         format!("http://{}", self.admin_addr)
     }
 
+    /// The controller's `/metrics` text (empty when it does not answer).
+    pub async fn metrics(&self) -> String {
+        http_get(&self.admin_addr, "/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
     /// The controller's log so far.
     pub fn controller_log(&self) -> String {
         std::fs::read_to_string(&self.log_file).unwrap_or_default()
@@ -347,26 +355,16 @@ impl TestCluster {
             "=== hearth controller starting ({:?} after cluster start)",
             self.started.elapsed()
         );
-        let home = self.root.path().join("controller-home");
-        std::fs::create_dir_all(&home).expect("controller home");
-        let child = Command::new(hearth_bin())
-            .args(["controller", "--config"])
-            .arg(&self.config_file)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &home)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HEARTH_ADMIN_ADDR", &self.admin_addr)
-            .env("POD_NAMESPACE", OPERATOR_NS)
-            .env("POD_NAME", "hearth-controller-0")
-            .env("HEARTH_LOG_FORMAT", "text")
-            .env("RUST_LOG", &self.opts.controller_log)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("starting hearth controller");
+        let child = controller_command(
+            &self.root.path().join("controller-home"),
+            &self.kubeconfig,
+            &self.config_file,
+            &self.admin_addr,
+            &self.opts.controller_log,
+            log,
+        )
+        .spawn()
+        .expect("starting hearth controller");
         self.controller = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -513,17 +511,55 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// `hearth controller` as users run it: a kubeconfig, the chart's config file, the admin
+/// server on `admin_addr`, text logs to `log`, nothing else from this environment.
+pub fn controller_command(
+    home: &Path,
+    kubeconfig: &Path,
+    config_file: &Path,
+    admin_addr: &str,
+    rust_log: &str,
+    log: std::fs::File,
+) -> Command {
+    std::fs::create_dir_all(home).expect("controller home");
+    let mut command = Command::new(hearth_bin());
+    command
+        .args(["controller", "--config"])
+        .arg(config_file)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HEARTH_ADMIN_ADDR", admin_addr)
+        .env("POD_NAMESPACE", OPERATOR_NS)
+        .env("POD_NAME", "hearth-controller-0")
+        .env("HEARTH_LOG_FORMAT", "text")
+        .env("RUST_LOG", rust_log)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
+    command
+}
+
 /// The HTTP status of a GET on a plain-HTTP server, or None when it does not answer.
-async fn http_status(addr: &str, path: &str) -> Option<u16> {
+pub async fn http_status(addr: &str, path: &str) -> Option<u16> {
+    http_get(addr, path).await.map(|(status, _)| status)
+}
+
+/// The status and body of a GET on a plain-HTTP server, or None when it does not answer.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let addr = addr.to_string();
     let path = path.to_string();
     tokio::task::spawn_blocking(move || {
         let mut s = std::net::TcpStream::connect(&addr).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
         write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
         let mut buf = String::new();
         let _ = s.read_to_string(&mut buf);
-        buf.split_whitespace().nth(1)?.parse().ok()
+        let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((status, body))
     })
     .await
     .ok()?

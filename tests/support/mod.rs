@@ -39,6 +39,7 @@ struct Writers {
     claims: Writer<PersistentVolumeClaim>,
     pods: Writer<Pod>,
     caches: Writer<BuildCache>,
+    builds: Writer<ImageBuild>,
 }
 
 pub fn node(name: &str) -> Node {
@@ -104,12 +105,14 @@ impl Cluster {
         let (claims, cw) = reflector::store();
         let (pods, pw) = reflector::store();
         let (caches, bw) = reflector::store();
+        let (builds, iw) = reflector::store();
         let stores = Stores {
             nodes,
             volumes,
             claims: vec![claims],
             pods: vec![pods],
             caches: vec![caches],
+            builds: vec![builds],
         };
         let mut ctx = Context::new(
             client.clone(),
@@ -127,6 +130,7 @@ impl Cluster {
                 claims: cw,
                 pods: pw,
                 caches: bw,
+                builds: iw,
             },
         )
     }
@@ -147,7 +151,8 @@ impl Cluster {
         relist(&mut self.writers.volumes, Api::all(c.clone())).await;
         relist(&mut self.writers.claims, Api::all(c.clone())).await;
         relist(&mut self.writers.pods, Api::all(c.clone())).await;
-        relist(&mut self.writers.caches, Api::all(c)).await;
+        relist(&mut self.writers.caches, Api::all(c.clone())).await;
+        relist(&mut self.writers.builds, Api::all(c)).await;
     }
 
     pub fn advance(&self, seconds: i64) {

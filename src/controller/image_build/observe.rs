@@ -6,6 +6,7 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 
 use super::decide::{wanted, Children, Observed, Planned, PlannedAction, Victim};
@@ -145,7 +146,8 @@ fn named(view: &View, namespace: &str, action: Plan) -> Result<PlannedAction> {
     })
 }
 
-/// Whether the build still holds a replica in its BuildCache (from the reflector store).
+/// Whether the build still holds a replica in its BuildCache (one lookup in the reflector
+/// store: a finished build at rest must not cost a walk over every cache).
 fn holds_claim(build: &ImageBuild, ctx: &Context) -> bool {
     let namespace = build.namespace();
     let name = build.name_any();
@@ -158,14 +160,17 @@ fn holds_claim(build: &ImageBuild, ctx: &Context) -> bool {
     else {
         return false;
     };
-    ctx.stores.caches.iter().flat_map(|s| s.state()).any(|c| {
-        c.namespace() == namespace
-            && c.name_any() == cache
-            && c.status
+    let key = ObjectRef::new(&cache).within(&namespace.unwrap_or_default());
+    ctx.stores
+        .caches
+        .iter()
+        .filter_map(|s| s.get(&key))
+        .any(|c| {
+            c.status
                 .iter()
                 .flat_map(|s| &s.replicas)
                 .any(|r| r.holder.as_deref() == Some(name.as_str()))
-    })
+        })
 }
 
 /// The build's Jobs and pods, all attempts, listed fresh.

@@ -18,7 +18,7 @@ use super::exec;
 use super::logs;
 use super::registry::ResourceType;
 use super::selectors::Selectors;
-use super::store::{meta_str, ApiError, DeleteOptions, Deletion, PatchKind};
+use super::store::{meta_str, ApiError, DeleteOptions, Deletion, Page, PatchKind};
 use super::watch::{self, WatchParams};
 use super::Shared;
 
@@ -293,7 +293,13 @@ fn route(shared: &Arc<Shared>, call: &Call, path: &str) -> Result<Response<Body>
                 .body(body.boxed_unsync())
                 .expect("response"));
         }
-        ("list", _, _) => json_response(200, &state.list(rt, ns, &call.selectors()?)),
+        ("list", _, _) => {
+            let page = Page {
+                limit: call.q("limit").and_then(|l| l.parse().ok()),
+                continue_token: call.q("continue").map(str::to_string),
+            };
+            json_response(200, &state.list_page(rt, ns, &call.selectors()?, &page)?)
+        }
         ("create", None, _) => json_response(201, &state.create(rt, ns, call.json()?, manager)?),
         ("create", Some(name), Some("binding")) if rt.group.is_empty() && rt.plural == "pods" => {
             json_response(201, &state.bind(rt, ns, name, &call.json()?)?)

@@ -78,6 +78,13 @@ pub enum PatchKind {
     },
 }
 
+/// Which page of a List to serve (`limit` and `continue` of the request).
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+}
+
 /// A write that is made to fail (to test retries).
 #[derive(Clone, Debug)]
 pub struct Fault {
@@ -275,19 +282,56 @@ impl State {
 
     /// A List of the objects in `ns` (all namespaces when None) that match.
     pub fn list(&mut self, rt: &ResourceType, ns: Option<&str>, sel: &Selectors) -> Value {
-        let rv = self.rv;
-        let items: Vec<Value> = self
+        self.list_page(rt, ns, sel, &Page::default())
+            .expect("a whole list needs no continue token")
+    }
+
+    /// One page of a List: at most `page.limit` objects (all when None) after the object
+    /// the continue token names, with a continue token while more remain. A continued page
+    /// reports the resourceVersion of the first (the token carries it), so a watch from the
+    /// last page replays what changed meanwhile; the pages themselves show the current state
+    /// (a real server serves them from one snapshot).
+    pub fn list_page(
+        &mut self,
+        rt: &ResourceType,
+        ns: Option<&str>,
+        sel: &Selectors,
+        page: &Page,
+    ) -> Result<Value> {
+        let (rv, after) = match &page.continue_token {
+            Some(token) => {
+                let (rv, key) = serde_json::from_str::<(u64, (String, String))>(token)
+                    .map_err(|_| ApiError::bad_request("invalid continue token"))?;
+                (rv, Some(key))
+            }
+            None => (self.rv, None),
+        };
+        let limit = page.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let start = match &after {
+            Some(key) => std::ops::Bound::Excluded(key.clone()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut matching = self
             .collection(rt)
             .objects
-            .iter()
+            .range((start, std::ops::Bound::Unbounded))
             .filter(|((o_ns, _), _)| ns.is_none_or(|ns| !rt.namespaced || ns == o_ns))
-            .filter(|(_, obj)| sel.matches(obj))
-            .map(|(_, obj)| obj.clone())
-            .collect();
-        json!({
+            .filter(|(_, obj)| sel.matches(obj));
+        let mut items = Vec::new();
+        let mut last = None;
+        for (key, obj) in matching.by_ref().take(limit) {
+            items.push(obj.clone());
+            last = Some(key.clone());
+        }
+        let more = matching.next().is_some();
+        let mut metadata = json!({"resourceVersion": rv.to_string()});
+        if let (true, Some(last)) = (more, last) {
+            metadata["continue"] = json!(serde_json::to_string(&(rv, last)).expect("token"));
+        }
+        Ok(json!({
             "kind": format!("{}List", rt.kind), "apiVersion": rt.api_version(),
-            "metadata": {"resourceVersion": rv.to_string()}, "items": items,
-        })
+            "metadata": metadata, "items": items,
+        }))
     }
 
     pub fn create(
