@@ -400,6 +400,11 @@ fn victims_of(cache: &BuildCache, ctx: &Context, now: Timestamp) -> Vec<String> 
         .flat_map(|s| s.replicas.iter())
         .filter_map(|r| r.node.as_deref())
         .collect();
+    // The common case at rest: every node this cache uses is within its budget. Summing bytes
+    // per node needs no copies; only a node over budget is ranked replica by replica.
+    if !any_over_budget(ctx, &ours) {
+        return Vec::new();
+    }
     let mut by_node: HashMap<String, Vec<NodeReplica>> = HashMap::new();
     for (ns, cache_name, r) in all_replicas(ctx) {
         let Some(node) = r.node.clone().filter(|n| ours.contains(n.as_str())) else {
@@ -433,6 +438,26 @@ fn victims_of(cache: &BuildCache, ctx: &Context, now: Timestamp) -> Vec<String> 
         }
     }
     victims
+}
+
+/// Whether any of `nodes` holds more live replica bytes (every cache, every namespace) than
+/// its budget.
+fn any_over_budget(ctx: &Context, nodes: &HashSet<&str>) -> bool {
+    let caches: Vec<Arc<BuildCache>> = ctx.stores.caches.iter().flat_map(|s| s.state()).collect();
+    let mut bytes: HashMap<&str, u64> = HashMap::new();
+    for r in caches
+        .iter()
+        .flat_map(|c| c.status.iter().flat_map(|s| s.replicas.iter()))
+        .filter(|r| r.state.is_live())
+    {
+        if let Some(node) = r.node.as_deref().filter(|n| nodes.contains(n)) {
+            *bytes.entry(node).or_default() += r.size_bytes.unwrap_or(0).max(0) as u64;
+        }
+    }
+    ctx.stores.nodes.state().iter().any(|node| {
+        let name = node.name_any();
+        bytes.get(name.as_str()).copied().unwrap_or(0) > node_budget(node, &ctx.config)
+    })
 }
 
 /// Every live replica of every cache the controller sees, with namespace and cache name.
