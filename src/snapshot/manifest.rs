@@ -11,6 +11,12 @@ use super::layout::ChunkId;
 /// Magic and format version of manifests.
 pub const MAGIC: &[u8; 8] = b"HEARTHM1";
 
+/// Directory at the root of a saved tree that holds Hearth's local index; never part of a
+/// snapshot, and refused in a manifest (a restore writes the index there: an entry of that
+/// name, a symlink out of the volume above all, would redirect the write). A directory, so
+/// that rewriting the index does not change the root's mtime.
+pub const INDEX_DIR: &str = ".hearth";
+
 /// Errors reading a manifest.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -215,6 +221,12 @@ impl Manifest {
             let p = e.path.0.as_slice();
             if !seen.insert(p) {
                 return Err(format!("entry {:?} appears twice", e.path));
+            }
+            if p == INDEX_DIR.as_bytes() {
+                return Err(format!(
+                    "entry {:?} is reserved for Hearth's local index and never part of a snapshot",
+                    e.path
+                ));
             }
             if i > 0 {
                 let bad_part = p

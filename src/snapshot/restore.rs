@@ -20,7 +20,6 @@ use super::layout;
 use super::manifest::{Kind, Manifest};
 use super::open_files::OpenFiles;
 use super::pack::{decode_chunk, PackError};
-use super::tree::index_path;
 use crate::store::{Store, StoreError};
 
 /// Errors of a restore (and of `verify`).
@@ -384,9 +383,8 @@ fn finish_tree(
                 idx.record(&e.path.0, file, i64::MAX);
             }
         }
-        let path = index_path(root);
-        if let Err(err) = idx.write(&path) {
-            tracing::warn!(path = %path.display(), error = %err, "cannot write the local index");
+        if let Err(err) = idx.write(root) {
+            tracing::warn!(root = %root.display(), error = %err, "cannot write the local index");
         }
     }
     for e in m

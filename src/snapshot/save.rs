@@ -214,10 +214,9 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
         .await
         .map_err(|e| SaveError::Internal(e.to_string()))??;
     let (dedup, parent) = known_chunks(store, ns, cache).await?;
-    let index_path = tree::index_path(dir);
     let index_identity = format!("{}#{ns}", opts.store_url);
     let old_index = if opts.use_index {
-        LocalIndex::load(&index_path, &index_identity)
+        LocalIndex::load(dir, &index_identity)
     } else {
         LocalIndex::new(&index_identity)
     };
@@ -403,8 +402,8 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
         .put_if_absent(&layout::manifest_key(ns, cache, &id), Bytes::from(encoded))
         .await?;
     if opts.use_index {
-        if let Err(e) = new_index.write(&index_path) {
-            tracing::warn!(path = %index_path.display(), error = %e, "cannot write the local index; the next save will read every file");
+        if let Err(e) = new_index.write(dir) {
+            tracing::warn!(root = %dir.display(), error = %e, "cannot write the local index; the next save will read every file");
         }
     }
     let s = &manifest.stats;

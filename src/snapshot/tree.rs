@@ -12,14 +12,7 @@ use std::path::{Path, PathBuf};
 use super::codec::ByteBuf;
 use super::manifest::{Entry, Kind, Stats};
 
-/// Directory at the root of a saved tree that holds Hearth's local index; never part of a
-/// snapshot. A directory, so that rewriting the index does not change the root's mtime.
-pub const INDEX_DIR: &str = ".hearth";
-
-/// Path of the local index of the tree at `root`.
-pub fn index_path(root: &Path) -> PathBuf {
-    root.join(INDEX_DIR).join("index")
-}
+pub use super::manifest::INDEX_DIR;
 
 /// Errors reading the tree.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,257 @@
+//! Hostile volumes and manifests (issue 15): whoever can write a replica (a build step, an exec
+//! into the builder) or a manifest must not make the root save and restore Jobs write outside
+//! the volume, restore device nodes or data a BuildKit state dir never holds, or store a torn
+//! file as a sound snapshot. Everything runs the real save and restore against a filesystem
+//! store in a temporary directory.
+
+mod snapshot_support;
+
+use std::path::Path;
+
+use hearth::snapshot::catalog::{self, CatalogError};
+use hearth::snapshot::codec::ByteBuf;
+use hearth::snapshot::layout;
+use hearth::snapshot::manifest::{Entry, Kind, Manifest, ManifestError};
+use hearth::snapshot::restore::RestoreError;
+use hearth::snapshot::{restore, save, RestoreOptions, SaveOptions};
+use hearth::store::Store;
+use snapshot_support::*;
+
+const NS: &str = "team-a";
+const CACHE: &str = "shop";
+
+/// A small state dir: two files, one of them big enough for several chunks.
+fn small_tree(dir: &Path) {
+    std::fs::create_dir_all(dir.join("db")).unwrap();
+    std::fs::write(dir.join("db/meta.db"), noise(7, 600 << 10)).unwrap();
+    std::fs::write(dir.join("small"), b"small file").unwrap();
+}
+
+/// What every test starts from: a filesystem store in a temporary directory, and a small
+/// state dir `src` in another.
+struct Setup {
+    store_dir: tempfile::TempDir,
+    store: Store,
+    url: String,
+    work: tempfile::TempDir,
+    src: std::path::PathBuf,
+}
+
+async fn setup() -> Setup {
+    let store_dir = tempfile::tempdir().unwrap();
+    let (store, url) = fs_store(store_dir.path()).await;
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    small_tree(&src);
+    Setup {
+        store_dir,
+        store,
+        url,
+        work,
+        src,
+    }
+}
+
+/// Saves `dir` and returns the snapshot id and its manifest, to forge from.
+async fn saved(store: &Store, url: &str, dir: &Path) -> (String, Manifest) {
+    let id = save_dir(store, url, dir).await.id;
+    let m = catalog::load(store, NS, CACHE, &id).await.unwrap();
+    (id, m)
+}
+
+/// Saves `dir` with the local index on, as the save Job does.
+async fn save_dir(store: &Store, url: &str, dir: &Path) -> hearth::snapshot::SaveReport {
+    save(store, dir, &SaveOptions::new(url, NS, CACHE))
+        .await
+        .unwrap()
+}
+
+/// Replaces the manifest of `original`'s snapshot with `edit` applied to a copy of it, sealed
+/// again (so the checksum holds: a forged manifest, as someone with write access to the store
+/// would make).
+fn forge(objects: &Path, original: &Manifest, edit: impl FnOnce(&mut Manifest)) {
+    let mut m = original.clone();
+    edit(&mut m);
+    std::fs::write(
+        objects.join(layout::manifest_key(NS, CACHE, &m.id)),
+        m.encode().unwrap(),
+    )
+    .unwrap();
+}
+
+/// Restores a forged snapshot into an absent target: it must fail as an inconsistent
+/// manifest, with a message naming `what` and saying `why`, and create nothing.
+async fn refused(store: &Store, url: &str, id: &str, dst: &Path, what: &str, why: &str) {
+    let r = restore(store, id, dst, &RestoreOptions::new(url, NS, CACHE)).await;
+    let err = r.expect_err(what);
+    assert!(
+        matches!(
+            &err,
+            RestoreError::Catalog(CatalogError::Manifest(ManifestError::Inconsistent { .. }))
+        ),
+        "{what}: {err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(what) && msg.contains(why), "{what}: {msg}");
+    assert!(!dst.exists(), "{what}: the target was created");
+}
+
+fn entry(path: &str, kind: Kind) -> Entry {
+    Entry {
+        path: ByteBuf(path.as_bytes().to_vec()),
+        kind,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 1_600_000_000_000_000_000,
+        xattrs: vec![],
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut n: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    n.sort();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hearth_symlink_in_the_volume_is_replaced_not_followed() {
+    let Setup {
+        store_dir: _store_dir,
+        store,
+        url,
+        work,
+        src,
+    } = setup().await;
+    // Somewhere the Job can write and the volume's writer cannot: a victim file named
+    // `index` in another directory.
+    let elsewhere = work.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("index"), b"victim").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, src.join(".hearth")).unwrap();
+
+    // Older than the index's racy window, so that the save records them.
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    save_dir(&store, &url, &src).await;
+    assert_eq!(
+        std::fs::read(elsewhere.join("index")).unwrap(),
+        b"victim",
+        "the save wrote its index through the .hearth symlink"
+    );
+    assert_eq!(names(&elsewhere), vec!["index"]);
+    let meta = std::fs::symlink_metadata(src.join(".hearth")).unwrap();
+    assert!(meta.is_dir(), ".hearth was not replaced by a directory");
+    assert!(src.join(".hearth/index").is_file());
+    // The new index is used: nothing unchanged is read again.
+    let again = save_dir(&store, &url, &src).await;
+    assert_eq!(again.unchanged_files, again.files, "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hearth_file_in_the_volume_is_replaced_by_the_index_directory() {
+    let Setup {
+        store_dir: _store_dir,
+        store,
+        url,
+        work: _work,
+        src,
+    } = setup().await;
+    std::fs::write(src.join(".hearth"), b"not a directory").unwrap();
+    save_dir(&store, &url, &src).await;
+    assert!(
+        std::fs::symlink_metadata(src.join(".hearth"))
+            .unwrap()
+            .is_dir(),
+        ".hearth is still a file: the index was not written"
+    );
+    assert!(src.join(".hearth/index").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_index_symlinks_are_not_followed() {
+    let Setup {
+        store_dir: _store_dir,
+        store,
+        url,
+        work,
+        src,
+    } = setup().await;
+    let victim = work.path().join("victim");
+    std::fs::write(&victim, b"victim").unwrap();
+    let hearth = src.join(".hearth");
+    std::fs::create_dir(&hearth).unwrap();
+    // The temporary name the index writer used (`index.tmp-<pid>`), and the index itself.
+    std::os::unix::fs::symlink(
+        &victim,
+        hearth.join(format!("index.tmp-{}", std::process::id())),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&victim, hearth.join("index")).unwrap();
+
+    save_dir(&store, &url, &src).await;
+    assert_eq!(
+        std::fs::read(&victim).unwrap(),
+        b"victim",
+        "the save wrote its index through a planted symlink"
+    );
+    let index = std::fs::symlink_metadata(hearth.join("index")).unwrap();
+    assert!(index.is_file(), "the index is not a regular file");
+    assert!(!names(&hearth).iter().any(|n| n.starts_with("index.tmp-")
+        && std::fs::symlink_metadata(hearth.join(n)).unwrap().is_file()));
+}
+
+/// A manifest with a root `.hearth` entry (a symlink out of the volume, or a directory whose
+/// `index` the restore would then overwrite) is refused before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_with_a_hearth_entry_is_refused() {
+    let Setup {
+        store_dir,
+        store,
+        url,
+        work,
+        src,
+    } = setup().await;
+    let (id, original) = saved(&store, &url, &src).await;
+    let elsewhere = work.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let target = elsewhere.to_string_lossy().into_owned();
+
+    let forgeries: Vec<(&str, Vec<Entry>)> = vec![
+        (
+            "symlink",
+            vec![entry(
+                ".hearth",
+                Kind::Symlink {
+                    target: ByteBuf(target.into_bytes()),
+                },
+            )],
+        ),
+        (
+            "directory",
+            vec![
+                entry(".hearth", Kind::Dir),
+                entry(
+                    ".hearth/index",
+                    Kind::File {
+                        size: 0,
+                        extents: vec![],
+                    },
+                ),
+            ],
+        ),
+    ];
+    for (what, extra) in forgeries {
+        forge(store_dir.path(), &original, |m| m.entries.extend(extra));
+        let dst = work.path().join(format!("dst-{what}"));
+        let r = restore(&store, &id, &dst, &RestoreOptions::new(&url, NS, CACHE)).await;
+        assert!(
+            names(&elsewhere).is_empty(),
+            "{what}: the restore wrote outside the target"
+        );
+        drop(r);
+        refused(&store, &url, &id, &dst, "\".hearth\"", "reserved").await;
+    }
+}
