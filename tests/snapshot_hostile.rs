@@ -255,3 +255,91 @@ async fn a_manifest_with_a_hearth_entry_is_refused() {
         refused(&store, &url, &id, &dst, "\".hearth\"", "reserved").await;
     }
 }
+
+fn manifests(store_dir: &Path) -> Vec<std::path::PathBuf> {
+    files_ending(&store_dir.join(NS).join("snapshots"), ".manifest")
+}
+
+/// buildkitd holds an exclusive `flock` on `buildkitd.lock` in its state dir while it runs:
+/// a save then would store a tree being rewritten, so it is refused, naming the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_is_refused_while_buildkitd_holds_its_lock() {
+    let Setup {
+        store_dir,
+        url,
+        work: _work,
+        src,
+        ..
+    } = setup().await;
+    std::fs::write(src.join("buildkitd.lock"), b"").unwrap();
+    let save = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(["snapshot", "save"])
+            .arg(&src)
+            .args(["--store", &url, "--namespace", NS, "--cache", CACHE])
+            .output()
+            .unwrap()
+    };
+    // "buildkitd": another open file description holding the lock.
+    let lock = std::fs::File::open(src.join("buildkitd.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let out = save();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the save of a live state dir succeeded: {stderr}"
+    );
+    assert!(
+        stderr.contains("buildkitd.lock") && stderr.contains("buildkitd is still running"),
+        "{stderr}"
+    );
+    assert!(
+        manifests(store_dir.path()).is_empty(),
+        "a snapshot was written"
+    );
+    // buildkitd stopped: the same tree saves.
+    drop(lock);
+    let out = save();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(manifests(store_dir.path()).len(), 1);
+}
+
+/// A file rewritten (same size) or appended to after the save read it would be stored torn,
+/// as a version that never existed: the save fails instead, naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_during_the_save_fails_it() {
+    use futures::FutureExt;
+    let store_dir = tempfile::tempdir().unwrap();
+    let (store, url) = fs_store(store_dir.path()).await;
+    let work = tempfile::tempdir().unwrap();
+    for (what, len) in [("rewritten", 600usize << 10), ("appended", 700 << 10)] {
+        let src = work.path().join(what);
+        small_tree(&src);
+        let victim = src.join("db/meta.db");
+        let mut opts = SaveOptions::new(&url, NS, CACHE);
+        opts.use_index = false;
+        // Runs once the data is read and uploaded, before the manifest is written.
+        opts.before_commit = Some(std::sync::Arc::new(move || {
+            let victim = victim.clone();
+            async move {
+                // Past the coarsest timestamp tick, so the change shows in mtime and ctime.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                std::fs::write(&victim, noise(8, len)).unwrap();
+            }
+            .boxed()
+        }));
+        let err = save(&store, &src, &opts).await.expect_err(what).to_string();
+        assert!(
+            err.contains("db/meta.db") && err.contains("changed during the save"),
+            "{what}: {err}"
+        );
+        assert!(
+            manifests(store_dir.path()).is_empty(),
+            "{what}: a snapshot was written"
+        );
+    }
+}
