@@ -343,3 +343,148 @@ async fn a_file_changed_during_the_save_fails_it() {
         );
     }
 }
+
+/// BuildKit state holds overlay whiteouts (0/0 character devices) and no other device: a
+/// manifest with a block device or a real character device (a world-writable /dev/mem on the
+/// node) is refused before anything is created; a whiteout restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_with_device_nodes_other_than_whiteouts_is_refused() {
+    let Setup {
+        store_dir,
+        store,
+        url,
+        work,
+        src,
+    } = setup().await;
+    let (id, original) = saved(&store, &url, &src).await;
+    let makedev = rustix::fs::makedev;
+    for (n, kind) in [
+        Kind::BlockDev {
+            rdev: makedev(8, 0),
+        },
+        Kind::BlockDev { rdev: 0 },
+        Kind::CharDev {
+            rdev: makedev(1, 1),
+        },
+        Kind::CharDev {
+            rdev: makedev(1, 3),
+        },
+        Kind::CharDev {
+            rdev: makedev(0, 1),
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        forge(store_dir.path(), &original, |m| {
+            m.entries.push(entry("dev", kind))
+        });
+        let dst = work.path().join(format!("dst-{n}"));
+        refused(&store, &url, &id, &dst, "\"dev\"", "device").await;
+    }
+    if is_root() {
+        forge(store_dir.path(), &original, |m| {
+            m.entries.push(entry("whiteout", Kind::CharDev { rdev: 0 }))
+        });
+        let dst = work.path().join("whiteout");
+        restore(&store, &id, &dst, &RestoreOptions::new(&url, NS, CACHE))
+            .await
+            .unwrap();
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = std::fs::symlink_metadata(dst.join("whiteout")).unwrap();
+        assert!(meta.file_type().is_char_device() && meta.rdev() == 0);
+    } else {
+        eprintln!("not root: the whiteout restore is not tried");
+    }
+}
+
+/// File data past the declared size (which a restore would write, growing the file) is
+/// refused, whatever the offsets (including ones that overflow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_with_data_past_a_files_size_is_refused() {
+    let Setup {
+        store_dir,
+        store,
+        url,
+        work,
+        src,
+    } = setup().await;
+    let (id, original) = saved(&store, &url, &src).await;
+    let file = original
+        .entries
+        .iter()
+        .position(|e| e.path.0 == b"db/meta.db")
+        .unwrap();
+    type Edit = fn(&mut u64, &mut Vec<hearth::snapshot::manifest::Extent>);
+    let edits: [(&str, Edit); 3] = [
+        ("shrunk", |size, _| *size = 10),
+        ("moved past the end", |size, x| x[0].offset = *size),
+        ("overflowing", |_, x| x[0].offset = u64::MAX - 10),
+    ];
+    for (what, edit) in edits {
+        forge(store_dir.path(), &original, |m| {
+            if let Kind::File { size, extents } = &mut m.entries[file].kind {
+                edit(size, extents);
+            }
+        });
+        let dst = work.path().join(what.replace(' ', "-"));
+        refused(&store, &url, &id, &dst, "\"db/meta.db\"", "past").await;
+    }
+    // The untouched manifest still restores.
+    forge(store_dir.path(), &original, |_| {});
+    let dst = work.path().join("ok");
+    restore(&store, &id, &dst, &RestoreOptions::new(&url, NS, CACHE))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(dst.join("db/meta.db")).unwrap(),
+        std::fs::read(src.join("db/meta.db")).unwrap()
+    );
+}
+
+/// The save refuses the same device nodes, naming them, rather than write a snapshot no
+/// restore accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_of_a_tree_with_a_device_node_other_than_a_whiteout_is_refused() {
+    if !is_root() {
+        eprintln!("not root: device nodes cannot be made; skipped");
+        return;
+    }
+    let Setup {
+        store_dir,
+        store,
+        url,
+        work: _work,
+        src,
+    } = setup().await;
+    let (block, char) = (
+        rustix::fs::FileType::BlockDevice,
+        rustix::fs::FileType::CharacterDevice,
+    );
+    for (name, ft, rdev, what) in [
+        ("loop", block, rustix::fs::makedev(7, 0), "block device"),
+        (
+            "mem",
+            char,
+            rustix::fs::makedev(1, 1),
+            "character device 1:1",
+        ),
+    ] {
+        let path = src.join("db").join(name);
+        let mode = rustix::fs::Mode::from_raw_mode(0o600);
+        rustix::fs::mknodat(rustix::fs::CWD, &path, ft, mode, rdev).unwrap();
+        let err = save(&store, &src, &SaveOptions::new(&url, NS, CACHE))
+            .await
+            .expect_err(what)
+            .to_string();
+        assert!(
+            err.contains(&format!("db/{name}")) && err.contains(what),
+            "{err}"
+        );
+        assert!(
+            manifests(store_dir.path()).is_empty(),
+            "{what}: a snapshot was written"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -167,6 +167,26 @@ pub struct Manifest {
     pub entries: Vec<Entry>,
 }
 
+/// Refuses the device nodes BuildKit state never holds: every block device, and character
+/// devices other than 0/0 (overlay whiteouts). A restore runs as root and would create them,
+/// world-writable if the manifest says so (a block device of the node's disk, `/dev/mem`).
+/// The error completes "entry <path> ...".
+pub fn check_device(kind: &Kind) -> Result<(), String> {
+    match kind {
+        Kind::BlockDev { rdev } => Err(format!(
+            "is a block device ({}:{}): BuildKit state holds none, refusing it",
+            rustix::fs::major(*rdev),
+            rustix::fs::minor(*rdev)
+        )),
+        Kind::CharDev { rdev } if *rdev != 0 => Err(format!(
+            "is a character device {}:{}: only 0/0 (overlay whiteouts) belong in BuildKit state, refusing it",
+            rustix::fs::major(*rdev),
+            rustix::fs::minor(*rdev)
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Manifest {
     /// Encodes the manifest.
     pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
@@ -247,6 +267,7 @@ impl Manifest {
             if e.kind == Kind::Dir {
                 dirs.insert(p);
             }
+            check_device(&e.kind).map_err(|what| format!("entry {:?} {what}", e.path))?;
             match &e.kind {
                 Kind::File { extents, .. }
                     if extents
@@ -255,6 +276,19 @@ impl Manifest {
                         .any(|c| *c as usize >= self.chunks.len()) =>
                 {
                     return Err(format!("entry {:?} refers to an unknown chunk", e.path));
+                }
+                Kind::File { size, extents } => {
+                    for x in extents {
+                        let len = x.chunks.iter().fold(0u64, |n, c| {
+                            n.saturating_add(self.chunks[*c as usize].loc.raw.into())
+                        });
+                        if x.offset.checked_add(len).is_none_or(|end| end > *size) {
+                            return Err(format!(
+                                "entry {:?} has {len} bytes of data at offset {}, past the file's declared size of {size} bytes",
+                                e.path, x.offset
+                            ));
+                        }
+                    }
                 }
                 Kind::HardLink { entry } => {
                     let ok = (*entry as usize) < i

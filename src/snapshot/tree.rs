@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::codec::ByteBuf;
-use super::manifest::{Entry, Kind, Stats};
+use super::manifest::{check_device, Entry, Kind, Stats};
 
 pub use super::manifest::INDEX_DIR;
 
@@ -30,6 +30,9 @@ pub enum TreeError {
     /// buildkitd (or another save) holds the state dir's lock.
     #[error("{0} is locked by another process: buildkitd is still running on this state dir (or another save is); stop it, then save")]
     Live(PathBuf),
+    /// A device node BuildKit state never holds (see [`check_device`]).
+    #[error("{path} {what}")]
+    Device { path: PathBuf, what: String },
     /// A file changed between the scan and the end of its reading.
     #[error("{path} changed during the save ({what}): the snapshot would hold a version that never existed, so none was written; is buildkitd still running on this state dir? Stop it, then save again")]
     Changed { path: PathBuf, what: String },
@@ -222,6 +225,10 @@ fn visit(
         scan.stats.skipped.push(ByteBuf(rel));
         return Ok(());
     };
+    check_device(&kind).map_err(|what| TreeError::Device {
+        path: path.to_path_buf(),
+        what,
+    })?;
     let xattrs = read_xattrs(path)?;
     scan.entries.push(entry(rel.clone(), kind, meta, xattrs));
     if ft.is_dir() {
