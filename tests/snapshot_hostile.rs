@@ -488,3 +488,62 @@ async fn a_save_of_a_tree_with_a_device_node_other_than_a_whiteout_is_refused() 
         std::fs::remove_file(&path).unwrap();
     }
 }
+
+/// One damaged manifest must not take the rest of the namespace with it: `ls` lists the
+/// sound snapshots, `restore latest` falls back to the newest sound one and says which it
+/// skipped, and gc goes on (reporting it) and keeps every pack the sound snapshots use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_manifest_is_skipped_and_reported() {
+    let Setup {
+        store_dir,
+        store,
+        url,
+        work,
+        src,
+    } = setup().await;
+    let mut opts = SaveOptions::new(&url, NS, CACHE);
+    opts.use_index = false;
+    let older = save(&store, &src, &opts).await.unwrap().id;
+    std::fs::write(src.join("small"), b"changed").unwrap();
+    let newer = save(&store, &src, &opts).await.unwrap().id;
+    let key = store_dir
+        .path()
+        .join(layout::manifest_key(NS, CACHE, &newer));
+    let bytes = std::fs::read(&key).unwrap();
+    std::fs::write(&key, &bytes[..bytes.len() / 2]).unwrap();
+
+    let listed = catalog::list_snapshots(&store, NS, CACHE).await;
+    let ids: Vec<String> = listed.expect("ls").into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, vec![older.clone()]);
+
+    let dst = work.path().join("latest");
+    let r = restore(
+        &store,
+        "latest",
+        &dst,
+        &RestoreOptions::new(&url, NS, CACHE),
+    )
+    .await
+    .expect("restore latest");
+    assert_eq!(r.id, older);
+    let skipped = serde_json::to_value(&r).unwrap()["skipped"].to_string();
+    assert!(skipped.contains(&newer), "{skipped}");
+
+    // Twice, past the grace period: what only the damaged snapshot used may go, nothing else.
+    let mut g = hearth::snapshot::GcOptions::new(NS);
+    g.grace = std::time::Duration::ZERO;
+    for _ in 0..2 {
+        g.now = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+        let report = hearth::snapshot::gc(&store, &g).await.expect("gc");
+        let damaged = serde_json::to_value(&report).unwrap()["damaged"].to_string();
+        assert!(damaged.contains(&newer), "{damaged}");
+    }
+    let dst = work.path().join("after-gc");
+    restore(&store, &older, &dst, &RestoreOptions::new(&url, NS, CACHE))
+        .await
+        .expect("the sound snapshot after gc");
+    assert_eq!(
+        std::fs::read(dst.join("db/meta.db")).unwrap(),
+        noise(7, 600 << 10)
+    );
+}

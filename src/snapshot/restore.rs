@@ -93,6 +93,8 @@ pub struct RestoreReport {
     pub downloaded_bytes: u64,
     /// Packs read.
     pub packs: u64,
+    /// For `latest`: why newer snapshots were skipped (damaged manifests).
+    pub skipped: Vec<String>,
     /// Wall time.
     pub seconds: f64,
 }
@@ -186,8 +188,8 @@ pub async fn restore(
 ) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
     let (ns, cache) = (opts.namespace.as_str(), opts.cache.as_str());
-    let id = catalog::resolve(store, ns, cache, id).await?;
-    let m = Arc::new(catalog::load(store, ns, cache, &id).await?);
+    let (m, skipped) = catalog::load_resolved(store, ns, cache, id).await?;
+    let (id, m) = (m.id.clone(), Arc::new(m));
     let (staging, inside) = staging_dir(target)?;
     let result = fill(store, &m, &staging, inside, opts).await;
     let result = match result {
@@ -201,6 +203,7 @@ pub async fn restore(
             bytes: m.stats.bytes,
             downloaded_bytes: downloaded,
             packs,
+            skipped,
             seconds: started.elapsed().as_secs_f64(),
         }),
         Err(e) => {
