@@ -547,3 +547,52 @@ async fn a_damaged_manifest_is_skipped_and_reported() {
         noise(7, 600 << 10)
     );
 }
+
+fn hearth_snapshot(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("snapshot")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Issue 15's CLI nits: `forget` of an id the cache does not have fails naming it (it said
+/// "forgot 1" and exited 0), and `verify` says it is a pack's index that is missing when only
+/// the index is (it said the pack was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_of_a_missing_id_fails_and_verify_names_a_missing_index() {
+    let Setup {
+        store_dir,
+        store,
+        url,
+        work: _work,
+        src,
+    } = setup().await;
+    let (id, original) = saved(&store, &url, &src).await;
+    let common = ["--store", url.as_str(), "--namespace", NS, "--cache", CACHE];
+
+    let missing = "20200101T000000.000Z-00000000";
+    let (ok, stdout, stderr) = hearth_snapshot(&[&["forget", missing][..], &common].concat());
+    assert!(!ok, "forget of a missing id succeeded: {stdout}");
+    assert!(
+        stderr.contains(missing) && stderr.contains("not found"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("forgot"), "{stdout}");
+    assert_eq!(manifests(store_dir.path()).len(), 1);
+
+    let pack = &original.packs[0].id;
+    let index_key = layout::pack_index_key(NS, pack);
+    std::fs::remove_file(store_dir.path().join(&index_key)).unwrap();
+    let (ok, stdout, _) = hearth_snapshot(&[&["verify", id.as_str()][..], &common].concat());
+    assert!(!ok, "{stdout}");
+    let problem = stdout.lines().find(|l| l.starts_with("problem:")).unwrap();
+    assert!(
+        problem.contains(&format!("index of pack {pack} is missing"))
+            && problem.contains(&index_key),
+        "{problem}"
+    );
+    assert!(!problem.contains(".pack"), "the pack is there: {problem}");
+}

@@ -244,6 +244,29 @@ pub async fn forget(store: &Store, ns: &str, cache: &str, id: &str) -> Result<()
     Ok(store.delete(&layout::manifest_key(ns, cache, id)).await?)
 }
 
+/// Forgets snapshot `id` of a cache, failing with [`CatalogError::NotFound`] when the cache
+/// has no such snapshot (for a person typing an id: a typo must not read as success).
+pub async fn forget_existing(
+    store: &Store,
+    ns: &str,
+    cache: &str,
+    id: &str,
+) -> Result<(), CatalogError> {
+    layout::check_snapshot_id(id)?;
+    if !snapshot_ids(store, ns, cache)
+        .await?
+        .iter()
+        .any(|i| i == id)
+    {
+        return Err(CatalogError::NotFound {
+            cache: cache.to_string(),
+            id: id.to_string(),
+            key: layout::manifest_key(ns, cache, id),
+        });
+    }
+    forget(store, ns, cache, id).await
+}
+
 /// Forgets every snapshot of a cache (for a BuildCache deleted with `deletionPolicy:
 /// Delete`); returns how many. Their data goes at the next `gc`.
 pub async fn forget_cache(store: &Store, ns: &str, cache: &str) -> Result<usize, CatalogError> {
@@ -254,16 +277,15 @@ pub async fn forget_cache(store: &Store, ns: &str, cache: &str) -> Result<usize,
     Ok(ids.len())
 }
 
-/// The packs of a namespace: those with both the pack and its index, by id with size, and
-/// the ids condemned by gc.
-pub async fn packs(
+/// The pack objects of a namespace by id with size, and the ids that have an index object,
+/// each whether or not the other is there.
+pub async fn pack_objects(
     store: &Store,
     ns: &str,
 ) -> Result<(HashMap<String, u64>, HashSet<String>), CatalogError> {
-    let listing = store.list(&layout::packs_prefix(ns)).await?;
     let mut packs = HashMap::new();
     let mut indexed = HashSet::new();
-    for o in &listing {
+    for o in store.list(&layout::packs_prefix(ns)).await? {
         match layout::parse_pack_key(&o.key) {
             Some((id, true)) => {
                 packs.insert(id.to_string(), o.size);
@@ -274,6 +296,16 @@ pub async fn packs(
             None => {}
         }
     }
+    Ok((packs, indexed))
+}
+
+/// The packs of a namespace: those with both the pack and its index, by id with size, and
+/// the ids condemned by gc.
+pub async fn packs(
+    store: &Store,
+    ns: &str,
+) -> Result<(HashMap<String, u64>, HashSet<String>), CatalogError> {
+    let (mut packs, indexed) = pack_objects(store, ns).await?;
     packs.retain(|id, _| indexed.contains(id));
     let condemned = store
         .list(&layout::trash_prefix(ns))

@@ -345,7 +345,7 @@ async fn run_async(cmd: SnapshotCommand) -> anyhow::Result<ExitCode> {
             let store = open(&args).await?;
             let n = match (id, all) {
                 (_, true) => catalog::forget_cache(&store, &args.namespace, &cache).await?,
-                (Some(id), false) => catalog::forget(&store, &args.namespace, &cache, &id)
+                (Some(id), false) => catalog::forget_existing(&store, &args.namespace, &cache, &id)
                     .await
                     .map(|_| 1)?,
                 (None, false) => anyhow::bail!("give a snapshot id or --all"),
