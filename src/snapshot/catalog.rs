@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::Serialize;
 
 use super::layout::{self, NameError};
@@ -22,9 +22,14 @@ pub enum CatalogError {
     /// A name is invalid.
     #[error(transparent)]
     Name(#[from] NameError),
-    /// `latest` was asked of a cache without snapshots.
-    #[error("cache {cache:?} in namespace {namespace:?} has no snapshot")]
-    NoSnapshot { namespace: String, cache: String },
+    /// `latest` was asked of a cache without (sound) snapshots.
+    #[error("cache {cache:?} in namespace {namespace:?} has no {}snapshot{}", if damaged.is_empty() { "" } else { "sound " }, damaged_list(damaged))]
+    NoSnapshot {
+        namespace: String,
+        cache: String,
+        /// Why each damaged manifest was skipped.
+        damaged: Vec<String>,
+    },
     /// The snapshot id does not exist.
     #[error("snapshot {id} of cache {cache:?} not found (manifest {key} is missing)")]
     NotFound {
@@ -32,6 +37,14 @@ pub enum CatalogError {
         id: String,
         key: String,
     },
+}
+
+fn damaged_list(damaged: &[String]) -> String {
+    if damaged.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} damaged: {})", damaged.len(), damaged.join("; "))
+    }
 }
 
 /// One snapshot, as `ls` and the controller see it.
@@ -127,6 +140,7 @@ pub async fn resolve(
             CatalogError::NoSnapshot {
                 namespace: ns.to_string(),
                 cache: cache.to_string(),
+                damaged: Vec::new(),
             }
         });
     }
@@ -156,28 +170,101 @@ pub async fn load(
     Ok(Manifest::decode(&bytes, &key, ns, cache, id)?)
 }
 
-/// The snapshots of a cache, oldest first, with time and sizes (one read per manifest).
+/// Sorts out a failed [`load`] of a listed manifest: `Ok(Some(reason))` when the manifest is
+/// unusable for good (damaged, foreign or inconsistent: skip it and report the reason),
+/// `Ok(None)` when it vanished since the listing (forgotten meanwhile), the error otherwise
+/// (the store failed: nothing can be concluded).
+pub fn skippable(e: CatalogError) -> Result<Option<String>, CatalogError> {
+    match e {
+        CatalogError::Manifest(m) => {
+            tracing::warn!(error = %m, "skipping a damaged snapshot manifest");
+            Ok(Some(m.to_string()))
+        }
+        CatalogError::NotFound { .. } => Ok(None),
+        other => Err(other),
+    }
+}
+
+/// The snapshots of a cache, oldest first, with time and sizes (one read per manifest). A
+/// damaged manifest is skipped with a warning, not fatal to the listing.
 pub async fn list_snapshots(
     store: &Store,
     ns: &str,
     cache: &str,
 ) -> Result<Vec<SnapshotInfo>, CatalogError> {
     let ids = snapshot_ids(store, ns, cache).await?;
-    futures::stream::iter(ids)
-        .map(|id| async move {
-            load(store, ns, cache, &id)
-                .await
-                .map(|m| SnapshotInfo::of(&m))
-        })
+    let loaded: Vec<Result<Manifest, CatalogError>> = futures::stream::iter(ids)
+        .map(|id| async move { load(store, ns, cache, &id).await })
         .buffered(8)
-        .try_collect()
-        .await
+        .collect()
+        .await;
+    let mut out = Vec::new();
+    for r in loaded {
+        match r {
+            Ok(m) => out.push(SnapshotInfo::of(&m)),
+            Err(e) => drop(skippable(e)?),
+        }
+    }
+    Ok(out)
+}
+
+/// Loads snapshot `id`, or for `latest` the newest snapshot whose manifest is sound. Returns
+/// it and, for `latest`, the reasons newer manifests were skipped (damaged ones).
+pub async fn load_resolved(
+    store: &Store,
+    ns: &str,
+    cache: &str,
+    id: &str,
+) -> Result<(Manifest, Vec<String>), CatalogError> {
+    if id != "latest" {
+        return Ok((load(store, ns, cache, id).await?, Vec::new()));
+    }
+    let mut skipped = Vec::new();
+    for id in snapshot_ids(store, ns, cache).await?.iter().rev() {
+        match load(store, ns, cache, id).await {
+            Ok(m) => {
+                if !skipped.is_empty() {
+                    tracing::warn!(id = %m.id, skipped = skipped.len(), "latest: newer snapshots are damaged; using the newest sound one");
+                }
+                return Ok((m, skipped));
+            }
+            Err(e) => skipped.extend(skippable(e)?),
+        }
+    }
+    Err(CatalogError::NoSnapshot {
+        namespace: ns.to_string(),
+        cache: cache.to_string(),
+        damaged: skipped,
+    })
 }
 
 /// Forgets one snapshot (deletes its manifest). Its data goes at the next `gc`.
 pub async fn forget(store: &Store, ns: &str, cache: &str, id: &str) -> Result<(), CatalogError> {
     layout::check_snapshot_id(id)?;
     Ok(store.delete(&layout::manifest_key(ns, cache, id)).await?)
+}
+
+/// Forgets snapshot `id` of a cache, failing with [`CatalogError::NotFound`] when the cache
+/// has no such snapshot (for a person typing an id: a typo must not read as success).
+pub async fn forget_existing(
+    store: &Store,
+    ns: &str,
+    cache: &str,
+    id: &str,
+) -> Result<(), CatalogError> {
+    layout::check_snapshot_id(id)?;
+    if !snapshot_ids(store, ns, cache)
+        .await?
+        .iter()
+        .any(|i| i == id)
+    {
+        return Err(CatalogError::NotFound {
+            cache: cache.to_string(),
+            id: id.to_string(),
+            key: layout::manifest_key(ns, cache, id),
+        });
+    }
+    forget(store, ns, cache, id).await
 }
 
 /// Forgets every snapshot of a cache (for a BuildCache deleted with `deletionPolicy:
@@ -190,16 +277,15 @@ pub async fn forget_cache(store: &Store, ns: &str, cache: &str) -> Result<usize,
     Ok(ids.len())
 }
 
-/// The packs of a namespace: those with both the pack and its index, by id with size, and
-/// the ids condemned by gc.
-pub async fn packs(
+/// The pack objects of a namespace by id with size, and the ids that have an index object,
+/// each whether or not the other is there.
+pub async fn pack_objects(
     store: &Store,
     ns: &str,
 ) -> Result<(HashMap<String, u64>, HashSet<String>), CatalogError> {
-    let listing = store.list(&layout::packs_prefix(ns)).await?;
     let mut packs = HashMap::new();
     let mut indexed = HashSet::new();
-    for o in &listing {
+    for o in store.list(&layout::packs_prefix(ns)).await? {
         match layout::parse_pack_key(&o.key) {
             Some((id, true)) => {
                 packs.insert(id.to_string(), o.size);
@@ -210,6 +296,16 @@ pub async fn packs(
             None => {}
         }
     }
+    Ok((packs, indexed))
+}
+
+/// The packs of a namespace: those with both the pack and its index, by id with size, and
+/// the ids condemned by gc.
+pub async fn packs(
+    store: &Store,
+    ns: &str,
+) -> Result<(HashMap<String, u64>, HashSet<String>), CatalogError> {
+    let (mut packs, indexed) = pack_objects(store, ns).await?;
     packs.retain(|id, _| indexed.contains(id));
     let condemned = store
         .list(&layout::trash_prefix(ns))

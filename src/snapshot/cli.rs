@@ -331,6 +331,9 @@ async fn run_async(cmd: SnapshotCommand) -> anyhow::Result<ExitCode> {
                     r.forgotten.len(), r.live_packs, r.condemned, r.rescued, r.deleted_packs, r.deleted_bytes,
                     if dry_run { " (dry run)" } else { "" }
                 );
+                for d in &r.damaged {
+                    println!("skipped a damaged manifest: {d}");
+                }
             }
         }
         SnapshotCommand::Forget {
@@ -342,7 +345,7 @@ async fn run_async(cmd: SnapshotCommand) -> anyhow::Result<ExitCode> {
             let store = open(&args).await?;
             let n = match (id, all) {
                 (_, true) => catalog::forget_cache(&store, &args.namespace, &cache).await?,
-                (Some(id), false) => catalog::forget(&store, &args.namespace, &cache, &id)
+                (Some(id), false) => catalog::forget_existing(&store, &args.namespace, &cache, &id)
                     .await
                     .map(|_| 1)?,
                 (None, false) => anyhow::bail!("give a snapshot id or --all"),
@@ -360,6 +363,9 @@ async fn run_async(cmd: SnapshotCommand) -> anyhow::Result<ExitCode> {
 
 /// Most snapshots a gc result lists.
 pub const LISTED: usize = 24;
+
+/// Most damaged manifests a gc result lists.
+pub const DAMAGED_LISTED: usize = 4;
 
 /// `gc --json`: the report, and with `--cache` the cache's snapshots (newest first, at most
 /// [`LISTED`]) and their count, which the controller copies into BuildCache status.
@@ -385,7 +391,9 @@ struct ListedSnapshot {
 }
 
 impl GcResult {
-    fn new(report: gc::GcReport, listed: Option<Vec<catalog::SnapshotInfo>>) -> GcResult {
+    fn new(mut report: gc::GcReport, listed: Option<Vec<catalog::SnapshotInfo>>) -> GcResult {
+        // Bounded too (the 4 KiB termination message); every one is logged as a warning.
+        report.damaged.truncate(DAMAGED_LISTED);
         GcResult {
             report,
             snapshot_count: listed.as_ref().map(Vec::len),

@@ -16,11 +16,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::Serialize;
 
 use super::catalog::{self, CatalogError};
 use super::layout;
+use super::manifest::Manifest;
 use crate::store::{Store, StoreError};
 
 /// Errors of a gc run.
@@ -85,6 +86,8 @@ pub struct GcReport {
     pub deleted_packs: u64,
     /// Bytes freed.
     pub deleted_bytes: u64,
+    /// Damaged manifests skipped (they protect no data), with the reason.
+    pub damaged: Vec<String>,
 }
 
 #[derive(Default)]
@@ -138,13 +141,21 @@ pub async fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, GcError> {
         })
         .collect();
     let snapshots = catalog::all_snapshots(store, ns).await?;
-    let referenced: HashSet<String> = futures::stream::iter(snapshots)
+    let loaded: Vec<Result<Manifest, CatalogError>> = futures::stream::iter(snapshots)
         .map(|(cache, id)| async move { catalog::load(store, ns, &cache, &id).await })
         .buffer_unordered(8)
-        .map_ok(|m| futures::stream::iter(m.packs.into_iter().map(|p| Ok::<_, CatalogError>(p.id))))
-        .try_flatten()
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
+    // A damaged manifest cannot be restored, so it protects nothing: skip it and report it
+    // (its data goes like any unreferenced data, two runs and a grace period later). A store
+    // failure still stops gc before it deletes anything.
+    let mut referenced: HashSet<String> = HashSet::new();
+    for r in loaded {
+        match r {
+            Ok(m) => referenced.extend(m.packs.into_iter().map(|p| p.id)),
+            Err(e) => report.damaged.extend(catalog::skippable(e)?),
+        }
+    }
 
     let old = |t: SystemTime| t.checked_add(opts.grace).is_some_and(|t| t <= opts.now);
     for (id, p) in &packs {

@@ -5,12 +5,20 @@
 //! reused only when the store still holds it.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{self, ByteBuf};
-use super::layout::ChunkId;
+use super::layout::{self, ChunkId};
+use super::manifest::INDEX_DIR;
+
+/// Name of the index file in [`INDEX_DIR`].
+pub const INDEX_FILE: &str = "index";
 
 /// Magic and version of the local index.
 pub const MAGIC: &[u8; 8] = b"HEARTHI1";
@@ -52,15 +60,15 @@ impl LocalIndex {
         }
     }
 
-    /// Loads the index at `path` if it exists, is intact and belongs to `store`; an empty
-    /// index otherwise.
-    pub fn load(path: &Path, store: &str) -> LocalIndex {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
+    /// Loads the index of the tree at `root` if it exists, is intact and belongs to `store`;
+    /// an empty index otherwise. Neither `.hearth` nor the index is followed if it is a
+    /// symlink, and only a regular file is read (a FIFO planted there cannot block the save).
+    pub fn load(root: &Path, store: &str) -> LocalIndex {
+        let bytes = match read_index(root) {
+            Ok(Some(b)) => b,
+            Ok(None) => return LocalIndex::new(store),
             Err(e) => {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot read the local index; every file will be read");
-                }
+                tracing::warn!(root = %root.display(), error = %e, "cannot read the local index {INDEX_DIR}/{INDEX_FILE}; every file will be read");
                 return LocalIndex::new(store);
             }
         };
@@ -71,7 +79,7 @@ impl LocalIndex {
                 LocalIndex::new(store)
             }
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "local index damaged; every file will be read");
+                tracing::warn!(root = %root.display(), error = %e, "local index damaged; every file will be read");
                 LocalIndex::new(store)
             }
         }
@@ -94,17 +102,109 @@ impl LocalIndex {
         }
     }
 
-    /// Writes the index atomically (temporary file, then rename).
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+    /// Writes the index of the tree at `root` atomically, without following any symlink the
+    /// tree's writer may have planted: relative to `.hearth` opened with `O_NOFOLLOW |
+    /// O_DIRECTORY` (a symlink or file named `.hearth` is removed and replaced by a
+    /// directory), into a temporary file with a random name created with `O_CREAT | O_EXCL |
+    /// O_NOFOLLOW`, then renamed over `index` (which replaces a symlink there, never its target).
+    pub fn write(&self, root: &Path) -> std::io::Result<()> {
         let bytes = codec::seal(MAGIC, self).map_err(std::io::Error::other)?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+        let dir = open_index_dir(root)?;
+        let (tmp, fd) = create_temp(&dir)?;
+        let written = std::fs::File::from(fd)
+            .write_all(&bytes)
+            .and_then(|()| Ok(rustix::fs::renameat(&dir, &tmp, &dir, INDEX_FILE)?));
+        if written.is_err() {
+            let _ = rustix::fs::unlinkat(&dir, &tmp, AtFlags::empty());
         }
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, path).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
+        written
+    }
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+fn open_root(root: &Path) -> std::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(root, flags, Mode::empty())?)
+}
+
+/// Reads `.hearth/index` under `root`; `None` when there is none.
+fn read_index(root: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    let dir = match rustix::fs::openat(open_root(root)?, INDEX_DIR, DIR_FLAGS, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                format!("{INDEX_DIR} is not a directory (a symlink or file?): {e}"),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(&dir, INDEX_FILE, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut file = std::fs::File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{INDEX_DIR}/{INDEX_FILE} is not a regular file"),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
+/// Opens `.hearth` under `root` as a directory without following a symlink, creating it, or
+/// replacing whatever non-directory is there.
+fn open_index_dir(root: &Path) -> std::io::Result<OwnedFd> {
+    let root_fd = open_root(root)?;
+    for _ in 0..4 {
+        match rustix::fs::openat(&root_fd, INDEX_DIR, DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::NOENT) => {}
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                tracing::warn!(root = %root.display(), "{INDEX_DIR} is not a directory (a symlink or a file): replacing it, not following it");
+                match rustix::fs::unlinkat(&root_fd, INDEX_DIR, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        match rustix::fs::mkdirat(&root_fd, INDEX_DIR, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{INDEX_DIR} kept changing while the index was written"
+    )))
+}
+
+/// Creates a new temporary file with a random name in `dir` (`O_EXCL | O_NOFOLLOW`: a name
+/// planted in advance, symlink or not, is never opened).
+fn create_temp(dir: &OwnedFd) -> std::io::Result<(String, OwnedFd)> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut attempt = 0;
+    loop {
+        let name = format!(
+            "{INDEX_FILE}.tmp-{:08x}{:08x}",
+            layout::entropy(),
+            layout::entropy()
+        );
+        match rustix::fs::openat(dir, name.as_str(), flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => return Ok((name, fd)),
+            Err(Errno::EXIST) if attempt < 8 => attempt += 1,
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -132,11 +232,11 @@ mod tests {
         };
         assert!(index.lookup(b"a", &touched).is_none());
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("idx");
-        index.write(&path).unwrap();
-        assert_eq!(LocalIndex::load(&path, "file:///s#ns").files.len(), 1);
-        assert!(LocalIndex::load(&path, "file:///other#ns").files.is_empty());
-        std::fs::write(&path, b"garbage").unwrap();
-        assert!(LocalIndex::load(&path, "file:///s#ns").files.is_empty());
+        let root = dir.path();
+        index.write(root).unwrap();
+        assert_eq!(LocalIndex::load(root, "file:///s#ns").files.len(), 1);
+        assert!(LocalIndex::load(root, "file:///other#ns").files.is_empty());
+        std::fs::write(root.join(INDEX_DIR).join(INDEX_FILE), b"garbage").unwrap();
+        assert!(LocalIndex::load(root, "file:///s#ns").files.is_empty());
     }
 }

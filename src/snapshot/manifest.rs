@@ -11,6 +11,12 @@ use super::layout::ChunkId;
 /// Magic and format version of manifests.
 pub const MAGIC: &[u8; 8] = b"HEARTHM1";
 
+/// Directory at the root of a saved tree that holds Hearth's local index; never part of a
+/// snapshot, and refused in a manifest (a restore writes the index there: an entry of that
+/// name, a symlink out of the volume above all, would redirect the write). A directory, so
+/// that rewriting the index does not change the root's mtime.
+pub const INDEX_DIR: &str = ".hearth";
+
 /// Errors reading a manifest.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -161,6 +167,26 @@ pub struct Manifest {
     pub entries: Vec<Entry>,
 }
 
+/// Refuses the device nodes BuildKit state never holds: every block device, and character
+/// devices other than 0/0 (overlay whiteouts). A restore runs as root and would create them,
+/// world-writable if the manifest says so (a block device of the node's disk, `/dev/mem`).
+/// The error completes "entry <path> ...".
+pub fn check_device(kind: &Kind) -> Result<(), String> {
+    match kind {
+        Kind::BlockDev { rdev } => Err(format!(
+            "is a block device ({}:{}): BuildKit state holds none, refusing it",
+            rustix::fs::major(*rdev),
+            rustix::fs::minor(*rdev)
+        )),
+        Kind::CharDev { rdev } if *rdev != 0 => Err(format!(
+            "is a character device {}:{}: only 0/0 (overlay whiteouts) belong in BuildKit state, refusing it",
+            rustix::fs::major(*rdev),
+            rustix::fs::minor(*rdev)
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Manifest {
     /// Encodes the manifest.
     pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
@@ -216,6 +242,12 @@ impl Manifest {
             if !seen.insert(p) {
                 return Err(format!("entry {:?} appears twice", e.path));
             }
+            if p == INDEX_DIR.as_bytes() {
+                return Err(format!(
+                    "entry {:?} is reserved for Hearth's local index and never part of a snapshot",
+                    e.path
+                ));
+            }
             if i > 0 {
                 let bad_part = p
                     .split(|b| *b == b'/')
@@ -235,6 +267,7 @@ impl Manifest {
             if e.kind == Kind::Dir {
                 dirs.insert(p);
             }
+            check_device(&e.kind).map_err(|what| format!("entry {:?} {what}", e.path))?;
             match &e.kind {
                 Kind::File { extents, .. }
                     if extents
@@ -243,6 +276,19 @@ impl Manifest {
                         .any(|c| *c as usize >= self.chunks.len()) =>
                 {
                     return Err(format!("entry {:?} refers to an unknown chunk", e.path));
+                }
+                Kind::File { size, extents } => {
+                    for x in extents {
+                        let len = x.chunks.iter().fold(0u64, |n, c| {
+                            n.saturating_add(self.chunks[*c as usize].loc.raw.into())
+                        });
+                        if x.offset.checked_add(len).is_none_or(|end| end > *size) {
+                            return Err(format!(
+                                "entry {:?} has {len} bytes of data at offset {}, past the file's declared size of {size} bytes",
+                                e.path, x.offset
+                            ));
+                        }
+                    }
                 }
                 Kind::HardLink { entry } => {
                     let ok = (*entry as usize) < i

@@ -355,6 +355,7 @@ mod tests {
             size: 0,
             extents,
             ino: 0,
+            mtime_ns: 0,
             ctime_ns: 0,
         }
     }

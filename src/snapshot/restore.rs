@@ -20,7 +20,6 @@ use super::layout;
 use super::manifest::{Kind, Manifest};
 use super::open_files::OpenFiles;
 use super::pack::{decode_chunk, PackError};
-use super::tree::index_path;
 use crate::store::{Store, StoreError};
 
 /// Errors of a restore (and of `verify`).
@@ -94,6 +93,8 @@ pub struct RestoreReport {
     pub downloaded_bytes: u64,
     /// Packs read.
     pub packs: u64,
+    /// For `latest`: why newer snapshots were skipped (damaged manifests).
+    pub skipped: Vec<String>,
     /// Wall time.
     pub seconds: f64,
 }
@@ -187,8 +188,8 @@ pub async fn restore(
 ) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
     let (ns, cache) = (opts.namespace.as_str(), opts.cache.as_str());
-    let id = catalog::resolve(store, ns, cache, id).await?;
-    let m = Arc::new(catalog::load(store, ns, cache, &id).await?);
+    let (m, skipped) = catalog::load_resolved(store, ns, cache, id).await?;
+    let (id, m) = (m.id.clone(), Arc::new(m));
     let (staging, inside) = staging_dir(target)?;
     let result = fill(store, &m, &staging, inside, opts).await;
     let result = match result {
@@ -202,6 +203,7 @@ pub async fn restore(
             bytes: m.stats.bytes,
             downloaded_bytes: downloaded,
             packs,
+            skipped,
             seconds: started.elapsed().as_secs_f64(),
         }),
         Err(e) => {
@@ -384,9 +386,8 @@ fn finish_tree(
                 idx.record(&e.path.0, file, i64::MAX);
             }
         }
-        let path = index_path(root);
-        if let Err(err) = idx.write(&path) {
-            tracing::warn!(path = %path.display(), error = %err, "cannot write the local index");
+        if let Err(err) = idx.write(root) {
+            tracing::warn!(root = %root.display(), error = %err, "cannot write the local index");
         }
     }
     for e in m

@@ -207,6 +207,8 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
     let (ns, cache) = (opts.namespace.as_str(), opts.cache.as_str());
     layout::check_name("namespace", ns)?;
     layout::check_name("cache", cache)?;
+    // Refused while buildkitd runs; held until the save ends so that it cannot start meanwhile.
+    let _lock = tree::lock_state_dir(dir)?;
     // Files changed after this instant are not trusted to the index (see index::RACY_NS).
     let scan_started_ns = now_ns();
     let dir_owned = dir.to_path_buf();
@@ -214,10 +216,9 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
         .await
         .map_err(|e| SaveError::Internal(e.to_string()))??;
     let (dedup, parent) = known_chunks(store, ns, cache).await?;
-    let index_path = tree::index_path(dir);
     let index_identity = format!("{}#{ns}", opts.store_url);
     let old_index = if opts.use_index {
-        LocalIndex::load(&index_path, &index_identity)
+        LocalIndex::load(dir, &index_identity)
     } else {
         LocalIndex::new(&index_identity)
     };
@@ -248,6 +249,7 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
     }
     drop(old_index);
     let unchanged = reused.len();
+    let read_files: Vec<usize> = to_read.iter().map(|(n, _)| *n).collect();
     let tuning = opts.tuning;
     let (items, units) = pipeline::plan(&to_read, &tuning);
     let to_read_bytes: u64 = items.iter().map(|i| i.len).sum();
@@ -373,6 +375,16 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
     if let Some(hook) = &opts.before_commit {
         hook().await;
     }
+    // Every file read must still be as the scan saw it: one rewritten meanwhile may have
+    // been read half old, half new.
+    let read = files.clone();
+    tokio::task::spawn_blocking(move || {
+        read_files
+            .iter()
+            .try_for_each(|n| read[*n].check_unchanged())
+    })
+    .await
+    .map_err(|e| SaveError::Internal(e.to_string()))??;
     commit_check(store, ns, &packs).await?;
     let created_ms = now / 1_000_000;
     let id = layout::new_snapshot_id(created_ms, layout::entropy());
@@ -403,8 +415,8 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
         .put_if_absent(&layout::manifest_key(ns, cache, &id), Bytes::from(encoded))
         .await?;
     if opts.use_index {
-        if let Err(e) = new_index.write(&index_path) {
-            tracing::warn!(path = %index_path.display(), error = %e, "cannot write the local index; the next save will read every file");
+        if let Err(e) = new_index.write(dir) {
+            tracing::warn!(root = %dir.display(), error = %e, "cannot write the local index; the next save will read every file");
         }
     }
     let s = &manifest.stats;

@@ -10,16 +10,12 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::codec::ByteBuf;
-use super::manifest::{Entry, Kind, Stats};
+use super::manifest::{check_device, Entry, Kind, Stats};
 
-/// Directory at the root of a saved tree that holds Hearth's local index; never part of a
-/// snapshot. A directory, so that rewriting the index does not change the root's mtime.
-pub const INDEX_DIR: &str = ".hearth";
+pub use super::manifest::INDEX_DIR;
 
-/// Path of the local index of the tree at `root`.
-pub fn index_path(root: &Path) -> PathBuf {
-    root.join(INDEX_DIR).join("index")
-}
+/// The lock file buildkitd holds (an exclusive `flock`) in its state dir while it runs.
+pub const BUILDKITD_LOCK: &str = "buildkitd.lock";
 
 /// Errors reading the tree.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +27,15 @@ pub enum TreeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// buildkitd (or another save) holds the state dir's lock.
+    #[error("{0} is locked by another process: buildkitd is still running on this state dir (or another save is); stop it, then save")]
+    Live(PathBuf),
+    /// A device node BuildKit state never holds (see [`check_device`]).
+    #[error("{path} {what}")]
+    Device { path: PathBuf, what: String },
+    /// A file changed between the scan and the end of its reading.
+    #[error("{path} changed during the save ({what}): the snapshot would hold a version that never existed, so none was written; is buildkitd still running on this state dir? Stop it, then save again")]
+    Changed { path: PathBuf, what: String },
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TreeError + 'a {
@@ -54,8 +59,66 @@ pub struct FileInfo {
     pub extents: Vec<(u64, u64)>,
     /// Identity and change time, for the local index.
     pub ino: u64,
+    /// Modification time in nanoseconds.
+    pub mtime_ns: i64,
     /// Change time in nanoseconds.
     pub ctime_ns: i64,
+}
+
+impl FileInfo {
+    /// Fails if the file is no longer what the scan saw (size, mtime, ctime or inode): called
+    /// once it has been read, so that a file rewritten or appended to meanwhile is never
+    /// stored torn. (A rewrite of the same size within one timestamp tick of the scan would
+    /// go unseen; [`lock_state_dir`] keeps buildkitd from running meanwhile.)
+    pub fn check_unchanged(&self) -> Result<(), TreeError> {
+        let meta = std::fs::symlink_metadata(&self.path).map_err(io("stat", &self.path))?;
+        let mut what = Vec::new();
+        let mut compare = |field: &str, was: i128, now: i128| {
+            if was != now {
+                what.push(format!("{field} was {was}, now {now}"));
+            }
+        };
+        compare("size", self.size.into(), meta.len().into());
+        let mtime = time_ns(meta.mtime(), meta.mtime_nsec());
+        compare("mtime (ns)", self.mtime_ns.into(), mtime.into());
+        let ctime = time_ns(meta.ctime(), meta.ctime_nsec());
+        compare("ctime (ns)", self.ctime_ns.into(), ctime.into());
+        compare("inode", self.ino.into(), meta.ino().into());
+        if what.is_empty() && meta.is_file() {
+            return Ok(());
+        }
+        if !meta.is_file() {
+            what.push("no longer a regular file".into());
+        }
+        Err(TreeError::Changed {
+            path: self.path.clone(),
+            what: what.join(", "),
+        })
+    }
+}
+
+/// Takes buildkitd's lock on the state dir at `root` (non-blocking, exclusive), or fails with
+/// [`TreeError::Live`] when another process holds it: a running buildkitd rewrites its
+/// databases and blobs, and a save then would store torn files. Holding the returned file
+/// keeps buildkitd from starting until the save ends. `None` when there is no lock file (or
+/// it is not a regular file, which buildkitd never makes).
+pub fn lock_state_dir(root: &Path) -> Result<Option<std::fs::File>, TreeError> {
+    use rustix::fs::{FlockOperation, Mode, OFlags};
+    let path = root.join(BUILDKITD_LOCK);
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file = match rustix::fs::open(&path, flags, Mode::empty()) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP) => return Ok(None),
+        Err(e) => return Err(io("open", &path)(e.into())),
+    };
+    if !file.metadata().map_err(io("stat", &path))?.is_file() {
+        return Ok(None);
+    }
+    match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(TreeError::Live(path)),
+        Err(e) => Err(io("lock", &path)(e.into())),
+    }
 }
 
 /// The result of a scan.
@@ -135,6 +198,7 @@ fn visit(
             size: meta.len(),
             extents: data_extents(path, meta)?,
             ino: meta.ino(),
+            mtime_ns: time_ns(meta.mtime(), meta.mtime_nsec()),
             ctime_ns: time_ns(meta.ctime(), meta.ctime_nsec()),
         });
         Kind::File {
@@ -161,6 +225,10 @@ fn visit(
         scan.stats.skipped.push(ByteBuf(rel));
         return Ok(());
     };
+    check_device(&kind).map_err(|what| TreeError::Device {
+        path: path.to_path_buf(),
+        what,
+    })?;
     let xattrs = read_xattrs(path)?;
     scan.entries.push(entry(rel.clone(), kind, meta, xattrs));
     if ft.is_dir() {
