@@ -175,12 +175,12 @@ proptest! {
         let v = valid();
         prop_assume!(!v.local_index.is_empty());
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index");
-        std::fs::write(&path, apply(&v.local_index, &d)).unwrap();
+        std::fs::create_dir(dir.path().join(".hearth")).unwrap();
+        std::fs::write(dir.path().join(".hearth/index"), apply(&v.local_index, &d)).unwrap();
         // Whatever it reads, it must not panic; an index for another store is never used.
-        let index = LocalIndex::load(&path, "s3://other/bucket");
+        let index = LocalIndex::load(dir.path(), "s3://other/bucket");
         prop_assert!(index.files.is_empty());
-        let _ = LocalIndex::load(&path, &index.store);
+        let _ = LocalIndex::load(dir.path(), &index.store);
     }
 
     #[test]
