@@ -25,6 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
@@ -122,31 +123,19 @@ async fn bookkeeping(
     let namespace = cache.namespace().unwrap_or_default();
     let name = cache.name_any();
     let status = cache.status.clone().unwrap_or_default();
-    let claims: HashMap<String, Arc<PersistentVolumeClaim>> = ctx
-        .stores
-        .claims
-        .iter()
-        .flat_map(|s| s.state())
-        .filter(|c| c.namespace().as_deref() == Some(namespace.as_str()))
-        .map(|c| (c.name_any(), c))
-        .collect();
-    let nodes: HashSet<String> = ctx
-        .stores
-        .nodes
-        .state()
-        .iter()
-        .map(|n| n.name_any())
-        .collect();
-    let volumes: HashMap<String, (Option<String>, Option<String>)> = ctx
-        .stores
-        .volumes
-        .state()
-        .iter()
-        .map(|pv| (pv.name_any(), pv_location(pv)))
-        .collect();
+    // Lookups by name in the stores, for this cache's replicas only: at rest every cache is
+    // reconciled once a minute, and indexing every PVC, PV and node of the cluster on each
+    // reconcile made that O(caches x cluster).
+    let claim = |pvc: &str| -> Option<Arc<PersistentVolumeClaim>> {
+        let key = ObjectRef::new(pvc).within(&namespace);
+        ctx.stores.claims.iter().find_map(|s| s.get(&key))
+    };
+    let has_claim = |pvc: &str| claim(pvc).is_some();
+    let node_exists = |n: &str| ctx.stores.nodes.get(&ObjectRef::new(n)).is_some();
     let located = |pvc: &str| {
-        let volume = claims.get(pvc)?.spec.as_ref()?.volume_name.clone()?;
-        volumes.get(&volume).cloned()
+        let volume = claim(pvc)?.spec.as_ref()?.volume_name.clone()?;
+        let pv = ctx.stores.volumes.get(&ObjectRef::new(&volume))?;
+        Some(pv_location(&pv))
     };
     // A claim whose build is gone is released once no pod of it still mounts the replica.
     let mut gone_holders = HashSet::new();
@@ -162,7 +151,7 @@ async fn bookkeeping(
     let claims_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut dropped = HashSet::new();
     for r in status.replicas.iter().filter(|r| !r.state.is_live()) {
-        if claims.contains_key(&r.pvc) {
+        if has_claim(&r.pvc) {
             // Kubernetes keeps a PVC while any pod names it, finished ones included (PVC
             // protection): the pods and Jobs that once mounted the replica go first, or its
             // volume, and the node's bytes, are never freed.
@@ -178,15 +167,14 @@ async fn bookkeeping(
             dropped.insert(r.pvc.clone());
         }
     }
-    let lost = |pvc: &str, node: Option<&str>| {
-        !claims.contains_key(pvc) || node.is_some_and(|n| !nodes.contains(n))
-    };
+    let lost =
+        |pvc: &str, node: Option<&str>| !has_claim(pvc) || node.is_some_and(|n| !node_exists(n));
     // An idle replica whose PVC or node is gone, or one being pre-warmed (no build holds it)
     // whose node is gone (its PVC may be too new for the store yet).
     let gone = |r: &crate::api::ReplicaStatus| match r.state {
         ReplicaState::Idle => lost(&r.pvc, r.node.as_deref()),
         ReplicaState::Restoring if r.holder.is_none() => {
-            r.node.as_deref().is_some_and(|n| !nodes.contains(n))
+            r.node.as_deref().is_some_and(|n| !node_exists(n))
         }
         _ => false,
     };

@@ -539,6 +539,10 @@ pub fn controller_command(
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log);
+    // Allocator tuning passes through, so a benchmark can compare it.
+    if let Ok(arenas) = std::env::var("MALLOC_ARENA_MAX") {
+        command.env("MALLOC_ARENA_MAX", arenas);
+    }
     command
 }
 
