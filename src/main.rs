@@ -4,11 +4,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// jemalloc: less fragmentation than glibc malloc for the controller's many small, long-lived
-/// objects (see the Scale section of docs/operator.md).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() -> ExitCode {
     hearth::crypto::install();
     let cli = hearth::cli::Cli::parse();
