@@ -1224,7 +1224,7 @@ fn pushed_message(build: &ImageBuild) -> String {
 }
 
 /// The build's cache key: as recorded at start, else derived from its spec.
-fn key_of(build: &ImageBuild, status: &ImageBuildStatus) -> String {
+pub(super) fn key_of(build: &ImageBuild, status: &ImageBuildStatus) -> String {
     status
         .cache_key
         .clone()

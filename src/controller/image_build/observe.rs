@@ -3,13 +3,14 @@
 //! stale view), nodes and replicas from the reflector stores, the planner's choice from the
 //! view those stores give, and one clock reading.
 
+use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 
-use super::decide::{wanted, Children, Observed, Planned, PlannedAction, Victim};
+use super::decide::{key_of, wanted, Children, Observed, Planned, PlannedAction, Victim};
 use crate::api::{BuildCache, ImageBuild};
 use crate::controller::builders::labels;
 use crate::controller::context::Context;
@@ -33,7 +34,7 @@ pub async fn observe(build: &ImageBuild, ctx: &Context) -> Result<Observed> {
         None => None,
     };
     let plan = if want.plan {
-        Some(plan(build, ctx)?)
+        Some(plan(build, ctx, now)?)
     } else {
         None
     };
@@ -71,14 +72,10 @@ pub async fn observe(build: &ImageBuild, ctx: &Context) -> Result<Observed> {
     })
 }
 
-/// The planner's choice for the build, on the view the reflector stores give.
-fn plan(build: &ImageBuild, ctx: &Context) -> Result<Planned> {
-    let now = ctx.now();
-    let key = build
-        .status
-        .as_ref()
-        .and_then(|s| s.cache_key.clone())
-        .unwrap_or_else(|| crate::api::keys::cache_key(&build.spec));
+/// The planner's choice for the build at `now` (the one clock reading the decision also
+/// uses), on the view the reflector stores give.
+fn plan(build: &ImageBuild, ctx: &Context, now: Timestamp) -> Result<Planned> {
+    let key = key_of(build, &build.status.clone().unwrap_or_default());
     let view = view_from_stores(&ctx.stores, &ctx.config, &ctx.planner, now);
     let request = build_request(build, &key, &ctx.config);
     let decision = planner::plan(&view.cluster, &request, seconds(now), &ctx.planner)
