@@ -30,5 +30,6 @@ pub mod outcome;
 pub mod replica_table;
 pub mod requeue;
 pub mod run;
+pub mod slim;
 pub mod view;
 pub mod writes;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -23,7 +23,7 @@ use super::builders::labels;
 use super::config::OperatorConfig;
 use super::context::{Context, Stores};
 use super::metrics::Metrics;
-use super::{build_cache, custom_run, gauges, image_build};
+use super::{build_cache, custom_run, gauges, image_build, slim};
 use crate::api::{BuildCache, ImageBuild};
 
 /// Most reconciles of one controller in flight at once. Unbounded, a restart ran every
@@ -35,6 +35,24 @@ const RECONCILE_CONCURRENCY: u16 = 16;
 /// Every controller's runtime settings.
 fn bounded() -> kube::runtime::controller::Config {
     kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY)
+}
+
+/// A controller of `K` as `Controller::new` makes it, whose store keeps each object without
+/// what no reconciler reads ([`slim::metadata`]).
+fn slim_controller<K>(api: Api<K>, config: watcher::Config) -> Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let objects = reflector::reflector(writer, watcher(api, config).modify(slim::metadata::<K>))
+        .applied_objects();
+    Controller::for_stream(objects, store)
 }
 
 /// Name of the leader-election Lease.
@@ -99,10 +117,17 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     };
     let hearth_only =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    let (nodes, f) = reflect::<Node>(Api::all(client.clone()), watcher::Config::default());
+    let (nodes, f) = reflect(
+        Api::all(client.clone()),
+        watcher::Config::default(),
+        slim::node,
+    );
     tokio::spawn(f);
-    let (volumes, f) =
-        reflect::<PersistentVolume>(Api::all(client.clone()), watcher::Config::default());
+    let (volumes, f) = reflect::<PersistentVolume>(
+        Api::all(client.clone()),
+        watcher::Config::default(),
+        slim::metadata,
+    );
     tokio::spawn(f);
     let mut stores = Stores {
         nodes,
@@ -113,12 +138,19 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         builds: vec![],
     };
     for scope in &scopes {
-        let (claims, f) =
-            reflect::<PersistentVolumeClaim>(api_in(&client, scope), hearth_only.clone());
+        let (claims, f) = reflect::<PersistentVolumeClaim>(
+            api_in(&client, scope),
+            hearth_only.clone(),
+            slim::metadata,
+        );
         tokio::spawn(f);
-        let (pods, f) = reflect::<Pod>(api_in(&client, scope), hearth_only.clone());
+        let (pods, f) = reflect::<Pod>(api_in(&client, scope), hearth_only.clone(), slim::metadata);
         tokio::spawn(f);
-        let (caches, f) = reflect::<BuildCache>(api_in(&client, scope), watcher::Config::default());
+        let (caches, f) = reflect::<BuildCache>(
+            api_in(&client, scope),
+            watcher::Config::default(),
+            slim::metadata,
+        );
         tokio::spawn(f);
         stores.claims.push(claims);
         stores.pods.push(pods);
@@ -181,7 +213,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let build_controllers: Vec<Controller<ImageBuild>> = scopes
         .iter()
         .map(|scope| {
-            Controller::new(
+            slim_controller(
                 api_in::<ImageBuild>(&client, scope),
                 watcher::Config::default().any_semantic(),
             )
@@ -234,7 +266,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let cache_controllers = scopes.iter().map(|scope| {
         let mut drain = drain_rx.clone();
         let builds = builds_synced.clone();
-        let controller = Controller::new(
+        let controller = slim_controller(
             api_in::<BuildCache>(&client, scope),
             watcher::Config::default(),
         )
@@ -359,6 +391,7 @@ where
 fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
+    slim: fn(&mut K),
 ) -> (Store<K>, impl std::future::Future<Output = ()>)
 where
     K: Resource<DynamicType = ()>
@@ -370,8 +403,8 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, config).default_backoff()).applied_objects();
+    let stream = reflector::reflector(writer, watcher(api, config).modify(slim).default_backoff())
+        .applied_objects();
     (store, async move {
         stream.for_each(|_| futures::future::ready(())).await;
     })
