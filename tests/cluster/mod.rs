@@ -392,6 +392,13 @@ impl TestCluster {
         }
     }
 
+    /// Whether the controller process started last is still running (it never exited).
+    pub fn controller_running(&mut self) -> bool {
+        self.controller
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     /// SIGKILLs the controller process.
     pub fn kill_controller(&mut self) {
         if let Some(mut child) = self.controller.take() {

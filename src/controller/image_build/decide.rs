@@ -516,10 +516,12 @@ fn place(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
         }
         (None, _) => None,
     };
-    let plan = o
+    let planned = o
         .plan
         .as_ref()
         .ok_or_else(|| Error::Internal("placing without the planner's decision".into()))?;
+    let resumed = resume_lost_claim(o.cache.as_ref(), &name, planned);
+    let plan = resumed.as_ref().unwrap_or(planned);
     let reason = plan.reason.clone();
     let mut placement = Placement {
         reason: Some(reason.clone()),
@@ -649,6 +651,64 @@ fn place(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
         "Placed",
         format!("on {where_}, {warmth}: {reason}"),
     ))
+}
+
+/// The placement a build already made when the status recording it was lost (its write
+/// conflicted, or the controller stopped in between): the replica it holds in `cache`, where
+/// that replica is. The planner's fresh choice sees that replica busy (held by this very
+/// build) and would wait for it, or restore or claim a second one elsewhere. Claiming and
+/// adding are idempotent for their holder, so the placement's effects are made again as they
+/// were. `None` when the build holds no replica (or one whose placement cannot be told).
+fn resume_lost_claim(cache: Option<&BuildCache>, build: &str, plan: &Planned) -> Option<Planned> {
+    let cache = cache?;
+    let held = cache
+        .status
+        .iter()
+        .flat_map(|s| &s.replicas)
+        .find(|r| r.holder.as_deref() == Some(build))?;
+    let node = held.node.clone()?;
+    let used_before = held.last_used.is_some() || held.snapshot_id.is_some();
+    let (warmth, action) = match (&plan.action, held.state) {
+        (_, ReplicaState::InUse) if !used_before => (
+            Warmth::Cold,
+            PlannedAction::Cold {
+                node,
+                throwaway: false,
+            },
+        ),
+        (_, ReplicaState::InUse) => (
+            Warmth::Hot,
+            PlannedAction::UseReplica {
+                namespace: cache.namespace().unwrap_or_default(),
+                cache: cache.name_any(),
+                pvc: held.pvc.clone(),
+                node,
+            },
+        ),
+        (
+            restore @ PlannedAction::Restore {
+                throwaway: false, ..
+            },
+            ReplicaState::Restoring,
+        ) => {
+            let mut restore = restore.clone();
+            if let PlannedAction::Restore { node: to, .. } = &mut restore {
+                *to = node;
+            }
+            (plan.warmth, restore)
+        }
+        _ => return None,
+    };
+    Some(Planned {
+        reason: format!(
+            "replica {} claimed earlier (its placement was not recorded)",
+            held.pvc
+        ),
+        warmth,
+        wait_seconds: 0.0,
+        evictions: Vec::new(),
+        action,
+    })
 }
 
 /// The replica a ReadWrite build adds to its `cache` on `node` (`state`, bytes a restore will

@@ -3,7 +3,8 @@
 //! kinds a Hearth cluster uses and Hearth's CRDs (and any CRD a test registers), with the
 //! semantics that matter to a controller: Status errors, one global resourceVersion,
 //! optimistic concurrency, status subresources, generation, finalizers, graceful pod
-//! deletion, PVC/PV protection, watches with bookmarks and 410s, and server-side apply
+//! deletion, PVC/PV protection, watches with bookmarks and 410s (and, on demand, history
+//! expired mid-run or every connection dropped), and server-side apply
 //! conflicts. It runs nothing: scheduling, Jobs, garbage collection and kubelets are other
 //! test components, clients of this server like any other.
 //!
@@ -71,6 +72,8 @@ pub struct Shared {
     state: Mutex<State>,
     /// The current resourceVersion, sent after every write (wakes the watches).
     changes: tokio::sync::watch::Sender<u64>,
+    /// Bumped to close every open connection at once ([`ApiServer::drop_connections`]).
+    drops: tokio::sync::watch::Sender<u64>,
     token: String,
     /// host:port
     address: String,
@@ -101,6 +104,7 @@ impl ApiServer {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             changes,
+            drops: tokio::sync::watch::channel(0).0,
             token,
             address: address.clone(),
         });
@@ -113,6 +117,7 @@ impl ApiServer {
                 };
                 let acceptor = acceptor.clone();
                 let shared = serving.clone();
+                let mut dropped = shared.drops.subscribe();
                 connections.spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
@@ -121,10 +126,14 @@ impl ApiServer {
                         let shared = shared.clone();
                         async move { Ok::<_, Infallible>(http::handle(shared, req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let serving = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
-                        .with_upgrades()
-                        .await;
+                        .with_upgrades();
+                    // Dropping the connection closes its socket mid-request or mid-stream.
+                    tokio::select! {
+                        _ = serving => {}
+                        _ = dropped.changed() => {}
+                    }
                 });
                 while connections.try_join_next().is_some() {}
             }
@@ -457,6 +466,27 @@ impl ApiServer {
         for col in state.collections.values_mut() {
             col.log.clear();
         }
+    }
+
+    /// Forgets the watch history mid-run, as a kube-apiserver whose watch cache restarted or
+    /// whose etcd compacted: history is [`ApiServer::compact`]ed and every open watch ends
+    /// (as the real server ends watchers it can no longer serve), so each resumes from its
+    /// last resourceVersion and is answered a 410 Expired ERROR event, then must list again.
+    pub fn expire_watch_history(&self) {
+        self.compact();
+        let mut state = self.state();
+        state.watch_generation += 1;
+        let rv = state.rv;
+        drop(state);
+        self.shared.changes.send_replace(rv);
+    }
+
+    /// Closes every open connection at once, watches and requests in flight alike (as a
+    /// restarting API server or a load balancer dropping its backends does); clients see
+    /// their connection reset and must connect again. A request being handled when its
+    /// connection goes may or may not have been applied, as on a real server.
+    pub fn drop_connections(&self) {
+        self.shared.drops.send_modify(|n| *n += 1);
     }
 }
 

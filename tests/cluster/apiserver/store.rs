@@ -98,6 +98,9 @@ pub struct State {
     pub collections: HashMap<String, Collection>,
     /// Events with a resourceVersion at or below this are no longer in the logs.
     pub compacted: u64,
+    /// Bumped to end every open watch (as the real server ends the watchers it can no
+    /// longer serve); each resumes from its last resourceVersion.
+    pub watch_generation: u64,
     /// Logs by (namespace, pod, container); container "" is every container's.
     pub pod_logs: HashMap<(String, String, String), String>,
     /// Requests by (resource[/subresource], verb).
@@ -166,6 +169,7 @@ impl State {
             registry: Registry::builtin(),
             collections: HashMap::new(),
             compacted: 0,
+            watch_generation: 0,
             pod_logs: HashMap::new(),
             requests: BTreeMap::new(),
             faults: HashMap::new(),

@@ -4,7 +4,8 @@
 //! or with every change after the given resourceVersion; a resourceVersion older than the
 //! log answers a 410 Expired ERROR event. Selector transitions are translated as the real
 //! server does (MODIFIED into the selector is ADDED, out of it DELETED). Periodic BOOKMARKs
-//! when asked; the stream ends at `timeoutSeconds` or when the server stops.
+//! when asked; the stream ends at `timeoutSeconds`, when the server stops, or when it ends
+//! every open watch ([`super::ApiServer::expire_watch_history`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ struct Watch {
     changes: tokio::sync::watch::Receiver<u64>,
     /// Every event at or below this resourceVersion has been looked at.
     last: u64,
+    /// `State::watch_generation` when the watch started: the stream ends once it moves.
+    generation: u64,
     pending: VecDeque<Bytes>,
     deadline: Instant,
     next_bookmark: Instant,
@@ -84,9 +87,13 @@ impl Watch {
         }
     }
 
-    /// Queues the events after `last`.
+    /// Queues the events after `last`; ends the stream when the server ended open watches.
     fn poll_log(&mut self) {
         let state = self.shared.state.lock().expect("state");
+        if state.watch_generation != self.generation {
+            self.done = true;
+            return;
+        }
         if let Some(col) = state.collections.get(&self.rt.key()) {
             let start = col.log.partition_point(|e| e.rv <= self.last);
             for ev in &col.log[start..] {
@@ -107,7 +114,7 @@ impl Watch {
                 return None;
             }
             self.poll_log();
-            if !self.pending.is_empty() {
+            if !self.pending.is_empty() || self.done {
                 continue;
             }
             tokio::select! {
@@ -179,6 +186,7 @@ pub fn start(
         bookmark_interval,
         params,
         last,
+        generation: state.watch_generation,
         pending,
         done,
     };

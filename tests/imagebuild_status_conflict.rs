@@ -1,0 +1,176 @@
+//! A claim whose status write conflicts: the ImageBuild reconciler claims a replica in the
+//! BuildCache, then writes the build's status; when someone else updated the build in
+//! between, that write answers 409 Conflict. The next reconcile must find the claim it made
+//! (neither a second replica nor a leaked first one) and the build runs once, on it.
+
+mod support;
+
+use std::sync::Arc;
+
+use hearth::api::{keys, BuildCache, ImageBuild, Phase, ReplicaState, Warmth};
+use hearth::controller::image_build;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use support::{metadata, s3_config, spec, Cluster};
+
+const SAVED: &str = r#"{"bytes":1200000,"id":"snap-1","uploadedBytes":800000}"#;
+
+fn cache_name() -> String {
+    keys::cache_name_for_key("shop:main")
+}
+
+fn phase(ib: &ImageBuild) -> Option<Phase> {
+    ib.status.as_ref().and_then(|s| s.phase)
+}
+
+/// The replicas of the cache held by `build`.
+fn held_by(cache: &BuildCache, build: &str) -> Vec<hearth::api::ReplicaStatus> {
+    cache
+        .status
+        .iter()
+        .flat_map(|s| &s.replicas)
+        .filter(|r| r.holder.as_deref() == Some(build))
+        .cloned()
+        .collect()
+}
+
+async fn warmth(c: &Cluster, name: &str) -> Option<Warmth> {
+    c.build(name).await.status?.placement?.warmth
+}
+
+/// Reconciles `name` until it is Placing (the next reconcile places it).
+async fn until_placing(c: &mut Cluster, name: &str) {
+    for _ in 0..4 {
+        if phase(&c.build(name).await) == Some(Phase::Placing) {
+            return;
+        }
+        c.reconcile(name).await.expect("reconcile");
+    }
+    panic!(
+        "{name} never reached Placing: {:?}",
+        c.build(name).await.status
+    );
+}
+
+/// One reconcile of `name` from a copy read before another writer (a person labelling the
+/// build, a pipeline) updated it: the reconcile's claim goes through, its status write
+/// conflicts. Returns the reconcile's error.
+async fn reconcile_behind_another_writer(c: &mut Cluster, name: &str) -> String {
+    c.sync().await;
+    let stale = c.build(name).await;
+    c.builds()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "checkout"}}})),
+        )
+        .await
+        .expect("another writer updates the build");
+    let err = image_build::reconcile(Arc::new(stale), c.ctx.clone())
+        .await
+        .expect_err("the status write conflicts");
+    format!("{err}")
+}
+
+/// After the conflict, the build goes on to Building on exactly the replica it claimed, runs
+/// once there, and releases it at the end.
+async fn proceeds_once_on_its_claim(c: &mut Cluster, name: &str) {
+    let claimed = held_by(&c.cache(&cache_name()).await, name);
+    assert_eq!(claimed.len(), 1, "the claim was made: {claimed:?}");
+    let claimed = claimed[0].clone();
+
+    assert_eq!(c.settle(name).await, Some(Phase::Building));
+    let cache = c.cache(&cache_name()).await;
+    let held = held_by(&cache, name);
+    assert_eq!(
+        held.iter().map(|r| r.pvc.as_str()).collect::<Vec<_>>(),
+        vec![claimed.pvc.as_str()],
+        "one claim, the first: {:?}",
+        cache.status
+    );
+    let placement = c
+        .build(name)
+        .await
+        .status
+        .and_then(|s| s.placement)
+        .unwrap();
+    assert_eq!(placement.replica.as_deref(), Some(claimed.pvc.as_str()));
+    assert_eq!(
+        placement.node, claimed.node,
+        "the build runs where its replica is"
+    );
+    let pods: Vec<String> = c
+        .pods()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .filter(|p| p.starts_with(&format!("{name}-build-")))
+        .collect();
+    assert_eq!(pods, vec![format!("{name}-build-1")]);
+
+    let (meta, _) = metadata('b');
+    c.finish_pod(&format!("{name}-build-1"), 0, &meta).await;
+    assert_eq!(c.settle(name).await, Some(Phase::Succeeded));
+    let save = format!("{name}-save-1");
+    if c.jobs().get_opt(&save).await.unwrap().is_some() {
+        c.finish_job(&save, true, SAVED).await;
+        c.settle(name).await;
+    }
+    let cache = c.cache(&cache_name()).await;
+    assert!(held_by(&cache, name).is_empty(), "{:?}", cache.status);
+    let replicas = &cache.status.as_ref().unwrap().replicas;
+    assert!(
+        replicas
+            .iter()
+            .all(|r| r.state == ReplicaState::Idle && r.holder.is_none()),
+        "every replica released: {replicas:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_conflict_after_claiming_a_hot_replica_keeps_that_one_claim() {
+    let mut c = Cluster::new(&["n1", "n2", "n3"], s3_config()).await;
+    c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
+        .await;
+    assert_eq!(c.settle("b1").await, Some(Phase::Building));
+    let (meta, _) = metadata('a');
+    c.finish_pod("b1-build-1", 0, &meta).await;
+    c.settle("b1").await;
+    c.finish_job("b1-save-1", true, SAVED).await;
+    c.settle("b1").await;
+    let first = c.build("b1").await.status.unwrap().placement.unwrap();
+    c.bind_pvc(
+        first.replica.as_deref().unwrap(),
+        first.node.as_deref().unwrap(),
+    )
+    .await;
+
+    c.submit("b2", spec("registry.example.com/shop/api:2", json!({})))
+        .await;
+    until_placing(&mut c, "b2").await;
+    let err = reconcile_behind_another_writer(&mut c, "b2").await;
+    assert!(err.contains("409") || err.contains("onflict"), "{err}");
+    proceeds_once_on_its_claim(&mut c, "b2").await;
+    assert_eq!(warmth(&c, "b2").await, Some(Warmth::Hot));
+    let replicas = c.cache(&cache_name()).await.status.unwrap().replicas;
+    assert_eq!(replicas.len(), 1, "no second replica: {replicas:?}");
+}
+
+#[tokio::test]
+async fn a_conflict_after_adding_a_cold_replica_keeps_that_one_claim() {
+    let mut c = Cluster::new(&["n1", "n2", "n3"], s3_config()).await;
+    c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
+        .await;
+    until_placing(&mut c, "b1").await;
+    let err = reconcile_behind_another_writer(&mut c, "b1").await;
+    assert!(err.contains("409") || err.contains("onflict"), "{err}");
+    proceeds_once_on_its_claim(&mut c, "b1").await;
+    assert_eq!(warmth(&c, "b1").await, Some(Warmth::Cold));
+    let cache = c.cache(&cache_name()).await.status.unwrap();
+    assert_eq!(cache.replicas.len(), 1, "no second replica: {cache:?}");
+    let claims = c.claims().list(&Default::default()).await.unwrap().items;
+    assert_eq!(claims.len(), 1, "one replica PVC: {claims:?}");
+}
