@@ -543,6 +543,31 @@ fn a_placement_whose_status_write_was_lost_keeps_the_replica_it_added() {
 }
 
 #[test]
+fn a_hot_claim_whose_status_write_was_lost_is_resumed_not_doubled() {
+    // The build claimed c-r0 (used before: hot), then its status write conflicted. The
+    // planner now sees c-r0 busy and proposes a restore elsewhere: the build keeps c-r0.
+    let b = placing(build());
+    let mut o = observed(b.clone());
+    let mut held = replica("c-r0", ReplicaState::InUse, Some("api-1"));
+    held.last_used = Some(Time(t(CREATED - 3600)));
+    o.cache = Some(cache_of(&b, vec![held]));
+    o.plan = Some(restore(false));
+    let d = decided(&o);
+    assert!(d
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Claim { pvc, .. } if pvc == "c-r0")));
+    assert!(!d
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::AddReplica { .. } | Effect::CreateJob(_))));
+    let placement = d.status.placement.as_ref().unwrap();
+    assert_eq!(placement.node.as_deref(), Some("node-1"));
+    assert_eq!(placement.replica.as_deref(), Some("c-r0"));
+    assert_eq!(cond(&d.status, condition::CACHE_READY), ("True", "Hot"));
+}
+
+#[test]
 fn evictions_come_before_the_new_replica() {
     let b = placing(build());
     let mut o = observed(b.clone());
