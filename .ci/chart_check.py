@@ -107,6 +107,7 @@ INVALID_VALUES = [
     ({"snapshot": {"stor": "s3://typo/in-the-key"}}, "stor"),
     ({"cache": {"size": "lots"}}, "size"),
     ({"snapshot": {"store": "file:///stores/hearth"}}, "fileStoreClaim"),
+    ({"snapshot": {"store": "s3://bucket/p", "credentialsSecret": ""}}, "credentialsSecret"),
     ({"replicaCount": 0}, "replicaCount"),
     ({"alerts": {"buildFailures": {"window": "an hour"}}}, "window"),
     ({"alerts": {"job": 'hearth"} or vector(1)'}}, "job"),

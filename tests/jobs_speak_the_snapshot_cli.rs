@@ -86,7 +86,15 @@ fn restore_and_save_jobs_parse_with_the_snapshot_cli() {
         let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         assert!(matches!(cli.command, Command::Snapshot(_)), "{argv:?}");
         let debug = format!("{:?}", cli.command);
-        let mut expected = vec!["s3://caches/prod", "shop", "shop-main", "json: true"];
+        // The store Secret's mount, and its name for errors, reach the CLI through env.
+        let mut expected = vec![
+            "s3://caches/prod",
+            "shop",
+            "shop-main",
+            "json: true",
+            "credentials_dir: Some(\"/run/hearth/store-credentials\")",
+            "credentials_secret: Some(\"hearth-store\")",
+        ];
         match role.as_str() {
             "restore" | "save" => expected.push("/cache/buildkit"),
             "gc" => expected.extend([

@@ -397,13 +397,35 @@ async fn a_controller_killed_mid_build_resumes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_build_is_reported_and_its_replica_released() {
     let c = TestCluster::start(ClusterOpts::default()).await;
-    c.apply_build("bad-1", build_spec("shop:main", json!({"FAIL": "1"})))
-        .await;
+    // A RUN step prints a build secret (with regex metacharacters) before the build fails.
+    const SECRET: &str = r"s3cr&t\1.*[pw]$";
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "pip-creds"},
+        "data": {"index-url": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, SECRET)},
+    }))
+    .unwrap();
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(c.client(), cluster::NS)
+        .create(&Default::default(), &secret)
+        .await
+        .expect("build secret");
+    let mut spec = build_spec("shop:main", json!({"FAIL": "1", "LEAK": "1"}));
+    spec.secrets = serde_json::from_value(
+        json!([{"id": "pip", "secretRef": {"name": "pip-creds", "key": "index-url"}}]),
+    )
+    .unwrap();
+    c.apply_build("bad-1", spec).await;
     let ib = c.wait_build("bad-1", "Failed", secs(60)).await;
     assert_eq!(
         condition(&ib, "Succeeded").map(|c| c.0).as_deref(),
         Some("False")
     );
+    // The log tail is in the status, redacted by the builder's script.
+    let message = ib.status.clone().unwrap().message.unwrap_or_default();
+    assert!(
+        message.contains("did not complete successfully") && message.contains("# ***"),
+        "{message}"
+    );
+    assert!(!message.contains(SECRET), "{message}");
     let pvc = placement(&ib).replica.expect("replica");
     wait_replica(&c, "shop:main", &pvc, "released", |r| {
         r.is_some_and(|r| r.holder.is_none() && r.state == ReplicaState::Idle)

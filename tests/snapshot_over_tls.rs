@@ -7,9 +7,7 @@ mod snapshot_support;
 #[path = "cluster/apiserver/tls.rs"]
 mod tls;
 
-use std::process::Command;
-
-use snapshot_support::{assert_same, describe, fidelity_tree, S3Server};
+use snapshot_support::{assert_same, describe, fidelity_source, S3Server};
 
 const HEARTH: &str = env!("CARGO_BIN_EXE_hearth");
 
@@ -22,25 +20,14 @@ async fn save_and_restore_through_an_https_s3_endpoint() {
     let ca_file = work.path().join("ca.pem");
     std::fs::write(&ca_file, ca).unwrap();
     let src = work.path().join("state");
-    std::fs::create_dir(&src).unwrap();
-    fidelity_tree(&src);
-    let mut before = describe(&src);
-    // Sockets are skipped by design (snapshot_roundtrip checks that).
-    before.remove(b"buildkitd.sock".as_slice());
+    let before = fidelity_source(&src);
     let dst = work.path().join("restored");
     let run = move |args: &[&str]| {
-        let out = Command::new(HEARTH)
+        let out = server
+            .hearth_command(HEARTH)
             .args(args)
-            .env_clear()
-            .env("HEARTH_STORE", server.url())
-            .env("HEARTH_NAMESPACE", "team-a")
-            .env("HEARTH_CACHE", "shop")
-            .env("AWS_ENDPOINT_URL_S3", &server.endpoint)
-            .env("AWS_S3_FORCE_PATH_STYLE", "true")
-            .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "hearth")
             .env("AWS_SECRET_ACCESS_KEY", "hearth-secret")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("SSL_CERT_FILE", &ca_file)
             .output()
             .unwrap();

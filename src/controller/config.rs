@@ -280,6 +280,12 @@ impl OperatorConfig {
                 "a file:// store needs the RWX claim to mount in each namespace".into(),
             ));
         }
+        if s.store.starts_with("s3://") && s.credentials_secret.is_empty() {
+            return Err((
+                "snapshot.credentialsSecret",
+                "an s3:// store needs the name of the Secret with its credentials in each build namespace (the snapshot Jobs never fall back to the node's cloud role)".into(),
+            ));
+        }
         if s.every < 1 {
             return Err((
                 "snapshot.every",
@@ -371,5 +377,12 @@ tekton: {enabled: true}
             .unwrap_err()
             .to_string();
         assert!(err.contains("snapshot.fileStoreClaim"), "{err}");
+        let err = OperatorConfig::parse(
+            "c.yaml",
+            "snapshot: {store: s3://b/p, credentialsSecret: \"\"}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("snapshot.credentialsSecret"), "{err}");
     }
 }

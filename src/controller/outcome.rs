@@ -18,6 +18,21 @@ const STUCK_REASONS: [&str; 5] = [
     "CreateContainerError",
 ];
 
+/// Most of a container's termination message (up to 4 KiB, a log tail) copied into a
+/// failure message: its end, where the log says why. It keeps `status.message` within a
+/// condition message's bound, and the Warning Event's note within the API's 1 KiB.
+pub const TAIL_CHARS: usize = 800;
+
+/// The last [`TAIL_CHARS`] characters of a termination message, trimmed.
+fn tail_of(message: &str) -> &str {
+    let message = message.trim();
+    let skip = message.chars().count().saturating_sub(TAIL_CHARS);
+    match message.char_indices().nth(skip) {
+        Some((at, _)) => &message[at..],
+        None => message,
+    }
+}
+
 /// Where a builder pod stands.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PodOutcome {
@@ -121,7 +136,7 @@ pub fn pod_outcome(pod: &Pod, node_exists: impl Fn(&str) -> bool) -> PodOutcome 
                 };
                 return PodOutcome::Failed {
                     reason: reason.into(),
-                    message: format!("container {name} exited {code}: {}", tail.trim()),
+                    message: format!("container {name} exited {code}: {}", tail_of(&tail)),
                 };
             }
             let terminated = container
@@ -132,7 +147,7 @@ pub fn pod_outcome(pod: &Pod, node_exists: impl Fn(&str) -> bool) -> PodOutcome 
                     "buildkit exited {} ({}): {}",
                     t.exit_code,
                     t.reason.clone().unwrap_or_else(|| "Error".into()),
-                    t.message.clone().unwrap_or_default().trim()
+                    tail_of(t.message.as_deref().unwrap_or_default())
                 ),
                 None => status
                     .message
@@ -197,7 +212,7 @@ pub fn job_outcome(job: &Job, pod_message: Option<&str>) -> JobOutcome {
         );
         if let Some(tail) = pod_message.filter(|m| !m.trim().is_empty()) {
             message.push_str("; last attempt: ");
-            message.push_str(tail.trim());
+            message.push_str(tail_of(tail));
         }
         return JobOutcome::Failed { message };
     }

@@ -49,6 +49,29 @@ fn failed_pod_reports_exit_and_log_tail() {
 }
 
 #[test]
+fn failure_messages_copy_only_the_end_of_a_long_termination_message() {
+    let long = format!("{}é\nerror: the reason", "x".repeat(4000));
+    let p = pod(
+        json!({"spec": {"containers": []}, "status": {"phase": "Failed", "containerStatuses": [{
+        "name": "buildkit", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 1, "reason": "Error", "message": long}}}]}}),
+    );
+    match pod_outcome(&p, alive) {
+        PodOutcome::Failed { message, .. } => {
+            assert!(message.ends_with("error: the reason"), "{message}");
+            assert!(
+                message.chars().count() <= TAIL_CHARS + 40,
+                "{}",
+                message.len()
+            );
+            // Within the Event note's 1 KiB, with its "Reason: " prefix.
+            assert!(message.len() < 1000, "{}", message.len());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn deadline_missing_secret_and_bad_image_fail_at_once() {
     let p = pod(
         json!({"spec": {"containers": []}, "status": {"phase": "Failed", "reason": "DeadlineExceeded"}}),

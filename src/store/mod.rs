@@ -5,6 +5,7 @@
 //! `/`-separated keys relative to the store root; failures that may pass (timeouts, 5xx,
 //! throttling) are retried with exponential backoff and jitter, the rest surface at once.
 
+mod credentials;
 mod fs;
 mod object;
 mod s3;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 
+pub use credentials::{CredentialsError, StoreCredentials};
 pub use fs::FsStore;
 pub use object::{ObjectInfo, StoreError};
 pub use s3::{S3Options, S3Store};
@@ -85,7 +87,7 @@ impl Store {
                 return Err(invalid("no bucket: s3://bucket/prefix"));
             }
             Ok(Store::S3(
-                S3Store::new(bucket, prefix.trim_matches('/'), s3).await,
+                S3Store::new(bucket, prefix.trim_matches('/'), s3).await?,
             ))
         } else {
             Err(invalid("expected file:///path or s3://bucket/prefix"))

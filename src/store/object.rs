@@ -29,6 +29,9 @@ pub enum StoreError {
         message: String,
         transient: bool,
     },
+    /// The credentials directory cannot be used.
+    #[error(transparent)]
+    Credentials(#[from] super::credentials::CredentialsError),
     /// A transient failure persisted through every retry.
     #[error("store still failing after {attempts} attempts: {last}")]
     Exhausted {

@@ -1,14 +1,19 @@
 //! The S3 store, through aws-sdk-s3: AWS S3 and S3-compatible services (MinIO, Ceph RGW, R2,
 //! GCS interop). Endpoint, region and credentials come from the standard AWS variables
 //! (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, profiles, IRSA...) unless flags
-//! override them. The SDK's own retries are off: [`super::retry`] retries with jitter.
+//! override them; with a credentials directory (the snapshot Jobs' mounted store Secret) the
+//! credentials come from its files only. The SDK's own retries are off: [`super::retry`]
+//! retries with jitter.
 
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
+use super::credentials::{self, StoreCredentials};
 use super::object::{ObjectInfo, StoreError};
 
 /// S3 settings that may override the environment.
@@ -24,6 +29,14 @@ pub struct S3Options {
     /// services need.
     #[arg(long = "s3-path-style", env = "AWS_S3_FORCE_PATH_STYLE")]
     pub path_style: bool,
+    /// Read the S3 credentials from this directory's files `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and optional `AWS_SESSION_TOKEN` (a mounted Secret), and from
+    /// nowhere else. Without it, the usual AWS variables, profiles and roles apply.
+    #[arg(long = "credentials-dir", env = "HEARTH_STORE_CREDENTIALS_DIR")]
+    pub credentials_dir: Option<std::path::PathBuf>,
+    /// The Secret mounted at `--credentials-dir`, named in errors about its files.
+    #[arg(long = "credentials-secret", env = "HEARTH_STORE_CREDENTIALS_SECRET")]
+    pub credentials_secret: Option<String>,
 }
 
 /// A bucket and key prefix.
@@ -77,13 +90,28 @@ fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
         .build_https()
 }
 
+/// A provider that always gives `creds` (the SDK's `Credentials` redacts them in `Debug`).
+fn static_provider(creds: StoreCredentials) -> Credentials {
+    Credentials::new(
+        creds.access_key_id,
+        creds.secret_access_key,
+        creds.session_token,
+        None,
+        "hearth-credentials-dir",
+    )
+}
+
 impl S3Store {
-    /// A store in `bucket` under `prefix` (no leading or trailing `/`).
-    pub async fn new(bucket: &str, prefix: &str, opts: &S3Options) -> S3Store {
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(https_client())
-            .load()
-            .await;
+    /// A store in `bucket` under `prefix` (no leading or trailing `/`). Fails only when a
+    /// credentials directory is given and its files are missing or malformed.
+    pub async fn new(bucket: &str, prefix: &str, opts: &S3Options) -> Result<S3Store, StoreError> {
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client());
+        if let Some(dir) = &opts.credentials_dir {
+            let creds = credentials::read_dir(dir, opts.credentials_secret.as_deref())?;
+            loader = loader.credentials_provider(static_provider(creds));
+        }
+        let shared = loader.load().await;
         let mut b = aws_sdk_s3::config::Builder::from(&shared)
             .retry_config(aws_config::retry::RetryConfig::disabled())
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -99,11 +127,11 @@ impl S3Store {
         if opts.path_style {
             b = b.force_path_style(true);
         }
-        S3Store {
+        Ok(S3Store {
             client: aws_sdk_s3::Client::from_conf(b.build()),
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
-        }
+        })
     }
 
     fn full(&self, key: &str) -> String {

@@ -1,5 +1,6 @@
-//! The `buildkit` container of builder pods, played in-process (there is no buildkitd in CI).
-//! It reads what the real container would: buildctl's args (`--opt build-arg:SLEEP=<s>` makes
+//! buildkitd and buildctl of the builder pods' `buildkit` container, played in-process (there
+//! is no buildkitd in CI); the container's real script then runs around what they printed
+//! (see `containers.rs`). It reads what the real container would: buildctl's args (`--opt build-arg:SLEEP=<s>` makes
 //! the build take that long, `--opt build-arg:FAIL=1` makes it fail with exit 1 and a log
 //! tail), `--metadata-file`, and `BUILDKITD_FLAGS --root <state dir>`. It holds an exclusive
 //! flock on `<state>/buildkitd.lock` while it runs (a second buildkitd on the same volume
@@ -7,7 +8,8 @@
 //! databases, compressed blobs under `runc-overlayfs/content/blobs/sha256/`, and one new
 //! `runc-overlayfs/snapshots/<n>/fs/` tree of many small files per build, rewriting some files
 //! of the previous one. On success it writes buildctl's metadata (the image digest) to the
-//! metadata file and the termination log, as the real container's script does. On SIGTERM it
+//! metadata file, as buildctl does. With `--opt build-arg:LEAK=1` it prints each `--secret` file (a
+//! `RUN` step printing a build secret) before failing. On SIGTERM it
 //! keeps writing to the state dir for a while (a buildkitd finishing its step), then exits 143.
 
 use std::collections::BTreeMap;
@@ -45,10 +47,8 @@ pub struct Play {
     pub args: Vec<String>,
     /// Its environment.
     pub env: Vec<(String, String)>,
-    /// Its log file.
+    /// Where buildctl's output goes.
     pub log: PathBuf,
-    /// Its termination-log file.
-    pub termination_log: PathBuf,
     /// A seed for contents and the digest (the pod uid).
     pub seed: String,
 }
@@ -58,6 +58,8 @@ pub struct Play {
 struct Request {
     build_args: BTreeMap<String, String>,
     metadata_file: Option<PathBuf>,
+    /// `--secret id=...,src=FILE` files.
+    secrets: Vec<PathBuf>,
     image: String,
     state_dir: Option<PathBuf>,
 }
@@ -75,6 +77,14 @@ fn parse(play: &Play) -> Request {
                 }
             }
             "--metadata-file" => r.metadata_file = args.next().map(PathBuf::from),
+            "--secret" => {
+                if let Some(src) = args
+                    .next()
+                    .and_then(|s| s.split(',').find_map(|kv| kv.strip_prefix("src=")))
+                {
+                    r.secrets.push(PathBuf::from(src));
+                }
+            }
             "--output" => {
                 if let Some(o) = args.next() {
                     r.image = o
@@ -261,6 +271,12 @@ pub async fn play(
         return 143;
     }
     if req.build_args.get("FAIL").map(String::as_str) == Some("1") {
+        if req.build_args.contains_key("LEAK") {
+            for file in &req.secrets {
+                let value = std::fs::read_to_string(file).unwrap_or_default();
+                log(&play, &format!("#3 [2/3] RUN echo $(cat secret) # {value}"));
+            }
+        }
         log(&play, "#3 [2/3] RUN false");
         log(
             &play,
@@ -289,10 +305,6 @@ pub async fn play(
     if let Some(file) = &req.metadata_file {
         let _ = std::fs::write(file, &metadata);
     }
-    let _ = std::fs::write(
-        &play.termination_log,
-        &metadata.as_bytes()[..metadata.len().min(4000)],
-    );
     log(
         &play,
         &format!("#9 exporting to image\n#9 naming to {} done", req.image),

@@ -1,5 +1,6 @@
 //! The kubelet's pod sandbox: volumes mapped to host dirs (a PVC to its PV's dir, an emptyDir
-//! to a dir of the pod, secret and projected-secret volumes to files written from the Secret)
+//! to a dir of the pod, secret and projected-secret volumes to files written from the Secret,
+//! with their `mode`/`defaultMode`)
 //! and one container run: mount paths rewritten, the environment resolved, the process started
 //! (or the builder's `buildkit` container played, or the upload receiver skipped) and recorded.
 
@@ -29,11 +30,25 @@ pub struct Exit {
     pub finished: jiff::Timestamp,
 }
 
-/// Volume name -> (host dir, whether it is a PV).
-/// A secret and the (key, path) items to write from it (all keys when None).
-type SecretFiles = (String, Option<Vec<(String, String)>>);
+/// A secret, the (key, path, mode) items to write from it (all keys when None), and the
+/// volume's default mode.
+type SecretFiles = (String, Option<Vec<(String, String, Option<i32>)>>, i32);
 
+/// Volume name -> (host dir, whether it is a PV).
 pub type Volumes = BTreeMap<String, (PathBuf, bool)>;
+
+/// The kubelet's file mode when a volume sets none.
+const DEFAULT_MODE: i32 = 0o644;
+
+fn items(
+    items: &Option<Vec<k8s_openapi::api::core::v1::KeyToPath>>,
+) -> Option<Vec<(String, String, Option<i32>)>> {
+    items.as_ref().map(|i| {
+        i.iter()
+            .map(|k| (k.key.clone(), k.path.clone(), k.mode))
+            .collect()
+    })
+}
 
 pub async fn setup_volumes(
     agent: &NodeAgent,
@@ -56,35 +71,41 @@ pub async fn setup_volumes(
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let mut files: Vec<SecretFiles> = Vec::new();
         if let Some(s) = &v.secret {
-            let items = s
-                .items
-                .as_ref()
-                .map(|i| i.iter().map(|k| (k.key.clone(), k.path.clone())).collect());
-            files.push((s.secret_name.clone().unwrap_or_default(), items));
+            files.push((
+                s.secret_name.clone().unwrap_or_default(),
+                items(&s.items),
+                s.default_mode.unwrap_or(DEFAULT_MODE),
+            ));
         }
-        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
-            if let Some(s) = &source.secret {
-                let items = s
-                    .items
-                    .as_ref()
-                    .map(|i| i.iter().map(|k| (k.key.clone(), k.path.clone())).collect());
-                files.push((s.name.clone(), items));
+        if let Some(p) = &v.projected {
+            for source in p.sources.iter().flatten() {
+                if let Some(s) = &source.secret {
+                    files.push((
+                        s.name.clone(),
+                        items(&s.items),
+                        p.default_mode.unwrap_or(DEFAULT_MODE),
+                    ));
+                }
             }
         }
-        for (secret, items) in files {
+        for (secret, items, default_mode) in files {
             let data = runtime::secret_data(&agent.client, &ns, &secret)
                 .await
                 .map_err(|e| e.to_string())?
                 .unwrap_or_default();
-            let pairs: Vec<(String, String)> =
-                items.unwrap_or_else(|| data.keys().map(|k| (k.clone(), k.clone())).collect());
-            for (key, path) in pairs {
+            let entries = items
+                .unwrap_or_else(|| data.keys().map(|k| (k.clone(), k.clone(), None)).collect());
+            for (key, path, mode) in entries {
                 if let Some(value) = data.get(&key) {
                     let file = dir.join(path);
                     if let Some(parent) = file.parent() {
                         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
                     }
-                    std::fs::write(file, value).map_err(|e| e.to_string())?;
+                    std::fs::write(&file, value).map_err(|e| e.to_string())?;
+                    let mode = mode.unwrap_or(default_mode) as u32;
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
+                        .map_err(|e| e.to_string())?;
                 }
             }
         }
@@ -185,49 +206,25 @@ pub async fn run_container(
         exit_code: None,
         message: String::new(),
     });
-    let code = if is_build && c.name == "buildkit" {
-        let play = buildkit::Play {
-            args,
-            env,
-            log: log.clone(),
-            termination_log: term_file.clone(),
-            seed: pod.uid().unwrap_or_default(),
-        };
-        let mut kill = term.clone();
-        let fut = buildkit::play(&agent.opts.buildkit, play, term);
-        tokio::pin!(fut);
-        tokio::select! {
-            code = &mut fut => code,
-            grace = runtime::wait_term(&mut kill) => tokio::select! {
-                code = &mut fut => code,
-                _ = tokio::time::sleep(grace) => 137,
-            },
-        }
+    let command = Command {
+        agent,
+        container: c,
+        rw: &rw,
+        args,
+        env,
+        pod_dir,
+        log: &log,
+    };
+    let ran = if is_build && c.name == "buildkit" {
+        play_buildkit(command, pod, term).await
     } else {
-        let Some(command) = c.command.clone() else {
-            agent.runs.finish(index, 128, "no command");
-            return fail("container has no command (image entrypoints are not modelled)".into());
-        };
-        let mut argv: Vec<String> = command.iter().map(|a| rw.apply(a)).collect();
-        argv.extend(args);
-        let cwd = c
-            .working_dir
-            .as_deref()
-            .map(|w| PathBuf::from(rw.apply(w)))
-            .unwrap_or_else(|| pod_dir.join("home"));
-        let spec = ProcessSpec {
-            node: agent.node.clone(),
-            argv,
-            env,
-            cwd,
-            log: log.clone(),
-        };
-        match runtime::run_process(spec, &agent.procs, term).await {
-            Ok(code) => code,
-            Err(e) => {
-                agent.runs.finish(index, 128, &e);
-                return fail(e);
-            }
+        command.run(term).await
+    };
+    let code = match ran {
+        Ok(code) => code,
+        Err(e) => {
+            agent.runs.finish(index, 128, &e);
+            return fail(e);
         }
     };
     let message = runtime::termination_message(
@@ -243,4 +240,90 @@ pub async fn run_container(
         started,
         finished: jiff::Timestamp::now(),
     }
+}
+
+/// A container's command, ready to run as a process.
+struct Command<'a> {
+    agent: &'a NodeAgent,
+    container: &'a Container,
+    rw: &'a Rewriter,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    pod_dir: &'a Path,
+    log: &'a Path,
+}
+
+impl Command<'_> {
+    /// Runs `command` + `args` to the end; Err when it cannot start.
+    async fn run(self, term: watch::Receiver<Option<Duration>>) -> Result<i32, String> {
+        let Some(command) = self.container.command.clone() else {
+            return Err("container has no command (image entrypoints are not modelled)".into());
+        };
+        let mut argv: Vec<String> = command.iter().map(|a| self.rw.apply(a)).collect();
+        argv.extend(self.args);
+        let cwd = self
+            .container
+            .working_dir
+            .as_deref()
+            .map(|w| PathBuf::from(self.rw.apply(w)))
+            .unwrap_or_else(|| self.pod_dir.join("home"));
+        let spec = ProcessSpec {
+            node: self.agent.node.clone(),
+            argv,
+            env: self.env,
+            cwd,
+            log: self.log.to_path_buf(),
+        };
+        runtime::run_process(spec, &self.agent.procs, term).await
+    }
+}
+
+/// The builder's `buildkit` container: buildkitd and buildctl played in-process (their output
+/// kept apart), then the container's real script run as a process with a
+/// `buildctl-daemonless.sh` on PATH that replays that output and exit status, so the script's
+/// tee, redaction and termination message are the real ones. A terminated play is the
+/// container's end.
+async fn play_buildkit(
+    mut command: Command<'_>,
+    pod: &Pod,
+    term: watch::Receiver<Option<Duration>>,
+) -> Result<i32, String> {
+    let played = command.pod_dir.join("buildctl.out");
+    let play = buildkit::Play {
+        args: command.args.clone(),
+        env: command.env.clone(),
+        log: played.clone(),
+        seed: pod.uid().unwrap_or_default(),
+    };
+    let mut kill = term.clone();
+    let fut = buildkit::play(&command.agent.opts.buildkit, play, term.clone());
+    tokio::pin!(fut);
+    let code = tokio::select! {
+        code = &mut fut => code,
+        grace = runtime::wait_term(&mut kill) => tokio::select! {
+            code = &mut fut => code,
+            _ = tokio::time::sleep(grace) => 137,
+        },
+    };
+    if term.borrow().is_some() {
+        let _ = std::fs::copy(&played, command.log);
+        return Ok(code);
+    }
+    let bin = command.pod_dir.join("buildctl-bin");
+    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
+    let shim = bin.join("buildctl-daemonless.sh");
+    std::fs::write(
+        &shim,
+        format!("#!/bin/sh\ncat '{}'\nexit {code}\n", played.display()),
+    )
+    .map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    for (k, v) in command.env.iter_mut() {
+        if k == "PATH" {
+            *v = format!("{}:{v}", bin.display());
+        }
+    }
+    command.run(term).await
 }

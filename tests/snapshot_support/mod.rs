@@ -87,7 +87,23 @@ impl S3Server {
             endpoint: Some(self.endpoint.clone()),
             region: None,
             path_style: true,
+            ..Default::default()
         }
+    }
+
+    /// `hearth` (the binary at `bin`) with only this store's location in its environment
+    /// (namespace `team-a`, cache `shop`): no credentials.
+    pub fn hearth_command(&self, bin: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.env_clear()
+            .env("HEARTH_STORE", self.url())
+            .env("HEARTH_NAMESPACE", "team-a")
+            .env("HEARTH_CACHE", "shop")
+            .env("AWS_ENDPOINT_URL_S3", &self.endpoint)
+            .env("AWS_S3_FORCE_PATH_STYLE", "true")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd
     }
 
     /// The store URL with a prefix.
@@ -160,6 +176,16 @@ fn set_mtime(path: &Path, sec: i64, nsec: u32) {
 
 /// Builds a tree with every kind of entry. Returns the paths of the parts that need root
 /// (trusted.* and security.* xattrs, foreign owners) when they were made.
+/// A fidelity tree at `dir` (created), and the description a restore must reproduce
+/// (sockets are skipped by design; snapshot_roundtrip checks that).
+pub fn fidelity_source(dir: &Path) -> BTreeMap<Vec<u8>, String> {
+    std::fs::create_dir(dir).unwrap();
+    fidelity_tree(dir);
+    let mut expected = describe(dir);
+    expected.remove(b"buildkitd.sock".as_slice());
+    expected
+}
+
 pub fn fidelity_tree(root: &Path) -> Vec<&'static str> {
     let mut root_only = Vec::new();
     std::fs::create_dir_all(root.join("db/nested/deeper")).unwrap();

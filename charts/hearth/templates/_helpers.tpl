@@ -95,6 +95,9 @@ tekton:
 {{- if and $store (not (or (hasPrefix "s3://" $store) (hasPrefix "file:///" $store))) }}
 {{- fail (printf "snapshot.store must be s3://bucket/prefix, file:///path or empty, not %q" $store) }}
 {{- end }}
+{{- if and (hasPrefix "s3://" $store) (not .Values.snapshot.credentialsSecret) }}
+{{- fail "snapshot.credentialsSecret is required with an s3:// store: the Secret with the store credentials in each build namespace, mounted as files in the snapshot Jobs" }}
+{{- end }}
 {{- if and (hasPrefix "file://" $store) (not .Values.snapshot.fileStoreClaim) }}
 {{- fail "snapshot.fileStoreClaim is required with a file:// store: the ReadWriteMany PVC the snapshot Jobs mount at the store path" }}
 {{- end }}

@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvFromSource, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, SeccompProfile, SecretEnvSource, SecurityContext, Toleration, Volume,
-    VolumeMount,
+    Capabilities, Container, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -21,6 +20,10 @@ pub const CACHE_MOUNT: &str = "/cache";
 /// buildkitd's state dir inside the replica (a subdirectory, so the volume root can hold
 /// `lost+found` and Hearth's temporary restore dirs).
 pub const STATE_DIR: &str = "/cache/buildkit";
+/// Where the snapshot containers of an S3 store find the namespace's store Secret, as files
+/// (`HEARTH_STORE_CREDENTIALS_DIR`), mounted read-only and readable by their user only.
+pub const STORE_CREDENTIALS_DIR: &str = "/run/hearth/store-credentials";
+const STORE_CREDENTIALS_VOLUME: &str = "store-credentials";
 /// Runs `hearth` with the container's args, its stdout into the termination message.
 const RESULT_SCRIPT: &str = "hearth \"$@\" > /dev/termination-log";
 /// What the snapshot jobs may do beyond an unprivileged user: read and traverse everything
@@ -104,7 +107,7 @@ pub struct SnapshotJobInputs {
 }
 
 /// The container running `hearth snapshot ...` on `dir`, with the store settings in its env
-/// and credentials from the namespace's store Secret (never in args). `cache` is the cache
+/// and, for an S3 store, the namespace's store Secret mounted as files (never env or args). `cache` is the cache
 /// whose snapshots a save, gc or forget works on; a restore reads its own `from`.
 pub fn snapshot_container(
     op: &SnapshotOp,
@@ -157,8 +160,24 @@ pub fn snapshot_container(
         if s.s3.path_style {
             env.push(env_var("AWS_S3_FORCE_PATH_STYLE", "true"));
         }
+        env.push(env_var(
+            "HEARTH_STORE_CREDENTIALS_DIR",
+            STORE_CREDENTIALS_DIR,
+        ));
+        env.push(env_var(
+            "HEARTH_STORE_CREDENTIALS_SECRET",
+            &s.credentials_secret,
+        ));
     }
     let mut mounts = Vec::new();
+    if s.store.starts_with("s3://") {
+        mounts.push(VolumeMount {
+            name: STORE_CREDENTIALS_VOLUME.into(),
+            mount_path: STORE_CREDENTIALS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     if op.uses_replica() {
         mounts.push(VolumeMount {
             name: "cache".into(),
@@ -187,15 +206,6 @@ pub fn snapshot_container(
         ]),
         args: Some(args),
         env: Some(env),
-        env_from: (!s.credentials_secret.is_empty()).then(|| {
-            vec![EnvFromSource {
-                secret_ref: Some(SecretEnvSource {
-                    name: s.credentials_secret.clone(),
-                    optional: Some(true),
-                }),
-                ..Default::default()
-            }]
-        }),
         volume_mounts: Some(mounts),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         security_context: Some(SecurityContext {
@@ -217,20 +227,35 @@ pub fn snapshot_container(
     }
 }
 
-/// The `store` volume of a `file://` store (the namespace's RWX claim), if any.
+/// The volume [`snapshot_container`] needs for the store: a `file://` store's RWX claim, or
+/// an S3 store's credentials Secret. The Secret is required (`optional: false`): without it
+/// the pod does not start, rather than falling back to the node's own cloud role. Mode 0400:
+/// only the Job's user (root) reads it.
 pub fn store_volume(config: &OperatorConfig) -> Option<Volume> {
-    config
-        .snapshot
-        .store
-        .starts_with("file://")
-        .then(|| Volume {
+    let s = &config.snapshot;
+    if s.store.starts_with("file://") {
+        Some(Volume {
             name: "store".into(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: config.snapshot.file_store_claim.clone(),
+                claim_name: s.file_store_claim.clone(),
                 read_only: Some(false),
             }),
             ..Default::default()
         })
+    } else if s.store.starts_with("s3://") {
+        Some(Volume {
+            name: STORE_CREDENTIALS_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(s.credentials_secret.clone()),
+                default_mode: Some(0o400),
+                optional: Some(false),
+                items: None,
+            }),
+            ..Default::default()
+        })
+    } else {
+        None
+    }
 }
 
 /// A restore or save Job on the replica's node with its PVC, working for a build.
@@ -472,26 +497,83 @@ mod tests {
         );
     }
 
+    /// Every way a container can get a Secret's value into its environment.
+    fn env_holds_no_credentials(c: &Container) {
+        assert!(c.env_from.is_none(), "no envFrom: {:?}", c.env_from);
+        for var in c.env.iter().flatten() {
+            assert!(
+                var.value_from.is_none()
+                    && !var.name.starts_with("AWS_ACCESS_KEY")
+                    && !var.name.starts_with("AWS_SECRET")
+                    && !var.name.starts_with("AWS_SESSION"),
+                "{var:?}"
+            );
+        }
+        let args = c.args.as_ref().unwrap().join(" ");
+        assert!(
+            !args.contains("hearth-store") && !args.contains("AWS_"),
+            "{args}"
+        );
+    }
+
     #[test]
-    fn credentials_come_from_the_namespace_secret_never_args() {
-        let job = snapshot_job(&SnapshotOp::Save, &inputs(), &s3_config());
-        let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
-        assert_eq!(
-            c.env_from.as_ref().unwrap()[0]
-                .secret_ref
-                .as_ref()
-                .unwrap()
-                .name,
-            "hearth-store"
-        );
-        let all: String = c.args.as_ref().unwrap().join(" ") + &format!("{:?}", c.env);
-        assert!(!all.contains("SECRET"), "{all}");
-        let sc = c.security_context.as_ref().unwrap();
-        assert_eq!(sc.allow_privilege_escalation, Some(false));
-        assert_eq!(
-            sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
-            &["ALL"]
-        );
+    fn s3_credentials_are_the_required_secret_mounted_read_only_as_files() {
+        let jobs = [
+            snapshot_job(&SnapshotOp::Save, &inputs(), &s3_config()),
+            snapshot_job(
+                &SnapshotOp::Restore {
+                    snapshot: "s-1".into(),
+                    from: "shop-main".into(),
+                },
+                &inputs(),
+                &s3_config(),
+            ),
+        ];
+        for job in jobs {
+            let pod = job.spec.unwrap().template.spec.unwrap();
+            let c = &pod.containers[0];
+            env_holds_no_credentials(c);
+            let env: BTreeMap<_, _> = c
+                .env
+                .iter()
+                .flatten()
+                .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+                .collect();
+            assert_eq!(env["HEARTH_STORE_CREDENTIALS_DIR"], STORE_CREDENTIALS_DIR);
+            assert_eq!(env["HEARTH_STORE_CREDENTIALS_SECRET"], "hearth-store");
+            let mount = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.mount_path == STORE_CREDENTIALS_DIR)
+                .expect("credentials mounted");
+            assert_eq!(mount.read_only, Some(true));
+            let volume = pod
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == mount.name)
+                .expect("credentials volume");
+            let secret = volume.secret.as_ref().expect("a Secret volume");
+            assert_eq!(secret.secret_name.as_deref(), Some("hearth-store"));
+            assert_eq!(
+                secret.default_mode,
+                Some(0o400),
+                "only the Job's user reads it"
+            );
+            assert_eq!(
+                secret.optional,
+                Some(false),
+                "a missing Secret keeps the pod from starting, never the node's role"
+            );
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.run_as_user, Some(0), "mode 0400 is for this user");
+            assert_eq!(sc.allow_privilege_escalation, Some(false));
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
+                &["ALL"]
+            );
+        }
     }
 
     #[test]
@@ -505,9 +587,21 @@ mod tests {
         assert!(mounts
             .iter()
             .any(|m| m.name == "store" && m.mount_path == "/srv/hearth"));
-        assert!(pod.volumes.unwrap().iter().any(|v| v
+        let volumes = pod.volumes.unwrap();
+        assert!(volumes.iter().any(|v| v
             .persistent_volume_claim
             .as_ref()
             .is_some_and(|p| p.claim_name == "hearth-store")));
+        assert!(
+            volumes.iter().all(|v| v.secret.is_none()),
+            "no credentials Secret for a file store: {volumes:?}"
+        );
+        let c = &pod.containers[0];
+        env_holds_no_credentials(c);
+        assert!(
+            !format!("{:?}", c.env).contains("CREDENTIALS"),
+            "{:?}",
+            c.env
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! ImageBuild, its placement and the operator config to a Pod, Job or PVC. No client here;
 //! each is unit-tested on its output.
 
+pub mod build_script;
 pub mod jobs;
 pub mod labels;
 pub mod pod;

@@ -1,8 +1,9 @@
 //! The builder Pod: rootless buildkitd and buildctl in one container (BuildKit's daemonless
 //! script), the cache replica at buildkitd's state dir, pinned to the replica's node. BuildKit
 //! fetches git sources itself; build secrets, git and registry credentials are mounted
-//! read-only from Secrets, never put in env or args. buildctl's metadata file (with the image
-//! digest) becomes the container's termination message.
+//! read-only from Secrets, never put in env or args. The container's script (see
+//! [`super::build_script`]) writes its termination message: buildctl's metadata (with the
+//! image digest), or a failed build's log tail with those secrets redacted.
 
 use k8s_openapi::api::core::v1::{
     AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, KeyToPath,
@@ -12,6 +13,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+use super::build_script::{self, REDACT_DIRS_ENV, TERMINATION_LOG_ENV, WORK_DIR_ENV};
 use super::jobs::{
     env_var, non_empty, snapshot_container, store_volume, SnapshotOp, CACHE_MOUNT, STATE_DIR,
 };
@@ -20,16 +22,15 @@ use crate::api::ImageBuild;
 use crate::contract::{self, RECEIVER_CONTAINER, UPLOAD_DIR};
 use crate::controller::config::OperatorConfig;
 
+/// The builder's scratch dir (an emptyDir): buildctl's metadata and log.
+pub const WORK_DIR: &str = "/tmp/hearth";
 /// Where buildctl writes its metadata (image digest) before it is copied to the termination log.
 pub const METADATA_FILE: &str = "/tmp/hearth/metadata.json";
 const SECRETS_DIR: &str = "/run/hearth/secrets";
 const GIT_DIR: &str = "/run/hearth/git";
 const DOCKER_CONFIG_DIR: &str = "/run/hearth/docker";
 const WORKSPACE: &str = "/workspace";
-/// The fixed script of the builder container. User values reach buildctl only as separate
-/// arguments (`"$@"`), never through the shell.
-const BUILD_SCRIPT: &str =
-    "set -eu\nbuildctl-daemonless.sh \"$@\"\nhead -c 4000 /tmp/hearth/metadata.json > /dev/termination-log\n";
+const TERMINATION_LOG: &str = "/dev/termination-log";
 
 /// The cache volume of a build.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,7 +207,7 @@ pub fn builder_pod(
     let spec = &build.spec;
     let mut args = vec![
         "-c".to_string(),
-        BUILD_SCRIPT.to_string(),
+        build_script::script(),
         "hearth-build".to_string(),
     ];
     args.extend(buildctl_args(build)?);
@@ -241,14 +242,20 @@ pub fn builder_pod(
         },
         VolumeMount {
             name: "tmp".into(),
-            mount_path: "/tmp/hearth".into(),
+            mount_path: WORK_DIR.into(),
             ..Default::default()
         },
     ];
-    let mut env = vec![env_var(
-        "BUILDKITD_FLAGS",
-        &buildkitd_flags(inputs.gc_keep_bytes),
-    )];
+    let mut env = vec![
+        env_var("BUILDKITD_FLAGS", &buildkitd_flags(inputs.gc_keep_bytes)),
+        env_var(WORK_DIR_ENV, WORK_DIR),
+        env_var(TERMINATION_LOG_ENV, TERMINATION_LOG),
+        // Every dir a build's secrets may be mounted at; the script skips absent ones.
+        env_var(
+            REDACT_DIRS_ENV,
+            &[SECRETS_DIR, GIT_DIR, DOCKER_CONFIG_DIR].join(" "),
+        ),
+    ];
 
     if !spec.secrets.is_empty() {
         let sources = spec
@@ -414,7 +421,8 @@ pub fn builder_pod(
                     limits: non_empty(resources.limits),
                     ..Default::default()
                 }),
-                termination_message_policy: Some("FallbackToLogsOnError".into()),
+                // The script writes the message, redacted; never the kubelet's raw log tail.
+                termination_message_policy: Some("File".into()),
                 // What rootless BuildKit needs and no more: its own user namespace (rootlesskit,
                 // newuidmap) needs unconfined seccomp and AppArmor; no privileged mode, no added
                 // capabilities, not root.

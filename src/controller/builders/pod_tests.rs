@@ -137,8 +137,10 @@ fn pod_is_rootless_pinned_and_bounded() {
     );
     assert_eq!(
         c.termination_message_policy.as_deref(),
-        Some("FallbackToLogsOnError")
+        Some("File"),
+        "the script writes the message; the kubelet never copies the raw log"
     );
+    assert_eq!(METADATA_FILE, format!("{WORK_DIR}/metadata.json"));
 }
 
 #[test]
@@ -183,15 +185,37 @@ fn readonly_builds_get_a_throwaway_volume_seeded_by_an_init_restore() {
     assert!(spec.volumes.as_ref().unwrap()[0].empty_dir.is_some());
     assert!(
         spec.volumes
+            .as_ref()
             .unwrap()
             .iter()
             .all(|v| v.persistent_volume_claim.is_none()),
         "no replica PVC at all"
     );
-    let init = &spec.init_containers.unwrap()[0];
+    let init = &spec.init_containers.as_ref().unwrap()[0];
     assert_eq!(
         init.args.as_ref().unwrap()[..3],
         ["snapshot", "restore", "snap-7"]
+    );
+    // The seed restore reads the store with the namespace's Secret, mounted for it alone.
+    let volumes = spec.volumes.clone().unwrap();
+    let creds = volumes
+        .iter()
+        .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("hearth-store"))
+        .expect("the store Secret volume");
+    assert_eq!(creds.secret.as_ref().unwrap().optional, Some(false));
+    assert!(init.env_from.is_none());
+    assert!(init
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.name == creds.name && m.read_only == Some(true)));
+    assert!(
+        spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .all(|m| m.name != creds.name),
+        "the build never sees the store credentials"
     );
 }
 

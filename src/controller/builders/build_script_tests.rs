@@ -1,0 +1,208 @@
+//! The builder container's exact script (taken from the built Pod) run with `sh` on this
+//! machine, its mounts mapped to a temp dir as a kubelet maps them, and a fake
+//! `buildctl-daemonless.sh` on PATH that prints the mounted secrets and fails, or succeeds.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+use crate::api::{ImageBuild, ImageBuildSpec};
+use crate::controller::builders::pod::{builder_pod, BuilderInputs, StateVolume};
+use crate::controller::builders::Pin;
+use crate::controller::config::OperatorConfig;
+
+/// A secret with regex and sed metacharacters, `&` and `\`.
+const PIP: &str = r"https://u:p@ss&w0rd\1.*[x]$(x)@pypi.example.com/simple";
+/// A multi-line secret (a key): each line of 4+ characters is redacted on its own.
+const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA&\\x\nQyNTUxOQAAACD+/=\n-----END OPENSSH PRIVATE KEY-----\n";
+const TOKEN: &str = "ghp_T0kenWith|Pipe^Caret";
+const PASSWORD: &str = "Pa55|w*rd";
+const AUTH: &str = "Ym90OlBhNTV8dypyZA==";
+
+fn build() -> ImageBuild {
+    let spec: ImageBuildSpec = serde_json::from_value(serde_json::json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git", "secretRef": {"name": "gh"}}},
+        "secrets": [
+            {"id": "pip", "secretRef": {"name": "pip-creds", "key": "index-url"}},
+            {"id": "deploy-key", "secretRef": {"name": "keys", "key": "id"}}
+        ],
+        "output": {"image": "registry.example.com/shop/api:1", "pushSecretRef": {"name": "push"}}
+    }))
+    .expect("spec");
+    let mut ib = ImageBuild::new("api-42", spec);
+    ib.metadata.namespace = Some("shop".into());
+    ib
+}
+
+/// The container's args and env, and its mount paths.
+fn container() -> (Vec<String>, Vec<(String, String)>, Vec<String>) {
+    let inputs = BuilderInputs {
+        attempt: 1,
+        state: StateVolume::Replica("r".into()),
+        pin: Pin::Node("n".into()),
+        gc_keep_bytes: None,
+        deadline_seconds: 60,
+        owner: OwnerReference::default(),
+    };
+    let pod = builder_pod(&build(), &inputs, &OperatorConfig::default()).expect("pod");
+    let c = pod.spec.expect("spec").containers.remove(0);
+    assert_eq!(c.command.as_deref(), Some(&["sh".to_string()][..]));
+    assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
+    let env = c
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect();
+    let mounts = c
+        .volume_mounts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.mount_path)
+        .collect();
+    (c.args.unwrap_or_default(), env, mounts)
+}
+
+/// A node: each mount path (and `/dev/termination-log`) mapped to a dir of `root`.
+struct Node {
+    root: tempfile::TempDir,
+    map: Vec<(String, PathBuf)>,
+}
+
+impl Node {
+    fn new(mounts: &[String]) -> Node {
+        let root = tempfile::tempdir().unwrap();
+        let mut map: Vec<(String, PathBuf)> = mounts
+            .iter()
+            .map(|m| (m.clone(), root.path().join(m.trim_start_matches('/'))))
+            .collect();
+        map.push((
+            "/dev/termination-log".into(),
+            root.path().join("termination-log"),
+        ));
+        map.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
+        for (_, host) in &map {
+            std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+        }
+        Node { root, map }
+    }
+
+    fn host(&self, path: &str) -> PathBuf {
+        PathBuf::from(self.rewrite(path))
+    }
+
+    fn rewrite(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (from, to) in &self.map {
+            out = out.replace(from.as_str(), &to.to_string_lossy());
+        }
+        out
+    }
+
+    /// Writes a Secret key as the kubelet does (a file under the mount path).
+    fn secret(&self, path: &str, value: &str) {
+        let file = self.host(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, value).unwrap();
+    }
+
+    /// Runs the container's command with a fake `buildctl-daemonless.sh`.
+    fn run(&self, fake: &str, args: &[String], env: &[(String, String)]) -> (i32, String) {
+        let bin = self.root.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let fake_path = bin.join("buildctl-daemonless.sh");
+        std::fs::write(&fake_path, format!("#!/bin/sh\n{fake}")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake_path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = Command::new("sh")
+            .args(args.iter().map(|a| self.rewrite(a)))
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, self.rewrite(v))))
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    fn termination_message(&self) -> String {
+        std::fs::read_to_string(self.host("/dev/termination-log")).unwrap_or_default()
+    }
+}
+
+/// A fake buildctl printing 100 lines, then each secret as a build step would, then failing.
+const LEAKY_BUILDCTL: &str = r##"i=0
+while [ $i -lt 100 ]; do echo "#2 filler line $i"; i=$((i+1)); done
+printf '#5 RUN pip install --index-url %s\n' "$(cat /run/hearth/secrets/pip)"
+printf '#5 key:\n'; cat /run/hearth/secrets/deploy-key
+printf '#6 token=%s and again %s\n' "$(cat /run/hearth/git/token)" "$(cat /run/hearth/git/token)"
+printf '#7 password %s auth %s\n' 'Pa55|w*rd' 'Ym90OlBhNTV8dypyZA=='
+echo 'error: failed to solve: process "/bin/sh -c pip install" did not complete successfully: exit code: 1' >&2
+exit 3
+"##;
+
+fn node_with_secrets(mounts: &[String]) -> Node {
+    let node = Node::new(mounts);
+    node.secret("/run/hearth/secrets/pip", &format!("{PIP}\n"));
+    node.secret("/run/hearth/secrets/deploy-key", KEY);
+    node.secret("/run/hearth/git/token", TOKEN);
+    node.secret(
+        "/run/hearth/docker/config.json",
+        &format!(r#"{{"auths":{{"registry.example.com":{{"username":"bot","password":"{PASSWORD}","auth":"{AUTH}"}}}}}}"#),
+    );
+    node
+}
+
+#[test]
+fn a_failed_build_leaves_a_bounded_tail_with_every_secret_redacted() {
+    let (args, env, mounts) = container();
+    let node = node_with_secrets(&mounts);
+    // The fake reads the secrets where the pod mounts them, mapped like the script's paths.
+    let fake = node.rewrite(LEAKY_BUILDCTL);
+    let (code, stdout) = node.run(&fake, &args, &env);
+    assert_eq!(code, 3, "buildctl's exit status, not tee's");
+    // `kubectl logs` still shows everything, unredacted.
+    assert!(
+        stdout.contains("#2 filler line 0") && stdout.contains(TOKEN),
+        "{stdout}"
+    );
+    let message = node.termination_message();
+    assert!(
+        message.contains("did not complete successfully") && message.contains("#7 password ***"),
+        "{message}"
+    );
+    assert!(message.len() <= 2048, "{} bytes", message.len());
+    assert!(message.lines().count() <= 40, "{message}");
+    let mut leaked: Vec<&str> = vec![PIP, TOKEN, PASSWORD, AUTH];
+    leaked.extend(KEY.lines());
+    for secret in leaked {
+        assert!(!message.contains(secret), "{secret:?} leaked:\n{message}");
+    }
+    assert!(
+        message.contains("#5 RUN pip install --index-url ***"),
+        "{message}"
+    );
+    assert!(message.contains("#6 token=*** and again ***"), "{message}");
+}
+
+#[test]
+fn a_successful_build_writes_buildctls_metadata() {
+    let (args, env, mounts) = container();
+    let node = node_with_secrets(&mounts);
+    let fake = r##"while [ $# -gt 0 ]; do
+  if [ "$1" = --metadata-file ]; then printf '{"containerimage.digest":"sha256:abc"}' > "$2"; fi
+  shift
+done
+echo "#9 exporting to image"
+"##;
+    let (code, stdout) = node.run(fake, &args, &env);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("#9 exporting to image"));
+    assert_eq!(
+        node.termination_message(),
+        r#"{"containerimage.digest":"sha256:abc"}"#
+    );
+}
