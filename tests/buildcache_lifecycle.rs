@@ -26,7 +26,7 @@ const BUILD_SECONDS: i64 = 600;
 
 fn saved(id: &str, gib: i64) -> String {
     format!(
-        r#"{{"id":"{id}","bytes":{},"uploadedBytes":1000}}"#,
+        r#"{{"id":"{id}","bytes":{},"manifestSha256":"5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a","uploadedBytes":1000}}"#,
         gib * GIB
     )
 }
