@@ -48,6 +48,19 @@ fn ok_json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The restore the controller's Jobs run.
+fn pinned_restore<'a>(id: &'a str, dst: &'a str, pin: &'a str) -> [&'a str; 7] {
+    [
+        "snapshot",
+        "restore",
+        id,
+        dst,
+        "--manifest-sha256",
+        pin,
+        "--json",
+    ]
+}
+
 /// A small state dir with a setuid binary (and, as root, one with file capabilities).
 fn state_tree(root: &Path) {
     std::fs::create_dir_all(root.join("db")).unwrap();
@@ -126,21 +139,7 @@ async fn pinning(store: &Store, env: Vec<(String, String)>) {
     // The pinned restore the controller starts restores the real snapshot, privileges kept.
     let dst = work.path().join("pinned");
     let dst_s = dst.to_str().unwrap().to_string();
-    let r = ok_json(
-        &hearth(
-            &env,
-            &[
-                "snapshot",
-                "restore",
-                &id,
-                &dst_s,
-                "--manifest-sha256",
-                &pin,
-                "--json",
-            ],
-        )
-        .await,
-    );
+    let r = ok_json(&hearth(&env, &pinned_restore(&id, &dst_s, &pin)).await);
     assert_eq!(
         (r["pinned"].as_bool(), r["strippedPrivileges"].as_u64()),
         (Some(true), Some(0))
@@ -188,19 +187,7 @@ async fn pinning(store: &Store, env: Vec<(String, String)>) {
     );
     let dst = work.path().join("refused");
     let dst_s = dst.to_str().unwrap().to_string();
-    let out = hearth(
-        &env,
-        &[
-            "snapshot",
-            "restore",
-            &id,
-            &dst_s,
-            "--manifest-sha256",
-            &pin,
-            "--json",
-        ],
-    )
-    .await;
+    let out = hearth(&env, &pinned_restore(&id, &dst_s, &pin)).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     for part in [id.as_str(), pin.as_str(), found.as_str(), "pinned"] {
