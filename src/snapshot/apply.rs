@@ -94,8 +94,11 @@ pub enum Privileges {
 
 /// Whether `e` carries a privilege [`Privileges::Strip`] leaves out: setuid or setgid on
 /// anything but a directory (on a directory, setgid only passes its group on), or file
-/// capabilities.
+/// capabilities. A hard link has its target's (whose entry counts).
 pub fn carries_privileges(e: &Entry) -> bool {
+    if matches!(e.kind, Kind::HardLink { .. }) {
+        return false;
+    }
     let dir = matches!(e.kind, Kind::Dir);
     (!dir && e.mode & SET_ID_BITS != 0) || e.xattrs.iter().any(is_capability)
 }

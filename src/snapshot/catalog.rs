@@ -40,14 +40,23 @@ pub enum CatalogError {
     },
     /// The manifest's bytes are not those the snapshot was pinned to: it was replaced or
     /// planted by someone who can write the store.
-    #[error("snapshot {id} of cache {cache:?}: manifest {key} has SHA-256 {found}, but the snapshot is pinned to {expected}: refusing it (the manifest in the store is not the one that was saved)")]
+    #[error("snapshot {id} of cache {cache:?}: manifest {key} has SHA-256 {}, but the snapshot is pinned to {}: refusing it (the manifest in the store is not the one that was saved)", .digests.found, .digests.expected)]
     Mismatch {
         cache: String,
         id: String,
         key: String,
-        expected: ManifestDigest,
-        found: ManifestDigest,
+        /// Boxed: the error type stays small.
+        digests: Box<Digests>,
     },
+}
+
+/// The digest a pinned snapshot's manifest should have, and the one it has.
+#[derive(Debug)]
+pub struct Digests {
+    /// The pin.
+    pub expected: ManifestDigest,
+    /// The manifest in the store.
+    pub found: ManifestDigest,
 }
 
 fn damaged_list(damaged: &[String]) -> String {
@@ -197,8 +206,10 @@ pub async fn load_pinned(
                 cache: cache.to_string(),
                 id: id.to_string(),
                 key,
-                expected: *expected,
-                found,
+                digests: Box::new(Digests {
+                    expected: *expected,
+                    found,
+                }),
             });
         }
     }
