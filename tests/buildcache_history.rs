@@ -26,7 +26,9 @@ async fn run(c: &mut Cluster, name: &str, seconds: i64, snapshot: &str, bytes: i
         saving(&c.build(name).await.status.unwrap()),
         "{name}: saving"
     );
-    let saved = format!(r#"{{"bytes":{bytes},"id":"{snapshot}","uploadedBytes":10}}"#);
+    let saved = format!(
+        r#"{{"bytes":{bytes},"id":"{snapshot}","manifestSha256":"5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a","uploadedBytes":10}}"#
+    );
     c.finish_job(&format!("{name}-save-1"), true, &saved).await;
     assert_eq!(c.settle(name).await, Some(Phase::Succeeded));
 }

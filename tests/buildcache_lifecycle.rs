@@ -26,7 +26,7 @@ const BUILD_SECONDS: i64 = 600;
 
 fn saved(id: &str, gib: i64) -> String {
     format!(
-        r#"{{"id":"{id}","bytes":{},"uploadedBytes":1000}}"#,
+        r#"{{"id":"{id}","bytes":{},"manifestSha256":"5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a","uploadedBytes":1000}}"#,
         gib * GIB
     )
 }
@@ -377,8 +377,9 @@ async fn gc_applies_retention_keeps_what_replicas_match_and_lists_the_store() {
     let line = args.join(" ");
     assert!(line.contains("gc --retain 3"), "{line}");
     assert!(
-        line.contains("--keep s4"),
-        "the replica's snapshot is kept: {line}"
+        line.contains("--keep s4 --keep s3 --keep s2"),
+        "the replica's snapshot and the newest pinned ones are kept (manifests planted in the \
+         store cannot push them out of --retain): {line}"
     );
     c.finish_job(
         &op.job,
@@ -398,7 +399,10 @@ async fn gc_applies_retention_keeps_what_replicas_match_and_lists_the_store() {
             .collect::<Vec<_>>(),
         ["s4", "s3", "s2"]
     );
-    assert_eq!(st.snapshot_bytes, Some(6000));
+    // Records the controller made from saves keep what the saves reported (the store's
+    // copy of a manifest is not trusted), their digests included.
+    assert_eq!(st.snapshot_bytes, Some(3000));
+    assert!(st.snapshots.iter().all(|s| s.manifest_sha256.is_some()));
     assert_eq!(st.snapshot_count, Some(3));
     assert!(st.last_gc.is_some() && st.operation.is_none());
     c.reconcile_cache(&cache).await;

@@ -20,7 +20,7 @@ async fn a_deleted_replica_pvc_marks_the_replica_lost_and_the_next_build_restore
     c.finish_job(
         "b1-save-1",
         true,
-        r#"{"id":"snap-1","bytes":10,"uploadedBytes":10}"#,
+        r#"{"id":"snap-1","bytes":10,"manifestSha256":"5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a","uploadedBytes":10}"#,
     )
     .await;
     assert_eq!(c.settle("b1").await, Some(Phase::Succeeded));

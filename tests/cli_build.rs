@@ -33,7 +33,7 @@ use kube::api::{ListParams, PostParams};
 use serde_json::json;
 use support::{metadata, s3_config, spec, Cluster, NS};
 
-const SAVED: &str = r#"{"bytes":1200000,"id":"snap-1","uploadedBytes":800000}"#;
+const SAVED: &str = r#"{"bytes":1200000,"id":"snap-1","manifestSha256":"5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a","uploadedBytes":800000}"#;
 
 /// BuildKit's plain progress, as the builder's log would stream it.
 fn buildkit_log(failing: bool) -> Vec<String> {

@@ -10,7 +10,10 @@ use kube::ResourceExt;
 use serde_json::json;
 use support::{metadata, s3_config, spec, Cluster};
 
-const SAVED: &str = r#"{"bytes":1200000,"id":"snap-1","uploadedBytes":800000}"#;
+/// What `hearth snapshot save --json` reports (a digest of 64 hex digits, like the real one).
+const SAVED: &str = r#"{"bytes":1200000,"id":"snap-1","manifestSha256":"5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a","uploadedBytes":800000}"#;
+/// The manifest digest in [`SAVED`].
+const SAVED_PIN: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
 
 fn cache_name() -> String {
     keys::cache_name_for_key("shop:main")
@@ -120,6 +123,11 @@ async fn first_build_is_cold_creates_its_cache_and_is_saved() {
         (bcs.snapshots[0].id.as_str(), bcs.snapshots[0].new_bytes),
         ("snap-1", 800000)
     );
+    assert_eq!(
+        bcs.snapshots[0].manifest_sha256.as_deref(),
+        Some(SAVED_PIN),
+        "the save's manifest digest is recorded, pinning the snapshot"
+    );
     assert_eq!(bcs.hits.unwrap().cold, 1);
     assert_eq!(bcs.snapshot_count, Some(1));
 }
@@ -186,6 +194,12 @@ async fn lost_replica_is_restored_from_its_snapshot_on_another_node() {
         .clone()
         .unwrap();
     assert_eq!(args[..3], ["snapshot", "restore", "snap-1"]);
+    assert_eq!(
+        args[4..6],
+        ["--manifest-sha256", SAVED_PIN],
+        "the restore is pinned to the digest the save reported"
+    );
+    assert_eq!(from.manifest_sha256.as_deref(), Some(SAVED_PIN));
     let replica = c
         .cache(&cache_name())
         .await

@@ -48,6 +48,7 @@ fn restore_and_save_jobs_parse_with_the_snapshot_cli() {
             &SnapshotOp::Restore {
                 snapshot: "snap-1".into(),
                 from: "shop-main".into(),
+                manifest_sha256: "ab".repeat(32),
             },
             &inputs,
             &config,
@@ -95,8 +96,10 @@ fn restore_and_save_jobs_parse_with_the_snapshot_cli() {
             "credentials_dir: Some(\"/run/hearth/store-credentials\")",
             "credentials_secret: Some(\"hearth-store\")",
         ];
+        let pinned = format!("manifest_sha256: Some(ManifestDigest({}))", "ab".repeat(32));
         match role.as_str() {
-            "restore" | "save" => expected.push("/cache/buildkit"),
+            "restore" => expected.extend(["/cache/buildkit", &pinned]),
+            "save" => expected.push("/cache/buildkit"),
             "gc" => expected.extend([
                 "retain: Some(3)",
                 "keep: [\"snap-0\", \"snap-1\"]",

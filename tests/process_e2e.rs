@@ -198,6 +198,23 @@ async fn a_branch_starts_from_main_s_snapshot() {
         restores.iter().any(|r| r.exit_code == Some(0)),
         "a restore Job ran and succeeded: {restores:?}"
     );
+    // Pinned: the restore Job carried the digest main's save reported, recorded in main's
+    // BuildCache status, and the real `hearth` checked it (its result says so).
+    let main_cache = c
+        .caches()
+        .get(&keys::cache_name_for_key("shop:main"))
+        .await
+        .unwrap();
+    let recorded = main_cache.status.unwrap().snapshots;
+    let record = recorded.iter().find(|s| s.id == from.snapshot).unwrap();
+    assert!(record.manifest_sha256.is_some(), "{recorded:?}");
+    assert_eq!(from.manifest_sha256, record.manifest_sha256);
+    assert!(
+        restores
+            .iter()
+            .any(|r| r.exit_code == Some(0) && r.message.contains(r#""pinned":true"#)),
+        "the restore was pinned: {restores:?}"
+    );
     // The branch's replica holds main's state: main's build files are there.
     let dir = c
         .pv_dir(p.replica.as_deref().expect("replica"))
@@ -246,6 +263,10 @@ async fn a_read_only_fork_build_seeds_from_main_and_writes_nothing() {
         .find(|r| r.pod.starts_with("pr-7-") && r.container != "buildkit")
         .expect("the seed init container ran");
     assert_eq!(seeded.exit_code, Some(0), "{seeded:?}");
+    assert!(
+        seeded.message.contains(r#""pinned":true"#),
+        "the seed restore was pinned: {seeded:?}"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(c.runs.runs("save").len(), saves, "nothing saved");
     assert_eq!(snapshots(&c).await, before, "main's snapshots unchanged");

@@ -202,7 +202,7 @@ async fn gc_job_on_s3_keeps_replica_snapshots_and_lists_what_remains() {
     );
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.len() < 4096, "fits a termination message: {stdout}");
-    let listed = hearth::controller::build_cache::gc_listing(stdout.trim()).expect(&stdout);
+    let listed = hearth::controller::snapshot_records::after_gc(&[], stdout.trim()).expect(&stdout);
     assert_eq!(
         listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
         [ids[3].as_str(), ids[0].as_str()],

@@ -41,7 +41,9 @@ async fn save_and_restore_through_an_https_s3_endpoint() {
     let restored = tokio::task::spawn_blocking(move || {
         let saved = run(&["snapshot", "save", &src_s, "--json"]);
         let id = saved["id"].as_str().unwrap().to_string();
-        run(&["snapshot", "restore", &id, &dst_s, "--json"]);
+        let pin = saved["manifestSha256"].as_str().unwrap().to_string();
+        let pin = ["--manifest-sha256", &pin];
+        run(&[&["snapshot", "restore", &id, &dst_s, "--json"][..], &pin].concat());
     });
     restored.await.unwrap();
     assert_same(&before, &describe(&dst));

@@ -29,15 +29,12 @@ async fn round_trip(store: &Store, url: &str) {
     let mut expected = before.clone();
     expected.remove(b"buildkitd.sock".as_slice());
 
+    // Pinned by the digest the save reported, as the controller restores: every entry comes
+    // back, setuid bits and file capabilities included.
     let dst = work.path().join("restored");
-    let r = restore(
-        store,
-        &report.id,
-        &dst,
-        &RestoreOptions::new(url, "team-a", "shop"),
-    )
-    .await
-    .unwrap();
+    let mut pinned = RestoreOptions::new(url, "team-a", "shop");
+    pinned.manifest_sha256 = Some(report.manifest_sha256.parse().unwrap());
+    let r = restore(store, &report.id, &dst, &pinned).await.unwrap();
     assert_eq!(r.id, report.id);
     assert_same(&expected, &describe(&dst));
     // Holes stay holes: the 8 MiB sparse file holds two 4 KiB blocks.
@@ -54,10 +51,11 @@ async fn round_trip(store: &Store, url: &str) {
         .collect();
     assert_eq!(leftovers.len(), 2, "{leftovers:?}");
 
-    // `latest` into an existing empty directory works too.
+    // `latest` into an existing empty directory works too; unpinned, nothing vouches for the
+    // manifest, so the setuid bit and the file capabilities are left out.
     let dst2 = work.path().join("restored2");
     std::fs::create_dir(&dst2).unwrap();
-    restore(
+    let r = restore(
         store,
         "latest",
         &dst2,
@@ -65,7 +63,16 @@ async fn round_trip(store: &Store, url: &str) {
     )
     .await
     .unwrap();
-    assert_same(&expected, &describe(&dst2));
+    let privileged = if root_only.is_empty() { 1 } else { 2 };
+    assert_eq!((r.pinned, r.stripped_privileges), (false, privileged));
+    let mut unprivileged = expected.clone();
+    let setuid = unprivileged.get_mut(b"setuid-bin".as_slice()).unwrap();
+    *setuid = setuid.replace(" mode=104755 ", " mode=100755 ");
+    if let Some(cap) = unprivileged.get_mut(b"cap-bin".as_slice()) {
+        let at = cap.find(" xattrs=").unwrap();
+        cap.replace_range(at.., " xattrs=[]");
+    }
+    assert_same(&unprivileged, &describe(&dst2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -286,6 +286,12 @@ pub struct SnapshotRecord {
     pub bytes: i64,
     /// Bytes this snapshot added to the store (what the save uploaded).
     pub new_bytes: i64,
+    /// SHA-256 of the manifest the save wrote, as it reported it. Restores pass it to
+    /// `hearth snapshot restore --manifest-sha256`, which refuses any other manifest: only a
+    /// snapshot recorded with it is restored (one listed from the store, or saved by a
+    /// version before pinning, is not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
 }
 
 /// What a cache-maintenance Job does.

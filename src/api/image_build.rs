@@ -470,6 +470,10 @@ pub struct RestoredFrom {
     /// key, that key's cache, not the build's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<String>,
+    /// SHA-256 of the snapshot's manifest, from that BuildCache's status: the restore refuses
+    /// any other manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
 }
 
 /// Where a build runs, and why there.

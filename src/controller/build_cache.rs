@@ -45,13 +45,13 @@ use super::replica_table::{
     STORE_REACHABLE,
 };
 use super::requeue::{CACHE_CONFLICT, CACHE_ERROR, DELETE_RETRY, FOLLOW, RESYNC, SOON};
+use super::snapshot_records;
 use super::view::{
     mounted_claims, node_budget, pod_claims, pv_location, seconds, view_from_stores,
 };
 use super::writes::delete_ignoring_missing;
 use crate::api::{
     BuildCache, BuildCacheStatus, CacheOperation, DeletionPolicy, OperationKind, ReplicaState,
-    SnapshotRecord,
 };
 
 /// Name of this controller in metrics.
@@ -582,22 +582,21 @@ fn operation_job(
     let (snapshot_op, replica) = match op.kind {
         OperationKind::Save => (SnapshotOp::Save, Some((pvc, pin))),
         OperationKind::Prewarm => {
-            let snapshot = r.and_then(|r| r.snapshot_id.clone()).ok_or_else(|| {
-                Error::Internal(format!("pre-warm of {pvc}: the replica names no snapshot"))
-            })?;
+            let (snapshot, manifest_sha256) =
+                prewarm_source(&status, &pvc).map_err(Error::Internal)?;
             // A pre-warm restores the cache's own newest snapshot.
             let from = cache.name_any();
-            (SnapshotOp::Restore { snapshot, from }, Some((pvc, pin)))
+            let restore = SnapshotOp::Restore {
+                snapshot,
+                from,
+                manifest_sha256,
+            };
+            (restore, Some((pvc, pin)))
         }
         OperationKind::Gc => (
             SnapshotOp::Gc {
                 retain: cache.spec.snapshot.retain,
-                keep: status
-                    .replicas
-                    .iter()
-                    .filter(|r| r.state != ReplicaState::Lost)
-                    .filter_map(|r| r.snapshot_id.clone())
-                    .collect(),
+                keep: snapshot_records::gc_keep(&status, cache.spec.snapshot.retain),
                 grace_seconds: Duration::from(ctx.config.snapshot.gc_grace).as_secs(),
             },
             None,
@@ -620,6 +619,22 @@ fn operation_job(
     Ok(job)
 }
 
+/// The snapshot a pre-warm of `pvc` restores and the digest pinning it, or why it cannot run
+/// (a record without a digest is never restored).
+fn prewarm_source(
+    status: &BuildCacheStatus,
+    pvc: &str,
+) -> std::result::Result<(String, String), String> {
+    let snapshot = status
+        .replicas
+        .iter()
+        .find(|r| r.pvc == pvc)
+        .and_then(|r| r.snapshot_id.clone())
+        .ok_or_else(|| format!("pre-warm of {pvc}: the replica names no snapshot"))?;
+    let pin = snapshot_records::pin_of(&status.snapshots, &snapshot)?;
+    Ok((snapshot, pin))
+}
+
 /// Step 3: follows the Job of the operation in flight and applies its result.
 /// `Done` only for a cache being deleted whose snapshots are forgotten (or cannot be).
 async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result<Cleanup> {
@@ -629,8 +644,20 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
     if op.kind == OperationKind::Prewarm && !still_restoring(cache, &op) {
         return abandon(cache, ctx, &op).await.map(Cleanup::Pending);
     }
-    let job = operation_job(cache, ctx, &op)?;
-    let outcome = match job_state(ctx, &namespace, job).await {
+    let unpinned = match op.kind {
+        OperationKind::Prewarm => prewarm_source(
+            cache.status.as_ref().unwrap_or(&Default::default()),
+            op.pvc.as_deref().unwrap_or_default(),
+        )
+        .err(),
+        _ => None,
+    };
+    let state = match unpinned {
+        // Reported like a failed restore: the half-made replica goes.
+        Some(message) => Ok(JobOutcome::Failed { message }),
+        None => job_state(ctx, &namespace, operation_job(cache, ctx, &op)?).await,
+    };
+    let outcome = match state {
         Err(Error::Kube(kube::Error::Api(s))) if s.code == 403 => {
             // A terminating namespace refuses new objects: the operation cannot run. A cache
             // being deleted with its namespace goes at once, leaving its snapshots, rather
@@ -698,12 +725,20 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
                             r.snapshot_id = Some(record.id.clone());
                             r.builds_since_snapshot = Some(0);
                             r.size_bytes = Some(record.bytes);
-                            status.snapshots.insert(0, record);
+                            snapshot_records::record_save(
+                                &mut status.snapshots,
+                                record,
+                                usize::MAX,
+                            );
                         }
                     }
                     OperationKind::Gc => {
                         status.last_gc = Some(Time(now));
-                        if let Some(listed) = result.as_deref().and_then(gc_listing) {
+                        let previous = &status.snapshots;
+                        if let Some(listed) = result
+                            .as_deref()
+                            .and_then(|r| snapshot_records::after_gc(previous, r))
+                        {
                             status.snapshot_bytes = Some(listed.iter().map(|s| s.new_bytes).sum());
                             status.snapshots = listed;
                         }
@@ -806,23 +841,6 @@ fn store_backoff(status: &BuildCacheStatus, now: Timestamp, backoff: Duration) -
         .store_failed_at
         .as_ref()
         .is_some_and(|t| seconds(now) - seconds(t.0) < backoff.as_secs_f64())
-}
-
-/// The snapshot list of a `hearth snapshot gc --cache C --json` result, newest first.
-pub fn gc_listing(result: &str) -> Option<Vec<SnapshotRecord>> {
-    let v: serde_json::Value = serde_json::from_str(result).ok()?;
-    let listed = v.get("snapshots")?.as_array()?;
-    listed
-        .iter()
-        .map(|s| {
-            Some(SnapshotRecord {
-                id: s.get("id")?.as_str()?.to_string(),
-                time: Time(s.get("created")?.as_str()?.parse().ok()?),
-                bytes: s.get("bytes")?.as_i64()?,
-                new_bytes: s.get("newBytes")?.as_i64()?,
-            })
-        })
-        .collect()
 }
 
 /// Step 1: a BuildCache being deleted: its snapshots forgotten (deletionPolicy Delete)

@@ -37,6 +37,7 @@ fn snapshot(id: &str, age: f64) -> SnapshotRecord {
         time: at(NOW - age),
         bytes: 1 << 30,
         new_bytes: 1 << 20,
+        manifest_sha256: Some("ab".repeat(32)),
     }
 }
 

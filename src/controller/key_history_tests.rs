@@ -80,6 +80,7 @@ fn facts_are_read_from_the_build_status() {
                 key: "shop:main".into(),
                 snapshot: "s1".into(),
                 cache: Some("shop-main".into()),
+                manifest_sha256: None,
             }),
             ..Placement::default()
         }),

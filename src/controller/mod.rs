@@ -6,7 +6,7 @@
 //! - services they share, the only code that writes to the API: `replica_table` (the one
 //!   writer of BuildCache status), `job_runner`, `events`, `finalizer`, `writes`, over
 //!   `context` and `error`;
-//! - pure code: `cache_policy`, `builders`, `outcome`, `conditions`, `durations`,
+//! - pure code: `cache_policy`, `snapshot_records`, `builders`, `outcome`, `conditions`, `durations`,
 //!   `key_history`, `view`, `requeue`, `quantity`, `config`, and the `planner` crate module.
 
 pub mod admin;
@@ -31,5 +31,6 @@ pub mod replica_table;
 pub mod requeue;
 pub mod run;
 pub mod slim;
+pub mod snapshot_records;
 pub mod view;
 pub mod writes;

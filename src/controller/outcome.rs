@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use super::durations::between;
 use crate::api::SnapshotRecord;
 use crate::controller::builders::pod::digest_from_metadata;
+use crate::snapshot::pin::ManifestDigest;
 
 /// Waiting reasons that will not fix themselves: the build fails with them at once.
 const STUCK_REASONS: [&str; 5] = [
@@ -228,7 +229,8 @@ pub fn restored_bytes(result: &str) -> Option<u64> {
 }
 
 /// The snapshot a save Job reported (`hearth snapshot save --json`), even when the message
-/// was cut at the termination-message limit.
+/// was cut at the termination-message limit, pinned by the manifest digest it reported (none
+/// when that is missing or malformed: such a record is never restored).
 pub fn saved_snapshot(result: &str, now: Timestamp) -> Option<SnapshotRecord> {
     let value: Option<serde_json::Value> = serde_json::from_str(result).ok();
     let field = |name: &str| -> Option<String> {
@@ -254,6 +256,9 @@ pub fn saved_snapshot(result: &str, now: Timestamp) -> Option<SnapshotRecord> {
         time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now),
         bytes: number("bytes"),
         new_bytes: number("uploadedBytes"),
+        manifest_sha256: field("manifestSha256")
+            .and_then(|d| ManifestDigest::parse(&d).ok())
+            .map(|d| d.to_string()),
     })
 }
 

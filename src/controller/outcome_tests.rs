@@ -148,6 +148,28 @@ fn save_result_is_read_even_when_cut() {
 }
 
 #[test]
+fn save_result_pins_the_manifest_digest_it_reports() {
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    let digest = "ab".repeat(32);
+    let whole = format!(
+        r#"{{"bytes":1,"id":"s-1","manifestSha256":"{}","uploadedBytes":1}}"#,
+        digest.to_uppercase()
+    );
+    let r = saved_snapshot(&whole, now).unwrap();
+    assert_eq!(r.manifest_sha256.as_deref(), Some(digest.as_str()));
+    // Cut at the termination-message limit after the digest (keys are sorted: it comes
+    // before the unbounded `skipped` list).
+    let cut = format!(r#"{{"bytes":1,"id":"s-1","manifestSha256":"{digest}","skipped":["a/so"#);
+    let r = saved_snapshot(&cut, now).unwrap();
+    assert_eq!(r.manifest_sha256.as_deref(), Some(digest.as_str()));
+    // A result without one (an older `hearth`), or a malformed one, pins nothing.
+    let old = r#"{"bytes":1,"id":"s-1","uploadedBytes":1}"#;
+    assert_eq!(saved_snapshot(old, now).unwrap().manifest_sha256, None);
+    let bad = r#"{"bytes":1,"id":"s-1","manifestSha256":"zz"}"#;
+    assert_eq!(saved_snapshot(bad, now).unwrap().manifest_sha256, None);
+}
+
+#[test]
 fn failed_receiver_fails_the_build_as_an_upload_failure() {
     let p = pod(
         json!({"spec": {"containers": []}, "status": {"phase": "Failed", "initContainerStatuses": [{

@@ -19,6 +19,7 @@ use super::error::{is_status, Error, Result};
 use super::events::publish;
 use super::finalizer;
 use super::key_history::{self, FinishedBuild};
+use super::snapshot_records;
 use super::writes::{create_or_get, write_status_if_changed};
 use crate::api::{
     keys, BuildCache, BuildCacheSpec, BuildCacheStatus, HitCounts, ReplicaState, ReplicaStatus,
@@ -359,9 +360,8 @@ pub async fn release(
                     key_history::record(&mut status.history, &facts);
                 }
                 if let Some(record) = saved {
-                    status.snapshots.insert(0, record);
                     let keep = bc.spec.snapshot.retain.max(1) as usize;
-                    status.snapshots.truncate(keep);
+                    snapshot_records::record_save(&mut status.snapshots, record, keep);
                 }
                 let hits = status.hits.get_or_insert_with(HitCounts::default);
                 match warmth {

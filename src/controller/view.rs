@@ -13,6 +13,7 @@ use kube::ResourceExt;
 use super::builders::labels;
 use super::config::OperatorConfig;
 use super::key_history;
+use super::snapshot_records;
 use crate::api::quantity;
 use crate::api::{BuildCache, ImageBuild, ReplicaState};
 use crate::planner::{
@@ -55,8 +56,17 @@ pub struct View {
     pub cluster: ClusterView,
     /// Replica ids to their BuildCache entries.
     pub replicas: HashMap<ReplicaId, ReplicaRef>,
-    /// Newest snapshot per `(namespace, key)`: the BuildCache holding it.
-    pub snapshot_caches: HashMap<(String, String), String>,
+    /// Newest restorable (pinned) snapshot per `(namespace, key)`: where it is.
+    pub snapshot_caches: HashMap<(String, String), SnapshotSource>,
+}
+
+/// Where the planner's snapshot of a key is, and the digest its restore must find.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotSource {
+    /// The BuildCache that saved it (whose store prefix it is read from).
+    pub cache: String,
+    /// SHA-256 of its manifest, as the save reported it.
+    pub manifest_sha256: String,
 }
 
 /// How long the planner expects a pod that still mounts an idle replica to take to go (a
@@ -260,7 +270,11 @@ pub fn build_view(
                 cluster.set_stats(key, stats);
             }
         }
-        if let Some(newest) = status.snapshots.iter().max_by_key(|s| s.time.0) {
+        // Only a snapshot pinned by its manifest digest is restored: one listed from the
+        // store, or saved before pinning, is not a candidate.
+        if let Some((newest, pin)) = snapshot_records::newest_pinned(&status.snapshots)
+            .and_then(|s| Some((s, snapshot_records::pin(s)?)))
+        {
             let better = cluster
                 .key(key)
                 .snapshot
@@ -275,7 +289,11 @@ pub fn build_view(
                         taken_at: seconds(newest.time.0),
                     }),
                 );
-                snapshot_caches.insert((namespace.clone(), cache.spec.key.clone()), name.clone());
+                let source = SnapshotSource {
+                    cache: name.clone(),
+                    manifest_sha256: pin.to_string(),
+                };
+                snapshot_caches.insert((namespace.clone(), cache.spec.key.clone()), source);
             }
         }
         for r in &status.replicas {
@@ -449,8 +467,11 @@ mod tests {
                 {"pvc": "c-r2", "node": "n2", "state": "Lost"}
             ],
             "snapshots": [
-                {"id": "s1", "time": "2026-11-01T00:00:00Z", "bytes": 10, "newBytes": 10},
-                {"id": "s2", "time": "2026-11-02T00:00:00Z", "bytes": 20, "newBytes": 5}
+                {"id": "s1", "time": "2026-11-01T00:00:00Z", "bytes": 10, "newBytes": 10, "manifestSha256": "a1".repeat(32)},
+                {"id": "s2", "time": "2026-11-02T00:00:00Z", "bytes": 20, "newBytes": 5, "manifestSha256": "a2".repeat(32)},
+                // Newer, but not pinned (listed from the store, perhaps planted there): never
+                // the snapshot a build restores.
+                {"id": "s3", "time": "2026-11-03T00:00:00Z", "bytes": 30, "newBytes": 5}
             ]}}),
         );
         let objects = Objects {
@@ -489,7 +510,15 @@ mod tests {
         assert_eq!(
             c.key(key).snapshot.as_ref().unwrap().id,
             "s2",
-            "newest snapshot"
+            "newest pinned snapshot"
+        );
+        assert_eq!(
+            view.snapshot_caches[&("shop".to_string(), "shop:main".to_string())],
+            SnapshotSource {
+                cache: "c".into(),
+                manifest_sha256: "a2".repeat(32)
+            },
+            "its restore is pinned to the digest its save reported"
         );
         assert_eq!(view.replicas[&replicas[0].0].pvc, "c-r0");
     }

@@ -1,7 +1,9 @@
 //! Making filesystem objects from manifest entries on restore: directories, sized (sparse)
 //! files, symlinks, devices and FIFOs, then their metadata in the order the kernel needs:
 //! owner first (it clears setuid bits and capabilities), then mode, then extended attributes
-//! (`security.capability` survives only if set after the owner), then times.
+//! (`security.capability` survives only if set after the owner), then times. Setuid and
+//! setgid bits and file capabilities are privileges: they are restored only from a manifest
+//! pinned by its digest ([`Privileges::Keep`]), stripped otherwise.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, Uid, CWD};
 
+use super::codec::ByteBuf;
 use super::manifest::{Entry, Kind};
 
 /// Errors creating the restored tree.
@@ -73,8 +76,42 @@ pub fn link(root: &Path, e: &Entry, target: &Entry) -> Result<(), ApplyError> {
     std::fs::hard_link(entry_path(root, target), &path).map_err(io("hard link", &path))
 }
 
-/// Sets owner (when `owner` is true), mode, extended attributes and mtime of `e` at `path`.
-pub fn set_metadata(path: &Path, e: &Entry, owner: bool) -> Result<(), ApplyError> {
+/// The extended attribute holding a file's capabilities.
+pub const CAPABILITY_XATTR: &[u8] = b"security.capability";
+
+/// Mode bits that raise the privileges of whoever runs a file.
+const SET_ID_BITS: u32 = 0o6000;
+
+/// Whether a restore recreates setuid/setgid bits and file capabilities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Privileges {
+    /// Restore them: the manifest is authenticated (pinned by its digest).
+    Keep,
+    /// Leave them out: nothing vouches for the manifest, and a planted one must not give a
+    /// build a setuid-root or capability-carrying binary.
+    Strip,
+}
+
+/// Whether `e` carries a privilege [`Privileges::Strip`] leaves out: setuid or setgid on
+/// anything but a directory (on a directory, setgid only passes its group on), or file
+/// capabilities. A hard link has its target's (whose entry counts).
+pub fn carries_privileges(e: &Entry) -> bool {
+    if matches!(e.kind, Kind::HardLink { .. }) {
+        return false;
+    }
+    let dir = matches!(e.kind, Kind::Dir);
+    (!dir && e.mode & SET_ID_BITS != 0) || e.xattrs.iter().any(is_capability)
+}
+
+/// Sets owner (when `owner` is true), mode, extended attributes and mtime of `e` at `path`,
+/// leaving out setuid/setgid bits and file capabilities under [`Privileges::Strip`].
+pub fn set_metadata(
+    path: &Path,
+    e: &Entry,
+    owner: bool,
+    privileges: Privileges,
+) -> Result<(), ApplyError> {
+    let strip = privileges == Privileges::Strip;
     let symlink = matches!(e.kind, Kind::Symlink { .. });
     if owner && e.uid != u32::MAX && e.gid != u32::MAX {
         rustix::fs::chownat(
@@ -87,10 +124,15 @@ pub fn set_metadata(path: &Path, e: &Entry, owner: bool) -> Result<(), ApplyErro
         .map_err(|err| io("chown", path)(err.into()))?;
     }
     if !symlink {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode))
+        let mode = if strip && !matches!(e.kind, Kind::Dir) {
+            e.mode & !SET_ID_BITS
+        } else {
+            e.mode
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(io("chmod", path))?;
     }
-    for (name, value) in &e.xattrs {
+    for (name, value) in e.xattrs.iter().filter(|x| !(strip && is_capability(x))) {
         xattr::set(path, OsStr::from_bytes(&name.0), &value.0).map_err(io("set xattr on", path))?;
     }
     let t = filetime::FileTime::from_unix_time(
@@ -98,4 +140,8 @@ pub fn set_metadata(path: &Path, e: &Entry, owner: bool) -> Result<(), ApplyErro
         e.mtime_ns.rem_euclid(1_000_000_000) as u32,
     );
     filetime::set_symlink_file_times(path, t, t).map_err(io("set times of", path))
+}
+
+fn is_capability((name, _): &(ByteBuf, ByteBuf)) -> bool {
+    name.0 == CAPABILITY_XATTR
 }

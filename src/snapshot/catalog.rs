@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::layout::{self, NameError};
 use super::manifest::{Manifest, ManifestError};
+use super::pin::ManifestDigest;
 use crate::store::{Store, StoreError};
 
 /// Errors finding or reading snapshots.
@@ -37,6 +38,25 @@ pub enum CatalogError {
         id: String,
         key: String,
     },
+    /// The manifest's bytes are not those the snapshot was pinned to: it was replaced or
+    /// planted by someone who can write the store.
+    #[error("snapshot {id} of cache {cache:?}: manifest {key} has SHA-256 {}, but the snapshot is pinned to {}: refusing it (the manifest in the store is not the one that was saved)", .digests.found, .digests.expected)]
+    Mismatch {
+        cache: String,
+        id: String,
+        key: String,
+        /// Boxed: the error type stays small.
+        digests: Box<Digests>,
+    },
+}
+
+/// The digest a pinned snapshot's manifest should have, and the one it has.
+#[derive(Debug)]
+pub struct Digests {
+    /// The pin.
+    pub expected: ManifestDigest,
+    /// The manifest in the store.
+    pub found: ManifestDigest,
 }
 
 fn damaged_list(damaged: &[String]) -> String {
@@ -155,6 +175,18 @@ pub async fn load(
     cache: &str,
     id: &str,
 ) -> Result<Manifest, CatalogError> {
+    load_pinned(store, ns, cache, id, None).await
+}
+
+/// Loads and checks the manifest of snapshot `id` (not `latest`); with `pin`, refuses it
+/// unless its bytes have that SHA-256, before decoding any of them.
+pub async fn load_pinned(
+    store: &Store,
+    ns: &str,
+    cache: &str,
+    id: &str,
+    pin: Option<&ManifestDigest>,
+) -> Result<Manifest, CatalogError> {
     layout::check_name("namespace", ns)?;
     layout::check_name("cache", cache)?;
     layout::check_snapshot_id(id)?;
@@ -167,6 +199,20 @@ pub async fn load(
         },
         other => CatalogError::Store(other),
     })?;
+    if let Some(expected) = pin {
+        let found = ManifestDigest::of(&bytes);
+        if found != *expected {
+            return Err(CatalogError::Mismatch {
+                cache: cache.to_string(),
+                id: id.to_string(),
+                key,
+                digests: Box::new(Digests {
+                    expected: *expected,
+                    found,
+                }),
+            });
+        }
+    }
     Ok(Manifest::decode(&bytes, &key, ns, cache, id)?)
 }
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use super::pin::ManifestDigest;
 use super::{catalog, gc, restore, save, verify};
 use crate::store::{S3Options, Store};
 
@@ -64,6 +65,11 @@ pub enum SnapshotCommand {
         /// Concurrent pack downloads.
         #[arg(long, default_value_t = 4)]
         downloads: usize,
+        /// SHA-256 of the snapshot's manifest, as `save --json` reported it
+        /// (`manifestSha256`): the restore refuses any other manifest, and only a pinned
+        /// restore keeps setuid/setgid bits and file capabilities.
+        #[arg(long, value_name = "HEX", value_parser = ManifestDigest::parse)]
+        manifest_sha256: Option<ManifestDigest>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -214,11 +220,13 @@ async fn run_async(cmd: SnapshotCommand) -> anyhow::Result<ExitCode> {
             dir,
             cache,
             downloads,
+            manifest_sha256,
             store: args,
         } => {
             let store = open(&args).await?;
             let mut opts = restore::RestoreOptions::new(&args.store, &args.namespace, &cache);
             opts.downloads = downloads;
+            opts.manifest_sha256 = manifest_sha256;
             let r = restore::restore(&store, &id, &dir, &opts)
                 .await
                 .with_context(|| format!("restoring into {}", dir.display()))?;

@@ -3,9 +3,10 @@
 //!
 //! Format (see `docs/snapshots.md`): FastCDC chunks named by BLAKE3, zstd-compressed unless
 //! incompressible, packed into objects of tens of MiB that keep a subtree's chunks together;
-//! one sealed manifest per snapshot, bound to its namespace and cache and written last.
+//! one sealed manifest per snapshot, bound to its namespace and cache and written last, and
+//! pinned by the SHA-256 of its bytes ([`pin`]) where the controller keeps it.
 //!
-//! Pure modules: [`layout`], [`codec`], [`manifest`], [`pack`]. I/O: [`tree`], [`index`],
+//! Pure modules: [`layout`], [`codec`], [`manifest`], [`pack`], [`pin`]. I/O: [`tree`], [`index`],
 //! [`pipeline`], [`save`], [`restore`], [`open_files`], [`apply`], [`catalog`], [`gc`],
 //! [`verify`].
 
@@ -21,6 +22,7 @@ pub mod layout;
 pub mod manifest;
 pub mod open_files;
 pub mod pack;
+pub mod pin;
 pub mod pipeline;
 pub mod restore;
 pub mod save;

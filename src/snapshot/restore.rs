@@ -13,13 +13,14 @@ use std::time::Instant;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use super::apply::{self, entry_path, ApplyError};
+use super::apply::{self, entry_path, ApplyError, Privileges};
 use super::catalog::{self, CatalogError};
 use super::index::{IndexedFile, LocalIndex};
 use super::layout;
 use super::manifest::{Kind, Manifest};
 use super::open_files::OpenFiles;
 use super::pack::{decode_chunk, PackError};
+use super::pin::ManifestDigest;
 use crate::store::{Store, StoreError};
 
 /// Errors of a restore (and of `verify`).
@@ -40,6 +41,9 @@ pub enum RestoreError {
     /// Creating the tree failed.
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// A pin names one snapshot's manifest; `latest` is not one snapshot.
+    #[error("a manifest digest pins one snapshot: give its id, not \"latest\"")]
+    PinnedLatest,
     /// The target holds files already.
     #[error("target {0} exists and is not an empty directory")]
     TargetNotEmpty(PathBuf),
@@ -63,6 +67,9 @@ pub struct RestoreOptions {
     pub owners: bool,
     /// Write the local index so the next save of this tree need not read it.
     pub write_index: bool,
+    /// The SHA-256 the manifest must have (what the save reported). Without it nothing
+    /// authenticates the manifest, so setuid/setgid bits and file capabilities are stripped.
+    pub manifest_sha256: Option<ManifestDigest>,
 }
 
 impl RestoreOptions {
@@ -75,6 +82,7 @@ impl RestoreOptions {
             downloads: 4,
             owners: rustix::process::geteuid().is_root(),
             write_index: true,
+            manifest_sha256: None,
         }
     }
 }
@@ -95,6 +103,11 @@ pub struct RestoreReport {
     pub packs: u64,
     /// For `latest`: why newer snapshots were skipped (damaged manifests).
     pub skipped: Vec<String>,
+    /// Whether the manifest was pinned by its digest (and so privileges kept).
+    pub pinned: bool,
+    /// Entries whose setuid/setgid bits or file capabilities were left out because the
+    /// restore was not pinned.
+    pub stripped_privileges: u64,
     /// Wall time.
     pub seconds: f64,
 }
@@ -188,24 +201,57 @@ pub async fn restore(
 ) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
     let (ns, cache) = (opts.namespace.as_str(), opts.cache.as_str());
-    let (m, skipped) = catalog::load_resolved(store, ns, cache, id).await?;
+    let (m, skipped) = match &opts.manifest_sha256 {
+        Some(_) if id == "latest" => return Err(RestoreError::PinnedLatest),
+        Some(pin) => (
+            catalog::load_pinned(store, ns, cache, id, Some(pin)).await?,
+            Vec::new(),
+        ),
+        None => catalog::load_resolved(store, ns, cache, id).await?,
+    };
     let (id, m) = (m.id.clone(), Arc::new(m));
+    let privileges = if opts.manifest_sha256.is_some() {
+        Privileges::Keep
+    } else {
+        Privileges::Strip
+    };
+    let stripped = match privileges {
+        Privileges::Keep => 0,
+        Privileges::Strip => m
+            .entries
+            .iter()
+            .filter(|e| apply::carries_privileges(e))
+            .count() as u64,
+    };
     let (staging, inside) = staging_dir(target)?;
-    let result = fill(store, &m, &staging, inside, opts).await;
+    let result = fill(store, &m, &staging, inside, opts, privileges).await;
     let result = match result {
-        Ok(downloaded) => finalize(&staging, target, inside, &m, opts.owners).map(|_| downloaded),
+        Ok(downloaded) => {
+            let how = Metadata {
+                owners: opts.owners,
+                privileges,
+            };
+            finalize(&staging, target, inside, &m, how).map(|_| downloaded)
+        }
         Err(e) => Err(e),
     };
     match result {
-        Ok((downloaded, packs)) => Ok(RestoreReport {
-            id,
-            entries: m.entries.len() as u64,
-            bytes: m.stats.bytes,
-            downloaded_bytes: downloaded,
-            packs,
-            skipped,
-            seconds: started.elapsed().as_secs_f64(),
-        }),
+        Ok((downloaded, packs)) => {
+            if stripped > 0 {
+                tracing::warn!(id = %id, stripped, "the restore was not pinned by a manifest digest (--manifest-sha256): setuid/setgid bits and file capabilities of {stripped} entries were left out");
+            }
+            Ok(RestoreReport {
+                id,
+                entries: m.entries.len() as u64,
+                bytes: m.stats.bytes,
+                downloaded_bytes: downloaded,
+                packs,
+                skipped,
+                pinned: privileges == Privileges::Keep,
+                stripped_privileges: stripped,
+                seconds: started.elapsed().as_secs_f64(),
+            })
+        }
         Err(e) => {
             let s = staging.clone();
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(s)).await;
@@ -271,6 +317,7 @@ async fn fill(
     staging: &Path,
     inside: bool,
     opts: &RestoreOptions,
+    privileges: Privileges,
 ) -> Result<(u64, u64), RestoreError> {
     let root = staging.to_path_buf();
     let mc = m.clone();
@@ -332,18 +379,32 @@ async fn fill(
     );
     let identity = format!("{}#{}", opts.store_url, opts.namespace);
     tokio::task::spawn_blocking(move || {
-        finish_tree(&root, &mc, owners, inside, write_index.then_some(identity))
+        let how = Metadata { owners, privileges };
+        finish_tree(&root, &mc, how, inside, write_index.then_some(identity))
     })
     .await
     .map_err(|e| RestoreError::Internal(e.to_string()))??;
     Ok((downloaded.load(Ordering::Relaxed), packs))
 }
 
+/// How a restore sets metadata: numeric owners or not, privileges kept or stripped.
+#[derive(Clone, Copy)]
+struct Metadata {
+    owners: bool,
+    privileges: Privileges,
+}
+
+impl Metadata {
+    fn set(self, path: &Path, e: &super::manifest::Entry) -> Result<(), ApplyError> {
+        apply::set_metadata(path, e, self.owners, self.privileges)
+    }
+}
+
 /// Hard links, metadata (directories deepest first, after their content) and the local index.
 fn finish_tree(
     root: &Path,
     m: &Manifest,
-    owners: bool,
+    how: Metadata,
     inside: bool,
     index: Option<String>,
 ) -> Result<(), RestoreError> {
@@ -357,7 +418,7 @@ fn finish_tree(
         .iter()
         .filter(|e| !matches!(e.kind, Kind::Dir | Kind::HardLink { .. }))
     {
-        apply::set_metadata(&entry_path(root, e), e, owners)?;
+        how.set(&entry_path(root, e), e)?;
     }
     if let Some(identity) = index {
         let mut idx = LocalIndex::new(&identity);
@@ -397,7 +458,7 @@ fn finish_tree(
         .filter(|e| matches!(e.kind, Kind::Dir))
     {
         if !(inside && e.path.0.is_empty()) {
-            apply::set_metadata(&entry_path(root, e), e, owners)?;
+            how.set(&entry_path(root, e), e)?;
         }
     }
     Ok(())
@@ -409,7 +470,7 @@ fn finalize(
     target: &Path,
     inside: bool,
     m: &Manifest,
-    owners: bool,
+    how: Metadata,
 ) -> Result<(), RestoreError> {
     if !inside {
         // Replaces an empty target directory atomically.
@@ -422,6 +483,6 @@ fn finalize(
         std::fs::rename(child.path(), &dest).map_err(|e| apply_io("move into place", &dest, e))?;
     }
     std::fs::remove_dir(staging).map_err(|e| apply_io("remove", staging, e))?;
-    apply::set_metadata(target, &m.entries[0], owners)?;
+    how.set(target, &m.entries[0])?;
     Ok(())
 }

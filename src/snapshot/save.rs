@@ -21,6 +21,7 @@ use super::index::{IndexedFile, LocalIndex};
 use super::layout::{self, ChunkId, NameError};
 use super::manifest::{ChunkRef, Extent, Kind, Manifest, PackRef};
 use super::pack::PackIndex;
+use super::pin::ManifestDigest;
 use super::pipeline::{self, Counters, Dedup, PipelineError, Tuning, Work};
 use super::tree::{self, TreeError};
 use crate::store::{Store, StoreError};
@@ -93,6 +94,9 @@ pub struct SaveReport {
     pub id: String,
     /// The snapshot it was saved on top of.
     pub parent: Option<String>,
+    /// SHA-256 of the manifest object written, hex: pass it to `restore --manifest-sha256`
+    /// to restore exactly this snapshot, whoever else can write the store.
+    pub manifest_sha256: String,
     /// Regular files.
     pub files: u64,
     /// Directories.
@@ -411,6 +415,7 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
         .encode()
         .map_err(|e| SaveError::Internal(e.to_string()))?;
     let manifest_len = encoded.len() as u64;
+    let manifest_sha256 = ManifestDigest::of(&encoded).to_string();
     store
         .put_if_absent(&layout::manifest_key(ns, cache, &id), Bytes::from(encoded))
         .await?;
@@ -423,6 +428,7 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
     Ok(SaveReport {
         id,
         parent,
+        manifest_sha256,
         files: s.files,
         dirs: s.dirs,
         others: s.others,

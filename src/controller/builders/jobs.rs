@@ -41,7 +41,7 @@ const CAPABILITIES: [&str; 6] = [
 /// What a snapshot pod does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SnapshotOp {
-    /// `hearth snapshot restore <id> <state dir>`.
+    /// `hearth snapshot restore <id> <state dir> --manifest-sha256 <digest>`.
     Restore {
         /// Snapshot id (never `latest`: the planner chose one).
         snapshot: String,
@@ -49,6 +49,10 @@ pub enum SnapshotOp {
         /// (`HEARTH_CACHE`), whatever cache the replica being filled belongs to. A branch's
         /// first build restores its restore key's (main's) snapshot into the branch's replica.
         from: String,
+        /// SHA-256 of the snapshot's manifest, recorded in BuildCache status when it was
+        /// saved: the restore refuses any other manifest (one planted by someone who can
+        /// write the store), and keeps setuid bits and file capabilities only when pinned.
+        manifest_sha256: String,
     },
     /// `hearth snapshot save <state dir>`.
     Save,
@@ -119,9 +123,17 @@ pub fn snapshot_container(
     let s = &config.snapshot;
     let mut args = vec!["snapshot".to_string()];
     match op {
-        SnapshotOp::Restore { snapshot, .. } => {
-            args.extend(["restore".into(), snapshot.clone(), dir.to_string()])
-        }
+        SnapshotOp::Restore {
+            snapshot,
+            manifest_sha256,
+            ..
+        } => args.extend([
+            "restore".into(),
+            snapshot.clone(),
+            dir.to_string(),
+            "--manifest-sha256".into(),
+            manifest_sha256.clone(),
+        ]),
         SnapshotOp::Save => args.extend(["save".into(), dir.to_string()]),
         SnapshotOp::Gc {
             retain,
@@ -448,6 +460,7 @@ mod tests {
             &SnapshotOp::Restore {
                 snapshot: "s-1".into(),
                 from: "shop-main".into(),
+                manifest_sha256: "ab".repeat(32),
             },
             &inputs(),
             &s3_config(),
@@ -474,7 +487,16 @@ mod tests {
         let c = &pod.containers[0];
         assert_eq!(
             c.args.as_ref().unwrap(),
-            &["snapshot", "restore", "s-1", STATE_DIR, "--json"]
+            &[
+                "snapshot",
+                "restore",
+                "s-1",
+                STATE_DIR,
+                "--manifest-sha256",
+                &"ab".repeat(32),
+                "--json"
+            ],
+            "the restore is pinned to the manifest digest its save reported"
         );
         let env: BTreeMap<_, _> = c
             .env
@@ -524,6 +546,7 @@ mod tests {
                 &SnapshotOp::Restore {
                     snapshot: "s-1".into(),
                     from: "shop-main".into(),
+                    manifest_sha256: "ab".repeat(32),
                 },
                 &inputs(),
                 &s3_config(),

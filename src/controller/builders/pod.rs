@@ -40,9 +40,20 @@ pub enum StateVolume {
     /// A throwaway emptyDir (ReadOnly and Disabled builds), optionally seeded from a snapshot
     /// by an init container: nothing the build writes survives it.
     Throwaway {
-        /// Snapshot to restore first: `(cache name, snapshot id)`.
-        seed: Option<(String, String)>,
+        /// Snapshot to restore first.
+        seed: Option<Seed>,
     },
+}
+
+/// The snapshot a throwaway volume is restored from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seed {
+    /// The BuildCache that saved it (whose store prefix it is read from).
+    pub cache: String,
+    /// Snapshot id.
+    pub snapshot: String,
+    /// SHA-256 of its manifest, recorded when it was saved.
+    pub manifest_sha256: String,
 }
 
 /// Everything the builder pod needs besides the ImageBuild and the config.
@@ -330,18 +341,17 @@ pub fn builder_pod(
     }
 
     let mut init_containers = match &inputs.state {
-        StateVolume::Throwaway {
-            seed: Some((cache, snapshot)),
-        } => {
+        StateVolume::Throwaway { seed: Some(seed) } => {
             volumes.extend(store_volume(config));
             vec![snapshot_container(
                 &SnapshotOp::Restore {
-                    snapshot: snapshot.clone(),
-                    from: cache.clone(),
+                    snapshot: seed.snapshot.clone(),
+                    from: seed.cache.clone(),
+                    manifest_sha256: seed.manifest_sha256.clone(),
                 },
                 STATE_DIR,
                 &namespace,
-                cache,
+                &seed.cache,
                 config,
             )]
         }
@@ -373,9 +383,7 @@ pub fn builder_pod(
     let mut tolerations = config.builder.tolerations.clone();
     tolerations.extend(spec.tolerations.iter().cloned());
     let cache_label = match &inputs.state {
-        StateVolume::Throwaway {
-            seed: Some((cache, _)),
-        } => Some(cache.as_str()),
+        StateVolume::Throwaway { seed: Some(seed) } => Some(seed.cache.as_str()),
         _ => None,
     };
 

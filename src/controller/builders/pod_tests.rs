@@ -175,9 +175,7 @@ fn secrets_are_mounted_read_only_never_in_env_or_args() {
 
 #[test]
 fn readonly_builds_get_a_throwaway_volume_seeded_by_an_init_restore() {
-    let state = StateVolume::Throwaway {
-        seed: Some(("shop-main".into(), "snap-7".into())),
-    };
+    let state = StateVolume::Throwaway { seed: Some(seed()) };
     let mut config = OperatorConfig::default();
     config.snapshot.store = "s3://caches".into();
     let pod = builder_pod(&full(), &inputs(state), &config).unwrap();
@@ -193,8 +191,17 @@ fn readonly_builds_get_a_throwaway_volume_seeded_by_an_init_restore() {
     );
     let init = &spec.init_containers.as_ref().unwrap()[0];
     assert_eq!(
-        init.args.as_ref().unwrap()[..3],
-        ["snapshot", "restore", "snap-7"]
+        init.args.as_ref().unwrap()[..],
+        [
+            "snapshot",
+            "restore",
+            "snap-7",
+            STATE_DIR,
+            "--manifest-sha256",
+            &"cd".repeat(32),
+            "--json"
+        ],
+        "the seed restore is pinned to the manifest digest its save reported"
     );
     // The seed restore reads the store with the namespace's Secret, mounted for it alone.
     let volumes = spec.volumes.clone().unwrap();
@@ -217,6 +224,14 @@ fn readonly_builds_get_a_throwaway_volume_seeded_by_an_init_restore() {
             .all(|m| m.name != creds.name),
         "the build never sees the store credentials"
     );
+}
+
+fn seed() -> Seed {
+    Seed {
+        cache: "shop-main".into(),
+        snapshot: "snap-7".into(),
+        manifest_sha256: "cd".repeat(32),
+    }
 }
 
 #[test]
@@ -270,9 +285,7 @@ fn upload_builds_wait_for_the_context_in_a_receiver_init_container() {
     let mut config = OperatorConfig::default();
     config.builder.hearth_image = "ghcr.io/hearth-dev/hearth:test".into();
     config.snapshot.store = "s3://caches".into();
-    let state = StateVolume::Throwaway {
-        seed: Some(("shop-main".into(), "snap-7".into())),
-    };
+    let state = StateVolume::Throwaway { seed: Some(seed()) };
     let pod = builder_pod(&upload_build(), &inputs(state), &config).unwrap();
     let spec = pod.spec.unwrap();
     let inits = spec.init_containers.unwrap();

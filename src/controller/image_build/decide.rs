@@ -23,7 +23,9 @@ use crate::api::{
 };
 use crate::contract::child_name;
 use crate::controller::builders::jobs::{snapshot_job, SnapshotJobInputs, SnapshotOp};
-use crate::controller::builders::pod::{buildctl_args, builder_pod, BuilderInputs, StateVolume};
+use crate::controller::builders::pod::{
+    buildctl_args, builder_pod, BuilderInputs, Seed, StateVolume,
+};
 use crate::controller::builders::Pin;
 use crate::controller::config::OperatorConfig;
 use crate::controller::durations::{between, go_duration};
@@ -34,6 +36,7 @@ use crate::controller::replica_table::{
     cache_mismatch, new_cache, next_replica_name, owner_ref, Release,
 };
 use crate::controller::requeue::Next;
+use crate::controller::snapshot_records;
 use crate::controller::view::NODE_LABEL;
 
 /// Builds retried after their node was lost, at most this many attempts in all.
@@ -119,6 +122,8 @@ pub enum PlannedAction {
         bytes: u64,
         /// The BuildCache that saved it.
         source_cache: Option<String>,
+        /// SHA-256 of its manifest, recorded when it was saved: the restore refuses any other.
+        manifest_sha256: Option<String>,
         /// Into a volume discarded after the build (ReadOnly builds).
         throwaway: bool,
     },
@@ -569,6 +574,7 @@ fn place(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
             snapshot,
             bytes,
             source_cache,
+            manifest_sha256,
             throwaway,
         } => {
             placement.node = Some(node.clone());
@@ -576,6 +582,7 @@ fn place(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
                 key: source_key.clone(),
                 snapshot: snapshot.clone(),
                 cache: source_cache.clone(),
+                manifest_sha256: manifest_sha256.clone(),
             });
             if *throwaway {
                 placement.cache = source_cache.clone();
@@ -770,6 +777,16 @@ pub fn cold_story(
         count(ReplicaState::InUse),
         status.snapshots.len()
     ));
+    let unpinned = status
+        .snapshots
+        .iter()
+        .filter(|s| snapshot_records::pin(s).is_none())
+        .count();
+    if unpinned > 0 {
+        story.push_str(&format!(
+            " ({unpinned} without a recorded manifest digest, never restored: saved before Hearth pinned manifests, or only listed from the store)"
+        ));
+    }
     let gone: Vec<String> = status
         .replicas
         .iter()
@@ -823,10 +840,20 @@ fn restoring(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
         ));
     };
     // The snapshot is read from the cache that saved it (a restore key's, for a branch's
-    // first build), not from the cache whose new replica it fills.
+    // first build), not from the cache whose new replica it fills, and only pinned by the
+    // manifest digest its save reported (a placement made before pinning has none).
+    let Some(manifest_sha256) = from.manifest_sha256.clone() else {
+        let note = format!(
+            "restore of {} not started, building cold: {}",
+            from.snapshot,
+            snapshot_records::unpinned_note(&from.snapshot)
+        );
+        return Ok(restore_failed(o, status, cache, note));
+    };
     let op = SnapshotOp::Restore {
         snapshot: from.snapshot.clone(),
         from: snapshot_owner(&from, &cache),
+        manifest_sha256,
     };
     let deadline = remaining_seconds(&o.build, now);
     let outcome = match &o.job {
@@ -868,40 +895,55 @@ fn restoring(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
         }
         JobOutcome::Failed { message } => {
             effects.push(Effect::Measure(Sample::StoreFailed("restore")));
-            // The engine restores into a staging dir and moves it into place only when whole,
-            // so the replica is empty: build cold on it rather than fail the build.
             let note = format!(
                 "restore of {} failed, building cold: {message}",
                 from.snapshot
             );
-            set_condition(
-                &mut status,
-                condition::CACHE_READY,
-                true,
-                "RestoreFailed",
-                &note,
-                generation,
-                now,
-            );
-            if let Some(p) = status.placement.as_mut() {
-                p.warmth = Some(Warmth::Cold);
-                p.reason = Some(note.clone());
-            }
-            effects.push(Effect::Release {
-                cache,
-                how: Release::Restored {
-                    snapshot: String::new(),
-                },
-            });
-            effects.push(Effect::Event {
-                type_: EventType::Warning,
-                reason: "RestoreFailed",
-                note,
-            });
+            let mut failed = restore_failed(o, status, cache, note);
+            failed.effects.splice(0..0, effects);
+            return Ok(failed);
         }
     }
     status.phase = Some(Phase::Building);
     Ok(Decision::new(status, Next::Soon).effects(effects))
+}
+
+/// The restore failed or could not start: the engine restores into a staging dir and moves it
+/// into place only when whole, so the replica is empty: build cold on it rather than fail the
+/// build, saying why in the condition, the placement and a Warning Event.
+fn restore_failed(
+    o: &Observed,
+    mut status: ImageBuildStatus,
+    cache: String,
+    note: String,
+) -> Decision {
+    let (now, generation) = (o.now, o.build.metadata.generation);
+    set_condition(
+        &mut status,
+        condition::CACHE_READY,
+        true,
+        "RestoreFailed",
+        &note,
+        generation,
+        now,
+    );
+    if let Some(p) = status.placement.as_mut() {
+        p.warmth = Some(Warmth::Cold);
+        p.reason = Some(note.clone());
+    }
+    status.phase = Some(Phase::Building);
+    Decision::new(status, Next::Soon)
+        .effect(Effect::Release {
+            cache,
+            how: Release::Restored {
+                snapshot: String::new(),
+            },
+        })
+        .effect(Effect::Event {
+            type_: EventType::Warning,
+            reason: "RestoreFailed",
+            note,
+        })
 }
 
 fn building(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
@@ -1068,8 +1110,14 @@ fn builder_pod_for(o: &Observed, status: &ImageBuildStatus) -> Result<Pod> {
         &placement.cache,
     ) {
         (Some(pvc), _, _) => StateVolume::Replica(pvc.clone()),
+        // Seeded only from a pinned snapshot (a placement made before pinning has no digest:
+        // the throwaway volume then starts empty).
         (None, Some(from), Some(cache)) => StateVolume::Throwaway {
-            seed: Some((snapshot_owner(from, cache), from.snapshot.clone())),
+            seed: from.manifest_sha256.as_ref().map(|pin| Seed {
+                cache: snapshot_owner(from, cache),
+                snapshot: from.snapshot.clone(),
+                manifest_sha256: pin.clone(),
+            }),
         },
         _ => StateVolume::Throwaway { seed: None },
     };

@@ -92,6 +92,7 @@ fn restoring_build() -> ImageBuild {
         key: "main-key".into(),
         snapshot: "s-1".into(),
         cache: Some("shop-main".into()),
+        manifest_sha256: Some("ab".repeat(32)),
     });
     b
 }
@@ -169,6 +170,7 @@ fn restore(throwaway: bool) -> Planned {
         snapshot: "s-1".into(),
         bytes: 5_000,
         source_cache: Some("shop-main".into()),
+        manifest_sha256: Some("ab".repeat(32)),
         throwaway,
     })
 }
@@ -608,7 +610,7 @@ fn a_restore_job_reads_the_snapshot_from_the_cache_that_saved_it() {
         panic!("no job: {:?}", d.effects)
     };
     assert_eq!(job.name_any(), "api-1-restore-1");
-    let env = job
+    let container = &job
         .spec
         .as_ref()
         .unwrap()
@@ -616,13 +618,62 @@ fn a_restore_job_reads_the_snapshot_from_the_cache_that_saved_it() {
         .spec
         .as_ref()
         .unwrap()
-        .containers[0]
-        .env
-        .clone()
-        .unwrap();
+        .containers[0];
+    let env = container.env.clone().unwrap();
     let cache = env.iter().find(|e| e.name == "HEARTH_CACHE").unwrap();
     assert_eq!(cache.value.as_deref(), Some("shop-main"));
     assert_eq!(d.next, Next::Poll);
+    let args = container.args.clone().unwrap();
+    let pin = args.iter().position(|a| a == "--manifest-sha256").unwrap();
+    assert_eq!(
+        args[pin + 1],
+        "ab".repeat(32),
+        "pinned to the recorded digest"
+    );
+}
+
+#[test]
+fn a_restore_without_a_recorded_digest_is_not_started_and_the_build_goes_cold() {
+    // Placed by a version before pinning: nothing vouches for the manifest in the store.
+    let mut b = restoring_build();
+    let p = b.status.as_mut().unwrap().placement.as_mut().unwrap();
+    p.restored_from.as_mut().unwrap().manifest_sha256 = None;
+    let d = decided(&observed(b));
+    assert!(
+        !d.effects.iter().any(|e| matches!(e, Effect::CreateJob(_))),
+        "no restore Job: {:?}",
+        d.effects
+    );
+    builds_cold_after_restore(&d);
+    let placement = d.status.placement.as_ref().unwrap();
+    assert_eq!(placement.warmth, Some(Warmth::Cold));
+    let why = placement.reason.as_deref().unwrap();
+    assert!(
+        why.contains("s-1") && why.contains("no recorded manifest digest"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_cold_story_counts_the_snapshots_that_cannot_be_restored() {
+    let b = build();
+    let mut cache = cache_of(&b, Vec::new());
+    let record = |id: &str, pin: Option<String>| SnapshotRecord {
+        id: id.into(),
+        time: Time(t(CREATED)),
+        bytes: 1,
+        new_bytes: 1,
+        manifest_sha256: pin,
+    };
+    cache.status.as_mut().unwrap().snapshots = vec![
+        record("listed", None),
+        record("saved", Some("ab".repeat(32))),
+    ];
+    let story = cold_story("k", &[], Some(&cache), "no cache");
+    assert!(
+        story.contains("2 snapshot(s) (1 without a recorded manifest digest, never restored"),
+        "{story}"
+    );
 }
 
 #[test]
@@ -671,9 +722,13 @@ fn a_failed_restore_builds_cold_saying_why() {
     o.job = Some(JobOutcome::Failed {
         message: "store unreachable".into(),
     });
-    let d = decided(&o);
+    builds_cold_after_restore(&decided(&o));
+}
+
+/// The replica is handed back empty and the build goes on cold, saying why.
+fn builds_cold_after_restore(d: &Decision) {
     assert_eq!(
-        releases(&d),
+        releases(d),
         [&Release::Restored {
             snapshot: String::new()
         }]
@@ -687,7 +742,7 @@ fn a_failed_restore_builds_cold_saying_why() {
         cond(&d.status, condition::CACHE_READY),
         ("True", "RestoreFailed")
     );
-    assert_eq!(events(&d), [("RestoreFailed", true)]);
+    assert_eq!(events(d), [("RestoreFailed", true)]);
 }
 
 #[test]

@@ -124,12 +124,13 @@ fn named(view: &View, namespace: &str, action: Plan) -> Result<PlannedAction> {
             throwaway,
         } => {
             let key = view.cluster.key(source.key).key.clone();
+            let found = view
+                .snapshot_caches
+                .get(&(namespace.to_string(), key.clone()));
             PlannedAction::Restore {
                 node: node_name(node),
-                source_cache: view
-                    .snapshot_caches
-                    .get(&(namespace.to_string(), key.clone()))
-                    .cloned(),
+                source_cache: found.map(|s| s.cache.clone()),
+                manifest_sha256: found.map(|s| s.manifest_sha256.clone()),
                 key,
                 snapshot: source.snapshot.clone(),
                 bytes: source.bytes,
