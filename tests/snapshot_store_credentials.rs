@@ -71,9 +71,19 @@ async fn save_and_restore_with_credentials_only_as_files() {
     assert!(saved.status.success(), "save: {}", stderr(&saved));
     let saved: serde_json::Value = serde_json::from_slice(&saved.stdout).unwrap();
     let id = saved["id"].as_str().unwrap();
+    // Pinned, as the controller restores: setuid bits and capabilities come back.
+    let digest = saved["manifestSha256"].as_str().unwrap();
     let restored = hearth(
         &server,
-        &["snapshot", "restore", id, dst_s, "--json"],
+        &[
+            "snapshot",
+            "restore",
+            id,
+            dst_s,
+            "--manifest-sha256",
+            digest,
+            "--json",
+        ],
         &files,
     );
     assert!(restored.status.success(), "restore: {}", stderr(&restored));
