@@ -455,14 +455,26 @@ impl TestCluster {
         Api::namespaced(self.client.clone(), NS)
     }
 
-    /// Creates an ImageBuild in the build namespace.
+    /// Creates an ImageBuild in the build namespace. A request whose connection the server
+    /// dropped (the reliability tests drop them all) is sent again, as a client would; had the
+    /// first one landed, the build it made is the one returned.
     pub async fn apply_build(&self, name: &str, spec: ImageBuildSpec) -> ImageBuild {
         let mut ib = ImageBuild::new(name, spec);
         ib.metadata.namespace = Some(NS.into());
-        self.builds()
-            .create(&PostParams::default(), &ib)
-            .await
-            .expect("create ImageBuild")
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.builds().create(&PostParams::default(), &ib).await {
+                Ok(created) => return created,
+                Err(kube::Error::Api(e)) if e.code == 409 && tries > 1 => {
+                    return self.builds().get(name).await.expect("get ImageBuild");
+                }
+                Err(kube::Error::Service(e)) if tries < 3 => {
+                    eprintln!("create ImageBuild {name}: {e}; sending it again");
+                }
+                Err(e) => panic!("create ImageBuild: {e:?}"),
+            }
+        }
     }
 
     /// Waits until a build's `status.phase` is `phase` (its Debug name, e.g. "Succeeded").
