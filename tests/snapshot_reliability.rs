@@ -280,3 +280,42 @@ async fn forgetting_what_already_vanished_file_store() {
 async fn forgetting_what_already_vanished_s3() {
     forgetting_what_already_vanished(Target::s3().await).await;
 }
+
+/// A writer killed between writing an object's temporary file and placing it leaves the file
+/// (the file store's; `ls` and restore never see it): gc removes it once older than its
+/// grace, and spares a younger one (a write in progress).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_sweeps_a_killed_writers_temporary_files_after_its_grace() {
+    let t = Target::fs().await;
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    write_tree(&src, 7, 20);
+    t.save(&src).await;
+    fn find_pack(dir: &Path) -> Option<PathBuf> {
+        std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                find_pack(&path)
+            } else {
+                path.extension()
+                    .is_some_and(|x| x == "pack")
+                    .then_some(path)
+            }
+        })
+    }
+    let pack = find_pack(&t.objects).expect("a pack");
+    let dir = pack.parent().unwrap();
+    let stale = dir.join(".tmp-4242-0-killed.pack");
+    let fresh = dir.join(".tmp-4243-0-writing.pack");
+    std::fs::write(&stale, vec![7u8; 1000]).unwrap();
+    std::fs::write(&fresh, vec![7u8; 10]).unwrap();
+    let old = filetime::FileTime::from_system_time(SystemTime::now() - 2 * HOUR);
+    filetime::set_file_mtime(&stale, old).unwrap();
+
+    let report: serde_json::Value =
+        serde_json::from_str(&t.ok(&["gc", "--grace", "1h", "--json"]).await).unwrap();
+    assert_eq!(report["sweptUnfinished"], 1, "{report}");
+    assert!(!stale.exists(), "the stale temporary file went");
+    assert!(fresh.exists(), "a write in progress is spared");
+    assert!(pack.exists(), "the live pack stays");
+}

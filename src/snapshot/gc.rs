@@ -88,6 +88,9 @@ pub struct GcReport {
     pub deleted_bytes: u64,
     /// Damaged manifests skipped (they protect no data), with the reason.
     pub damaged: Vec<String>,
+    /// Temporary files of writes killed before they finished (file store), older than the
+    /// grace period, removed (their bytes are in `deleted_bytes`).
+    pub swept_unfinished: u64,
 }
 
 #[derive(Default)]
@@ -189,6 +192,15 @@ pub async fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, GcError> {
         if !opts.dry_run {
             store.delete(&layout::trash_key(ns, id)).await?;
         }
+    }
+    // A writer killed between writing and placing an object leaves its temporary file; a
+    // write in progress is seconds old, far younger than the grace period.
+    if let Some(cutoff) = opts.now.checked_sub(opts.grace).filter(|_| !opts.dry_run) {
+        let (files, bytes) = store
+            .sweep_unfinished(&layout::namespace_prefix(ns), cutoff)
+            .await?;
+        report.swept_unfinished = files;
+        report.deleted_bytes += bytes;
     }
     Ok(report)
 }

@@ -109,6 +109,11 @@ pub fn entropy() -> u32 {
     ])
 }
 
+/// Prefix of everything a namespace stores.
+pub fn namespace_prefix(ns: &str) -> String {
+    format!("{ns}/")
+}
+
 /// Prefix of every pack of a namespace.
 pub fn packs_prefix(ns: &str) -> String {
     format!("{ns}/packs/")

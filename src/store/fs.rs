@@ -140,44 +140,44 @@ impl FsStore {
         let root = self.root.clone();
         let prefix = prefix.to_string();
         blocking(move || {
-            // Start from the deepest directory named by the prefix.
-            let dir_part = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-            let mut out = Vec::new();
-            let mut stack = vec![(root.join(dir_part), dir_part.to_string())];
-            while let Some((dir, rel)) = stack.pop() {
-                let entries = match std::fs::read_dir(&dir) {
-                    Ok(e) => e,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io_err("list", &rel)(e)),
-                };
-                for entry in entries {
-                    let entry = entry.map_err(io_err("list", &rel))?;
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if name.starts_with(".tmp-") {
-                        continue;
-                    }
-                    let key = if rel.is_empty() {
-                        name
-                    } else {
-                        format!("{rel}/{name}")
-                    };
-                    let meta = entry.metadata().map_err(io_err("stat", &key))?;
-                    if meta.is_dir() {
-                        if key.starts_with(&prefix) || prefix.starts_with(&format!("{key}/")) {
-                            stack.push((entry.path(), key));
+            let mut out: Vec<ObjectInfo> = walk(&root, &prefix)?
+                .into_iter()
+                .filter(|f| !f.unfinished)
+                .map(|f| f.info)
+                .collect();
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Removes, under `prefix`, the temporary files of writes that never finished (their
+    /// writer was killed between writing and renaming) last modified before `cutoff`. A write
+    /// in progress keeps its file for seconds, so a cutoff of gc's grace period spares it.
+    /// Returns how many files went and their bytes.
+    pub(super) async fn sweep_unfinished(
+        &self,
+        prefix: &str,
+        cutoff: std::time::SystemTime,
+    ) -> Result<(u64, u64), StoreError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        blocking(move || {
+            let mut swept = (0, 0);
+            for f in walk(&root, &prefix)? {
+                if f.unfinished && f.info.modified < cutoff {
+                    match std::fs::remove_file(&f.path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(io_err("delete", &f.info.key)(e));
                         }
-                    } else if key.starts_with(&prefix) {
-                        let modified = meta.modified().map_err(io_err("stat", &key))?;
-                        out.push(ObjectInfo {
-                            key,
-                            size: meta.len(),
-                            modified,
-                        });
+                        _ => {
+                            swept.0 += 1;
+                            swept.1 += f.info.size;
+                        }
                     }
                 }
             }
-            out.sort_by(|a, b| a.key.cmp(&b.key));
-            Ok(out)
+            Ok(swept)
         })
         .await
     }
@@ -191,6 +191,62 @@ impl FsStore {
         })
         .await
     }
+}
+
+/// A file found under a prefix: an object, or the temporary file of an unfinished write
+/// (named `.tmp-*`, keyed by its name in its directory).
+struct Found {
+    info: ObjectInfo,
+    path: PathBuf,
+    unfinished: bool,
+}
+
+/// Every file whose key starts with `prefix`, from the deepest directory the prefix names.
+fn walk(root: &Path, prefix: &str) -> Result<Vec<Found>, StoreError> {
+    let dir_part = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    let mut out = Vec::new();
+    let mut stack = vec![(root.join(dir_part), dir_part.to_string())];
+    while let Some((dir, rel)) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("list", &rel)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err("list", &rel))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let unfinished = name.starts_with(".tmp-");
+            let key = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let meta = match entry.metadata() {
+                // A temporary file renamed away while listing.
+                Err(e) if unfinished && e.kind() == std::io::ErrorKind::NotFound => continue,
+                m => m.map_err(io_err("stat", &key))?,
+            };
+            if meta.is_dir() {
+                if !unfinished
+                    && (key.starts_with(prefix) || prefix.starts_with(&format!("{key}/")))
+                {
+                    stack.push((entry.path(), key));
+                }
+            } else if key.starts_with(prefix) {
+                let modified = meta.modified().map_err(io_err("stat", &key))?;
+                out.push(Found {
+                    info: ObjectInfo {
+                        key,
+                        size: meta.len(),
+                        modified,
+                    },
+                    path: entry.path(),
+                    unfinished,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 async fn blocking<T: Send + 'static>(

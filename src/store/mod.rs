@@ -150,6 +150,20 @@ impl Store {
         .await
     }
 
+    /// Removes what writes that never finished left under `prefix`, last modified before
+    /// `cutoff`: the file store's temporary files (an S3 put is atomic and leaves nothing).
+    /// Returns how many files went and their bytes.
+    pub async fn sweep_unfinished(
+        &self,
+        prefix: &str,
+        cutoff: std::time::SystemTime,
+    ) -> Result<(u64, u64), StoreError> {
+        match self {
+            Store::Fs(s) => s.sweep_unfinished(prefix, cutoff).await,
+            Store::S3(_) => Ok((0, 0)),
+        }
+    }
+
     /// Deletes an object; deleting an absent object succeeds.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         retry(|| async {
