@@ -31,9 +31,7 @@ use hearth::upload::UploadError;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
-use support::{metadata, s3_config, spec, Cluster, NS};
-
-const SAVED: &str = r#"{"bytes":1200000,"id":"snap-1","manifestSha256":"5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a","uploadedBytes":800000}"#;
+use support::{metadata, s3_config, spec, Cluster, NS, SAVED};
 
 /// BuildKit's plain progress, as the builder's log would stream it.
 fn buildkit_log(failing: bool) -> Vec<String> {

@@ -8,33 +8,10 @@ use hearth::api::{keys, Phase, ReplicaState, Warmth};
 use hearth::controller::image_build::status::saving;
 use kube::ResourceExt;
 use serde_json::json;
-use support::{metadata, s3_config, spec, Cluster};
-
-/// What `hearth snapshot save --json` reports (a digest of 64 hex digits, like the real one).
-const SAVED: &str = r#"{"bytes":1200000,"id":"snap-1","manifestSha256":"5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a","uploadedBytes":800000}"#;
-/// The manifest digest in [`SAVED`].
-const SAVED_PIN: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+use support::{metadata, s3_config, spec, Cluster, SAVED, SAVED_PIN};
 
 fn cache_name() -> String {
     keys::cache_name_for_key("shop:main")
-}
-
-/// Runs build `name` from submit to the end on a cluster, finishing its pod (and save job).
-async fn run_to_end(c: &mut Cluster, name: &str, digest_char: char) -> hearth::api::ImageBuild {
-    c.settle(name).await;
-    let (meta, _) = metadata(digest_char);
-    c.finish_pod(&format!("{name}-build-1"), 0, &meta).await;
-    c.settle(name).await;
-    if c.jobs()
-        .get_opt(&format!("{name}-save-1"))
-        .await
-        .unwrap()
-        .is_some()
-    {
-        c.finish_job(&format!("{name}-save-1"), true, SAVED).await;
-        c.settle(name).await;
-    }
-    c.build(name).await
 }
 
 #[tokio::test]
@@ -137,7 +114,8 @@ async fn second_build_of_a_key_runs_hot_on_the_same_node_and_replica() {
     let mut c = Cluster::new(&["n1", "n2", "n3"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    let first = run_to_end(&mut c, "b1", 'a')
+    let first = c
+        .run_to_end("b1", 'a')
         .await
         .status
         .unwrap()
@@ -166,7 +144,8 @@ async fn lost_replica_is_restored_from_its_snapshot_on_another_node() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    let first = run_to_end(&mut c, "b1", 'a')
+    let first = c
+        .run_to_end("b1", 'a')
         .await
         .status
         .unwrap()
@@ -231,7 +210,8 @@ async fn failed_restore_builds_cold_on_the_empty_replica_and_says_why() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    let first = run_to_end(&mut c, "b1", 'a')
+    let first = c
+        .run_to_end("b1", 'a')
         .await
         .status
         .unwrap()
@@ -269,7 +249,8 @@ async fn two_builds_of_one_key_never_hold_one_replica() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    let first = run_to_end(&mut c, "b1", 'a')
+    let first = c
+        .run_to_end("b1", 'a')
         .await
         .status
         .unwrap()
@@ -474,7 +455,8 @@ async fn readonly_build_uses_a_throwaway_copy_and_leaves_the_cache_untouched() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    let first = run_to_end(&mut c, "b1", 'a')
+    let first = c
+        .run_to_end("b1", 'a')
         .await
         .status
         .unwrap()
@@ -592,7 +574,7 @@ async fn a_branch_restores_main_s_snapshot_from_main_s_cache() {
     let mut c = Cluster::new(&["n1"], s3_config()).await;
     c.submit("main-1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    let first = run_to_end(&mut c, "main-1", 'a').await;
+    let first = c.run_to_end("main-1", 'a').await;
     let node = first.status.unwrap().placement.unwrap().node.unwrap();
     // main's only replica is busy, so the branch restores main's snapshot onto a new one.
     c.submit("main-2", spec("registry.example.com/shop/api:2", json!({})))

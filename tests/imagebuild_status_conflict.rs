@@ -11,9 +11,7 @@ use hearth::api::{keys, BuildCache, ImageBuild, Phase, ReplicaState, Warmth};
 use hearth::controller::image_build;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use support::{metadata, s3_config, spec, Cluster};
-
-const SAVED: &str = r#"{"bytes":1200000,"id":"snap-1","uploadedBytes":800000}"#;
+use support::{metadata, s3_config, spec, Cluster, SAVED};
 
 fn cache_name() -> String {
     keys::cache_name_for_key("shop:main")
@@ -135,13 +133,9 @@ async fn a_conflict_after_claiming_a_hot_replica_keeps_that_one_claim() {
     let mut c = Cluster::new(&["n1", "n2", "n3"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    assert_eq!(c.settle("b1").await, Some(Phase::Building));
-    let (meta, _) = metadata('a');
-    c.finish_pod("b1-build-1", 0, &meta).await;
-    c.settle("b1").await;
-    c.finish_job("b1-save-1", true, SAVED).await;
-    c.settle("b1").await;
-    let first = c.build("b1").await.status.unwrap().placement.unwrap();
+    let first = c.run_to_end("b1", 'a').await;
+    assert_eq!(phase(&first), Some(Phase::Succeeded));
+    let first = first.status.unwrap().placement.unwrap();
     c.bind_pvc(
         first.replica.as_deref().unwrap(),
         first.node.as_deref().unwrap(),

@@ -425,6 +425,15 @@ pub(crate) fn non_empty<V>(map: BTreeMap<String, V>) -> Option<BTreeMap<String, 
 mod tests {
     use super::*;
 
+    /// A pinned restore of main's snapshot `s-1`.
+    fn restore() -> SnapshotOp {
+        SnapshotOp::Restore {
+            snapshot: "s-1".into(),
+            from: "shop-main".into(),
+            manifest_sha256: "ab".repeat(32),
+        }
+    }
+
     fn inputs() -> SnapshotJobInputs {
         SnapshotJobInputs {
             namespace: "shop".into(),
@@ -456,15 +465,7 @@ mod tests {
 
     #[test]
     fn restore_job_runs_on_the_replica_node_with_its_pvc() {
-        let job = snapshot_job(
-            &SnapshotOp::Restore {
-                snapshot: "s-1".into(),
-                from: "shop-main".into(),
-                manifest_sha256: "ab".repeat(32),
-            },
-            &inputs(),
-            &s3_config(),
-        );
+        let job = snapshot_job(&restore(), &inputs(), &s3_config());
         assert_eq!(job.metadata.name.as_deref(), Some("api-42-restore-1"));
         let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         let terms = &pod
@@ -542,15 +543,7 @@ mod tests {
     fn s3_credentials_are_the_required_secret_mounted_read_only_as_files() {
         let jobs = [
             snapshot_job(&SnapshotOp::Save, &inputs(), &s3_config()),
-            snapshot_job(
-                &SnapshotOp::Restore {
-                    snapshot: "s-1".into(),
-                    from: "shop-main".into(),
-                    manifest_sha256: "ab".repeat(32),
-                },
-                &inputs(),
-                &s3_config(),
-            ),
+            snapshot_job(&restore(), &inputs(), &s3_config()),
         ];
         for job in jobs {
             let pod = job.spec.unwrap().template.spec.unwrap();
