@@ -427,6 +427,36 @@ async fn cancel_stops_the_build_and_ends_cancelled() {
     );
 }
 
+/// The controller keeps a finished build compact (no spec, little status); a `spec.cancel` set
+/// after it ended is still acknowledged, and nothing else of its status is lost.
+#[tokio::test]
+async fn a_late_cancel_of_a_finished_build_is_acknowledged_without_losing_its_status() {
+    let mut c = Cluster::new(&["n1"], s3_config()).await;
+    c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
+        .await;
+    let done = c.run_to_end("b1", 'a').await;
+    assert_eq!(Cluster::phase_of(&done), Some(Phase::Succeeded));
+    let mut ib = done.clone();
+    ib.spec.cancel = true;
+    let cancelled = c
+        .builds()
+        .replace("b1", &Default::default(), &ib)
+        .await
+        .unwrap();
+    assert!(cancelled.metadata.generation > done.metadata.generation);
+    c.reconcile("b1").await.expect("reconcile");
+    let after = c.build("b1").await;
+    let (mut now, mut before) = (after.status.clone().unwrap(), done.status.unwrap());
+    assert_eq!(now.observed_generation, cancelled.metadata.generation);
+    now.observed_generation = None;
+    before.observed_generation = None;
+    assert_eq!(
+        now, before,
+        "the status is as it was, but for observedGeneration"
+    );
+    assert_eq!(after.spec, ib.spec);
+}
+
 #[tokio::test]
 async fn a_build_past_its_timeout_fails_with_reason_timeout() {
     let mut c = Cluster::new(&["n1"], s3_config()).await;

@@ -12,7 +12,8 @@ use kube::Client;
 
 use super::config::OperatorConfig;
 use super::metrics::Metrics;
-use crate::api::{BuildCache, ImageBuild};
+use super::slim::StoredBuild;
+use crate::api::BuildCache;
 use crate::planner::PlannerConfig;
 
 /// The clock reconcilers read; tests replace it.
@@ -32,8 +33,9 @@ pub struct Stores {
     /// BuildCaches of the watched namespaces (their replicas count against node budgets).
     pub caches: Vec<Store<BuildCache>>,
     /// ImageBuilds of the watched namespaces: the ImageBuild controllers' own stores, so
-    /// BuildCache bookkeeping finds a replica's holder without a GET per holder.
-    pub builds: Vec<Store<ImageBuild>>,
+    /// BuildCache bookkeeping finds a replica's holder without a GET per holder (finished
+    /// builds compact).
+    pub builds: Vec<Store<StoredBuild>>,
 }
 
 impl Stores {

@@ -13,7 +13,7 @@ pub mod types;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -23,6 +23,7 @@ use super::builders::labels::FIELD_MANAGER;
 use super::context::Context;
 use super::error::{is_status, Error, Result};
 use super::requeue;
+use super::writes::patch_params;
 use crate::api::ImageBuild;
 use mapping::{reason, Refusal};
 pub use types::{CustomRun, CustomRunSpec, RunStatus};
@@ -97,10 +98,7 @@ pub async fn reconcile(run: Arc<CustomRun>, ctx: Arc<Context>) -> Result<Action>
         let runs: Api<CustomRun> = Api::namespaced(ctx.client.clone(), &namespace);
         runs.patch_status(
             &name,
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
+            &patch_params(),
             &Patch::Merge(&json!({ "status": status })),
         )
         .await?;
@@ -212,10 +210,7 @@ async fn cancel(builds: &Api<ImageBuild>, build: &ImageBuild) -> Result<()> {
     builds
         .patch(
             &build.name_any(),
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
+            &patch_params(),
             &Patch::Merge(&json!({"spec": {"cancel": true}})),
         )
         .await?;

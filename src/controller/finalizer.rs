@@ -8,14 +8,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::builders::labels::FIELD_MANAGER;
 use super::error::{is_status, Result};
+use super::writes::patch_params;
 
 /// ImageBuild finalizer: the build's replica claim is released before the ImageBuild goes.
 pub const RELEASE: &str = "hearth.dev/release";
@@ -121,13 +121,6 @@ where
 {
     let body =
         json!({"metadata": {"finalizers": finalizers, "resourceVersion": obj.resource_version()}});
-    api.patch(
-        &obj.name_any(),
-        &PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        },
-        &Patch::Merge(&body),
-    )
-    .await
+    api.patch(&obj.name_any(), &patch_params(), &Patch::Merge(&body))
+        .await
 }

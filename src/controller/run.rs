@@ -23,7 +23,8 @@ use super::builders::labels;
 use super::config::OperatorConfig;
 use super::context::{Context, Stores};
 use super::metrics::Metrics;
-use super::{build_cache, custom_run, gauges, image_build, slim};
+use super::slim::{self, StoredBuild};
+use super::{build_cache, custom_run, gauges, image_build};
 use crate::api::{BuildCache, ImageBuild};
 
 /// Most reconciles of one controller in flight at once. Unbounded, a restart ran every
@@ -210,11 +211,12 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
 
     // The ImageBuild controllers come first: their stores are the builds' reflector that
     // BuildCache bookkeeping reads (one copy of every build in memory, not two).
-    let build_controllers: Vec<Controller<ImageBuild>> = scopes
+    // Finished builds are kept compact (`StoredBuild`): most builds of a busy cluster are.
+    let build_controllers: Vec<Controller<StoredBuild>> = scopes
         .iter()
         .map(|scope| {
             slim_controller(
-                api_in::<ImageBuild>(&client, scope),
+                api_in::<StoredBuild>(&client, scope),
                 watcher::Config::default().any_semantic(),
             )
             .with_config(bounded())
@@ -253,7 +255,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 let _ = drain.wait_for(|d| *d).await;
             })
             .run(
-                |build, ctx| timed(image_build::CONTROLLER, image_build::reconcile, build, ctx),
+                |build, ctx| {
+                    timed(
+                        image_build::CONTROLLER,
+                        image_build::reconcile_stored,
+                        build,
+                        ctx,
+                    )
+                },
                 image_build::error_policy,
                 ctx.clone(),
             )

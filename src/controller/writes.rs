@@ -7,7 +7,7 @@ use std::fmt::Debug;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -19,6 +19,14 @@ use crate::api::{BuildCache, BuildCacheStatus, ImageBuild, ImageBuildStatus};
 /// Parameters of every create and replace: the operator's field manager.
 pub fn post_params() -> PostParams {
     PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Parameters of every patch: the operator's field manager.
+pub fn patch_params() -> PatchParams {
+    PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     }

@@ -12,6 +12,7 @@ use hearth::controller::context::{Context, Stores};
 use hearth::controller::custom_run::CustomRun;
 use hearth::controller::image_build;
 use hearth::controller::metrics::Metrics;
+use hearth::controller::slim::StoredBuild;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
@@ -39,7 +40,7 @@ struct Writers {
     claims: Writer<PersistentVolumeClaim>,
     pods: Writer<Pod>,
     caches: Writer<BuildCache>,
-    builds: Writer<ImageBuild>,
+    builds: Writer<StoredBuild>,
 }
 
 pub fn node(name: &str) -> Node {
@@ -204,14 +205,15 @@ impl Cluster {
         self.caches().get(name).await.expect("get BuildCache")
     }
 
-    /// One reconcile of a build, with the stores synced first (as watches would have done).
+    /// One reconcile of a build, with the stores synced first (as watches would have done),
+    /// and the build as the controller's store keeps it (a finished one compact).
     pub async fn reconcile(
         &mut self,
         name: &str,
     ) -> Result<Action, hearth::controller::error::Error> {
         self.sync().await;
         let ib = self.build(name).await;
-        image_build::reconcile(Arc::new(ib), self.ctx.clone()).await
+        image_build::reconcile_stored(Arc::new(StoredBuild::from(ib)), self.ctx.clone()).await
     }
 
     pub fn runs(&self) -> Api<CustomRun> {

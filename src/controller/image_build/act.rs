@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
+use kube::api::{Api, Patch};
 use kube::ResourceExt;
 use tracing::info;
 
@@ -15,7 +15,10 @@ use crate::controller::context::Context;
 use crate::controller::error::{Error, Result};
 use crate::controller::events::publish;
 use crate::controller::replica_table::{self, NewReplica};
-use crate::controller::writes::{create_or_get, delete_ignoring_missing, write_status_if_changed};
+use crate::controller::slim;
+use crate::controller::writes::{
+    create_or_get, delete_ignoring_missing, patch_params, write_status_if_changed,
+};
 
 /// Applies `decision` for `build` (as read); `cache` is the BuildCache observed, if any.
 pub async fn act(
@@ -141,6 +144,9 @@ fn measure(ctx: &Context, sample: Sample) {
 
 /// Writes the status if it changed, logging phase changes and counting finished builds.
 async fn write_status(build: &ImageBuild, status: ImageBuildStatus, ctx: &Context) -> Result<()> {
+    if slim::compacted(build) {
+        return write_compacted_status(build, status, ctx).await;
+    }
     let api: Api<ImageBuild> =
         Api::namespaced(ctx.client.clone(), &build.namespace().unwrap_or_default());
     let old_phase = build.status.as_ref().and_then(|s| s.phase);
@@ -154,6 +160,41 @@ async fn write_status(build: &ImageBuild, status: ImageBuildStatus, ctx: &Contex
             record_finish(ctx, &written, phase);
         }
     }
+    Ok(())
+}
+
+/// The status of a finished build known only in its compact form: its spec and most of its
+/// status are not in memory, so replacing the status would erase them. The one change a
+/// finished build takes, a new `observedGeneration` (its `spec.cancel` set after it ended),
+/// is patched alone, guarded by the resourceVersion read; any other is a broken invariant.
+async fn write_compacted_status(
+    build: &ImageBuild,
+    status: ImageBuildStatus,
+    ctx: &Context,
+) -> Result<()> {
+    let read = build.status.clone().unwrap_or_default();
+    let generation = status.observed_generation;
+    if (ImageBuildStatus {
+        observed_generation: read.observed_generation,
+        ..status
+    }) != read
+    {
+        return Err(Error::Internal(format!(
+            "a status change was decided for the finished build {} from its compact form",
+            build.name_any()
+        )));
+    }
+    if generation == read.observed_generation {
+        return Ok(());
+    }
+    let api: Api<ImageBuild> =
+        Api::namespaced(ctx.client.clone(), &build.namespace().unwrap_or_default());
+    let body = serde_json::json!({
+        "metadata": {"resourceVersion": build.resource_version()},
+        "status": {"observedGeneration": generation},
+    });
+    api.patch_status(&build.name_any(), &patch_params(), &Patch::Merge(&body))
+        .await?;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use super::context::Context;
 use super::error::{Error, Result};
 use super::finalizer::{self, Cleanup};
 use super::requeue::{self, Next};
+use super::slim::StoredBuild;
 use crate::api::ImageBuild;
 
 /// Name of this controller in metrics.
@@ -40,9 +41,14 @@ pub async fn reconcile(build: Arc<ImageBuild>, ctx: Arc<Context>) -> Result<Acti
     .await
 }
 
+/// Reconciles one build as the controller's store keeps it ([`StoredBuild`]).
+pub async fn reconcile_stored(stored: Arc<StoredBuild>, ctx: Arc<Context>) -> Result<Action> {
+    reconcile(stored.build(), ctx).await
+}
+
 /// What to do when a reconcile fails: conflicts re-plan at once, invalid specs wait for a
 /// change, everything else backs off.
-pub fn error_policy(_build: Arc<ImageBuild>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K>(_build: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(CONTROLLER, error.category());
     match error {
         Error::ClaimConflict(_) => Action::requeue(requeue::CLAIM_CONFLICT),
