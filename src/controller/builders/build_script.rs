@@ -203,7 +203,8 @@ fn prune_outcome(report: &str) -> CachePrune {
         },
         "failed" => failed(match value {
             "124" | "137" | "143" => format!("buildctl prune ran out of time (exit {value}); the cache was saved unpruned"),
-            _ => format!("buildctl prune exited {value}, or printed no total; the cache was saved unpruned"),
+            "0" => "buildctl prune exited 0 but printed no `Total:` line; the cache was saved as it was".to_string(),
+            _ => format!("buildctl prune exited {value}; the cache was saved unpruned"),
         }),
         "skipped" => CachePrune {
             result: PruneResult::Skipped,

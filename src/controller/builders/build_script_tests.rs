@@ -368,7 +368,15 @@ fn buildkit_sizes_parse_as_its_units_print_them() {
     ] {
         assert_eq!(parse_buildkit_bytes(text), bytes, "{text:?}");
     }
-    // A report that is not a size is a failed prune, not 0 bytes.
-    let (prune, _) = split_termination_message("hearth-prune: total lots\n{}");
-    assert_eq!(prune.map(|p| p.result), Some(PruneResult::Failed));
+    // A report that is not a size, or no total at all, is a failed prune, not 0 bytes.
+    for report in ["total lots", "failed 0"] {
+        let message = format!("hearth-prune: {report}\n{{}}");
+        let (prune, rest) = split_termination_message(&message);
+        assert_eq!(
+            prune.map(|p| p.result),
+            Some(PruneResult::Failed),
+            "{report}"
+        );
+        assert_eq!(rest, "{}");
+    }
 }
