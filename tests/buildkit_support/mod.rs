@@ -38,7 +38,10 @@ pub struct Tools {
 /// (not root, no runc, no static busybox) panics: whoever set it asked for the real thing.
 pub fn tools(what: &str) -> Option<Tools> {
     let Some(buildkitd) = std::env::var_os("HEARTH_BUILDKITD").map(PathBuf::from) else {
-        eprintln!(
+        // Straight to stderr, past the test harness's capture: a skip is seen, not hidden.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
             "skipping {what}: HEARTH_BUILDKITD is not set (the path to a buildkitd, run as root \
              with runc; buildctl next to it or HEARTH_BUILDCTL; see docs/snapshots.md)"
         );
