@@ -179,9 +179,19 @@ fn default_retain() -> i32 {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.keepStorage) || quantity(string(self.keepStorage)).compareTo(quantity('0')) > 0").message("must be a positive quantity, for example 40Gi").field_path(".keepStorage"))]
 pub struct CacheGcPolicy {
-    /// buildkitd's own GC limit (`gckeepstorage`); by default 80% of `storage.size`.
+    /// buildkitd's own GC limit (`gckeepstorage`); by default 80% of `storage.size`. Also the
+    /// `--keep-storage` of the prune after each ReadWrite build: BuildKit prunes only while
+    /// the cache holds more than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_storage: Option<Quantity>,
+    /// After each successful ReadWrite build, before its state can be saved, the builder runs
+    /// `buildctl prune --keep-duration <this> --keep-storage <keepStorage>`: while the cache
+    /// is over `keepStorage`, BuildKit drops the records no build used for this long, oldest
+    /// first (`0s`: any unused record). Go duration, 0s to 8760h.
+    #[serde(default = "default_keep_duration")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('8760h')").message("must be a duration between 0s and 8760h"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    pub keep_duration: Duration,
     /// A replica unused for this long may be evicted (after its state is saved). Go duration.
     #[serde(default = "default_idle_ttl")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("must be a duration of at least 1m"))]
@@ -193,9 +203,14 @@ impl Default for CacheGcPolicy {
     fn default() -> Self {
         CacheGcPolicy {
             keep_storage: None,
+            keep_duration: default_keep_duration(),
             idle_ttl: default_idle_ttl(),
         }
     }
+}
+
+fn default_keep_duration() -> Duration {
+    Duration::from(std::time::Duration::from_secs(7 * 24 * 3600))
 }
 
 fn default_idle_ttl() -> Duration {

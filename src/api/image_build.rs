@@ -561,4 +561,35 @@ pub struct ImageBuildStatus {
     /// Human-readable summary of the latest transition or failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The cache prune after a successful ReadWrite build, before its save (`buildctl prune`
+    /// with the BuildCache's `gc.keepDuration` and `gc.keepStorage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_prune: Option<CachePrune>,
+}
+
+/// How the prune after a ReadWrite build went. A prune that fails never fails the build.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachePrune {
+    /// `Pruned` (`bytes` says how much, possibly 0), `Failed` (the build still succeeded) or
+    /// `Skipped` (too little of `spec.timeout` was left).
+    pub result: PruneResult,
+    /// Bytes BuildKit dropped, from the `Total:` line `buildctl prune` prints (three
+    /// significant digits: `2.05MB` is 2050000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<i64>,
+    /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Outcome of the cache prune.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PruneResult {
+    /// `buildctl prune` exited 0 and reported its total.
+    Pruned,
+    /// `buildctl prune` failed, timed out, or printed no total.
+    Failed,
+    /// Not run: too little of the build's timeout was left.
+    Skipped,
 }

@@ -15,9 +15,9 @@ pub use build_cache::{
     SnapshotPolicy, SnapshotRecord, VolumeAccessMode,
 };
 pub use image_build::{
-    BuildResources, BuildSecret, CacheMode, CacheSpec, ContextSource, Durations, GitSource,
-    ImageBuild, ImageBuildSpec, ImageBuildStatus, OutputSpec, Phase, Placement, PvcContext,
-    RestoredFrom, SecretKeyRef, SourceSpec, UploadSource, Warmth,
+    BuildResources, BuildSecret, CacheMode, CachePrune, CacheSpec, ContextSource, Durations,
+    GitSource, ImageBuild, ImageBuildSpec, ImageBuildStatus, OutputSpec, Phase, Placement,
+    PruneResult, PvcContext, RestoredFrom, SecretKeyRef, SourceSpec, UploadSource, Warmth,
 };
 
 /// API group of every Hearth resource.

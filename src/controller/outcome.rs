@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::durations::between;
 use crate::api::SnapshotRecord;
+use crate::controller::builders::build_script::split_termination_message;
 use crate::controller::builders::pod::digest_from_metadata;
 use crate::snapshot::pin::ManifestDigest;
 
@@ -45,6 +46,8 @@ pub enum PodOutcome {
         digest: Option<String>,
         /// Seconds the build container ran.
         seconds: Option<f64>,
+        /// How the prune after a ReadWrite build went (none for other builds).
+        prune: Option<crate::api::CachePrune>,
     },
     /// The build failed: a reason (`BuildFailed`, `Timeout`, `ImagePullBackOff`...) and a
     /// message with the container's exit and the tail of its log.
@@ -115,12 +118,17 @@ pub fn pod_outcome(pod: &Pod, node_exists: impl Fn(&str) -> bool) -> PodOutcome 
             let terminated = container
                 .and_then(|c| c.state.as_ref())
                 .and_then(|s| s.terminated.as_ref());
-            let digest = terminated
-                .and_then(|t| t.message.as_deref())
-                .and_then(digest_from_metadata);
+            let (prune, metadata) = split_termination_message(
+                terminated.and_then(|t| t.message.as_deref()).unwrap_or(""),
+            );
+            let digest = digest_from_metadata(metadata);
             let seconds = terminated
                 .and_then(|t| Some(between(t.started_at.as_ref()?.0, t.finished_at.as_ref()?.0)));
-            PodOutcome::Succeeded { digest, seconds }
+            PodOutcome::Succeeded {
+                digest,
+                seconds,
+                prune,
+            }
         }
         Some("Failed") => {
             if status.reason.as_deref() == Some("DeadlineExceeded") {

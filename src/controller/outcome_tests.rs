@@ -24,7 +24,33 @@ fn succeeded_pod_gives_digest_and_time() {
         pod_outcome(&p, alive),
         PodOutcome::Succeeded {
             digest: Some(d),
-            seconds: Some(42.0)
+            seconds: Some(42.0),
+            prune: None,
+        }
+    );
+}
+
+#[test]
+fn succeeded_pod_gives_the_prunes_outcome_from_the_first_line_and_the_digest_after_it() {
+    let d = format!("sha256:{}", "c".repeat(64));
+    // buildctl writes its metadata indented, over several lines.
+    let message =
+        format!("hearth-prune: total 1.99GB\n{{\n  \"containerimage.digest\": \"{d}\"\n}}");
+    let p = pod(
+        json!({"spec": {"containers": [], "nodeName": "n1"}, "status": {"phase": "Succeeded", "containerStatuses": [{
+        "name": "buildkit", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 0, "message": message}}}]}}),
+    );
+    assert_eq!(
+        pod_outcome(&p, alive),
+        PodOutcome::Succeeded {
+            digest: Some(d),
+            seconds: None,
+            prune: Some(crate::api::CachePrune {
+                result: crate::api::PruneResult::Pruned,
+                bytes: Some(1_990_000_000),
+                message: None,
+            }),
         }
     );
 }

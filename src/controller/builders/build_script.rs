@@ -1,11 +1,19 @@
 //! The builder container's shell script (busybox `sh`, `awk`, `find`, `tail`, `head`, `tee`,
-//! as in BuildKit's rootless Alpine image), and the environment it reads. It runs
-//! `buildctl-daemonless.sh` with the build's arguments, its output to the container log and to
-//! a file, and writes the termination message itself: buildctl's metadata (the image digest)
-//! on success; on failure the log's tail (the last [`TAIL_LINES`] lines, at most
+//! `timeout`, `date`, as in BuildKit's rootless Alpine image), and the environment it reads.
+//! It runs `buildctl-daemonless.sh` with the build's arguments, its output to the container
+//! log and to a file, and writes the termination message itself: buildctl's metadata (the
+//! image digest) on success; on failure the log's tail (the last [`TAIL_LINES`] lines, at most
 //! [`TAIL_BYTES`] bytes) with every value of the mounted build, git and registry secrets
 //! replaced by `***` (literal matching: secrets hold regex metacharacters). The container's
 //! `terminationMessagePolicy` is `File`, so the kubelet never copies an unredacted log tail.
+//!
+//! On a replica (a ReadWrite build, whose state may be saved next), a successful build is
+//! followed by `buildctl prune` with the BuildCache's gc settings ([`Prune`]); its outcome
+//! goes back to the controller as the first line of the termination message
+//! ([`split_termination_message`]). A prune that fails or runs out of time never fails the
+//! build.
+
+use crate::api::{CachePrune, PruneResult};
 
 /// Lines of the log a failure message keeps.
 pub const TAIL_LINES: usize = 40;
@@ -21,6 +29,23 @@ pub const WORK_DIR_ENV: &str = "HEARTH_WORK_DIR";
 pub const TERMINATION_LOG_ENV: &str = "HEARTH_TERMINATION_LOG";
 /// Environment variable: the space-separated dirs whose files' values are redacted.
 pub const REDACT_DIRS_ENV: &str = "HEARTH_REDACT_DIRS";
+/// Environment variable: `buildctl prune --keep-duration` (a Go duration); the prune runs
+/// only when the three `HEARTH_PRUNE_*` variables are set.
+pub const PRUNE_KEEP_DURATION_ENV: &str = "HEARTH_PRUNE_KEEP_DURATION";
+/// Environment variable: `buildctl prune --keep-storage`, in MB (10^6 bytes, as buildctl reads it).
+pub const PRUNE_KEEP_STORAGE_ENV: &str = "HEARTH_PRUNE_KEEP_STORAGE_MB";
+/// Environment variable: the build's deadline, in Unix seconds; the prune ends before it.
+pub const PRUNE_DEADLINE_ENV: &str = "HEARTH_PRUNE_DEADLINE";
+/// Seconds kept free before the deadline: the container's exit and clock skew between the
+/// controller and the node. The pod's `activeDeadlineSeconds` would otherwise kill a prune
+/// and turn a pushed image into a `Timeout`.
+pub const PRUNE_DEADLINE_MARGIN_SECONDS: i64 = 30;
+/// Longest a prune may run.
+pub const PRUNE_MAX_SECONDS: i64 = 600;
+/// A prune with less time than this left is skipped.
+pub const PRUNE_MIN_SECONDS: i64 = 10;
+/// First-line prefix of a termination message that carries the prune's outcome.
+pub const PRUNE_REPORT_PREFIX: &str = "hearth-prune: ";
 
 /// Reads every file under the dirs named in `list` (one path a line) and replaces each value
 /// and each line of a value, and each credential string of a JSON file (`auth`, `password`,
@@ -78,15 +103,144 @@ mkdir -p "$work"
 {{ buildctl-daemonless.sh "$@" 2>&1; echo "$?" > "$work/buildctl.status"; }} | tee "$work/build.log"
 status=$(cat "$work/buildctl.status" 2>/dev/null) || status=1
 if [ "$status" = 0 ]; then
-  head -c 4000 "$work/metadata.json" > "$out" && exit 0
-  echo "buildctl succeeded but wrote no metadata file" > "$out"
-  exit 1
+  if [ ! -f "$work/metadata.json" ]; then
+    echo "buildctl succeeded but wrote no metadata file" > "$out"
+    exit 1
+  fi
+  report=
+  if [ -n "${{{PRUNE_KEEP_DURATION_ENV}:-}}" ] && [ -n "${{{PRUNE_KEEP_STORAGE_ENV}:-}}" ] && [ -n "${{{PRUNE_DEADLINE_ENV}:-}}" ]; then
+    # Drop what no recent build used before the state can be saved; never fails the build.
+    left=$(( ${PRUNE_DEADLINE_ENV} - $(date +%s) - {PRUNE_DEADLINE_MARGIN_SECONDS} ))
+    [ "$left" -gt {PRUNE_MAX_SECONDS} ] && left={PRUNE_MAX_SECONDS}
+    if [ "$left" -lt {PRUNE_MIN_SECONDS} ]; then
+      report="skipped $left"
+    else
+      echo "hearth: buildctl prune --keep-duration ${PRUNE_KEEP_DURATION_ENV} --keep-storage ${PRUNE_KEEP_STORAGE_ENV} (at most ${{left}}s)"
+      # To a file, not a pipe: a child that outlives the timeout cannot hold the script.
+      timeout "$left" buildctl-daemonless.sh prune --keep-duration "${PRUNE_KEEP_DURATION_ENV}" --keep-storage "${PRUNE_KEEP_STORAGE_ENV}" > "$work/prune.log" 2>&1
+      pruned=$?
+      cat "$work/prune.log"
+      total=$(awk '$1 == "Total:" {{ t = $2 }} END {{ print t }}' "$work/prune.log")
+      if [ "$pruned" = 0 ] && [ -n "$total" ]; then report="total $total"; else report="failed $pruned"; fi
+    fi
+  fi
+  {{
+    [ -n "$report" ] && printf '{PRUNE_REPORT_PREFIX}%s\n' "$report" | head -c 80
+    head -c {METADATA_BYTES} "$work/metadata.json"
+  }} > "$out"
+  exit 0
 fi
 for dir in ${REDACT_DIRS_ENV}; do [ -d "$dir" ] && find "$dir" -type f; done > "$work/secret-files" 2>/dev/null
 tail -n {TAIL_LINES} "$work/build.log" | awk -v list="$work/secret-files" '{awk}' | tail -c {TAIL_BYTES} > "$out"
 exit "$status"
 "#
     )
+}
+
+/// Bytes of buildctl's metadata a termination message keeps (the kubelet keeps 4096; the
+/// prune's line comes first, at most 80).
+pub const METADATA_BYTES: usize = 3900;
+
+/// The prune after a ReadWrite build: what it keeps, from the BuildCache's gc settings, and
+/// when the build's time is up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prune {
+    /// Records used more recently than this are kept (`--keep-duration`).
+    pub keep_duration: std::time::Duration,
+    /// BuildKit prunes only while the cache holds more than this (`--keep-storage`).
+    pub keep_bytes: u64,
+    /// The build's deadline, in Unix seconds.
+    pub deadline_unix: i64,
+}
+
+impl Prune {
+    /// The builder container's environment for the prune step.
+    pub fn env(&self) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+        [
+            (
+                PRUNE_KEEP_DURATION_ENV,
+                format!("{}s", self.keep_duration.as_secs()),
+            ),
+            (
+                PRUNE_KEEP_STORAGE_ENV,
+                (self.keep_bytes / 1_000_000).max(1).to_string(),
+            ),
+            (PRUNE_DEADLINE_ENV, self.deadline_unix.to_string()),
+        ]
+        .into_iter()
+        .map(|(name, value)| super::jobs::env_var(name, &value))
+        .collect()
+    }
+}
+
+/// Splits a successful builder's termination message into the prune's outcome (when its first
+/// line is one) and buildctl's metadata.
+pub fn split_termination_message(message: &str) -> (Option<CachePrune>, &str) {
+    let Some(rest) = message.strip_prefix(PRUNE_REPORT_PREFIX) else {
+        return (None, message);
+    };
+    let (line, metadata) = rest.split_once('\n').unwrap_or((rest, ""));
+    (Some(prune_outcome(line.trim())), metadata)
+}
+
+/// The status of a prune from the script's report: `total <buildctl's Total>`, `failed <exit>`
+/// or `skipped <seconds left>`.
+fn prune_outcome(report: &str) -> CachePrune {
+    let (word, value) = report.split_once(' ').unwrap_or((report, ""));
+    let failed = |message: String| CachePrune {
+        result: PruneResult::Failed,
+        bytes: None,
+        message: Some(message),
+    };
+    match word {
+        "total" => match parse_buildkit_bytes(value) {
+            Some(bytes) => CachePrune {
+                result: PruneResult::Pruned,
+                bytes: Some(i64::try_from(bytes).unwrap_or(i64::MAX)),
+                message: None,
+            },
+            None => failed(format!("buildctl prune printed a total that is not a size: {value:?}")),
+        },
+        "failed" => failed(match value {
+            "124" | "137" | "143" => format!("buildctl prune ran out of time (exit {value}); the cache was saved unpruned"),
+            "0" => "buildctl prune exited 0 but printed no `Total:` line; the cache was saved as it was".to_string(),
+            _ => format!("buildctl prune exited {value}; the cache was saved unpruned"),
+        }),
+        "skipped" => CachePrune {
+            result: PruneResult::Skipped,
+            bytes: None,
+            message: Some(format!(
+                "too little of spec.timeout was left after the build ({value}s once {PRUNE_DEADLINE_MARGIN_SECONDS}s are kept free; the prune needs {PRUNE_MIN_SECONDS}s)"
+            )),
+        },
+        _ => failed(format!("unknown prune report {report:?}")),
+    }
+}
+
+/// Bytes from a size as BuildKit prints it (`github.com/tonistiigi/units`, `%.2f`): `0B`,
+/// `123B`, `2.05MB`, `1.00kB`, decimal units up to `EB`; binary ones (`1.5GiB`) too.
+pub fn parse_buildkit_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    if number.is_empty() {
+        return None;
+    }
+    let number: f64 = number.parse().ok()?;
+    const DECIMAL: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    const BINARY: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let scale = match (
+        DECIMAL.iter().position(|u| *u == unit),
+        BINARY.iter().position(|u| *u == unit),
+    ) {
+        (Some(exp), _) => 1e3f64.powi(exp as i32),
+        (None, Some(exp)) => 1024f64.powi(exp as i32),
+        (None, None) => return None,
+    };
+    let bytes = (number * scale).round();
+    (bytes.is_finite() && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 #[cfg(test)]

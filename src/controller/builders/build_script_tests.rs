@@ -1,14 +1,20 @@
 //! The builder container's exact script (taken from the built Pod) run with `sh` on this
 //! machine, its mounts mapped to a temp dir as a kubelet maps them, and a fake
-//! `buildctl-daemonless.sh` on PATH that prints the mounted secrets and fails, or succeeds.
+//! `buildctl-daemonless.sh` on PATH that prints the mounted secrets and fails, or succeeds,
+//! and prunes as the real `buildctl prune` prints (or fails, or hangs).
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
-use crate::api::{ImageBuild, ImageBuildSpec};
-use crate::controller::builders::pod::{builder_pod, BuilderInputs, StateVolume};
+use crate::api::{CachePrune, ImageBuild, ImageBuildSpec, PruneResult};
+use crate::controller::builders::build_script::{
+    parse_buildkit_bytes, split_termination_message, Prune,
+};
+use crate::controller::builders::pod::{
+    builder_pod, digest_from_metadata, BuilderInputs, StateVolume,
+};
 use crate::controller::builders::Pin;
 use crate::controller::config::OperatorConfig;
 
@@ -37,11 +43,20 @@ fn build() -> ImageBuild {
 
 /// The container's args and env, and its mount paths.
 fn container() -> (Vec<String>, Vec<(String, String)>, Vec<String>) {
+    container_on(StateVolume::Replica("r".into()), None)
+}
+
+/// The container of a build on `state`, with the prune step `prune`.
+fn container_on(
+    state: StateVolume,
+    prune: Option<Prune>,
+) -> (Vec<String>, Vec<(String, String)>, Vec<String>) {
     let inputs = BuilderInputs {
         attempt: 1,
-        state: StateVolume::Replica("r".into()),
+        state,
         pin: Pin::Node("n".into()),
         gc_keep_bytes: None,
+        prune,
         deadline_seconds: 60,
         owner: OwnerReference::default(),
     };
@@ -205,4 +220,163 @@ echo "#9 exporting to image"
         node.termination_message(),
         r#"{"containerimage.digest":"sha256:abc"}"#
     );
+}
+
+/// A fake that builds (writing the metadata), and for `prune` records its arguments in
+/// `$HEARTH_WORK_DIR/prune.args` and runs `PRUNE` (a shell snippet).
+fn building_and_pruning(prune: &str) -> String {
+    format!(
+        r##"if [ "$1" = prune ]; then echo "$@" > "$HEARTH_WORK_DIR/prune.args"; {prune}
+fi
+while [ $# -gt 0 ]; do
+  if [ "$1" = --metadata-file ]; then printf '{{"containerimage.digest":"sha256:abc"}}' > "$2"; fi
+  shift
+done
+echo "#9 exporting to image"
+"##
+    )
+}
+
+/// What BuildKit v0.11.6's `buildctl prune` printed here when it dropped two layers and a cache
+/// mount (a table, then the `Total:` line; tabs as tabwriter writes them).
+const REAL_PRUNE_OUTPUT: &str = "ID\tRECLAIMABLE\tSIZE\tLAST ACCESSED\nnrkke3n6mpcd2xy3nu9n8mtp6                                              \ttrue       \t16.38kB\t\n71h0s4lvh0uxhgufa3b4ma6rn                                              \ttrue       \t1.99MB\t\nsnrjh1kqujr620q09yy800rxh*                                             \ttrue       \t4.10kB\t\nTotal:\t2.05MB\n";
+
+fn week_prune(deadline_in: i64) -> Prune {
+    Prune {
+        keep_duration: std::time::Duration::from_secs(7 * 24 * 3600),
+        keep_bytes: 40_000_000_000,
+        deadline_unix: jiff::Timestamp::now().as_second() + deadline_in,
+    }
+}
+
+/// Runs a successful build with a pruning fake on `state`; returns the exit code, the
+/// termination message and the prune's arguments (empty when it did not run).
+fn run_pruning(state: StateVolume, prune: Prune, fake_prune: &str) -> (i32, String, String) {
+    let (args, env, mounts) = container_on(state, Some(prune));
+    let node = node_with_secrets(&mounts);
+    let (code, _) = node.run(&building_and_pruning(fake_prune), &args, &env);
+    let pruned = std::fs::read_to_string(node.host("/tmp/hearth/prune.args")).unwrap_or_default();
+    (code, node.termination_message(), pruned)
+}
+
+#[test]
+fn a_readwrite_build_prunes_with_the_caches_gc_settings_and_reports_the_bytes() {
+    let print = format!(
+        "printf '{}'; exit 0",
+        REAL_PRUNE_OUTPUT.replace('\n', "\\n").replace('\t', "\\t")
+    );
+    let (code, message, pruned) =
+        run_pruning(StateVolume::Replica("r".into()), week_prune(3600), &print);
+    assert_eq!(code, 0, "{message}");
+    assert_eq!(
+        pruned.trim(),
+        "prune --keep-duration 604800s --keep-storage 40000"
+    );
+    let (prune, metadata) = split_termination_message(&message);
+    assert_eq!(
+        prune,
+        Some(CachePrune {
+            result: PruneResult::Pruned,
+            bytes: Some(2_050_000),
+            message: None
+        }),
+        "{message}"
+    );
+    assert_eq!(metadata, r#"{"containerimage.digest":"sha256:abc"}"#);
+    assert_eq!(
+        digest_from_metadata(metadata).as_deref(),
+        Some("sha256:abc")
+    );
+}
+
+#[test]
+fn a_throwaway_build_never_prunes() {
+    // ReadOnly and Disabled builds: their volume is discarded, never saved.
+    let (code, message, pruned) = run_pruning(
+        StateVolume::Throwaway { seed: None },
+        week_prune(3600),
+        "echo 'Total:\t1.00GB'; exit 0",
+    );
+    assert_eq!(code, 0);
+    assert_eq!(pruned, "", "the prune ran on a throwaway volume");
+    assert_eq!(message, r#"{"containerimage.digest":"sha256:abc"}"#);
+    assert_eq!(split_termination_message(&message).0, None);
+}
+
+#[test]
+fn a_failing_prune_does_not_fail_the_build() {
+    // It printed records before failing, but no total: nothing is claimed.
+    let (code, message, pruned) = run_pruning(
+        StateVolume::Replica("r".into()),
+        week_prune(3600),
+        "printf 'ID\\tRECLAIMABLE\\tSIZE\\tLAST ACCESSED\\nabc\\ttrue\\t1.99MB\\t\\n'; echo 'error: failed to call prune: connection refused' >&2; exit 1",
+    );
+    assert_eq!(code, 0, "{message}");
+    assert!(pruned.starts_with("prune "), "{pruned}");
+    let (prune, metadata) = split_termination_message(&message);
+    let prune = prune.expect("a prune report");
+    assert_eq!(prune.result, PruneResult::Failed);
+    assert_eq!(prune.bytes, None);
+    assert!(prune.message.unwrap_or_default().contains("exited 1"));
+    assert_eq!(
+        digest_from_metadata(metadata).as_deref(),
+        Some("sha256:abc")
+    );
+}
+
+#[test]
+fn a_prune_is_skipped_when_the_builds_time_is_almost_up_and_stopped_before_it_is() {
+    let (code, message, pruned) = run_pruning(
+        StateVolume::Replica("r".into()),
+        week_prune(35),
+        "echo 'Total:\t0B'",
+    );
+    assert_eq!((code, pruned.as_str()), (0, ""), "{message}");
+    let prune = split_termination_message(&message).0.expect("report");
+    assert_eq!(prune.result, PruneResult::Skipped, "{message}");
+
+    // 30 s kept free, 12 s left: a prune that hangs is stopped, and the build still succeeds.
+    let started = std::time::Instant::now();
+    let (code, message, _) =
+        run_pruning(StateVolume::Replica("r".into()), week_prune(42), "sleep 60");
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+    assert_eq!(code, 0, "{message}");
+    let prune = split_termination_message(&message).0.expect("report");
+    assert_eq!(prune.result, PruneResult::Failed, "{message}");
+    assert!(prune
+        .message
+        .unwrap_or_default()
+        .contains("ran out of time"));
+}
+
+#[test]
+fn buildkit_sizes_parse_as_its_units_print_them() {
+    for (text, bytes) in [
+        ("0B", Some(0)),
+        ("123B", Some(123)),
+        ("1.00kB", Some(1000)),
+        ("16.38kB", Some(16_380)),
+        ("2.05MB", Some(2_050_000)),
+        ("1.99GB", Some(1_990_000_000)),
+        ("3.50TB", Some(3_500_000_000_000)),
+        ("1.5GiB", Some(1_610_612_736)),
+        ("MB", None),
+        ("", None),
+        ("1.2.3MB", None),
+        ("12 parrots", None),
+        ("-1MB", None),
+    ] {
+        assert_eq!(parse_buildkit_bytes(text), bytes, "{text:?}");
+    }
+    // A report that is not a size, or no total at all, is a failed prune, not 0 bytes.
+    for report in ["total lots", "failed 0"] {
+        let message = format!("hearth-prune: {report}\n{{}}");
+        let (prune, rest) = split_termination_message(&message);
+        assert_eq!(
+            prune.map(|p| p.result),
+            Some(PruneResult::Failed),
+            "{report}"
+        );
+        assert_eq!(rest, "{}");
+    }
 }

@@ -67,6 +67,8 @@ pub struct BuilderInputs {
     pub pin: Pin,
     /// buildkitd's own GC limit, in bytes (from the BuildCache).
     pub gc_keep_bytes: Option<u64>,
+    /// The prune after a successful build, before the save; only on a replica (ReadWrite).
+    pub prune: Option<build_script::Prune>,
     /// What is left of the build's timeout.
     pub deadline_seconds: i64,
     /// The ImageBuild, as owner.
@@ -267,6 +269,10 @@ pub fn builder_pod(
             &[SECRETS_DIR, GIT_DIR, DOCKER_CONFIG_DIR].join(" "),
         ),
     ];
+    // Only a replica's state is saved after the build: a throwaway volume is never pruned.
+    if let (StateVolume::Replica(_), Some(prune)) = (&inputs.state, &inputs.prune) {
+        env.extend(prune.env());
+    }
 
     if !spec.secrets.is_empty() {
         let sources = spec

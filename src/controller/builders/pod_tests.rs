@@ -32,6 +32,7 @@ fn inputs(state: StateVolume) -> BuilderInputs {
         state,
         pin: Pin::Node("node-3".into()),
         gc_keep_bytes: Some(40_000_000_000),
+        prune: None,
         deadline_seconds: 3000,
         owner: OwnerReference {
             api_version: "hearth.dev/v1alpha1".into(),

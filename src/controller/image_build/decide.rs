@@ -963,8 +963,13 @@ fn building(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
     };
     match outcome {
         PodOutcome::Running => Ok(Decision::new(status, Next::Poll)),
-        PodOutcome::Succeeded { digest, seconds } => {
+        PodOutcome::Succeeded {
+            digest,
+            seconds,
+            prune,
+        } => {
             let mut effects = Vec::new();
+            status.cache_prune = prune.clone();
             if let Some(s) = seconds {
                 status
                     .durations
@@ -1131,11 +1136,24 @@ fn builder_pod_for(o: &Observed, status: &ImageBuildStatus) -> Result<Pod> {
         .as_ref()
         .and_then(|c| c.spec.gc.keep_storage.as_ref())
         .and_then(|q| quantity::to_bytes(&q.0));
+    let gc_keep_bytes = keep.or_else(|| quantity::to_bytes(&size).map(|b| b / 10 * 8));
     let inputs = BuilderInputs {
         attempt: attempt(status),
         state,
         pin: pin(status),
-        gc_keep_bytes: keep.or_else(|| quantity::to_bytes(&size).map(|b| b / 10 * 8)),
+        gc_keep_bytes,
+        // After a ReadWrite build, before the save: BuildKit's prune with the cache's gc settings.
+        prune: gc_keep_bytes.map(
+            |keep_bytes| crate::controller::builders::build_script::Prune {
+                keep_duration: o
+                    .cache
+                    .as_ref()
+                    .map(|c| c.spec.gc.keep_duration.into())
+                    .unwrap_or_else(|| crate::api::CacheGcPolicy::default().keep_duration.into()),
+                keep_bytes,
+                deadline_unix: deadline(build).as_second(),
+            },
+        ),
         deadline_seconds: remaining_seconds(build, o.now),
         owner: owner_ref(build)?,
     };

@@ -801,6 +801,7 @@ fn succeeded_pod() -> Option<PodOutcome> {
     Some(PodOutcome::Succeeded {
         digest: Some("sha256:abc".into()),
         seconds: Some(20.0),
+        prune: None,
     })
 }
 
@@ -1067,4 +1068,89 @@ fn observe_asks_only_for_what_the_state_needs() {
         Some("api-1-save-1")
     );
     assert!(wanted(&in_phase(build(), Phase::Building, None), t(CREATED + 7200)).children);
+}
+
+// ---- the cache prune after a ReadWrite build (issue 16, item 4) ----
+
+fn env_of(pod: &Pod) -> Vec<(String, String)> {
+    pod.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn a_replica_builds_pod_prunes_with_its_caches_gc_settings_before_the_builds_deadline() {
+    let b = in_phase(build(), Phase::Building, Some("c-r0"));
+    let mut o = observed(b.clone());
+    let mut c = cache_of(
+        &b,
+        vec![replica("c-r0", ReplicaState::InUse, Some("api-1"))],
+    );
+    c.spec.gc.keep_duration = std::time::Duration::from_secs(3 * 3600).into();
+    c.spec.gc.keep_storage = Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+        "10Gi".into(),
+    ));
+    o.cache = Some(c);
+    let d = decided(&o);
+    let Effect::CreatePod(pod) = &d.effects[0] else {
+        panic!("no pod: {:?}", d.effects)
+    };
+    let env = env_of(pod);
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("HEARTH_PRUNE_KEEP_DURATION"), Some("10800s"));
+    assert_eq!(get("HEARTH_PRUNE_KEEP_STORAGE_MB"), Some("10737"));
+    // Created + the default timeout (1h), not "now + what is left": the same on every loop.
+    assert_eq!(
+        get("HEARTH_PRUNE_DEADLINE"),
+        Some((CREATED + 3600).to_string().as_str())
+    );
+
+    // A ReadOnly build's throwaway volume is never pruned.
+    let ro = in_phase(read_only(), Phase::Building, None);
+    let d = decided(&observed(ro));
+    let Effect::CreatePod(pod) = &d.effects[0] else {
+        panic!("no pod: {:?}", d.effects)
+    };
+    assert!(
+        !env_of(pod)
+            .iter()
+            .any(|(n, _)| n.starts_with("HEARTH_PRUNE")),
+        "{:?}",
+        env_of(pod)
+    );
+}
+
+#[test]
+fn the_prunes_outcome_is_recorded_in_status_and_a_failed_prune_still_succeeds() {
+    let b = in_phase(build(), Phase::Building, Some("c-r0"));
+    for prune in [
+        crate::api::CachePrune {
+            result: crate::api::PruneResult::Pruned,
+            bytes: Some(2_050_000),
+            message: None,
+        },
+        crate::api::CachePrune {
+            result: crate::api::PruneResult::Failed,
+            bytes: None,
+            message: Some("buildctl prune exited 1".into()),
+        },
+    ] {
+        let mut o = observed(b.clone());
+        o.pod = Some(PodOutcome::Succeeded {
+            digest: Some("sha256:abc".into()),
+            seconds: Some(20.0),
+            prune: Some(prune.clone()),
+        });
+        o.cache = Some(cache_of(
+            &b,
+            vec![replica("c-r0", ReplicaState::InUse, Some("api-1"))],
+        ));
+        let d = decided(&o);
+        assert_eq!(d.status.phase, Some(Phase::Succeeded));
+        assert_eq!(d.status.cache_prune, Some(prune));
+        assert_eq!(releases(&d), [&Release::Snapshotting]);
+    }
 }
