@@ -306,6 +306,48 @@ async fn succeeded_is_published_before_the_save_ends() {
     assert!(c.runs.overlaps().is_empty(), "{:?}", c.runs.overlaps());
 }
 
+/// Issue 16's goal: a Restored build's creation-to-Succeeded time within 2x a Hot build's of
+/// the same change. Measured and printed, never asserted (a loaded machine would make it
+/// flaky): a hot build of main, then a branch's first build of the same change restoring
+/// main's snapshot, with pods that take a moment to start as on a real node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_and_hot_creation_to_succeeded() {
+    let c = TestCluster::start(ClusterOpts {
+        start_latency: Duration::from_millis(800),
+        ..ClusterOpts::default()
+    })
+    .await;
+    build_and_save(&c, "main-1", "shop:main").await;
+
+    let created = Instant::now();
+    c.apply_build("main-2", build_spec("shop:main", json!({})))
+        .await;
+    let hot = c.wait_build("main-2", "Succeeded", secs(60)).await;
+    let hot_time = created.elapsed();
+    assert_eq!(placement(&hot).warmth, Some(Warmth::Hot));
+    // Its save (if due) ends before the restored build starts: one thing at a time.
+    let pvc = placement(&hot).replica.expect("replica");
+    wait_replica(&c, "shop:main", &pvc, "released", |r| {
+        r.is_some_and(|r| r.holder.is_none())
+    })
+    .await;
+
+    let mut spec = build_spec("shop:feature-x", json!({}));
+    spec.cache.restore_keys = vec!["shop:main".into()];
+    let created = Instant::now();
+    c.apply_build("fx-1", spec).await;
+    let restored = c.wait_build("fx-1", "Succeeded", secs(60)).await;
+    let restored_time = created.elapsed();
+    assert_eq!(placement(&restored).warmth, Some(Warmth::Restored));
+    let durations = restored.status.and_then(|s| s.durations);
+    eprintln!(
+        "creation to Succeeded: hot {:.2} s, restored {:.2} s ({:.2}x hot; goal <= 2x); restored durations {durations:?}",
+        hot_time.as_secs_f64(),
+        restored_time.as_secs_f64(),
+        restored_time.as_secs_f64() / hot_time.as_secs_f64()
+    );
+}
+
 /// A cancelled build's buildkitd keeps running through its grace period; nothing else (a
 /// save, another build) may touch the replica until its pod is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
