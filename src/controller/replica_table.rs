@@ -290,6 +290,9 @@ pub enum Release {
         /// The restored snapshot.
         snapshot: String,
     },
+    /// The restore failed or was never started: the replica is as it was (empty), held by
+    /// the build, which goes on cold on it; it matches no snapshot.
+    RestoreFailed,
     /// About to be saved.
     Snapshotting,
     /// The build is done with it; `changed` when a ReadWrite build succeeded (state no longer
@@ -330,6 +333,10 @@ pub async fn release(
             Release::Restored { snapshot } => {
                 r.state = ReplicaState::InUse;
                 r.snapshot_id = Some(snapshot);
+            }
+            Release::RestoreFailed => {
+                r.state = ReplicaState::InUse;
+                r.snapshot_id = None;
             }
             Release::Snapshotting => r.state = ReplicaState::Snapshotting,
             Release::Lost => {
