@@ -205,7 +205,7 @@ async fn lost_replica_is_restored_from_its_snapshot_on_another_node() {
         "not before the restore succeeded"
     );
 
-    c.finish_restore("b2-build-1", 0, r#"{"bytes":1200000,"seconds":8.7}"#)
+    c.finish_restore("b2-build-1", 0, r#"{"bytes":2000000000,"seconds":8.0}"#)
         .await;
     assert_eq!(c.settle("b2").await, Some(Phase::Building));
     let st = c.build("b2").await.status.unwrap();
@@ -215,6 +215,18 @@ async fn lost_replica_is_restored_from_its_snapshot_on_another_node() {
         (replica.state, replica.snapshot_id.as_deref()),
         (ReplicaState::InUse, Some("snap-1")),
         "the replica records the snapshot it now holds"
+    );
+    let history = c
+        .cache(&cache_name())
+        .await
+        .status
+        .unwrap()
+        .history
+        .unwrap();
+    assert_eq!(
+        history.restore_bytes_per_second,
+        Some(250e6),
+        "the cache learns the throughput the restore reported"
     );
     assert!(
         c.pods().get_opt("b2-build-2").await.unwrap().is_none(),

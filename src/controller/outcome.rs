@@ -276,6 +276,14 @@ pub fn restored_bytes(result: &str) -> Option<u64> {
         .as_u64()
 }
 
+/// Bytes written and the restore's own wall seconds (not the pod's), from
+/// `hearth snapshot restore --json`: a throughput sample.
+pub fn restore_sample(result: &str) -> Option<(u64, f64)> {
+    let value = serde_json::from_str::<serde_json::Value>(result).ok()?;
+    let seconds = value.get("seconds")?.as_f64()?;
+    Some((value.get("bytes")?.as_u64()?, seconds))
+}
+
 /// The snapshot a save Job reported (`hearth snapshot save --json`), even when the message
 /// was cut at the termination-message limit, pinned by the manifest digest it reported (none
 /// when that is missing or malformed: such a record is never restored).

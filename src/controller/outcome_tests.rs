@@ -243,3 +243,11 @@ fn the_restore_init_container_is_read_running_done_with_its_result_or_failed() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_restore_result_gives_its_bytes_and_its_own_seconds() {
+    let result = r#"{"id":"s-1","entries":9,"bytes":2000000000,"downloadedBytes":700000000,"packs":22,"skipped":[],"pinned":true,"strippedPrivileges":0,"seconds":8.0,"peakRssBytes":1}"#;
+    assert_eq!(restore_sample(result), Some((2_000_000_000, 8.0)));
+    assert_eq!(restore_sample(r#"{"bytes":5}"#), None, "no seconds");
+    assert_eq!(restore_sample("Error: cut"), None);
+}

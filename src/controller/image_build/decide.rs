@@ -31,7 +31,9 @@ use crate::controller::config::OperatorConfig;
 use crate::controller::durations::{between, go_duration};
 use crate::controller::error::{Error, Result};
 use crate::controller::key_history::FinishedBuild;
-use crate::controller::outcome::{restored_bytes, saved_snapshot, JobOutcome, PodOutcome};
+use crate::controller::outcome::{
+    restore_sample, restored_bytes, saved_snapshot, JobOutcome, PodOutcome,
+};
 use crate::controller::replica_table::{
     cache_mismatch, new_cache, next_replica_name, owner_ref, Release,
 };
@@ -854,6 +856,7 @@ fn restored(
         o,
         Release::Restored {
             snapshot: from.snapshot.clone(),
+            sample: result.and_then(restore_sample),
         },
     ));
     let into = if placement.replica.is_some() {

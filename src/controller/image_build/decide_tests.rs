@@ -763,7 +763,8 @@ fn a_finished_restore_records_the_snapshot_on_the_replica_and_the_build_goes_on(
     assert_eq!(
         releases(&d),
         [&Release::Restored {
-            snapshot: "s-1".into()
+            snapshot: "s-1".into(),
+            sample: Some((5000, 3.9)),
         }]
     );
     assert!(d
