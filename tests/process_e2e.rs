@@ -228,6 +228,20 @@ async fn a_branch_starts_from_main_s_snapshot() {
             .is_some_and(|end| end <= builders[0].started),
         "the restore ends before buildkitd starts"
     );
+    // Its termination message is the real command's JSON result, which the controller reads
+    // for the restore's bytes and seconds (the throughput the planner learns).
+    let sample = hearth::controller::outcome::restore_sample(&restores[0].message);
+    assert!(
+        sample.is_some_and(|(bytes, seconds)| bytes > 0 && seconds > 0.0),
+        "{:?}",
+        restores[0].message
+    );
+    let durations = fx.status.as_ref().and_then(|s| s.durations.clone());
+    assert!(
+        durations.and_then(|d| d.restore).is_some(),
+        "durations.restore from the init container: {:?}",
+        fx.status
+    );
     // Pinned: the restore carried the digest main's save reported, recorded in main's
     // BuildCache status, and the real `hearth` checked it (its result says so).
     let main_cache = c
