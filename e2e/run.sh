@@ -305,7 +305,7 @@ scenario_readonly() {
 
 # A feature branch's first build (its own key, restoreKeys: [main's key]) on a node without
 # main's replica restores main's saved snapshot: warmth Restored, restoredFrom naming main's key
-# and main's BuildCache (whose store prefix the restore Job must read: reading the branch's own
+# and main's BuildCache (whose store prefix the restore init container must read: reading the branch's own
 # prefix once found nothing), and it succeeds. Its save goes to the branch's own cache.
 scenario_branch() {
   local b=branch-$RUN key="$KEY-feature" main latest main_snaps node n branch_cache

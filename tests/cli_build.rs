@@ -416,7 +416,7 @@ async fn restored_build_says_from_which_key() {
     .await;
     drive_to(&mut c, &h, &name, Phase::Placing, "placing").await;
     drive_to(&mut c, &h, &name, Phase::Restoring, "restoring").await;
-    c.finish_job(&format!("{name}-restore-1"), true, "{}").await;
+    c.finish_restore(&format!("{name}-build-1"), 0, "{}").await;
     drive_to(&mut c, &h, &name, Phase::Building, "building on node").await;
     let pod = format!("{name}-build-1");
     buildkit_runs(&c, &pod).await;

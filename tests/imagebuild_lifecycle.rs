@@ -14,6 +14,18 @@ fn cache_name() -> String {
     keys::cache_name_for_key("shop:main")
 }
 
+/// Replica `pvc` of shop:main's BuildCache, as its status says.
+async fn replica_of(c: &Cluster, pvc: &str) -> hearth::api::ReplicaStatus {
+    c.cache(&cache_name())
+        .await
+        .status
+        .unwrap()
+        .replicas
+        .into_iter()
+        .find(|r| r.pvc == pvc)
+        .expect("replica")
+}
+
 #[tokio::test]
 async fn first_build_is_cold_creates_its_cache_and_is_saved() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
@@ -167,33 +179,59 @@ async fn lost_replica_is_restored_from_its_snapshot_on_another_node() {
         (from.key.as_str(), from.snapshot.as_str()),
         ("shop:main", "snap-1")
     );
-    let job = c.jobs().get("b2-restore-1").await.unwrap();
-    let args = job.spec.unwrap().template.spec.unwrap().containers[0]
-        .args
-        .clone()
-        .unwrap();
-    assert_eq!(args[..3], ["snapshot", "restore", "snap-1"]);
+    // The restore runs in the builder pod's init container, on the new replica: no Job.
+    assert!(c.jobs().get_opt("b2-restore-1").await.unwrap().is_none());
+    let pod = c.pods().get("b2-build-1").await.unwrap().spec.unwrap();
+    let init = &pod.init_containers.unwrap()[0];
+    let args = init.args.clone().unwrap();
+    assert_eq!(
+        args[..4],
+        ["snapshot", "restore", "snap-1", "/cache/buildkit"]
+    );
+    assert!(pod.volumes.unwrap().iter().any(|v| v
+        .persistent_volume_claim
+        .as_ref()
+        .is_some_and(|c| Some(&c.claim_name) == p.replica.as_ref())));
     assert_eq!(
         args[4..6],
         ["--manifest-sha256", SAVED_PIN],
         "the restore is pinned to the digest the save reported"
     );
     assert_eq!(from.manifest_sha256.as_deref(), Some(SAVED_PIN));
-    let replica = c
+    let replica = replica_of(&c, p.replica.as_deref().unwrap()).await;
+    assert_eq!(replica.state, ReplicaState::Restoring);
+    assert_eq!(
+        replica.snapshot_id, None,
+        "not before the restore succeeded"
+    );
+
+    c.finish_restore("b2-build-1", 0, r#"{"bytes":2000000000,"seconds":8.0}"#)
+        .await;
+    assert_eq!(c.settle("b2").await, Some(Phase::Building));
+    let st = c.build("b2").await.status.unwrap();
+    assert_eq!(st.durations.unwrap().restore.as_deref(), Some("9s"));
+    let replica = replica_of(&c, p.replica.as_deref().unwrap()).await;
+    assert_eq!(
+        (replica.state, replica.snapshot_id.as_deref()),
+        (ReplicaState::InUse, Some("snap-1")),
+        "the replica records the snapshot it now holds"
+    );
+    let history = c
         .cache(&cache_name())
         .await
         .status
         .unwrap()
-        .replicas
-        .into_iter()
-        .find(|r| Some(&r.pvc) == p.replica.as_ref())
+        .history
         .unwrap();
-    assert_eq!(replica.state, ReplicaState::Restoring);
-
-    c.finish_job("b2-restore-1", true, "{}").await;
-    assert_eq!(c.settle("b2").await, Some(Phase::Building));
-    let st = c.build("b2").await.status.unwrap();
-    assert_eq!(st.durations.unwrap().restore.as_deref(), Some("9s"));
+    assert_eq!(
+        history.restore_bytes_per_second,
+        Some(250e6),
+        "the cache learns the throughput the restore reported"
+    );
+    assert!(
+        c.pods().get_opt("b2-build-2").await.unwrap().is_none(),
+        "the build goes on in the same pod"
+    );
     let cond = st
         .conditions
         .iter()
@@ -226,15 +264,32 @@ async fn failed_restore_builds_cold_on_the_empty_replica_and_says_why() {
     c.submit("b2", spec("registry.example.com/shop/api:2", json!({})))
         .await;
     assert_eq!(c.settle("b2").await, Some(Phase::Restoring));
-    c.finish_job(
-        "b2-restore-1",
-        false,
+    c.finish_restore(
+        "b2-build-1",
+        1,
         "error: chunk 4f2a… in pack p-9: hash mismatch",
     )
     .await;
     assert_eq!(c.settle("b2").await, Some(Phase::Building));
     let st = c.build("b2").await.status.unwrap();
-    assert_eq!(st.placement.unwrap().warmth, Some(Warmth::Cold));
+    assert_eq!(st.attempts, Some(2));
+    let p = st.placement.clone().unwrap();
+    assert_eq!(p.warmth, Some(Warmth::Cold));
+    // The next attempt builds cold on the same (untouched) replica, which holds no snapshot.
+    let pod = c.pods().get("b2-build-2").await.unwrap().spec.unwrap();
+    assert!(pod.init_containers.is_none(), "no restore this time");
+    assert!(pod.volumes.unwrap().iter().any(|v| v
+        .persistent_volume_claim
+        .as_ref()
+        .is_some_and(|c| Some(&c.claim_name) == p.replica.as_ref())));
+    let replica = replica_of(&c, p.replica.as_deref().unwrap()).await;
+    assert_eq!(
+        (replica.state, replica.snapshot_id),
+        (ReplicaState::InUse, None)
+    );
+    let (meta, _) = metadata('e');
+    c.finish_pod("b2-build-2", 0, &meta).await;
+    assert_eq!(c.settle("b2").await, Some(Phase::Succeeded));
     let cond = st
         .conditions
         .iter()
@@ -507,8 +562,17 @@ async fn readonly_build_uses_a_throwaway_copy_and_leaves_the_cache_untouched() {
         ),
     )
     .await;
-    assert_eq!(c.settle("pr").await, Some(Phase::Building));
+    let phase = c.settle("pr").await;
     let p = c.build("pr").await.status.unwrap().placement.unwrap();
+    let restoring = p.warmth == Some(Warmth::Restored);
+    assert_eq!(
+        phase,
+        Some(if restoring {
+            Phase::Restoring
+        } else {
+            Phase::Building
+        })
+    );
     assert_eq!(p.replica, None, "never a replica it could write back to");
     let pod = c.pods().get("pr-build-1").await.unwrap().spec.unwrap();
     assert!(pod
@@ -516,11 +580,13 @@ async fn readonly_build_uses_a_throwaway_copy_and_leaves_the_cache_untouched() {
         .unwrap()
         .iter()
         .all(|v| v.persistent_volume_claim.is_none()));
-    if p.warmth == Some(Warmth::Restored) {
+    if restoring {
         assert_eq!(
             pod.init_containers.unwrap()[0].args.clone().unwrap()[..3],
             ["snapshot", "restore", "snap-1"]
         );
+        c.finish_restore("pr-build-1", 0, "{}").await;
+        assert_eq!(c.settle("pr").await, Some(Phase::Building));
     }
     let (meta, _) = metadata('d');
     c.finish_pod("pr-build-1", 0, &meta).await;
@@ -624,8 +690,8 @@ async fn a_branch_restores_main_s_snapshot_from_main_s_cache() {
         "the new replica is the branch's"
     );
     assert_eq!(p.node.as_deref(), Some(node.as_str()));
-    let job = c.jobs().get("fx-1-restore-1").await.unwrap();
-    let container = &job.spec.unwrap().template.spec.unwrap().containers[0];
+    let pod = c.pods().get("fx-1-build-1").await.unwrap();
+    let container = &pod.spec.unwrap().init_containers.unwrap()[0];
     let env = |name: &str| {
         container
             .env
@@ -639,8 +705,5 @@ async fn a_branch_restores_main_s_snapshot_from_main_s_cache() {
         Some(cache_name()),
         "the snapshot is read from the cache that saved it"
     );
-    assert_eq!(
-        job.metadata.labels.unwrap()["hearth.dev/cache"],
-        keys::cache_name_for_key("shop:feature-x")
-    );
+    assert!(c.jobs().get_opt("fx-1-restore-1").await.unwrap().is_none());
 }

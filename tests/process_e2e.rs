@@ -90,6 +90,20 @@ fn placement(ib: &ImageBuild) -> hearth::api::Placement {
         .expect("placement")
 }
 
+/// The notes of the build namespace's Events (of `reason` only, when given).
+async fn event_notes(c: &TestCluster, reason: Option<&str>) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.client(), "shop");
+    events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| reason.is_none() || e.reason.as_deref() == reason)
+        .filter_map(|e| e.note)
+        .collect()
+}
+
 /// A ReadWrite build of `key` taking `seconds`.
 fn sleeping(key: &str, seconds: u32) -> ImageBuildSpec {
     build_spec(key, json!({"SLEEP": seconds.to_string()}))
@@ -132,15 +146,7 @@ async fn cold_then_hot_on_the_same_node() {
     assert!(c.runs.overlaps().is_empty(), "{:?}", c.runs.overlaps());
     // What users read: Events in words, not Rust's debug formatting; text logs in a pod's
     // log file (not a terminal) without colour codes.
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.client(), "shop");
-    let notes: Vec<String> = events
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|e| e.note)
-        .collect();
+    let notes = event_notes(&c, None).await;
     assert!(
         notes.iter().any(|n| n.contains("Hot")),
         "a Placed event says Hot: {notes:?}"
@@ -159,7 +165,8 @@ async fn cold_then_hot_on_the_same_node() {
 }
 
 /// A branch's first build restores main's snapshot (its restore key) into the branch's new
-/// replica: the restore Job reads main's store prefix and succeeds, so the build is Restored,
+/// replica: the builder pod's restore init container reads main's store prefix and succeeds,
+/// then buildkitd runs in the same pod, so the build is Restored,
 /// not the cold build a wrong cache name gave on a real cluster. The state dir has more files
 /// than a pod's 1024 open-files limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,12 +200,49 @@ async fn a_branch_starts_from_main_s_snapshot() {
         "{:?}",
         fx.status
     );
-    let restores = c.runs.runs("restore");
+    let restores: Vec<_> = c
+        .runs
+        .runs("build")
+        .into_iter()
+        .filter(|r| r.pod == "fx-1-build-1" && r.container == "restore")
+        .collect();
     assert!(
         restores.iter().any(|r| r.exit_code == Some(0)),
-        "a restore Job ran and succeeded: {restores:?}"
+        "the restore init container ran and succeeded: {restores:?}"
     );
-    // Pinned: the restore Job carried the digest main's save reported, recorded in main's
+    assert!(
+        c.runs.runs("restore").is_empty(),
+        "no restore Job: {:?}",
+        c.runs.all()
+    );
+    let builders: Vec<_> = c
+        .runs
+        .all()
+        .into_iter()
+        .filter(|r| r.pod.starts_with("fx-1-") && r.container == "buildkit")
+        .collect();
+    assert_eq!(builders.len(), 1, "one builder pod: {builders:?}");
+    assert!(
+        restores[0]
+            .ended
+            .is_some_and(|end| end <= builders[0].started),
+        "the restore ends before buildkitd starts"
+    );
+    // Its termination message is the real command's JSON result, which the controller reads
+    // for the restore's bytes and seconds (the throughput the planner learns).
+    let sample = hearth::controller::outcome::restore_sample(&restores[0].message);
+    assert!(
+        sample.is_some_and(|(bytes, seconds)| bytes > 0 && seconds > 0.0),
+        "{:?}",
+        restores[0].message
+    );
+    let durations = fx.status.as_ref().and_then(|s| s.durations.clone());
+    assert!(
+        durations.and_then(|d| d.restore).is_some(),
+        "durations.restore from the init container: {:?}",
+        fx.status
+    );
+    // Pinned: the restore carried the digest main's save reported, recorded in main's
     // BuildCache status, and the real `hearth` checked it (its result says so).
     let main_cache = c
         .caches()
@@ -221,6 +265,69 @@ async fn a_branch_starts_from_main_s_snapshot() {
         .await
         .expect("bound");
     assert!(dir.join("buildkit/cache.db").exists(), "{dir:?}");
+    assert!(c.runs.overlaps().is_empty(), "{:?}", c.runs.overlaps());
+}
+
+/// A restore that fails in the builder pod's init container (here the real `hearth` refuses
+/// a manifest whose digest differs from the one recorded) leaves the new replica untouched:
+/// the build's next attempt builds cold on it, and the status says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_restore_builds_cold_in_the_next_attempt_saying_why() {
+    let c = TestCluster::start(ClusterOpts::default()).await;
+    build_and_save(&c, "main-1", "shop:main").await;
+    let wrong = "0".repeat(64);
+    cluster::util::update_status(&c.caches(), &keys::cache_name_for_key("shop:main"), |bc| {
+        let status = bc.status.as_mut().expect("status");
+        for s in &mut status.snapshots {
+            s.manifest_sha256 = Some(wrong.clone());
+        }
+        true
+    })
+    .await
+    .unwrap();
+
+    let mut spec = build_spec("shop:feature-x", json!({}));
+    spec.cache.restore_keys = vec!["shop:main".into()];
+    c.apply_build("fx-1", spec).await;
+    let fx = c.wait_build("fx-1", "Succeeded", secs(60)).await;
+    let st = fx.status.clone().unwrap();
+    let p = placement(&fx);
+    assert_eq!(p.warmth, Some(Warmth::Cold), "{p:?}");
+    assert_eq!(st.attempts, Some(2), "{st:?}");
+    assert_eq!(
+        condition(&fx, "CacheReady").map(|c| c.1).as_deref(),
+        Some("RestoreFailed")
+    );
+    let why = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "CacheReady")
+        .map(|c| c.message.clone())
+        .unwrap();
+    assert!(
+        why.contains("restore of") && why.contains("refusing it"),
+        "the restore's own error: {why}"
+    );
+    let runs: Vec<_> = c
+        .runs
+        .all()
+        .into_iter()
+        .filter(|r| r.pod.starts_with("fx-1-"))
+        .map(|r| (r.pod, r.container, r.exit_code.map(|c| c != 0)))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("fx-1-build-1".into(), "restore".into(), Some(true)),
+            ("fx-1-build-2".into(), "buildkit".into(), Some(false)),
+        ],
+        "the failed restore's pod never ran buildkitd; the next attempt did, without a restore"
+    );
+    let notes = event_notes(&c, Some("RestoreFailed")).await;
+    assert!(
+        notes.iter().any(|n| n.contains("refusing it")),
+        "a RestoreFailed Event says why: {notes:?}"
+    );
     assert!(c.runs.overlaps().is_empty(), "{:?}", c.runs.overlaps());
 }
 
@@ -304,6 +411,48 @@ async fn succeeded_is_published_before_the_save_ends() {
     eprintln!("hot build: Succeeded after {to_succeeded:?}, saved after {to_saved:?}");
     // While saving, the replica was held: nobody else used it.
     assert!(c.runs.overlaps().is_empty(), "{:?}", c.runs.overlaps());
+}
+
+/// Issue 16's goal: a Restored build's creation-to-Succeeded time within 2x a Hot build's of
+/// the same change. Measured and printed, never asserted (a loaded machine would make it
+/// flaky): a hot build of main, then a branch's first build of the same change restoring
+/// main's snapshot, with pods that take a moment to start as on a real node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_and_hot_creation_to_succeeded() {
+    let c = TestCluster::start(ClusterOpts {
+        start_latency: Duration::from_millis(800),
+        ..ClusterOpts::default()
+    })
+    .await;
+    build_and_save(&c, "main-1", "shop:main").await;
+
+    let created = Instant::now();
+    c.apply_build("main-2", build_spec("shop:main", json!({})))
+        .await;
+    let hot = c.wait_build("main-2", "Succeeded", secs(60)).await;
+    let hot_time = created.elapsed();
+    assert_eq!(placement(&hot).warmth, Some(Warmth::Hot));
+    // Its save (if due) ends before the restored build starts: one thing at a time.
+    let pvc = placement(&hot).replica.expect("replica");
+    wait_replica(&c, "shop:main", &pvc, "released", |r| {
+        r.is_some_and(|r| r.holder.is_none())
+    })
+    .await;
+
+    let mut spec = build_spec("shop:feature-x", json!({}));
+    spec.cache.restore_keys = vec!["shop:main".into()];
+    let created = Instant::now();
+    c.apply_build("fx-1", spec).await;
+    let restored = c.wait_build("fx-1", "Succeeded", secs(60)).await;
+    let restored_time = created.elapsed();
+    assert_eq!(placement(&restored).warmth, Some(Warmth::Restored));
+    let durations = restored.status.and_then(|s| s.durations);
+    eprintln!(
+        "creation to Succeeded: hot {:.2} s, restored {:.2} s ({:.2}x hot; goal <= 2x); restored durations {durations:?}",
+        hot_time.as_secs_f64(),
+        restored_time.as_secs_f64(),
+        restored_time.as_secs_f64() / hot_time.as_secs_f64()
+    );
 }
 
 /// A cancelled build's buildkitd keeps running through its grace period; nothing else (a

@@ -384,6 +384,12 @@ pub struct KeyHistory {
     /// When the newest counted build was submitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_build_at: Option<Time>,
+    /// Bytes per second of the restores into this cache's replicas, as each reported them
+    /// (bytes written over its own wall time; restores under 64 MiB are not counted: fixed
+    /// costs dominate them). The planner estimates the store's restore throughput as the mean
+    /// of this figure over every BuildCache, and uses its configured constant until one has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_bytes_per_second: Option<f64>,
 }
 
 /// State of the cache. Written only by the controller.

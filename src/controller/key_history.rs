@@ -1,8 +1,9 @@
 //! What a key's history learns from each finished build, and what the planner reads from it.
 //! Pure: [`record`] folds one build into a BuildCache's `status.history` (exponentially
 //! weighted averages of build seconds by how the build started, the cache's size, the gap
-//! between submissions); [`stats`] turns a history into the planner's [`KeyStats`], falling
-//! back field by field to the planner's defaults.
+//! between submissions; the throughput of restores into the cache); [`stats`] turns a history
+//! into the planner's [`KeyStats`], falling back field by field to the planner's defaults, and
+//! [`store_throughput`] the restores' figures of every cache into the store's.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -117,6 +118,41 @@ pub fn record(history: &mut Option<KeyHistory>, build: &FinishedBuild) {
             }
             h.last_build_at = Some(Time(build.submitted));
         }
+    }
+}
+
+/// Restores of fewer bytes say more about fixed costs (the manifest, the first pack's round
+/// trip) than about throughput: they are not learned from.
+pub const MIN_RESTORE_SAMPLE_BYTES: u64 = 64 << 20;
+
+/// Folds one successful restore into the cache's history: `bytes` written in `seconds` (as
+/// `hearth snapshot restore --json` reported them). Whether it was counted.
+pub fn record_restore(history: &mut Option<KeyHistory>, bytes: u64, seconds: f64) -> bool {
+    if bytes < MIN_RESTORE_SAMPLE_BYTES || !seconds.is_finite() || seconds <= 0.0 {
+        return false;
+    }
+    let h = history.get_or_insert_with(KeyHistory::default);
+    average(&mut h.restore_bytes_per_second, bytes as f64 / seconds);
+    true
+}
+
+/// The store's restore throughput, bytes per second: the mean of what the caches' histories
+/// learned from restores, or `configured` while none has a figure. The figures live in
+/// BuildCache status, so a restarted controller (or a new leader) starts from them, not from
+/// the constant.
+pub fn store_throughput<'a>(
+    histories: impl IntoIterator<Item = &'a KeyHistory>,
+    configured: f64,
+) -> f64 {
+    let (sum, n) = histories
+        .into_iter()
+        .filter_map(|h| h.restore_bytes_per_second)
+        .filter(|b| b.is_finite() && *b > 0.0)
+        .fold((0.0, 0u32), |(sum, n), b| (sum + b, n + 1));
+    if n == 0 {
+        configured
+    } else {
+        sum / f64::from(n)
     }
 }
 

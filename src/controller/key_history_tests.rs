@@ -202,6 +202,7 @@ fn stats_use_what_was_measured_and_defaults_for_the_rest() {
         cache_bytes: Some(1 << 30),
         mean_gap_seconds: Some(600.0),
         last_build_at: Some(Time(at(0))),
+        restore_bytes_per_second: None,
     };
     let s = stats(&h, &d, at(60));
     assert_eq!(
@@ -254,4 +255,40 @@ fn a_key_no_longer_built_loses_its_rate() {
         stats(&one_build, &d, at(30)).builds_per_hour,
         d.builds_per_hour
     );
+}
+
+#[test]
+fn restores_teach_the_cache_their_throughput_but_small_ones_do_not() {
+    let mut h = None;
+    assert!(!record_restore(&mut h, MIN_RESTORE_SAMPLE_BYTES - 1, 0.1));
+    assert!(!record_restore(&mut h, 1 << 30, 0.0), "no time, no rate");
+    assert!(!record_restore(&mut h, 1 << 30, f64::NAN));
+    assert_eq!(h, None, "nothing learned");
+    assert!(record_restore(&mut h, 1_000_000_000, 10.0));
+    assert!(close(h.as_ref().unwrap().restore_bytes_per_second, 1e8));
+    assert!(record_restore(&mut h, 2_000_000_000, 10.0));
+    let expected = SMOOTHING * 2e8 + (1.0 - SMOOTHING) * 1e8;
+    assert!(
+        close(h.as_ref().unwrap().restore_bytes_per_second, expected),
+        "{h:?}"
+    );
+    assert_eq!(h.unwrap().builds, 0, "a restore is not a build");
+}
+
+#[test]
+fn the_store_throughput_is_the_caches_mean_or_the_configured_constant() {
+    let learned = |b: Option<f64>| KeyHistory {
+        restore_bytes_per_second: b,
+        ..KeyHistory::default()
+    };
+    assert_eq!(store_throughput([], 2e8), 2e8);
+    assert_eq!(store_throughput([&learned(None)], 2e8), 2e8);
+    let (a, b, none, bad) = (
+        learned(Some(1e8)),
+        learned(Some(3e8)),
+        learned(None),
+        learned(Some(-1.0)),
+    );
+    assert_eq!(store_throughput([&a, &b, &none, &bad], 2e8), 2e8);
+    assert_eq!(store_throughput([&a, &none], 5e8), 1e8);
 }

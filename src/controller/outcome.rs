@@ -172,7 +172,55 @@ pub fn pod_outcome(pod: &Pod, node_exists: impl Fn(&str) -> bool) -> PodOutcome 
     }
 }
 
-/// Where a restore or save Job stands.
+/// The restore init container of a builder pod, if the pod has one: running, succeeded with
+/// its termination message (`hearth snapshot restore --json`'s result), or failed with its
+/// exit code and the tail of its message (the command's log; store credentials are read from
+/// files and never logged).
+pub fn restore_step(pod: &Pod) -> Option<JobOutcome> {
+    let name = crate::controller::builders::pod::RESTORE_CONTAINER;
+    let in_spec = pod
+        .spec
+        .as_ref()?
+        .init_containers
+        .iter()
+        .flatten()
+        .any(|c| c.name == name);
+    if !in_spec {
+        return None;
+    }
+    let terminated = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == name))
+        .and_then(|c| c.state.as_ref()?.terminated.as_ref());
+    let Some(t) = terminated else {
+        return Some(JobOutcome::Running);
+    };
+    let message = t.message.as_deref().unwrap_or_default();
+    let seconds = match (&t.started_at, &t.finished_at) {
+        (Some(s), Some(f)) => Some(between(s.0, f.0)).filter(|s| *s >= 0.0),
+        _ => None,
+    };
+    Some(if t.exit_code == 0 {
+        JobOutcome::Succeeded {
+            result: (!message.trim().is_empty()).then(|| message.to_string()),
+            seconds,
+        }
+    } else {
+        JobOutcome::Failed {
+            message: format!(
+                "container {name} exited {}: {}",
+                t.exit_code,
+                tail_of(message)
+            )
+            .trim_end_matches([' ', ':'])
+            .to_string(),
+        }
+    })
+}
+
+/// Where a snapshot command stands: a save Job, or a builder pod's restore init container.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobOutcome {
     /// Not finished.
@@ -234,6 +282,14 @@ pub fn restored_bytes(result: &str) -> Option<u64> {
         .ok()?
         .get("bytes")?
         .as_u64()
+}
+
+/// Bytes written and the restore's own wall seconds (not the pod's), from
+/// `hearth snapshot restore --json`: a throughput sample.
+pub fn restore_sample(result: &str) -> Option<(u64, f64)> {
+    let value = serde_json::from_str::<serde_json::Value>(result).ok()?;
+    let seconds = value.get("seconds")?.as_f64()?;
+    Some((value.get("bytes")?.as_u64()?, seconds))
 }
 
 /// The snapshot a save Job reported (`hearth snapshot save --json`), even when the message

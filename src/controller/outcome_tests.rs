@@ -210,3 +210,70 @@ fn failed_receiver_fails_the_build_as_an_upload_failure() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A builder pod with a restore init container in `state` (none: not started).
+fn restoring_pod(state: Option<serde_json::Value>) -> Pod {
+    let statuses: Vec<serde_json::Value> = state
+        .into_iter()
+        .map(|s| json!({"name": "restore", "image": "x", "imageID": "", "ready": false, "restartCount": 0, "state": s}))
+        .collect();
+    pod(json!({
+        "spec": {"initContainers": [{"name": "restore"}], "containers": [{"name": "buildkit"}]},
+        "status": {"phase": "Pending", "initContainerStatuses": statuses}
+    }))
+}
+
+#[test]
+fn the_restore_init_container_is_read_running_done_with_its_result_or_failed() {
+    let plain = pod(
+        json!({"spec": {"containers": [{"name": "buildkit"}]}, "status": {"phase": "Running"}}),
+    );
+    assert_eq!(restore_step(&plain), None, "no restore in this pod");
+    assert_eq!(
+        restore_step(&restoring_pod(None)),
+        Some(JobOutcome::Running)
+    );
+    let running = restoring_pod(Some(
+        json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}),
+    ));
+    assert_eq!(restore_step(&running), Some(JobOutcome::Running));
+    let done = restoring_pod(Some(json!({"terminated": {"exitCode": 0,
+        "message": "{\"bytes\":5000,\"seconds\":2.5}",
+        "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:03Z"}})));
+    assert_eq!(
+        restore_step(&done),
+        Some(JobOutcome::Succeeded {
+            result: Some("{\"bytes\":5000,\"seconds\":2.5}".into()),
+            seconds: Some(3.0)
+        })
+    );
+    let long = format!(
+        "{}\nError: pack p-1 is missing from the store",
+        "x".repeat(4000)
+    );
+    let failed = restoring_pod(Some(
+        json!({"terminated": {"exitCode": 1, "message": long}}),
+    ));
+    match restore_step(&failed) {
+        Some(JobOutcome::Failed { message }) => {
+            assert!(
+                message.starts_with("container restore exited 1: "),
+                "{message}"
+            );
+            assert!(
+                message.ends_with("pack p-1 is missing from the store"),
+                "{message}"
+            );
+            assert!(message.len() < 1000, "bounded: {} bytes", message.len());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_restore_result_gives_its_bytes_and_its_own_seconds() {
+    let result = r#"{"id":"s-1","entries":9,"bytes":2000000000,"downloadedBytes":700000000,"packs":22,"skipped":[],"pinned":true,"strippedPrivileges":0,"seconds":8.0,"peakRssBytes":1}"#;
+    assert_eq!(restore_sample(result), Some((2_000_000_000, 8.0)));
+    assert_eq!(restore_sample(r#"{"bytes":5}"#), None, "no seconds");
+    assert_eq!(restore_sample("Error: cut"), None);
+}

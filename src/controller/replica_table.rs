@@ -289,7 +289,13 @@ pub enum Release {
     Restored {
         /// The restored snapshot.
         snapshot: String,
+        /// Bytes written and seconds taken, as the restore reported them (for the store's
+        /// throughput the planner learns).
+        sample: Option<(u64, f64)>,
     },
+    /// The restore failed or was never started: the replica is as it was (empty), held by
+    /// the build, which goes on cold on it; it matches no snapshot.
+    RestoreFailed,
     /// About to be saved.
     Snapshotting,
     /// The build is done with it; `changed` when a ReadWrite build succeeded (state no longer
@@ -327,9 +333,16 @@ pub async fn release(
             return false;
         };
         match how.clone() {
-            Release::Restored { snapshot } => {
+            Release::Restored { snapshot, sample } => {
                 r.state = ReplicaState::InUse;
                 r.snapshot_id = Some(snapshot);
+                if let Some((bytes, seconds)) = sample {
+                    key_history::record_restore(&mut status.history, bytes, seconds);
+                }
+            }
+            Release::RestoreFailed => {
+                r.state = ReplicaState::InUse;
+                r.snapshot_id = None;
             }
             Release::Snapshotting => r.state = ReplicaState::Snapshotting,
             Release::Lost => {

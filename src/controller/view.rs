@@ -155,8 +155,15 @@ pub fn build_view(
     now: Timestamp,
 ) -> View {
     let now_s = seconds(now);
+    let learned = key_history::store_throughput(
+        objects
+            .caches
+            .iter()
+            .filter_map(|c| c.status.as_ref()?.history.as_ref()),
+        config.planner.store_bytes_per_second,
+    );
     let mut cluster = ClusterView::new(StoreModel {
-        bytes_per_second: config.planner.store_bytes_per_second,
+        bytes_per_second: learned,
         overhead_seconds: config.planner.restore_overhead_seconds,
     });
     let mounted = mounted_claims(objects.pods.iter().copied());
@@ -521,6 +528,28 @@ mod tests {
             "its restore is pinned to the digest its save reported"
         );
         assert_eq!(view.replicas[&replicas[0].0].pvc, "c-r0");
+        assert_eq!(
+            c.store.bytes_per_second,
+            OperatorConfig::default().planner.store_bytes_per_second,
+            "no restore measured yet: the configured throughput"
+        );
+        // Once restores reported their throughput, the planner's store model uses it.
+        let mut learned = cache.clone();
+        learned.status.as_mut().unwrap().history = Some(crate::api::KeyHistory {
+            restore_bytes_per_second: Some(40e6),
+            ..Default::default()
+        });
+        let objects = Objects {
+            caches: vec![&learned],
+            ..objects
+        };
+        let view = build_view(
+            &objects,
+            &OperatorConfig::default(),
+            &PlannerConfig::default(),
+            Timestamp::from_second(1_800_000_000).unwrap(),
+        );
+        assert_eq!(view.cluster.store.bytes_per_second, 40e6);
     }
 
     #[test]

@@ -294,6 +294,28 @@ impl Cluster {
             .expect("pod status");
     }
 
+    /// The restore init container of a builder pod ends after 9 s with `message` as its
+    /// termination message: the pod runs on (`exit` 0) or fails.
+    pub async fn finish_restore(&self, pod: &str, exit: i32, message: &str) {
+        let mut p = self.pods().get(pod).await.expect("builder pod");
+        let node = p
+            .labels()
+            .get("hearth.dev/node")
+            .cloned()
+            .unwrap_or_else(|| "n1".into());
+        p.spec.as_mut().unwrap().node_name = Some(node);
+        p.status = Some(serde_json::from_value(json!({
+            "phase": if exit == 0 {"Running"} else {"Failed"},
+            "initContainerStatuses": [{"name": "restore", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": exit, "message": message,
+                    "startedAt": "2026-11-22T10:00:00Z", "finishedAt": "2026-11-22T10:00:09Z"}}}]
+        })).unwrap());
+        self.pods()
+            .replace_status(pod, &PostParams::default(), &p)
+            .await
+            .expect("pod status");
+    }
+
     /// Puts a pod on a node (the scheduler), still running.
     pub async fn schedule_pod(&self, pod: &str, node: &str) {
         let mut p = self.pods().get(pod).await.expect("pod");

@@ -1,6 +1,7 @@
 //! The builder Pod: rootless buildkitd and buildctl in one container (BuildKit's daemonless
 //! script), the cache replica at buildkitd's state dir, pinned to the replica's node. BuildKit
-//! fetches git sources itself; build secrets, git and registry credentials are mounted
+//! fetches git sources itself. A restore placement's pod first runs `hearth snapshot restore`
+//! in an init container ([`RESTORE_CONTAINER`]) that fills the volume; build secrets, git and registry credentials are mounted
 //! read-only from Secrets, never put in env or args. The container's script (see
 //! [`super::build_script`]) writes its termination message: buildctl's metadata (with the
 //! image digest), or a failed build's log tail with those secrets redacted.
@@ -22,6 +23,8 @@ use crate::api::ImageBuild;
 use crate::contract::{self, RECEIVER_CONTAINER, UPLOAD_DIR};
 use crate::controller::config::OperatorConfig;
 
+/// Name of the init container that restores a snapshot into the cache volume.
+pub const RESTORE_CONTAINER: &str = "restore";
 /// The builder's scratch dir (an emptyDir): buildctl's metadata and log.
 pub const WORK_DIR: &str = "/tmp/hearth";
 /// Where buildctl writes its metadata (image digest) before it is copied to the termination log.
@@ -37,6 +40,15 @@ const TERMINATION_LOG: &str = "/dev/termination-log";
 pub enum StateVolume {
     /// A replica PVC (ReadWrite builds): the build's state stays on it.
     Replica(String),
+    /// A new replica PVC that an init container fills from `seed` before buildkitd starts
+    /// (the restore builds the state dir in a staging dir on the volume and moves it into
+    /// place only when whole: a failed restore leaves the volume as it was).
+    Restored {
+        /// The replica PVC.
+        pvc: String,
+        /// Snapshot to restore into it.
+        seed: Seed,
+    },
     /// A throwaway emptyDir (ReadOnly and Disabled builds), optionally seeded from a snapshot
     /// by an init container: nothing the build writes survives it.
     Throwaway {
@@ -45,7 +57,7 @@ pub enum StateVolume {
     },
 }
 
-/// The snapshot a throwaway volume is restored from.
+/// The snapshot a volume is restored from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Seed {
     /// The BuildCache that saved it (whose store prefix it is read from).
@@ -227,7 +239,7 @@ pub fn builder_pod(
 
     let mut volumes = vec![
         match &inputs.state {
-            StateVolume::Replica(pvc) => Volume {
+            StateVolume::Replica(pvc) | StateVolume::Restored { pvc, .. } => Volume {
                 name: "cache".into(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                     claim_name: pvc.clone(),
@@ -347,7 +359,7 @@ pub fn builder_pod(
     }
 
     let mut init_containers = match &inputs.state {
-        StateVolume::Throwaway { seed: Some(seed) } => {
+        StateVolume::Throwaway { seed: Some(seed) } | StateVolume::Restored { seed, .. } => {
             volumes.extend(store_volume(config));
             vec![snapshot_container(
                 &SnapshotOp::Restore {

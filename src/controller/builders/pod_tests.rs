@@ -227,6 +227,60 @@ fn readonly_builds_get_a_throwaway_volume_seeded_by_an_init_restore() {
     );
 }
 
+#[test]
+fn a_restored_replica_is_filled_by_an_init_restore_before_buildkitd_starts() {
+    let state = StateVolume::Restored {
+        pvc: "shop-fx-r0".into(),
+        seed: seed(),
+    };
+    let mut config = OperatorConfig::default();
+    config.snapshot.store = "s3://caches".into();
+    let pod = builder_pod(&upload_build(), &inputs(state), &config).unwrap();
+    let spec = pod.spec.unwrap();
+    let volumes = spec.volumes.clone().unwrap();
+    let cache = volumes.iter().find(|v| v.name == "cache").unwrap();
+    assert_eq!(
+        cache.persistent_volume_claim.as_ref().unwrap().claim_name,
+        "shop-fx-r0",
+        "the restore fills the replica the build then uses"
+    );
+    let inits = spec.init_containers.unwrap();
+    // The restore first; the upload window opens once the cache is in.
+    assert_eq!(
+        inits.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        [RESTORE_CONTAINER, RECEIVER_CONTAINER]
+    );
+    let restore = &inits[0];
+    assert_eq!(
+        restore.args.as_ref().unwrap()[..6],
+        [
+            "snapshot",
+            "restore",
+            "snap-7",
+            STATE_DIR,
+            "--manifest-sha256",
+            &"cd".repeat(32)
+        ]
+    );
+    assert!(restore
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.name == "cache" && m.mount_path == CACHE_MOUNT));
+    let creds = volumes
+        .iter()
+        .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("hearth-store"))
+        .expect("the store Secret volume");
+    assert!(
+        spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .all(|m| m.name != creds.name),
+        "the build never sees the store credentials"
+    );
+}
+
 fn seed() -> Seed {
     Seed {
         cache: "shop-main".into(),

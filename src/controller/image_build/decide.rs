@@ -31,7 +31,9 @@ use crate::controller::config::OperatorConfig;
 use crate::controller::durations::{between, go_duration};
 use crate::controller::error::{Error, Result};
 use crate::controller::key_history::FinishedBuild;
-use crate::controller::outcome::{restored_bytes, saved_snapshot, JobOutcome, PodOutcome};
+use crate::controller::outcome::{
+    restore_sample, restored_bytes, saved_snapshot, JobOutcome, PodOutcome,
+};
 use crate::controller::replica_table::{
     cache_mismatch, new_cache, next_replica_name, owner_ref, Release,
 };
@@ -58,7 +60,9 @@ pub struct Observed {
     pub cache: Option<BuildCache>,
     /// The builder pod of the current attempt (`None`: not created yet).
     pub pod: Option<PodOutcome>,
-    /// The restore or save Job of the current attempt (`None`: not created yet).
+    /// The restore init container of that pod (`None`: the pod has none, or is not created).
+    pub restore: Option<JobOutcome>,
+    /// The save Job of the current attempt (`None`: not created yet).
     pub job: Option<JobOutcome>,
     /// The planner's choice, for a build being placed.
     pub plan: Option<Planned>,
@@ -189,7 +193,7 @@ pub enum Effect {
     CreatePod(Box<Pod>),
     /// Delete a pod.
     DeletePod(String),
-    /// Create a restore or save Job.
+    /// Create a save Job.
     CreateJob(Box<Job>),
     /// Delete the build's Jobs and pods.
     StopChildren(Children),
@@ -231,11 +235,9 @@ pub struct Decision {
     pub next: Next,
 }
 
-/// Which Job of the build is followed.
+/// Which Job of the build is followed (a restore runs in the builder pod, not a Job).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobRole {
-    /// The restore into a new replica.
-    Restore,
     /// The save after a build.
     Save,
 }
@@ -244,7 +246,6 @@ impl JobRole {
     /// The role in the Job's name.
     pub fn as_str(self) -> &'static str {
         match self {
-            JobRole::Restore => "restore",
             JobRole::Save => "save",
         }
     }
@@ -305,11 +306,8 @@ pub fn wanted(build: &ImageBuild, now: Timestamp) -> Wanted {
                 ..Wanted::default()
             }
         }
-        Some(Phase::Restoring) => Wanted {
-            job: job(JobRole::Restore),
-            ..Wanted::default()
-        },
-        Some(Phase::Building) => Wanted {
+        // Restoring: the builder pod's restore init container runs.
+        Some(Phase::Restoring | Phase::Building) => Wanted {
             cache: placement.cache,
             pod: Some(child_name(&name, "build", attempt)),
             ..Wanted::default()
@@ -352,8 +350,7 @@ pub fn decide(o: &Observed) -> Result<Decision> {
         match status.phase {
             None | Some(Phase::Pending) => Ok(start(o, status)),
             Some(Phase::Placing) => place(o, status),
-            Some(Phase::Restoring) => restoring(o, status),
-            Some(Phase::Building) => building(o, status),
+            Some(Phase::Restoring | Phase::Building) => building(o, status),
             Some(Phase::Snapshotting) => snapshotting(o, status),
             Some(_) => Ok(Decision::new(status, Next::Done)),
         }
@@ -584,27 +581,31 @@ fn place(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
                 cache: source_cache.clone(),
                 manifest_sha256: manifest_sha256.clone(),
             });
-            if *throwaway {
+            // Either way the builder pod restores the snapshot in an init container first
+            // (the Restoring phase), into a new replica or a throwaway volume.
+            let into = if *throwaway {
                 placement.cache = source_cache.clone();
-                set_condition(&mut status, condition::CACHE_READY, true, "ThrowawayCopy", "restored by the builder's init container into a volume discarded after the build", generation, now);
-                status.phase = Some(Phase::Building);
+                "a volume discarded after the build"
             } else {
                 let restoring = (ReplicaState::Restoring, Some(*bytes as i64));
                 match add_replica(cache.as_ref(), &name, node, restoring, &mut placement)? {
                     Ok(add) => effects.push(add),
                     Err(full) => return Ok(at_capacity(status, placement, full).effects(effects)),
                 }
-                set_condition(
-                    &mut status,
-                    condition::CACHE_READY,
-                    false,
-                    "Restoring",
-                    &format!("restoring snapshot {snapshot}"),
-                    generation,
-                    now,
-                );
-                status.phase = Some(Phase::Restoring);
-            }
+                "a new replica"
+            };
+            set_condition(
+                &mut status,
+                condition::CACHE_READY,
+                false,
+                "Restoring",
+                &format!(
+                    "restoring snapshot {snapshot} into {into} in the builder pod's init container"
+                ),
+                generation,
+                now,
+            );
+            status.phase = Some(Phase::Restoring);
         }
         PlannedAction::Cold { node, throwaway } => {
             placement.node = Some(node.clone());
@@ -827,95 +828,69 @@ fn at_capacity(mut status: ImageBuildStatus, mut placement: Placement, why: Stri
     Decision::new(status, Next::AtCapacity)
 }
 
-fn restoring(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
+/// The restore init container succeeded: the volume holds the snapshot. The replica (if the
+/// volume is one) records it, the step's time and bytes are measured, and the build goes on.
+fn restored(
+    o: &Observed,
+    status: &mut ImageBuildStatus,
+    result: Option<&str>,
+    seconds: Option<f64>,
+) -> Vec<Effect> {
     let (now, generation) = (o.now, o.build.metadata.generation);
     let placement = status.placement.clone().unwrap_or_default();
-    let (Some(pvc), Some(cache), Some(from)) = (
-        placement.replica.clone(),
-        placement.cache.clone(),
-        placement.restored_from.clone(),
-    ) else {
-        return Err(Error::Internal(
-            "Restoring without a replica and snapshot in status".into(),
-        ));
-    };
-    // The snapshot is read from the cache that saved it (a restore key's, for a branch's
-    // first build), not from the cache whose new replica it fills, and only pinned by the
-    // manifest digest its save reported (a placement made before pinning has none).
-    let Some(manifest_sha256) = from.manifest_sha256.clone() else {
-        let note = format!(
-            "restore of {} not started, building cold: {}",
-            from.snapshot,
-            snapshot_records::unpinned_note(&from.snapshot)
-        );
-        return Ok(restore_failed(o, status, cache, note));
-    };
-    let op = SnapshotOp::Restore {
-        snapshot: from.snapshot.clone(),
-        from: snapshot_owner(&from, &cache),
-        manifest_sha256,
-    };
-    let deadline = remaining_seconds(&o.build, now);
-    let outcome = match &o.job {
-        None => {
-            let job = job_for(o, &status, &op, &cache, pvc, deadline)?;
-            return Ok(Decision::new(status, Next::Poll).effect(Effect::CreateJob(Box::new(job))));
-        }
-        Some(outcome) => outcome,
+    let Some(from) = placement.restored_from else {
+        return Vec::new();
     };
     let mut effects = Vec::new();
-    match outcome {
-        JobOutcome::Running => return Ok(Decision::new(status, Next::Poll)),
-        JobOutcome::Succeeded { seconds, result } => {
-            if let Some(bytes) = result.as_deref().and_then(restored_bytes) {
-                effects.push(Effect::Measure(Sample::Transfer("restore", bytes)));
-            }
-            effects.push(Effect::Release {
-                cache,
-                how: Release::Restored {
-                    snapshot: from.snapshot.clone(),
-                },
-            });
-            if let Some(s) = seconds {
-                status
-                    .durations
-                    .get_or_insert_with(Durations::default)
-                    .restore = Some(go_duration(*s));
-                effects.push(Effect::Measure(Sample::Step("restore", *s)));
-            }
-            set_condition(
-                &mut status,
-                condition::CACHE_READY,
-                true,
-                "Restored",
-                &format!("restored {} of {}", from.snapshot, from.key),
-                generation,
-                now,
-            );
-        }
-        JobOutcome::Failed { message } => {
-            effects.push(Effect::Measure(Sample::StoreFailed("restore")));
-            let note = format!(
-                "restore of {} failed, building cold: {message}",
-                from.snapshot
-            );
-            let mut failed = restore_failed(o, status, cache, note);
-            failed.effects.splice(0..0, effects);
-            return Ok(failed);
-        }
+    if let Some(bytes) = result.and_then(restored_bytes) {
+        effects.push(Effect::Measure(Sample::Transfer("restore", bytes)));
     }
+    if let Some(s) = seconds {
+        status
+            .durations
+            .get_or_insert_with(Durations::default)
+            .restore = Some(go_duration(s));
+        effects.push(Effect::Measure(Sample::Step("restore", s)));
+    }
+    effects.extend(release(
+        o,
+        Release::Restored {
+            snapshot: from.snapshot.clone(),
+            sample: result.and_then(restore_sample),
+        },
+    ));
+    let into = if placement.replica.is_some() {
+        ""
+    } else {
+        " into a volume discarded after the build"
+    };
+    set_condition(
+        status,
+        condition::CACHE_READY,
+        true,
+        "Restored",
+        &format!("restored {} of {}{into}", from.snapshot, from.key),
+        generation,
+        now,
+    );
     status.phase = Some(Phase::Building);
-    Ok(Decision::new(status, Next::Soon).effects(effects))
+    status.message = Some(format!(
+        "building on {}",
+        placement.node.unwrap_or_default()
+    ));
+    effects
 }
 
-/// The restore failed or could not start: the engine restores into a staging dir and moves it
-/// into place only when whole, so the replica is empty: build cold on it rather than fail the
-/// build, saying why in the condition, the placement and a Warning Event.
+/// The restore failed (`retry`: its init container failed, so the pod did) or could not
+/// start (no recorded manifest digest). The engine restores into a staging dir and moves it
+/// into place only when whole, so the volume is as it was: the build goes on cold on it, in
+/// the next attempt's pod when this one failed, saying why in the condition, the placement,
+/// the message and a Warning Event. The replica matches no snapshot.
 fn restore_failed(
     o: &Observed,
     mut status: ImageBuildStatus,
-    cache: String,
     note: String,
+    retry: bool,
 ) -> Decision {
     let (now, generation) = (o.now, o.build.metadata.generation);
     set_condition(
@@ -931,36 +906,88 @@ fn restore_failed(
         p.warmth = Some(Warmth::Cold);
         p.reason = Some(note.clone());
     }
+    let mut effects: Vec<Effect> = release(o, Release::RestoreFailed).into_iter().collect();
+    if retry {
+        effects.push(Effect::Measure(Sample::StoreFailed("restore")));
+        status.attempts = Some(attempt(&status) + 1);
+    }
     status.phase = Some(Phase::Building);
-    Decision::new(status, Next::Soon)
-        .effect(Effect::Release {
-            cache,
-            how: Release::Restored {
-                snapshot: String::new(),
-            },
-        })
-        .effect(Effect::Event {
-            type_: EventType::Warning,
-            reason: "RestoreFailed",
-            note,
-        })
+    status.message = Some(note.clone());
+    Decision::new(status, Next::Soon).effects(effects).event(
+        EventType::Warning,
+        "RestoreFailed",
+        note,
+    )
 }
 
+/// Follows the builder pod: in the Restoring phase its restore init container first (the
+/// restore and the build may both have ended by the time they are seen), then the build.
 fn building(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
-    let build = &o.build;
-    let (now, generation) = (o.now, build.metadata.generation);
+    let restoring = status.phase == Some(Phase::Restoring);
     let placement = status.placement.clone().unwrap_or_default();
+    if restoring && o.pod.is_none() {
+        let from = placement
+            .restored_from
+            .as_ref()
+            .ok_or_else(|| Error::Internal("Restoring without a snapshot in status".into()))?;
+        // Placed by a version before pinning: nothing vouches for the manifest in the store.
+        if from.manifest_sha256.is_none() {
+            let note = format!(
+                "restore of {} not started, building cold: {}",
+                from.snapshot,
+                snapshot_records::unpinned_note(&from.snapshot)
+            );
+            return Ok(restore_failed(o, status, note, false));
+        }
+    }
     let pod = builder_pod_for(o, &status)?;
     let outcome = match &o.pod {
         None => {
-            status.message = Some(format!(
-                "building on {}",
-                placement.node.clone().unwrap_or_default()
-            ));
+            let node = placement.node.clone().unwrap_or_default();
+            status.message = Some(match (&placement.restored_from, restoring) {
+                (Some(from), true) => format!("restoring {} on {node}", from.snapshot),
+                _ => format!("building on {node}"),
+            });
             return Ok(Decision::new(status, Next::Poll).effect(Effect::CreatePod(Box::new(pod))));
         }
         Some(outcome) => outcome,
     };
+    let mut effects = Vec::new();
+    if restoring {
+        match (&o.restore, outcome) {
+            (Some(JobOutcome::Failed { message }), _) => {
+                let snapshot = placement.restored_from.map(|f| f.snapshot);
+                let note = format!(
+                    "restore of {} failed, building cold in the next attempt: {message}",
+                    snapshot.unwrap_or_default()
+                );
+                return Ok(restore_failed(o, status, note, true));
+            }
+            (Some(JobOutcome::Succeeded { result, seconds }), _) => {
+                effects = restored(o, &mut status, result.as_deref(), *seconds);
+            }
+            // The build ran, so the restore before it succeeded (its status unread).
+            (_, PodOutcome::Succeeded { .. }) => effects = restored(o, &mut status, None, None),
+            (_, PodOutcome::Running) => return Ok(Decision::new(status, Next::Poll)),
+            // A timeout or a lost node while restoring: as for the build.
+            (_, PodOutcome::Failed { .. } | PodOutcome::NodeLost) => {}
+        }
+    }
+    let mut decision = pod_ended(o, status, &pod, outcome)?;
+    decision.effects.splice(0..0, effects);
+    Ok(decision)
+}
+
+/// What the builder pod's outcome makes of the build.
+fn pod_ended(
+    o: &Observed,
+    mut status: ImageBuildStatus,
+    pod: &Pod,
+    outcome: &PodOutcome,
+) -> Result<Decision> {
+    let build = &o.build;
+    let (now, generation) = (o.now, build.metadata.generation);
+    let placement = status.placement.clone().unwrap_or_default();
     match outcome {
         PodOutcome::Running => Ok(Decision::new(status, Next::Poll)),
         PodOutcome::Succeeded {
@@ -1109,22 +1136,25 @@ fn building(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
 fn builder_pod_for(o: &Observed, status: &ImageBuildStatus) -> Result<Pod> {
     let build = &o.build;
     let placement = status.placement.clone().unwrap_or_default();
-    let state = match (
-        &placement.replica,
-        &placement.restored_from,
-        &placement.cache,
-    ) {
-        (Some(pvc), _, _) => StateVolume::Replica(pvc.clone()),
-        // Seeded only from a pinned snapshot (a placement made before pinning has no digest:
-        // the throwaway volume then starts empty).
-        (None, Some(from), Some(cache)) => StateVolume::Throwaway {
-            seed: from.manifest_sha256.as_ref().map(|pin| Seed {
+    // Restored only in the Restoring phase (a failed restore's next attempt builds cold), and
+    // only from a pinned snapshot (a placement made before pinning has no digest).
+    let seed = match (&placement.restored_from, &placement.cache) {
+        (Some(from), Some(cache)) if status.phase == Some(Phase::Restoring) => {
+            from.manifest_sha256.as_ref().map(|pin| Seed {
                 cache: snapshot_owner(from, cache),
                 snapshot: from.snapshot.clone(),
                 manifest_sha256: pin.clone(),
-            }),
+            })
+        }
+        _ => None,
+    };
+    let state = match (&placement.replica, seed) {
+        (Some(pvc), Some(seed)) => StateVolume::Restored {
+            pvc: pvc.clone(),
+            seed,
         },
-        _ => StateVolume::Throwaway { seed: None },
+        (Some(pvc), None) => StateVolume::Replica(pvc.clone()),
+        (None, seed) => StateVolume::Throwaway { seed },
     };
     let size = o
         .cache
@@ -1316,7 +1346,7 @@ pub fn snapshot_due(cache: &BuildCache, pvc: &str, now: Timestamp) -> bool {
     }
 }
 
-/// The restore or save Job for the build's replica.
+/// The save Job for the build's replica.
 fn job_for(
     o: &Observed,
     status: &ImageBuildStatus,

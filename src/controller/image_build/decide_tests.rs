@@ -57,6 +57,7 @@ fn observed(b: ImageBuild) -> Observed {
         config: Arc::new(config()),
         cache: None,
         pod: None,
+        restore: None,
         job: None,
         plan: None,
         holds_claim: false,
@@ -476,7 +477,7 @@ fn a_read_only_restore_is_a_throwaway_copy_and_adds_no_replica() {
         .effects
         .iter()
         .any(|e| matches!(e, Effect::AddReplica { .. } | Effect::CreateCache(_))));
-    assert_eq!(d.status.phase, Some(Phase::Building));
+    assert_eq!(d.status.phase, Some(Phase::Restoring));
     let p = d.status.placement.as_ref().unwrap();
     assert_eq!(
         (p.replica.as_deref(), p.cache.as_deref()),
@@ -484,8 +485,12 @@ fn a_read_only_restore_is_a_throwaway_copy_and_adds_no_replica() {
     );
     assert_eq!(
         cond(&d.status, condition::CACHE_READY),
-        ("True", "ThrowawayCopy")
+        ("False", "Restoring")
     );
+    assert!(cond_message(&d.status, condition::CACHE_READY).contains("discarded after the build"));
+    // Its builder pod seeds the throwaway volume in its restore init container.
+    let pod = created_pod(&decided(&observed(d.status_in(read_only()))));
+    assert_eq!(init_names(&pod), ["restore"]);
 }
 
 #[test]
@@ -601,35 +606,88 @@ fn placing_without_the_planners_decision_is_an_internal_error() {
     assert!(matches!(decide(&o), Err(Error::Internal(_))));
 }
 
-// ---- restoring ----
+// ---- restoring: the builder pod's init container ----
+
+/// The pod a decision creates.
+fn created_pod(d: &Decision) -> Pod {
+    match d.effects.iter().find_map(|e| match e {
+        Effect::CreatePod(p) => Some(p),
+        _ => None,
+    }) {
+        Some(pod) => (**pod).clone(),
+        None => panic!("no pod: {:?}", d.effects),
+    }
+}
+
+fn init_names(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+impl Decision {
+    /// `b` with this decision's status, as the next look reads it.
+    fn status_in(&self, mut b: ImageBuild) -> ImageBuild {
+        b.status = Some(self.status.clone());
+        b
+    }
+}
+
+fn restore_failed_pod() -> Option<PodOutcome> {
+    Some(PodOutcome::Failed {
+        reason: "RestoreFailed".into(),
+        message: "container restore exited 1: store unreachable".into(),
+    })
+}
 
 #[test]
-fn a_restore_job_reads_the_snapshot_from_the_cache_that_saved_it() {
+fn a_restore_placement_gets_a_builder_pod_that_restores_first_and_no_job() {
     let d = decided(&observed(restoring_build()));
-    let Effect::CreateJob(job) = &d.effects[0] else {
-        panic!("no job: {:?}", d.effects)
-    };
-    assert_eq!(job.name_any(), "api-1-restore-1");
-    let container = &job
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
-    let env = container.env.clone().unwrap();
+    assert!(
+        !d.effects.iter().any(|e| matches!(e, Effect::CreateJob(_))),
+        "no restore Job: {:?}",
+        d.effects
+    );
+    let pod = created_pod(&d);
+    assert_eq!(pod.name_any(), "api-1-build-1");
+    assert_eq!(init_names(&pod), ["restore"]);
+    let spec = pod.spec.as_ref().unwrap();
+    let init = &spec.init_containers.as_ref().unwrap()[0];
+    // It reads the snapshot from the cache that saved it, pinned to the recorded digest...
+    let env = init.env.clone().unwrap();
     let cache = env.iter().find(|e| e.name == "HEARTH_CACHE").unwrap();
     assert_eq!(cache.value.as_deref(), Some("shop-main"));
-    assert_eq!(d.next, Next::Poll);
-    let args = container.args.clone().unwrap();
+    let args = init.args.clone().unwrap();
+    assert_eq!(args[..4], ["snapshot", "restore", "s-1", "/cache/buildkit"]);
     let pin = args.iter().position(|a| a == "--manifest-sha256").unwrap();
     assert_eq!(
         args[pin + 1],
         "ab".repeat(32),
         "pinned to the recorded digest"
     );
+    // ...into the replica the build then uses, with the store Secret it alone mounts.
+    assert!(init
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.name == "cache" && m.mount_path == "/cache"));
+    assert!(spec.volumes.iter().flatten().any(|v| v
+        .persistent_volume_claim
+        .as_ref()
+        .is_some_and(|c| c.claim_name == "c-r0")));
+    assert!(spec.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .all(|m| !m.mount_path.starts_with("/run/hearth/store")));
+    assert_eq!(d.status.phase, Some(Phase::Restoring));
+    assert_eq!(d.status.message.as_deref(), Some("restoring s-1 on node-1"));
+    assert_eq!(d.next, Next::Poll);
 }
 
 #[test]
@@ -640,18 +698,23 @@ fn a_restore_without_a_recorded_digest_is_not_started_and_the_build_goes_cold() 
     p.restored_from.as_mut().unwrap().manifest_sha256 = None;
     let d = decided(&observed(b));
     assert!(
-        !d.effects.iter().any(|e| matches!(e, Effect::CreateJob(_))),
-        "no restore Job: {:?}",
+        !d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::CreateJob(_) | Effect::CreatePod(_))),
+        "nothing started: {:?}",
         d.effects
     );
     builds_cold_after_restore(&d);
+    assert_eq!(d.status.attempts, Some(1), "no pod failed");
     let placement = d.status.placement.as_ref().unwrap();
-    assert_eq!(placement.warmth, Some(Warmth::Cold));
     let why = placement.reason.as_deref().unwrap();
     assert!(
         why.contains("s-1") && why.contains("no recorded manifest digest"),
         "{why}"
     );
+    let pod = created_pod(&decided(&observed(d.status_in(build()))));
+    assert_eq!(pod.name_any(), "api-1-build-1");
+    assert!(init_names(&pod).is_empty(), "built cold");
 }
 
 #[test]
@@ -680,7 +743,8 @@ fn a_cold_story_counts_the_snapshots_that_cannot_be_restored() {
 fn a_running_restore_is_polled_without_a_write() {
     let b = restoring_build();
     let mut o = observed(b.clone());
-    o.job = Some(JobOutcome::Running);
+    o.pod = Some(PodOutcome::Running);
+    o.restore = Some(JobOutcome::Running);
     let d = decided(&o);
     assert!(d.effects.is_empty());
     assert_eq!(Some(&d.status), b.status.as_ref());
@@ -688,17 +752,19 @@ fn a_running_restore_is_polled_without_a_write() {
 }
 
 #[test]
-fn a_finished_restore_hands_the_replica_to_the_build() {
+fn a_finished_restore_records_the_snapshot_on_the_replica_and_the_build_goes_on() {
     let mut o = observed(restoring_build());
-    o.job = Some(JobOutcome::Succeeded {
-        result: Some(r#"{"bytes":5000}"#.into()),
+    o.pod = Some(PodOutcome::Running);
+    o.restore = Some(JobOutcome::Succeeded {
+        result: Some(r#"{"bytes":5000,"seconds":3.9}"#.into()),
         seconds: Some(4.0),
     });
     let d = decided(&o);
     assert_eq!(
         releases(&d),
         [&Release::Restored {
-            snapshot: "s-1".into()
+            snapshot: "s-1".into(),
+            sample: Some((5000, 3.9)),
         }]
     );
     assert!(d
@@ -714,25 +780,97 @@ fn a_finished_restore_hands_the_replica_to_the_build() {
         cond(&d.status, condition::CACHE_READY),
         ("True", "Restored")
     );
+    assert_eq!(d.next, Next::Poll, "the build runs on in the same pod");
+    // The next look follows the same pod: no second one.
+    let mut next = observed(d.status_in(build()));
+    next.pod = Some(PodOutcome::Running);
+    next.restore = o.restore.clone();
+    let again = decided(&next);
+    assert!(again.effects.is_empty(), "{:?}", again.effects);
 }
 
 #[test]
-fn a_failed_restore_builds_cold_saying_why() {
+fn a_restore_and_build_both_seen_finished_record_the_restore_then_release() {
     let mut o = observed(restoring_build());
-    o.job = Some(JobOutcome::Failed {
-        message: "store unreachable".into(),
+    o.pod = succeeded_pod();
+    o.restore = Some(JobOutcome::Succeeded {
+        result: None,
+        seconds: Some(2.0),
     });
-    builds_cold_after_restore(&decided(&o));
+    let d = decided(&o);
+    assert_eq!(d.status.phase, Some(Phase::Succeeded));
+    assert!(
+        matches!(
+            releases(&d)[..],
+            [
+                Release::Restored { .. },
+                Release::Snapshotting | Release::Done { .. }
+            ]
+        ),
+        "{:?}",
+        releases(&d)
+    );
+    assert_eq!(
+        cond(&d.status, condition::CACHE_READY),
+        ("True", "Restored")
+    );
 }
 
-/// The replica is handed back empty and the build goes on cold, saying why.
-fn builds_cold_after_restore(d: &Decision) {
-    assert_eq!(
-        releases(d),
-        [&Release::Restored {
-            snapshot: String::new()
-        }]
+#[test]
+fn a_failed_restore_builds_cold_in_the_next_attempt_saying_why() {
+    let mut o = observed(restoring_build());
+    o.pod = restore_failed_pod();
+    o.restore = Some(JobOutcome::Failed {
+        message: "container restore exited 1: pack p-1 is missing from the store".into(),
+    });
+    let d = decided(&o);
+    builds_cold_after_restore(&d);
+    assert_eq!(d.status.attempts, Some(2));
+    let message = d.status.message.clone().unwrap();
+    assert!(
+        message.contains("restore of s-1 failed") && message.contains("pack p-1 is missing"),
+        "{message}"
     );
+    assert!(d
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Measure(Sample::StoreFailed("restore")))));
+    // The next attempt: a new pod on the same replica, without the restore.
+    let next = decided(&observed(d.status_in(build())));
+    let pod = created_pod(&next);
+    assert_eq!(pod.name_any(), "api-1-build-2");
+    assert!(init_names(&pod).is_empty(), "built cold");
+    assert!(pod.spec.unwrap().volumes.unwrap().iter().any(|v| v
+        .persistent_volume_claim
+        .as_ref()
+        .is_some_and(|c| c.claim_name == "c-r0")));
+}
+
+#[test]
+fn a_failed_seed_restore_of_a_read_only_build_builds_cold_in_the_next_attempt() {
+    let mut b = restoring_build();
+    b.spec = read_only().spec;
+    let p = b.status.as_mut().unwrap().placement.as_mut().unwrap();
+    p.replica = None;
+    p.cache = Some("shop-main".into());
+    let mut o = observed(b);
+    o.pod = restore_failed_pod();
+    o.restore = Some(JobOutcome::Failed {
+        message: "container restore exited 1: store unreachable".into(),
+    });
+    let d = decided(&o);
+    assert!(releases(&d).is_empty(), "no replica to release");
+    assert_eq!(d.status.phase, Some(Phase::Building));
+    assert_eq!(d.status.attempts, Some(2));
+    let pod = created_pod(&decided(&observed(d.status_in(read_only()))));
+    assert_eq!(pod.name_any(), "api-1-build-2");
+    assert!(init_names(&pod).is_empty(), "an empty throwaway volume");
+}
+
+/// The replica is handed back as it was (matching no snapshot) and the build goes on cold,
+/// saying why.
+fn builds_cold_after_restore(d: &Decision) {
+    assert_eq!(releases(d), [&Release::RestoreFailed]);
     assert_eq!(d.status.phase, Some(Phase::Building));
     assert_eq!(
         d.status.placement.as_ref().unwrap().warmth,
@@ -743,6 +881,16 @@ fn builds_cold_after_restore(d: &Decision) {
         ("True", "RestoreFailed")
     );
     assert_eq!(events(d), [("RestoreFailed", true)]);
+}
+
+#[test]
+fn a_node_lost_during_the_restore_retries_the_build_elsewhere() {
+    let mut o = observed(restoring_build());
+    o.pod = Some(PodOutcome::NodeLost);
+    o.restore = Some(JobOutcome::Running);
+    let d = decided(&o);
+    assert_eq!(releases(&d), [&Release::Lost]);
+    assert_eq!(d.status.phase, Some(Phase::Placing));
 }
 
 #[test]
@@ -1058,6 +1206,12 @@ fn observe_asks_only_for_what_the_state_needs() {
     assert_eq!(running.pod.as_deref(), Some("api-1-build-1"));
     assert_eq!(running.cache, Some(cache_name(&build())));
     assert!(!running.plan && !running.children);
+    let restoring = wanted(&restoring_build(), now);
+    assert_eq!(
+        (restoring.pod.as_deref(), restoring.job),
+        (Some("api-1-build-1"), None),
+        "a restore runs in the builder pod"
+    );
     let placing = wanted(&placing(build()), now);
     assert!(placing.plan);
     let mut deleting = in_phase(build(), Phase::Building, Some("c-r0"));

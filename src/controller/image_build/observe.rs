@@ -1,7 +1,8 @@
 //! Gathers what the decision needs about one build, and nothing more ([`wanted`] says what):
-//! its BuildCache and children read fresh from the API (claims and stops must not act on a
-//! stale view), nodes and replicas from the reflector stores, the planner's choice from the
-//! view those stores give, and one clock reading.
+//! its BuildCache, builder pod (and its restore init container) and children read fresh from
+//! the API (claims and stops must not act on a stale view), nodes and replicas from the
+//! reflector stores, the planner's choice from the view those stores give, and one clock
+//! reading.
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
@@ -16,7 +17,7 @@ use crate::controller::builders::labels;
 use crate::controller::context::Context;
 use crate::controller::error::{Error, Result};
 use crate::controller::job_runner::read_job;
-use crate::controller::outcome::pod_outcome;
+use crate::controller::outcome::{pod_outcome, restore_step};
 use crate::controller::view::{build_request, pod_unfinished, seconds, view_from_stores, View};
 use crate::planner::{self, Action as Plan};
 
@@ -38,16 +39,17 @@ pub async fn observe(build: &ImageBuild, ctx: &Context) -> Result<Observed> {
     } else {
         None
     };
-    let pod = match &want.pod {
+    let (pod, restore) = match &want.pod {
         Some(name) => {
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
             let nodes = ctx.stores.nodes.state();
             let exists = |n: &str| nodes.iter().any(|node| node.name_any() == n);
-            pods.get_opt(name)
-                .await?
-                .map(|pod| pod_outcome(&pod, exists))
+            match pods.get_opt(name).await? {
+                Some(pod) => (Some(pod_outcome(&pod, exists)), restore_step(&pod)),
+                None => (None, None),
+            }
         }
-        None => None,
+        None => (None, None),
     };
     let job = match &want.job {
         Some(name) => read_job(ctx, &namespace, name).await?,
@@ -65,6 +67,7 @@ pub async fn observe(build: &ImageBuild, ctx: &Context) -> Result<Observed> {
         config: ctx.config.clone(),
         cache,
         pod,
+        restore,
         job,
         plan,
         holds_claim,
