@@ -10,7 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Gid, Mode, Uid, CWD};
+use rustix::fs::{AtFlags, FallocateFlags, FileType, Gid, Mode, Uid, CWD};
+use rustix::io::Errno;
 
 use super::codec::ByteBuf;
 use super::manifest::{Entry, Kind};
@@ -44,9 +45,21 @@ pub fn entry_path(root: &Path, e: &Entry) -> PathBuf {
     }
 }
 
+/// Files at least this large get their data runs allocated when they are created, before
+/// any data arrives: their chunks come from several packs at once and are written in
+/// parallel, in any order, so the filesystem can lay each file out in a few extents, and a
+/// volume too small fails at once rather than after most of the download.
+pub const PREALLOCATE_MIN: u64 = 1 << 20;
+
 /// Creates the object of `e` (not its metadata). The root directory must already exist;
 /// hard links are made by [`link`] once their target is written.
 pub fn create(root: &Path, e: &Entry) -> Result<(), ApplyError> {
+    create_with_data(root, e, &[])
+}
+
+/// [`create`], allocating the data runs `data` ((offset, length) pairs inside the file) of a
+/// file of at least [`PREALLOCATE_MIN`] bytes. Holes stay holes.
+pub fn create_with_data(root: &Path, e: &Entry, data: &[(u64, u64)]) -> Result<(), ApplyError> {
     let path = entry_path(root, e);
     match &e.kind {
         Kind::Dir if e.path.0.is_empty() => Ok(()),
@@ -54,7 +67,11 @@ pub fn create(root: &Path, e: &Entry) -> Result<(), ApplyError> {
         Kind::File { size, .. } => {
             let f = std::fs::File::create_new(&path).map_err(io("create", &path))?;
             // Extending the length leaves everything not written later as a hole.
-            f.set_len(*size).map_err(io("size", &path))
+            f.set_len(*size).map_err(io("size", &path))?;
+            if *size >= PREALLOCATE_MIN {
+                preallocate(&f, data).map_err(io("allocate space for", &path))?;
+            }
+            Ok(())
         }
         Kind::Symlink { target } => std::os::unix::fs::symlink(OsStr::from_bytes(&target.0), &path)
             .map_err(io("create symlink", &path)),
@@ -63,6 +80,19 @@ pub fn create(root: &Path, e: &Entry) -> Result<(), ApplyError> {
         Kind::BlockDev { rdev } => mknod(&path, FileType::BlockDevice, *rdev),
         Kind::Fifo => mknod(&path, FileType::Fifo, 0),
     }
+}
+
+/// Allocates the runs `data` of `f` without changing its size; a filesystem that cannot
+/// (`EOPNOTSUPP`) allocates as the writes come instead.
+fn preallocate(f: &std::fs::File, data: &[(u64, u64)]) -> std::io::Result<()> {
+    for &(offset, len) in data.iter().filter(|(_, len)| *len > 0) {
+        match rustix::fs::fallocate(f, FallocateFlags::KEEP_SIZE, offset, len) {
+            Ok(()) => {}
+            Err(e) if e == Errno::OPNOTSUPP || e == Errno::NOSYS => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 fn mknod(path: &Path, ft: FileType, rdev: u64) -> Result<(), ApplyError> {
@@ -144,4 +174,50 @@ pub fn set_metadata(
 
 fn is_capability((name, _): &(ByteBuf, ByteBuf)) -> bool {
     name.0 == CAPABILITY_XATTR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn large_files_get_their_data_runs_allocated_and_holes_stay_holes() {
+        let root = tempfile::tempdir().unwrap();
+        let file = |name: &str, size: u64| Entry {
+            path: ByteBuf(name.as_bytes().to_vec()),
+            kind: Kind::File {
+                size,
+                extents: vec![],
+            },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            xattrs: vec![],
+        };
+        const MIB: u64 = 1 << 20;
+        // 8 MiB with data at [0, 2 MiB) and [6 MiB, 7 MiB): 3 MiB allocated, nothing written.
+        create_with_data(
+            root.path(),
+            &file("big", 8 * MIB),
+            &[(0, 2 * MIB), (6 * MIB, MIB)],
+        )
+        .unwrap();
+        let meta = std::fs::metadata(root.path().join("big")).unwrap();
+        assert_eq!(
+            meta.len(),
+            8 * MIB,
+            "the size is the entry's, not the runs'"
+        );
+        let allocated = meta.blocks() * 512;
+        assert!(
+            (3 * MIB..4 * MIB).contains(&allocated),
+            "{allocated} bytes allocated for 3 MiB of data runs"
+        );
+        // Below the threshold nothing is allocated ahead of the writes.
+        create_with_data(root.path(), &file("small", MIB - 1), &[(0, MIB - 1)]).unwrap();
+        let meta = std::fs::metadata(root.path().join("small")).unwrap();
+        assert_eq!((meta.len(), meta.blocks()), (MIB - 1, 0));
+    }
 }

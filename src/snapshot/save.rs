@@ -215,17 +215,34 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
     let _lock = tree::lock_state_dir(dir)?;
     // Files changed after this instant are not trusted to the index (see index::RACY_NS).
     let scan_started_ns = now_ns();
+    // The scan, what the store holds and the local index are independent: learn them at once
+    // (the first error stops the save, as before).
     let dir_owned = dir.to_path_buf();
-    let scan = tokio::task::spawn_blocking(move || tree::scan(&dir_owned))
-        .await
-        .map_err(|e| SaveError::Internal(e.to_string()))??;
-    let (dedup, parent) = known_chunks(store, ns, cache).await?;
-    let index_identity = format!("{}#{ns}", opts.store_url);
-    let old_index = if opts.use_index {
-        LocalIndex::load(dir, &index_identity)
-    } else {
-        LocalIndex::new(&index_identity)
+    let scan = async {
+        tokio::task::spawn_blocking(move || tree::scan(&dir_owned))
+            .await
+            .map_err(|e| SaveError::Internal(e.to_string()))?
+            .map_err(SaveError::from)
     };
+    let index_identity = format!("{}#{ns}", opts.store_url);
+    let (root, identity, use_index) = (dir.to_path_buf(), index_identity.clone(), opts.use_index);
+    let load_index = async {
+        tokio::task::spawn_blocking(move || {
+            if use_index {
+                LocalIndex::load(&root, &identity)
+            } else {
+                LocalIndex::new(&identity)
+            }
+        })
+        .await
+        .map_err(|e| SaveError::Internal(e.to_string()))
+    };
+    let (scan, (dedup, parent), old_index) =
+        tokio::try_join!(scan, known_chunks(store, ns, cache), load_index)?;
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "scanned the tree, learned the stored chunks, loaded the local index"
+    );
 
     // Files the index shows unchanged, with every chunk still in the store, are not read.
     let mut reused: HashMap<usize, Vec<(u64, Vec<ChunkId>)>> = HashMap::new();
@@ -275,6 +292,14 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
     );
 
     let (tx, rx) = tokio::sync::mpsc::channel(1);
+    // Room for one more chunk's worst-case zstd frame past the sealing size: a pack buffer
+    // is never reallocated. Buffers in use at most: one per worker, one in the channel, one
+    // per upload.
+    let room = zstd::zstd_safe::compress_bound(tuning.max_chunk as usize);
+    let buffers = Arc::new(pipeline::Buffers::new(
+        tuning.workers + tuning.uploads + 1,
+        tuning.pack_size + room,
+    ));
     let work = Work {
         files: files.clone(),
         items: items.clone(),
@@ -282,15 +307,20 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
         dedup: dedup.clone(),
         results: results.clone(),
         counters: counters.clone(),
+        buffers: buffers.clone(),
         progress: progress.clone(),
         tuning,
     };
-    let uploader = pipeline::upload_packs(store, ns, rx, tuning.uploads, &counters);
+    let uploader = pipeline::upload_packs(store, ns, rx, tuning.uploads, &counters, &buffers);
     let workers = tokio::task::spawn_blocking(move || pipeline::run_workers(&work, tx));
     let (w, u) = tokio::join!(workers, uploader);
     progress.finish_and_clear();
     u?;
     w.map_err(|e| SaveError::Internal(e.to_string()))??;
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "chunked and uploaded"
+    );
 
     // Assemble the file extents from the reused lists and the pipeline's results.
     let mut entries = scan.entries;
@@ -389,6 +419,10 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
     })
     .await
     .map_err(|e| SaveError::Internal(e.to_string()))??;
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "checked the files read"
+    );
     commit_check(store, ns, &packs).await?;
     let created_ms = now / 1_000_000;
     let id = layout::new_snapshot_id(created_ms, layout::entropy());

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::catalog;
 use super::layout;
+use super::pipeline::Buffers;
 use super::restore::{fetch_pack, plan, RestoreError};
 
 /// What `verify` found.
@@ -74,13 +75,14 @@ pub async fn verify(
     if read_data && report.problems.is_empty() {
         let (_, per_pack) = plan(&m, 0..m.entries.len());
         let read = AtomicU64::new(0);
+        let buffers = Arc::new(Buffers::new(4, 0));
         let results: Vec<Result<u64, RestoreError>> = futures::stream::iter(
             per_pack
                 .into_iter()
                 .enumerate()
                 .filter(|(_, c)| !c.is_empty()),
         )
-        .map(|(p, chunks)| fetch_pack(store, &m, p, chunks, |_, _| Ok(())))
+        .map(|(p, chunks)| fetch_pack(store, &m, p, chunks, &buffers, |_, _| Ok(())))
         .buffer_unordered(4)
         .collect()
         .await;

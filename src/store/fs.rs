@@ -109,31 +109,51 @@ impl FsStore {
         .await
     }
 
-    pub(super) async fn get(
+    /// Reads an object (or `range` of it) into `buf`, emptied first; returns the buffer
+    /// whatever happens.
+    pub(super) async fn get_into(
         &self,
         key: &str,
         range: Option<(u64, u64)>,
-    ) -> Result<Bytes, StoreError> {
-        let path = self.path(key)?;
+        mut buf: Vec<u8>,
+    ) -> (Vec<u8>, Result<(), StoreError>) {
+        let path = match self.path(key) {
+            Ok(p) => p,
+            Err(e) => return (buf, Err(e)),
+        };
         let key = key.to_string();
-        blocking(move || {
-            let mut f = std::fs::File::open(&path).map_err(io_err("open", &key))?;
-            let mut buf = Vec::new();
-            match range {
-                None => {
-                    f.read_to_end(&mut buf).map_err(io_err("read", &key))?;
+        let task = tokio::task::spawn_blocking(move || {
+            buf.clear();
+            let r = (|| {
+                let mut f = std::fs::File::open(&path).map_err(io_err("open", &key))?;
+                match range {
+                    None => {
+                        f.read_to_end(&mut buf).map_err(io_err("read", &key))?;
+                    }
+                    Some((start, len)) => {
+                        buf.reserve(usize::try_from(len).unwrap_or(0));
+                        f.seek(SeekFrom::Start(start))
+                            .map_err(io_err("seek", &key))?;
+                        f.take(len)
+                            .read_to_end(&mut buf)
+                            .map_err(io_err("read", &key))?;
+                    }
                 }
-                Some((start, len)) => {
-                    f.seek(SeekFrom::Start(start))
-                        .map_err(io_err("seek", &key))?;
-                    f.take(len)
-                        .read_to_end(&mut buf)
-                        .map_err(io_err("read", &key))?;
-                }
-            }
-            Ok(Bytes::from(buf))
-        })
-        .await
+                Ok(())
+            })();
+            (buf, r)
+        });
+        match task.await {
+            Ok(done) => done,
+            Err(e) => (
+                Vec::new(),
+                Err(StoreError::Io {
+                    op: "run",
+                    key: String::new(),
+                    source: std::io::Error::other(e.to_string()),
+                }),
+            ),
+        }
     }
 
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {

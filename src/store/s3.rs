@@ -167,11 +167,15 @@ impl S3Store {
         Ok(())
     }
 
-    pub(super) async fn get(
+    /// Reads an object (or `range` of it) into `buf`, emptied first, as the body arrives (no
+    /// second copy); returns the buffer whatever happens.
+    pub(super) async fn get_into(
         &self,
         key: &str,
         range: Option<(u64, u64)>,
-    ) -> Result<Bytes, StoreError> {
+        mut buf: Vec<u8>,
+    ) -> (Vec<u8>, Result<(), StoreError>) {
+        buf.clear();
         let mut req = self
             .client
             .get_object()
@@ -179,18 +183,30 @@ impl S3Store {
             .key(self.full(key));
         if let Some((start, len)) = range {
             if len == 0 {
-                return Ok(Bytes::new());
+                return (buf, Ok(()));
             }
+            buf.reserve(usize::try_from(len).unwrap_or(0));
             req = req.range(format!("bytes={start}-{}", start + len - 1));
         }
-        let resp = req.send().await.map_err(|e| classify("get", key, e))?;
-        let body = resp.body.collect().await.map_err(|e| StoreError::S3 {
-            op: "get",
-            key: key.to_string(),
-            message: e.to_string(),
-            transient: true,
-        })?;
-        Ok(body.into_bytes())
+        let mut body = match req.send().await {
+            Ok(resp) => resp.body,
+            Err(e) => return (buf, Err(classify("get", key, e))),
+        };
+        loop {
+            match body.try_next().await {
+                Ok(Some(bytes)) => buf.extend_from_slice(&bytes),
+                Ok(None) => return (buf, Ok(())),
+                Err(e) => {
+                    let err = StoreError::S3 {
+                        op: "get",
+                        key: key.to_string(),
+                        message: e.to_string(),
+                        transient: true,
+                    };
+                    return (buf, Err(err));
+                }
+            }
+        }
     }
 
     pub(super) async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
