@@ -154,6 +154,51 @@ fn write_tree(dir: &Path, seed: u64, count: u64) {
     }
 }
 
+/// A restore killed outright leaves its staging directory beside the target; the next restore
+/// into that target removes it (a symlink planted under such a name is removed, not followed)
+/// and leaves another target's staging alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_sweeps_the_staging_left_by_a_killed_one() {
+    let t = Target::fs().await;
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    write_tree(&tree, 1, 3);
+    t.save(&tree).await;
+    let volume = work.path().join("volume");
+    let stale = volume.join(".buildkit.hearth-restore-0badc0de");
+    std::fs::create_dir_all(stale.join("runc-overlayfs/snapshots")).unwrap();
+    std::fs::write(stale.join("runc-overlayfs/half-written"), noise(9, 4096)).unwrap();
+    let outside = work.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("keep"), b"not the restore's").unwrap();
+    let link = volume.join(".buildkit.hearth-restore-link");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let other = volume.join(".other.hearth-restore-12345678");
+    std::fs::create_dir(&other).unwrap();
+
+    let target = volume.join("buildkit");
+    t.ok(&["restore", "latest", target.to_str().unwrap()]).await;
+    assert_same(&describe(&tree), &describe(&target));
+    assert!(!stale.exists(), "the killed restore's staging is swept");
+    assert!(
+        std::fs::symlink_metadata(&link).is_err(),
+        "the planted link is removed"
+    );
+    assert_eq!(
+        std::fs::read(outside.join("keep")).unwrap(),
+        b"not the restore's"
+    );
+    assert!(
+        other.exists(),
+        "another target's staging is not this restore's"
+    );
+    let left: Vec<_> = std::fs::read_dir(&volume)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+}
+
 /// Two saves of one cache, the first SIGKILLed once the store holds a pack it uploaded, the
 /// second completing; then `ls`, `restore latest` and two gc runs a grace period apart.
 async fn a_killed_save_leaves_nothing_but_collectable_orphans(t: Target) {
