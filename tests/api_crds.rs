@@ -118,11 +118,14 @@ fn crds_have_names_columns_and_status_subresource() {
         (
             "imagebuilds.hearth.dev",
             "ib",
-            vec!["Phase", "Warmth", "Node", "Image", "Age"],
+            vec![
+                "Phase", "Reason", "Warmth", "Node", "Image", "Digest", "Age",
+            ],
         ),
         (
             "buildcaches.hearth.dev",
-            "bc",
+            // Not `bc`: that is OpenShift's BuildConfig.
+            "hbc",
             vec![
                 "Key",
                 "Replicas",

@@ -19,7 +19,7 @@ const QUANTITY_BOUNDS_RULE: &str =
     kind = "BuildCache",
     doc = "A BuildKit cache shared by the builds of one key: its replicas (volumes) and snapshots.",
     plural = "buildcaches",
-    shortname = "bc",
+    shortname = "hbc",
     category = "hearth",
     namespaced,
     status = "BuildCacheStatus",

@@ -55,9 +55,11 @@ pub const SPEC_IMMUTABLE_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.stat
     derive = "Default",
     cel,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].reason"}"#,
     printcolumn = r#"{"name":"Warmth","type":"string","jsonPath":".status.placement.warmth"}"#,
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.placement.node"}"#,
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.output.image"}"#,
+    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.imageDigest","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new(SPEC_IMMUTABLE_RULE)
         .message("immutable once the build has started (status.phase past Pending); only spec.cancel may change, create a new ImageBuild instead")
