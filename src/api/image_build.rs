@@ -259,13 +259,11 @@ pub struct GitSource {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.url), has(self.pvc)].exists_one(x, x)").message("set exactly one of url or pvc"))]
 pub struct ContextSource {
-    /// A tarball (optionally gzip or zstd compressed) in a store: `s3://bucket/key`,
-    /// `file:///path` or `https://...`.
+    /// A tarball (optionally gzip or zstd compressed) over `https://...`. (`s3://` and
+    /// `file://` are refused here rather than failing at run time: the builder has no
+    /// store credentials for a context, nor a node path to read.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 2048),
-        regex(pattern = r"^(s3|file|https)://[^\s]+$")
-    )]
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https://[^\s]+$"))]
     #[x_kube(validation = Rule::new("!self.matches('^[a-z0-9]+://[^/@]*@')").message("must not carry a user or password before the host (it would show in status, Events and the cache key)"))]
     #[x_kube(validation = Rule::new(CREDENTIAL_QUERY_RULE).message("must not carry credentials in its query string (a pre-signed URL's signature, a token, a key...): they would show in status, Events and the cache key"))]
     pub url: Option<String>,
