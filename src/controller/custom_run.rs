@@ -13,17 +13,16 @@ pub mod types;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kube::api::{Api, Patch, PostParams};
+use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
-use super::builders::labels::FIELD_MANAGER;
 use super::context::Context;
 use super::error::{is_status, Error, Result};
 use super::requeue;
-use super::writes::patch_params;
+use super::writes::{patch_params, post_params};
 use crate::api::ImageBuild;
 use mapping::{reason, Refusal};
 pub use types::{CustomRun, CustomRunSpec, RunStatus};
@@ -183,11 +182,7 @@ async fn create(
         .collect();
     labels.insert(CUSTOM_RUN_LABEL.into(), run.name_any());
     build.metadata.labels = Some(labels);
-    let pp = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    match builds.create(&pp, &build).await {
+    match builds.create(&post_params(), &build).await {
         Ok(b) => {
             info!(run = %run.name_any(), "created ImageBuild for custom run");
             Ok(Some(b))
