@@ -274,14 +274,8 @@ impl Cluster {
         let finished = started
             .checked_add(SignedDuration::from_secs(seconds))
             .unwrap();
-        let mut p = self.pods().get(pod).await.expect("builder pod");
-        let node = p
-            .labels()
-            .get("hearth.dev/node")
-            .cloned()
-            .unwrap_or_else(|| "n1".into());
+        let mut p = self.placed_pod(pod).await;
         let phase = if exit == 0 { "Succeeded" } else { "Failed" };
-        p.spec.as_mut().unwrap().node_name = Some(node);
         p.status = Some(serde_json::from_value(json!({
             "phase": phase,
             "containerStatuses": [{"name": "buildkit", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
@@ -297,13 +291,7 @@ impl Cluster {
     /// The restore init container of a builder pod ends after 9 s with `message` as its
     /// termination message: the pod runs on (`exit` 0) or fails.
     pub async fn finish_restore(&self, pod: &str, exit: i32, message: &str) {
-        let mut p = self.pods().get(pod).await.expect("builder pod");
-        let node = p
-            .labels()
-            .get("hearth.dev/node")
-            .cloned()
-            .unwrap_or_else(|| "n1".into());
-        p.spec.as_mut().unwrap().node_name = Some(node);
+        let mut p = self.placed_pod(pod).await;
         p.status = Some(serde_json::from_value(json!({
             "phase": if exit == 0 {"Running"} else {"Failed"},
             "initContainerStatuses": [{"name": "restore", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
@@ -314,6 +302,19 @@ impl Cluster {
             .replace_status(pod, &PostParams::default(), &p)
             .await
             .expect("pod status");
+    }
+
+    /// A builder pod as read, on the node its `hearth.dev/node` label names (n1 without one),
+    /// as the scheduler would have placed it.
+    async fn placed_pod(&self, pod: &str) -> Pod {
+        let mut p = self.pods().get(pod).await.expect("builder pod");
+        let node = p
+            .labels()
+            .get("hearth.dev/node")
+            .cloned()
+            .unwrap_or_else(|| "n1".into());
+        p.spec.as_mut().unwrap().node_name = Some(node);
+        p
     }
 
     /// Puts a pod on a node (the scheduler), still running.

@@ -217,14 +217,7 @@ fn readonly_builds_get_a_throwaway_volume_seeded_by_an_init_restore() {
         .iter()
         .flatten()
         .any(|m| m.name == creds.name && m.read_only == Some(true)));
-    assert!(
-        spec.containers[0]
-            .volume_mounts
-            .iter()
-            .flatten()
-            .all(|m| m.name != creds.name),
-        "the build never sees the store credentials"
-    );
+    assert_build_never_sees(&spec.containers, &creds.name);
 }
 
 #[test]
@@ -271,14 +264,7 @@ fn a_restored_replica_is_filled_by_an_init_restore_before_buildkitd_starts() {
         .iter()
         .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("hearth-store"))
         .expect("the store Secret volume");
-    assert!(
-        spec.containers[0]
-            .volume_mounts
-            .iter()
-            .flatten()
-            .all(|m| m.name != creds.name),
-        "the build never sees the store credentials"
-    );
+    assert_build_never_sees(&spec.containers, &creds.name);
 }
 
 fn seed() -> Seed {
@@ -424,4 +410,16 @@ fn non_upload_builds_have_no_receiver() {
     let spec = pod.spec.unwrap();
     assert!(spec.init_containers.is_none());
     assert!(!spec.volumes.unwrap().iter().any(|v| v.name == "upload"));
+}
+
+/// The build container mounts no volume named `volume` (the store credentials).
+fn assert_build_never_sees(containers: &[Container], volume: &str) {
+    assert!(
+        containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .all(|m| m.name != volume),
+        "the build never sees the store credentials"
+    );
 }
