@@ -601,6 +601,14 @@ async fn no_wait_creates_the_build_from_the_flags_and_returns() {
         "--restore-key",
         "shop:main",
         "--read-only",
+        "--build-context",
+        "protos=https://github.com/acme/protos.git#v3",
+        "--ssh",
+        "default=deploy-key",
+        "--ssh",
+        "gitlab=gl-key:id_ed25519",
+        "--pull",
+        "--no-cache",
         "--push-secret",
         "registry-push",
         "--timeout",
@@ -631,6 +639,30 @@ async fn no_wait_creates_the_build_from_the_flags_and_returns() {
     assert_eq!(s.cache.key.as_deref(), Some("shop:pr-7"));
     assert_eq!(s.cache.restore_keys, ["shop:main"]);
     assert_eq!(s.cache.mode, CacheMode::ReadOnly);
+    assert_eq!(
+        s.build_contexts["protos"],
+        "https://github.com/acme/protos.git#v3"
+    );
+    let ssh: Vec<_> = s
+        .ssh
+        .iter()
+        .map(|a| {
+            (
+                a.id.as_str(),
+                a.secret_ref.name.as_str(),
+                a.secret_ref.key.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ssh,
+        [
+            ("default", "deploy-key", "ssh-privatekey"),
+            ("gitlab", "gl-key", "id_ed25519")
+        ]
+    );
+    // --no-cache means what it means in buildx: every step runs again, the cache is kept.
+    assert!(s.pull && s.no_cache);
     assert_eq!(s.output.push_secret_ref.unwrap().name, "registry-push");
     assert_eq!(s.timeout, std::time::Duration::from_secs(45 * 60));
 }
@@ -669,6 +701,24 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
         (
             vec![d, "-t", "r.io/a/b", "--restore-key", "bad key"],
             "--restore-key:",
+        ),
+        (
+            vec![
+                d,
+                "-t",
+                "r.io/a/b",
+                "--build-context",
+                "docs=file:///home/docs",
+            ],
+            "--build-context: values must be docker-image://REF or an https:// URL",
+        ),
+        (
+            vec![d, "-t", "r.io/a/b", "--build-context", "docs"],
+            "--build-context: \"docs\" is not NAME=",
+        ),
+        (
+            vec![d, "-t", "r.io/a/b", "--ssh", "deploy-key"],
+            "--ssh: \"deploy-key\" is not ID=SECRET[:KEY]",
         ),
         (
             vec![d, "-t", "r.io/a/b", "--timeout", "25h"],
@@ -736,6 +786,14 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
         .unwrap_err();
     assert_eq!(err.exit_code(), 2);
     assert!(err.to_string().contains("--git"), "{err}");
+    let err = Cli::try_parse_from(["hearth", "build", "-t", "r.io/a/b", "--cache-mode", "Off"])
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(
+        err.to_string().contains("--cache-mode")
+            && err.to_string().contains("ReadWrite, ReadOnly or Disabled"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -37,7 +37,25 @@ pub const SPEC_IMMUTABLE_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.stat
 && has(self.spec.timeout) == has(oldSelf.spec.timeout) && (!has(self.spec.timeout) || self.spec.timeout == oldSelf.spec.timeout) \
 && has(self.spec.resources) == has(oldSelf.spec.resources) && (!has(self.spec.resources) || self.spec.resources == oldSelf.spec.resources) \
 && has(self.spec.nodeSelector) == has(oldSelf.spec.nodeSelector) && (!has(self.spec.nodeSelector) || self.spec.nodeSelector == oldSelf.spec.nodeSelector) \
-&& has(self.spec.tolerations) == has(oldSelf.spec.tolerations) && (!has(self.spec.tolerations) || self.spec.tolerations == oldSelf.spec.tolerations))";
+&& has(self.spec.tolerations) == has(oldSelf.spec.tolerations) && (!has(self.spec.tolerations) || self.spec.tolerations == oldSelf.spec.tolerations) \
+&& has(self.spec.buildContexts) == has(oldSelf.spec.buildContexts) && (!has(self.spec.buildContexts) || self.spec.buildContexts == oldSelf.spec.buildContexts) \
+&& has(self.spec.ssh) == has(oldSelf.spec.ssh) && (!has(self.spec.ssh) || self.spec.ssh == oldSelf.spec.ssh) \
+&& has(self.spec.pull) == has(oldSelf.spec.pull) && (!has(self.spec.pull) || self.spec.pull == oldSelf.spec.pull) \
+&& has(self.spec.noCache) == has(oldSelf.spec.noCache) && (!has(self.spec.noCache) || self.spec.noCache == oldSelf.spec.noCache))";
+
+/// CEL rule on `spec.buildContexts`' names: a stage or image name as a Dockerfile spells it.
+pub const NAMED_CONTEXT_NAMES_RULE: &str =
+    "self.all(k, size(k) <= 255 && k.matches('^[A-Za-z0-9][A-Za-z0-9._/:@-]*$'))";
+/// CEL rule on `spec.buildContexts`' values: an image or an https URL, bounded.
+pub const NAMED_CONTEXT_VALUES_RULE: &str = "self.all(k, size(self[k]) <= 2048 && self[k].matches('^(docker-image://[^ ]+|https://[^ ]+)$'))";
+/// CEL rule on `spec.buildContexts`' values: no user before the host, and no credential in the
+/// query string ([`CREDENTIAL_QUERY_RULE`] applied to each value).
+pub fn named_context_credentials_rule() -> String {
+    format!(
+        "self.all(k, !self[k].matches('^https://[^/@]*@') && {})",
+        CREDENTIAL_QUERY_RULE.replace("self.", "self[k].")
+    )
+}
 
 /// One container image build. The spec is what to build; status tells where it ran, how warm
 /// its cache was and how long each step took.
@@ -133,6 +151,30 @@ pub struct ImageBuildSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub tolerations: Vec<Toleration>,
+    /// Named build contexts (buildx `--build-context NAME=VALUE`): each name a Dockerfile's
+    /// `FROM NAME` or `COPY --from=NAME` refers to, replaced by `docker-image://REF` (an image,
+    /// for example to pin or mirror a base image) or an `https://` git repository or tarball.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    #[x_kube(validation = Rule::new(NAMED_CONTEXT_NAMES_RULE).message("names must match [A-Za-z0-9][A-Za-z0-9._/:@-]* and be at most 255 characters"))]
+    #[x_kube(validation = Rule::new(NAMED_CONTEXT_VALUES_RULE).message("values must be docker-image://REF or an https:// URL (a git repository or a tarball) of at most 2048 characters"))]
+    #[x_kube(validation = Rule::new(named_context_credentials_rule()).message("values must not carry credentials (a user before the host, or a token, signature or key in the query string): they would show in the pod spec and Events"))]
+    pub build_contexts: BTreeMap<String, String>,
+    /// SSH agents forwarded to `RUN --mount=type=ssh[,id=ID]` (buildx `--ssh`), each a
+    /// private key from a Secret in this namespace, mounted read-only into the builder.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.id == s.id))").message("ids must be unique"))]
+    pub ssh: Vec<SshAgent>,
+    /// Resolve every base image in the registry anew, rather than trusting a cached copy
+    /// (buildx `--pull`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pull: bool,
+    /// Run every step again, ignoring cached results (buildx `--no-cache`). The cache is
+    /// still used for `RUN --mount=type=cache` and the new state is stored as usual; to build
+    /// without a persistent cache, set `cache.mode: Disabled`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
     /// Set to `true` to cancel the build: its pods stop and it ends `Cancelled`. Cannot be undone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[x_kube(validation = Rule::new("self || !oldSelf").message("a cancelled build cannot be resumed; create a new ImageBuild"))]
@@ -155,6 +197,10 @@ impl Default for ImageBuildSpec {
             resources: None,
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
+            build_contexts: BTreeMap::new(),
+            ssh: Vec::new(),
+            pull: false,
+            no_cache: false,
             cancel: false,
         }
     }
@@ -300,6 +346,21 @@ pub struct BuildSecret {
     )]
     pub id: String,
     /// The Secret key holding the value.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// One SSH agent forwarded to the build: `RUN --mount=type=ssh,id=<id>` sees the key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SshAgent {
+    /// Id the Dockerfile uses (`default` when a `RUN --mount=type=ssh` names none).
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    )]
+    pub id: String,
+    /// The Secret key holding the private key (for example the `ssh-privatekey` key of a
+    /// `kubernetes.io/ssh-auth` Secret). Passphrase-protected keys are not supported.
     pub secret_ref: SecretKeyRef,
 }
 

@@ -9,7 +9,7 @@ use kube::core::Duration;
 
 use crate::api::common::LocalObjectReference;
 use crate::api::image_build::{CacheMode, GitSource, ImageBuildSpec, OutputSpec, SourceSpec};
-use crate::api::{ImageBuild, UploadSource};
+use crate::api::{ImageBuild, SecretKeyRef, SshAgent, UploadSource};
 
 /// How the result is printed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -52,12 +52,28 @@ pub struct BuildArgs {
     /// Fallback cache key, tried in order when the key has no cache yet.
     #[arg(long = "restore-key", value_name = "KEY")]
     pub restore_keys: Vec<String>,
-    /// Use the cache without writing back (for untrusted code such as fork pull requests).
-    #[arg(long = "read-only")]
-    pub read_only: bool,
-    /// Build without any persistent cache.
-    #[arg(long = "no-cache", conflicts_with = "read_only")]
+    /// Named build context `NAME=docker-image://REF` or `NAME=https://URL` (as buildx's
+    /// `--build-context`; a local directory cannot be used).
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+    /// Forward an SSH key to `RUN --mount=type=ssh`: `ID=SECRET[:KEY]`, a key of a Secret in
+    /// the namespace (`ssh-privatekey` by default); `default=...` for a mount without an id.
+    #[arg(long = "ssh", value_name = "ID=SECRET[:KEY]")]
+    pub ssh: Vec<String>,
+    /// Resolve base images in the registry anew.
+    #[arg(long)]
+    pub pull: bool,
+    /// Run every step again, ignoring cached results; the cache is still kept up to date
+    /// (as buildx's `--no-cache`). `--cache-mode Disabled` builds without a cache.
+    #[arg(long = "no-cache")]
     pub no_cache: bool,
+    /// `ReadWrite` (default), `ReadOnly` (use the cache, never write back: untrusted code such
+    /// as fork pull requests) or `Disabled` (no persistent cache).
+    #[arg(long = "cache-mode", value_name = "MODE", value_parser = parse_cache_mode)]
+    pub cache_mode: Option<CacheMode>,
+    /// Same as `--cache-mode ReadOnly`.
+    #[arg(long = "read-only", conflicts_with = "cache_mode")]
+    pub read_only: bool,
     /// Build and do not push the image.
     #[arg(long = "no-push")]
     pub no_push: bool,
@@ -276,13 +292,26 @@ pub fn image_build(
     };
     spec.cache.key = args.cache_key.clone();
     spec.cache.restore_keys = fallback_keys(args.cache_key.as_deref(), &args.restore_keys);
-    spec.cache.mode = if args.no_cache {
-        CacheMode::Disabled
-    } else if args.read_only {
-        CacheMode::ReadOnly
-    } else {
-        CacheMode::ReadWrite
+    spec.cache.mode = match (args.cache_mode, args.read_only) {
+        (Some(mode), _) => mode,
+        (None, true) => CacheMode::ReadOnly,
+        (None, false) => CacheMode::ReadWrite,
     };
+    spec.no_cache = args.no_cache;
+    spec.pull = args.pull;
+    for context in &args.build_contexts {
+        let (name, value) = context.split_once('=').ok_or_else(|| {
+            BadInput::new(
+                "--build-context",
+                format!("{context:?} is not NAME=docker-image://REF or NAME=https://URL"),
+            )
+        })?;
+        spec.build_contexts
+            .insert(name.to_string(), value.to_string());
+    }
+    for agent in &args.ssh {
+        spec.ssh.push(ssh_agent(agent)?);
+    }
     if let Some(t) = &args.timeout {
         spec.timeout = parse_duration("--timeout", t, 24)?;
     }
@@ -297,9 +326,39 @@ pub fn image_build(
     Ok(ib)
 }
 
+/// `--ssh ID=SECRET[:KEY]`.
+fn ssh_agent(flag: &str) -> Result<SshAgent, BadInput> {
+    let bad = || {
+        BadInput::new(
+            "--ssh",
+            format!("{flag:?} is not ID=SECRET[:KEY] (a Secret in the namespace holding the private key)"),
+        )
+    };
+    let (id, secret) = flag.split_once('=').ok_or_else(bad)?;
+    let (name, key) = secret.split_once(':').unwrap_or((secret, "ssh-privatekey"));
+    if id.is_empty() || name.is_empty() || key.is_empty() {
+        return Err(bad());
+    }
+    Ok(SshAgent {
+        id: id.to_string(),
+        secret_ref: SecretKeyRef {
+            name: name.to_string(),
+            key: key.to_string(),
+        },
+    })
+}
+
+/// `--cache-mode`: the API's own spellings.
+fn parse_cache_mode(value: &str) -> Result<CacheMode, String> {
+    serde_json::from_value(serde_json::Value::String(value.to_string()))
+        .map_err(|_| format!("{value:?} is not ReadWrite, ReadOnly or Disabled"))
+}
+
 /// Which flag sets a field of the spec, for errors from the API's own rules.
 fn flag_of(field: &str) -> &'static str {
-    const FLAGS: [(&str, &str); 14] = [
+    const FLAGS: [(&str, &str); 16] = [
+        ("spec.buildContexts", "--build-context"),
+        ("spec.ssh", "--ssh"),
         ("spec.output.pushSecretRef", "--push-secret"),
         ("spec.output", "-t/--tag"),
         ("spec.dockerfile", "-f/--file"),

@@ -3,14 +3,18 @@
 //! each is unit-tested on its output.
 
 pub mod build_script;
+pub mod frontend;
 pub mod jobs;
 pub mod labels;
 pub mod pod;
 pub mod pvc;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    Affinity, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    ProjectedVolumeSource, SecretProjection, Volume, VolumeMount, VolumeProjection,
 };
+
+use crate::api::SecretKeyRef;
 
 /// Where a pod must run: on one node (a node-local replica, or the node the planner chose for
 /// a new one), in one zone (a zonal replica), or anywhere the scheduler likes.
@@ -48,4 +52,45 @@ pub fn affinity(pin: &Pin) -> Option<Affinity> {
         }),
         ..Default::default()
     })
+}
+
+/// A read-only volume of single Secret keys, each a file of mode 0400 named `file`, mounted at
+/// `dir` (build secrets, SSH keys). Every Secret must exist: a missing one keeps the pod from
+/// starting rather than building without it.
+pub fn secret_keys_volume<'a>(
+    name: &str,
+    dir: &str,
+    keys: impl IntoIterator<Item = (&'a SecretKeyRef, &'a str)>,
+) -> (Volume, VolumeMount) {
+    let sources = keys
+        .into_iter()
+        .map(|(secret, file)| VolumeProjection {
+            secret: Some(SecretProjection {
+                name: secret.name.clone(),
+                items: Some(vec![KeyToPath {
+                    key: secret.key.clone(),
+                    path: file.to_string(),
+                    mode: Some(0o400),
+                }]),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    (
+        Volume {
+            name: name.into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(sources),
+                default_mode: Some(0o400),
+            }),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: name.into(),
+            mount_path: dir.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    )
 }

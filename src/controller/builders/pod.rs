@@ -8,9 +8,8 @@
 
 use k8s_openapi::api::core::v1::{
     AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, KeyToPath,
-    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, SecretProjection, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount, VolumeProjection,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -18,7 +17,7 @@ use super::build_script::{self, REDACT_DIRS_ENV, TERMINATION_LOG_ENV, WORK_DIR_E
 use super::jobs::{
     env_var, non_empty, snapshot_container, store_volume, SnapshotOp, CACHE_MOUNT, STATE_DIR,
 };
-use super::{affinity, labels, Pin};
+use super::{affinity, frontend, labels, Pin};
 use crate::api::ImageBuild;
 use crate::contract::{self, RECEIVER_CONTAINER, UPLOAD_DIR};
 use crate::controller::config::OperatorConfig;
@@ -180,12 +179,10 @@ pub fn buildctl_args(build: &ImageBuild) -> Result<Vec<String>, BuilderError> {
             format!("id={},src={SECRETS_DIR}/{}", secret.id, secret.id),
         ]);
     }
+    let mut git_ssh_key = None;
     if let Some(git) = spec.source.git.as_ref().filter(|g| g.secret_ref.is_some()) {
         if is_ssh(&git.url) {
-            args.extend([
-                "--ssh".to_string(),
-                format!("default={GIT_DIR}/ssh-privatekey"),
-            ]);
+            git_ssh_key = Some(format!("{GIT_DIR}/ssh-privatekey"));
         } else {
             args.extend([
                 "--secret".to_string(),
@@ -193,6 +190,7 @@ pub fn buildctl_args(build: &ImageBuild) -> Result<Vec<String>, BuilderError> {
             ]);
         }
     }
+    args.extend(frontend::frontend_args(spec, git_ssh_key.as_deref()));
     args.extend([
         "--output".to_string(),
         format!(
@@ -278,7 +276,7 @@ pub fn builder_pod(
         // Every dir a build's secrets may be mounted at; the script skips absent ones.
         env_var(
             REDACT_DIRS_ENV,
-            &[SECRETS_DIR, GIT_DIR, DOCKER_CONFIG_DIR].join(" "),
+            &[SECRETS_DIR, GIT_DIR, DOCKER_CONFIG_DIR, frontend::SSH_DIR].join(" "),
         ),
     ];
     // Only a replica's state is saved after the build: a throwaway volume is never pruned.
@@ -287,36 +285,17 @@ pub fn builder_pod(
     }
 
     if !spec.secrets.is_empty() {
-        let sources = spec
-            .secrets
-            .iter()
-            .map(|s| VolumeProjection {
-                secret: Some(SecretProjection {
-                    name: s.secret_ref.name.clone(),
-                    items: Some(vec![KeyToPath {
-                        key: s.secret_ref.key.clone(),
-                        path: s.id.clone(),
-                        mode: Some(0o400),
-                    }]),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            })
-            .collect();
-        volumes.push(Volume {
-            name: "build-secrets".into(),
-            projected: Some(ProjectedVolumeSource {
-                sources: Some(sources),
-                default_mode: Some(0o400),
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: "build-secrets".into(),
-            mount_path: SECRETS_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+        let (volume, mount) = super::secret_keys_volume(
+            "build-secrets",
+            SECRETS_DIR,
+            spec.secrets.iter().map(|s| (&s.secret_ref, s.id.as_str())),
+        );
+        volumes.push(volume);
+        mounts.push(mount);
+    }
+    if let Some((volume, mount)) = frontend::ssh_keys_volume(spec) {
+        volumes.push(volume);
+        mounts.push(mount);
     }
     if let Some(secret) = spec.source.git.as_ref().and_then(|g| g.secret_ref.as_ref()) {
         volumes.push(secret_volume("git-credentials", &secret.name, None));

@@ -18,6 +18,7 @@ fn full() -> ImageBuild {
         "buildArgs": {"PY": "3.12"},
         "platforms": ["linux/amd64", "linux/arm64"],
         "secrets": [{"id": "pip", "secretRef": {"name": "pip-creds", "key": "index-url"}}],
+        "ssh": [{"id": "default", "secretRef": {"name": "deploy-key", "key": "ssh-privatekey"}}],
         "labels": {"team": "shop"},
         "output": {"image": "registry.example.com/shop/api:1", "pushSecretRef": {"name": "push"}},
         "resources": {"requests": {"cpu": "2"}},
@@ -155,7 +156,12 @@ fn secrets_are_mounted_read_only_never_in_env_or_args() {
     let spec = pod.spec.unwrap();
     let c = &spec.containers[0];
     let mounts = c.volume_mounts.clone().unwrap();
-    for name in ["build-secrets", "git-credentials", "registry-credentials"] {
+    for name in [
+        "build-secrets",
+        "git-credentials",
+        "registry-credentials",
+        "ssh-keys",
+    ] {
         let m = mounts
             .iter()
             .find(|m| m.name == name)
@@ -164,12 +170,23 @@ fn secrets_are_mounted_read_only_never_in_env_or_args() {
     }
     let env = format!("{:?}", c.env);
     assert!(
-        !env.contains("secretKeyRef") && !env.contains("pip-creds"),
+        !env.contains("secretKeyRef") && !env.contains("pip-creds") && !env.contains("deploy-key"),
         "{env}"
     );
+    // A failed build's log is redacted of every mounted secret, the SSH keys included.
+    let redacted = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == REDACT_DIRS_ENV)
+        .and_then(|e| e.value.clone())
+        .unwrap_or_default();
+    for dir in [SECRETS_DIR, GIT_DIR, DOCKER_CONFIG_DIR, frontend::SSH_DIR] {
+        assert!(redacted.split(' ').any(|d| d == dir), "{dir} in {redacted}");
+    }
     let args = c.args.clone().unwrap().join(" ");
     assert!(
-        !args.contains("pip-creds") && !args.contains("index-url"),
+        !args.contains("pip-creds") && !args.contains("index-url") && !args.contains("deploy-key"),
         "secret names/keys are not in args: {args}"
     );
 }
