@@ -99,7 +99,7 @@ fn one_run(tools: &buildkit_support::Tools, hearth: &Path) -> Run {
     // gc.keepDuration: 3s and a small gc.keepStorage.
     let run = buildkit_support::run_builder_script(tools, &bk, &project, &at("pod"), "3s", 1);
     assert_eq!(run.code, 0, "{}", run.output);
-    let (prune, _) = split_termination_message(&run.termination_message);
+    let prune = split_termination_message(&run.termination_message).prune;
     let prune_seconds = run
         .seconds
         .iter()

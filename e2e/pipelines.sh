@@ -199,7 +199,7 @@ spec:
           - {name: DOCKERFILE, value: src/Dockerfile}
           - {name: BUILD_ARGS, value: ["RUN_ID=$pr"]}
           - {name: CACHE_KEY, value: "$KEY-task"}
-          - {name: HEARTH_IMAGE, value: "$HEARTH_IMAGE"}
+          - {name: BUILDER_IMAGE, value: "$HEARTH_IMAGE"}
 YAML
     expect_tekton pipelinerun "$pr"
     tr=$(kc -n "$NS" get taskruns -l "tekton.dev/pipelineRun=$pr,tekton.dev/pipelineTask=build" -o jsonpath='{.items[0].metadata.name}')

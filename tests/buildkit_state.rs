@@ -68,8 +68,8 @@ fn a_restored_buildkit_state_builds_the_next_commit_from_its_cache() {
         "{}",
         run.output
     );
-    let (prune, metadata) = split_termination_message(&run.termination_message);
-    let prune = prune.expect("the prune's report");
+    let report = split_termination_message(&run.termination_message);
+    let (prune, metadata) = (report.prune.expect("the prune's report"), report.metadata);
     assert_eq!(
         prune.result,
         PruneResult::Pruned,

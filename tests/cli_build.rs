@@ -422,7 +422,10 @@ async fn restored_build_says_from_which_key() {
     buildkit_runs(&c, &pod).await;
     h.printed("#7 DONE").await;
     let (meta, _) = metadata('r');
-    c.finish_pod(&pod, 0, &meta).await;
+    // The builder script reports the commit BuildKit resolved `feature-x` to.
+    let commit = "1c2bbabf754d852521421e57e6878984a39c3a09";
+    c.finish_pod(&pod, 0, &format!("hearth-git-commit: {commit}\n{meta}"))
+        .await;
     // Succeeded once the image is pushed: the client is done before the save ends.
     drive_to(&mut c, &h, &name, Phase::Succeeded, "Succeeded").await;
     assert_eq!(client.await.unwrap(), Exit::Succeeded);
@@ -443,6 +446,8 @@ async fn restored_build_says_from_which_key() {
         out.contains("cache    Restored from key shop:main (snapshot snap-1)"),
         "{out}"
     );
+    assert!(out.contains(&format!("  commit   {commit}\n")), "{out}");
+    assert_eq!(st.git_commit.as_deref(), Some(commit));
     keep_example("restored", &out);
 }
 

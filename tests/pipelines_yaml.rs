@@ -104,6 +104,11 @@ fn tekton_task_follows_the_catalog_conventions_for_image_builds() {
         ("BUILD_ARGS", "array"),
         ("CACHE_KEY", "string"),
         ("RESTORE_KEYS", "array"),
+        ("PLATFORMS", "array"),
+        ("CACHE_MODE", "string"),
+        ("SKIP_PUSH", "string"),
+        ("PUSH_SECRET", "string"),
+        ("BUILDER_IMAGE", "string"),
     ] {
         let p = params.get(name).unwrap_or_else(|| panic!("param {name}"));
         assert_eq!(p["type"], type_, "param {name}");
@@ -116,7 +121,15 @@ fn tekton_task_follows_the_catalog_conventions_for_image_builds() {
     assert_eq!(params["DOCKERFILE"]["default"], "./Dockerfile");
     assert_eq!(params["CONTEXT"]["default"], ".");
     assert_eq!(names(&spec["workspaces"]), ["source"]);
-    assert_eq!(names(&spec["results"]), [IMAGE_DIGEST, IMAGE_URL]);
+    assert_eq!(
+        names(&spec["results"]),
+        [
+            IMAGE_DIGEST,
+            IMAGE_URL,
+            "CHAINS-GIT_URL",
+            "CHAINS-GIT_COMMIT"
+        ]
+    );
 
     let steps = spec["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 1);
@@ -163,7 +176,9 @@ fn tekton_task_follows_the_catalog_conventions_for_image_builds() {
             "--build-args",
             "$(params.BUILD_ARGS[*])",
             "--restore-keys",
-            "$(params.RESTORE_KEYS[*])"
+            "$(params.RESTORE_KEYS[*])",
+            "--platforms",
+            "$(params.PLATFORMS[*])"
         ]
     );
 }
@@ -532,7 +547,9 @@ fn run_task_script(env: &[(&str, &str)], args: &[&str]) -> (bool, Vec<String>, S
         ("PARAM_CONTEXT", "."),
         ("PARAM_CACHE_KEY", ""),
         ("PARAM_TARGET", ""),
-        ("PARAM_READ_ONLY", "false"),
+        ("PARAM_CACHE_MODE", "ReadWrite"),
+        ("PARAM_SKIP_PUSH", "false"),
+        ("PARAM_PUSH_SECRET", ""),
         ("PARAM_GIT_URL", ""),
         ("PARAM_GIT_REVISION", ""),
         ("PARAM_TIMEOUT", "1h"),
@@ -545,9 +562,19 @@ fn run_task_script(env: &[(&str, &str)], args: &[&str]) -> (bool, Vec<String>, S
     cmd.env("SOURCE_PATH", &ws);
     cmd.env("DIGEST_FILE", dir.path().join("digest"));
     cmd.env("URL_FILE", dir.path().join("url"));
+    cmd.env("GIT_URL_FILE", dir.path().join("git-url"));
+    cmd.env("GIT_COMMIT_FILE", dir.path().join("git-commit"));
+    cmd.env("METADATA_FILE", dir.path().join("metadata.json"));
+    // What `hearth build --metadata-file` writes for a git source, as the fake hearth "wrote" it.
+    std::fs::write(
+        dir.path().join("metadata.json"),
+        "{\n  \"containerimage.digest\": \"sha256:00\",\n  \"gitCommit\": \"1c2bbabf754d852521421e57e6878984a39c3a09\"\n}\n",
+    )
+    .unwrap();
     let out = cmd.output().unwrap();
     let argv = std::fs::read_to_string(&argv).unwrap_or_default();
-    let url = std::fs::read_to_string(dir.path().join("url")).unwrap_or_default();
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    let url = [read("url"), read("git-url"), read("git-commit")].join("|");
     assert!(
         out.status.success() || argv.is_empty(),
         "{}",
@@ -566,7 +593,9 @@ fn task_script_passes_every_param_to_hearth_build() {
         &[
             ("PARAM_CACHE_KEY", "shop:feature-x"),
             ("PARAM_TARGET", "runtime"),
-            ("PARAM_READ_ONLY", "true"),
+            ("PARAM_CACHE_MODE", "ReadOnly"),
+            ("PARAM_SKIP_PUSH", "true"),
+            ("PARAM_PUSH_SECRET", "registry-push"),
         ],
         &[
             "--build-args",
@@ -576,13 +605,21 @@ fn task_script_passes_every_param_to_hearth_build() {
             "shop:main",
             "",
             "shop:base",
+            "--platforms",
+            "linux/amd64",
+            "linux/arm64",
         ],
     );
     assert!(ok);
-    let digest_file = argv.iter().position(|a| a == "--digest-file").unwrap();
-    assert!(argv[digest_file + 1].ends_with("/digest"));
     let mut rest = argv.clone();
-    rest.drain(digest_file..digest_file + 2);
+    for (flag, file) in [
+        ("--digest-file", "/digest"),
+        ("--metadata-file", "/metadata.json"),
+    ] {
+        let at = rest.iter().position(|a| a == flag).unwrap();
+        assert!(rest[at + 1].ends_with(file), "{flag} {}", rest[at + 1]);
+        rest.drain(at..at + 2);
+    }
     assert_eq!(
         rest,
         [
@@ -604,27 +641,46 @@ fn task_script_passes_every_param_to_hearth_build() {
             "shop:main",
             "--restore-key",
             "shop:base",
+            "--platform",
+            "linux/amd64",
+            "--platform",
+            "linux/arm64",
             "--cache-key",
             "shop:feature-x",
             "--target",
             "runtime",
-            "--read-only",
+            "--cache-mode",
+            "ReadOnly",
+            "--no-push",
+            "--push-secret",
+            "registry-push",
         ]
     );
-    assert_eq!(url, "registry.example.com/shop/api:1", "IMAGE_URL result");
+    assert_eq!(
+        url, "registry.example.com/shop/api:1||",
+        "IMAGE_URL, and no git type hints for an uploaded workspace"
+    );
 }
 
 #[test]
 fn task_script_passes_a_git_source_through_and_needs_a_source_otherwise() {
-    let (ok, argv, _) = run_task_script(
+    let (ok, argv, url) = run_task_script(
         &[
             ("PARAM_GIT_URL", "https://github.com/acme/shop.git"),
             ("PARAM_GIT_REVISION", "v1"),
             ("SOURCE_BOUND", "false"),
         ],
-        &["--build-args", "--restore-keys"],
+        &["--build-args", "--restore-keys", "--platforms"],
     );
     assert!(ok);
+    assert_eq!(
+        url.split('|').skip(1).collect::<Vec<_>>(),
+        [
+            "https://github.com/acme/shop.git",
+            "1c2bbabf754d852521421e57e6878984a39c3a09"
+        ],
+        "CHAINS-GIT_URL and CHAINS-GIT_COMMIT"
+    );
     assert_eq!(argv[1], "-t", "no directory to upload: {argv:?}");
     let git = argv.iter().position(|a| a == "--git").unwrap();
     assert_eq!(
@@ -633,7 +689,7 @@ fn task_script_passes_a_git_source_through_and_needs_a_source_otherwise() {
     );
     let (ok, argv, _) = run_task_script(
         &[("SOURCE_BOUND", "false")],
-        &["--build-args", "--restore-keys"],
+        &["--build-args", "--restore-keys", "--platforms"],
     );
     assert!(
         !ok && argv.is_empty(),

@@ -607,6 +607,10 @@ pub struct ImageBuildStatus {
     /// Digest of the pushed image (`sha256:...`), from BuildKit's metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
+    /// The commit BuildKit resolved `spec.source.git.revision` to (a branch or tag moves; this
+    /// is what was built), from its build info. Git sources only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
     /// When the controller started working on the build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,

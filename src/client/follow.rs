@@ -176,6 +176,9 @@ pub fn render_outcome(ib: &ImageBuild, log_tail: &[String]) -> String {
             let digest = status.image_digest.as_deref().unwrap_or("(not reported)");
             out.push_str(&format!("  image    {}\n", ib.spec.output.image));
             out.push_str(&format!("  digest   {digest}\n"));
+            if let Some(commit) = &status.git_commit {
+                out.push_str(&format!("  commit   {commit}\n"));
+            }
         }
         _ => {
             let reason = failure_reason(ib).unwrap_or_else(|| format!("{phase:?}"));
@@ -226,6 +229,7 @@ pub fn outcome_json(ib: &ImageBuild) -> serde_json::Value {
         "digest": status.image_digest,
         "containerimage.digest": status.image_digest,
         "image.name": ib.spec.output.image,
+        "gitCommit": status.git_commit,
         "cacheKey": status.cache_key,
         "warmth": p.warmth,
         "restoredFrom": p.restored_from,

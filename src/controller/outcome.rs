@@ -48,6 +48,8 @@ pub enum PodOutcome {
         seconds: Option<f64>,
         /// How the prune after a ReadWrite build went (none for other builds).
         prune: Option<crate::api::CachePrune>,
+        /// The commit BuildKit resolved a git source to.
+        git_commit: Option<String>,
     },
     /// The build failed: a reason (`BuildFailed`, `Timeout`, `ImagePullBackOff`...) and a
     /// message with the container's exit and the tail of its log.
@@ -118,16 +120,18 @@ pub fn pod_outcome(pod: &Pod, node_exists: impl Fn(&str) -> bool) -> PodOutcome 
             let terminated = container
                 .and_then(|c| c.state.as_ref())
                 .and_then(|s| s.terminated.as_ref());
-            let (prune, metadata) = split_termination_message(
+            let report = split_termination_message(
                 terminated.and_then(|t| t.message.as_deref()).unwrap_or(""),
             );
-            let digest = digest_from_metadata(metadata);
+            let digest = digest_from_metadata(report.metadata);
+            let (prune, git_commit) = (report.prune, report.git_commit);
             let seconds = terminated
                 .and_then(|t| Some(between(t.started_at.as_ref()?.0, t.finished_at.as_ref()?.0)));
             PodOutcome::Succeeded {
                 digest,
                 seconds,
                 prune,
+                git_commit,
             }
         }
         Some("Failed") => {

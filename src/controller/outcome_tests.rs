@@ -26,16 +26,20 @@ fn succeeded_pod_gives_digest_and_time() {
             digest: Some(d),
             seconds: Some(42.0),
             prune: None,
+            git_commit: None,
         }
     );
 }
 
 #[test]
-fn succeeded_pod_gives_the_prunes_outcome_from_the_first_line_and_the_digest_after_it() {
+fn succeeded_pod_gives_the_prunes_outcome_and_the_commit_from_the_report_lines_and_the_digest_after_them(
+) {
     let d = format!("sha256:{}", "c".repeat(64));
     // buildctl writes its metadata indented, over several lines.
-    let message =
-        format!("hearth-prune: total 1.99GB\n{{\n  \"containerimage.digest\": \"{d}\"\n}}");
+    let commit = "1c2bbabf754d852521421e57e6878984a39c3a09";
+    let message = format!(
+        "hearth-prune: total 1.99GB\nhearth-git-commit: {commit}\n{{\n  \"containerimage.digest\": \"{d}\"\n}}"
+    );
     let p = pod(
         json!({"spec": {"containers": [], "nodeName": "n1"}, "status": {"phase": "Succeeded", "containerStatuses": [{
         "name": "buildkit", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
@@ -51,6 +55,7 @@ fn succeeded_pod_gives_the_prunes_outcome_from_the_first_line_and_the_digest_aft
                 bytes: Some(1_990_000_000),
                 message: None,
             }),
+            git_commit: Some(commit.to_string()),
         }
     );
 }

@@ -11,7 +11,8 @@
 //! followed by `buildctl prune` with the BuildCache's gc settings ([`Prune`]); its outcome
 //! goes back to the controller as the first line of the termination message
 //! ([`split_termination_message`]). A prune that fails or runs out of time never fails the
-//! build.
+//! build. For a git source, the commit BuildKit resolved (its build info's pin, in buildctl's
+//! metadata) comes back the same way.
 
 use crate::api::{CachePrune, PruneResult};
 
@@ -44,8 +45,25 @@ pub const PRUNE_DEADLINE_MARGIN_SECONDS: i64 = 30;
 pub const PRUNE_MAX_SECONDS: i64 = 600;
 /// A prune with less time than this left is skipped.
 pub const PRUNE_MIN_SECONDS: i64 = 10;
-/// First-line prefix of a termination message that carries the prune's outcome.
+/// Prefix of a termination message's line that carries the prune's outcome.
 pub const PRUNE_REPORT_PREFIX: &str = "hearth-prune: ";
+/// Prefix of a termination message's line that carries the git commit BuildKit resolved.
+pub const GIT_COMMIT_PREFIX: &str = "hearth-git-commit: ";
+/// Environment variable: the git source's URL, whose resolved commit the script reports.
+pub const GIT_URL_ENV: &str = "HEARTH_GIT_URL";
+
+/// Finds, in buildctl's metadata file (indented JSON; BuildKit v0.11+ writes its build info's
+/// sources there, each `type`, `ref`, `pin` on its own line), the pin of the git source whose
+/// ref is the build's URL (with `#ref[:dir]` or not), and prints it if it is a commit id.
+const GIT_PIN_AWK: &str = r##"
+function val(line) { sub(/^[^:]*:[ 	]*"/, "", line); sub(/"[ 	]*,?[ 	]*$/, "", line); return line }
+/^[ 	]*"type":/ { type = val($0) }
+/^[ 	]*"ref":/ { ref = val($0) }
+/^[ 	]*"pin":/ {
+  pin = val($0)
+  if (type == "git" && (ref == url || index(ref, url "#") == 1) && pin ~ /^[0-9a-f]+$/ && (length(pin) == 40 || length(pin) == 64)) { print pin; exit }
+}
+"##;
 
 /// Reads every file under the dirs named in `list` (one path a line) and replaces each value
 /// and each line of a value, and each credential string of a JSON file (`auth`, `password`,
@@ -124,8 +142,13 @@ if [ "$status" = 0 ]; then
       if [ "$pruned" = 0 ] && [ -n "$total" ]; then report="total $total"; else report="failed $pruned"; fi
     fi
   fi
+  commit=
+  if [ -n "${{{GIT_URL_ENV}:-}}" ]; then
+    commit=$(awk -v url="${GIT_URL_ENV}" '{GIT_PIN_AWK}' "$work/metadata.json")
+  fi
   {{
     [ -n "$report" ] && printf '{PRUNE_REPORT_PREFIX}%s\n' "$report" | head -c 80
+    [ -n "$commit" ] && printf '{GIT_COMMIT_PREFIX}%s\n' "$commit"
     head -c {METADATA_BYTES} "$work/metadata.json"
   }} > "$out"
   exit 0
@@ -138,8 +161,8 @@ exit "$status"
 }
 
 /// Bytes of buildctl's metadata a termination message keeps (the kubelet keeps 4096; the
-/// prune's line comes first, at most 80).
-pub const METADATA_BYTES: usize = 3900;
+/// prune's line comes first, at most 80, then the commit's, at most 84).
+pub const METADATA_BYTES: usize = 3800;
 
 /// The prune after a ReadWrite build: what it keeps, from the BuildCache's gc settings, and
 /// when the build's time is up.
@@ -173,14 +196,42 @@ impl Prune {
     }
 }
 
-/// Splits a successful builder's termination message into the prune's outcome (when its first
-/// line is one) and buildctl's metadata.
-pub fn split_termination_message(message: &str) -> (Option<CachePrune>, &str) {
-    let Some(rest) = message.strip_prefix(PRUNE_REPORT_PREFIX) else {
-        return (None, message);
+/// What a successful builder reports in its termination message.
+#[derive(Debug, PartialEq)]
+pub struct BuilderReport<'a> {
+    /// The prune's outcome, when it ran.
+    pub prune: Option<CachePrune>,
+    /// The commit BuildKit resolved the git source to, when it said.
+    pub git_commit: Option<String>,
+    /// buildctl's metadata (JSON, possibly cut).
+    pub metadata: &'a str,
+}
+
+/// Splits a successful builder's termination message into the script's report lines (each
+/// `hearth-...: `, before the metadata) and buildctl's metadata.
+pub fn split_termination_message(message: &str) -> BuilderReport<'_> {
+    let mut report = BuilderReport {
+        prune: None,
+        git_commit: None,
+        metadata: message,
     };
-    let (line, metadata) = rest.split_once('\n').unwrap_or((rest, ""));
-    (Some(prune_outcome(line.trim())), metadata)
+    loop {
+        let rest = report.metadata;
+        let (line, after) = rest.split_once('\n').unwrap_or((rest, ""));
+        if let Some(prune) = line.strip_prefix(PRUNE_REPORT_PREFIX) {
+            report.prune = Some(prune_outcome(prune.trim()));
+        } else if let Some(commit) = line.strip_prefix(GIT_COMMIT_PREFIX) {
+            let commit = commit.trim();
+            let is_id = matches!(commit.len(), 40 | 64)
+                && commit
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+            report.git_commit = is_id.then(|| commit.to_string());
+        } else {
+            return report;
+        }
+        report.metadata = after;
+    }
 }
 
 /// The status of a prune from the script's report: `total <buildctl's Total>`, `failed <exit>`

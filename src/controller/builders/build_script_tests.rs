@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use crate::api::{CachePrune, ImageBuild, ImageBuildSpec, PruneResult};
 use crate::controller::builders::build_script::{
-    parse_buildkit_bytes, split_termination_message, Prune,
+    parse_buildkit_bytes, split_termination_message, BuilderReport, Prune,
 };
 use crate::controller::builders::pod::{
     builder_pod, digest_from_metadata, BuilderInputs, StateVolume,
@@ -272,7 +272,9 @@ fn a_readwrite_build_prunes_with_the_caches_gc_settings_and_reports_the_bytes() 
         pruned.trim(),
         "prune --keep-duration 604800s --keep-storage 40000"
     );
-    let (prune, metadata) = split_termination_message(&message);
+    let BuilderReport {
+        prune, metadata, ..
+    } = split_termination_message(&message);
     assert_eq!(
         prune,
         Some(CachePrune {
@@ -300,7 +302,7 @@ fn a_throwaway_build_never_prunes() {
     assert_eq!(code, 0);
     assert_eq!(pruned, "", "the prune ran on a throwaway volume");
     assert_eq!(message, r#"{"containerimage.digest":"sha256:abc"}"#);
-    assert_eq!(split_termination_message(&message).0, None);
+    assert_eq!(split_termination_message(&message).prune, None);
 }
 
 #[test]
@@ -313,7 +315,9 @@ fn a_failing_prune_does_not_fail_the_build() {
     );
     assert_eq!(code, 0, "{message}");
     assert!(pruned.starts_with("prune "), "{pruned}");
-    let (prune, metadata) = split_termination_message(&message);
+    let BuilderReport {
+        prune, metadata, ..
+    } = split_termination_message(&message);
     let prune = prune.expect("a prune report");
     assert_eq!(prune.result, PruneResult::Failed);
     assert_eq!(prune.bytes, None);
@@ -332,7 +336,7 @@ fn a_prune_is_skipped_when_the_builds_time_is_almost_up_and_stopped_before_it_is
         "echo 'Total:\t0B'",
     );
     assert_eq!((code, pruned.as_str()), (0, ""), "{message}");
-    let prune = split_termination_message(&message).0.expect("report");
+    let prune = split_termination_message(&message).prune.expect("report");
     assert_eq!(prune.result, PruneResult::Skipped, "{message}");
 
     // 30 s kept free, 12 s left: a prune that hangs is stopped, and the build still succeeds.
@@ -341,7 +345,7 @@ fn a_prune_is_skipped_when_the_builds_time_is_almost_up_and_stopped_before_it_is
         run_pruning(StateVolume::Replica("r".into()), week_prune(42), "sleep 60");
     assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
     assert_eq!(code, 0, "{message}");
-    let prune = split_termination_message(&message).0.expect("report");
+    let prune = split_termination_message(&message).prune.expect("report");
     assert_eq!(prune.result, PruneResult::Failed, "{message}");
     assert!(prune
         .message
@@ -371,12 +375,91 @@ fn buildkit_sizes_parse_as_its_units_print_them() {
     // A report that is not a size, or no total at all, is a failed prune, not 0 bytes.
     for report in ["total lots", "failed 0"] {
         let message = format!("hearth-prune: {report}\n{{}}");
-        let (prune, rest) = split_termination_message(&message);
+        let split = split_termination_message(&message);
         assert_eq!(
-            prune.map(|p| p.result),
+            split.prune.map(|p| p.result),
             Some(PruneResult::Failed),
             "{report}"
         );
-        assert_eq!(rest, "{}");
+        assert_eq!(split.metadata, "{}");
+    }
+}
+
+/// buildctl's metadata file as BuildKit v0.11.6 wrote it here for a git context (indented; its
+/// build info decoded), with a named context from another repository listed first.
+const GIT_METADATA: &str = r#"{
+  "containerimage.buildinfo": {
+    "frontend": "dockerfile.v0",
+    "attrs": {
+      "context": "https://github.com/acme/shop.git",
+      "filename": "Dockerfile"
+    },
+    "sources": [
+      {
+        "type": "git",
+        "ref": "https://github.com/acme/protos.git#v3",
+        "pin": "0000000000000000000000000000000000000003"
+      },
+      {
+        "type": "git",
+        "ref": "https://github.com/acme/shop.git",
+        "pin": "1c2bbabf754d852521421e57e6878984a39c3a09"
+      }
+    ]
+  },
+  "containerimage.digest": "sha256:0e152308005fabdfe8ab692bc54564462a3569f0293ecc0ae872c6502db6376b"
+}"#;
+
+#[test]
+fn a_git_build_reports_the_commit_buildkit_resolved() {
+    let (args, env, mounts) = container();
+    let node = node_with_secrets(&mounts);
+    let meta = node.root.path().join("meta.json");
+    std::fs::write(&meta, GIT_METADATA).unwrap();
+    let fake = format!(
+        r##"while [ $# -gt 0 ]; do
+  if [ "$1" = --metadata-file ]; then cp {} "$2"; fi
+  shift
+done
+"##,
+        meta.display()
+    );
+    let (code, _) = node.run(&fake, &args, &env);
+    assert_eq!(code, 0);
+    let message = node.termination_message();
+    let report = split_termination_message(&message);
+    assert_eq!(
+        report.git_commit.as_deref(),
+        Some("1c2bbabf754d852521421e57e6878984a39c3a09"),
+        "{message}"
+    );
+    assert_eq!(
+        digest_from_metadata(report.metadata).as_deref(),
+        Some("sha256:0e152308005fabdfe8ab692bc54564462a3569f0293ecc0ae872c6502db6376b")
+    );
+}
+
+#[test]
+fn report_lines_are_read_in_any_order_and_a_malformed_commit_is_dropped() {
+    let message =
+        "hearth-git-commit: 1c2bbabf754d852521421e57e6878984a39c3a09\nhearth-prune: total 0B\n{}";
+    let report = split_termination_message(message);
+    assert_eq!(
+        report.git_commit.as_deref(),
+        Some("1c2bbabf754d852521421e57e6878984a39c3a09")
+    );
+    assert_eq!(report.prune.map(|p| p.result), Some(PruneResult::Pruned));
+    assert_eq!(report.metadata, "{}");
+    for bad in [
+        "main",
+        "1C2BBABF754D852521421E57E6878984A39C3A09",
+        "$(reboot)",
+    ] {
+        let message = format!("hearth-git-commit: {bad}\n{{}}");
+        assert_eq!(
+            split_termination_message(&message).git_commit,
+            None,
+            "{bad}"
+        );
     }
 }

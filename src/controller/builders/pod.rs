@@ -279,6 +279,9 @@ pub fn builder_pod(
             &[SECRETS_DIR, GIT_DIR, DOCKER_CONFIG_DIR, frontend::SSH_DIR].join(" "),
         ),
     ];
+    if let Some(git) = &spec.source.git {
+        env.push(env_var(build_script::GIT_URL_ENV, &git.url));
+    }
     // Only a replica's state is saved after the build: a throwaway volume is never pruned.
     if let (StateVolume::Replica(_), Some(prune)) = (&inputs.state, &inputs.prune) {
         env.extend(prune.env());

@@ -994,9 +994,14 @@ fn pod_ended(
             digest,
             seconds,
             prune,
+            git_commit,
         } => {
             let mut effects = Vec::new();
             status.cache_prune = prune.clone();
+            // Only a git source has a commit to resolve; a report for any other is ignored.
+            status.git_commit = git_commit
+                .clone()
+                .filter(|_| build.spec.source.git.is_some());
             if let Some(s) = seconds {
                 status
                     .durations

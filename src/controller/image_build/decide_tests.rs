@@ -950,6 +950,7 @@ fn succeeded_pod() -> Option<PodOutcome> {
         digest: Some("sha256:abc".into()),
         seconds: Some(20.0),
         prune: None,
+        git_commit: Some("1c2bbabf754d852521421e57e6878984a39c3a09".into()),
     })
 }
 
@@ -965,6 +966,11 @@ fn success_with_a_save_due_publishes_succeeded_first_and_holds_the_replica_for_t
     let d = decided(&o);
     assert_eq!(d.status.phase, Some(Phase::Succeeded));
     assert_eq!(d.status.image_digest.as_deref(), Some("sha256:abc"));
+    assert_eq!(
+        d.status.git_commit.as_deref(),
+        Some("1c2bbabf754d852521421e57e6878984a39c3a09"),
+        "the commit the git source's revision resolved to"
+    );
     assert_eq!(
         cond(&d.status, condition::SNAPSHOTTED),
         ("Unknown", "Saving")
@@ -1297,6 +1303,7 @@ fn the_prunes_outcome_is_recorded_in_status_and_a_failed_prune_still_succeeds() 
             digest: Some("sha256:abc".into()),
             seconds: Some(20.0),
             prune: Some(prune.clone()),
+            git_commit: None,
         });
         o.cache = Some(cache_of(
             &b,
