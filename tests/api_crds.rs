@@ -128,6 +128,7 @@ fn crds_have_names_columns_and_status_subresource() {
             "hbc",
             vec![
                 "Key",
+                "Ready",
                 "Replicas",
                 "Nodes",
                 "Snapshots",

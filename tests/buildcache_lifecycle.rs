@@ -91,6 +91,16 @@ async fn replica_state(c: &Cluster, cache: &str) -> Vec<(ReplicaState, Option<St
         .collect()
 }
 
+/// The `Ready` condition's status and reason (the READY column).
+fn ready_of(st: &hearth::api::BuildCacheStatus) -> (String, String) {
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("a Ready condition");
+    (c.status.clone(), c.reason.clone())
+}
+
 #[tokio::test]
 async fn caches_get_the_snapshots_finalizer() {
     let mut c = Cluster::new(&["n1"], s3_config()).await;
@@ -402,6 +412,8 @@ async fn gc_applies_retention_keeps_what_replicas_match_and_lists_the_store() {
     // Records the controller made from saves keep what the saves reported (the store's
     // copy of a manifest is not trusted), their digests included.
     assert_eq!(st.snapshot_bytes, Some(3000));
+    assert_eq!(st.stored.as_deref(), Some("2.9Ki"), "the Stored column");
+    assert_eq!(ready_of(&st), ("True".into(), "Warm".into()));
     assert!(st.snapshots.iter().all(|s| s.manifest_sha256.is_some()));
     assert_eq!(st.snapshot_count, Some(3));
     assert!(st.last_gc.is_some() && st.operation.is_none());
@@ -447,6 +459,14 @@ async fn a_lost_node_drops_its_replicas_then_the_cache_is_prewarmed_elsewhere() 
     );
     c.reconcile_cache(&cache).await;
     assert!(c.claims().get_opt(&pvc).await.unwrap().is_none());
+    let st = c.cache(&cache).await.status.unwrap();
+    if st.replicas.iter().all(|r| !r.state.is_live()) {
+        assert_eq!(
+            ready_of(&st),
+            ("True".into(), "Stored".into()),
+            "no replica, a snapshot: the next build restores"
+        );
+    }
     // With no replica left and a snapshot the planner ranks worth it (the key was built and
     // restoring saves a rebuild), it is restored in the background onto the node left.
     let op = until_operation(&mut c, &cache, 3)

@@ -26,10 +26,11 @@ const QUANTITY_BOUNDS_RULE: &str =
     derive = "Default",
     cel,
     printcolumn = r#"{"name":"Key","type":"string","jsonPath":".spec.key"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicaCount"}"#,
     printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.locations"}"#,
     printcolumn = r#"{"name":"Snapshots","type":"integer","jsonPath":".status.snapshotCount"}"#,
-    printcolumn = r#"{"name":"Stored","type":"integer","jsonPath":".status.snapshotBytes","priority":1}"#,
+    printcolumn = r#"{"name":"Stored","type":"string","jsonPath":".status.stored"}"#,
     printcolumn = r#"{"name":"Size","type":"string","jsonPath":".status.size"}"#,
     printcolumn = r#"{"name":"Hot","type":"integer","jsonPath":".status.hits.hot"}"#,
     printcolumn = r#"{"name":"Restored","type":"integer","jsonPath":".status.hits.restored","priority":1}"#,
@@ -435,6 +436,9 @@ pub struct BuildCacheStatus {
     /// Bytes the listed snapshots added to the store (an estimate of the cache's share).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_bytes: Option<i64>,
+    /// `snapshotBytes` for people (`1.2Gi`, printer column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
     /// The maintenance Job in flight (a save before eviction, gc, or deletion).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<CacheOperation>,

@@ -28,6 +28,8 @@ use crate::api::{
 
 /// Condition telling whether the last store operation worked.
 pub const STORE_REACHABLE: &str = "StoreReachable";
+/// BuildCache condition: whether the key's next build can start warm.
+pub const READY: &str = "Ready";
 
 /// The name of the BuildCache of `key`: `cacheRef`, or the key's derived name.
 pub fn cache_name(key: &str, cache_ref: Option<&str>) -> String {
@@ -105,6 +107,7 @@ pub async fn update_status(
         return Ok(None);
     }
     summarize(&mut status);
+    set_ready_condition(&mut status, bc.metadata.generation, ctx.now());
     status.observed_generation = bc.metadata.generation;
     match write_status_if_changed(&api, &bc, status).await {
         // A change that changed nothing is done as it stands.
@@ -112,6 +115,36 @@ pub async fn update_status(
         Err(e) if is_status(&e, 409) => Err(Error::ClaimConflict(cache.to_string())),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `Ready`: whether the key's next build can start warm. `True` with reason `Warm` while a live
+/// replica exists, or `Stored` when only a snapshot does (the next build restores it); `False`
+/// with reason `Empty` otherwise (the next build starts cold, or from a restore key).
+pub fn set_ready_condition(status: &mut BuildCacheStatus, generation: Option<i64>, now: Timestamp) {
+    let live = status.replicas.iter().filter(|r| r.state.is_live()).count();
+    let (ready, reason, message) = match (live, status.snapshots.first()) {
+        (0, None) => (
+            false,
+            "Empty",
+            "no replica and no snapshot yet: the next build starts cold (or from a restore key)"
+                .to_string(),
+        ),
+        (0, Some(s)) => (
+            true,
+            "Stored",
+            format!("no replica; the next build restores snapshot {}", s.id),
+        ),
+        (n, _) => (true, "Warm", format!("{n} live replica(s)")),
+    };
+    conditions::put(
+        &mut status.conditions,
+        READY,
+        Some(ready),
+        reason,
+        &message,
+        generation,
+        now,
+    );
 }
 
 /// Keeps the printer-column fields in step with the lists.
@@ -130,6 +163,9 @@ pub fn summarize(status: &mut BuildCacheStatus) {
     let total: i64 = status.replicas.iter().filter_map(|r| r.size_bytes).sum();
     status.total_bytes = Some(total);
     status.size = Some(crate::api::quantity::human(total.max(0) as u64));
+    let stored: i64 = status.snapshots.iter().map(|s| s.new_bytes.max(0)).sum();
+    status.snapshot_bytes = Some(stored);
+    status.stored = Some(crate::api::quantity::human(stored as u64));
     status.last_used = status
         .replicas
         .iter()
@@ -521,4 +557,38 @@ pub async fn save_failed(ctx: &Context, namespace: &str, cache: &str, message: &
 pub fn owner_ref<K: Resource<DynamicType = ()>>(obj: &K) -> Result<OwnerReference> {
     obj.controller_owner_ref(&())
         .ok_or_else(|| Error::InvalidSpec("object has no uid yet".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::SnapshotRecord;
+
+    fn ready(status: &BuildCacheStatus) -> (String, String) {
+        let c = status.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn ready_says_whether_the_next_build_can_start_warm() {
+        let now = Timestamp::now();
+        let mut status = BuildCacheStatus::default();
+        set_ready_condition(&mut status, Some(1), now);
+        assert_eq!(ready(&status), ("False".into(), "Empty".into()));
+        let record: SnapshotRecord = serde_json::from_value(serde_json::json!({
+            "id": "s1", "time": "2026-11-30T00:00:00Z", "bytes": 10, "newBytes": 10
+        }))
+        .unwrap();
+        status.snapshots.push(record);
+        set_ready_condition(&mut status, Some(1), now);
+        assert_eq!(ready(&status), ("True".into(), "Stored".into()));
+        status.replicas.push(
+            serde_json::from_value(serde_json::json!({"pvc": "r0", "state": "Idle"})).unwrap(),
+        );
+        set_ready_condition(&mut status, Some(1), now);
+        assert_eq!(ready(&status), ("True".into(), "Warm".into()));
+        status.replicas[0].state = crate::api::ReplicaState::Lost;
+        set_ready_condition(&mut status, Some(1), now);
+        assert_eq!(ready(&status), ("True".into(), "Stored".into()));
+    }
 }
