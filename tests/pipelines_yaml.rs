@@ -694,6 +694,21 @@ fn task_script_passes_a_git_source_through_and_needs_a_source_otherwise() {
         argv[git + 1..git + 4],
         ["https://github.com/acme/shop.git", "--revision", "v1"]
     );
+    // A CONTEXT of the repository travels as buildx's URL#REF:SUBDIR.
+    let (ok, argv, _) = run_task_script(
+        &[
+            ("PARAM_GIT_URL", "https://github.com/acme/shop.git"),
+            ("PARAM_GIT_REVISION", "v1"),
+            ("PARAM_CONTEXT", "./svc/api"),
+            ("PARAM_DOCKERFILE", "svc/api/Dockerfile"),
+            ("SOURCE_BOUND", "false"),
+        ],
+        &["--build-args", "--restore-keys", "--platforms"],
+    );
+    assert!(ok);
+    let git = argv.iter().position(|a| a == "--git").unwrap();
+    assert_eq!(argv[git + 1], "https://github.com/acme/shop.git#v1:svc/api");
+    assert!(!argv.contains(&"--revision".to_string()), "{argv:?}");
     let (ok, argv, _) = run_task_script(
         &[("SOURCE_BOUND", "false")],
         &["--build-args", "--restore-keys", "--platforms"],

@@ -300,6 +300,36 @@ pub struct GitSource {
     pub secret_ref: Option<LocalObjectReference>,
 }
 
+/// `./app/` → `app`; `.` → `` (the root): a directory as pipelines and people spell it.
+pub fn clean_dir(path: &str) -> String {
+    let mut p = path.trim();
+    while let Some(rest) = p.strip_prefix("./") {
+        p = rest;
+    }
+    let p = p.trim_end_matches('/');
+    if p == "." {
+        String::new()
+    } else {
+        p.to_string()
+    }
+}
+
+/// `spec.dockerfile` from a Dockerfile path given from the repository (or workspace) root, as
+/// the CLI, the Tekton Task and custom task take it: the path inside `context` (also from the
+/// root; empty is the root). `None` when the Dockerfile lies outside the context, which
+/// BuildKit cannot read for a git context.
+pub fn dockerfile_in_context(context: &str, dockerfile: &str) -> Option<String> {
+    let (context, dockerfile) = (clean_dir(context), clean_dir(dockerfile));
+    let inside = if context.is_empty() {
+        Some(dockerfile.as_str())
+    } else {
+        dockerfile
+            .strip_prefix(context.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+    };
+    inside.filter(|rel| !rel.is_empty()).map(str::to_string)
+}
+
 /// A prepared build context.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
