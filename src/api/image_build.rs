@@ -248,8 +248,10 @@ pub struct GitSource {
     #[schemars(length(min = 1, max = 1024))]
     #[x_kube(validation = Rule::new(REL_PATH_RULE).message("must be a relative path inside the repository (no leading '/', no '..')"))]
     pub sub_path: Option<String>,
-    /// Secret with git credentials: `username`/`password` (or token) keys for HTTPS, or
-    /// `ssh-privatekey` (and optionally `known_hosts`) for SSH.
+    /// Secret with git credentials, read by the builder by which keys it has: for HTTPS,
+    /// `username` and `password` (a `kubernetes.io/basic-auth` Secret) or a `token` key; for
+    /// SSH, `ssh-privatekey` and optionally `known_hosts` (a `kubernetes.io/ssh-auth` Secret).
+    /// Sent only to the repository's own host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
 }

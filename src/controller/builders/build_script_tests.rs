@@ -51,6 +51,15 @@ fn container_on(
     state: StateVolume,
     prune: Option<Prune>,
 ) -> (Vec<String>, Vec<(String, String)>, Vec<String>) {
+    container_of(&build(), state, prune)
+}
+
+/// The container of `build` on `state`, with the prune step `prune`.
+fn container_of(
+    build: &ImageBuild,
+    state: StateVolume,
+    prune: Option<Prune>,
+) -> (Vec<String>, Vec<(String, String)>, Vec<String>) {
     let inputs = BuilderInputs {
         attempt: 1,
         state,
@@ -60,7 +69,7 @@ fn container_on(
         deadline_seconds: 60,
         owner: OwnerReference::default(),
     };
-    let pod = builder_pod(&build(), &inputs, &OperatorConfig::default()).expect("pod");
+    let pod = builder_pod(build, &inputs, &OperatorConfig::default()).expect("pod");
     let c = pod.spec.expect("spec").containers.remove(0);
     assert_eq!(c.command.as_deref(), Some(&["sh".to_string()][..]));
     assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
@@ -380,3 +389,6 @@ fn buildkit_sizes_parse_as_its_units_print_them() {
         assert_eq!(rest, "{}");
     }
 }
+
+#[path = "build_script_git_tests.rs"]
+mod git;

@@ -14,7 +14,10 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use super::build_script::{self, REDACT_DIRS_ENV, TERMINATION_LOG_ENV, WORK_DIR_ENV};
+use super::build_script::{
+    self, GIT_AUTH_SUBDIR, GIT_HOST_ENV, GIT_SECRET_DIR_ENV, GIT_TRANSPORT_ENV, REDACT_DIRS_ENV,
+    TERMINATION_LOG_ENV, WORK_DIR_ENV,
+};
 use super::jobs::{
     env_var, non_empty, snapshot_container, store_volume, SnapshotOp, CACHE_MOUNT, STATE_DIR,
 };
@@ -180,19 +183,8 @@ pub fn buildctl_args(build: &ImageBuild) -> Result<Vec<String>, BuilderError> {
             format!("id={},src={SECRETS_DIR}/{}", secret.id, secret.id),
         ]);
     }
-    if let Some(git) = spec.source.git.as_ref().filter(|g| g.secret_ref.is_some()) {
-        if is_ssh(&git.url) {
-            args.extend([
-                "--ssh".to_string(),
-                format!("default={GIT_DIR}/ssh-privatekey"),
-            ]);
-        } else {
-            args.extend([
-                "--secret".to_string(),
-                format!("id=GIT_AUTH_TOKEN,src={GIT_DIR}/token"),
-            ]);
-        }
-    }
+    // Git credentials are added by the script, by which keys the mounted Secret has
+    // (`git_credentials_env`).
     args.extend([
         "--output".to_string(),
         format!(
@@ -207,6 +199,29 @@ pub fn buildctl_args(build: &ImageBuild) -> Result<Vec<String>, BuilderError> {
 
 fn is_ssh(url: &str) -> bool {
     url.starts_with("ssh://") || (!url.contains("://") && url.contains('@'))
+}
+
+/// The host of an http(s) git URL as BuildKit's git source scopes credentials by it (Go's
+/// `url.URL.Host`: `host[:port]`, no user info).
+fn git_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+}
+
+/// The script's git-credential environment (see [`build_script::git_auth`]): where the whole
+/// Secret is mounted, the transport and, for https, the host the credential is scoped to.
+fn git_credentials_env(git: &crate::api::GitSource) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    let mut env = vec![env_var(GIT_SECRET_DIR_ENV, GIT_DIR)];
+    if is_ssh(&git.url) {
+        env.push(env_var(GIT_TRANSPORT_ENV, "ssh"));
+    } else {
+        env.push(env_var(GIT_TRANSPORT_ENV, "https"));
+        env.push(env_var(GIT_HOST_ENV, git_host(&git.url)));
+    }
+    env
 }
 
 /// buildkitd flags: rootless without a process sandbox, state on the replica, GC bounded.
@@ -275,10 +290,17 @@ pub fn builder_pod(
         env_var("BUILDKITD_FLAGS", &buildkitd_flags(inputs.gc_keep_bytes)),
         env_var(WORK_DIR_ENV, WORK_DIR),
         env_var(TERMINATION_LOG_ENV, TERMINATION_LOG),
-        // Every dir a build's secrets may be mounted at; the script skips absent ones.
+        // Every dir a build's secrets may be mounted at, and the one the script writes the git
+        // Authorization header to; the script skips absent ones.
         env_var(
             REDACT_DIRS_ENV,
-            &[SECRETS_DIR, GIT_DIR, DOCKER_CONFIG_DIR].join(" "),
+            &[
+                SECRETS_DIR,
+                GIT_DIR,
+                DOCKER_CONFIG_DIR,
+                &format!("{WORK_DIR}/{GIT_AUTH_SUBDIR}"),
+            ]
+            .join(" "),
         ),
     ];
     // Only a replica's state is saved after the build: a throwaway volume is never pruned.
@@ -318,8 +340,15 @@ pub fn builder_pod(
             ..Default::default()
         });
     }
-    if let Some(secret) = spec.source.git.as_ref().and_then(|g| g.secret_ref.as_ref()) {
+    if let Some((git, secret)) = spec
+        .source
+        .git
+        .as_ref()
+        .and_then(|g| Some((g, g.secret_ref.as_ref()?)))
+    {
+        // The whole Secret: the script picks the credential by which keys it has.
         volumes.push(secret_volume("git-credentials", &secret.name, None));
+        env.extend(git_credentials_env(git));
         mounts.push(VolumeMount {
             name: "git-credentials".into(),
             mount_path: GIT_DIR.into(),

@@ -63,11 +63,10 @@ fn buildctl_gets_every_build_option_as_separate_arguments() {
     assert!(pos(&args, "--opt", "label:team=shop"));
     assert!(pos(&args, "--opt", "platform=linux/amd64,linux/arm64"));
     assert!(pos(&args, "--secret", "id=pip,src=/run/hearth/secrets/pip"));
-    assert!(pos(
-        &args,
-        "--secret",
-        "id=GIT_AUTH_TOKEN,src=/run/hearth/git/token"
-    ));
+    assert!(
+        !args.iter().any(|a| a.contains("GIT_AUTH") || a == "--ssh"),
+        "git credentials are the script's to add, by the Secret's keys: {args:?}"
+    );
     assert!(pos(
         &args,
         "--output",
@@ -421,5 +420,104 @@ fn assert_build_never_sees(containers: &[Container], volume: &str) {
             .flatten()
             .all(|m| m.name != volume),
         "the build never sees the store credentials"
+    );
+}
+
+fn env_of(pod: &Pod) -> Vec<(String, String)> {
+    pod.spec.as_ref().unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn the_whole_git_secret_is_mounted_and_the_script_told_the_transport_and_host() {
+    let env_for = |url: &str| {
+        let ib = build(serde_json::json!({
+            "source": {"git": {"url": url, "secretRef": {"name": "git"}}},
+            "output": {"image": "registry.example.com/shop/api:1"}
+        }));
+        let pod = builder_pod(
+            &ib,
+            &inputs(StateVolume::Replica("r".into())),
+            &OperatorConfig::default(),
+        )
+        .unwrap();
+        let volume = pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "git-credentials")
+            .cloned()
+            .unwrap();
+        let secret = volume.secret.unwrap();
+        assert_eq!(
+            (secret.secret_name.as_deref(), secret.items),
+            (Some("git"), None),
+            "every key"
+        );
+        env_of(&pod)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("HEARTH_GIT"))
+            .collect::<Vec<_>>()
+    };
+    let pairs = |p: &[(&str, &str)]| {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        env_for("https://deploy@git.example.com:8443/acme/shop.git"),
+        pairs(&[
+            ("HEARTH_GIT_SECRET_DIR", "/run/hearth/git"),
+            ("HEARTH_GIT_TRANSPORT", "https"),
+            ("HEARTH_GIT_HOST", "git.example.com:8443")
+        ])
+    );
+    assert_eq!(
+        env_for("https://github.com/acme/shop.git"),
+        pairs(&[
+            ("HEARTH_GIT_SECRET_DIR", "/run/hearth/git"),
+            ("HEARTH_GIT_TRANSPORT", "https"),
+            ("HEARTH_GIT_HOST", "github.com")
+        ])
+    );
+    for url in [
+        "git@github.com:acme/shop.git",
+        "ssh://git@github.com/acme/shop.git",
+    ] {
+        assert_eq!(
+            env_for(url),
+            pairs(&[
+                ("HEARTH_GIT_SECRET_DIR", "/run/hearth/git"),
+                ("HEARTH_GIT_TRANSPORT", "ssh")
+            ])
+        );
+    }
+    // No secretRef: the script adds nothing.
+    let pod = builder_pod(
+        &upload_build(),
+        &inputs(StateVolume::Replica("r".into())),
+        &OperatorConfig::default(),
+    )
+    .unwrap();
+    assert!(!env_of(&pod)
+        .iter()
+        .any(|(k, _)| k.starts_with("HEARTH_GIT")));
+    let redact = env_of(&pod)
+        .into_iter()
+        .find(|(k, _)| k == "HEARTH_REDACT_DIRS")
+        .unwrap()
+        .1;
+    assert!(
+        redact.split(' ').any(|d| d == "/tmp/hearth/git-auth"),
+        "{redact}"
     );
 }
