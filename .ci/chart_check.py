@@ -98,6 +98,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "tekton": {"tekton": {"enabled": True}},
     "tekton-namespaces": {"tekton": {"enabled": True}, "namespaces": ["team-a"]},
     "no-user-roles": {"rbac": {"aggregateUserRoles": False}},
+    "builder-pod": {"builder": {
+        "serviceAccountName": "hearth-builder", "imagePullSecrets": [{"name": "mirror"}, {"name": "ghcr"}],
+        "podLabels": {"team": "platform"}, "podAnnotations": {"example.com/cost": "builds"},
+        "priorityClassName": "builds", "runtimeClassName": "runc", "readOnlyRuntimeClassName": "kata",
+        "proxy": {"httpProxy": "http://proxy.corp:3128", "httpsProxy": "http://proxy.corp:3128", "noProxy": ".svc,10.0.0.0/8"},
+    }},
 }
 
 # Values the chart must refuse at render time, and a word the error must contain.
@@ -159,7 +165,10 @@ LEASE_PERMS = {
 
 # The operator config file, key by key (the controller's contract).
 CONFIG_KEYS = {
-    "builder": {"image", "hearthImage", "imagePullPolicy", "resources", "nodeSelector", "tolerations"},
+    "builder": {"image", "hearthImage", "imagePullPolicy", "resources", "nodeSelector", "tolerations",
+                "serviceAccountName", "automountServiceAccountToken", "imagePullSecrets", "podLabels",
+                "podAnnotations", "priorityClassName", "runtimeClassName", "readOnlyRuntimeClassName", "proxy"},
+    "builder.proxy": {"httpProxy", "httpsProxy", "noProxy"},
     "cache": {"storageClassName", "size", "nodeBudget", "maxReplicas"},
     "snapshot": {"store", "credentialsSecret", "fileStoreClaim", "s3", "every", "minInterval", "retain",
                  "gcInterval", "gcGrace", "deleteTimeout"},
@@ -473,6 +482,11 @@ def check_config(objs: list[dict], values: dict) -> None:
     for key in ("nodeSelector", "resources"):
         assert isinstance(config["builder"][key], dict), f"builder.{key} is a map"
     assert isinstance(config["builder"]["tolerations"], list)
+    b, want = config["builder"], merged["builder"]
+    assert b["imagePullSecrets"] == [s["name"] for s in want["imagePullSecrets"]], "builder.imagePullSecrets as names"
+    for key in ("serviceAccountName", "automountServiceAccountToken", "podLabels", "podAnnotations",
+                "priorityClassName", "runtimeClassName", "readOnlyRuntimeClassName", "proxy"):
+        assert b[key] == want[key], f"builder.{key}: {b[key]!r} != {want[key]!r}"
     assert config["snapshot"] == {**merged["snapshot"], "s3": merged["snapshot"]["s3"]}, "snapshot section"
     assert config["namespaces"] == merged["namespaces"]
     assert config["tekton"] == merged["tekton"], "tekton section"

@@ -44,6 +44,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* The operator config file, as the controller reads it with --config (keys fixed by the controller). */}}
+{{/* Names of a [{name: ...}] list of Secrets, as a JSON list (the operator config takes names). */}}
+{{- define "hearth.secretNames" -}}
+{{- $names := list }}
+{{- range . }}{{ $names = append $names .name }}{{ end }}
+{{- toJson $names }}
+{{- end }}
+
 {{- define "hearth.config" -}}
 builder:
   image: {{ required "builder.image is required" .Values.builder.image | quote }}
@@ -52,6 +59,18 @@ builder:
   resources:{{ if .Values.builder.resources }}{{ toYaml .Values.builder.resources | nindent 4 }}{{ else }} {{ toJson .Values.builder.resources }}{{ end }}
   nodeSelector:{{ if .Values.builder.nodeSelector }}{{ toYaml .Values.builder.nodeSelector | nindent 4 }}{{ else }} {{ toJson .Values.builder.nodeSelector }}{{ end }}
   tolerations:{{ if .Values.builder.tolerations }}{{ toYaml .Values.builder.tolerations | nindent 4 }}{{ else }} {{ toJson .Values.builder.tolerations }}{{ end }}
+  serviceAccountName: {{ .Values.builder.serviceAccountName | quote }}
+  automountServiceAccountToken: {{ .Values.builder.automountServiceAccountToken }}
+  imagePullSecrets: {{ include "hearth.secretNames" .Values.builder.imagePullSecrets }}
+  podLabels: {{ toJson .Values.builder.podLabels }}
+  podAnnotations: {{ toJson .Values.builder.podAnnotations }}
+  priorityClassName: {{ .Values.builder.priorityClassName | quote }}
+  runtimeClassName: {{ .Values.builder.runtimeClassName | quote }}
+  readOnlyRuntimeClassName: {{ .Values.builder.readOnlyRuntimeClassName | quote }}
+  proxy:
+    httpProxy: {{ .Values.builder.proxy.httpProxy | quote }}
+    httpsProxy: {{ .Values.builder.proxy.httpsProxy | quote }}
+    noProxy: {{ .Values.builder.proxy.noProxy | quote }}
 cache:
   storageClassName: {{ .Values.cache.storageClassName | quote }}
   size: {{ .Values.cache.size | quote }}

@@ -19,10 +19,11 @@ use super::build_script::{
     TERMINATION_LOG_ENV, WORK_DIR_ENV,
 };
 use super::jobs::{
-    env_var, non_empty, snapshot_container, store_volume, SnapshotOp, CACHE_MOUNT, STATE_DIR,
+    env_var, image_pull_secrets, non_empty, snapshot_container, store_volume, SnapshotOp,
+    CACHE_MOUNT, STATE_DIR,
 };
 use super::{affinity, labels, Pin};
-use crate::api::ImageBuild;
+use crate::api::{CacheMode, ImageBuild};
 use crate::contract::{self, RECEIVER_CONTAINER, UPLOAD_DIR};
 use crate::controller::config::OperatorConfig;
 
@@ -251,6 +252,7 @@ pub fn builder_pod(
         "hearth-build".to_string(),
     ];
     args.extend(buildctl_args(build)?);
+    args.extend(proxy_build_args(build, config));
 
     let mut volumes = vec![
         match &inputs.state {
@@ -303,6 +305,10 @@ pub fn builder_pod(
             .join(" "),
         ),
     ];
+    for (name, value) in config.builder.proxy.vars() {
+        env.push(env_var(name, value));
+        env.push(env_var(&name.to_ascii_lowercase(), value));
+    }
     // Only a replica's state is saved after the build: a throwaway volume is never pruned.
     if let (StateVolume::Replica(_), Some(prune)) = (&inputs.state, &inputs.prune) {
         env.extend(prune.env());
@@ -434,22 +440,40 @@ pub fn builder_pod(
         _ => None,
     };
 
+    // The operator's labels first: Hearth's own (which it selects its pods by) win.
+    let mut pod_labels = config.builder.pod_labels.clone();
+    pod_labels.extend(labels::for_build(
+        &name,
+        cache_label,
+        contract::BUILDER_ROLE,
+    ));
+    let builder = &config.builder;
+    let runtime_class = match spec.cache.mode {
+        CacheMode::ReadOnly if !builder.read_only_runtime_class_name.is_empty() => {
+            &builder.read_only_runtime_class_name
+        }
+        _ => &builder.runtime_class_name,
+    };
+
     Ok(Pod {
         metadata: ObjectMeta {
             name: Some(contract::builder_pod_name(&name, inputs.attempt)),
             namespace: Some(namespace),
-            labels: Some(labels::for_build(
-                &name,
-                cache_label,
-                contract::BUILDER_ROLE,
-            )),
+            labels: Some(pod_labels),
+            annotations: non_empty(builder.pod_annotations.clone()),
             owner_references: Some(vec![inputs.owner.clone()]),
             ..Default::default()
         },
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
             active_deadline_seconds: Some(inputs.deadline_seconds.max(1)),
-            automount_service_account_token: Some(false),
+            service_account_name: some_name(&builder.service_account_name),
+            // No Kubernetes API token unless the operator asks: see
+            // `BuilderConfig::automount_service_account_token`.
+            automount_service_account_token: Some(builder.automount_service_account_token),
+            image_pull_secrets: image_pull_secrets(config),
+            priority_class_name: some_name(&builder.priority_class_name),
+            runtime_class_name: some_name(runtime_class),
             enable_service_links: Some(false),
             affinity: affinity(&inputs.pin),
             node_selector: non_empty(node_selector),
@@ -547,6 +571,29 @@ pub fn receiver_container(upload: &crate::api::UploadSource, config: &OperatorCo
         }),
         ..Default::default()
     }
+}
+
+/// Docker's predefined proxy build args (kept out of the image's history by the Dockerfile
+/// frontend) from the operator's proxy settings, for `RUN` steps; a build's own win.
+fn proxy_build_args(build: &ImageBuild, config: &OperatorConfig) -> Vec<String> {
+    config
+        .builder
+        .proxy
+        .vars()
+        .into_iter()
+        .flat_map(|(name, value)| {
+            [
+                (name.to_string(), value),
+                (name.to_ascii_lowercase(), value),
+            ]
+        })
+        .filter(|(name, _)| !build.spec.build_args.contains_key(name))
+        .flat_map(|(name, value)| ["--opt".to_string(), format!("build-arg:{name}={value}")])
+        .collect()
+}
+
+fn some_name(name: &str) -> Option<String> {
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 fn secret_volume(name: &str, secret: &str, item: Option<(&str, &str)>) -> Volume {
