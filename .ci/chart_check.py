@@ -104,6 +104,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "priorityClassName": "builds", "runtimeClassName": "runc", "readOnlyRuntimeClassName": "kata",
         "proxy": {"httpProxy": "http://proxy.corp:3128", "httpsProxy": "http://proxy.corp:3128", "noProxy": ".svc,10.0.0.0/8"},
     }},
+    "buildkitd": {"buildkitd": {"registries": [
+        {"host": "docker.io", "mirrors": ["mirror.corp:5000"]},
+        {"host": "mirror.corp:5000", "http": True},
+        {"host": "registry.internal", "ca": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
+    ]}},
 }
 
 # Values the chart must refuse at render time, and a word the error must contain.
@@ -175,6 +180,7 @@ CONFIG_KEYS = {
     "snapshot.s3": {"endpoint", "region", "pathStyle"},
     "namespaces": None,
     "tekton": {"enabled"},
+    "buildkitd": {"registries"},
 }
 
 # Order of kinds in config/install.yaml (as Helm installs them).
@@ -490,6 +496,7 @@ def check_config(objs: list[dict], values: dict) -> None:
     assert config["snapshot"] == {**merged["snapshot"], "s3": merged["snapshot"]["s3"]}, "snapshot section"
     assert config["namespaces"] == merged["namespaces"]
     assert config["tekton"] == merged["tekton"], "tekton section"
+    assert config["buildkitd"] == merged["buildkitd"], "buildkitd section"
     assert isinstance(config["cache"]["maxReplicas"], int) and isinstance(config["snapshot"]["every"], int)
 
 

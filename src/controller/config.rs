@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::core::Duration;
 use serde::{Deserialize, Serialize};
 
+use super::buildkitd_config::BuildkitdSettings;
 use crate::api::BuildResources;
 
 /// Default rootless BuildKit image of builder pods.
@@ -32,6 +33,8 @@ pub struct OperatorConfig {
     pub planner: PlannerSettings,
     /// Tekton integration (the custom task reconciler).
     pub tekton: TektonSettings,
+    /// buildkitd's configuration in builder pods (registry mirrors, plain HTTP, CAs).
+    pub buildkitd: BuildkitdSettings,
 }
 
 /// Tekton integration. Off by default: the reconciler watches `tekton.dev/v1beta1`
@@ -466,7 +469,10 @@ impl OperatorConfig {
                 "builder.image and builder.hearthImage must be set".into(),
             ));
         }
-        self.builder.check()
+        self.builder.check()?;
+        self.buildkitd
+            .check()
+            .map_err(|expected| ("buildkitd", expected))
     }
 
     /// Whether snapshots are configured at all.
@@ -540,6 +546,13 @@ tekton: {enabled: true}
         .unwrap_err()
         .to_string();
         assert!(err.contains("snapshot.credentialsSecret"), "{err}");
+        let err = OperatorConfig::parse("c.yaml", "buildkitd: {registries: [{host: 'http://r'}]}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.yaml: buildkitd: registries[0].host: expected a registry host"),
+            "{err}"
+        );
     }
 
     #[test]

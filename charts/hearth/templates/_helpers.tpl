@@ -93,6 +93,8 @@ snapshot:
 namespaces:{{ if .Values.namespaces }}{{ toYaml .Values.namespaces | nindent 2 }}{{ else }} []{{ end }}
 tekton:
   enabled: {{ .Values.tekton.enabled }}
+buildkitd:
+  registries:{{ if .Values.buildkitd.registries }}{{ toYaml .Values.buildkitd.registries | nindent 4 }}{{ else }} []{{ end }}
 {{- end }}
 
 {{/* Port of the snapshot store for the NetworkPolicy: from snapshot.s3.endpoint, else 443/80 by scheme. */}}

@@ -49,6 +49,14 @@ pub const GIT_HOST_ENV: &str = "HEARTH_GIT_HOST";
 /// The dir, under the scratch dir, where the script writes the computed `Authorization`
 /// header value; the pod lists it among the dirs to redact.
 pub const GIT_AUTH_SUBDIR: &str = "git-auth";
+/// Environment variable: the scratch dir's subdir where buildkitd's configuration is written.
+pub const BUILDKITD_DIR_ENV: &str = "HEARTH_BUILDKITD_DIR";
+/// Environment variable: `buildkitd.toml` (see [`crate::controller::buildkitd_config`]),
+/// written to `$HEARTH_BUILDKITD_DIR/buildkitd.toml`.
+pub const BUILDKITD_CONFIG_ENV: &str = "HEARTH_BUILDKITD_CONFIG";
+/// Prefix of the environment variables holding CA bundles: `HEARTH_BUILDKITD_CA_<n>` is
+/// written to `$HEARTH_BUILDKITD_DIR/ca-<n>.pem`, the file the TOML names.
+pub const BUILDKITD_CA_ENV_PREFIX: &str = "HEARTH_BUILDKITD_CA_";
 /// Environment variable: `buildctl prune --keep-duration` (a Go duration); the prune runs
 /// only when the three `HEARTH_PRUNE_*` variables are set.
 pub const PRUNE_KEEP_DURATION_ENV: &str = "HEARTH_PRUNE_KEEP_DURATION";
@@ -176,7 +184,13 @@ work="${WORK_DIR_ENV}"
 out="${TERMINATION_LOG_ENV}"
 mkdir -p "$work"
 fail() {{ echo "hearth: $1" >&2; echo "$1" > "$out"; exit 1; }}
-{git_auth}# buildctl's output to the container log and to a file; its exit status, not tee's.
+{git_auth}if [ -n "${{{BUILDKITD_CONFIG_ENV}:-}}" ]; then
+  # buildkitd's configuration, from the pod's spec, before buildkitd starts (its --config).
+  mkdir -p "${BUILDKITD_DIR_ENV}" || fail "could not create ${BUILDKITD_DIR_ENV}"
+  printf '%s' "${BUILDKITD_CONFIG_ENV}" > "${BUILDKITD_DIR_ENV}/buildkitd.toml" || fail "could not write buildkitd.toml"
+  awk -v dir="${BUILDKITD_DIR_ENV}" 'BEGIN {{ n = length("{BUILDKITD_CA_ENV_PREFIX}"); for (k in ENVIRON) if (substr(k, 1, n) == "{BUILDKITD_CA_ENV_PREFIX}" && substr(k, n + 1) ~ /^[0-9]+$/) {{ f = dir "/ca-" substr(k, n + 1) ".pem"; printf "%s", ENVIRON[k] > f; close(f) }} }}' || fail "could not write buildkitd's CA bundles"
+fi
+# buildctl's output to the container log and to a file; its exit status, not tee's.
 {{ buildctl-daemonless.sh "$@" 2>&1; echo "$?" > "$work/buildctl.status"; }} | tee "$work/build.log"
 status=$(cat "$work/buildctl.status" 2>/dev/null) || status=1
 if [ "$status" = 0 ]; then

@@ -15,8 +15,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::build_script::{
-    self, GIT_AUTH_SUBDIR, GIT_HOST_ENV, GIT_SECRET_DIR_ENV, GIT_TRANSPORT_ENV, REDACT_DIRS_ENV,
-    TERMINATION_LOG_ENV, WORK_DIR_ENV,
+    self, BUILDKITD_CA_ENV_PREFIX, BUILDKITD_CONFIG_ENV, BUILDKITD_DIR_ENV, GIT_AUTH_SUBDIR,
+    GIT_HOST_ENV, GIT_SECRET_DIR_ENV, GIT_TRANSPORT_ENV, REDACT_DIRS_ENV, TERMINATION_LOG_ENV,
+    WORK_DIR_ENV,
 };
 use super::jobs::{
     env_var, image_pull_secrets, non_empty, snapshot_container, store_volume, SnapshotOp,
@@ -288,8 +289,15 @@ pub fn builder_pod(
             ..Default::default()
         },
     ];
+    // buildkitd's configuration travels in the pod's spec (see `buildkitd_config`).
+    let buildkitd_dir = format!("{WORK_DIR}/buildkitd");
+    let buildkitd_config = config.buildkitd.render(&buildkitd_dir);
+    let mut flags = buildkitd_flags(inputs.gc_keep_bytes);
+    if let Some(rendered) = &buildkitd_config {
+        flags.push_str(&format!(" --config {}", rendered.config.path));
+    }
     let mut env = vec![
-        env_var("BUILDKITD_FLAGS", &buildkitd_flags(inputs.gc_keep_bytes)),
+        env_var("BUILDKITD_FLAGS", &flags),
         env_var(WORK_DIR_ENV, WORK_DIR),
         env_var(TERMINATION_LOG_ENV, TERMINATION_LOG),
         // Every dir a build's secrets may be mounted at, and the one the script writes the git
@@ -305,6 +313,13 @@ pub fn builder_pod(
             .join(" "),
         ),
     ];
+    if let Some(rendered) = buildkitd_config {
+        env.push(env_var(BUILDKITD_DIR_ENV, &buildkitd_dir));
+        env.push(env_var(BUILDKITD_CONFIG_ENV, &rendered.config.content));
+        env.extend(rendered.cas.iter().map(|(registry, ca)| {
+            env_var(&format!("{BUILDKITD_CA_ENV_PREFIX}{registry}"), &ca.content)
+        }));
+    }
     for (name, value) in config.builder.proxy.vars() {
         env.push(env_var(name, value));
         env.push(env_var(&name.to_ascii_lowercase(), value));

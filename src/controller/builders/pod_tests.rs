@@ -656,3 +656,37 @@ fn without_settings_the_pod_has_no_account_pull_secrets_classes_or_proxy() {
     let args = spec.containers[0].args.clone().unwrap().join(" ");
     assert!(!args.contains("PROXY"), "{args}");
 }
+
+#[test]
+fn buildkitds_configuration_travels_in_the_pods_env_and_its_flags_name_it() {
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let config = OperatorConfig {
+        buildkitd: serde_yaml::from_str(&format!(
+            "registries: [{{host: docker.io, mirrors: [mirror.corp]}}, {{host: 'registry.internal:5000', http: true, ca: {pem:?}}}]"
+        ))
+        .unwrap(),
+        ..Default::default()
+    };
+    let env = env_of(&pod_with(&full(), &config));
+    let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    assert_eq!(
+        get("BUILDKITD_FLAGS").unwrap(),
+        "--oci-worker-no-process-sandbox --root /cache/buildkit --oci-worker-gc --oci-worker-gc-keepstorage=40000 --config /tmp/hearth/buildkitd/buildkitd.toml"
+    );
+    assert_eq!(
+        get("HEARTH_BUILDKITD_DIR").as_deref(),
+        Some("/tmp/hearth/buildkitd")
+    );
+    assert_eq!(
+        get("HEARTH_BUILDKITD_CONFIG").unwrap(),
+        "# Rendered by Hearth from its operator config (buildkitd.registries).\n\n[registry.\"docker.io\"]\n  mirrors = [\"mirror.corp\"]\n\n[registry.\"registry.internal:5000\"]\n  http = true\n  ca = [\"/tmp/hearth/buildkitd/ca-1.pem\"]\n"
+    );
+    assert_eq!(get("HEARTH_BUILDKITD_CA_1").as_deref(), Some(pem));
+    assert_eq!(get("HEARTH_BUILDKITD_CA_0"), None);
+
+    // Without registries: no file, no flag.
+    let env = env_of(&pod_with(&full(), &OperatorConfig::default()));
+    assert!(!env
+        .iter()
+        .any(|(k, v)| k.starts_with("HEARTH_BUILDKITD") || v.contains("--config")));
+}
