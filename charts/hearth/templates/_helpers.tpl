@@ -38,6 +38,25 @@ app.kubernetes.io/name: {{ include "hearth.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The builder image: builder.image.repository:tag, or a plain builder.image string. */}}
+{{- define "hearth.builderImage" -}}
+{{- $image := .Values.builder.image }}
+{{- if kindIs "string" $image }}
+{{- required "builder.image is required" $image }}
+{{- else }}
+{{- printf "%s:%s" (required "builder.image.repository is required" $image.repository) (required "builder.image.tag is required" $image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The controller's ServiceAccount: serviceAccount.name, else the full name when the chart creates it. */}}
+{{- define "hearth.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "hearth.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false: the ServiceAccount the chart binds the controller's roles to (never the namespace's default)" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
 {{/* The hearth image, controller and snapshot Jobs alike. */}}
 {{- define "hearth.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
@@ -53,7 +72,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{- define "hearth.config" -}}
 builder:
-  image: {{ required "builder.image is required" .Values.builder.image | quote }}
+  image: {{ include "hearth.builderImage" . | quote }}
   hearthImage: {{ default (include "hearth.image" .) .Values.builder.hearthImage | quote }}
   imagePullPolicy: {{ .Values.builder.imagePullPolicy }}
   resources:{{ if .Values.builder.resources }}{{ toYaml .Values.builder.resources | nindent 4 }}{{ else }} {{ toJson .Values.builder.resources }}{{ end }}
