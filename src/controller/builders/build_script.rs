@@ -16,6 +16,9 @@
 //! (a `kubernetes.io/ssh-auth` Secret) is forwarded as the default SSH agent key, and a
 //! `known_hosts` key is enforced through an `ssh` wrapper first on buildkitd's `PATH`.
 //!
+//! buildkitd's configuration, when the operator config has one, comes in the environment and
+//! is written to files before buildkitd starts (see [`BUILDKITD_CONFIG_ENV`]).
+//!
 //! On a replica (a ReadWrite build, whose state may be saved next), a successful build is
 //! followed by `buildctl prune` with the BuildCache's gc settings ([`Prune`]); its outcome
 //! goes back to the controller as the first line of the termination message

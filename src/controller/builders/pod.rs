@@ -4,7 +4,9 @@
 //! in an init container ([`RESTORE_CONTAINER`]) that fills the volume; build secrets, git and registry credentials are mounted
 //! read-only from Secrets, never put in env or args. The container's script (see
 //! [`super::build_script`]) writes its termination message: buildctl's metadata (with the
-//! image digest), or a failed build's log tail with those secrets redacted.
+//! image digest), or a failed build's log tail with those secrets redacted. The operator config
+//! adds the pod's ServiceAccount, pull secrets, labels, annotations, priority and runtime
+//! classes, proxy, and buildkitd's configuration ([`crate::controller::buildkitd_config`]).
 
 use k8s_openapi::api::core::v1::{
     AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, KeyToPath,
