@@ -159,7 +159,7 @@ LEASE_PERMS = {
 
 # The operator config file, key by key (the controller's contract).
 CONFIG_KEYS = {
-    "builder": {"image", "hearthImage", "imagePullPolicy", "resources", "nodeSelector", "tolerations"},
+    "builder": {"image", "hearthImage", "imagePullPolicy", "resources", "nodeSelector", "tolerations", "defaultArch"},
     "cache": {"storageClassName", "size", "nodeBudget", "maxReplicas"},
     "snapshot": {"store", "credentialsSecret", "fileStoreClaim", "s3", "every", "minInterval", "retain",
                  "gcInterval", "gcGrace", "deleteTimeout"},

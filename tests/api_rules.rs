@@ -106,8 +106,8 @@ fn defaults_are_filled_as_the_api_server_would() {
         std::time::Duration::from_secs(3600)
     );
     assert_eq!(
-        hearth::api::keys::cache_key(&ib.spec),
-        "github.com/acme/shop:Dockerfile"
+        hearth::api::keys::cache_key(&ib.spec, "amd64"),
+        "github.com/acme/shop:Dockerfile@amd64"
     );
 }
 

@@ -378,11 +378,13 @@ async fn hot_build_uploads_the_context_follows_and_prints_the_digest() {
     assert_eq!(client.await.unwrap(), Exit::Succeeded);
     let out = h.out.text();
     assert!(
-        out.contains(&format!("placed: Hot cache on node {node} (key shop:main)")),
+        out.contains(&format!(
+            "placed: Hot cache on node {node} (key shop:main@amd64)"
+        )),
         "{out}"
     );
     assert!(out.contains(&format!("digest   {digest}")), "{out}");
-    assert!(out.contains("cache    Hot (key shop:main"), "{out}");
+    assert!(out.contains("cache    Hot (key shop:main@amd64"), "{out}");
     assert_eq!(std::fs::read_to_string(&digest_file).unwrap(), digest);
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&meta_file).unwrap()).unwrap();
@@ -436,11 +438,11 @@ async fn restored_build_says_from_which_key() {
     );
     let out = h.out.text();
     assert!(
-        out.contains("restoring: snapshot snap-1 of key shop:main (1.1MiB)"),
+        out.contains("restoring: snapshot snap-1 of key shop:main@amd64 (1.1MiB)"),
         "{out}"
     );
     assert!(
-        out.contains("cache    Restored from key shop:main (snapshot snap-1)"),
+        out.contains("cache    Restored from key shop:main@amd64 (snapshot snap-1)"),
         "{out}"
     );
     keep_example("restored", &out);

@@ -85,6 +85,9 @@ pub struct BuilderConfig {
     pub node_selector: BTreeMap<String, String>,
     /// Tolerations added to every builder pod and job.
     pub tolerations: Vec<Toleration>,
+    /// Architecture (`kubernetes.io/arch`) of builds that name no platform, and of nodes
+    /// without that label. Caches are scoped to an architecture (docs/planner.md).
+    pub default_arch: String,
 }
 
 impl Default for BuilderConfig {
@@ -102,6 +105,7 @@ impl Default for BuilderConfig {
             },
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
+            default_arch: "amd64".to_string(),
         }
     }
 }
@@ -310,6 +314,17 @@ impl OperatorConfig {
                 "builder.image and builder.hearthImage must be set".into(),
             ));
         }
+        let arch = &self.builder.default_arch;
+        if arch.is_empty()
+            || !arch
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err((
+                "builder.defaultArch",
+                format!("expected a kubernetes.io/arch value such as amd64 or arm64, got {arch:?}"),
+            ));
+        }
         Ok(())
     }
 
@@ -384,5 +399,14 @@ tekton: {enabled: true}
         .unwrap_err()
         .to_string();
         assert!(err.contains("snapshot.credentialsSecret"), "{err}");
+        let err = OperatorConfig::parse("c.yaml", "builder: {defaultArch: linux/arm64}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("builder.defaultArch") && err.contains("linux/arm64"),
+            "{err}"
+        );
+        let arm = OperatorConfig::parse("c.yaml", "builder: {defaultArch: arm64}").unwrap();
+        assert_eq!(arm.builder.default_arch, "arm64");
     }
 }

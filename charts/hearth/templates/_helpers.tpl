@@ -52,6 +52,7 @@ builder:
   resources:{{ if .Values.builder.resources }}{{ toYaml .Values.builder.resources | nindent 4 }}{{ else }} {{ toJson .Values.builder.resources }}{{ end }}
   nodeSelector:{{ if .Values.builder.nodeSelector }}{{ toYaml .Values.builder.nodeSelector | nindent 4 }}{{ else }} {{ toJson .Values.builder.nodeSelector }}{{ end }}
   tolerations:{{ if .Values.builder.tolerations }}{{ toYaml .Values.builder.tolerations | nindent 4 }}{{ else }} {{ toJson .Values.builder.tolerations }}{{ end }}
+  defaultArch: {{ .Values.builder.defaultArch | default "amd64" | quote }}
 cache:
   storageClassName: {{ .Values.cache.storageClassName | quote }}
   size: {{ .Values.cache.size | quote }}
