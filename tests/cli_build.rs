@@ -596,6 +596,7 @@ async fn no_wait_creates_the_build_from_the_flags_and_returns() {
         "MODE=prod",
         "--platform",
         "linux/amd64,linux/arm64",
+        "--emulate",
         "--label",
         "team=shop",
         "--cache-key",
@@ -629,6 +630,7 @@ async fn no_wait_creates_the_build_from_the_flags_and_returns() {
     assert_eq!(s.build_args["PY"], "3.12");
     assert_eq!(s.build_args["MODE"], "prod");
     assert_eq!(s.platforms, ["linux/amd64", "linux/arm64"]);
+    assert_eq!(s.platform_mode, Some(hearth::api::PlatformMode::Emulate));
     assert_eq!(s.labels["team"], "shop");
     assert_eq!(s.cache.key.as_deref(), Some("shop:pr-7"));
     assert_eq!(s.cache.restore_keys, ["shop:main"]);
@@ -655,6 +657,10 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
         (
             vec![d, "-t", "r.io/a/b", "--platform", "linux"],
             "--platform:",
+        ),
+        (
+            vec![d, "-t", "r.io/a/b", "--platform", "linux/amd64,linux/arm64"],
+            "--emulate: more than one platform needs platformMode: Emulate",
         ),
         (
             vec![d, "-t", "r.io/a/b", "--build-arg", "NOPE"],

@@ -115,3 +115,40 @@ async fn the_default_architecture_comes_from_the_operator_config() {
     assert_eq!(st.cache_key.as_deref(), Some("shop:main@arm64"));
     assert_eq!(st.placement.unwrap().node.as_deref(), Some("arm-1"));
 }
+
+#[tokio::test]
+async fn an_emulated_build_runs_once_for_every_platform_on_its_first_platform_s_nodes() {
+    let mut c = mixed_cluster().await;
+    c.submit(
+        "multi",
+        spec(
+            IMAGE,
+            json!({"platforms": ["linux/arm64", "linux/amd64"], "platformMode": "Emulate"}),
+        ),
+    )
+    .await;
+    assert_eq!(c.settle("multi").await, Some(Phase::Building));
+    let st = c.build("multi").await.status.unwrap();
+    assert_eq!(st.cache_key.as_deref(), Some("shop:main@arm64"));
+    assert_eq!(st.placement.unwrap().node.as_deref(), Some("arm-1"));
+    // One builder pod, asking BuildKit for both platforms in one pass.
+    let pod = c.pods().get("multi-build-1").await.unwrap();
+    let args: Vec<String> = pod
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .flat_map(|c| c.args.unwrap_or_default())
+        .collect();
+    let at = args
+        .iter()
+        .position(|a| a == "platform=linux/arm64,linux/amd64")
+        .unwrap_or_else(|| panic!("no platform opt in {args:?}"));
+    assert_eq!(args[at - 1], "--opt");
+    assert!(c
+        .pods()
+        .get_opt("multi-amd64-build-1")
+        .await
+        .unwrap()
+        .is_none());
+}
