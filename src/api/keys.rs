@@ -54,6 +54,17 @@ pub fn platform_arch(platform: &str) -> Option<&str> {
     platform.split('/').nth(1).filter(|a| !a.is_empty())
 }
 
+/// The architecture a key in use is scoped to (what follows its last `@`, when it looks like
+/// a `kubernetes.io/arch` value); `None` for a key from before keys were scoped.
+pub fn key_arch(key: &str) -> Option<&str> {
+    let (_, arch) = key.rsplit_once('@')?;
+    let valid = !arch.is_empty()
+        && arch
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    valid.then_some(arch)
+}
+
 /// `key` scoped to `arch`: `<key>@<arch>`, within the key pattern and length (a key too long
 /// for the suffix is shortened with a hash, as [`sanitize_key`] does).
 pub fn arch_scoped(key: &str, arch: &str) -> String {
@@ -333,6 +344,9 @@ mod tests {
         spec.cache.restore_keys = vec!["shop-base".into()];
         assert_eq!(cache_key(&spec, "amd64"), "shop-main@arm64");
         assert_eq!(restore_keys(&spec, "amd64"), ["shop-base@arm64"]);
+        assert_eq!(key_arch(&cache_key(&spec, "amd64")), Some("arm64"));
+        assert_eq!(key_arch("shop:main"), None);
+        assert_eq!(key_arch("git@github.com/acme/shop:Dockerfile"), None);
         let re = regex::Regex::new(crate::api::image_build::CACHE_KEY_PATTERN).unwrap();
         let long = arch_scoped(&"k".repeat(MAX_KEY_LEN), "arm64");
         assert!(long.len() <= MAX_KEY_LEN && re.is_match(&long), "{long}");

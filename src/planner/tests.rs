@@ -424,3 +424,27 @@ fn a_zonal_replica_or_a_restore_lands_on_a_node_of_the_build_architecture() {
         "{d:?}"
     );
 }
+
+#[test]
+fn a_cache_is_prewarmed_only_onto_nodes_of_its_architecture() {
+    let mut v = ClusterView::new(store());
+    let mut roomy = arch_node("amd", "amd64");
+    roomy.cache_budget_bytes = 1000 * GB;
+    v.add_node(roomy).expect("new node");
+    let arm = v.add_node(arch_node("arm", "arm64")).expect("new node");
+    let k = v.intern_key("shop", "shop:main@arm64");
+    v.set_stats(k, stats(600.0, 60.0, 5 * GB, 20.0));
+    snapshot(&mut v, k, 5 * GB);
+    let chosen = prewarm(&v, 10.0, &PlannerConfig::default(), 4);
+    assert_eq!(chosen.len(), 1, "{chosen:?}");
+    assert_eq!((chosen[0].key, chosen[0].node), (k, arm));
+    // No node of the architecture: nothing is pre-warmed.
+    let mut amd_only = ClusterView::new(store());
+    amd_only
+        .add_node(arch_node("amd", "amd64"))
+        .expect("new node");
+    let k = amd_only.intern_key("shop", "shop:main@arm64");
+    amd_only.set_stats(k, stats(600.0, 60.0, 5 * GB, 20.0));
+    snapshot(&mut amd_only, k, 5 * GB);
+    assert_eq!(prewarm(&amd_only, 10.0, &PlannerConfig::default(), 4), []);
+}
