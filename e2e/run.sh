@@ -24,10 +24,10 @@ ib() { kc -n "$NS" get imagebuild "$1" -o json; }
 ibf() { ib "$1" | jq -r "$2 // empty"; }                  # one field of an ImageBuild
 condition() { ibf "$1" ".status.conditions[]? | select(.type == \"$2\") | .status"; }
 
-# cache_of KEY: the BuildCache of a key (exactly one).
+# cache_of KEY: the BuildCache of a key (exactly one; its spec.key is the key in use, KEY@arch).
 cache_of() {
   local names
-  names=$(kc -n "$NS" get buildcaches -o json | jq -r --arg k "$1" '.items[] | select(.spec.key == $k) | .metadata.name')
+  names=$(kc -n "$NS" get buildcaches -o json | jq -r --arg k "$(scoped "$1")" '.items[] | select(.spec.key == $k) | .metadata.name')
   [[ $(wc -w <<<"$names") == 1 ]] || die "expected one BuildCache with key $1, found: '${names//$'\n'/ }'"
   echo "$names"
 }
@@ -103,7 +103,7 @@ assert_succeeded() {
   assert_match "$(f .status.placement.node)" '^.+$' "$name placement.node"
   assert_match "$(f .status.placement.replica)" '^.+$' "$name placement.replica"
   assert_match "$(f .status.imageDigest)" '^sha256:[0-9a-f]{64}$' "$name imageDigest"
-  assert_eq "$(f .status.cacheKey)" "$(f .spec.cache.key)" "$name cacheKey"
+  assert_eq "$(f .status.cacheKey)" "$(scoped "$(f .spec.cache.key)")" "$name cacheKey"
   for c in Placed CacheReady Built Succeeded; do
     assert_eq "$(f ".status.conditions[]? | select(.type == \"$c\") | .status")" True "$name condition $c"
   done
@@ -235,7 +235,7 @@ scenario_restored() {
     info "the cache was pre-warmed before $b came: $(bcf "$cache" '[.status.replicas[]? | select(.pvc == "'"$(ibf "$b" .status.placement.replica)"'") | .snapshotId][0]')"
   else
     assert_succeeded "$b" Restored
-    assert_eq "$(ibf "$b" .status.placement.restoredFrom.key)" "$KEY" "$b restoredFrom.key"
+    assert_eq "$(ibf "$b" .status.placement.restoredFrom.key)" "$(scoped "$KEY")" "$b restoredFrom.key"
     assert_eq "$(ibf "$b" .status.placement.restoredFrom.cache)" "$cache" "$b restoredFrom.cache"
     assert_eq "$(ibf "$b" .status.placement.restoredFrom.snapshot)" "$latest" "$b restoredFrom.snapshot (the newest)"
     assert_match "$(ibf "$b" .status.durations.restore)" '^.+$' "$b durations.restore"
@@ -323,8 +323,8 @@ scenario_branch() {
   assert_succeeded "$b" Restored
   node=$(ibf "$b" .status.placement.node)
   for n in $CORDONED; do assert_ne "$node" "$n" "$b node (a cordoned node holds main's replica)"; done
-  assert_eq "$(ibf "$b" .status.cacheKey)" "$key" "$b cacheKey (its own)"
-  assert_eq "$(ibf "$b" .status.placement.restoredFrom.key)" "$KEY" "$b restoredFrom.key (main's)"
+  assert_eq "$(ibf "$b" .status.cacheKey)" "$(scoped "$key")" "$b cacheKey (its own)"
+  assert_eq "$(ibf "$b" .status.placement.restoredFrom.key)" "$(scoped "$KEY")" "$b restoredFrom.key (main's)"
   assert_eq "$(ibf "$b" .status.placement.restoredFrom.cache)" "$main" "$b restoredFrom.cache (main's BuildCache)"
   assert_eq "$(ibf "$b" .status.placement.restoredFrom.snapshot)" "$latest" "$b restoredFrom.snapshot (main's newest)"
   assert_match "$(ibf "$b" .status.durations.restore)" '^.+$' "$b durations.restore"

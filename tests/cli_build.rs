@@ -378,11 +378,13 @@ async fn hot_build_uploads_the_context_follows_and_prints_the_digest() {
     assert_eq!(client.await.unwrap(), Exit::Succeeded);
     let out = h.out.text();
     assert!(
-        out.contains(&format!("placed: Hot cache on node {node} (key shop:main)")),
+        out.contains(&format!(
+            "placed: Hot cache on node {node} (key shop:main@amd64)"
+        )),
         "{out}"
     );
     assert!(out.contains(&format!("digest   {digest}")), "{out}");
-    assert!(out.contains("cache    Hot (key shop:main"), "{out}");
+    assert!(out.contains("cache    Hot (key shop:main@amd64"), "{out}");
     assert_eq!(std::fs::read_to_string(&digest_file).unwrap(), digest);
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&meta_file).unwrap()).unwrap();
@@ -439,11 +441,11 @@ async fn restored_build_says_from_which_key() {
     );
     let out = h.out.text();
     assert!(
-        out.contains("restoring: snapshot snap-1 of key shop:main (1.1MiB)"),
+        out.contains("restoring: snapshot snap-1 of key shop:main@amd64 (1.1MiB)"),
         "{out}"
     );
     assert!(
-        out.contains("cache    Restored from key shop:main (snapshot snap-1)"),
+        out.contains("cache    Restored from key shop:main@amd64 (snapshot snap-1)"),
         "{out}"
     );
     assert!(out.contains(&format!("  commit   {commit}\n")), "{out}");
@@ -599,6 +601,7 @@ async fn no_wait_creates_the_build_from_the_flags_and_returns() {
         "MODE=prod",
         "--platform",
         "linux/amd64,linux/arm64",
+        "--emulate",
         "--label",
         "team=shop",
         "--cache-key",
@@ -640,6 +643,7 @@ async fn no_wait_creates_the_build_from_the_flags_and_returns() {
     assert_eq!(s.build_args["PY"], "3.12");
     assert_eq!(s.build_args["MODE"], "prod");
     assert_eq!(s.platforms, ["linux/amd64", "linux/arm64"]);
+    assert_eq!(s.platform_mode, Some(hearth::api::PlatformMode::Emulate));
     assert_eq!(s.labels["team"], "shop");
     assert_eq!(s.cache.key.as_deref(), Some("shop:pr-7"));
     assert_eq!(s.cache.restore_keys, ["shop:main"]);
@@ -690,6 +694,10 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
         (
             vec![d, "-t", "r.io/a/b", "--platform", "linux"],
             "--platform:",
+        ),
+        (
+            vec![d, "-t", "r.io/a/b", "--platform", "linux/amd64,linux/arm64"],
+            "--emulate: more than one platform needs platformMode: Emulate",
         ),
         (
             vec![d, "-t", "r.io/a/b", "--build-arg", "NOPE"],

@@ -11,7 +11,7 @@ use serde_json::json;
 use support::{metadata, s3_config, spec, Cluster, SAVED, SAVED_PIN};
 
 fn cache_name() -> String {
-    keys::cache_name_for_key("shop:main")
+    keys::cache_name_for_key("shop:main@amd64")
 }
 
 /// Replica `pvc` of shop:main's BuildCache, as its status says.
@@ -177,7 +177,7 @@ async fn lost_replica_is_restored_from_its_snapshot_on_another_node() {
     let from = p.restored_from.clone().unwrap();
     assert_eq!(
         (from.key.as_str(), from.snapshot.as_str()),
-        ("shop:main", "snap-1")
+        ("shop:main@amd64", "snap-1")
     );
     // The restore runs in the builder pod's init container, on the new replica: no Job.
     assert!(c.jobs().get_opt("b2-restore-1").await.unwrap().is_none());
@@ -682,11 +682,11 @@ async fn a_branch_restores_main_s_snapshot_from_main_s_cache() {
     assert_eq!(c.settle("fx-1").await, Some(Phase::Restoring));
     let p = c.build("fx-1").await.status.unwrap().placement.unwrap();
     let from = p.restored_from.unwrap();
-    assert_eq!(from.key, "shop:main");
+    assert_eq!(from.key, "shop:main@amd64");
     assert_eq!(from.cache.as_deref(), Some(cache_name().as_str()));
     assert_eq!(
         p.cache.as_deref(),
-        Some(keys::cache_name_for_key("shop:feature-x").as_str()),
+        Some(keys::cache_name_for_key("shop:feature-x@amd64").as_str()),
         "the new replica is the branch's"
     );
     assert_eq!(p.node.as_deref(), Some(node.as_str()));

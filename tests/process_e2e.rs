@@ -61,7 +61,7 @@ async fn wait_replica(
     ok: impl Fn(Option<&hearth::api::ReplicaStatus>) -> bool,
 ) {
     let caches = c.caches();
-    let name = keys::cache_name_for_key(key);
+    let name = keys::cache_name_for_key(&keys::arch_scoped(key, "amd64"));
     let ok = &ok;
     c.wait_for(&format!("replica {pvc}: {what}"), secs(20), || {
         let caches = caches.clone();
@@ -189,10 +189,10 @@ async fn a_branch_starts_from_main_s_snapshot() {
     let p = placement(&fx);
     assert_eq!(p.warmth, Some(Warmth::Restored), "{p:?}");
     let from = p.restored_from.clone().expect("restoredFrom");
-    assert_eq!(from.key, "shop:main");
+    assert_eq!(from.key, "shop:main@amd64");
     assert_eq!(
         from.cache.as_deref(),
-        Some(keys::cache_name_for_key("shop:main").as_str())
+        Some(keys::cache_name_for_key("shop:main@amd64").as_str())
     );
     assert_eq!(
         condition(&fx, "CacheReady").map(|c| c.1).as_deref(),
@@ -246,7 +246,7 @@ async fn a_branch_starts_from_main_s_snapshot() {
     // BuildCache status, and the real `hearth` checked it (its result says so).
     let main_cache = c
         .caches()
-        .get(&keys::cache_name_for_key("shop:main"))
+        .get(&keys::cache_name_for_key("shop:main@amd64"))
         .await
         .unwrap();
     let recorded = main_cache.status.unwrap().snapshots;
@@ -276,13 +276,17 @@ async fn a_failed_restore_builds_cold_in_the_next_attempt_saying_why() {
     let c = TestCluster::start(ClusterOpts::default()).await;
     build_and_save(&c, "main-1", "shop:main").await;
     let wrong = "0".repeat(64);
-    cluster::util::update_status(&c.caches(), &keys::cache_name_for_key("shop:main"), |bc| {
-        let status = bc.status.as_mut().expect("status");
-        for s in &mut status.snapshots {
-            s.manifest_sha256 = Some(wrong.clone());
-        }
-        true
-    })
+    cluster::util::update_status(
+        &c.caches(),
+        &keys::cache_name_for_key("shop:main@amd64"),
+        |bc| {
+            let status = bc.status.as_mut().expect("status");
+            for s in &mut status.snapshots {
+                s.manifest_sha256 = Some(wrong.clone());
+            }
+            true
+        },
+    )
     .await
     .unwrap();
 
@@ -337,7 +341,7 @@ async fn a_failed_restore_builds_cold_in_the_next_attempt_saying_why() {
 async fn a_read_only_fork_build_seeds_from_main_and_writes_nothing() {
     let c = TestCluster::start(ClusterOpts::default()).await;
     let main = build_and_save(&c, "main-1", "shop:main").await;
-    let main_cache = keys::cache_name_for_key("shop:main");
+    let main_cache = keys::cache_name_for_key("shop:main@amd64");
     let snapshots = |c: &TestCluster| {
         let caches = c.caches();
         let name = main_cache.clone();

@@ -31,6 +31,7 @@ pub const SPEC_IMMUTABLE_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.stat
 && has(self.spec.target) == has(oldSelf.spec.target) && (!has(self.spec.target) || self.spec.target == oldSelf.spec.target) \
 && has(self.spec.buildArgs) == has(oldSelf.spec.buildArgs) && (!has(self.spec.buildArgs) || self.spec.buildArgs == oldSelf.spec.buildArgs) \
 && has(self.spec.platforms) == has(oldSelf.spec.platforms) && (!has(self.spec.platforms) || self.spec.platforms == oldSelf.spec.platforms) \
+&& has(self.spec.platformMode) == has(oldSelf.spec.platformMode) && (!has(self.spec.platformMode) || self.spec.platformMode == oldSelf.spec.platformMode) \
 && has(self.spec.secrets) == has(oldSelf.spec.secrets) && (!has(self.spec.secrets) || self.spec.secrets == oldSelf.spec.secrets) \
 && has(self.spec.labels) == has(oldSelf.spec.labels) && (!has(self.spec.labels) || self.spec.labels == oldSelf.spec.labels) \
 && has(self.spec.cache) == has(oldSelf.spec.cache) && (!has(self.spec.cache) || self.spec.cache == oldSelf.spec.cache) \
@@ -95,6 +96,7 @@ pub fn named_context_credentials_rule() -> String {
         .field_path(".spec.ssh"),
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.platforms) || size(self.platforms) <= 1 || has(self.platformMode)").message("more than one platform needs platformMode: Emulate (one build, the other architectures emulated where the nodes have binfmt); one build per architecture is not available yet").field_path(".platformMode"))]
 pub struct ImageBuildSpec {
     /// Where the build context comes from: exactly one of `git`, `context` or `upload`.
     pub source: SourceSpec,
@@ -117,7 +119,9 @@ pub struct ImageBuildSpec {
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$') && size(self[k]) <= 4096)").message("names must match [A-Za-z_][A-Za-z0-9_]* and values be at most 4096 characters"))]
     pub build_args: BTreeMap<String, String>,
     /// Target platforms, `os/arch[/variant]` (for example `linux/amd64`, `linux/arm64/v8`).
-    /// Empty builds for the node's own platform.
+    /// The build runs on nodes of the first platform's architecture (`kubernetes.io/arch`);
+    /// empty builds for the operator's default architecture. More than one platform needs
+    /// `platformMode: Emulate`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 16),
@@ -128,6 +132,12 @@ pub struct ImageBuildSpec {
     )]
     #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("entries must be unique"))]
     pub platforms: Vec<String>,
+    /// How several `platforms` are built. `Emulate`: one build for all of them on nodes of
+    /// the first platform's architecture, the others run under QEMU emulation (the nodes need
+    /// binfmt handlers registered, as `tonistiigi/binfmt` installs them). Required with more
+    /// than one platform, until one build per architecture is available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_mode: Option<PlatformMode>,
     /// Build secrets (`RUN --mount=type=secret,id=...`), each taken from a key of a Secret in
     /// this namespace. They are mounted read-only into the builder, never passed in env or args.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -199,6 +209,7 @@ impl Default for ImageBuildSpec {
             target: None,
             build_args: BTreeMap::new(),
             platforms: Vec::new(),
+            platform_mode: None,
             secrets: Vec::new(),
             labels: BTreeMap::new(),
             output: OutputSpec::default(),
@@ -440,6 +451,14 @@ pub struct OutputSpec {
 
 fn default_true() -> bool {
     true
+}
+
+/// How an ImageBuild of several platforms is built.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlatformMode {
+    /// One build for every platform on nodes of the first platform's architecture; BuildKit
+    /// runs the other platforms' steps under QEMU (binfmt), slower but one pass.
+    Emulate,
 }
 
 /// How a build may use its cache.

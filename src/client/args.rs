@@ -9,7 +9,8 @@ use kube::core::Duration;
 
 use crate::api::common::LocalObjectReference;
 use crate::api::image_build::{
-    clean_dir, dockerfile_in_context, CacheMode, GitSource, ImageBuildSpec, OutputSpec, SourceSpec,
+    clean_dir, dockerfile_in_context, CacheMode, GitSource, ImageBuildSpec, OutputSpec,
+    PlatformMode, SourceSpec,
 };
 use crate::api::{ImageBuild, SecretKeyRef, SshAgent, UploadSource};
 
@@ -45,6 +46,10 @@ pub struct BuildArgs {
     /// Target platform (`linux/amd64`); repeat or separate with commas.
     #[arg(long = "platform", value_name = "PLATFORM")]
     pub platforms: Vec<String>,
+    /// Build every `--platform` in one pass, the ones not native to the node emulated (the
+    /// nodes need binfmt; `spec.platformMode: Emulate`). Required with more than one platform.
+    #[arg(long)]
+    pub emulate: bool,
     /// Image label `KEY=VALUE`.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
@@ -302,6 +307,7 @@ pub fn image_build(
         },
         ..Default::default()
     };
+    spec.platform_mode = args.emulate.then_some(PlatformMode::Emulate);
     spec.cache.key = args.cache_key.clone();
     spec.cache.restore_keys = fallback_keys(args.cache_key.as_deref(), &args.restore_keys);
     spec.cache.mode = match (args.cache_mode, args.read_only) {
@@ -388,10 +394,11 @@ fn parse_cache_mode(value: &str) -> Result<CacheMode, String> {
 
 /// Which flag sets a field of the spec, for errors from the API's own rules.
 fn flag_of(field: &str) -> &'static str {
-    const FLAGS: [(&str, &str); 16] = [
+    const FLAGS: [(&str, &str); 17] = [
         ("spec.buildContexts", "--build-context"),
         ("spec.ssh", "--ssh"),
         ("spec.output.pushSecretRef", "--push-secret"),
+        ("spec.platformMode", "--emulate"),
         ("spec.output", "-t/--tag"),
         ("spec.dockerfile", "-f/--file"),
         ("spec.target", "--target"),

@@ -104,6 +104,8 @@ pub enum Reason {
     CacheDisabled,
     /// No eligible node has a free builder slot.
     NoCapacity,
+    /// No ready node has the build's architecture (`kubernetes.io/arch`).
+    NoNodeOfArch,
 }
 
 impl fmt::Display for Reason {
@@ -126,6 +128,9 @@ impl fmt::Display for Reason {
             Reason::ColdIsFaster => "restoring the cache would take longer than a cold build",
             Reason::CacheDisabled => "the cache is disabled for this build",
             Reason::NoCapacity => "no eligible node has a free builder slot",
+            Reason::NoNodeOfArch => {
+                "no ready node has the build's architecture (kubernetes.io/arch, the suffix of its cache key)"
+            }
         })
     }
 }

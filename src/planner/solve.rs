@@ -2,6 +2,7 @@
 //! one, the key's snapshot, a restore key's snapshot, nothing), estimate each one's finish time
 //! plus the cost it puts on other builds, and take the cheapest.
 
+use crate::api::keys::ARCH_LABEL;
 use crate::api::{CacheMode, ReplicaState, Warmth};
 
 use super::config::PlannerConfig;
@@ -23,6 +24,28 @@ pub enum PlanError {
 
 /// Decides where and from what cache `req` runs, at time `now`.
 pub fn plan(
+    view: &ClusterView,
+    req: &BuildRequest,
+    now: Seconds,
+    cfg: &PlannerConfig,
+) -> Result<Decision, PlanError> {
+    let mut decision = decide(view, req, now, cfg)?;
+    // A build queued for want of any ready node of its architecture says so: no slot will
+    // ever free for it until such a node joins.
+    if decision.action == Action::Queue {
+        if let Some(arch) = &req.arch {
+            let any = view
+                .nodes()
+                .any(|(_, n)| n.ready && n.labels.get(ARCH_LABEL) == Some(arch));
+            if !any {
+                decision.reason = Reason::NoNodeOfArch;
+            }
+        }
+    }
+    Ok(decision)
+}
+
+fn decide(
     view: &ClusterView,
     req: &BuildRequest,
     now: Seconds,

@@ -65,6 +65,7 @@ fn every_param_lands_in_the_image_build_spec() {
         "TARGET": "runtime",
         "BUILD_ARGS": ["VERSION=1.2", "EMPTY=", "URL=https://x?a=b"],
         "PLATFORMS": ["linux/amd64", "linux/arm64"],
+        "PLATFORM_MODE": "Emulate",
         "CACHE_KEY": "github.com/acme/shop:feature-x",
         "RESTORE_KEYS": ["github.com/acme/shop:main"],
         "CACHE_MODE": "ReadOnly",
@@ -82,6 +83,7 @@ fn every_param_lands_in_the_image_build_spec() {
     assert_eq!(spec.build_args["EMPTY"], "");
     assert_eq!(spec.build_args["URL"], "https://x?a=b");
     assert_eq!(spec.platforms, ["linux/amd64", "linux/arm64"]);
+    assert_eq!(spec.platform_mode, Some(crate::api::PlatformMode::Emulate));
     assert_eq!(
         spec.cache.key.as_deref(),
         Some("github.com/acme/shop:feature-x")
@@ -138,6 +140,11 @@ fn invalid_params_fail_naming_the_param() {
         (json!({"CACHE_MODE": "Sometimes"}), "CACHE_MODE"),
         (json!({"CACHE_KEY": "has spaces in it"}), "CACHE_KEY"),
         (json!({"PLATFORMS": ["windows"]}), "PLATFORMS"),
+        (
+            json!({"PLATFORMS": ["linux/amd64", "linux/arm64"]}),
+            "PLATFORM_MODE",
+        ),
+        (json!({"PLATFORM_MODE": "Native"}), "PLATFORM_MODE"),
         (json!({"GIT_URL": "ftp://example.com/x"}), "GIT_URL"),
         (
             json!({"CONTEXT": "app", "DOCKERFILE": "Dockerfile"}),

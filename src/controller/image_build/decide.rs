@@ -270,7 +270,7 @@ pub struct Wanted {
 }
 
 /// What to observe for `build` at `now`.
-pub fn wanted(build: &ImageBuild, now: Timestamp) -> Wanted {
+pub fn wanted(build: &ImageBuild, now: Timestamp, config: &OperatorConfig) -> Wanted {
     let status = build.status.clone().unwrap_or_default();
     let name = build.name_any();
     let attempt = attempt(&status);
@@ -296,7 +296,7 @@ pub fn wanted(build: &ImageBuild, now: Timestamp) -> Wanted {
             ..Wanted::default()
         },
         Some(Phase::Placing) => {
-            let key = key_of(build, &status);
+            let key = key_of(build, &status, config);
             Wanted {
                 cache: Some(crate::controller::replica_table::cache_name(
                     &key,
@@ -483,7 +483,10 @@ fn start(o: &Observed, mut status: ImageBuildStatus) -> Decision {
     if let Err(e) = buildctl_args(&o.build) {
         return invalid(o, &e.to_string());
     }
-    status.cache_key = Some(keys::cache_key(&o.build.spec));
+    status.cache_key = Some(keys::cache_key(
+        &o.build.spec,
+        &o.config.builder.default_arch,
+    ));
     status.start_time.get_or_insert(Time(o.now));
     status.attempts = Some(status.attempts.unwrap_or(0).max(1));
     status.phase = Some(Phase::Placing);
@@ -496,7 +499,7 @@ fn place(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
     let (now, generation) = (o.now, build.metadata.generation);
     let namespace = build.namespace().unwrap_or_default();
     let name = build.name_any();
-    let key = key_of(build, &status);
+    let key = key_of(build, &status, &o.config);
     let mode = build.spec.cache.mode;
     if let Some(message) = cache_mismatch(
         o.cache.as_ref(),
@@ -611,7 +614,7 @@ fn place(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
             placement.node = Some(node.clone());
             let story = cold_story(
                 &key,
-                &build.spec.cache.restore_keys,
+                &keys::restore_keys(&build.spec, &o.config.builder.default_arch),
                 o.cache.as_ref(),
                 &reason,
             );
@@ -1385,11 +1388,15 @@ fn pushed_message(build: &ImageBuild) -> String {
 }
 
 /// The build's cache key: as recorded at start, else derived from its spec.
-pub(super) fn key_of(build: &ImageBuild, status: &ImageBuildStatus) -> String {
+pub(super) fn key_of(
+    build: &ImageBuild,
+    status: &ImageBuildStatus,
+    config: &OperatorConfig,
+) -> String {
     status
         .cache_key
         .clone()
-        .unwrap_or_else(|| keys::cache_key(&build.spec))
+        .unwrap_or_else(|| keys::cache_key(&build.spec, &config.builder.default_arch))
 }
 
 fn attempt(status: &ImageBuildStatus) -> i32 {

@@ -37,7 +37,7 @@ fn read_only() -> ImageBuild {
 }
 
 fn key(b: &ImageBuild) -> String {
-    keys::cache_key(&b.spec)
+    keys::cache_key(&b.spec, &config().builder.default_arch)
 }
 
 fn cache_name(b: &ImageBuild) -> String {
@@ -1200,7 +1200,11 @@ fn deletion_is_done_only_once_the_pods_are_gone_and_the_replica_released() {
 #[test]
 fn observe_asks_only_for_what_the_state_needs() {
     let now = t(CREATED + 60);
-    let at_rest = wanted(&in_phase(build(), Phase::Succeeded, Some("c-r0")), now);
+    let at_rest = wanted(
+        &in_phase(build(), Phase::Succeeded, Some("c-r0")),
+        now,
+        &config(),
+    );
     assert_eq!(
         at_rest,
         Wanted {
@@ -1208,26 +1212,37 @@ fn observe_asks_only_for_what_the_state_needs() {
             ..Wanted::default()
         }
     );
-    let running = wanted(&in_phase(build(), Phase::Building, Some("c-r0")), now);
+    let running = wanted(
+        &in_phase(build(), Phase::Building, Some("c-r0")),
+        now,
+        &config(),
+    );
     assert_eq!(running.pod.as_deref(), Some("api-1-build-1"));
     assert_eq!(running.cache, Some(cache_name(&build())));
     assert!(!running.plan && !running.children);
-    let restoring = wanted(&restoring_build(), now);
+    let restoring = wanted(&restoring_build(), now, &config());
     assert_eq!(
         (restoring.pod.as_deref(), restoring.job),
         (Some("api-1-build-1"), None),
         "a restore runs in the builder pod"
     );
-    let placing = wanted(&placing(build()), now);
+    let placing = wanted(&placing(build()), now, &config());
     assert!(placing.plan);
     let mut deleting = in_phase(build(), Phase::Building, Some("c-r0"));
     deleting.metadata.deletion_timestamp = Some(Time(now));
-    assert!(wanted(&deleting, now).children);
+    assert!(wanted(&deleting, now, &config()).children);
     assert_eq!(
-        wanted(&saving_build(), now).job.as_deref(),
+        wanted(&saving_build(), now, &config()).job.as_deref(),
         Some("api-1-save-1")
     );
-    assert!(wanted(&in_phase(build(), Phase::Building, None), t(CREATED + 7200)).children);
+    assert!(
+        wanted(
+            &in_phase(build(), Phase::Building, None),
+            t(CREATED + 7200),
+            &config()
+        )
+        .children
+    );
 }
 
 // ---- the cache prune after a ReadWrite build (issue 16, item 4) ----
