@@ -15,9 +15,11 @@ pub use build_cache::{
     SnapshotPolicy, SnapshotRecord, VolumeAccessMode,
 };
 pub use image_build::{
-    BuildResources, BuildSecret, CacheMode, CachePrune, CacheSpec, ContextSource, Durations,
-    GitSource, ImageBuild, ImageBuildSpec, ImageBuildStatus, OutputSpec, Phase, Placement,
-    PruneResult, PvcContext, RestoredFrom, SecretKeyRef, SourceSpec, UploadSource, Warmth,
+    Attestations, BuildResources, BuildSecret, CacheMode, CachePrune, CacheSpec, Compression,
+    ContextSource, Durations, ExportMode, GitSource, ImageBuild, ImageBuildSpec, ImageBuildStatus,
+    OutputSpec, Phase, Placement, Provenance, ProvenanceMode, PruneResult, PvcContext,
+    RegistryCache, RegistryExport, RestoredFrom, SecretKeyRef, SourceSpec, UploadSource, Warmth,
+    FRONTEND_OPTIONS,
 };
 
 /// API group of every Hearth resource.

@@ -271,6 +271,7 @@ pub fn image_build(
                 .push_secret
                 .clone()
                 .map(|name| LocalObjectReference { name }),
+            ..Default::default()
         },
         ..Default::default()
     };

@@ -58,6 +58,7 @@ fn container_on(
         gc_keep_bytes: None,
         prune,
         deadline_seconds: 60,
+        import_cache: Vec::new(),
         owner: OwnerReference::default(),
     };
     let pod = builder_pod(&build(), &inputs, &OperatorConfig::default()).expect("pod");

@@ -480,7 +480,7 @@ fn after_finish(o: &Observed, status: ImageBuildStatus) -> Result<Decision> {
 }
 
 fn start(o: &Observed, mut status: ImageBuildStatus) -> Decision {
-    if let Err(e) = buildctl_args(&o.build) {
+    if let Err(e) = buildctl_args(&o.build, &[]) {
         return invalid(o, &e.to_string());
     }
     status.cache_key = Some(keys::cache_key(&o.build.spec));
@@ -1005,6 +1005,11 @@ fn pod_ended(
                 effects.push(Effect::Measure(Sample::Step("build", *s)));
             }
             status.image_digest = digest.clone();
+            // What was pushed, by digest and by every name (nothing for a build-only check).
+            if let Some(d) = digest.as_deref().filter(|_| build.spec.output.push) {
+                status.image = Some(build.spec.output.by_digest(d));
+                status.tags = build.spec.output.names();
+            }
             let pushed = pushed_message(build);
             set_condition(
                 &mut status,
@@ -1185,6 +1190,7 @@ fn builder_pod_for(o: &Observed, status: &ImageBuildStatus) -> Result<Pod> {
             },
         ),
         deadline_seconds: remaining_seconds(build, o.now),
+        import_cache: placement.imported_from.clone(),
         owner: owner_ref(build)?,
     };
     let mut pod =

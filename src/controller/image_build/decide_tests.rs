@@ -966,12 +966,50 @@ fn success_with_a_save_due_publishes_succeeded_first_and_holds_the_replica_for_t
     assert_eq!(d.status.phase, Some(Phase::Succeeded));
     assert_eq!(d.status.image_digest.as_deref(), Some("sha256:abc"));
     assert_eq!(
+        d.status.image.as_deref(),
+        Some("registry.example.com/shop/api@sha256:abc")
+    );
+    assert_eq!(d.status.tags, ["registry.example.com/shop/api:1"]);
+    assert_eq!(
         cond(&d.status, condition::SNAPSHOTTED),
         ("Unknown", "Saving")
     );
     assert!(saving(&d.status));
     assert_eq!(releases(&d), [&Release::Snapshotting]);
     assert_eq!(d.next, Next::Soon);
+}
+
+#[test]
+fn a_pushed_build_reports_its_image_by_digest_and_every_tag_a_build_only_check_none() {
+    let tagged = build_with(serde_json::json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git", "revision": "main"}},
+        "output": {"image": "registry.example.com/shop/api:1", "tags": ["latest", "mirror.example.com/shop/api:1"]}
+    }));
+    let mut o = observed(in_phase(tagged, Phase::Building, None));
+    o.pod = succeeded_pod();
+    let d = decided(&o);
+    assert_eq!(
+        d.status.image.as_deref(),
+        Some("registry.example.com/shop/api@sha256:abc")
+    );
+    assert_eq!(
+        d.status.tags,
+        [
+            "registry.example.com/shop/api:1",
+            "registry.example.com/shop/api:latest",
+            "mirror.example.com/shop/api:1"
+        ]
+    );
+    let check = build_with(serde_json::json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git", "revision": "main"}},
+        "output": {"image": "registry.example.com/shop/api:1", "push": false}
+    }));
+    let mut o = observed(in_phase(check, Phase::Building, None));
+    o.pod = succeeded_pod();
+    let d = decided(&o);
+    assert_eq!(d.status.phase, Some(Phase::Succeeded));
+    assert_eq!(d.status.image, None);
+    assert!(d.status.tags.is_empty());
 }
 
 #[test]
