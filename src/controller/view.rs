@@ -418,6 +418,12 @@ pub fn build_request(build: &ImageBuild, key: &str, config: &OperatorConfig) -> 
     let mut req = BuildRequest::new(build.namespace().unwrap_or_default(), key);
     req.restore_keys = build.spec.cache.restore_keys.clone();
     req.mode = build.spec.cache.mode;
+    req.registry_seed = build
+        .spec
+        .cache
+        .registry
+        .as_ref()
+        .is_some_and(|r| !r.import_from.is_empty());
     req.node_selector = config.builder.node_selector.clone();
     req.node_selector.extend(build.spec.node_selector.clone());
     req.tolerations = config
