@@ -52,7 +52,7 @@ pub const IMAGE_DIGEST: &str = "IMAGE_DIGEST";
 
 /// Every param the custom task reads; any other name fails the run (a typo should not
 /// silently build something else).
-pub const PARAMS: [&str; 13] = [
+pub const PARAMS: [&str; 20] = [
     "IMAGE",
     "GIT_URL",
     "GIT_REVISION",
@@ -66,6 +66,13 @@ pub const PARAMS: [&str; 13] = [
     "RESTORE_KEYS",
     "CACHE_MODE",
     "PUSH_SECRET",
+    "TAGS",
+    "ANNOTATIONS",
+    "SBOM",
+    "PROVENANCE",
+    "CACHE_FROM",
+    "CACHE_TO",
+    "CACHE_TO_MODE",
 ];
 
 /// Why a run cannot start: a Tekton-style reason and a message naming the param or field.
@@ -153,6 +160,9 @@ pub fn build_spec(spec: &CustomRunSpec) -> Result<ImageBuildSpec, Refusal> {
     check(&base)?;
     Ok(base)
 }
+
+#[path = "output_params.rs"]
+mod output_params;
 
 /// The params, by name, with their JSON values.
 struct Params(BTreeMap<String, Value>);
@@ -262,7 +272,7 @@ impl Params {
         if let Some(secret) = self.string("PUSH_SECRET")? {
             spec.output.push_secret_ref = Some(LocalObjectReference { name: secret });
         }
-        Ok(())
+        self.apply_output(spec)
     }
 
     /// GIT_URL, GIT_REVISION, GIT_SECRET, CONTEXT and DOCKERFILE. DOCKERFILE is a path from
@@ -355,8 +365,12 @@ fn clean_path(p: &str) -> String {
 }
 
 /// ImageBuild fields and the param that sets each, to name the param in an error.
-const FIELD_PARAMS: [(&str, &str); 11] = [
+const FIELD_PARAMS: [(&str, &str); 15] = [
     ("spec.output.image", "IMAGE"),
+    ("spec.output.tags", "TAGS"),
+    ("spec.output.annotations", "ANNOTATIONS"),
+    ("spec.cache.registry.importFrom", "CACHE_FROM"),
+    ("spec.cache.registry.exportTo", "CACHE_TO"),
     ("spec.output.pushSecretRef", "PUSH_SECRET"),
     ("spec.source.git.url", "GIT_URL"),
     ("spec.source.git.revision", "GIT_REVISION"),
