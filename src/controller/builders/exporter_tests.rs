@@ -23,32 +23,6 @@ fn json_merge(into: &mut serde_json::Value, from: serde_json::Value) {
     }
 }
 
-/// Splits a CSV record the way Go's `encoding/csv` does (quoted fields, doubled quotes).
-fn go_csv(record: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut chars = record.chars().peekable();
-    let mut quoted = false;
-    let mut at_start = true;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (false, '"') if at_start => quoted = true,
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                fields.last_mut().unwrap().push('"');
-            }
-            (true, '"') => quoted = false,
-            (false, ',') => {
-                fields.push(String::new());
-                at_start = true;
-                continue;
-            }
-            (_, c) => fields.last_mut().unwrap().push(c),
-        }
-        at_start = false;
-    }
-    fields
-}
-
 #[test]
 fn one_name_is_a_plain_field() {
     let s = spec(serde_json::json!({}));
@@ -69,10 +43,6 @@ fn several_names_are_one_quoted_field_with_bare_tags_in_the_image_repository() {
         value,
         "type=image,\"name=registry.example.com:5000/shop/api:1,registry.example.com:5000/shop/api:latest,mirror.example.com/shop/api:1.2\",push=true"
     );
-    assert_eq!(
-        go_csv(&value)[1],
-        "name=registry.example.com:5000/shop/api:1,registry.example.com:5000/shop/api:latest,mirror.example.com/shop/api:1.2"
-    );
 }
 
 #[test]
@@ -88,20 +58,14 @@ fn exporter_options_and_annotations_by_level() {
             "manifest-descriptor:team": "shop"
         }
     }}));
-    let value = output_value(&s.output);
+    // Quoted where buildctl's CSV reader needs it: the value with a comma and quotes.
     assert_eq!(
-        go_csv(&value),
-        [
-            "type=image",
-            "name=registry.example.com/shop/api:1",
-            "push=false",
-            "compression=zstd",
-            "force-compression=true",
-            "oci-mediatypes=true",
-            "annotation-index.org.opencontainers.image.description=shop, \"api\"",
-            "annotation-manifest-descriptor.team=shop",
-            "annotation.org.opencontainers.image.source=https://github.com/acme/shop",
-        ]
+        output_value(&s.output),
+        "type=image,name=registry.example.com/shop/api:1,push=false,compression=zstd,\
+force-compression=true,oci-mediatypes=true,\
+\"annotation-index.org.opencontainers.image.description=shop, \"\"api\"\"\",\
+annotation-manifest-descriptor.team=shop,\
+annotation.org.opencontainers.image.source=https://github.com/acme/shop"
     );
 }
 
