@@ -8,6 +8,7 @@ pub mod common;
 pub mod image_build;
 pub mod keys;
 pub mod quantity;
+pub mod registry;
 
 pub use build_cache::{
     BuildCache, BuildCacheSpec, BuildCacheStatus, CacheGcPolicy, CacheOperation, CacheStorage,
@@ -15,11 +16,13 @@ pub use build_cache::{
     SnapshotPolicy, SnapshotRecord, VolumeAccessMode,
 };
 pub use image_build::{
-    Attestations, BuildResources, BuildSecret, CacheMode, CachePrune, CacheSpec, Compression,
-    ContextSource, Durations, ExportMode, GitSource, ImageBuild, ImageBuildSpec, ImageBuildStatus,
-    OutputSpec, Phase, Placement, Provenance, ProvenanceMode, PruneResult, PvcContext,
-    RegistryCache, RegistryExport, RestoredFrom, SecretKeyRef, SourceSpec, UploadSource, Warmth,
-    FRONTEND_OPTIONS,
+    BuildResources, BuildSecret, CacheMode, CachePrune, CacheSpec, ContextSource, Durations,
+    GitSource, ImageBuild, ImageBuildSpec, ImageBuildStatus, Phase, Placement, PruneResult,
+    PvcContext, RestoredFrom, SecretKeyRef, SourceSpec, UploadSource, Warmth, FRONTEND_OPTIONS,
+};
+pub use registry::{
+    Attestations, Compression, ExportMode, OutputSpec, Provenance, ProvenanceMode, RegistryCache,
+    RegistryExport,
 };
 
 /// API group of every Hearth resource.

@@ -8,7 +8,8 @@ use clap::{Args, ValueEnum};
 use kube::core::Duration;
 
 use crate::api::common::LocalObjectReference;
-use crate::api::image_build::{CacheMode, GitSource, ImageBuildSpec, OutputSpec, SourceSpec};
+use crate::api::image_build::{CacheMode, GitSource, ImageBuildSpec, SourceSpec};
+use crate::api::OutputSpec;
 use crate::api::{ImageBuild, UploadSource};
 
 use super::bad_input::BadInput;
