@@ -19,14 +19,23 @@ pub struct BuildxArgs {
     /// `type=sbom[,disabled=true]`. Provenance (mode=min) is on by default.
     #[arg(long = "attest", value_name = "type=provenance|sbom,...")]
     pub attest: Vec<String>,
-    /// Shorthand for `--attest type=sbom`: `true` or `false`.
-    #[arg(long = "sbom", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    /// Shorthand for `--attest type=sbom`: `--sbom`, `--sbom=true` or `--sbom=false` (with
+    /// `=`, as buildx: `--sbom DIR` leaves DIR the context).
+    #[arg(
+        long = "sbom",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
     pub sbom: Option<String>,
-    /// Shorthand for `--attest type=provenance`: `true`, `false`, `mode=min` or `mode=max`.
+    /// Shorthand for `--attest type=provenance`: `--provenance`, or `=true`, `=false`,
+    /// `=mode=min`, `=mode=max`.
     #[arg(
         long = "provenance",
         value_name = "true|false|mode=min|max",
         num_args = 0..=1,
+        require_equals = true,
         default_missing_value = "true"
     )]
     pub provenance: Option<String>,

@@ -95,6 +95,15 @@ fn attestations_switch_off_as_in_buildx() {
 }
 
 #[test]
+fn the_attestation_shorthands_take_their_value_after_an_equals_sign_only() {
+    // As buildx: `--sbom DIR` must not read DIR as the flag's value.
+    assert!(Cli::try_parse_from(["hearth", "--sbom", "true"]).is_err());
+    let s = applied(&["--sbom", "--provenance"]).unwrap();
+    assert!(s.output.attestations.sbom);
+    assert_eq!(s.output.attestations.provenance.mode, ProvenanceMode::Min);
+}
+
+#[test]
 fn what_hearth_does_not_take_is_refused_naming_the_flag() {
     for (argv, flag, says) in [
         (
