@@ -151,3 +151,39 @@ fn several_platforms_need_emulate_which_is_immutable_once_started() {
     let v = violations(&build(dropped, building), Some(&old));
     assert!(v.iter().any(|m| m.starts_with("spec: immutable")), "{v:?}");
 }
+
+#[test]
+fn output_cache_registry_and_frontend_options_are_immutable_once_started() {
+    let old_spec = spec_with_image("registry.example.com/shop/api:1");
+    let building = Some(json!({"phase": "Building"}));
+    let old = build(old_spec.clone(), building.clone());
+    let changes = [
+        ("/output/tags", json!(["latest"])),
+        ("/output/attestations", json!({"sbom": true})),
+        (
+            "/cache/registry",
+            json!({"importFrom": ["registry.example.com/shop/api:cache"]}),
+        ),
+        ("/frontendOptions", json!({"shm-size": "1024"})),
+    ];
+    for (path, value) in changes {
+        let mut spec = old_spec.clone();
+        let (parent, field) = path.rsplit_once('/').unwrap();
+        if spec.pointer(parent).is_none() {
+            spec[&parent[1..]] = json!({});
+        }
+        spec.pointer_mut(parent).unwrap()[field] = value;
+        let v = violations(&build(spec, building.clone()), Some(&old));
+        assert!(
+            v.iter().any(|m| m.starts_with("spec: immutable")),
+            "{path}: {v:?}"
+        );
+    }
+}
+
+#[test]
+fn untrusted_builds_may_import_a_registry_cache() {
+    let mut spec = spec_with_image("registry.example.com/shop/api:1");
+    spec["cache"] = json!({"mode": "ReadOnly", "registry": {"importFrom": ["registry.example.com/shop/api:cache"]}});
+    assert!(violations(&build(spec, None), None).is_empty());
+}

@@ -591,6 +591,15 @@ async fn no_wait_creates_the_build_from_the_flags_and_returns() {
         "v1.2",
         "-t",
         "registry.example.com/shop/api:7",
+        "-t",
+        "registry.example.com/shop/api:pr-7",
+        "--annotation",
+        "org.opencontainers.image.source=https://github.com/acme/shop",
+        "--provenance=false",
+        "--cache-from",
+        "registry.example.com/shop/api:cache",
+        "--shm-size",
+        "1g",
         "-f",
         "docker/api.Dockerfile",
         "--target",
@@ -672,6 +681,20 @@ async fn no_wait_creates_the_build_from_the_flags_and_returns() {
     );
     // --no-cache means what it means in buildx: every step runs again, the cache is kept.
     assert!(s.pull && s.no_cache);
+    assert_eq!(s.output.tags, ["registry.example.com/shop/api:pr-7"]);
+    assert_eq!(
+        s.output.annotations["org.opencontainers.image.source"],
+        "https://github.com/acme/shop"
+    );
+    assert_eq!(
+        s.output.attestations.provenance.mode,
+        hearth::api::ProvenanceMode::Disabled
+    );
+    assert_eq!(
+        s.cache.registry.unwrap().import_from,
+        ["registry.example.com/shop/api:cache"]
+    );
+    assert_eq!(s.frontend_options["shm-size"], "1073741824");
     assert_eq!(s.output.push_secret_ref.unwrap().name, "registry-push");
     assert_eq!(s.timeout, std::time::Duration::from_secs(45 * 60));
 }
@@ -716,6 +739,10 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
             "--restore-key:",
         ),
         (
+            vec![d, "-t", "r.io/a/b", "-t", "shop/b:2"],
+            "-t/--tag: each entry must be a tag",
+        ),
+        (
             vec![
                 d,
                 "-t",
@@ -748,6 +775,25 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
             ]
             .concat(),
             "--revision: --git already names the revision \"main\"",
+        ),
+        (
+            vec![
+                d,
+                "-t",
+                "r.io/a/b",
+                "--read-only",
+                "--cache-to",
+                "type=registry,ref=r.io/a/b:cache",
+            ],
+            "--cache-to: a ReadOnly (untrusted) build must not export a cache",
+        ),
+        (
+            vec![d, "-t", "r.io/a/b", "--cache-from", "type=local,src=/tmp"],
+            "--cache-from: type=local is not supported",
+        ),
+        (
+            vec![d, "-t", "r.io/a/b", "--ulimit", "nofile"],
+            "--add-host/--shm-size/--ulimit: add-hosts must be",
         ),
         (
             vec![d, "-t", "r.io/a/b", "--timeout", "25h"],

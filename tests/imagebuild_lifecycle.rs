@@ -26,6 +26,23 @@ async fn replica_of(c: &Cluster, pvc: &str) -> hearth::api::ReplicaStatus {
         .expect("replica")
 }
 
+/// Runs `build` to its end and binds its replica's PVC on its node; returns its placement.
+async fn run_and_bind(c: &mut Cluster, build: &str, digest: char) -> hearth::api::Placement {
+    let placement = c
+        .run_to_end(build, digest)
+        .await
+        .status
+        .unwrap()
+        .placement
+        .unwrap();
+    c.bind_pvc(
+        placement.replica.as_deref().unwrap(),
+        placement.node.as_deref().unwrap(),
+    )
+    .await;
+    placement
+}
+
 #[tokio::test]
 async fn first_build_is_cold_creates_its_cache_and_is_saved() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
@@ -126,18 +143,7 @@ async fn second_build_of_a_key_runs_hot_on_the_same_node_and_replica() {
     let mut c = Cluster::new(&["n1", "n2", "n3"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    let first = c
-        .run_to_end("b1", 'a')
-        .await
-        .status
-        .unwrap()
-        .placement
-        .unwrap();
-    c.bind_pvc(
-        first.replica.as_deref().unwrap(),
-        first.node.as_deref().unwrap(),
-    )
-    .await;
+    let first = run_and_bind(&mut c, "b1", 'a').await;
 
     c.submit("b2", spec("registry.example.com/shop/api:2", json!({})))
         .await;
@@ -248,18 +254,7 @@ async fn failed_restore_builds_cold_on_the_empty_replica_and_says_why() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    let first = c
-        .run_to_end("b1", 'a')
-        .await
-        .status
-        .unwrap()
-        .placement
-        .unwrap();
-    c.bind_pvc(
-        first.replica.as_deref().unwrap(),
-        first.node.as_deref().unwrap(),
-    )
-    .await;
+    let first = run_and_bind(&mut c, "b1", 'a').await;
     c.delete_node(first.node.as_deref().unwrap()).await;
     c.submit("b2", spec("registry.example.com/shop/api:2", json!({})))
         .await;
@@ -304,18 +299,7 @@ async fn two_builds_of_one_key_never_hold_one_replica() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    let first = c
-        .run_to_end("b1", 'a')
-        .await
-        .status
-        .unwrap()
-        .placement
-        .unwrap();
-    c.bind_pvc(
-        first.replica.as_deref().unwrap(),
-        first.node.as_deref().unwrap(),
-    )
-    .await;
+    run_and_bind(&mut c, "b1", 'a').await;
 
     c.submit("b2", spec("registry.example.com/shop/api:2", json!({})))
         .await;
@@ -540,18 +524,7 @@ async fn readonly_build_uses_a_throwaway_copy_and_leaves_the_cache_untouched() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    let first = c
-        .run_to_end("b1", 'a')
-        .await
-        .status
-        .unwrap()
-        .placement
-        .unwrap();
-    c.bind_pvc(
-        first.replica.as_deref().unwrap(),
-        first.node.as_deref().unwrap(),
-    )
-    .await;
+    run_and_bind(&mut c, "b1", 'a').await;
     let before = c.cache(&cache_name()).await.status.unwrap();
 
     c.submit(
@@ -706,4 +679,66 @@ async fn a_branch_restores_main_s_snapshot_from_main_s_cache() {
         "the snapshot is read from the cache that saved it"
     );
     assert!(c.jobs().get_opt("fx-1-restore-1").await.unwrap().is_none());
+}
+
+fn seeded_spec(image: &str) -> hearth::api::ImageBuildSpec {
+    spec(
+        image,
+        json!({"cache": {"key": "shop:main", "registry": {
+            "importFrom": ["registry.example.com/shop/api:buildcache"],
+            "exportTo": {"ref": "registry.example.com/shop/api:buildcache"}
+        }}}),
+    )
+}
+
+async fn builder_args(c: &Cluster, pod: &str) -> Vec<String> {
+    let pod = c.pods().get(pod).await.unwrap();
+    pod.spec.unwrap().containers[0].args.clone().unwrap()
+}
+
+#[tokio::test]
+async fn a_cold_build_with_registry_caches_starts_seeded_and_a_hot_one_does_not() {
+    let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
+    c.submit("b1", seeded_spec("registry.example.com/shop/api:1"))
+        .await;
+    assert_eq!(c.settle("b1").await, Some(Phase::Building));
+    let placement = c.build("b1").await.status.unwrap().placement.unwrap();
+    assert_eq!(placement.warmth, Some(Warmth::Cold));
+    assert_eq!(
+        placement.imported_from,
+        ["registry.example.com/shop/api:buildcache"]
+    );
+    assert!(
+        placement
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("seeded from the registry cache"),
+        "{placement:?}"
+    );
+    let args = builder_args(&c, "b1-build-1").await;
+    let import = [
+        "--import-cache",
+        "type=registry,ref=registry.example.com/shop/api:buildcache",
+    ];
+    let export = [
+        "--export-cache",
+        "type=registry,ref=registry.example.com/shop/api:buildcache,mode=min",
+    ];
+    assert!(args.windows(2).any(|w| w == import), "{args:?}");
+    assert!(args.windows(2).any(|w| w == export), "{args:?}");
+
+    run_and_bind(&mut c, "b1", 'a').await;
+    c.submit("b2", seeded_spec("registry.example.com/shop/api:2"))
+        .await;
+    assert_eq!(c.settle("b2").await, Some(Phase::Building));
+    let second = c.build("b2").await.status.unwrap().placement.unwrap();
+    assert_eq!(second.warmth, Some(Warmth::Hot));
+    assert!(second.imported_from.is_empty(), "{second:?}");
+    let args = builder_args(&c, "b2-build-1").await;
+    assert!(!args.iter().any(|a| a == "--import-cache"), "{args:?}");
+    assert!(
+        args.windows(2).any(|w| w == export),
+        "a hot build still exports: {args:?}"
+    );
 }

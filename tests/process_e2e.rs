@@ -668,3 +668,72 @@ async fn reconcile_durations_are_exported_per_controller() {
         assert_eq!(series_value(&metrics, &inf), count, "{inf}\n{metrics}");
     }
 }
+
+/// What the played buildctl of a build's pod printed (buildctl's own output, before the
+/// container's script tees it).
+async fn buildctl_output(c: &TestCluster, ib: &ImageBuild, pod: &str) -> String {
+    let uid = c.pods().get(pod).await.expect("builder pod").metadata.uid;
+    let node = placement(ib).node.expect("node");
+    let file = c
+        .root
+        .path()
+        .join("nodes")
+        .join(node)
+        .join("pods")
+        .join(uid.unwrap_or_default())
+        .join("buildctl.out");
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// A key with no cache on the cluster starts seeded from its registry cache: the real
+/// controller records it in placement and its builder's buildctl imports it, with every tag
+/// in one export buildctl can read. The next build of the key is hot and imports nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_node_starts_seeded_from_the_registry_cache_and_a_hot_one_does_not() {
+    let c = TestCluster::start(ClusterOpts::default()).await;
+    let cache_ref = "registry.example/acme/shop:buildcache";
+    let spec = || {
+        let mut spec = build_spec("shop:seeded", json!({}));
+        spec.output.tags = vec!["latest".into()];
+        spec.cache.registry = Some(hearth::api::RegistryCache {
+            import_from: vec![cache_ref.into()],
+            export_to: None,
+        });
+        spec
+    };
+    c.apply_build("seeded-1", spec()).await;
+    let first = wait_saved(&c, "seeded-1").await;
+    let p = placement(&first);
+    assert_eq!(p.warmth, Some(Warmth::Cold), "{p:?}");
+    assert_eq!(p.imported_from, [cache_ref], "{p:?}");
+    let out = buildctl_output(&c, &first, "seeded-1-build-1").await;
+    assert!(
+        out.contains(&format!("importing cache manifest from {cache_ref}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("naming to registry.example/acme/shop:main,registry.example/acme/shop:latest"),
+        "{out}"
+    );
+    let status = first.status.expect("status");
+    assert_eq!(
+        status.tags,
+        [
+            "registry.example/acme/shop:main",
+            "registry.example/acme/shop:latest"
+        ]
+    );
+    let digest = status.image_digest.expect("digest");
+    assert_eq!(
+        status.image,
+        Some(format!("registry.example/acme/shop@{digest}"))
+    );
+
+    c.apply_build("seeded-2", spec()).await;
+    let second = c.wait_build("seeded-2", "Succeeded", secs(60)).await;
+    let p = placement(&second);
+    assert_eq!(p.warmth, Some(Warmth::Hot), "{p:?}");
+    assert!(p.imported_from.is_empty(), "{p:?}");
+    let out = buildctl_output(&c, &second, "seeded-2-build-1").await;
+    assert!(!out.contains("importing cache"), "{out}");
+}

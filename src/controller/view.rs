@@ -426,6 +426,12 @@ pub fn build_request(build: &ImageBuild, key: &str, config: &OperatorConfig) -> 
     req.restore_keys = keys::restore_keys(&build.spec, default_arch);
     req.arch = Some(keys::build_arch(&build.spec, default_arch));
     req.mode = build.spec.cache.mode;
+    req.registry_seed = build
+        .spec
+        .cache
+        .registry
+        .as_ref()
+        .is_some_and(|r| !r.import_from.is_empty());
     req.node_selector = config.builder.node_selector.clone();
     req.node_selector.extend(build.spec.node_selector.clone());
     req.tolerations = config

@@ -64,6 +64,9 @@ pub struct BuildRequest {
     pub tolerations: Vec<Toleration>,
     /// Builder slots the build takes (from its resources); at least 1.
     pub slots: u32,
+    /// The build names registry caches to import (`spec.cache.registry.importFrom`): a cold
+    /// start with no cache of the key or its restore keys is seeded from them.
+    pub registry_seed: bool,
 }
 
 impl BuildRequest {
@@ -78,6 +81,7 @@ impl BuildRequest {
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
             slots: 1,
+            registry_seed: false,
         }
     }
 

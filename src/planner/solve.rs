@@ -71,14 +71,12 @@ fn decide(
     let slots = req.slots.max(1);
     if req.mode == CacheMode::Disabled {
         let loads = startable(&scene, req);
-        return Ok(cold(
-            &scene,
-            &loads,
-            slots,
-            &stats,
-            true,
-            Reason::CacheDisabled,
-        ));
+        let reason = if req.registry_seed {
+            Reason::CacheDisabledRegistrySeed
+        } else {
+            Reason::CacheDisabled
+        };
+        return Ok(cold(&scene, &loads, slots, &stats, true, reason));
     }
     let mut options: Vec<Decision> = Vec::new();
     if req.mode == CacheMode::ReadWrite {
@@ -133,10 +131,12 @@ fn decide(
             });
         }
     }
-    let reason = if source.is_some() {
-        Reason::ColdIsFaster
-    } else {
-        Reason::NoCache
+    // Registry caches seed only a build with no cache of its own anywhere: a faster cold
+    // start beside an existing snapshot stays unseeded (its key's own cache is what counts).
+    let reason = match (&source, req.registry_seed) {
+        (Some(_), _) => Reason::ColdIsFaster,
+        (None, true) => Reason::RegistrySeed,
+        (None, false) => Reason::NoCache,
     };
     let cold = cold(&scene, &loads, slots, &stats, throwaway, reason);
     if cold.action != Action::Queue {

@@ -448,3 +448,44 @@ fn a_cache_is_prewarmed_only_onto_nodes_of_its_architecture() {
     snapshot(&mut amd_only, k, 5 * GB);
     assert_eq!(prewarm(&amd_only, 10.0, &PlannerConfig::default(), 4), []);
 }
+
+#[test]
+fn a_build_with_no_cache_anywhere_starts_cold_seeded_from_its_registry_cache() {
+    let (v, _, _, _) = cluster();
+    let mut req = BuildRequest::new("shop", "shop:feature");
+    req.restore_keys = vec!["shop:main".into()];
+    req.registry_seed = true;
+    let d = decide(&v, &req, 0.0);
+    assert!(matches!(d.action, Action::Cold { .. }), "{d:?}");
+    assert_eq!((d.warmth, d.reason), (Warmth::Cold, Reason::RegistrySeed));
+    assert!(d.reason.seeds_from_registry());
+    req.mode = CacheMode::Disabled;
+    let d = decide(&v, &req, 0.0);
+    assert_eq!(d.reason, Reason::CacheDisabledRegistrySeed);
+    assert!(d.reason.seeds_from_registry());
+}
+
+#[test]
+fn a_registry_cache_never_seeds_a_build_that_has_a_replica_or_snapshot() {
+    let (mut v, k, n1, _) = cluster();
+    let mut req = BuildRequest::new("shop", "shop:main");
+    req.registry_seed = true;
+    // Hot: an idle replica of the key.
+    let r = replica(&mut v, k, n1, ReplicaState::Idle, 5 * GB);
+    let d = decide(&v, &req, 0.0);
+    assert_eq!(d.reason, Reason::IdleReplica);
+    assert!(!d.reason.seeds_from_registry());
+    // A restore key's snapshot seeds it instead.
+    v.remove_replica(r).expect("known replica");
+    let main = v.intern_key("shop", "shop:base");
+    snapshot(&mut v, main, GB);
+    req.restore_keys = vec!["shop:base".into()];
+    let d = decide(&v, &req, 0.0);
+    assert_eq!(d.reason, Reason::SnapshotOfRestoreKey);
+    // A snapshot exists but building cold is faster: cold, unseeded.
+    snapshot(&mut v, k, 200 * GB);
+    req.restore_keys.clear();
+    let d = decide(&v, &req, 0.0);
+    assert_eq!(d.reason, Reason::ColdIsFaster);
+    assert!(!d.reason.seeds_from_registry());
+}

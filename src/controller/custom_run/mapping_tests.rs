@@ -94,6 +94,53 @@ fn every_param_lands_in_the_image_build_spec() {
 }
 
 #[test]
+fn output_attestation_and_registry_cache_params_land_in_the_spec() {
+    let spec = build_spec(&with(json!({
+        "TAGS": ["latest", "mirror.example.com/shop/api:1"],
+        "ANNOTATIONS": ["org.opencontainers.image.source=https://github.com/acme/shop"],
+        "SBOM": "true",
+        "PROVENANCE": "max",
+        "CACHE_FROM": ["registry.example.com/shop/api:cache"],
+        "CACHE_TO": "registry.example.com/shop/api:cache",
+        "CACHE_TO_MODE": "max",
+    })))
+    .expect("valid");
+    assert_eq!(
+        spec.output.tags,
+        ["latest", "mirror.example.com/shop/api:1"]
+    );
+    assert_eq!(
+        spec.output.annotations["org.opencontainers.image.source"],
+        "https://github.com/acme/shop"
+    );
+    assert!(spec.output.attestations.sbom);
+    assert_eq!(
+        spec.output.attestations.provenance.mode,
+        crate::api::ProvenanceMode::Max
+    );
+    let registry = spec.cache.registry.unwrap();
+    assert_eq!(
+        registry.import_from,
+        ["registry.example.com/shop/api:cache"]
+    );
+    let export = registry.export_to.unwrap();
+    assert_eq!(
+        (export.reference.as_str(), export.mode),
+        (
+            "registry.example.com/shop/api:cache",
+            crate::api::ExportMode::Max
+        )
+    );
+    // None given: the API's defaults (provenance min, no SBOM, no registry cache).
+    let spec = build_spec(&with(json!({}))).unwrap();
+    assert_eq!(
+        spec.output.attestations,
+        crate::api::Attestations::default()
+    );
+    assert!(spec.cache.registry.is_none());
+}
+
+#[test]
 fn defaults_are_the_repository_root_and_its_dockerfile() {
     let spec = build_spec(&with(
         json!({"CONTEXT": ".", "DOCKERFILE": "", "CACHE_KEY": ""}),
@@ -153,6 +200,17 @@ fn invalid_params_fail_naming_the_param() {
         (json!({"DOCKERFILE": "../Dockerfile"}), "DOCKERFILE"),
         (json!({"IMAGE_NAME": "x"}), "IMAGE_NAME"),
         (json!({"TARGET": ["a"]}), "TARGET"),
+        (json!({"TAGS": ["shop/api:2"]}), "TAGS"),
+        (json!({"ANNOTATIONS": ["novalue"]}), "ANNOTATIONS"),
+        (json!({"SBOM": "yes"}), "SBOM"),
+        (json!({"PROVENANCE": "full"}), "PROVENANCE"),
+        (json!({"CACHE_FROM": ["cache"]}), "CACHE_FROM"),
+        (json!({"CACHE_TO": "cache"}), "CACHE_TO"),
+        (json!({"CACHE_TO_MODE": "all"}), "CACHE_TO_MODE"),
+        (
+            json!({"CACHE_MODE": "ReadOnly", "CACHE_TO": "registry.example.com/a:c"}),
+            "CACHE_TO",
+        ),
     ];
     for (extra, param) in cases {
         let e = build_spec(&with(extra.clone())).expect_err(&format!("{extra} must fail"));

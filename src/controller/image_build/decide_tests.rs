@@ -146,6 +146,7 @@ fn replica(pvc: &str, state: ReplicaState, holder: Option<&str>) -> ReplicaStatu
 fn plan(action: PlannedAction) -> Planned {
     Planned {
         reason: "because".into(),
+        registry_seed: false,
         warmth: match &action {
             PlannedAction::UseReplica { .. } => Warmth::Hot,
             PlannedAction::Restore { .. } => Warmth::Restored,
@@ -334,6 +335,62 @@ fn a_keys_first_read_write_build_creates_its_cache_then_a_cold_replica() {
     );
     assert_eq!(events(&d), [("Placed", false)]);
     assert_eq!(d.next, Next::Soon);
+}
+
+fn importing() -> ImageBuild {
+    build_with(serde_json::json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git", "revision": "main"}},
+        "output": {"image": "registry.example.com/shop/api:1"},
+        "cache": {"registry": {"importFrom": ["registry.example.com/shop/api:cache"]}}
+    }))
+}
+
+#[test]
+fn a_seeded_cold_placement_records_the_registry_refs_and_its_pod_imports_them() {
+    let mut o = observed(placing(importing()));
+    let mut p = cold(false);
+    p.registry_seed = true;
+    o.plan = Some(p);
+    let d = decided(&o);
+    let placement = d.status.placement.clone().unwrap();
+    assert_eq!(
+        placement.imported_from,
+        ["registry.example.com/shop/api:cache"]
+    );
+    // The next look creates the builder pod: it imports what the placement says.
+    let mut placed = importing();
+    placed.status = Some(d.status);
+    let d = decided(&observed(placed));
+    let args = created_pod(&d).spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(args.windows(2).any(|w| w[0] == "--import-cache"
+        && w[1] == "type=registry,ref=registry.example.com/shop/api:cache"));
+}
+
+#[test]
+fn an_unseeded_placement_imports_nothing_though_the_build_names_registry_caches() {
+    let mut o = observed(placing(importing()));
+    o.plan = Some(cold(false));
+    let d = decided(&o);
+    assert!(d
+        .status
+        .placement
+        .as_ref()
+        .unwrap()
+        .imported_from
+        .is_empty());
+    let d = decided(&observed(in_phase(
+        importing(),
+        Phase::Building,
+        Some("c-r0"),
+    )));
+    let args = created_pod(&d).spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(!args.contains(&"--import-cache".to_string()));
 }
 
 fn cond_message(s: &ImageBuildStatus, type_: &str) -> String {
@@ -972,12 +1029,50 @@ fn success_with_a_save_due_publishes_succeeded_first_and_holds_the_replica_for_t
         "the commit the git source's revision resolved to"
     );
     assert_eq!(
+        d.status.image.as_deref(),
+        Some("registry.example.com/shop/api@sha256:abc")
+    );
+    assert_eq!(d.status.tags, ["registry.example.com/shop/api:1"]);
+    assert_eq!(
         cond(&d.status, condition::SNAPSHOTTED),
         ("Unknown", "Saving")
     );
     assert!(saving(&d.status));
     assert_eq!(releases(&d), [&Release::Snapshotting]);
     assert_eq!(d.next, Next::Soon);
+}
+
+#[test]
+fn a_pushed_build_reports_its_image_by_digest_and_every_tag_a_build_only_check_none() {
+    let tagged = build_with(serde_json::json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git", "revision": "main"}},
+        "output": {"image": "registry.example.com/shop/api:1", "tags": ["latest", "mirror.example.com/shop/api:1"]}
+    }));
+    let mut o = observed(in_phase(tagged, Phase::Building, None));
+    o.pod = succeeded_pod();
+    let d = decided(&o);
+    assert_eq!(
+        d.status.image.as_deref(),
+        Some("registry.example.com/shop/api@sha256:abc")
+    );
+    assert_eq!(
+        d.status.tags,
+        [
+            "registry.example.com/shop/api:1",
+            "registry.example.com/shop/api:latest",
+            "mirror.example.com/shop/api:1"
+        ]
+    );
+    let check = build_with(serde_json::json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git", "revision": "main"}},
+        "output": {"image": "registry.example.com/shop/api:1", "push": false}
+    }));
+    let mut o = observed(in_phase(check, Phase::Building, None));
+    o.pod = succeeded_pod();
+    let d = decided(&o);
+    assert_eq!(d.status.phase, Some(Phase::Succeeded));
+    assert_eq!(d.status.image, None);
+    assert!(d.status.tags.is_empty());
 }
 
 #[test]

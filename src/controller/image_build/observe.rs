@@ -101,6 +101,7 @@ fn plan(build: &ImageBuild, ctx: &Context, now: Timestamp) -> Result<Planned> {
         .collect();
     Ok(Planned {
         reason: decision.reason.to_string(),
+        registry_seed: decision.reason.seeds_from_registry(),
         warmth: decision.warmth,
         wait_seconds: decision.estimate.wait,
         evictions,
