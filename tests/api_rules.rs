@@ -117,3 +117,16 @@ fn unknown_kinds_are_named() {
         check(&json!({"apiVersion": "v1", "kind": "Pod"}), None).expect_err("not a Hearth kind");
     assert!(err.to_string().contains("v1/Pod"), "{err}");
 }
+
+#[test]
+fn retention_may_change_after_the_build_ended() {
+    let spec = spec_with_image("registry.example.com/shop/api:1");
+    let ended = Some(json!({"phase": "Succeeded"}));
+    let old = build(spec.clone(), ended.clone());
+    let mut kept = spec.clone();
+    kept["retention"] = json!({"ttlAfterSucceeded": "720h"});
+    let v = violations(&build(kept.clone(), ended.clone()), Some(&old));
+    assert!(v.is_empty(), "{v:?}");
+    // And back again, or removed.
+    assert!(violations(&build(spec, ended.clone()), Some(&build(kept, ended))).is_empty());
+}

@@ -17,7 +17,8 @@ pub use build_cache::{
 pub use image_build::{
     BuildResources, BuildSecret, CacheMode, CachePrune, CacheSpec, ContextSource, Durations,
     GitSource, ImageBuild, ImageBuildSpec, ImageBuildStatus, OutputSpec, Phase, Placement,
-    PruneResult, PvcContext, RestoredFrom, SecretKeyRef, SourceSpec, UploadSource, Warmth,
+    PruneResult, PvcContext, RestoredFrom, RetentionSpec, SecretKeyRef, SourceSpec, UploadSource,
+    Warmth,
 };
 
 /// API group of every Hearth resource.

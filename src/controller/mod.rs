@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod replica_table;
 pub mod requeue;
+pub mod retention;
 pub mod run;
 pub mod slim;
 pub mod snapshot_records;
