@@ -4,9 +4,10 @@
 //! - reconcilers: `image_build` (observe -> decide -> act), `build_cache`, `custom_run`, wired
 //!   to the cluster by `run` (with `admin` and `metrics`);
 //! - services they share, the only code that writes to the API: `replica_table` (the one
-//!   writer of BuildCache status), `job_runner`, `events`, `finalizer`, `writes`, over
+//!   writer of BuildCache status), `job_runner`, `events`, `finalizer`, `writes`,
+//!   `retention_sweep` (deletes finished builds as `retention` decides), over
 //!   `context` and `error`;
-//! - pure code: `cache_policy`, `snapshot_records`, `builders`, `outcome`, `conditions`, `durations`,
+//! - pure code: `cache_policy`, `retention`, `snapshot_records`, `builders`, `outcome`, `conditions`, `durations`,
 //!   `key_history`, `view`, `requeue`, `quantity`, `config`, and the `planner` crate module.
 
 pub mod admin;
@@ -30,6 +31,7 @@ pub mod outcome;
 pub mod replica_table;
 pub mod requeue;
 pub mod retention;
+pub mod retention_sweep;
 pub mod run;
 pub mod slim;
 pub mod snapshot_records;

@@ -24,7 +24,7 @@ use super::config::OperatorConfig;
 use super::context::{Context, Stores};
 use super::metrics::Metrics;
 use super::slim::{self, StoredBuild};
-use super::{build_cache, custom_run, gauges, image_build};
+use super::{build_cache, custom_run, gauges, image_build, retention_sweep};
 use crate::api::{BuildCache, ImageBuild};
 
 /// Most reconciles of one controller in flight at once. Unbounded, a restart ran every
@@ -237,6 +237,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let gauges_stop = stop_rx.clone();
     tokio::spawn(async move { gauges::every_interval(&gauges_ctx, gauges_stop).await });
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    // Retention deletes builds: only while leading, and not once the drain began.
+    tokio::spawn(retention_sweep::run(ctx.clone(), drain_rx.clone()));
     tokio::spawn(async move {
         tokio::select! {
             _ = &mut shutdown => info!("SIGTERM: draining reconciles"),
