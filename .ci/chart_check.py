@@ -98,6 +98,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "tekton": {"tekton": {"enabled": True}},
     "tekton-namespaces": {"tekton": {"enabled": True}, "namespaces": ["team-a"]},
     "no-user-roles": {"rbac": {"aggregateUserRoles": False}},
+    "retention-off": {"retention": {"ttlAfterSucceeded": None, "ttlAfterFailed": "", "succeededLimit": None,
+                                    "failedLimit": 0, "minAge": "5m"}},
 }
 
 # Values the chart must refuse at render time, and a word the error must contain.
@@ -166,6 +168,7 @@ CONFIG_KEYS = {
     "snapshot.s3": {"endpoint", "region", "pathStyle"},
     "namespaces": None,
     "tekton": {"enabled"},
+    "retention": {"ttlAfterSucceeded", "ttlAfterFailed", "succeededLimit", "failedLimit", "minAge"},
 }
 
 # Order of kinds in config/install.yaml (as Helm installs them).
@@ -476,6 +479,10 @@ def check_config(objs: list[dict], values: dict) -> None:
     assert config["snapshot"] == {**merged["snapshot"], "s3": merged["snapshot"]["s3"]}, "snapshot section"
     assert config["namespaces"] == merged["namespaces"]
     assert config["tekton"] == merged["tekton"], "tekton section"
+    retention = merged["retention"]
+    want = {k: retention.get(k) or None for k in ("ttlAfterSucceeded", "ttlAfterFailed")}
+    want |= {k: retention.get(k) for k in ("succeededLimit", "failedLimit", "minAge")}
+    assert config["retention"] == want, f"retention section {config['retention']} != {want} (null or \"\" is off)"
     assert isinstance(config["cache"]["maxReplicas"], int) and isinstance(config["snapshot"]["every"], int)
 
 

@@ -421,6 +421,25 @@ retention: {ttlAfterSucceeded: 2h, failedLimit: null, minAge: 30s}
     }
 
     #[test]
+    fn the_charts_default_config_parses_with_the_same_retention_defaults() {
+        let manifest = include_str!("../../config/install.yaml");
+        let doc = manifest
+            .split("\n---")
+            .find(|d| d.contains("config.yaml: |"))
+            .expect("the ConfigMap");
+        let map: serde_yaml::Value = serde_yaml::from_str(doc).unwrap();
+        let text = map["data"]["config.yaml"].as_str().unwrap();
+        let c = OperatorConfig::parse("config/install.yaml", text).unwrap();
+        assert_eq!(c.retention, RetentionSettings::default());
+        let off = "retention: {ttlAfterSucceeded: null, succeededLimit: null, failedLimit: 0}";
+        let r = OperatorConfig::parse("c.yaml", off).unwrap().retention;
+        assert_eq!(
+            (r.ttl_after_succeeded, r.succeeded_limit, r.failed_limit),
+            (None, None, Some(0))
+        );
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let err = OperatorConfig::parse("c.yaml", "snapshot: {store: ftp://x}")
             .unwrap_err()

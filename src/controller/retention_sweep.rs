@@ -62,6 +62,7 @@ pub async fn sweep(ctx: &Context) -> Swept {
         }
     }
     let mut swept = Swept::default();
+    let considered: usize = by_namespace.values().map(Vec::len).sum();
     for (namespace, builds) in by_namespace {
         let plan = retention::plan(&builds, policy, now);
         swept.next = match (swept.next, plan.next) {
@@ -76,6 +77,7 @@ pub async fn sweep(ctx: &Context) -> Swept {
             }
         }
     }
+    debug!(considered, deleted = swept.deleted.len(), next = ?swept.next, "retention: swept");
     swept
 }
 
@@ -128,19 +130,19 @@ async fn delete(ctx: &Context, namespace: &str, d: &Deletion, now: Timestamp) ->
     true
 }
 
-/// Sweeps until `stop` turns true: at once, then at the next due time (at most
-/// [`MAX_IDLE`] later) or shortly after a wake.
+/// Sweeps until `stop` turns true: once the builds' stores are synced (the caches' stores
+/// are synced before the controller leads), then at the next due time (at most [`MAX_IDLE`]
+/// later) or shortly after a wake. Poll it in the task that runs the ImageBuild controllers
+/// (see `run`): a kube `Store` wakes only one task of those awaiting its readiness.
 pub async fn run(ctx: Arc<Context>, mut stop: tokio::sync::watch::Receiver<bool>) {
     for store in &ctx.stores.builds {
-        if store.wait_until_ready().await.is_err() {
-            return;
+        tokio::select! {
+            ready = store.wait_until_ready() => if ready.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
-    for store in &ctx.stores.caches {
-        if store.wait_until_ready().await.is_err() {
-            return;
-        }
-    }
+    let policy = &ctx.config.retention;
+    info!(?policy, "retention: sweeping finished builds");
     loop {
         let swept = sweep(&ctx).await;
         let wait = swept

@@ -345,10 +345,16 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             }
         })
     });
-    let reconcilers = futures::future::join3(
+    // Retention deletes builds: only while leading, and not once the drain began. Polled in
+    // this task with the controllers, not spawned: a kube `Store` wakes only the last task of
+    // several awaiting `wait_until_ready` (its oneshot keeps one waker), and the controllers'
+    // runners and the caches' bookkeeping above await the builds' stores from this task.
+    let retention = retention_sweep::run(ctx.clone(), drain_rx.clone());
+    let reconcilers = futures::future::join4(
         futures::future::join_all(controllers),
         futures::future::join_all(cache_controllers),
         futures::future::join_all(run_controllers),
+        retention,
     );
     let mut drained = drain_rx.clone();
     tokio::select! {

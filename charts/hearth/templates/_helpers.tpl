@@ -74,6 +74,14 @@ snapshot:
 namespaces:{{ if .Values.namespaces }}{{ toYaml .Values.namespaces | nindent 2 }}{{ else }} []{{ end }}
 tekton:
   enabled: {{ .Values.tekton.enabled }}
+{{- /* A TTL or limit set to null (Helm then drops the key) or, for a TTL, "" renders null: off. */}}
+{{- $r := .Values.retention }}
+retention:
+  ttlAfterSucceeded: {{ with $r.ttlAfterSucceeded }}{{ . | quote }}{{ else }}null{{ end }}
+  ttlAfterFailed: {{ with $r.ttlAfterFailed }}{{ . | quote }}{{ else }}null{{ end }}
+  succeededLimit: {{ if kindIs "invalid" $r.succeededLimit }}null{{ else }}{{ int $r.succeededLimit }}{{ end }}
+  failedLimit: {{ if kindIs "invalid" $r.failedLimit }}null{{ else }}{{ int $r.failedLimit }}{{ end }}
+  minAge: {{ $r.minAge | quote }}
 {{- end }}
 
 {{/* Port of the snapshot store for the NetworkPolicy: from snapshot.s3.endpoint, else 443/80 by scheme. */}}
