@@ -143,6 +143,13 @@ async fn beyond_the_limit_the_oldest_go_and_a_build_holding_a_replica_stays() {
         .await
         .unwrap();
     c.advance(HOUR);
+    // At most a batch of deletions per sweep: with a batch of none, nothing goes and the
+    // next look is a pause away.
+    c.sync().await;
+    let paused = retention_sweep::sweep_at_most(&c.ctx, 0).await;
+    assert!(paused.deleted.is_empty());
+    let pause = jiff::SignedDuration::try_from(retention_sweep::BATCH_PAUSE).unwrap();
+    assert_eq!(paused.next, Some(c.now().checked_add(pause).unwrap()));
     let swept = {
         c.sync().await;
         retention_sweep::sweep(&c.ctx).await

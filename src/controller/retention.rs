@@ -171,7 +171,7 @@ pub fn plan(builds: &[Finished], policy: &RetentionSettings, now: Timestamp) -> 
 }
 
 /// `t + d`, saturating.
-fn after(t: Timestamp, d: Duration) -> Timestamp {
+pub fn after(t: Timestamp, d: Duration) -> Timestamp {
     SignedDuration::try_from(d)
         .ok()
         .and_then(|d| t.checked_add(d).ok())

@@ -30,6 +30,12 @@ use crate::api::ImageBuild;
 pub const DEBOUNCE: Duration = Duration::from_secs(1);
 /// Longest time between two sweeps, whatever is due: a safety net, not the schedule.
 pub const MAX_IDLE: Duration = Duration::from_secs(3600);
+/// Most deletions one sweep makes; the rest wait [`BATCH_PAUSE`]. The first sweep after an
+/// upgrade that turns retention on may find thousands of builds due: deleting them all at once
+/// (each a DELETE, an Event and a finalizer's cleanup) would flood the API server.
+pub const BATCH: usize = 50;
+/// Pause between two batches of deletions.
+pub const BATCH_PAUSE: Duration = Duration::from_secs(2);
 
 /// What one sweep did.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -40,8 +46,14 @@ pub struct Swept {
     pub next: Option<Timestamp>,
 }
 
-/// One sweep of every watched namespace at the context's `now`.
+/// One sweep of every watched namespace at the context's `now`, at most [`BATCH`] deletions.
 pub async fn sweep(ctx: &Context) -> Swept {
+    sweep_at_most(ctx, BATCH).await
+}
+
+/// One sweep deleting at most `batch` builds; with more due, the next look is
+/// [`BATCH_PAUSE`] away.
+pub async fn sweep_at_most(ctx: &Context, batch: usize) -> Swept {
     let now = ctx.now();
     let policy = &ctx.config.retention;
     let mut held: HashMap<String, HashSet<String>> = HashMap::new();
@@ -63,13 +75,16 @@ pub async fn sweep(ctx: &Context) -> Swept {
     }
     let mut swept = Swept::default();
     let considered: usize = by_namespace.values().map(Vec::len).sum();
+    let mut attempts = 0;
     for (namespace, builds) in by_namespace {
         let plan = retention::plan(&builds, policy, now);
-        swept.next = match (swept.next, plan.next) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        swept.next = earliest(swept.next, plan.next);
         for deletion in plan.delete {
+            if attempts == batch {
+                swept.next = earliest(swept.next, Some(retention::after(now, BATCH_PAUSE)));
+                break;
+            }
+            attempts += 1;
             if delete(ctx, &namespace, &deletion, now).await {
                 swept
                     .deleted
@@ -79,6 +94,13 @@ pub async fn sweep(ctx: &Context) -> Swept {
     }
     debug!(considered, deleted = swept.deleted.len(), next = ?swept.next, "retention: swept");
     swept
+}
+
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Deletes one build on its uid and resourceVersion; whether it was deleted by this call.
