@@ -117,7 +117,7 @@ INVALID_VALUES = [
 
 # The permissions the controller needs (see the "why" comments in templates/rbac.yaml).
 NAMESPACED_PERMS = {
-    ("hearth.dev", "imagebuilds"): {"get", "list", "watch", "patch"},
+    ("hearth.dev", "imagebuilds"): {"get", "list", "watch", "patch", "delete"},
     ("hearth.dev", "imagebuilds/status"): {"update"},
     ("hearth.dev", "imagebuilds/finalizers"): {"update"},
     ("hearth.dev", "buildcaches"): {"get", "list", "watch", "create", "patch"},
