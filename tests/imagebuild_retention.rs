@@ -223,7 +223,20 @@ async fn a_build_changed_since_it_was_read_is_not_deleted_blindly() {
         .patch("b", &PatchParams::default(), &Patch::Merge(unset))
         .await
         .unwrap();
-    let current = context_with(client, cfg, vec![plain]);
+    let current = context_with(client.clone(), cfg.clone(), vec![plain.clone()]);
     assert_eq!(retention_sweep::sweep(&current).await.deleted, ["shop/b"]);
     assert!(builds.get_opt("b").await.unwrap().is_none());
+
+    // An API that fails the deletion: looked at again shortly, not at the next due time.
+    drop(server);
+    let unreachable = context_with(client, cfg, vec![plain]);
+    let before = jiff::Timestamp::now();
+    let failed = retention_sweep::sweep(&unreachable).await;
+    assert!(failed.deleted.is_empty());
+    let retry = jiff::SignedDuration::try_from(retention_sweep::RETRY).unwrap();
+    let next = failed.next.expect("a retry");
+    assert!(
+        next >= before + retry && next <= jiff::Timestamp::now() + retry,
+        "{next} is not {retry:?} after the sweep"
+    );
 }

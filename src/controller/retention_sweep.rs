@@ -36,6 +36,8 @@ pub const MAX_IDLE: Duration = Duration::from_secs(3600);
 pub const BATCH: usize = 50;
 /// Pause between two batches of deletions.
 pub const BATCH_PAUSE: Duration = Duration::from_secs(2);
+/// After a deletion the API failed (not a 404 or a changed build), look again this soon.
+pub const RETRY: Duration = Duration::from_secs(30);
 
 /// What one sweep did.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -85,10 +87,13 @@ pub async fn sweep_at_most(ctx: &Context, batch: usize) -> Swept {
                 break;
             }
             attempts += 1;
-            if delete(ctx, &namespace, &deletion, now).await {
-                swept
+            match delete(ctx, &namespace, &deletion, now).await {
+                Some(true) => swept
                     .deleted
-                    .push(format!("{namespace}/{}", deletion.build.name));
+                    .push(format!("{namespace}/{}", deletion.build.name)),
+                Some(false) => {}
+                // The API refused or failed: try again shortly, not at the next due time.
+                None => swept.next = earliest(swept.next, Some(retention::after(now, RETRY))),
             }
         }
     }
@@ -103,8 +108,9 @@ fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
     }
 }
 
-/// Deletes one build on its uid and resourceVersion; whether it was deleted by this call.
-async fn delete(ctx: &Context, namespace: &str, d: &Deletion, now: Timestamp) -> bool {
+/// Deletes one build on its uid and resourceVersion: `Some(true)` when this call deleted it,
+/// `Some(false)` when it was gone or changed since it was read, `None` when the API failed.
+async fn delete(ctx: &Context, namespace: &str, d: &Deletion, now: Timestamp) -> Option<bool> {
     let b = &d.build;
     let api: Api<ImageBuild> = Api::namespaced(ctx.client.clone(), namespace);
     let params = DeleteParams {
@@ -120,11 +126,11 @@ async fn delete(ctx: &Context, namespace: &str, d: &Deletion, now: Timestamp) ->
         // and the next sweep decides again).
         Err(e) if is_status(&e, 404) || is_status(&e, 409) => {
             debug!(build = %b.name, %namespace, error = %e, "retention: not deleted");
-            return false;
+            return Some(false);
         }
         Err(e) => {
             warn!(build = %b.name, %namespace, error = %e, "retention: deleting a finished build");
-            return false;
+            return None;
         }
     }
     let outcome = b.outcome.as_str();
@@ -149,7 +155,7 @@ async fn delete(ctx: &Context, namespace: &str, d: &Deletion, now: Timestamp) ->
         Why::Limit => "HistoryLimit",
     };
     events::publish(ctx, &about, EventType::Normal, reason, note).await;
-    true
+    Some(true)
 }
 
 /// Sweeps until `stop` turns true: once the builds' stores are synced (the caches' stores
