@@ -27,6 +27,20 @@ async fn pods_of(c: &TestCluster, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until ImageBuild `name` is gone.
+async fn wait_deleted(c: &TestCluster, name: &str) {
+    let builds = c.builds();
+    c.wait_for(
+        &format!("ImageBuild {name} to be deleted"),
+        secs(40),
+        || {
+            let builds = builds.clone();
+            async move { builds.get_opt(name).await.ok()?.is_none().then_some(()) }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_build_and_its_pods_go_after_the_ttl_and_a_build_under_way_stays() {
     let mut opts = ClusterOpts::default();
@@ -51,12 +65,7 @@ async fn a_finished_build_and_its_pods_go_after_the_ttl_and_a_build_under_way_st
         .await;
     c.wait_build("slow", "Building", secs(30)).await;
 
-    let builds = c.builds();
-    c.wait_for("ImageBuild done to be deleted", secs(40), || {
-        let builds = builds.clone();
-        async move { builds.get_opt("done").await.ok()?.is_none().then_some(()) }
-    })
-    .await;
+    wait_deleted(&c, "done").await;
     c.wait_for("the pods of done to go with it", secs(20), || async {
         pods_of(&c, "done-").await.is_empty().then_some(())
     })
@@ -99,4 +108,41 @@ async fn a_finished_build_and_its_pods_go_after_the_ttl_and_a_build_under_way_st
     assert_eq!(slow.status.and_then(|s| s.phase), Some(Phase::Building));
     assert!(slow.metadata.deletion_timestamp.is_none());
     assert!(!pods_of(&c, "slow-").await.is_empty());
+}
+
+/// The namespace's history limit: with one succeeded build kept, the older of two goes once
+/// past minAge (no TTL at all), the newer stays; a failed build counts in its own history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_history_limit_the_older_build_goes() {
+    let mut opts = ClusterOpts::default();
+    opts.values.retention = RetentionValues {
+        ttl_after_succeeded: None,
+        ttl_after_failed: None,
+        succeeded_limit: Some(1),
+        failed_limit: Some(1),
+        min_age: "1s".into(),
+    };
+    let c = TestCluster::start(opts).await;
+    c.apply_build("first", build_spec("shop:main", json!({})))
+        .await;
+    c.wait_build("first", "Succeeded", secs(60)).await;
+    c.apply_build("broken", build_spec("shop:other", json!({"FAIL": "1"})))
+        .await;
+    c.wait_build("broken", "Failed", secs(60)).await;
+    c.apply_build("second", build_spec("shop:main", json!({})))
+        .await;
+    c.wait_build("second", "Succeeded", secs(60)).await;
+
+    wait_deleted(&c, "first").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for kept in ["second", "broken"] {
+        let b = c.builds().get(kept).await.expect("kept");
+        assert!(b.metadata.deletion_timestamp.is_none(), "{kept}");
+    }
+    let metrics = c.metrics().await;
+    assert!(
+        metrics
+            .contains(r#"hearth_retention_deletions_total{reason="limit",outcome="Succeeded"} 1"#),
+        "{metrics}"
+    );
 }
