@@ -53,7 +53,7 @@ pub const IMAGE_DIGEST: &str = "IMAGE_DIGEST";
 
 /// Every param the custom task reads; any other name fails the run (a typo should not
 /// silently build something else).
-pub const PARAMS: [&str; 21] = [
+pub const PARAMS: [&str; 24] = [
     "IMAGE",
     "GIT_URL",
     "GIT_REVISION",
@@ -75,6 +75,9 @@ pub const PARAMS: [&str; 21] = [
     "CACHE_FROM",
     "CACHE_TO",
     "CACHE_TO_MODE",
+    "SKIP_PUSH",
+    "NO_CACHE",
+    "PULL",
 ];
 
 /// Why a run cannot start: a Tekton-style reason and a message naming the param or field.
@@ -197,6 +200,19 @@ impl Params {
         }
     }
 
+    /// A `"true"`/`"false"` param (Tekton params are strings); empty counts as unset.
+    fn boolean(&self, name: &str) -> Result<Option<bool>, Refusal> {
+        match self.string(name)?.as_deref() {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(other) => Err(Refusal::invalid(
+                name,
+                format!("{other:?}: expected true or false"),
+            )),
+        }
+    }
+
     /// An array param of strings (Tekton's `type: array`).
     fn array(&self, name: &str) -> Result<Vec<String>, Refusal> {
         match self.0.get(name) {
@@ -229,6 +245,12 @@ impl Params {
         self.apply_source(spec)?;
         if let Some(target) = self.string("TARGET")? {
             spec.target = Some(target);
+        }
+        if let Some(no_cache) = self.boolean("NO_CACHE")? {
+            spec.no_cache = no_cache;
+        }
+        if let Some(pull) = self.boolean("PULL")? {
+            spec.pull = pull;
         }
         for arg in self.array("BUILD_ARGS")? {
             let Some((k, v)) = arg.split_once('=') else {

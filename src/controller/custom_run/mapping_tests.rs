@@ -103,8 +103,12 @@ fn output_attestation_and_registry_cache_params_land_in_the_spec() {
         "CACHE_FROM": ["registry.example.com/shop/api:cache"],
         "CACHE_TO": "registry.example.com/shop/api:cache",
         "CACHE_TO_MODE": "max",
+        "SKIP_PUSH": "true",
+        "NO_CACHE": "true",
+        "PULL": "true",
     })))
     .expect("valid");
+    assert!(!spec.output.push && spec.no_cache && spec.pull);
     assert_eq!(
         spec.output.tags,
         ["latest", "mirror.example.com/shop/api:1"]
@@ -203,6 +207,8 @@ fn invalid_params_fail_naming_the_param() {
         (json!({"TAGS": ["shop/api:2"]}), "TAGS"),
         (json!({"ANNOTATIONS": ["novalue"]}), "ANNOTATIONS"),
         (json!({"SBOM": "yes"}), "SBOM"),
+        (json!({"SKIP_PUSH": "no"}), "SKIP_PUSH"),
+        (json!({"NO_CACHE": "1"}), "NO_CACHE"),
         (json!({"PROVENANCE": "full"}), "PROVENANCE"),
         (json!({"CACHE_FROM": ["cache"]}), "CACHE_FROM"),
         (json!({"CACHE_TO": "cache"}), "CACHE_TO"),

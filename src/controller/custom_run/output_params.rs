@@ -1,6 +1,6 @@
 //! The custom task's params for what goes beyond the image itself: extra tags, annotations,
-//! attestations and registry caches (`TAGS`, `ANNOTATIONS`, `SBOM`, `PROVENANCE`,
-//! `CACHE_FROM`, `CACHE_TO`, `CACHE_TO_MODE`), read into the ImageBuild spec.
+//! attestations, pushing and registry caches (`TAGS`, `ANNOTATIONS`, `SBOM`, `PROVENANCE`,
+//! `SKIP_PUSH`, `CACHE_FROM`, `CACHE_TO`, `CACHE_TO_MODE`), read into the ImageBuild spec.
 
 use super::{Params, Refusal};
 use crate::api::{ExportMode, ImageBuildSpec, ProvenanceMode, RegistryCache, RegistryExport};
@@ -20,17 +20,11 @@ impl Params {
             };
             spec.output.annotations.insert(k.to_string(), v.to_string());
         }
-        if let Some(sbom) = self.string("SBOM")? {
-            spec.output.attestations.sbom = match sbom.as_str() {
-                "true" => true,
-                "false" => false,
-                _ => {
-                    return Err(Refusal::invalid(
-                        "SBOM",
-                        format!("{sbom:?}: expected true or false"),
-                    ))
-                }
-            };
+        if let Some(sbom) = self.boolean("SBOM")? {
+            spec.output.attestations.sbom = sbom;
+        }
+        if let Some(skip) = self.boolean("SKIP_PUSH")? {
+            spec.output.push = !skip;
         }
         if let Some(mode) = self.string("PROVENANCE")? {
             spec.output.attestations.provenance.mode = match mode.as_str() {
