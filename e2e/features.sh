@@ -169,6 +169,7 @@ scenario_registry_cache() {
   assert_ne "$(ibf "$b" .status.placement.node)" "$CORDONED" "$b node (A's node is cordoned)"
   assert_eq "$(ibf "$b" '.status.placement.importedFrom // [] | join(" ")')" "$ref" "$b placement.importedFrom"
   assert_eq "$(ibf "$b" .status.placement.restoredFrom)" "" "$b placement.restoredFrom (nothing of its own to restore)"
+  assert_match "$(ibf "$b" .status.placement.reason)" 'registry cache' "$b placement.reason (the planner says it is seeded)"
   log=$(builder_log "$b")
   [[ -n "$log" ]] || die "no builder log of $b to read"
   grep -F "importing cache manifest from" <<<"$log" | grep -qF "e2e/cache:$RUN" ||
