@@ -123,6 +123,76 @@ wait_snapshotted() {
   done
 }
 
+# check_scenarios "KNOWN..." NAME...: dies on a name that is not among the known ones.
+# imagebuild NAME KEY MODE [SLEEP] [CACHE] [RESTORE_KEY]: apply an ImageBuild of the test
+# context (git source from the in-cluster gitd, with a cacheRef when CACHE is given and
+# restoreKeys [RESTORE_KEY] when that is).
+imagebuild() {
+  local name=$1 key=$2 mode=$3 sleep=${4:-0} ref="" restore=""
+  [[ -n "${5:-}" ]] && ref="cacheRef: $5"
+  [[ -n "${6:-}" ]] && restore="restoreKeys: [\"$6\"]"
+  kc apply -f - <<YAML
+apiVersion: hearth.dev/v1alpha1
+kind: ImageBuild
+metadata:
+  name: $name
+  namespace: $NS
+  labels:
+    e2e.hearth.dev/run: "$RUN"
+spec:
+  source:
+    git:
+      url: $GIT_URL
+      revision: main
+  buildArgs:
+    RUN_ID: "$name"
+    SLEEP: "$sleep"
+  output:
+    image: $REGISTRY/e2e/app:$name
+  cache:
+    key: "$key"
+    mode: $mode
+    $ref
+    $restore
+  timeout: 20m
+YAML
+}
+
+check_scenarios() {
+  local known=$1 s
+  shift
+  for s in "$@"; do
+    [[ " $known " == *" $s "* ]] || die "unknown scenario '$s' (known: $known)"
+  done
+}
+
+# run_scenarios LABEL NAME...: runs each scenario_NAME in a subshell under set -e, says PASS
+# or FAIL with its time, ends with "LABEL: N passed, M failed"; fails when any failed.
+run_scenarios() {
+  local label=$1 s start rc passed=0
+  shift
+  local failed=()
+  for s in "$@"; do
+    log "scenario $s"
+    start=$SECONDS
+    set +e
+    ( set -e; "scenario_${s//-/_}" )
+    rc=$?
+    set -e
+    if ((rc == 0)); then
+      passed=$((passed + 1))
+      info "PASS $s ($((SECONDS - start))s)"
+    else
+      failed+=("$s")
+      info "FAIL $s ($((SECONDS - start))s)"
+    fi
+  done
+  log "summary (run $RUN)"
+  ((${#failed[@]} == 0)) || info "failed: ${failed[*]}"
+  echo "$label: $passed passed, ${#failed[@]} failed"
+  ((${#failed[@]} == 0))
+}
+
 # ------------------------------------------------------------------ builds
 # (the scripts that build set RUN, GIT_URL and BUILD_TIMEOUT)
 
@@ -216,74 +286,4 @@ builder_log() {
   local pod
   pod=$(builder_pod "$1")
   [[ -z "$pod" ]] || kc -n "$NS" logs "$pod" --all-containers 2>/dev/null
-}
-
-# imagebuild NAME KEY MODE [SLEEP] [CACHE] [RESTORE_KEY]: apply an ImageBuild of the test
-# context (git source from the in-cluster gitd, with a cacheRef when CACHE is given and
-# restoreKeys [RESTORE_KEY] when that is).
-imagebuild() {
-  local name=$1 key=$2 mode=$3 sleep=${4:-0} ref="" restore=""
-  [[ -n "${5:-}" ]] && ref="cacheRef: $5"
-  [[ -n "${6:-}" ]] && restore="restoreKeys: [\"$6\"]"
-  kc apply -f - <<YAML
-apiVersion: hearth.dev/v1alpha1
-kind: ImageBuild
-metadata:
-  name: $name
-  namespace: $NS
-  labels:
-    e2e.hearth.dev/run: "$RUN"
-spec:
-  source:
-    git:
-      url: $GIT_URL
-      revision: main
-  buildArgs:
-    RUN_ID: "$name"
-    SLEEP: "$sleep"
-  output:
-    image: $REGISTRY/e2e/app:$name
-  cache:
-    key: "$key"
-    mode: $mode
-    $ref
-    $restore
-  timeout: 20m
-YAML
-}
-
-# check_scenarios "KNOWN..." NAME...: dies on a name that is not among the known ones.
-check_scenarios() {
-  local known=$1 s
-  shift
-  for s in "$@"; do
-    [[ " $known " == *" $s "* ]] || die "unknown scenario '$s' (known: $known)"
-  done
-}
-
-# run_scenarios LABEL NAME...: runs each scenario_NAME in a subshell under set -e, says PASS
-# or FAIL with its time, ends with "LABEL: N passed, M failed"; fails when any failed.
-run_scenarios() {
-  local label=$1 s start rc passed=0
-  shift
-  local failed=()
-  for s in "$@"; do
-    log "scenario $s"
-    start=$SECONDS
-    set +e
-    ( set -e; "scenario_${s//-/_}" )
-    rc=$?
-    set -e
-    if ((rc == 0)); then
-      passed=$((passed + 1))
-      info "PASS $s ($((SECONDS - start))s)"
-    else
-      failed+=("$s")
-      info "FAIL $s ($((SECONDS - start))s)"
-    fi
-  done
-  log "summary (run $RUN)"
-  ((${#failed[@]} == 0)) || info "failed: ${failed[*]}"
-  echo "$label: $passed passed, ${#failed[@]} failed"
-  ((${#failed[@]} == 0))
 }
