@@ -98,6 +98,27 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "tekton": {"tekton": {"enabled": True}},
     "tekton-namespaces": {"tekton": {"enabled": True}, "namespaces": ["team-a"]},
     "no-user-roles": {"rbac": {"aggregateUserRoles": False}},
+    "own-serviceAccount": {"serviceAccount": {"create": False, "name": "platform-hearth"}},
+    "named-serviceAccount": {"serviceAccount": {"name": "hearth-ops", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}}},
+    "securityContexts": {
+        "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                               "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}, "runAsUser": 10001},
+    },
+    "builder-image-string": {"builder": {"image": "mirror.corp/moby/buildkit:v0.25.1-rootless"}},
+    "builder-image": {"builder": {"image": {"repository": "mirror.corp/moby/buildkit", "tag": "v0.24.0-rootless"}}},
+    "builder-pod": {"builder": {
+        "serviceAccountName": "hearth-builder", "imagePullSecrets": [{"name": "mirror"}, {"name": "ghcr"}],
+        "podLabels": {"team": "platform"}, "podAnnotations": {"example.com/cost": "builds"},
+        "priorityClassName": "builds", "runtimeClassName": "runc", "readOnlyRuntimeClassName": "kata",
+        "proxy": {"httpProxy": "http://proxy.corp:3128", "httpsProxy": "http://proxy.corp:3128", "noProxy": ".svc,10.0.0.0/8"},
+    }},
+    "buildkitd": {"buildkitd": {"registries": [
+        {"host": "docker.io", "mirrors": ["mirror.corp:5000"]},
+        {"host": "mirror.corp:5000", "http": True},
+        {"host": "registry.internal", "ca": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
+    ]}},
 }
 
 # Values the chart must refuse at render time, and a word the error must contain.
@@ -109,6 +130,8 @@ INVALID_VALUES = [
     ({"snapshot": {"store": "file:///stores/hearth"}}, "fileStoreClaim"),
     ({"snapshot": {"store": "s3://bucket/p", "credentialsSecret": ""}}, "credentialsSecret"),
     ({"replicaCount": 0}, "replicaCount"),
+    ({"serviceAccount": {"create": False}}, "serviceAccount.name"),
+    ({"builder": {"image": {"repository": ""}}}, "image"),
     ({"alerts": {"buildFailures": {"window": "an hour"}}}, "window"),
     ({"alerts": {"job": 'hearth"} or vector(1)'}}, "job"),
 ]
@@ -159,13 +182,17 @@ LEASE_PERMS = {
 
 # The operator config file, key by key (the controller's contract).
 CONFIG_KEYS = {
-    "builder": {"image", "hearthImage", "imagePullPolicy", "resources", "nodeSelector", "tolerations"},
+    "builder": {"image", "hearthImage", "imagePullPolicy", "resources", "nodeSelector", "tolerations",
+                "serviceAccountName", "automountServiceAccountToken", "imagePullSecrets", "podLabels",
+                "podAnnotations", "priorityClassName", "runtimeClassName", "readOnlyRuntimeClassName", "proxy"},
+    "builder.proxy": {"httpProxy", "httpsProxy", "noProxy"},
     "cache": {"storageClassName", "size", "nodeBudget", "maxReplicas"},
     "snapshot": {"store", "credentialsSecret", "fileStoreClaim", "s3", "every", "minInterval", "retain",
                  "gcInterval", "gcGrace", "deleteTimeout"},
     "snapshot.s3": {"endpoint", "region", "pathStyle"},
     "namespaces": None,
     "tekton": {"enabled"},
+    "buildkitd": {"registries"},
 }
 
 # Order of kinds in config/install.yaml (as Helm installs them).
@@ -333,8 +360,7 @@ def expected(perms: dict) -> set[tuple[str, str, str, str]]:
 
 
 def check_rbac(objs: list[dict], values: dict) -> None:
-    sa = one(objs, "ServiceAccount")
-    sa_ref = (sa["metadata"]["name"], sa["metadata"]["namespace"])
+    sa_ref = (service_account_name(objs, values), NAMESPACE)
     watched = values.get("namespaces") or []
     namespaced = expected(NAMESPACED_PERMS) | (expected(TEKTON_PERMS) if merged_values(values)["tekton"]["enabled"] else set())
     for role in find(objs, "ClusterRole") + find(objs, "Role"):
@@ -398,6 +424,19 @@ def diff(got: set, want: set, where: str) -> None:
         + (f"\n  needed but not granted: {missing}" if missing else ""))
 
 
+def service_account_name(objs: list[dict], values: dict) -> str:
+    """The controller's ServiceAccount: the chart's own (exactly one, named serviceAccount.name
+    or the full name), or, with serviceAccount.create false, the named one and none rendered."""
+    sa = merged_values(values)["serviceAccount"]
+    created = find(objs, "ServiceAccount")
+    if not sa["create"]:
+        assert not created, "serviceAccount.create is false but a ServiceAccount is rendered"
+        return sa["name"]
+    (one_sa,) = created
+    assert not sa["name"] or one_sa["metadata"]["name"] == sa["name"], "serviceAccount.name"
+    return one_sa["metadata"]["name"]
+
+
 def check_deployment(objs: list[dict], values: dict) -> None:
     merged = merged_values(values)
     dep = one(objs, "Deployment")
@@ -406,10 +445,14 @@ def check_deployment(objs: list[dict], values: dict) -> None:
     labels = spec["template"]["metadata"]["labels"]
     assert matches(spec["selector"]["matchLabels"], labels), "Deployment selector does not match its pods"
     assert spec["replicas"] == merged["replicaCount"], "replicas"
-    assert pod["serviceAccountName"] == one(objs, "ServiceAccount")["metadata"]["name"], "serviceAccountName"
+    assert pod["serviceAccountName"] == service_account_name(objs, values), "serviceAccountName"
     assert pod.get("automountServiceAccountToken") is True, "the controller needs its token"
     assert 20 <= pod.get("terminationGracePeriodSeconds", 30) <= 60, "terminationGracePeriodSeconds ~30 (lease release)"
     (c,) = pod["containers"]
+    for key in ("podSecurityContext", "securityContext"):
+        if key in values:
+            got = pod.get("securityContext") if key == "podSecurityContext" else c.get("securityContext")
+            assert got == merged[key], f"{key}: {got} != {merged[key]}"
     assert c["args"][0] == "controller", "runs `hearth controller`"
     args = dict(a.split("=", 1) for a in c["args"][1:])
     assert set(args) == {"--config", "--admin-addr", "--log-format"}, f"flags: {sorted(args)}"
@@ -466,16 +509,23 @@ def check_config(objs: list[dict], values: dict) -> None:
         if keys is not None:
             assert isinstance(node, dict) and set(node) == keys, f"{path}: keys {sorted(node)} != {sorted(keys)}"
     assert isinstance(config["namespaces"], list)
-    assert config["builder"]["image"] == merged["builder"]["image"]
+    image = merged["builder"]["image"]
+    assert config["builder"]["image"] == (image if isinstance(image, str) else f'{image["repository"]}:{image["tag"]}'), "builder.image"
     dep = one(objs, "Deployment")
     image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
     assert config["builder"]["hearthImage"] == (merged["builder"]["hearthImage"] or image), "hearthImage defaults to the controller image"
     for key in ("nodeSelector", "resources"):
         assert isinstance(config["builder"][key], dict), f"builder.{key} is a map"
     assert isinstance(config["builder"]["tolerations"], list)
+    b, want = config["builder"], merged["builder"]
+    assert b["imagePullSecrets"] == [s["name"] for s in want["imagePullSecrets"]], "builder.imagePullSecrets as names"
+    for key in ("serviceAccountName", "automountServiceAccountToken", "podLabels", "podAnnotations",
+                "priorityClassName", "runtimeClassName", "readOnlyRuntimeClassName", "proxy"):
+        assert b[key] == want[key], f"builder.{key}: {b[key]!r} != {want[key]!r}"
     assert config["snapshot"] == {**merged["snapshot"], "s3": merged["snapshot"]["s3"]}, "snapshot section"
     assert config["namespaces"] == merged["namespaces"]
     assert config["tekton"] == merged["tekton"], "tekton section"
+    assert config["buildkitd"] == merged["buildkitd"], "buildkitd section"
     assert isinstance(config["cache"]["maxReplicas"], int) and isinstance(config["snapshot"]["every"], int)
 
 

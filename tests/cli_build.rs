@@ -726,6 +726,22 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
             "--ssh: \"deploy-key\" is not ID=SECRET[:KEY]",
         ),
         (
+            [
+                vec!["-t", "r.io/a/b", "-f", "Dockerfile"],
+                vec!["--git", "https://github.com/acme/shop.git#main:svc/api"],
+            ]
+            .concat(),
+            "-f/--file: Dockerfile must be a file inside the context \"svc/api\"",
+        ),
+        (
+            [
+                vec!["-t", "r.io/a/b", "--revision", "v2"],
+                vec!["--git", "https://github.com/acme/shop.git#main"],
+            ]
+            .concat(),
+            "--revision: --git already names the revision \"main\"",
+        ),
+        (
             vec![d, "-t", "r.io/a/b", "--timeout", "25h"],
             "--timeout: must be greater than 0s and at most 24h",
         ),

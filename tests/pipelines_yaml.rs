@@ -354,6 +354,7 @@ fn argo_template_waits_on_the_phase_and_outputs_the_digest() {
         "the digest's path in ImageBuild status"
     );
     assert_eq!(outputs["image-url"], "{.spec.output.image}");
+    assert_eq!(outputs["git-commit"], "{.status.gitCommit}");
     // The phases named in the conditions are the ones ImageBuild status uses.
     for phase in ["Succeeded", "Failed", "Cancelled"] {
         let p: hearth::api::Phase = serde_json::from_value(json!(phase)).unwrap();
@@ -382,6 +383,10 @@ fn argo_template_renders_an_image_build_the_api_server_accepts() {
             ("cache-key", "github.com/acme/shop:feature-x"),
             ("restore-keys", r#"["github.com/acme/shop:main"]"#),
             ("cache-mode", "ReadOnly"),
+            ("platforms", r#"["linux/amd64", "linux/arm64"]"#),
+            ("push", "false"),
+            ("no-cache", "true"),
+            ("pull", "true"),
         ],
     ];
     for given in cases {
@@ -411,6 +416,8 @@ fn argo_template_renders_an_image_build_the_api_server_accepts() {
             assert_eq!(ib.spec.build_args["V"], "2");
             assert_eq!(git.sub_path.as_deref(), Some("services/api"));
             assert_eq!(git.revision, None, "empty revision: the default branch");
+            assert_eq!(ib.spec.platforms, ["linux/amd64", "linux/arm64"]);
+            assert!(!ib.spec.output.push && ib.spec.no_cache && ib.spec.pull);
         }
     }
 }
@@ -687,6 +694,21 @@ fn task_script_passes_a_git_source_through_and_needs_a_source_otherwise() {
         argv[git + 1..git + 4],
         ["https://github.com/acme/shop.git", "--revision", "v1"]
     );
+    // A CONTEXT of the repository travels as buildx's URL#REF:SUBDIR.
+    let (ok, argv, _) = run_task_script(
+        &[
+            ("PARAM_GIT_URL", "https://github.com/acme/shop.git"),
+            ("PARAM_GIT_REVISION", "v1"),
+            ("PARAM_CONTEXT", "./svc/api"),
+            ("PARAM_DOCKERFILE", "svc/api/Dockerfile"),
+            ("SOURCE_BOUND", "false"),
+        ],
+        &["--build-args", "--restore-keys", "--platforms"],
+    );
+    assert!(ok);
+    let git = argv.iter().position(|a| a == "--git").unwrap();
+    assert_eq!(argv[git + 1], "https://github.com/acme/shop.git#v1:svc/api");
+    assert!(!argv.contains(&"--revision".to_string()), "{argv:?}");
     let (ok, argv, _) = run_task_script(
         &[("SOURCE_BOUND", "false")],
         &["--build-args", "--restore-keys", "--platforms"],

@@ -43,6 +43,13 @@ pub const SPEC_IMMUTABLE_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.stat
 && has(self.spec.pull) == has(oldSelf.spec.pull) && (!has(self.spec.pull) || self.spec.pull == oldSelf.spec.pull) \
 && has(self.spec.noCache) == has(oldSelf.spec.noCache) && (!has(self.spec.noCache) || self.spec.noCache == oldSelf.spec.noCache))";
 
+/// CEL rule: an SSH git source with credentials has its key in the `default` agent (the builder
+/// script puts it there), so `spec.ssh` may not name another `default`.
+pub const SSH_DEFAULT_AGENT_RULE: &str = "!has(self.spec.ssh) || !has(self.spec.source.git) \
+|| !has(self.spec.source.git.secretRef) \
+|| !self.spec.source.git.url.matches('^(ssh://|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)') \
+|| !self.spec.ssh.exists(s, s.id == 'default')";
+
 /// CEL rule on `spec.buildContexts`' names: a stage or image name as a Dockerfile spells it.
 pub const NAMED_CONTEXT_NAMES_RULE: &str =
     "self.all(k, size(k) <= 255 && k.matches('^[A-Za-z0-9][A-Za-z0-9._/:@-]*$'))";
@@ -83,6 +90,9 @@ pub fn named_context_credentials_rule() -> String {
         .message("immutable once the build has started (status.phase past Pending); only spec.cancel may change, create a new ImageBuild instead")
         .field_path(".spec")
         .reason(Reason::FieldValueForbidden),
+    validation = Rule::new(SSH_DEFAULT_AGENT_RULE)
+        .message("the default agent carries the SSH git source's key (source.git.secretRef), which RUN --mount=type=ssh also sees; give this key another id")
+        .field_path(".spec.ssh"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ImageBuildSpec {
@@ -294,10 +304,42 @@ pub struct GitSource {
     #[schemars(length(min = 1, max = 1024))]
     #[x_kube(validation = Rule::new(REL_PATH_RULE).message("must be a relative path inside the repository (no leading '/', no '..')"))]
     pub sub_path: Option<String>,
-    /// Secret with git credentials: `username`/`password` (or token) keys for HTTPS, or
-    /// `ssh-privatekey` (and optionally `known_hosts`) for SSH.
+    /// Secret with git credentials, read by the builder by which keys it has: for HTTPS,
+    /// `username` and `password` (a `kubernetes.io/basic-auth` Secret) or a `token` key; for
+    /// SSH, `ssh-privatekey` and optionally `known_hosts` (a `kubernetes.io/ssh-auth` Secret).
+    /// Sent only to the repository's own host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
+}
+
+/// `./app/` → `app`; `.` → `` (the root): a directory as pipelines and people spell it.
+pub fn clean_dir(path: &str) -> String {
+    let mut p = path.trim();
+    while let Some(rest) = p.strip_prefix("./") {
+        p = rest;
+    }
+    let p = p.trim_end_matches('/');
+    if p == "." {
+        String::new()
+    } else {
+        p.to_string()
+    }
+}
+
+/// `spec.dockerfile` from a Dockerfile path given from the repository (or workspace) root, as
+/// the CLI, the Tekton Task and custom task take it: the path inside `context` (also from the
+/// root; empty is the root). `None` when the Dockerfile lies outside the context, which
+/// BuildKit cannot read for a git context.
+pub fn dockerfile_in_context(context: &str, dockerfile: &str) -> Option<String> {
+    let (context, dockerfile) = (clean_dir(context), clean_dir(dockerfile));
+    let inside = if context.is_empty() {
+        Some(dockerfile.as_str())
+    } else {
+        dockerfile
+            .strip_prefix(context.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+    };
+    inside.filter(|rel| !rel.is_empty()).map(str::to_string)
 }
 
 /// A prepared build context.

@@ -8,7 +8,9 @@ use clap::{Args, ValueEnum};
 use kube::core::Duration;
 
 use crate::api::common::LocalObjectReference;
-use crate::api::image_build::{CacheMode, GitSource, ImageBuildSpec, OutputSpec, SourceSpec};
+use crate::api::image_build::{
+    clean_dir, dockerfile_in_context, CacheMode, GitSource, ImageBuildSpec, OutputSpec, SourceSpec,
+};
 use crate::api::{ImageBuild, SecretKeyRef, SshAgent, UploadSource};
 
 /// How the result is printed.
@@ -80,8 +82,9 @@ pub struct BuildArgs {
     /// Secret (type `kubernetes.io/dockerconfigjson`) in the namespace with push credentials.
     #[arg(long = "push-secret", value_name = "NAME")]
     pub push_secret: Option<String>,
-    /// Build this git repository instead of a local DIR (fetched by BuildKit in the cluster).
-    #[arg(long, value_name = "URL")]
+    /// Build this git repository instead of a local DIR (fetched by BuildKit in the cluster);
+    /// `URL#REF:SUBDIR` as in buildx takes a revision and a subdirectory as the context.
+    #[arg(long, value_name = "URL[#REF[:SUBDIR]]")]
     pub git: Option<String>,
     /// Branch, tag or commit of `--git`.
     #[arg(long, value_name = "REV", requires = "git")]
@@ -214,12 +217,7 @@ pub fn image_build(
             ))
         }
         (Some(url), _, None) => SourceSpec {
-            git: Some(GitSource {
-                url: url.clone(),
-                revision: args.revision.clone(),
-                sub_path: None,
-                secret_ref: None,
-            }),
+            git: Some(git_source(url, args.revision.as_deref())?),
             ..Default::default()
         },
         (None, Some(u), _) => SourceSpec {
@@ -238,9 +236,23 @@ pub fn image_build(
             ))
         }
     };
+    let subdir = source
+        .git
+        .as_ref()
+        .and_then(|g| g.sub_path.clone())
+        .unwrap_or_default();
     let dockerfile = match (upload, &args.file) {
         (Some(u), _) => u.dockerfile.clone(),
-        (None, Some(f)) => f.to_string_lossy().trim_start_matches("./").to_string(),
+        // From the repository root, as in the Tekton Task and custom task: inside the subdir.
+        (None, Some(f)) => dockerfile_in_context(&subdir, &f.to_string_lossy()).ok_or_else(|| {
+            BadInput::new(
+                "-f/--file",
+                format!(
+                    "{} must be a file inside the context {subdir:?} (with --git, paths are from the repository root)",
+                    f.display()
+                ),
+            )
+        })?,
         (None, None) => "Dockerfile".to_string(),
     };
     let mut build_args = BTreeMap::new();
@@ -324,6 +336,26 @@ pub fn image_build(
     )]));
     check_like_the_api_server(&ib)?;
     Ok(ib)
+}
+
+/// `--git URL[#REF[:SUBDIR]]`, as buildx takes a git context (`--revision` is the same REF).
+fn git_source(url: &str, revision: Option<&str>) -> Result<GitSource, BadInput> {
+    let (url, fragment) = url.split_once('#').unwrap_or((url, ""));
+    let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
+    if !reference.is_empty() && revision.is_some() {
+        return Err(BadInput::new(
+            "--revision",
+            format!("--git already names the revision {reference:?} after '#'; give one"),
+        ));
+    }
+    let subdir = clean_dir(subdir);
+    let reference = (!reference.is_empty()).then(|| reference.to_string());
+    Ok(GitSource {
+        url: url.to_string(),
+        revision: reference.or_else(|| revision.map(str::to_string)),
+        sub_path: (!subdir.is_empty()).then_some(subdir),
+        secret_ref: None,
+    })
 }
 
 /// `--ssh ID=SECRET[:KEY]`.
@@ -483,6 +515,37 @@ mod tests {
             "my-app-x"
         );
         assert_eq!(build_name("r.io/a/___", "x"), "build-x");
+    }
+
+    #[test]
+    fn a_git_context_takes_buildx_ref_and_subdir_and_the_dockerfile_from_the_repository_root() {
+        let args = BuildArgs {
+            git: Some("https://github.com/acme/shop.git#v2:./svc/api/".into()),
+            tag: Some("registry.example.com/shop/api:2".into()),
+            file: Some("svc/api/docker/Dockerfile".into()),
+            upload_timeout: "10m".into(),
+            ..Default::default()
+        };
+        let ib = image_build(&args, None, |_| None).unwrap();
+        let git = ib.spec.source.git.unwrap();
+        assert_eq!(git.url, "https://github.com/acme/shop.git");
+        assert_eq!(git.revision.as_deref(), Some("v2"));
+        assert_eq!(git.sub_path.as_deref(), Some("svc/api"));
+        assert_eq!(ib.spec.dockerfile, "docker/Dockerfile");
+        // Without a subdirectory the context is the repository root.
+        let args = BuildArgs {
+            git: Some("https://github.com/acme/shop.git".into()),
+            revision: Some("main".into()),
+            file: None,
+            ..args
+        };
+        let ib = image_build(&args, None, |_| None).unwrap();
+        let git = ib.spec.source.git.unwrap();
+        assert_eq!(
+            (git.revision.as_deref(), git.sub_path),
+            (Some("main"), None)
+        );
+        assert_eq!(ib.spec.dockerfile, "Dockerfile");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::core::Duration;
 use serde::{Deserialize, Serialize};
 
+use super::buildkitd_config::BuildkitdSettings;
 use crate::api::BuildResources;
 
 /// Default rootless BuildKit image of builder pods.
@@ -32,6 +33,8 @@ pub struct OperatorConfig {
     pub planner: PlannerSettings,
     /// Tekton integration (the custom task reconciler).
     pub tekton: TektonSettings,
+    /// buildkitd's configuration in builder pods (registry mirrors, plain HTTP, CAs).
+    pub buildkitd: BuildkitdSettings,
 }
 
 /// Tekton integration. Off by default: the reconciler watches `tekton.dev/v1beta1`
@@ -85,6 +88,62 @@ pub struct BuilderConfig {
     pub node_selector: BTreeMap<String, String>,
     /// Tolerations added to every builder pod and job.
     pub tolerations: Vec<Toleration>,
+    /// ServiceAccount of builder pods, in each build namespace, for workload identity (an
+    /// IRSA role to push to ECR, a GKE Workload Identity binding); empty: the namespace's
+    /// `default`.
+    pub service_account_name: String,
+    /// Mount the ServiceAccount's Kubernetes API token into builder pods. Off: a build needs
+    /// no API access, and workload identity does not use this token (IRSA and EKS Pod Identity
+    /// inject their own projected token, GKE answers from the node's metadata server). Turn on
+    /// only for an identity system that reads the standard token path.
+    pub automount_service_account_token: bool,
+    /// Image pull secrets (Secret names, which must exist in each build namespace) of builder
+    /// pods and snapshot jobs.
+    pub image_pull_secrets: Vec<String>,
+    /// Labels added to builder pods (Hearth's own `hearth.dev/*` and `managed-by` labels
+    /// cannot be set here).
+    pub pod_labels: BTreeMap<String, String>,
+    /// Annotations added to builder pods.
+    pub pod_annotations: BTreeMap<String, String>,
+    /// PriorityClass of builder pods; empty: the cluster default.
+    pub priority_class_name: String,
+    /// RuntimeClass of builder pods; empty: the node's default runtime. The runtime must let
+    /// rootless BuildKit make user namespaces (Kata Containers does).
+    pub runtime_class_name: String,
+    /// RuntimeClass of `ReadOnly` builds (untrusted ones, e.g. fork pull requests), to sandbox
+    /// them apart from trusted builds; empty: `runtimeClassName`.
+    pub read_only_runtime_class_name: String,
+    /// Proxy settings of builder pods.
+    pub proxy: ProxySettings,
+}
+
+/// Proxy settings of builder pods: buildkitd (pulls, pushes, https contexts) and git read them
+/// from the environment (upper and lower case are both set: curl, under git, reads only
+/// `http_proxy` in lower case), and `RUN` steps get them as Docker's predefined proxy build
+/// args, which stay out of the image's history, unless the build sets its own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ProxySettings {
+    /// `HTTP_PROXY`.
+    pub http_proxy: String,
+    /// `HTTPS_PROXY`.
+    pub https_proxy: String,
+    /// `NO_PROXY`: hosts, domains and CIDRs reached directly, comma-separated.
+    pub no_proxy: String,
+}
+
+impl ProxySettings {
+    /// The set variables, upper-case names, in a fixed order.
+    pub fn vars(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("HTTP_PROXY", self.http_proxy.as_str()),
+            ("HTTPS_PROXY", self.https_proxy.as_str()),
+            ("NO_PROXY", self.no_proxy.as_str()),
+        ]
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .collect()
+    }
 }
 
 impl Default for BuilderConfig {
@@ -102,6 +161,15 @@ impl Default for BuilderConfig {
             },
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
+            service_account_name: String::new(),
+            automount_service_account_token: false,
+            image_pull_secrets: Vec::new(),
+            pod_labels: BTreeMap::new(),
+            pod_annotations: BTreeMap::new(),
+            priority_class_name: String::new(),
+            runtime_class_name: String::new(),
+            read_only_runtime_class_name: String::new(),
+            proxy: ProxySettings::default(),
         }
     }
 }
@@ -199,6 +267,97 @@ impl Default for S3Settings {
             path_style: false,
         }
     }
+}
+
+impl BuilderConfig {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let named = [
+            ("builder.serviceAccountName", &self.service_account_name),
+            ("builder.priorityClassName", &self.priority_class_name),
+            ("builder.runtimeClassName", &self.runtime_class_name),
+            (
+                "builder.readOnlyRuntimeClassName",
+                &self.read_only_runtime_class_name,
+            ),
+        ];
+        for (field, name) in named {
+            if !name.is_empty() && !is_dns_subdomain(name) {
+                return Err((field, format!("expected a Kubernetes object name (lower-case letters, digits, '-' and '.'), got {name:?}")));
+            }
+        }
+        if let Some(name) = self
+            .image_pull_secrets
+            .iter()
+            .find(|n| !is_dns_subdomain(n))
+        {
+            return Err((
+                "builder.imagePullSecrets",
+                format!("expected Secret names, got {name:?}"),
+            ));
+        }
+        for (key, value) in &self.pod_labels {
+            if !is_qualified_name(key) || !is_label_value(value) {
+                return Err(("builder.podLabels", format!("expected valid label keys and values (values at most 63 letters, digits, '-', '_', '.'), got {key:?}: {value:?}")));
+            }
+            if key.starts_with("hearth.dev/")
+                || key == crate::controller::builders::labels::MANAGED_BY
+            {
+                return Err((
+                    "builder.podLabels",
+                    format!("{key:?} is Hearth's own label (it finds its pods by it)"),
+                ));
+            }
+        }
+        if let Some(key) = self.pod_annotations.keys().find(|k| !is_qualified_name(k)) {
+            return Err((
+                "builder.podAnnotations",
+                format!("expected valid annotation keys, got {key:?}"),
+            ));
+        }
+        for (name, value) in self.proxy.vars() {
+            if value.chars().any(char::is_whitespace) {
+                return Err((
+                    "builder.proxy",
+                    format!("{name} must have no whitespace, got {value:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A DNS subdomain (RFC 1123), as most Kubernetes object names are.
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+/// A label or annotation key: an optional DNS-subdomain prefix and `/`, then a name of at most
+/// 63 characters.
+fn is_qualified_name(key: &str) -> bool {
+    let (prefix, name) = key
+        .rsplit_once('/')
+        .map_or((None, key), |(p, n)| (Some(p), n));
+    prefix.is_none_or(is_dns_subdomain) && !name.is_empty() && is_label_value(name)
+}
+
+/// A label value: at most 63 letters, digits, `-`, `_` and `.`, starting and ending with an
+/// alphanumeric; or empty.
+fn is_label_value(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric()))
 }
 
 /// Errors reading the configuration.
@@ -310,7 +469,10 @@ impl OperatorConfig {
                 "builder.image and builder.hearthImage must be set".into(),
             ));
         }
-        Ok(())
+        self.builder.check()?;
+        self.buildkitd
+            .check()
+            .map_err(|expected| ("buildkitd", expected))
     }
 
     /// Whether snapshots are configured at all.
@@ -384,5 +546,73 @@ tekton: {enabled: true}
         .unwrap_err()
         .to_string();
         assert!(err.contains("snapshot.credentialsSecret"), "{err}");
+        let err = OperatorConfig::parse("c.yaml", "buildkitd: {registries: [{host: 'http://r'}]}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.yaml: buildkitd: registries[0].host: expected a registry host"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn builder_pod_settings_parse_and_bad_ones_name_the_field() {
+        let text = r#"
+builder:
+  serviceAccountName: builder
+  imagePullSecrets: [mirror-pull]
+  podLabels: {team: platform, example.com/cost-center: "42"}
+  podAnnotations: {cluster-autoscaler.kubernetes.io/safe-to-evict: "false"}
+  priorityClassName: builds
+  runtimeClassName: runc
+  readOnlyRuntimeClassName: kata
+  proxy: {httpProxy: "http://proxy.corp:3128", httpsProxy: "http://proxy.corp:3128", noProxy: "10.0.0.0/8,.svc,.cluster.local"}
+"#;
+        let b = OperatorConfig::parse("c.yaml", text).unwrap().builder;
+        assert_eq!(b.service_account_name, "builder");
+        assert!(!b.automount_service_account_token);
+        assert_eq!(b.read_only_runtime_class_name, "kata");
+        assert_eq!(b.proxy.vars().len(), 3);
+        for (yaml, field, says) in [
+            (
+                "serviceAccountName: Builder",
+                "builder.serviceAccountName",
+                "\"Builder\"",
+            ),
+            (
+                "priorityClassName: 'a b'",
+                "builder.priorityClassName",
+                "\"a b\"",
+            ),
+            ("runtimeClassName: -x", "builder.runtimeClassName", "-x"),
+            (
+                "readOnlyRuntimeClassName: x_y",
+                "builder.readOnlyRuntimeClassName",
+                "x_y",
+            ),
+            ("imagePullSecrets: ['']", "builder.imagePullSecrets", "\"\""),
+            (
+                "podLabels: {hearth.dev/role: x}",
+                "builder.podLabels",
+                "Hearth's own",
+            ),
+            (
+                "podLabels: {app.kubernetes.io/managed-by: x}",
+                "builder.podLabels",
+                "Hearth's own",
+            ),
+            ("podLabels: {team: 'a b'}", "builder.podLabels", "\"a b\""),
+            (
+                "podAnnotations: {'a b': x}",
+                "builder.podAnnotations",
+                "\"a b\"",
+            ),
+            ("proxy: {noProxy: 'a, b'}", "builder.proxy", "NO_PROXY"),
+        ] {
+            let err = OperatorConfig::parse("c.yaml", &format!("builder: {{{yaml}}}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field) && err.contains(says), "{yaml}: {err}");
+        }
     }
 }

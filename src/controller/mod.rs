@@ -7,11 +7,12 @@
 //!   writer of BuildCache status), `job_runner`, `events`, `finalizer`, `writes`, over
 //!   `context` and `error`;
 //! - pure code: `cache_policy`, `snapshot_records`, `builders`, `outcome`, `conditions`, `durations`,
-//!   `key_history`, `view`, `requeue`, `quantity`, `config`, and the `planner` crate module.
+//!   `key_history`, `view`, `requeue`, `quantity`, `config`, `buildkitd_config`, and the `planner` crate module.
 
 pub mod admin;
 pub mod build_cache;
 pub mod builders;
+pub mod buildkitd_config;
 pub mod cache_policy;
 pub mod conditions;
 pub mod config;

@@ -23,6 +23,14 @@ pub struct Values {
     pub delete_timeout: String,
     pub retain: u32,
     pub namespaces: Vec<String>,
+    /// `builder.serviceAccountName`.
+    pub service_account_name: String,
+    /// `builder.runtimeClassName`.
+    pub runtime_class_name: String,
+    /// `builder.proxy.httpProxy`.
+    pub http_proxy: String,
+    /// `buildkitd.registries`, as the chart's `toYaml` renders it (`[]` when empty).
+    pub buildkitd_registries: String,
 }
 
 impl Default for Values {
@@ -41,6 +49,10 @@ impl Default for Values {
             delete_timeout: "10m".into(),
             retain: 3,
             namespaces: vec![],
+            service_account_name: String::new(),
+            runtime_class_name: String::new(),
+            http_proxy: String::new(),
+            buildkitd_registries: " []".into(),
         }
     }
 }
@@ -63,6 +75,18 @@ pub fn render_config(v: &Values, s3: &S3Server) -> String {
       memory: 2Gi
   nodeSelector: {{}}
   tolerations: []
+  serviceAccountName: "{service_account_name}"
+  automountServiceAccountToken: false
+  imagePullSecrets: []
+  podLabels: {{}}
+  podAnnotations: {{}}
+  priorityClassName: ""
+  runtimeClassName: "{runtime_class_name}"
+  readOnlyRuntimeClassName: ""
+  proxy:
+    httpProxy: "{http_proxy}"
+    httpsProxy: ""
+    noProxy: ""
 cache:
   storageClassName: "{class}"
   size: "{size}"
@@ -85,7 +109,13 @@ snapshot:
 namespaces:{namespaces}
 tekton:
   enabled: false
+buildkitd:
+  registries:{buildkitd_registries}
 "#,
+        service_account_name = v.service_account_name,
+        runtime_class_name = v.runtime_class_name,
+        http_proxy = v.http_proxy,
+        buildkitd_registries = v.buildkitd_registries,
         builder_image = v.builder_image,
         hearth_image = v.hearth_image,
         class = STORAGE_CLASS,

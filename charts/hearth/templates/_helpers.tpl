@@ -38,20 +38,58 @@ app.kubernetes.io/name: {{ include "hearth.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The builder image: builder.image.repository:tag, or a plain builder.image string. */}}
+{{- define "hearth.builderImage" -}}
+{{- $image := .Values.builder.image }}
+{{- if kindIs "string" $image }}
+{{- required "builder.image is required" $image }}
+{{- else }}
+{{- printf "%s:%s" (required "builder.image.repository is required" $image.repository) (required "builder.image.tag is required" $image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The controller's ServiceAccount: serviceAccount.name, else the full name when the chart creates it. */}}
+{{- define "hearth.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "hearth.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false: the ServiceAccount the chart binds the controller's roles to (never the namespace's default)" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
 {{/* The hearth image, controller and snapshot Jobs alike. */}}
 {{- define "hearth.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
 {{/* The operator config file, as the controller reads it with --config (keys fixed by the controller). */}}
+{{/* Names of a [{name: ...}] list of Secrets, as a JSON list (the operator config takes names). */}}
+{{- define "hearth.secretNames" -}}
+{{- $names := list }}
+{{- range . }}{{ $names = append $names .name }}{{ end }}
+{{- toJson $names }}
+{{- end }}
+
 {{- define "hearth.config" -}}
 builder:
-  image: {{ required "builder.image is required" .Values.builder.image | quote }}
+  image: {{ include "hearth.builderImage" . | quote }}
   hearthImage: {{ default (include "hearth.image" .) .Values.builder.hearthImage | quote }}
   imagePullPolicy: {{ .Values.builder.imagePullPolicy }}
   resources:{{ if .Values.builder.resources }}{{ toYaml .Values.builder.resources | nindent 4 }}{{ else }} {{ toJson .Values.builder.resources }}{{ end }}
   nodeSelector:{{ if .Values.builder.nodeSelector }}{{ toYaml .Values.builder.nodeSelector | nindent 4 }}{{ else }} {{ toJson .Values.builder.nodeSelector }}{{ end }}
   tolerations:{{ if .Values.builder.tolerations }}{{ toYaml .Values.builder.tolerations | nindent 4 }}{{ else }} {{ toJson .Values.builder.tolerations }}{{ end }}
+  serviceAccountName: {{ .Values.builder.serviceAccountName | quote }}
+  automountServiceAccountToken: {{ .Values.builder.automountServiceAccountToken }}
+  imagePullSecrets: {{ include "hearth.secretNames" .Values.builder.imagePullSecrets }}
+  podLabels: {{ toJson .Values.builder.podLabels }}
+  podAnnotations: {{ toJson .Values.builder.podAnnotations }}
+  priorityClassName: {{ .Values.builder.priorityClassName | quote }}
+  runtimeClassName: {{ .Values.builder.runtimeClassName | quote }}
+  readOnlyRuntimeClassName: {{ .Values.builder.readOnlyRuntimeClassName | quote }}
+  proxy:
+    httpProxy: {{ .Values.builder.proxy.httpProxy | quote }}
+    httpsProxy: {{ .Values.builder.proxy.httpsProxy | quote }}
+    noProxy: {{ .Values.builder.proxy.noProxy | quote }}
 cache:
   storageClassName: {{ .Values.cache.storageClassName | quote }}
   size: {{ .Values.cache.size | quote }}
@@ -74,6 +112,8 @@ snapshot:
 namespaces:{{ if .Values.namespaces }}{{ toYaml .Values.namespaces | nindent 2 }}{{ else }} []{{ end }}
 tekton:
   enabled: {{ .Values.tekton.enabled }}
+buildkitd:
+  registries:{{ if .Values.buildkitd.registries }}{{ toYaml .Values.buildkitd.registries | nindent 4 }}{{ else }} []{{ end }}
 {{- end }}
 
 {{/* Port of the snapshot store for the NetworkPolicy: from snapshot.s3.endpoint, else 443/80 by scheme. */}}

@@ -7,6 +7,18 @@
 //! replaced by `***` (literal matching: secrets hold regex metacharacters). The container's
 //! `terminationMessagePolicy` is `File`, so the kubelet never copies an unredacted log tail.
 //!
+//! Git credentials ([`git_auth`]): the controller reads no Secret values and has no RBAC to
+//! learn a Secret's type, so the whole git Secret is mounted and the script picks by which keys
+//! exist, then adds BuildKit's own arguments: `username` and `password` (a
+//! `kubernetes.io/basic-auth` Secret) become an `Authorization` header value (`basic
+//! base64(user:pass)`, computed here into the scratch dir, never in env or args) passed as
+//! `GIT_AUTH_HEADER.<host>`; a `token` key is passed as `GIT_AUTH_TOKEN.<host>`; `ssh-privatekey`
+//! (a `kubernetes.io/ssh-auth` Secret) is forwarded as the default SSH agent key, and a
+//! `known_hosts` key is enforced through an `ssh` wrapper first on buildkitd's `PATH`.
+//!
+//! buildkitd's configuration, when the operator config has one, comes in the environment and
+//! is written to files before buildkitd starts (see [`BUILDKITD_CONFIG_ENV`]).
+//!
 //! On a replica (a ReadWrite build, whose state may be saved next), a successful build is
 //! followed by `buildctl prune` with the BuildCache's gc settings ([`Prune`]); its outcome
 //! goes back to the controller as the first line of the termination message
@@ -30,6 +42,25 @@ pub const WORK_DIR_ENV: &str = "HEARTH_WORK_DIR";
 pub const TERMINATION_LOG_ENV: &str = "HEARTH_TERMINATION_LOG";
 /// Environment variable: the space-separated dirs whose files' values are redacted.
 pub const REDACT_DIRS_ENV: &str = "HEARTH_REDACT_DIRS";
+/// Environment variable: where the build's git Secret is mounted (all its keys); unset when
+/// the build has no git credentials.
+pub const GIT_SECRET_DIR_ENV: &str = "HEARTH_GIT_SECRET_DIR";
+/// Environment variable: how the git source is fetched, `https` or `ssh`.
+pub const GIT_TRANSPORT_ENV: &str = "HEARTH_GIT_TRANSPORT";
+/// Environment variable: the git source's host (`host[:port]`, as BuildKit's git source takes
+/// it from the URL), to scope the https credential to the repository's own host.
+pub const GIT_HOST_ENV: &str = "HEARTH_GIT_HOST";
+/// The dir, under the scratch dir, where the script writes the computed `Authorization`
+/// header value; the pod lists it among the dirs to redact.
+pub const GIT_AUTH_SUBDIR: &str = "git-auth";
+/// Environment variable: the scratch dir's subdir where buildkitd's configuration is written.
+pub const BUILDKITD_DIR_ENV: &str = "HEARTH_BUILDKITD_DIR";
+/// Environment variable: `buildkitd.toml` (see [`crate::controller::buildkitd_config`]),
+/// written to `$HEARTH_BUILDKITD_DIR/buildkitd.toml`.
+pub const BUILDKITD_CONFIG_ENV: &str = "HEARTH_BUILDKITD_CONFIG";
+/// Prefix of the environment variables holding CA bundles: `HEARTH_BUILDKITD_CA_<n>` is
+/// written to `$HEARTH_BUILDKITD_DIR/ca-<n>.pem`, the file the TOML names.
+pub const BUILDKITD_CA_ENV_PREFIX: &str = "HEARTH_BUILDKITD_CA_";
 /// Environment variable: `buildctl prune --keep-duration` (a Go duration); the prune runs
 /// only when the three `HEARTH_PRUNE_*` variables are set.
 pub const PRUNE_KEEP_DURATION_ENV: &str = "HEARTH_PRUNE_KEEP_DURATION";
@@ -108,15 +139,78 @@ BEGIN {
 }
 "#;
 
+/// The script's git-credential step: appends BuildKit's git arguments to `"$@"` by which keys
+/// the mounted Secret has (see the module header). Secret values go only through files and
+/// pipes (`tr`, `base64`), never a command's arguments; `printf` is a shell builtin.
+///
+/// BuildKit's git source (v0.11 to v0.25) looks up `GIT_AUTH_HEADER.<host>`, then
+/// `GIT_AUTH_TOKEN.<host>`, then the unscoped ids, and sends the header value as
+/// `Authorization: <value>` (a token as `basic base64(x-access-token:<token>)`); host-scoped ids
+/// keep the credential from being sent to other hosts a Dockerfile fetches from. For SSH, the
+/// Dockerfile frontend builds the main git context itself and cannot be given known hosts: it
+/// trusts the key an `ssh-keyscan` of the host returns (or, when the scan fails, runs ssh with
+/// `StrictHostKeyChecking=no`). BuildKit runs `ssh` from its `PATH`; ssh keeps the first value
+/// of each option, so a wrapper that puts `UserKnownHostsFile=<known_hosts>`,
+/// `GlobalKnownHostsFile=/dev/null` and `StrictHostKeyChecking=yes` before BuildKit's own
+/// options makes the Secret's `known_hosts` the only hosts trusted.
+pub fn git_auth() -> String {
+    format!(
+        r#"git_dir="${{{GIT_SECRET_DIR_ENV}:-}}"
+if [ -n "$git_dir" ]; then
+  case "${{{GIT_TRANSPORT_ENV}:-}}" in
+  ssh)
+    [ -f "$git_dir/ssh-privatekey" ] || fail "the git Secret has no ssh-privatekey key (an SSH URL needs a kubernetes.io/ssh-auth Secret)"
+    set -- "$@" --ssh "default=$git_dir/ssh-privatekey"
+    if [ -f "$git_dir/known_hosts" ]; then
+      real_ssh=$(command -v ssh) || fail "the git Secret has known_hosts but the builder image has no ssh"
+      mkdir -p "$work/bin"
+      printf '#!/bin/sh\nexec %s -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null -o UserKnownHostsFile=%s "$@"\n' "$real_ssh" "$git_dir/known_hosts" > "$work/bin/ssh"
+      chmod 755 "$work/bin/ssh"
+      PATH="$work/bin:$PATH"
+      export PATH
+    fi
+    ;;
+  https)
+    host="${GIT_HOST_ENV}"
+    if [ -f "$git_dir/username" ] || [ -f "$git_dir/password" ]; then
+      [ -f "$git_dir/username" ] && [ -f "$git_dir/password" ] || fail "the git Secret needs both username and password (a kubernetes.io/basic-auth Secret), or a token key"
+      auth="$work/{GIT_AUTH_SUBDIR}"
+      (
+        umask 077
+        mkdir -p "$auth"
+        {{ tr -d '\r\n' < "$git_dir/username"; printf ':'; tr -d '\r\n' < "$git_dir/password"; }} | base64 | tr -d '\n' > "$auth/basic"
+        {{ printf 'basic '; cat "$auth/basic"; }} > "$auth/header"
+      ) || fail "could not write the git Authorization header"
+      set -- "$@" --secret "id=GIT_AUTH_HEADER.$host,src=$auth/header"
+    elif [ -f "$git_dir/token" ]; then
+      set -- "$@" --secret "id=GIT_AUTH_TOKEN.$host,src=$git_dir/token"
+    else
+      fail "the git Secret has neither username and password (kubernetes.io/basic-auth) nor token keys"
+    fi
+    ;;
+  esac
+fi
+"#
+    )
+}
+
 /// The script, run as `sh -c SCRIPT hearth-build BUILDCTL_ARGS...`. User values reach buildctl
 /// only as separate arguments (`"$@"`), never through the shell.
 pub fn script() -> String {
     let awk = REDACT_AWK.replace("MIN", &MIN_SECRET_CHARS.to_string());
+    let git_auth = git_auth();
     format!(
         r#"set -u
 work="${WORK_DIR_ENV}"
 out="${TERMINATION_LOG_ENV}"
 mkdir -p "$work"
+fail() {{ echo "hearth: $1" >&2; echo "$1" > "$out"; exit 1; }}
+{git_auth}if [ -n "${{{BUILDKITD_CONFIG_ENV}:-}}" ]; then
+  # buildkitd's configuration, from the pod's spec, before buildkitd starts (its --config).
+  mkdir -p "${BUILDKITD_DIR_ENV}" || fail "could not create ${BUILDKITD_DIR_ENV}"
+  printf '%s' "${BUILDKITD_CONFIG_ENV}" > "${BUILDKITD_DIR_ENV}/buildkitd.toml" || fail "could not write buildkitd.toml"
+  awk -v dir="${BUILDKITD_DIR_ENV}" 'BEGIN {{ n = length("{BUILDKITD_CA_ENV_PREFIX}"); for (k in ENVIRON) if (substr(k, 1, n) == "{BUILDKITD_CA_ENV_PREFIX}" && substr(k, n + 1) ~ /^[0-9]+$/) {{ f = dir "/ca-" substr(k, n + 1) ".pem"; printf "%s", ENVIRON[k] > f; close(f) }} }}' || fail "could not write buildkitd's CA bundles"
+fi
 # buildctl's output to the container log and to a file; its exit status, not tee's.
 {{ buildctl-daemonless.sh "$@" 2>&1; echo "$?" > "$work/buildctl.status"; }} | tee "$work/build.log"
 status=$(cat "$work/buildctl.status" 2>/dev/null) || status=1

@@ -51,6 +51,25 @@ fn container_on(
     state: StateVolume,
     prune: Option<Prune>,
 ) -> (Vec<String>, Vec<(String, String)>, Vec<String>) {
+    container_of(&build(), state, prune)
+}
+
+/// The container of `build` on `state`, with the prune step `prune`.
+fn container_of(
+    build: &ImageBuild,
+    state: StateVolume,
+    prune: Option<Prune>,
+) -> (Vec<String>, Vec<(String, String)>, Vec<String>) {
+    container_configured(build, state, prune, &OperatorConfig::default())
+}
+
+/// The container of `build` on `state` under the operator config `config`.
+fn container_configured(
+    build: &ImageBuild,
+    state: StateVolume,
+    prune: Option<Prune>,
+    config: &OperatorConfig,
+) -> (Vec<String>, Vec<(String, String)>, Vec<String>) {
     let inputs = BuilderInputs {
         attempt: 1,
         state,
@@ -60,7 +79,7 @@ fn container_on(
         deadline_seconds: 60,
         owner: OwnerReference::default(),
     };
-    let pod = builder_pod(&build(), &inputs, &OperatorConfig::default()).expect("pod");
+    let pod = builder_pod(build, &inputs, config).expect("pod");
     let c = pod.spec.expect("spec").containers.remove(0);
     assert_eq!(c.command.as_deref(), Some(&["sh".to_string()][..]));
     assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
@@ -462,4 +481,43 @@ fn report_lines_are_read_in_any_order_and_a_malformed_commit_is_dropped() {
             "{bad}"
         );
     }
+}
+
+#[path = "build_script_git_tests.rs"]
+mod git;
+
+#[test]
+fn buildkitds_configuration_is_written_where_its_config_flag_points_before_it_starts() {
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let config = OperatorConfig {
+        buildkitd: serde_yaml::from_str(&format!(
+            "registries: [{{host: docker.io, mirrors: [mirror.corp]}}, {{host: 'registry.internal:5000', ca: {pem:?}}}]"
+        ))
+        .unwrap(),
+        ..Default::default()
+    };
+    let (args, env, mounts) =
+        container_configured(&build(), StateVolume::Replica("r".into()), None, &config);
+    let node = node_with_secrets(&mounts);
+    let fake = r#"printf '%s' "$BUILDKITD_FLAGS" > "$HEARTH_WORK_DIR/flags"; exit 3"#;
+    let (code, _) = node.run(fake, &args, &env);
+    assert_eq!(code, 3, "{}", node.termination_message());
+    let flags = std::fs::read_to_string(node.host("/tmp/hearth/flags")).unwrap();
+    let config_file = flags
+        .split_once("--config ")
+        .map(|(_, rest)| rest.split(' ').next().unwrap_or(""))
+        .unwrap_or_else(|| panic!("no --config in {flags}"));
+    assert_eq!(
+        config_file,
+        node.rewrite("/tmp/hearth/buildkitd/buildkitd.toml")
+    );
+    let toml = std::fs::read_to_string(config_file).unwrap();
+    let expected = config.buildkitd.render("/tmp/hearth/buildkitd").unwrap();
+    assert_eq!(toml, node.rewrite(&expected.config.content));
+    let ca = toml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ca = [\""))
+        .and_then(|l| l.strip_suffix("\"]"))
+        .expect("a ca line");
+    assert_eq!(std::fs::read_to_string(ca).unwrap(), pem);
 }

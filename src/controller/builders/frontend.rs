@@ -4,22 +4,18 @@
 //! state is still kept) and SSH agents (`--ssh ID=KEY[,KEY]`), whose private keys come from
 //! Secrets through one read-only projected volume ([`ssh_keys_volume`]).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{Volume, VolumeMount};
 
 use crate::api::ImageBuildSpec;
 
 /// Where the SSH agents' keys are mounted, one file per agent id.
 pub const SSH_DIR: &str = "/run/hearth/ssh";
-/// The agent id BuildKit's git source uses, and a `RUN --mount=type=ssh` without an id.
-pub const DEFAULT_SSH_ID: &str = "default";
 const SSH_VOLUME: &str = "ssh-keys";
 
-/// buildctl arguments for the frontend features of `spec`. `git_ssh_key` is the git source's
-/// key file, when it is fetched over SSH: BuildKit reads it from the `default` agent, which
-/// then also offers a `default` key of `spec.ssh` (one agent may hold several keys).
-pub fn frontend_args(spec: &ImageBuildSpec, git_ssh_key: Option<&str>) -> Vec<String> {
+/// buildctl arguments for the frontend features of `spec`. (A git source fetched over SSH has
+/// its key in the `default` agent, added by the builder script; the API refuses a `spec.ssh`
+/// agent of that id then.)
+pub fn frontend_args(spec: &ImageBuildSpec) -> Vec<String> {
     let mut args = Vec::new();
     for (name, value) in &spec.build_contexts {
         args.extend(["--opt".to_string(), format!("context:{name}={value}")]);
@@ -30,21 +26,11 @@ pub fn frontend_args(spec: &ImageBuildSpec, git_ssh_key: Option<&str>) -> Vec<St
     if spec.no_cache {
         args.push("--no-cache".to_string());
     }
-    let mut agents: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    if let Some(key) = git_ssh_key {
-        agents
-            .entry(DEFAULT_SSH_ID)
-            .or_default()
-            .push(key.to_string());
-    }
     for agent in &spec.ssh {
-        agents
-            .entry(agent.id.as_str())
-            .or_default()
-            .push(format!("{SSH_DIR}/{}", agent.id));
-    }
-    for (id, keys) in agents {
-        args.extend(["--ssh".to_string(), format!("{id}={}", keys.join(","))]);
+        args.extend([
+            "--ssh".to_string(),
+            format!("{}={SSH_DIR}/{}", agent.id, agent.id),
+        ]);
     }
     args
 }
@@ -78,23 +64,20 @@ mod tests {
 
     #[test]
     fn a_plain_build_asks_nothing_of_the_frontend() {
-        assert!(frontend_args(&spec(serde_json::json!({})), None).is_empty());
+        assert!(frontend_args(&spec(serde_json::json!({}))).is_empty());
         assert!(ssh_keys_volume(&spec(serde_json::json!({}))).is_none());
     }
 
     #[test]
     fn named_contexts_pull_and_no_cache_are_buildx_flags_spelled_for_buildctl() {
-        let args = frontend_args(
-            &spec(serde_json::json!({
-                "buildContexts": {
-                    "docker.io/library/alpine:3.19": "docker-image://mirror.example.com/alpine:3.19",
-                    "docs": "https://github.com/acme/docs.git#main"
-                },
-                "pull": true,
-                "noCache": true
-            })),
-            None,
-        );
+        let args = frontend_args(&spec(serde_json::json!({
+            "buildContexts": {
+                "docker.io/library/alpine:3.19": "docker-image://mirror.example.com/alpine:3.19",
+                "docs": "https://github.com/acme/docs.git#main"
+            },
+            "pull": true,
+            "noCache": true
+        })));
         assert_eq!(
             args,
             [
@@ -110,7 +93,7 @@ mod tests {
     }
 
     #[test]
-    fn ssh_agents_get_their_key_files_and_share_default_with_the_git_source() {
+    fn ssh_agents_get_their_key_files() {
         let spec = spec(serde_json::json!({
             "ssh": [
                 {"id": "default", "secretRef": {"name": "deploy-key", "key": "ssh-privatekey"}},
@@ -118,10 +101,10 @@ mod tests {
             ]
         }));
         assert_eq!(
-            frontend_args(&spec, Some("/run/hearth/git/ssh-privatekey")),
+            frontend_args(&spec),
             [
                 "--ssh",
-                "default=/run/hearth/git/ssh-privatekey,/run/hearth/ssh/default",
+                "default=/run/hearth/ssh/default",
                 "--ssh",
                 "gitlab=/run/hearth/ssh/gitlab",
             ]

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
+    Capabilities, Container, EnvVar, LocalObjectReference, PersistentVolumeClaimVolumeSource,
+    PodSpec, PodTemplateSpec, SeccompProfile, SecretVolumeSource, SecurityContext, Toleration,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -388,6 +389,7 @@ fn job(op: &SnapshotOp, t: JobTarget<'_>, config: &OperatorConfig) -> Job {
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     automount_service_account_token: Some(false),
+                    image_pull_secrets: image_pull_secrets(config),
                     enable_service_links: Some(false),
                     affinity: affinity(t.pin),
                     node_selector: non_empty(config.builder.node_selector.clone()),
@@ -407,6 +409,17 @@ fn job(op: &SnapshotOp, t: JobTarget<'_>, config: &OperatorConfig) -> Job {
         }),
         ..Default::default()
     }
+}
+
+/// The operator's image pull secrets, for builder pods and snapshot jobs.
+pub(crate) fn image_pull_secrets(config: &OperatorConfig) -> Option<Vec<LocalObjectReference>> {
+    let secrets = &config.builder.image_pull_secrets;
+    (!secrets.is_empty()).then(|| {
+        secrets
+            .iter()
+            .map(|name| LocalObjectReference { name: name.clone() })
+            .collect()
+    })
 }
 
 pub(crate) fn env_var(name: &str, value: &str) -> EnvVar {
@@ -590,6 +603,27 @@ mod tests {
                 &["ALL"]
             );
         }
+    }
+
+    #[test]
+    fn snapshot_jobs_take_the_builders_image_pull_secrets() {
+        let mut config = s3_config();
+        let spec = |config: &OperatorConfig| {
+            snapshot_job(&restore(), &inputs(), config)
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+        };
+        assert_eq!(spec(&config).image_pull_secrets, None);
+        config.builder.image_pull_secrets = vec!["mirror-pull".into()];
+        assert_eq!(
+            spec(&config).image_pull_secrets,
+            Some(vec![LocalObjectReference {
+                name: "mirror-pull".into()
+            }])
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! in an init container ([`RESTORE_CONTAINER`]) that fills the volume; build secrets, git and registry credentials are mounted
 //! read-only from Secrets, never put in env or args. The container's script (see
 //! [`super::build_script`]) writes its termination message: buildctl's metadata (with the
-//! image digest), or a failed build's log tail with those secrets redacted.
+//! image digest), or a failed build's log tail with those secrets redacted. The operator config
+//! adds the pod's ServiceAccount, pull secrets, labels, annotations, priority and runtime
+//! classes, proxy, and buildkitd's configuration ([`crate::controller::buildkitd_config`]).
 
 use k8s_openapi::api::core::v1::{
     AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, KeyToPath,
@@ -13,12 +15,17 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use super::build_script::{self, REDACT_DIRS_ENV, TERMINATION_LOG_ENV, WORK_DIR_ENV};
+use super::build_script::{
+    self, BUILDKITD_CA_ENV_PREFIX, BUILDKITD_CONFIG_ENV, BUILDKITD_DIR_ENV, GIT_AUTH_SUBDIR,
+    GIT_HOST_ENV, GIT_SECRET_DIR_ENV, GIT_TRANSPORT_ENV, REDACT_DIRS_ENV, TERMINATION_LOG_ENV,
+    WORK_DIR_ENV,
+};
 use super::jobs::{
-    env_var, non_empty, snapshot_container, store_volume, SnapshotOp, CACHE_MOUNT, STATE_DIR,
+    env_var, image_pull_secrets, non_empty, snapshot_container, store_volume, SnapshotOp,
+    CACHE_MOUNT, STATE_DIR,
 };
 use super::{affinity, frontend, labels, Pin};
-use crate::api::ImageBuild;
+use crate::api::{CacheMode, ImageBuild};
 use crate::contract::{self, RECEIVER_CONTAINER, UPLOAD_DIR};
 use crate::controller::config::OperatorConfig;
 
@@ -179,18 +186,9 @@ pub fn buildctl_args(build: &ImageBuild) -> Result<Vec<String>, BuilderError> {
             format!("id={},src={SECRETS_DIR}/{}", secret.id, secret.id),
         ]);
     }
-    let mut git_ssh_key = None;
-    if let Some(git) = spec.source.git.as_ref().filter(|g| g.secret_ref.is_some()) {
-        if is_ssh(&git.url) {
-            git_ssh_key = Some(format!("{GIT_DIR}/ssh-privatekey"));
-        } else {
-            args.extend([
-                "--secret".to_string(),
-                format!("id=GIT_AUTH_TOKEN,src={GIT_DIR}/token"),
-            ]);
-        }
-    }
-    args.extend(frontend::frontend_args(spec, git_ssh_key.as_deref()));
+    // Git credentials are added by the script, by which keys the mounted Secret has
+    // (`git_credentials_env`).
+    args.extend(frontend::frontend_args(spec));
     args.extend([
         "--output".to_string(),
         format!(
@@ -205,6 +203,29 @@ pub fn buildctl_args(build: &ImageBuild) -> Result<Vec<String>, BuilderError> {
 
 fn is_ssh(url: &str) -> bool {
     url.starts_with("ssh://") || (!url.contains("://") && url.contains('@'))
+}
+
+/// The host of an http(s) git URL as BuildKit's git source scopes credentials by it (Go's
+/// `url.URL.Host`: `host[:port]`, no user info).
+fn git_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+}
+
+/// The script's git-credential environment (see [`build_script::git_auth`]): where the whole
+/// Secret is mounted, the transport and, for https, the host the credential is scoped to.
+fn git_credentials_env(git: &crate::api::GitSource) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    let mut env = vec![env_var(GIT_SECRET_DIR_ENV, GIT_DIR)];
+    if is_ssh(&git.url) {
+        env.push(env_var(GIT_TRANSPORT_ENV, "ssh"));
+    } else {
+        env.push(env_var(GIT_TRANSPORT_ENV, "https"));
+        env.push(env_var(GIT_HOST_ENV, git_host(&git.url)));
+    }
+    env
 }
 
 /// buildkitd flags: rootless without a process sandbox, state on the replica, GC bounded.
@@ -234,6 +255,7 @@ pub fn builder_pod(
         "hearth-build".to_string(),
     ];
     args.extend(buildctl_args(build)?);
+    args.extend(proxy_build_args(build, config));
 
     let mut volumes = vec![
         match &inputs.state {
@@ -269,18 +291,44 @@ pub fn builder_pod(
             ..Default::default()
         },
     ];
+    // buildkitd's configuration travels in the pod's spec (see `buildkitd_config`).
+    let buildkitd_dir = format!("{WORK_DIR}/buildkitd");
+    let buildkitd_config = config.buildkitd.render(&buildkitd_dir);
+    let mut flags = buildkitd_flags(inputs.gc_keep_bytes);
+    if let Some(rendered) = &buildkitd_config {
+        flags.push_str(&format!(" --config {}", rendered.config.path));
+    }
     let mut env = vec![
-        env_var("BUILDKITD_FLAGS", &buildkitd_flags(inputs.gc_keep_bytes)),
+        env_var("BUILDKITD_FLAGS", &flags),
         env_var(WORK_DIR_ENV, WORK_DIR),
         env_var(TERMINATION_LOG_ENV, TERMINATION_LOG),
-        // Every dir a build's secrets may be mounted at; the script skips absent ones.
+        // Every dir a build's secrets may be mounted at, and the one the script writes the git
+        // Authorization header to; the script skips absent ones.
         env_var(
             REDACT_DIRS_ENV,
-            &[SECRETS_DIR, GIT_DIR, DOCKER_CONFIG_DIR, frontend::SSH_DIR].join(" "),
+            &[
+                SECRETS_DIR,
+                GIT_DIR,
+                DOCKER_CONFIG_DIR,
+                frontend::SSH_DIR,
+                &format!("{WORK_DIR}/{GIT_AUTH_SUBDIR}"),
+            ]
+            .join(" "),
         ),
     ];
+    if let Some(rendered) = buildkitd_config {
+        env.push(env_var(BUILDKITD_DIR_ENV, &buildkitd_dir));
+        env.push(env_var(BUILDKITD_CONFIG_ENV, &rendered.config.content));
+        env.extend(rendered.cas.iter().map(|(registry, ca)| {
+            env_var(&format!("{BUILDKITD_CA_ENV_PREFIX}{registry}"), &ca.content)
+        }));
+    }
     if let Some(git) = &spec.source.git {
         env.push(env_var(build_script::GIT_URL_ENV, &git.url));
+    }
+    for (name, value) in config.builder.proxy.vars() {
+        env.push(env_var(name, value));
+        env.push(env_var(&name.to_ascii_lowercase(), value));
     }
     // Only a replica's state is saved after the build: a throwaway volume is never pruned.
     if let (StateVolume::Replica(_), Some(prune)) = (&inputs.state, &inputs.prune) {
@@ -300,8 +348,15 @@ pub fn builder_pod(
         volumes.push(volume);
         mounts.push(mount);
     }
-    if let Some(secret) = spec.source.git.as_ref().and_then(|g| g.secret_ref.as_ref()) {
+    if let Some((git, secret)) = spec
+        .source
+        .git
+        .as_ref()
+        .and_then(|g| Some((g, g.secret_ref.as_ref()?)))
+    {
+        // The whole Secret: the script picks the credential by which keys it has.
         volumes.push(secret_volume("git-credentials", &secret.name, None));
+        env.extend(git_credentials_env(git));
         mounts.push(VolumeMount {
             name: "git-credentials".into(),
             mount_path: GIT_DIR.into(),
@@ -387,22 +442,40 @@ pub fn builder_pod(
         _ => None,
     };
 
+    // The operator's labels first: Hearth's own (which it selects its pods by) win.
+    let mut pod_labels = config.builder.pod_labels.clone();
+    pod_labels.extend(labels::for_build(
+        &name,
+        cache_label,
+        contract::BUILDER_ROLE,
+    ));
+    let builder = &config.builder;
+    let runtime_class = match spec.cache.mode {
+        CacheMode::ReadOnly if !builder.read_only_runtime_class_name.is_empty() => {
+            &builder.read_only_runtime_class_name
+        }
+        _ => &builder.runtime_class_name,
+    };
+
     Ok(Pod {
         metadata: ObjectMeta {
             name: Some(contract::builder_pod_name(&name, inputs.attempt)),
             namespace: Some(namespace),
-            labels: Some(labels::for_build(
-                &name,
-                cache_label,
-                contract::BUILDER_ROLE,
-            )),
+            labels: Some(pod_labels),
+            annotations: non_empty(builder.pod_annotations.clone()),
             owner_references: Some(vec![inputs.owner.clone()]),
             ..Default::default()
         },
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
             active_deadline_seconds: Some(inputs.deadline_seconds.max(1)),
-            automount_service_account_token: Some(false),
+            service_account_name: some_name(&builder.service_account_name),
+            // No Kubernetes API token unless the operator asks: see
+            // `BuilderConfig::automount_service_account_token`.
+            automount_service_account_token: Some(builder.automount_service_account_token),
+            image_pull_secrets: image_pull_secrets(config),
+            priority_class_name: some_name(&builder.priority_class_name),
+            runtime_class_name: some_name(runtime_class),
             enable_service_links: Some(false),
             affinity: affinity(&inputs.pin),
             node_selector: non_empty(node_selector),
@@ -500,6 +573,29 @@ pub fn receiver_container(upload: &crate::api::UploadSource, config: &OperatorCo
         }),
         ..Default::default()
     }
+}
+
+/// Docker's predefined proxy build args (kept out of the image's history by the Dockerfile
+/// frontend) from the operator's proxy settings, for `RUN` steps; a build's own win.
+fn proxy_build_args(build: &ImageBuild, config: &OperatorConfig) -> Vec<String> {
+    config
+        .builder
+        .proxy
+        .vars()
+        .into_iter()
+        .flat_map(|(name, value)| {
+            [
+                (name.to_string(), value),
+                (name.to_ascii_lowercase(), value),
+            ]
+        })
+        .filter(|(name, _)| !build.spec.build_args.contains_key(name))
+        .flat_map(|(name, value)| ["--opt".to_string(), format!("build-arg:{name}={value}")])
+        .collect()
+}
+
+fn some_name(name: &str) -> Option<String> {
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 fn secret_volume(name: &str, secret: &str, item: Option<(&str, &str)>) -> Volume {

@@ -64,11 +64,12 @@ fn buildctl_gets_every_build_option_as_separate_arguments() {
     assert!(pos(&args, "--opt", "label:team=shop"));
     assert!(pos(&args, "--opt", "platform=linux/amd64,linux/arm64"));
     assert!(pos(&args, "--secret", "id=pip,src=/run/hearth/secrets/pip"));
-    assert!(pos(
-        &args,
-        "--secret",
-        "id=GIT_AUTH_TOKEN,src=/run/hearth/git/token"
-    ));
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.contains("GIT_AUTH") || a.contains("/run/hearth/git")),
+        "git credentials are the script's to add, by the Secret's keys: {args:?}"
+    );
     assert!(pos(
         &args,
         "--output",
@@ -439,4 +440,273 @@ fn assert_build_never_sees(containers: &[Container], volume: &str) {
             .all(|m| m.name != volume),
         "the build never sees the store credentials"
     );
+}
+
+fn env_of(pod: &Pod) -> Vec<(String, String)> {
+    pod.spec.as_ref().unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn the_whole_git_secret_is_mounted_and_the_script_told_the_transport_and_host() {
+    let env_for = |url: &str| {
+        let ib = build(serde_json::json!({
+            "source": {"git": {"url": url, "secretRef": {"name": "git"}}},
+            "output": {"image": "registry.example.com/shop/api:1"}
+        }));
+        let pod = builder_pod(
+            &ib,
+            &inputs(StateVolume::Replica("r".into())),
+            &OperatorConfig::default(),
+        )
+        .unwrap();
+        let volume = pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "git-credentials")
+            .cloned()
+            .unwrap();
+        let secret = volume.secret.unwrap();
+        assert_eq!(
+            (secret.secret_name.as_deref(), secret.items),
+            (Some("git"), None),
+            "every key"
+        );
+        env_of(&pod)
+            .into_iter()
+            // (HEARTH_GIT_URL is for the script's report of the resolved commit.)
+            .filter(|(k, _)| k.starts_with("HEARTH_GIT") && k != "HEARTH_GIT_URL")
+            .collect::<Vec<_>>()
+    };
+    let pairs = |p: &[(&str, &str)]| {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        env_for("https://deploy@git.example.com:8443/acme/shop.git"),
+        pairs(&[
+            ("HEARTH_GIT_SECRET_DIR", "/run/hearth/git"),
+            ("HEARTH_GIT_TRANSPORT", "https"),
+            ("HEARTH_GIT_HOST", "git.example.com:8443")
+        ])
+    );
+    assert_eq!(
+        env_for("https://github.com/acme/shop.git"),
+        pairs(&[
+            ("HEARTH_GIT_SECRET_DIR", "/run/hearth/git"),
+            ("HEARTH_GIT_TRANSPORT", "https"),
+            ("HEARTH_GIT_HOST", "github.com")
+        ])
+    );
+    for url in [
+        "git@github.com:acme/shop.git",
+        "ssh://git@github.com/acme/shop.git",
+    ] {
+        assert_eq!(
+            env_for(url),
+            pairs(&[
+                ("HEARTH_GIT_SECRET_DIR", "/run/hearth/git"),
+                ("HEARTH_GIT_TRANSPORT", "ssh")
+            ])
+        );
+    }
+    // No secretRef: the script adds nothing.
+    let pod = builder_pod(
+        &upload_build(),
+        &inputs(StateVolume::Replica("r".into())),
+        &OperatorConfig::default(),
+    )
+    .unwrap();
+    assert!(!env_of(&pod)
+        .iter()
+        .any(|(k, _)| k.starts_with("HEARTH_GIT")));
+    let redact = env_of(&pod)
+        .into_iter()
+        .find(|(k, _)| k == "HEARTH_REDACT_DIRS")
+        .unwrap()
+        .1;
+    assert!(
+        redact.split(' ').any(|d| d == "/tmp/hearth/git-auth"),
+        "{redact}"
+    );
+}
+
+fn operator_config() -> OperatorConfig {
+    let mut config = OperatorConfig::default();
+    let b = &mut config.builder;
+    b.service_account_name = "builder".into();
+    b.image_pull_secrets = vec!["mirror-pull".into()];
+    b.pod_labels = [("team", "platform"), (labels::ROLE, "not-hearths")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    b.pod_annotations = [("cluster-autoscaler.kubernetes.io/safe-to-evict", "false")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    b.priority_class_name = "builds".into();
+    b.runtime_class_name = "runc".into();
+    b.read_only_runtime_class_name = "kata".into();
+    b.proxy.http_proxy = "http://proxy.corp:3128".into();
+    b.proxy.no_proxy = ".svc,10.0.0.0/8".into();
+    config
+}
+
+fn pod_with(ib: &ImageBuild, config: &OperatorConfig) -> Pod {
+    builder_pod(ib, &inputs(StateVolume::Replica("r".into())), config).unwrap()
+}
+
+#[test]
+fn operator_settings_reach_the_builder_pod() {
+    let pod = pod_with(&full(), &operator_config());
+    let meta = &pod.metadata;
+    let labels = meta.labels.clone().unwrap();
+    assert_eq!(labels["team"], "platform");
+    assert_eq!(
+        labels[labels::ROLE],
+        contract::BUILDER_ROLE,
+        "Hearth's labels win"
+    );
+    assert_eq!(
+        meta.annotations.clone().unwrap()["cluster-autoscaler.kubernetes.io/safe-to-evict"],
+        "false"
+    );
+    let spec = pod.spec.clone().unwrap();
+    assert_eq!(spec.service_account_name.as_deref(), Some("builder"));
+    assert_eq!(
+        spec.automount_service_account_token,
+        Some(false),
+        "workload identity needs no API token"
+    );
+    assert_eq!(
+        spec.image_pull_secrets.unwrap()[0].name,
+        "mirror-pull".to_string()
+    );
+    assert_eq!(spec.priority_class_name.as_deref(), Some("builds"));
+    assert_eq!(spec.runtime_class_name.as_deref(), Some("runc"));
+    let env = env_of(&pod);
+    for (name, value) in [
+        ("HTTP_PROXY", "http://proxy.corp:3128"),
+        ("http_proxy", "http://proxy.corp:3128"),
+        ("NO_PROXY", ".svc,10.0.0.0/8"),
+        ("no_proxy", ".svc,10.0.0.0/8"),
+    ] {
+        assert!(
+            env.contains(&(name.to_string(), value.to_string())),
+            "{name}: {env:?}"
+        );
+    }
+    assert!(!env
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("HTTPS_PROXY")));
+    let args = pod.spec.unwrap().containers[0].args.clone().unwrap();
+    for arg in [
+        "build-arg:HTTP_PROXY=http://proxy.corp:3128",
+        "build-arg:http_proxy=http://proxy.corp:3128",
+        "build-arg:NO_PROXY=.svc,10.0.0.0/8",
+        "build-arg:no_proxy=.svc,10.0.0.0/8",
+    ] {
+        assert!(pos(&args, "--opt", arg), "{arg}: {args:?}");
+    }
+}
+
+#[test]
+fn a_builds_own_proxy_build_args_win() {
+    let ib = build(serde_json::json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git"}},
+        "buildArgs": {"HTTP_PROXY": "http://mine:8080"},
+        "output": {"image": "registry.example.com/shop/api:1"}
+    }));
+    let args = pod_with(&ib, &operator_config()).spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    let http: Vec<&String> = args
+        .iter()
+        .filter(|a| a.starts_with("build-arg:HTTP_PROXY="))
+        .collect();
+    assert_eq!(http, ["build-arg:HTTP_PROXY=http://mine:8080"]);
+    assert!(pos(
+        &args,
+        "--opt",
+        "build-arg:http_proxy=http://proxy.corp:3128"
+    ));
+}
+
+#[test]
+fn readonly_builds_run_in_their_own_runtime_class_when_one_is_set() {
+    let mode = |mode: &str, config: &OperatorConfig| {
+        let ib = build(serde_json::json!({
+            "source": {"git": {"url": "https://github.com/acme/shop.git"}},
+            "cache": {"mode": mode},
+            "output": {"image": "registry.example.com/shop/api:1"}
+        }));
+        pod_with(&ib, config).spec.unwrap().runtime_class_name
+    };
+    let mut config = operator_config();
+    assert_eq!(mode("ReadOnly", &config).as_deref(), Some("kata"));
+    assert_eq!(mode("ReadWrite", &config).as_deref(), Some("runc"));
+    assert_eq!(mode("Disabled", &config).as_deref(), Some("runc"));
+    config.builder.read_only_runtime_class_name.clear();
+    assert_eq!(mode("ReadOnly", &config).as_deref(), Some("runc"));
+}
+
+#[test]
+fn without_settings_the_pod_has_no_account_pull_secrets_classes_or_proxy() {
+    let pod = pod_with(&full(), &OperatorConfig::default());
+    assert!(pod.metadata.annotations.is_none());
+    let spec = pod.spec.clone().unwrap();
+    assert_eq!(spec.service_account_name, None);
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(spec.image_pull_secrets, None);
+    assert_eq!(spec.priority_class_name, None);
+    assert_eq!(spec.runtime_class_name, None);
+    assert!(!env_of(&pod)
+        .iter()
+        .any(|(k, _)| k.to_ascii_uppercase().ends_with("_PROXY")));
+    let args = spec.containers[0].args.clone().unwrap().join(" ");
+    assert!(!args.contains("PROXY"), "{args}");
+}
+
+#[test]
+fn buildkitds_configuration_travels_in_the_pods_env_and_its_flags_name_it() {
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let config = OperatorConfig {
+        buildkitd: serde_yaml::from_str(&format!(
+            "registries: [{{host: docker.io, mirrors: [mirror.corp]}}, {{host: 'registry.internal:5000', http: true, ca: {pem:?}}}]"
+        ))
+        .unwrap(),
+        ..Default::default()
+    };
+    let env = env_of(&pod_with(&full(), &config));
+    let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    assert_eq!(
+        get("BUILDKITD_FLAGS").unwrap(),
+        "--oci-worker-no-process-sandbox --root /cache/buildkit --oci-worker-gc --oci-worker-gc-keepstorage=40000 --config /tmp/hearth/buildkitd/buildkitd.toml"
+    );
+    assert_eq!(
+        get("HEARTH_BUILDKITD_DIR").as_deref(),
+        Some("/tmp/hearth/buildkitd")
+    );
+    assert_eq!(
+        get("HEARTH_BUILDKITD_CONFIG").unwrap(),
+        "# Rendered by Hearth from its operator config (buildkitd.registries).\n\n[registry.\"docker.io\"]\n  mirrors = [\"mirror.corp\"]\n\n[registry.\"registry.internal:5000\"]\n  http = true\n  ca = [\"/tmp/hearth/buildkitd/ca-1.pem\"]\n"
+    );
+    assert_eq!(get("HEARTH_BUILDKITD_CA_1").as_deref(), Some(pem));
+    assert_eq!(get("HEARTH_BUILDKITD_CA_0"), None);
+
+    // Without registries: no file, no flag.
+    let env = env_of(&pod_with(&full(), &OperatorConfig::default()));
+    assert!(!env
+        .iter()
+        .any(|(k, v)| k.starts_with("HEARTH_BUILDKITD") || v.contains("--config")));
 }

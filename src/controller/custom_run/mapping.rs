@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::types::{CustomRun, CustomRunSpec, RunCondition, RunResult, RunStatus};
 use crate::api::common::{condition, LocalObjectReference};
+use crate::api::image_build::{clean_dir, dockerfile_in_context};
 use crate::api::{CacheMode, GitSource, ImageBuild, ImageBuildSpec, Phase};
 
 /// `customRef`/`customSpec` apiVersion that selects Hearth.
@@ -292,31 +293,21 @@ impl Params {
             git.secret_ref = Some(LocalObjectReference { name: secret });
         }
         if let Some(context) = self.string("CONTEXT")? {
-            let context = clean_path(&context);
+            let context = clean_dir(&context);
             git.sub_path = (!context.is_empty()).then_some(context);
         }
         let context = git.sub_path.clone().unwrap_or_default();
         if let Some(dockerfile) = self.string("DOCKERFILE")? {
-            let dockerfile = clean_path(&dockerfile);
-            let inside = if context.is_empty() {
-                Some(dockerfile.as_str())
-            } else {
-                dockerfile
-                    .strip_prefix(context.as_str())
-                    .and_then(|rest| rest.strip_prefix('/'))
-            };
-            match inside {
-                Some(rel) if !rel.is_empty() => spec.dockerfile = rel.to_string(),
-                _ => {
-                    return Err(Refusal::invalid(
-                        "DOCKERFILE",
-                        format!(
-                            "{dockerfile:?} must be a file inside CONTEXT {context:?} \
-                             (paths are from the repository root)"
-                        ),
-                    ))
-                }
-            }
+            spec.dockerfile = dockerfile_in_context(&context, &dockerfile).ok_or_else(|| {
+                Refusal::invalid(
+                    "DOCKERFILE",
+                    format!(
+                        "{:?} must be a file inside CONTEXT {context:?} \
+                         (paths are from the repository root)",
+                        clean_dir(&dockerfile)
+                    ),
+                )
+            })?;
         }
         Ok(())
     }
@@ -337,20 +328,6 @@ fn kind_of(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
-}
-
-/// `./app/` → `app`; `.` → ``.
-fn clean_path(p: &str) -> String {
-    let mut p = p.trim();
-    while let Some(rest) = p.strip_prefix("./") {
-        p = rest;
-    }
-    let p = p.trim_end_matches('/');
-    if p == "." {
-        String::new()
-    } else {
-        p.to_string()
     }
 }
 
