@@ -184,7 +184,8 @@ LEASE_PERMS = {
 CONFIG_KEYS = {
     "builder": {"image", "hearthImage", "imagePullPolicy", "resources", "nodeSelector", "tolerations",
                 "serviceAccountName", "automountServiceAccountToken", "imagePullSecrets", "podLabels",
-                "podAnnotations", "priorityClassName", "runtimeClassName", "readOnlyRuntimeClassName", "proxy"},
+                "podAnnotations", "priorityClassName", "runtimeClassName", "readOnlyRuntimeClassName", "proxy",
+                "defaultArch"},
     "builder.proxy": {"httpProxy", "httpsProxy", "noProxy"},
     "cache": {"storageClassName", "size", "nodeBudget", "maxReplicas"},
     "snapshot": {"store", "credentialsSecret", "fileStoreClaim", "s3", "every", "minInterval", "retain",

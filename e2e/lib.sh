@@ -23,6 +23,13 @@ MINIO_USER=hearth-e2e
 MINIO_PASSWORD=hearth-e2e-not-a-secret
 BUCKET=hearth
 
+# The nodes' architecture (kind's nodes run the host's): builds without platforms run on it
+# (up.sh sets builder.defaultArch to it), and every cache key in use ends in @$E2E_ARCH.
+host_arch() { case "$(uname -m)" in x86_64 | amd64) echo amd64 ;; aarch64 | arm64) echo arm64 ;; *) uname -m ;; esac; }
+E2E_ARCH=${E2E_ARCH:-$(host_arch)}
+export E2E_ARCH
+scoped() { printf '%s@%s' "$1" "$E2E_ARCH"; } # the key in use for cache.key KEY
+
 kc() { kubectl --context "$CONTEXT" "$@"; }
 
 log() { printf '\n== %s\n' "$*"; }
@@ -124,11 +131,11 @@ wait_snapshotted() {
 }
 
 # check_scenarios "KNOWN..." NAME...: dies on a name that is not among the known ones.
-# imagebuild NAME KEY MODE [SLEEP] [CACHE] [RESTORE_KEY]: apply an ImageBuild of the test
-# context (git source from the in-cluster gitd, with a cacheRef when CACHE is given and
-# restoreKeys [RESTORE_KEY] when that is).
+# imagebuild NAME KEY MODE [SLEEP] [CACHE] [RESTORE_KEY] [SPEC]: apply an ImageBuild of the
+# test context (git source from the in-cluster gitd, with a cacheRef when CACHE is given,
+# restoreKeys [RESTORE_KEY] when that is, and SPEC's lines, indented as spec fields, added).
 imagebuild() {
-  local name=$1 key=$2 mode=$3 sleep=${4:-0} ref="" restore=""
+  local name=$1 key=$2 mode=$3 sleep=${4:-0} ref="" restore="" extra=${7:-}
   [[ -n "${5:-}" ]] && ref="cacheRef: $5"
   [[ -n "${6:-}" ]] && restore="restoreKeys: [\"$6\"]"
   kc apply -f - <<YAML
@@ -147,6 +154,7 @@ spec:
   buildArgs:
     RUN_ID: "$name"
     SLEEP: "$sleep"
+  $extra
   output:
     image: $REGISTRY/e2e/app:$name
   cache:
@@ -268,7 +276,7 @@ assert_succeeded() {
   assert_match "$(f .status.placement.node)" '^.+$' "$name placement.node"
   assert_match "$(f .status.placement.replica)" '^.+$' "$name placement.replica"
   assert_match "$(f .status.imageDigest)" '^sha256:[0-9a-f]{64}$' "$name imageDigest"
-  assert_eq "$(f .status.cacheKey)" "$(f .spec.cache.key)" "$name cacheKey"
+  assert_eq "$(f .status.cacheKey)" "$(scoped "$(f .spec.cache.key)")" "$name cacheKey"
   for c in Placed CacheReady Built Succeeded; do
     assert_eq "$(f ".status.conditions[]? | select(.type == \"$c\") | .status")" True "$name condition $c"
   done

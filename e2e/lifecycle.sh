@@ -31,13 +31,13 @@ metadata:
   name: $1
   namespace: $NS
 spec:
-  key: "$2"
+  key: "$(scoped "$2")"
   deletionPolicy: $3
 YAML
 }
 
 bcf() { kc -n "$NS" get buildcache "$1" -o json | jq -r "$2 // empty"; }
-cache_of() { kc -n "$NS" get buildcaches -o json | jq -r --arg k "$1" '.items[] | select(.spec.key == $k) | .metadata.name'; }
+cache_of() { kc -n "$NS" get buildcaches -o json | jq -r --arg k "$(scoped "$1")" '.items[] | select(.spec.key == $k) | .metadata.name'; }
 
 # wait_saved NAME: wait_succeeded, then the save that follows it (Snapshotted=True): a build
 # is Succeeded once its image is pushed, before its snapshot exists and its replica is free.

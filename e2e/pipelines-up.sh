@@ -35,7 +35,7 @@ kc -n argo rollout status deploy/workflow-controller --timeout=300s
 
 log "Hearth with the Tekton custom task (tekton.enabled=true)"
 helm --kube-context "$CONTEXT" upgrade --install hearth "$ROOT/charts/hearth" \
-  --namespace "$SYSTEM_NS" -f "$E2E_DIR/values.yaml" --set tekton.enabled=true --wait --timeout 5m
+  --namespace "$SYSTEM_NS" -f "$E2E_DIR/values.yaml" --set builder.defaultArch="$E2E_ARCH" --set tekton.enabled=true --wait --timeout 5m
 kc -n "$SYSTEM_NS" get configmap hearth-config -o jsonpath='{.data.config\.yaml}' | grep -A1 '^tekton:' | grep -q 'enabled: true' ||
   die "the operator config does not enable the Tekton custom task"
 # The controller reads its config at start.

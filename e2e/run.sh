@@ -20,10 +20,10 @@ ALL=(cold hot restored concurrent readonly branch invalid controller-restart)
 
 # ------------------------------------------------------------------ helpers
 
-# cache_of KEY: the BuildCache of a key (exactly one).
+# cache_of KEY: the BuildCache of a key (exactly one; its spec.key is the key in use, KEY@arch).
 cache_of() {
   local names
-  names=$(kc -n "$NS" get buildcaches -o json | jq -r --arg k "$1" '.items[] | select(.spec.key == $k) | .metadata.name')
+  names=$(kc -n "$NS" get buildcaches -o json | jq -r --arg k "$(scoped "$1")" '.items[] | select(.spec.key == $k) | .metadata.name')
   [[ $(wc -w <<<"$names") == 1 ]] || die "expected one BuildCache with key $1, found: '${names//$'\n'/ }'"
   echo "$names"
 }
@@ -152,7 +152,7 @@ scenario_restored() {
     info "the cache was pre-warmed before $b came: $(bcf "$cache" '[.status.replicas[]? | select(.pvc == "'"$(ibf "$b" .status.placement.replica)"'") | .snapshotId][0]')"
   else
     assert_succeeded "$b" Restored
-    assert_eq "$(ibf "$b" .status.placement.restoredFrom.key)" "$KEY" "$b restoredFrom.key"
+    assert_eq "$(ibf "$b" .status.placement.restoredFrom.key)" "$(scoped "$KEY")" "$b restoredFrom.key"
     assert_eq "$(ibf "$b" .status.placement.restoredFrom.cache)" "$cache" "$b restoredFrom.cache"
     assert_eq "$(ibf "$b" .status.placement.restoredFrom.snapshot)" "$latest" "$b restoredFrom.snapshot (the newest)"
     assert_match "$(ibf "$b" .status.durations.restore)" '^.+$' "$b durations.restore"
@@ -240,8 +240,8 @@ scenario_branch() {
   assert_succeeded "$b" Restored
   node=$(ibf "$b" .status.placement.node)
   for n in $CORDONED; do assert_ne "$node" "$n" "$b node (a cordoned node holds main's replica)"; done
-  assert_eq "$(ibf "$b" .status.cacheKey)" "$key" "$b cacheKey (its own)"
-  assert_eq "$(ibf "$b" .status.placement.restoredFrom.key)" "$KEY" "$b restoredFrom.key (main's)"
+  assert_eq "$(ibf "$b" .status.cacheKey)" "$(scoped "$key")" "$b cacheKey (its own)"
+  assert_eq "$(ibf "$b" .status.placement.restoredFrom.key)" "$(scoped "$KEY")" "$b restoredFrom.key (main's)"
   assert_eq "$(ibf "$b" .status.placement.restoredFrom.cache)" "$main" "$b restoredFrom.cache (main's BuildCache)"
   assert_eq "$(ibf "$b" .status.placement.restoredFrom.snapshot)" "$latest" "$b restoredFrom.snapshot (main's newest)"
   assert_match "$(ibf "$b" .status.durations.restore)" '^.+$' "$b durations.restore"

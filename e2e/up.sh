@@ -64,7 +64,7 @@ kc wait --for=condition=Established crd/imagebuilds.hearth.dev crd/buildcaches.h
 kc create namespace "$SYSTEM_NS" --dry-run=client -o yaml | kc apply -f -
 kc label namespace "$SYSTEM_NS" --overwrite pod-security.kubernetes.io/enforce=restricted
 helm --kube-context "$CONTEXT" upgrade --install hearth "$ROOT/charts/hearth" \
-  --namespace "$SYSTEM_NS" -f "$E2E_DIR/values.yaml" --wait --timeout 5m ||
+  --namespace "$SYSTEM_NS" -f "$E2E_DIR/values.yaml" --set builder.defaultArch="$E2E_ARCH" --wait --timeout 5m ||
   { controller_logs >&2; die "helm upgrade --install hearth failed (controller logs above)"; }
 # The same tag may hold a rebuilt image: restart so the pods run it.
 kc -n "$SYSTEM_NS" rollout restart deploy/hearth

@@ -106,8 +106,8 @@ fn defaults_are_filled_as_the_api_server_would() {
         std::time::Duration::from_secs(3600)
     );
     assert_eq!(
-        hearth::api::keys::cache_key(&ib.spec),
-        "github.com/acme/shop:Dockerfile"
+        hearth::api::keys::cache_key(&ib.spec, "amd64"),
+        "github.com/acme/shop:Dockerfile@amd64"
     );
 }
 
@@ -116,4 +116,74 @@ fn unknown_kinds_are_named() {
     let err =
         check(&json!({"apiVersion": "v1", "kind": "Pod"}), None).expect_err("not a Hearth kind");
     assert!(err.to_string().contains("v1/Pod"), "{err}");
+}
+
+#[test]
+fn several_platforms_need_emulate_which_is_immutable_once_started() {
+    let platforms = |mode: Option<&str>| {
+        let mut spec = spec_with_image("registry.example.com/shop/api:1");
+        spec["platforms"] = json!(["linux/amd64", "linux/arm64"]);
+        if let Some(mode) = mode {
+            spec["platformMode"] = json!(mode);
+        }
+        spec
+    };
+    let v = violations(&build(platforms(None), None), None);
+    assert!(
+        v.iter().any(|m| m
+            .starts_with("spec.platformMode: more than one platform needs platformMode: Emulate")),
+        "{v:?}"
+    );
+    assert!(violations(&build(platforms(Some("Emulate")), None), None).is_empty());
+    let v = violations(&build(platforms(Some("Native")), None), None);
+    assert!(v.iter().any(|m| m.contains("spec.platformMode")), "{v:?}");
+    // One platform, or none, needs no mode.
+    let mut one = spec_with_image("registry.example.com/shop/api:1");
+    one["platforms"] = json!(["linux/arm64"]);
+    assert!(violations(&build(one, None), None).is_empty());
+    // Dropping the mode of a started build is a change to its spec.
+    let building = Some(json!({"phase": "Building"}));
+    let mut emulated = platforms(Some("Emulate"));
+    emulated["platforms"] = json!(["linux/amd64"]);
+    let old = build(emulated.clone(), building.clone());
+    let mut dropped = emulated;
+    dropped.as_object_mut().unwrap().remove("platformMode");
+    let v = violations(&build(dropped, building), Some(&old));
+    assert!(v.iter().any(|m| m.starts_with("spec: immutable")), "{v:?}");
+}
+
+#[test]
+fn output_cache_registry_and_frontend_options_are_immutable_once_started() {
+    let old_spec = spec_with_image("registry.example.com/shop/api:1");
+    let building = Some(json!({"phase": "Building"}));
+    let old = build(old_spec.clone(), building.clone());
+    let changes = [
+        ("/output/tags", json!(["latest"])),
+        ("/output/attestations", json!({"sbom": true})),
+        (
+            "/cache/registry",
+            json!({"importFrom": ["registry.example.com/shop/api:cache"]}),
+        ),
+        ("/frontendOptions", json!({"shm-size": "1024"})),
+    ];
+    for (path, value) in changes {
+        let mut spec = old_spec.clone();
+        let (parent, field) = path.rsplit_once('/').unwrap();
+        if spec.pointer(parent).is_none() {
+            spec[&parent[1..]] = json!({});
+        }
+        spec.pointer_mut(parent).unwrap()[field] = value;
+        let v = violations(&build(spec, building.clone()), Some(&old));
+        assert!(
+            v.iter().any(|m| m.starts_with("spec: immutable")),
+            "{path}: {v:?}"
+        );
+    }
+}
+
+#[test]
+fn untrusted_builds_may_import_a_registry_cache() {
+    let mut spec = spec_with_image("registry.example.com/shop/api:1");
+    spec["cache"] = json!({"mode": "ReadOnly", "registry": {"importFrom": ["registry.example.com/shop/api:cache"]}});
+    assert!(violations(&build(spec, None), None).is_empty());
 }

@@ -36,7 +36,7 @@ async fn run(c: &mut Cluster, name: &str, seconds: i64, snapshot: &str, bytes: i
 #[tokio::test]
 async fn a_cold_then_a_hot_build_teach_the_planner_the_key_s_times() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
-    let cache = keys::cache_name_for_key("shop:main");
+    let cache = keys::cache_name_for_key("shop:main@amd64");
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
     run(&mut c, "b1", COLD, "snap-1", 1_000_000).await;
@@ -109,7 +109,7 @@ async fn a_cold_then_a_hot_build_teach_the_planner_the_key_s_times() {
     };
     let planner = PlannerConfig::default();
     let view = build_view(&objects, &c.ctx.config, &planner, c.now());
-    let key = view.cluster.key_id(NS, "shop:main").unwrap();
+    let key = view.cluster.key_id(NS, "shop:main@amd64").unwrap();
     let stats = view.cluster.key(key).stats.clone().expect("stats learned");
     assert_eq!(
         (stats.warm_seconds, stats.cold_seconds),
@@ -123,7 +123,7 @@ async fn a_cold_then_a_hot_build_teach_the_planner_the_key_s_times() {
 #[tokio::test]
 async fn a_failed_build_teaches_nothing() {
     let mut c = Cluster::new(&["n1"], s3_config()).await;
-    let cache = keys::cache_name_for_key("shop:main");
+    let cache = keys::cache_name_for_key("shop:main@amd64");
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
     c.settle("b1").await;

@@ -77,7 +77,7 @@ async fn set_budget(c: &Cluster, node: &str, budget: &str) {
 }
 
 fn cache_of(key: &str) -> String {
-    keys::cache_name_for_key(key)
+    keys::cache_name_for_key(&keys::arch_scoped(key, "amd64"))
 }
 
 async fn replica_state(c: &Cluster, cache: &str) -> Vec<(ReplicaState, Option<String>)> {
@@ -839,7 +839,7 @@ async fn describe_tells_why_a_build_was_cold() {
         .unwrap();
     assert_eq!(ready.reason, "Cold");
     for part in [
-        "looked for key \"shop:main\" and restore keys [\"shop:base\"]",
+        "looked for key \"shop:main@amd64\" and restore keys [\"shop:base@amd64\"]",
         "0 snapshot(s)",
         "Lost (NodeLost)",
     ] {

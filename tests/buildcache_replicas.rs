@@ -10,7 +10,7 @@ use support::{metadata, s3_config, spec, Cluster};
 #[tokio::test]
 async fn a_deleted_replica_pvc_marks_the_replica_lost_and_the_next_build_restores() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
-    let cache = keys::cache_name_for_key("shop:main");
+    let cache = keys::cache_name_for_key("shop:main@amd64");
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
     c.settle("b1").await;
@@ -64,7 +64,7 @@ async fn a_deleted_replica_pvc_marks_the_replica_lost_and_the_next_build_restore
 #[tokio::test]
 async fn a_claim_whose_build_is_gone_is_released() {
     let mut c = Cluster::new(&["n1"], s3_config()).await;
-    let cache = keys::cache_name_for_key("shop:main");
+    let cache = keys::cache_name_for_key("shop:main@amd64");
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
     assert_eq!(c.settle("b1").await, Some(Phase::Building));

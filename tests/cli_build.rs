@@ -378,11 +378,13 @@ async fn hot_build_uploads_the_context_follows_and_prints_the_digest() {
     assert_eq!(client.await.unwrap(), Exit::Succeeded);
     let out = h.out.text();
     assert!(
-        out.contains(&format!("placed: Hot cache on node {node} (key shop:main)")),
+        out.contains(&format!(
+            "placed: Hot cache on node {node} (key shop:main@amd64)"
+        )),
         "{out}"
     );
     assert!(out.contains(&format!("digest   {digest}")), "{out}");
-    assert!(out.contains("cache    Hot (key shop:main"), "{out}");
+    assert!(out.contains("cache    Hot (key shop:main@amd64"), "{out}");
     assert_eq!(std::fs::read_to_string(&digest_file).unwrap(), digest);
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&meta_file).unwrap()).unwrap();
@@ -439,11 +441,11 @@ async fn restored_build_says_from_which_key() {
     );
     let out = h.out.text();
     assert!(
-        out.contains("restoring: snapshot snap-1 of key shop:main (1.1MiB)"),
+        out.contains("restoring: snapshot snap-1 of key shop:main@amd64 (1.1MiB)"),
         "{out}"
     );
     assert!(
-        out.contains("cache    Restored from key shop:main (snapshot snap-1)"),
+        out.contains("cache    Restored from key shop:main@amd64 (snapshot snap-1)"),
         "{out}"
     );
     assert!(out.contains(&format!("  commit   {commit}\n")), "{out}");
@@ -589,6 +591,15 @@ async fn no_wait_creates_the_build_from_the_flags_and_returns() {
         "v1.2",
         "-t",
         "registry.example.com/shop/api:7",
+        "-t",
+        "registry.example.com/shop/api:pr-7",
+        "--annotation",
+        "org.opencontainers.image.source=https://github.com/acme/shop",
+        "--provenance=false",
+        "--cache-from",
+        "registry.example.com/shop/api:cache",
+        "--shm-size",
+        "1g",
         "-f",
         "docker/api.Dockerfile",
         "--target",
@@ -599,6 +610,7 @@ async fn no_wait_creates_the_build_from_the_flags_and_returns() {
         "MODE=prod",
         "--platform",
         "linux/amd64,linux/arm64",
+        "--emulate",
         "--label",
         "team=shop",
         "--cache-key",
@@ -640,6 +652,7 @@ async fn no_wait_creates_the_build_from_the_flags_and_returns() {
     assert_eq!(s.build_args["PY"], "3.12");
     assert_eq!(s.build_args["MODE"], "prod");
     assert_eq!(s.platforms, ["linux/amd64", "linux/arm64"]);
+    assert_eq!(s.platform_mode, Some(hearth::api::PlatformMode::Emulate));
     assert_eq!(s.labels["team"], "shop");
     assert_eq!(s.cache.key.as_deref(), Some("shop:pr-7"));
     assert_eq!(s.cache.restore_keys, ["shop:main"]);
@@ -668,6 +681,20 @@ async fn no_wait_creates_the_build_from_the_flags_and_returns() {
     );
     // --no-cache means what it means in buildx: every step runs again, the cache is kept.
     assert!(s.pull && s.no_cache);
+    assert_eq!(s.output.tags, ["registry.example.com/shop/api:pr-7"]);
+    assert_eq!(
+        s.output.annotations["org.opencontainers.image.source"],
+        "https://github.com/acme/shop"
+    );
+    assert_eq!(
+        s.output.attestations.provenance.mode,
+        hearth::api::ProvenanceMode::Disabled
+    );
+    assert_eq!(
+        s.cache.registry.unwrap().import_from,
+        ["registry.example.com/shop/api:cache"]
+    );
+    assert_eq!(s.frontend_options["shm-size"], "1073741824");
     assert_eq!(s.output.push_secret_ref.unwrap().name, "registry-push");
     assert_eq!(s.timeout, std::time::Duration::from_secs(45 * 60));
 }
@@ -692,6 +719,10 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
             "--platform:",
         ),
         (
+            vec![d, "-t", "r.io/a/b", "--platform", "linux/amd64,linux/arm64"],
+            "--emulate: more than one platform needs platformMode: Emulate",
+        ),
+        (
             vec![d, "-t", "r.io/a/b", "--build-arg", "NOPE"],
             "--build-arg: \"NOPE\" has no value",
         ),
@@ -706,6 +737,10 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
         (
             vec![d, "-t", "r.io/a/b", "--restore-key", "bad key"],
             "--restore-key:",
+        ),
+        (
+            vec![d, "-t", "r.io/a/b", "-t", "shop/b:2"],
+            "-t/--tag: each entry must be a tag",
         ),
         (
             vec![
@@ -740,6 +775,25 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
             ]
             .concat(),
             "--revision: --git already names the revision \"main\"",
+        ),
+        (
+            vec![
+                d,
+                "-t",
+                "r.io/a/b",
+                "--read-only",
+                "--cache-to",
+                "type=registry,ref=r.io/a/b:cache",
+            ],
+            "--cache-to: a ReadOnly (untrusted) build must not export a cache",
+        ),
+        (
+            vec![d, "-t", "r.io/a/b", "--cache-from", "type=local,src=/tmp"],
+            "--cache-from: type=local is not supported",
+        ),
+        (
+            vec![d, "-t", "r.io/a/b", "--ulimit", "nofile"],
+            "--add-host/--shm-size/--ulimit: add-hosts must be",
         ),
         (
             vec![d, "-t", "r.io/a/b", "--timeout", "25h"],

@@ -11,7 +11,7 @@ use serde_json::json;
 use support::{metadata, s3_config, spec, Cluster, SAVED, SAVED_PIN};
 
 fn cache_name() -> String {
-    keys::cache_name_for_key("shop:main")
+    keys::cache_name_for_key("shop:main@amd64")
 }
 
 /// Replica `pvc` of shop:main's BuildCache, as its status says.
@@ -24,6 +24,23 @@ async fn replica_of(c: &Cluster, pvc: &str) -> hearth::api::ReplicaStatus {
         .into_iter()
         .find(|r| r.pvc == pvc)
         .expect("replica")
+}
+
+/// Runs `build` to its end and binds its replica's PVC on its node; returns its placement.
+async fn run_and_bind(c: &mut Cluster, build: &str, digest: char) -> hearth::api::Placement {
+    let placement = c
+        .run_to_end(build, digest)
+        .await
+        .status
+        .unwrap()
+        .placement
+        .unwrap();
+    c.bind_pvc(
+        placement.replica.as_deref().unwrap(),
+        placement.node.as_deref().unwrap(),
+    )
+    .await;
+    placement
 }
 
 #[tokio::test]
@@ -126,18 +143,7 @@ async fn second_build_of_a_key_runs_hot_on_the_same_node_and_replica() {
     let mut c = Cluster::new(&["n1", "n2", "n3"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    let first = c
-        .run_to_end("b1", 'a')
-        .await
-        .status
-        .unwrap()
-        .placement
-        .unwrap();
-    c.bind_pvc(
-        first.replica.as_deref().unwrap(),
-        first.node.as_deref().unwrap(),
-    )
-    .await;
+    let first = run_and_bind(&mut c, "b1", 'a').await;
 
     c.submit("b2", spec("registry.example.com/shop/api:2", json!({})))
         .await;
@@ -177,7 +183,7 @@ async fn lost_replica_is_restored_from_its_snapshot_on_another_node() {
     let from = p.restored_from.clone().unwrap();
     assert_eq!(
         (from.key.as_str(), from.snapshot.as_str()),
-        ("shop:main", "snap-1")
+        ("shop:main@amd64", "snap-1")
     );
     // The restore runs in the builder pod's init container, on the new replica: no Job.
     assert!(c.jobs().get_opt("b2-restore-1").await.unwrap().is_none());
@@ -248,18 +254,7 @@ async fn failed_restore_builds_cold_on_the_empty_replica_and_says_why() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    let first = c
-        .run_to_end("b1", 'a')
-        .await
-        .status
-        .unwrap()
-        .placement
-        .unwrap();
-    c.bind_pvc(
-        first.replica.as_deref().unwrap(),
-        first.node.as_deref().unwrap(),
-    )
-    .await;
+    let first = run_and_bind(&mut c, "b1", 'a').await;
     c.delete_node(first.node.as_deref().unwrap()).await;
     c.submit("b2", spec("registry.example.com/shop/api:2", json!({})))
         .await;
@@ -304,18 +299,7 @@ async fn two_builds_of_one_key_never_hold_one_replica() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    let first = c
-        .run_to_end("b1", 'a')
-        .await
-        .status
-        .unwrap()
-        .placement
-        .unwrap();
-    c.bind_pvc(
-        first.replica.as_deref().unwrap(),
-        first.node.as_deref().unwrap(),
-    )
-    .await;
+    run_and_bind(&mut c, "b1", 'a').await;
 
     c.submit("b2", spec("registry.example.com/shop/api:2", json!({})))
         .await;
@@ -540,18 +524,7 @@ async fn readonly_build_uses_a_throwaway_copy_and_leaves_the_cache_untouched() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    let first = c
-        .run_to_end("b1", 'a')
-        .await
-        .status
-        .unwrap()
-        .placement
-        .unwrap();
-    c.bind_pvc(
-        first.replica.as_deref().unwrap(),
-        first.node.as_deref().unwrap(),
-    )
-    .await;
+    run_and_bind(&mut c, "b1", 'a').await;
     let before = c.cache(&cache_name()).await.status.unwrap();
 
     c.submit(
@@ -682,11 +655,11 @@ async fn a_branch_restores_main_s_snapshot_from_main_s_cache() {
     assert_eq!(c.settle("fx-1").await, Some(Phase::Restoring));
     let p = c.build("fx-1").await.status.unwrap().placement.unwrap();
     let from = p.restored_from.unwrap();
-    assert_eq!(from.key, "shop:main");
+    assert_eq!(from.key, "shop:main@amd64");
     assert_eq!(from.cache.as_deref(), Some(cache_name().as_str()));
     assert_eq!(
         p.cache.as_deref(),
-        Some(keys::cache_name_for_key("shop:feature-x").as_str()),
+        Some(keys::cache_name_for_key("shop:feature-x@amd64").as_str()),
         "the new replica is the branch's"
     );
     assert_eq!(p.node.as_deref(), Some(node.as_str()));
@@ -706,4 +679,66 @@ async fn a_branch_restores_main_s_snapshot_from_main_s_cache() {
         "the snapshot is read from the cache that saved it"
     );
     assert!(c.jobs().get_opt("fx-1-restore-1").await.unwrap().is_none());
+}
+
+fn seeded_spec(image: &str) -> hearth::api::ImageBuildSpec {
+    spec(
+        image,
+        json!({"cache": {"key": "shop:main", "registry": {
+            "importFrom": ["registry.example.com/shop/api:buildcache"],
+            "exportTo": {"ref": "registry.example.com/shop/api:buildcache"}
+        }}}),
+    )
+}
+
+async fn builder_args(c: &Cluster, pod: &str) -> Vec<String> {
+    let pod = c.pods().get(pod).await.unwrap();
+    pod.spec.unwrap().containers[0].args.clone().unwrap()
+}
+
+#[tokio::test]
+async fn a_cold_build_with_registry_caches_starts_seeded_and_a_hot_one_does_not() {
+    let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
+    c.submit("b1", seeded_spec("registry.example.com/shop/api:1"))
+        .await;
+    assert_eq!(c.settle("b1").await, Some(Phase::Building));
+    let placement = c.build("b1").await.status.unwrap().placement.unwrap();
+    assert_eq!(placement.warmth, Some(Warmth::Cold));
+    assert_eq!(
+        placement.imported_from,
+        ["registry.example.com/shop/api:buildcache"]
+    );
+    assert!(
+        placement
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("seeded from the registry cache"),
+        "{placement:?}"
+    );
+    let args = builder_args(&c, "b1-build-1").await;
+    let import = [
+        "--import-cache",
+        "type=registry,ref=registry.example.com/shop/api:buildcache",
+    ];
+    let export = [
+        "--export-cache",
+        "type=registry,ref=registry.example.com/shop/api:buildcache,mode=min",
+    ];
+    assert!(args.windows(2).any(|w| w == import), "{args:?}");
+    assert!(args.windows(2).any(|w| w == export), "{args:?}");
+
+    run_and_bind(&mut c, "b1", 'a').await;
+    c.submit("b2", seeded_spec("registry.example.com/shop/api:2"))
+        .await;
+    assert_eq!(c.settle("b2").await, Some(Phase::Building));
+    let second = c.build("b2").await.status.unwrap().placement.unwrap();
+    assert_eq!(second.warmth, Some(Warmth::Hot));
+    assert!(second.imported_from.is_empty(), "{second:?}");
+    let args = builder_args(&c, "b2-build-1").await;
+    assert!(!args.iter().any(|a| a == "--import-cache"), "{args:?}");
+    assert!(
+        args.windows(2).any(|w| w == export),
+        "a hot build still exports: {args:?}"
+    );
 }

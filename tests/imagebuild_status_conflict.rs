@@ -14,7 +14,7 @@ use serde_json::json;
 use support::{metadata, s3_config, spec, Cluster, SAVED};
 
 fn cache_name() -> String {
-    keys::cache_name_for_key("shop:main")
+    keys::cache_name_for_key("shop:main@amd64")
 }
 
 fn phase(ib: &ImageBuild) -> Option<Phase> {

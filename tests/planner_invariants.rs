@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use hearth::api::keys::ARCH_LABEL;
 use hearth::api::{CacheMode, ReplicaState};
 use hearth::planner::{
     plan, Action, BuildRequest, ClusterView, KeyStats, Location, Node, PlannerConfig, Replica,
@@ -15,6 +16,7 @@ use proptest::prelude::*;
 const GB: u64 = 1_000_000_000;
 const NAMESPACES: [&str; 2] = ["shop", "bank"];
 const KEYS: [&str; 4] = ["main", "dev", "feature", "release"];
+const ARCHES: [&str; 2] = ["amd64", "arm64"];
 
 #[derive(Clone, Debug)]
 struct NodeSpec {
@@ -162,7 +164,10 @@ fn build(case: &Case) -> (ClusterView, BuildRequest) {
             v.add_node(Node {
                 name: format!("n{i}"),
                 zone: format!("z{}", i % 2),
-                labels: BTreeMap::from([("pool".to_string(), n.pool.to_string())]),
+                labels: BTreeMap::from([
+                    ("pool".to_string(), n.pool.to_string()),
+                    (ARCH_LABEL.to_string(), ARCHES[(i / 2) % 2].to_string()),
+                ]),
                 taints,
                 ready: n.ready,
                 free_slots: n.free,
@@ -240,6 +245,8 @@ fn build(case: &Case) -> (ClusterView, BuildRequest) {
     if let Some(p) = case.pool {
         req.node_selector.insert("pool".into(), p.to_string());
     }
+    // Builds of either architecture, or (the simulator's requests) of none.
+    req.arch = ARCHES.get((case.ns + case.key) % 3).map(|a| a.to_string());
     if case.tolerate {
         req.tolerations.push(Toleration {
             key: "dedicated".into(),
@@ -259,6 +266,9 @@ proptest! {
         let (view, req) = build(&case);
         let d = plan(&view, &req, case.now, &PlannerConfig::default()).expect("valid input");
         let own_ns = |key| view.key(key).namespace == req.namespace;
+        if let (Some(arch), Some(node)) = (&req.arch, d.action.node()) {
+            prop_assert_eq!(view.node(node).labels.get(ARCH_LABEL), Some(arch), "a node of another architecture");
+        }
         match &d.action {
             Action::UseReplica { replica, node } => {
                 let r = view.replica(*replica).expect("replica exists");

@@ -61,7 +61,7 @@ async fn wait_replica(
     ok: impl Fn(Option<&hearth::api::ReplicaStatus>) -> bool,
 ) {
     let caches = c.caches();
-    let name = keys::cache_name_for_key(key);
+    let name = keys::cache_name_for_key(&keys::arch_scoped(key, "amd64"));
     let ok = &ok;
     c.wait_for(&format!("replica {pvc}: {what}"), secs(20), || {
         let caches = caches.clone();
@@ -189,10 +189,10 @@ async fn a_branch_starts_from_main_s_snapshot() {
     let p = placement(&fx);
     assert_eq!(p.warmth, Some(Warmth::Restored), "{p:?}");
     let from = p.restored_from.clone().expect("restoredFrom");
-    assert_eq!(from.key, "shop:main");
+    assert_eq!(from.key, "shop:main@amd64");
     assert_eq!(
         from.cache.as_deref(),
-        Some(keys::cache_name_for_key("shop:main").as_str())
+        Some(keys::cache_name_for_key("shop:main@amd64").as_str())
     );
     assert_eq!(
         condition(&fx, "CacheReady").map(|c| c.1).as_deref(),
@@ -246,7 +246,7 @@ async fn a_branch_starts_from_main_s_snapshot() {
     // BuildCache status, and the real `hearth` checked it (its result says so).
     let main_cache = c
         .caches()
-        .get(&keys::cache_name_for_key("shop:main"))
+        .get(&keys::cache_name_for_key("shop:main@amd64"))
         .await
         .unwrap();
     let recorded = main_cache.status.unwrap().snapshots;
@@ -276,13 +276,17 @@ async fn a_failed_restore_builds_cold_in_the_next_attempt_saying_why() {
     let c = TestCluster::start(ClusterOpts::default()).await;
     build_and_save(&c, "main-1", "shop:main").await;
     let wrong = "0".repeat(64);
-    cluster::util::update_status(&c.caches(), &keys::cache_name_for_key("shop:main"), |bc| {
-        let status = bc.status.as_mut().expect("status");
-        for s in &mut status.snapshots {
-            s.manifest_sha256 = Some(wrong.clone());
-        }
-        true
-    })
+    cluster::util::update_status(
+        &c.caches(),
+        &keys::cache_name_for_key("shop:main@amd64"),
+        |bc| {
+            let status = bc.status.as_mut().expect("status");
+            for s in &mut status.snapshots {
+                s.manifest_sha256 = Some(wrong.clone());
+            }
+            true
+        },
+    )
     .await
     .unwrap();
 
@@ -337,7 +341,7 @@ async fn a_failed_restore_builds_cold_in_the_next_attempt_saying_why() {
 async fn a_read_only_fork_build_seeds_from_main_and_writes_nothing() {
     let c = TestCluster::start(ClusterOpts::default()).await;
     let main = build_and_save(&c, "main-1", "shop:main").await;
-    let main_cache = keys::cache_name_for_key("shop:main");
+    let main_cache = keys::cache_name_for_key("shop:main@amd64");
     let snapshots = |c: &TestCluster| {
         let caches = c.caches();
         let name = main_cache.clone();
@@ -663,4 +667,73 @@ async fn reconcile_durations_are_exported_per_controller() {
         );
         assert_eq!(series_value(&metrics, &inf), count, "{inf}\n{metrics}");
     }
+}
+
+/// What the played buildctl of a build's pod printed (buildctl's own output, before the
+/// container's script tees it).
+async fn buildctl_output(c: &TestCluster, ib: &ImageBuild, pod: &str) -> String {
+    let uid = c.pods().get(pod).await.expect("builder pod").metadata.uid;
+    let node = placement(ib).node.expect("node");
+    let file = c
+        .root
+        .path()
+        .join("nodes")
+        .join(node)
+        .join("pods")
+        .join(uid.unwrap_or_default())
+        .join("buildctl.out");
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// A key with no cache on the cluster starts seeded from its registry cache: the real
+/// controller records it in placement and its builder's buildctl imports it, with every tag
+/// in one export buildctl can read. The next build of the key is hot and imports nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_node_starts_seeded_from_the_registry_cache_and_a_hot_one_does_not() {
+    let c = TestCluster::start(ClusterOpts::default()).await;
+    let cache_ref = "registry.example/acme/shop:buildcache";
+    let spec = || {
+        let mut spec = build_spec("shop:seeded", json!({}));
+        spec.output.tags = vec!["latest".into()];
+        spec.cache.registry = Some(hearth::api::RegistryCache {
+            import_from: vec![cache_ref.into()],
+            export_to: None,
+        });
+        spec
+    };
+    c.apply_build("seeded-1", spec()).await;
+    let first = wait_saved(&c, "seeded-1").await;
+    let p = placement(&first);
+    assert_eq!(p.warmth, Some(Warmth::Cold), "{p:?}");
+    assert_eq!(p.imported_from, [cache_ref], "{p:?}");
+    let out = buildctl_output(&c, &first, "seeded-1-build-1").await;
+    assert!(
+        out.contains(&format!("importing cache manifest from {cache_ref}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("naming to registry.example/acme/shop:main,registry.example/acme/shop:latest"),
+        "{out}"
+    );
+    let status = first.status.expect("status");
+    assert_eq!(
+        status.tags,
+        [
+            "registry.example/acme/shop:main",
+            "registry.example/acme/shop:latest"
+        ]
+    );
+    let digest = status.image_digest.expect("digest");
+    assert_eq!(
+        status.image,
+        Some(format!("registry.example/acme/shop@{digest}"))
+    );
+
+    c.apply_build("seeded-2", spec()).await;
+    let second = c.wait_build("seeded-2", "Succeeded", secs(60)).await;
+    let p = placement(&second);
+    assert_eq!(p.warmth, Some(Warmth::Hot), "{p:?}");
+    assert!(p.imported_from.is_empty(), "{p:?}");
+    let out = buildctl_output(&c, &second, "seeded-2-build-1").await;
+    assert!(!out.contains("importing cache"), "{out}");
 }

@@ -120,7 +120,7 @@ async fn a_build_cache_whose_store_prefix_is_empty_is_deleted() {
     );
     std::fs::remove_dir_all(&prefix).unwrap();
 
-    let name = keys::cache_name_for_key("shop:main");
+    let name = keys::cache_name_for_key("shop:main@amd64");
     let caches = c.caches();
     caches
         .patch(

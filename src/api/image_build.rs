@@ -12,9 +12,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::LocalObjectReference;
+use super::registry::{OutputSpec, RegistryCache};
 
-/// Full image reference with a registry host: `host[:port]/path[:tag]`.
-pub const IMAGE_REF_PATTERN: &str = r"^((localhost|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)(:[0-9]{1,5})?|[A-Za-z0-9-]+:[0-9]{1,5})(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)+(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$";
 /// `os/arch[/variant]`, as BuildKit's `--opt platform=` takes it.
 pub const PLATFORM_PATTERN: &str = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$";
 /// Cache keys: printable, no spaces, starting with a letter or digit.
@@ -31,9 +30,11 @@ pub const SPEC_IMMUTABLE_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.stat
 && has(self.spec.target) == has(oldSelf.spec.target) && (!has(self.spec.target) || self.spec.target == oldSelf.spec.target) \
 && has(self.spec.buildArgs) == has(oldSelf.spec.buildArgs) && (!has(self.spec.buildArgs) || self.spec.buildArgs == oldSelf.spec.buildArgs) \
 && has(self.spec.platforms) == has(oldSelf.spec.platforms) && (!has(self.spec.platforms) || self.spec.platforms == oldSelf.spec.platforms) \
+&& has(self.spec.platformMode) == has(oldSelf.spec.platformMode) && (!has(self.spec.platformMode) || self.spec.platformMode == oldSelf.spec.platformMode) \
 && has(self.spec.secrets) == has(oldSelf.spec.secrets) && (!has(self.spec.secrets) || self.spec.secrets == oldSelf.spec.secrets) \
 && has(self.spec.labels) == has(oldSelf.spec.labels) && (!has(self.spec.labels) || self.spec.labels == oldSelf.spec.labels) \
 && has(self.spec.cache) == has(oldSelf.spec.cache) && (!has(self.spec.cache) || self.spec.cache == oldSelf.spec.cache) \
+&& has(self.spec.frontendOptions) == has(oldSelf.spec.frontendOptions) && (!has(self.spec.frontendOptions) || self.spec.frontendOptions == oldSelf.spec.frontendOptions) \
 && has(self.spec.timeout) == has(oldSelf.spec.timeout) && (!has(self.spec.timeout) || self.spec.timeout == oldSelf.spec.timeout) \
 && has(self.spec.resources) == has(oldSelf.spec.resources) && (!has(self.spec.resources) || self.spec.resources == oldSelf.spec.resources) \
 && has(self.spec.nodeSelector) == has(oldSelf.spec.nodeSelector) && (!has(self.spec.nodeSelector) || self.spec.nodeSelector == oldSelf.spec.nodeSelector) \
@@ -95,6 +96,7 @@ pub fn named_context_credentials_rule() -> String {
         .field_path(".spec.ssh"),
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.platforms) || size(self.platforms) <= 1 || has(self.platformMode)").message("more than one platform needs platformMode: Emulate (one build, the other architectures emulated where the nodes have binfmt); one build per architecture is not available yet").field_path(".platformMode"))]
 pub struct ImageBuildSpec {
     /// Where the build context comes from: exactly one of `git`, `context` or `upload`.
     pub source: SourceSpec,
@@ -117,7 +119,9 @@ pub struct ImageBuildSpec {
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$') && size(self[k]) <= 4096)").message("names must match [A-Za-z_][A-Za-z0-9_]* and values be at most 4096 characters"))]
     pub build_args: BTreeMap<String, String>,
     /// Target platforms, `os/arch[/variant]` (for example `linux/amd64`, `linux/arm64/v8`).
-    /// Empty builds for the node's own platform.
+    /// The build runs on nodes of the first platform's architecture (`kubernetes.io/arch`);
+    /// empty builds for the operator's default architecture. More than one platform needs
+    /// `platformMode: Emulate`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 16),
@@ -128,6 +132,12 @@ pub struct ImageBuildSpec {
     )]
     #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("entries must be unique"))]
     pub platforms: Vec<String>,
+    /// How several `platforms` are built. `Emulate`: one build for all of them on nodes of
+    /// the first platform's architecture, the others run under QEMU emulation (the nodes need
+    /// binfmt handlers registered, as `tonistiigi/binfmt` installs them). Required with more
+    /// than one platform, until one build per architecture is available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_mode: Option<PlatformMode>,
     /// Build secrets (`RUN --mount=type=secret,id=...`), each taken from a key of a Secret in
     /// this namespace. They are mounted read-only into the builder, never passed in env or args.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -144,6 +154,14 @@ pub struct ImageBuildSpec {
     /// Which cache the build uses and whether it may write back to it.
     #[serde(default)]
     pub cache: CacheSpec,
+    /// Extra Dockerfile frontend options, from an allow-list: `add-hosts`
+    /// (`host=ip[,host=ip]`, buildx `--add-host`), `shm-size` (bytes, `--shm-size`) and
+    /// `ulimit` (`name=soft[:hard][,...]`, `--ulimit`). At most 3.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 3))]
+    #[x_kube(validation = Rule::new(frontend_keys_rule()).message("keys must be add-hosts, shm-size or ulimit (other frontend options are spec fields, or not allowed; BUILDKIT_* build arguments go in buildArgs)"))]
+    #[x_kube(validation = Rule::new(FRONTEND_VALUES_RULE).message("add-hosts must be host=ip[,host=ip...], shm-size a number of bytes, ulimit name=soft[:hard][,...]; each at most 1024 characters"))]
+    pub frontend_options: BTreeMap<String, String>,
     /// Longest the whole build may take, queueing included (Go duration, `1h` by default,
     /// at most `24h`). A build past its timeout fails with reason `Timeout`.
     #[serde(default = "default_timeout")]
@@ -199,10 +217,12 @@ impl Default for ImageBuildSpec {
             target: None,
             build_args: BTreeMap::new(),
             platforms: Vec::new(),
+            platform_mode: None,
             secrets: Vec::new(),
             labels: BTreeMap::new(),
             output: OutputSpec::default(),
             cache: CacheSpec::default(),
+            frontend_options: BTreeMap::new(),
             timeout: default_timeout(),
             resources: None,
             node_selector: BTreeMap::new(),
@@ -421,25 +441,21 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
-/// Where the built image goes.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct OutputSpec {
-    /// Full image reference with its registry host, for example
-    /// `registry.example.com/team/app:1.2.3` (`:latest` when the tag is left out).
-    #[schemars(length(min = 1, max = 512))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{}')", IMAGE_REF_PATTERN.replace('\\', "\\\\"))).message("must be a full image reference with a registry host, like registry.example.com/team/app:tag"))]
-    pub image: String,
-    /// Push the image. `false` builds only (a check that the image still builds).
-    #[serde(default = "default_true")]
-    pub push: bool,
-    /// Secret of type `kubernetes.io/dockerconfigjson` with push credentials for the registry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub push_secret_ref: Option<LocalObjectReference>,
+/// Values of the allowed frontend options, each in the form the frontend parses.
+const FRONTEND_VALUES_RULE: &str = "self.all(k, size(self[k]) <= 1024 && (k != 'add-hosts' || self[k].matches('^[A-Za-z0-9.-]+=[0-9A-Fa-f:.]+(,[A-Za-z0-9.-]+=[0-9A-Fa-f:.]+)*$')) && (k != 'shm-size' || self[k].matches('^[0-9]{1,15}$')) && (k != 'ulimit' || self[k].matches('^[a-z]+=-?[0-9]+(:-?[0-9]+)?(,[a-z]+=-?[0-9]+(:-?[0-9]+)?)*$')))";
+
+/// Keys of `frontendOptions`: [`FRONTEND_OPTIONS`].
+fn frontend_keys_rule() -> String {
+    let keys: Vec<String> = FRONTEND_OPTIONS.iter().map(|k| format!("'{k}'")).collect();
+    format!("self.all(k, k in [{}])", keys.join(", "))
 }
 
-fn default_true() -> bool {
-    true
+/// How an ImageBuild of several platforms is built.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlatformMode {
+    /// One build for every platform on nodes of the first platform's architecture; BuildKit
+    /// runs the other platforms' steps under QEMU (binfmt), slower but one pass.
+    Emulate,
 }
 
 /// How a build may use its cache.
@@ -459,6 +475,7 @@ pub enum CacheMode {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.key) || !has(self.restoreKeys) || !(self.key in self.restoreKeys)").message("must not repeat spec.cache.key").field_path(".restoreKeys"))]
+#[x_kube(validation = Rule::new("!has(self.registry) || !has(self.registry.exportTo) || !has(self.mode) || self.mode != 'ReadOnly'").message("a ReadOnly (untrusted) build must not export a cache; remove exportTo or use ReadWrite").field_path(".registry.exportTo"))]
 pub struct CacheSpec {
     /// Cache key. When empty, Hearth derives one from the source URL, Dockerfile path and target
     /// (reported in `status.cacheKey`). Builds with the same key share warm replicas.
@@ -492,7 +509,18 @@ pub struct CacheSpec {
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub cache_ref: Option<String>,
+    /// Registry caches, next to Hearth's own (BuildKit's `type=registry` cache import and
+    /// export): refs a cold build imports from when neither the key nor a restore key has a
+    /// replica or snapshot, and a ref every build exports to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryCache>,
 }
+
+/// Frontend options a build may pass through to the Dockerfile frontend: the keys buildx
+/// sets from `--add-host`, `--shm-size` and `--ulimit`. Every other option is set by a field
+/// of the spec (context, Dockerfile, target, platforms, labels, attestations) or is not
+/// allowed (network mode, cgroup parent); `BUILDKIT_*` build arguments go in `buildArgs`.
+pub const FRONTEND_OPTIONS: [&str; 3] = ["add-hosts", "shm-size", "ulimit"];
 
 /// Compute resources of the builder container.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -598,6 +626,10 @@ pub struct Placement {
     /// Where a restored cache came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<RestoredFrom>,
+    /// Registry cache refs a cold build imported from (`spec.cache.registry.importFrom`):
+    /// set only when neither the key nor a restore key had a replica or snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imported_from: Vec<String>,
     /// The planner's reason, in words (for example why the build is cold).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -653,6 +685,14 @@ pub struct ImageBuildStatus {
     /// is what was built), from its build info. Git sources only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_commit: Option<String>,
+    /// The pushed image by digest, `repository@sha256:...` of `spec.output.image`: the
+    /// reference to deploy or sign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Every name pushed: `spec.output.image` and each of `spec.output.tags`, as full
+    /// references.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// When the controller started working on the build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,

@@ -1,22 +1,74 @@
-//! Cache keys and names: the key a build uses when `spec.cache.key` is empty, and the
-//! deterministic BuildCache name Hearth gives the cache of a key. Pure functions.
+//! Cache keys and names: the key a build uses when `spec.cache.key` is empty, the
+//! architecture every key is scoped to, and the deterministic BuildCache name Hearth gives the
+//! cache of a key. Pure functions.
 
 use super::image_build::{ImageBuildSpec, SourceSpec};
 
 /// Longest cache key the API accepts.
 pub const MAX_KEY_LEN: usize = 253;
 
+/// Node label holding a node's architecture, in Go's names (`amd64`, `arm64`, `arm`...).
+pub const ARCH_LABEL: &str = "kubernetes.io/arch";
+
 /// The cache key of a build: `spec.cache.key` when set, else one derived from the source
 /// (repository or context), the Dockerfile path and the target, so that every build of the
-/// same Dockerfile in the same repository shares a cache whatever its revision.
+/// same Dockerfile in the same repository shares a cache whatever its revision; either way
+/// scoped to the architecture of the nodes it runs on ([`build_arch`], [`arch_scoped`]): a
+/// BuildKit state directory holds that architecture's base layers and tools, and must never
+/// reach a node of another.
 ///
-/// `github.com/acme/shop` + `docker/api.Dockerfile` + target `prod` gives
-/// `github.com/acme/shop:docker/api.Dockerfile:prod`.
-pub fn cache_key(spec: &ImageBuildSpec) -> String {
-    if let Some(key) = &spec.cache.key {
-        return key.clone();
-    }
-    derive_cache_key(&spec.source, &spec.dockerfile, spec.target.as_deref())
+/// `github.com/acme/shop` + `docker/api.Dockerfile` + target `prod` on arm64 gives
+/// `github.com/acme/shop:docker/api.Dockerfile:prod@arm64`.
+pub fn cache_key(spec: &ImageBuildSpec, default_arch: &str) -> String {
+    let key = match &spec.cache.key {
+        Some(key) => key.clone(),
+        None => derive_cache_key(&spec.source, &spec.dockerfile, spec.target.as_deref()),
+    };
+    arch_scoped(&key, &build_arch(spec, default_arch))
+}
+
+/// The restore keys of a build, each scoped to the build's architecture as its key is.
+pub fn restore_keys(spec: &ImageBuildSpec, default_arch: &str) -> Vec<String> {
+    let arch = build_arch(spec, default_arch);
+    spec.cache
+        .restore_keys
+        .iter()
+        .map(|k| arch_scoped(k, &arch))
+        .collect()
+}
+
+/// The architecture of the nodes a build runs on (their `kubernetes.io/arch`): that of its
+/// first platform (`linux/arm64/v8` gives `arm64`), else `default_arch` (the operator's
+/// `builder.defaultArch`). A build of several platforms in one pass runs on nodes of its
+/// first platform and emulates the others.
+pub fn build_arch(spec: &ImageBuildSpec, default_arch: &str) -> String {
+    spec.platforms
+        .first()
+        .and_then(|p| platform_arch(p))
+        .unwrap_or(default_arch)
+        .to_string()
+}
+
+/// The architecture of an `os/arch[/variant]` platform.
+pub fn platform_arch(platform: &str) -> Option<&str> {
+    platform.split('/').nth(1).filter(|a| !a.is_empty())
+}
+
+/// The architecture a key in use is scoped to (what follows its last `@`, when it looks like
+/// a `kubernetes.io/arch` value); `None` for a key from before keys were scoped.
+pub fn key_arch(key: &str) -> Option<&str> {
+    let (_, arch) = key.rsplit_once('@')?;
+    let valid = !arch.is_empty()
+        && arch
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    valid.then_some(arch)
+}
+
+/// `key` scoped to `arch`: `<key>@<arch>`, within the key pattern and length (a key too long
+/// for the suffix is shortened with a hash, as [`sanitize_key`] does).
+pub fn arch_scoped(key: &str, arch: &str) -> String {
+    sanitize_key(&format!("{key}@{arch}"))
 }
 
 /// The derived key of [`cache_key`], always within the API's key pattern and length.
@@ -259,6 +311,46 @@ mod tests {
             derive_cache_key(&upload(None), "Dockerfile", Some("prod")),
             "upload:Dockerfile:prod"
         );
+    }
+
+    #[test]
+    fn every_key_is_scoped_to_the_build_arch() {
+        let mut spec = ImageBuildSpec {
+            source: git("https://github.com/acme/shop", None),
+            ..Default::default()
+        };
+        // No platform: the operator's default architecture.
+        assert_eq!(
+            cache_key(&spec, "amd64"),
+            "github.com/acme/shop:Dockerfile@amd64"
+        );
+        assert_eq!(
+            cache_key(&spec, "arm64"),
+            "github.com/acme/shop:Dockerfile@arm64"
+        );
+        // One platform: its architecture, whatever the default; the variant does not split it.
+        spec.platforms = vec!["linux/arm64/v8".into()];
+        assert_eq!(build_arch(&spec, "amd64"), "arm64");
+        assert_eq!(
+            cache_key(&spec, "amd64"),
+            "github.com/acme/shop:Dockerfile@arm64"
+        );
+        // Several in one pass: the first platform's nodes build (and emulate the rest).
+        spec.platforms = vec!["linux/s390x".into(), "linux/amd64".into()];
+        assert_eq!(build_arch(&spec, "amd64"), "s390x");
+        // An explicit key and the restore keys are scoped too: a replica's state is arch-specific.
+        spec.platforms = vec!["linux/arm64".into()];
+        spec.cache.key = Some("shop-main".into());
+        spec.cache.restore_keys = vec!["shop-base".into()];
+        assert_eq!(cache_key(&spec, "amd64"), "shop-main@arm64");
+        assert_eq!(restore_keys(&spec, "amd64"), ["shop-base@arm64"]);
+        assert_eq!(key_arch(&cache_key(&spec, "amd64")), Some("arm64"));
+        assert_eq!(key_arch("shop:main"), None);
+        assert_eq!(key_arch("git@github.com/acme/shop:Dockerfile"), None);
+        let re = regex::Regex::new(crate::api::image_build::CACHE_KEY_PATTERN).unwrap();
+        let long = arch_scoped(&"k".repeat(MAX_KEY_LEN), "arm64");
+        assert!(long.len() <= MAX_KEY_LEN && re.is_match(&long), "{long}");
+        assert_ne!(long, arch_scoped(&"k".repeat(MAX_KEY_LEN), "amd64"));
     }
 
     #[test]

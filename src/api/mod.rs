@@ -8,6 +8,7 @@ pub mod common;
 pub mod image_build;
 pub mod keys;
 pub mod quantity;
+pub mod registry;
 
 pub use build_cache::{
     BuildCache, BuildCacheSpec, BuildCacheStatus, CacheGcPolicy, CacheOperation, CacheStorage,
@@ -16,9 +17,13 @@ pub use build_cache::{
 };
 pub use image_build::{
     BuildResources, BuildSecret, CacheMode, CachePrune, CacheSpec, ContextSource, Durations,
-    GitSource, ImageBuild, ImageBuildSpec, ImageBuildStatus, OutputSpec, Phase, Placement,
+    GitSource, ImageBuild, ImageBuildSpec, ImageBuildStatus, Phase, Placement, PlatformMode,
     PruneResult, PvcContext, RestoredFrom, SecretKeyRef, SourceSpec, SshAgent, UploadSource,
-    Warmth,
+    Warmth, FRONTEND_OPTIONS,
+};
+pub use registry::{
+    Attestations, Compression, ExportMode, OutputSpec, Provenance, ProvenanceMode, RegistryCache,
+    RegistryExport,
 };
 
 /// API group of every Hearth resource.

@@ -9,9 +9,14 @@ use kube::core::Duration;
 
 use crate::api::common::LocalObjectReference;
 use crate::api::image_build::{
-    clean_dir, dockerfile_in_context, CacheMode, GitSource, ImageBuildSpec, OutputSpec, SourceSpec,
+    clean_dir, dockerfile_in_context, CacheMode, GitSource, ImageBuildSpec, PlatformMode,
+    SourceSpec,
 };
+use crate::api::OutputSpec;
 use crate::api::{ImageBuild, SecretKeyRef, SshAgent, UploadSource};
+
+use super::bad_input::BadInput;
+use super::buildx::BuildxArgs;
 
 /// How the result is printed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -30,8 +35,10 @@ pub struct BuildArgs {
     #[arg(value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Image to build and push: a full reference with a registry host (`registry/app:tag`).
+    /// Repeat to push more names: a full reference, or a bare tag in the first one's
+    /// repository.
     #[arg(short = 't', long = "tag", value_name = "IMAGE")]
-    pub tag: Option<String>,
+    pub tags: Vec<String>,
     /// Dockerfile: a path on this machine inside DIR (like `docker build -f`), or with
     /// `--git` a path inside the repository. `Dockerfile` in the context by default.
     #[arg(short = 'f', long = "file", value_name = "DOCKERFILE")]
@@ -45,6 +52,10 @@ pub struct BuildArgs {
     /// Target platform (`linux/amd64`); repeat or separate with commas.
     #[arg(long = "platform", value_name = "PLATFORM")]
     pub platforms: Vec<String>,
+    /// Build every `--platform` in one pass, the ones not native to the node emulated (the
+    /// nodes need binfmt; `spec.platformMode: Emulate`). Required with more than one platform.
+    #[arg(long)]
+    pub emulate: bool,
     /// Image label `KEY=VALUE`.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
@@ -116,6 +127,9 @@ pub struct BuildArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Annotations, attestations, registry caches and frontend options, as buildx spells them.
+    #[command(flatten)]
+    pub buildx: BuildxArgs,
 }
 
 /// `hearth wait`: wait for an ImageBuild created by any means.
@@ -145,26 +159,6 @@ pub struct LogsArgs {
     /// Keep streaming until the builder exits.
     #[arg(short = 'f', long)]
     pub follow: bool,
-}
-
-/// A refused flag: exit code 2.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{flag}: {message}")]
-pub struct BadInput {
-    /// The flag (or argument) to fix, as the user typed it (`-t/--tag`).
-    pub flag: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl BadInput {
-    /// A refusal of `flag`.
-    pub fn new(flag: &str, message: impl Into<String>) -> BadInput {
-        BadInput {
-            flag: flag.into(),
-            message: message.into(),
-        }
-    }
 }
 
 /// A Go duration flag, bounded.
@@ -205,10 +199,11 @@ pub fn image_build(
     upload: Option<&UploadInfo>,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<ImageBuild, BadInput> {
-    let image = args
-        .tag
-        .clone()
+    let (image, more_tags) = args
+        .tags
+        .split_first()
         .ok_or_else(|| BadInput::new("-t/--tag", "an image to build is required"))?;
+    let image = image.clone();
     let source = match (&args.git, upload, &args.dir) {
         (Some(_), _, Some(_)) => {
             return Err(BadInput::new(
@@ -299,9 +294,12 @@ pub fn image_build(
                 .push_secret
                 .clone()
                 .map(|name| LocalObjectReference { name }),
+            tags: more_tags.to_vec(),
+            ..Default::default()
         },
         ..Default::default()
     };
+    spec.platform_mode = args.emulate.then_some(PlatformMode::Emulate);
     spec.cache.key = args.cache_key.clone();
     spec.cache.restore_keys = fallback_keys(args.cache_key.as_deref(), &args.restore_keys);
     spec.cache.mode = match (args.cache_mode, args.read_only) {
@@ -327,6 +325,7 @@ pub fn image_build(
     if let Some(t) = &args.timeout {
         spec.timeout = parse_duration("--timeout", t, 24)?;
     }
+    super::buildx::apply(&args.buildx, &mut spec)?;
     let mut ib = ImageBuild::new("", spec);
     ib.metadata.name = None;
     ib.metadata.namespace = args.namespace.clone();
@@ -388,10 +387,16 @@ fn parse_cache_mode(value: &str) -> Result<CacheMode, String> {
 
 /// Which flag sets a field of the spec, for errors from the API's own rules.
 fn flag_of(field: &str) -> &'static str {
-    const FLAGS: [(&str, &str); 16] = [
+    const FLAGS: [(&str, &str); 22] = [
         ("spec.buildContexts", "--build-context"),
         ("spec.ssh", "--ssh"),
         ("spec.output.pushSecretRef", "--push-secret"),
+        ("spec.platformMode", "--emulate"),
+        ("spec.output.tags", "-t/--tag"),
+        ("spec.output.annotations", "--annotation"),
+        ("spec.cache.registry.importFrom", "--cache-from"),
+        ("spec.cache.registry.exportTo", "--cache-to"),
+        ("spec.frontendOptions", "--add-host/--shm-size/--ulimit"),
         ("spec.output", "-t/--tag"),
         ("spec.dockerfile", "-f/--file"),
         ("spec.target", "--target"),
@@ -521,7 +526,7 @@ mod tests {
     fn a_git_context_takes_buildx_ref_and_subdir_and_the_dockerfile_from_the_repository_root() {
         let args = BuildArgs {
             git: Some("https://github.com/acme/shop.git#v2:./svc/api/".into()),
-            tag: Some("registry.example.com/shop/api:2".into()),
+            tags: vec!["registry.example.com/shop/api:2".into()],
             file: Some("svc/api/docker/Dockerfile".into()),
             upload_timeout: "10m".into(),
             ..Default::default()

@@ -175,6 +175,9 @@ pub fn render_outcome(ib: &ImageBuild, log_tail: &[String]) -> String {
             out.push_str(&format!("Succeeded  {name}\n"));
             let digest = status.image_digest.as_deref().unwrap_or("(not reported)");
             out.push_str(&format!("  image    {}\n", ib.spec.output.image));
+            for tag in ib.spec.output.names().iter().skip(1) {
+                out.push_str(&format!("  tag      {tag}\n"));
+            }
             out.push_str(&format!("  digest   {digest}\n"));
             if let Some(commit) = &status.git_commit {
                 out.push_str(&format!("  commit   {commit}\n"));
@@ -228,13 +231,42 @@ pub fn outcome_json(ib: &ImageBuild) -> serde_json::Value {
         "image": ib.spec.output.image,
         "digest": status.image_digest,
         "containerimage.digest": status.image_digest,
-        "image.name": ib.spec.output.image,
+        // As BuildKit writes it: every name pushed, comma-separated.
+        "image.name": ib.spec.output.names().join(","),
+        "tags": ib.spec.output.names(),
         "gitCommit": status.git_commit,
         "cacheKey": status.cache_key,
         "warmth": p.warmth,
         "restoredFrom": p.restored_from,
+        "importedFrom": p.imported_from,
         "node": p.node,
         "durations": status.durations,
         "exitCode": exit_for(ib).map(Exit::code),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outcome_names_every_tag_pushed_as_buildkit_does_and_the_registry_seed() {
+        let mut ib: ImageBuild = serde_json::from_value(serde_json::json!({
+            "apiVersion": "hearth.dev/v1alpha1", "kind": "ImageBuild",
+            "metadata": {"name": "api-1", "namespace": "shop"},
+            "spec": {
+                "source": {"git": {"url": "https://github.com/acme/shop.git"}},
+                "output": {"image": "r.io/shop/api:1", "tags": ["latest"]}
+            },
+            "status": {"phase": "Succeeded", "imageDigest": "sha256:ab",
+                "placement": {"warmth": "Cold", "importedFrom": ["r.io/shop/api:cache"]}}
+        }))
+        .unwrap();
+        let v = outcome_json(&ib);
+        assert_eq!(v["image.name"], "r.io/shop/api:1,r.io/shop/api:latest");
+        assert_eq!(v["importedFrom"][0], "r.io/shop/api:cache");
+        assert!(render_outcome(&ib, &[]).contains("  tag      r.io/shop/api:latest\n"));
+        ib.spec.output.tags.clear();
+        assert_eq!(outcome_json(&ib)["image.name"], "r.io/shop/api:1");
+    }
 }

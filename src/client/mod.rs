@@ -4,6 +4,8 @@
 //! the API ([`session`]) and the real log and exec plumbing ([`kube_io`]).
 
 pub mod args;
+pub mod bad_input;
+pub mod buildx;
 pub mod follow;
 pub mod kube_io;
 pub mod session;
@@ -18,7 +20,8 @@ use futures::StreamExt;
 use kube::api::{Api, PostParams};
 use kube::Client;
 
-use self::args::{BadInput, BuildArgs, LogsArgs, OutputFormat, UploadInfo, WaitArgs};
+use self::args::{BuildArgs, LogsArgs, OutputFormat, UploadInfo, WaitArgs};
+use self::bad_input::BadInput;
 use self::follow::{outcome_json, render_outcome, Exit};
 use self::session::{FollowOptions, Followed, LogSource, PendingUpload, Session, Uploader};
 use self::ui::Ui;
@@ -295,7 +298,7 @@ pub async fn build(args: BuildArgs, mut env: Env) -> Exit {
 }
 
 async fn build_inner(args: &BuildArgs, env: &mut Env) -> Result<Exit, CommandError> {
-    if args.tag.is_none() {
+    if args.tags.is_empty() {
         return Err(BadInput::new("-t/--tag", "an image to build is required").into());
     }
     if args.git.is_some() && args.dir.is_some() {

@@ -115,6 +115,9 @@ pub struct BuilderConfig {
     pub read_only_runtime_class_name: String,
     /// Proxy settings of builder pods.
     pub proxy: ProxySettings,
+    /// Architecture (`kubernetes.io/arch`) of builds that name no platform, and of nodes
+    /// without that label. Caches are scoped to an architecture (docs/planner.md).
+    pub default_arch: String,
 }
 
 /// Proxy settings of builder pods: buildkitd (pulls, pushes, https contexts) and git read them
@@ -170,6 +173,7 @@ impl Default for BuilderConfig {
             runtime_class_name: String::new(),
             read_only_runtime_class_name: String::new(),
             proxy: ProxySettings::default(),
+            default_arch: "amd64".to_string(),
         }
     }
 }
@@ -469,6 +473,17 @@ impl OperatorConfig {
                 "builder.image and builder.hearthImage must be set".into(),
             ));
         }
+        let arch = &self.builder.default_arch;
+        if arch.is_empty()
+            || !arch
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err((
+                "builder.defaultArch",
+                format!("expected a kubernetes.io/arch value such as amd64 or arm64, got {arch:?}"),
+            ));
+        }
         self.builder.check()?;
         self.buildkitd
             .check()
@@ -553,6 +568,15 @@ tekton: {enabled: true}
             err.contains("c.yaml: buildkitd: registries[0].host: expected a registry host"),
             "{err}"
         );
+        let err = OperatorConfig::parse("c.yaml", "builder: {defaultArch: linux/arm64}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("builder.defaultArch") && err.contains("linux/arm64"),
+            "{err}"
+        );
+        let arm = OperatorConfig::parse("c.yaml", "builder: {defaultArch: arm64}").unwrap();
+        assert_eq!(arm.builder.default_arch, "arm64");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::config::OperatorConfig;
 use super::key_history;
 use super::snapshot_records;
 use crate::api::quantity;
-use crate::api::{BuildCache, ImageBuild, ReplicaState};
+use crate::api::{keys, BuildCache, ImageBuild, ReplicaState};
 use crate::planner::{
     BuildRequest, ClusterView, KeyId, Location, PlannerConfig, Replica, ReplicaId, Snapshot,
     StoreModel, Taint, TaintEffect, Toleration, TolerationOperator,
@@ -210,13 +210,19 @@ pub fn build_view(
             })
             .unwrap_or_default();
         let used = busy.get(name.as_str()).copied().unwrap_or(0);
+        // Every kubelet sets `kubernetes.io/arch`; a node without it is taken to be of the
+        // default architecture, so builds are only ever placed by architecture.
+        let mut node_labels = node.labels().clone();
+        node_labels
+            .entry(keys::ARCH_LABEL.to_string())
+            .or_insert_with(|| config.builder.default_arch.clone());
         let _ = cluster.add_node(crate::planner::Node {
             zone: node
                 .labels()
                 .get("topology.kubernetes.io/zone")
                 .cloned()
                 .unwrap_or_default(),
-            labels: node.labels().clone(),
+            labels: node_labels,
             taints,
             ready,
             free_slots: config.planner.builds_per_node.saturating_sub(used),
@@ -416,8 +422,16 @@ pub fn pv_location(pv: &PersistentVolume) -> (Option<String>, Option<String>) {
 /// The planner request of a build.
 pub fn build_request(build: &ImageBuild, key: &str, config: &OperatorConfig) -> BuildRequest {
     let mut req = BuildRequest::new(build.namespace().unwrap_or_default(), key);
-    req.restore_keys = build.spec.cache.restore_keys.clone();
+    let default_arch = &config.builder.default_arch;
+    req.restore_keys = keys::restore_keys(&build.spec, default_arch);
+    req.arch = Some(keys::build_arch(&build.spec, default_arch));
     req.mode = build.spec.cache.mode;
+    req.registry_seed = build
+        .spec
+        .cache
+        .registry
+        .as_ref()
+        .is_some_and(|r| !r.import_from.is_empty());
     req.node_selector = config.builder.node_selector.clone();
     req.node_selector.extend(build.spec.node_selector.clone());
     req.tolerations = config

@@ -98,12 +98,30 @@ pub enum Reason {
     SnapshotOfRestoreKey,
     /// No cache exists for the key or its restore keys.
     NoCache,
+    /// No cache exists for the key or its restore keys: the cold build imports the build's
+    /// registry caches.
+    RegistrySeed,
     /// A cache exists but restoring it would take longer than building cold.
     ColdIsFaster,
     /// The cache mode is `Disabled`.
     CacheDisabled,
+    /// The cache mode is `Disabled`: the build imports its registry caches only.
+    CacheDisabledRegistrySeed,
     /// No eligible node has a free builder slot.
     NoCapacity,
+    /// No ready node has the build's architecture (`kubernetes.io/arch`).
+    NoNodeOfArch,
+}
+
+impl Reason {
+    /// Whether the build starts seeded from its registry caches (a cold start, no cache of
+    /// its own).
+    pub fn seeds_from_registry(self) -> bool {
+        matches!(
+            self,
+            Reason::RegistrySeed | Reason::CacheDisabledRegistrySeed
+        )
+    }
 }
 
 impl fmt::Display for Reason {
@@ -123,9 +141,18 @@ impl fmt::Display for Reason {
                 "no cache of the key: a restore key's snapshot seeds it"
             }
             Reason::NoCache => "no cache exists for the key or its restore keys",
+            Reason::RegistrySeed => {
+                "no cache exists for the key or its restore keys: the cold build is seeded from the registry cache"
+            }
             Reason::ColdIsFaster => "restoring the cache would take longer than a cold build",
             Reason::CacheDisabled => "the cache is disabled for this build",
+            Reason::CacheDisabledRegistrySeed => {
+                "the cache is disabled for this build: it is seeded from the registry cache only"
+            }
             Reason::NoCapacity => "no eligible node has a free builder slot",
+            Reason::NoNodeOfArch => {
+                "no ready node has the build's architecture (kubernetes.io/arch, the suffix of its cache key)"
+            }
         })
     }
 }

@@ -1,8 +1,10 @@
 //! Pre-positioning: after replicas are lost (a node went down), restore the caches that the
 //! next builds are likely to want onto other nodes in the background, so that those builds find
 //! them hot instead of paying the restore themselves. Only keys with a snapshot and no live
-//! replica are candidates; only room that needs no eviction is used; the most valuable first.
+//! replica are candidates; only room that needs no eviction is used, on nodes of the key's
+//! architecture; the most valuable first.
 
+use crate::api::keys::{key_arch, ARCH_LABEL};
 use crate::api::ReplicaState;
 
 use super::config::PlannerConfig;
@@ -59,10 +61,14 @@ pub fn prewarm(
     let mut used: Vec<u64> = view.nodes().map(|(id, _)| view.used_bytes(id)).collect();
     let mut out = Vec::new();
     for (value, key, bytes) in wanted.into_iter().take(limit) {
+        // A key scoped to an architecture is restored only onto nodes of that architecture.
+        let arch = key_arch(&view.key(key).key);
         let best = view
             .nodes()
             .filter(|(id, n)| {
-                n.ready && used[id.0 as usize].saturating_add(bytes) <= n.cache_budget_bytes
+                n.ready
+                    && arch.is_none_or(|a| n.labels.get(ARCH_LABEL).map(String::as_str) == Some(a))
+                    && used[id.0 as usize].saturating_add(bytes) <= n.cache_budget_bytes
             })
             .map(|(id, n)| {
                 let room = n.cache_budget_bytes - used[id.0 as usize];

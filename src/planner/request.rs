@@ -1,9 +1,10 @@
 //! What a build asks the planner for: its namespace, cache key, ordered restore keys, cache
-//! mode, scheduling constraints (node selector, tolerations) and how many builder slots it takes;
-//! and the Kubernetes matching rules for those constraints.
+//! mode, architecture, scheduling constraints (node selector, tolerations) and how many builder
+//! slots it takes; and the Kubernetes matching rules for those constraints.
 
 use std::collections::BTreeMap;
 
+use crate::api::keys::ARCH_LABEL;
 use crate::api::CacheMode;
 
 use super::view::{Node, Taint, TaintEffect};
@@ -54,12 +55,18 @@ pub struct BuildRequest {
     pub restore_keys: Vec<String>,
     /// `ReadWrite`, `ReadOnly` or `Disabled`.
     pub mode: CacheMode,
+    /// Architecture the build runs on: only nodes whose `kubernetes.io/arch` label has this
+    /// value are eligible, for a new replica and for an existing one alike. `None`: any node.
+    pub arch: Option<String>,
     /// Labels a node must carry.
     pub node_selector: BTreeMap<String, String>,
     /// Taints the builder pod tolerates.
     pub tolerations: Vec<Toleration>,
     /// Builder slots the build takes (from its resources); at least 1.
     pub slots: u32,
+    /// The build names registry caches to import (`spec.cache.registry.importFrom`): a cold
+    /// start with no cache of the key or its restore keys is seeded from them.
+    pub registry_seed: bool,
 }
 
 impl BuildRequest {
@@ -70,15 +77,21 @@ impl BuildRequest {
             key: key.into(),
             restore_keys: Vec::new(),
             mode: CacheMode::ReadWrite,
+            arch: None,
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
             slots: 1,
+            registry_seed: false,
         }
     }
 
     /// Whether the builder pod may be scheduled on `node` (ignoring free slots).
     pub fn fits(&self, node: &Node) -> bool {
         node.ready
+            && self
+                .arch
+                .as_ref()
+                .is_none_or(|arch| node.labels.get(ARCH_LABEL) == Some(arch))
             && self
                 .node_selector
                 .iter()

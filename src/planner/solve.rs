@@ -2,6 +2,7 @@
 //! one, the key's snapshot, a restore key's snapshot, nothing), estimate each one's finish time
 //! plus the cost it puts on other builds, and take the cheapest.
 
+use crate::api::keys::ARCH_LABEL;
 use crate::api::{CacheMode, ReplicaState, Warmth};
 
 use super::config::PlannerConfig;
@@ -28,6 +29,28 @@ pub fn plan(
     now: Seconds,
     cfg: &PlannerConfig,
 ) -> Result<Decision, PlanError> {
+    let mut decision = decide(view, req, now, cfg)?;
+    // A build queued for want of any ready node of its architecture says so: no slot will
+    // ever free for it until such a node joins.
+    if decision.action == Action::Queue {
+        if let Some(arch) = &req.arch {
+            let any = view
+                .nodes()
+                .any(|(_, n)| n.ready && n.labels.get(ARCH_LABEL) == Some(arch));
+            if !any {
+                decision.reason = Reason::NoNodeOfArch;
+            }
+        }
+    }
+    Ok(decision)
+}
+
+fn decide(
+    view: &ClusterView,
+    req: &BuildRequest,
+    now: Seconds,
+    cfg: &PlannerConfig,
+) -> Result<Decision, PlanError> {
     if !now.is_finite() {
         return Err(PlanError::BadTime(now));
     }
@@ -48,14 +71,12 @@ pub fn plan(
     let slots = req.slots.max(1);
     if req.mode == CacheMode::Disabled {
         let loads = startable(&scene, req);
-        return Ok(cold(
-            &scene,
-            &loads,
-            slots,
-            &stats,
-            true,
-            Reason::CacheDisabled,
-        ));
+        let reason = if req.registry_seed {
+            Reason::CacheDisabledRegistrySeed
+        } else {
+            Reason::CacheDisabled
+        };
+        return Ok(cold(&scene, &loads, slots, &stats, true, reason));
     }
     let mut options: Vec<Decision> = Vec::new();
     if req.mode == CacheMode::ReadWrite {
@@ -110,10 +131,12 @@ pub fn plan(
             });
         }
     }
-    let reason = if source.is_some() {
-        Reason::ColdIsFaster
-    } else {
-        Reason::NoCache
+    // Registry caches seed only a build with no cache of its own anywhere: a faster cold
+    // start beside an existing snapshot stays unseeded (its key's own cache is what counts).
+    let reason = match (&source, req.registry_seed) {
+        (Some(_), _) => Reason::ColdIsFaster,
+        (None, true) => Reason::RegistrySeed,
+        (None, false) => Reason::NoCache,
     };
     let cold = cold(&scene, &loads, slots, &stats, throwaway, reason);
     if cold.action != Action::Queue {

@@ -347,3 +347,145 @@ fn bad_time_and_store_are_refused() {
         Err(PlanError::BadStore)
     );
 }
+
+fn arch_node(name: &str, arch: &str) -> Node {
+    let mut n = node(name, 2, 100 * GB);
+    n.labels
+        .insert(crate::api::keys::ARCH_LABEL.into(), arch.into());
+    n
+}
+
+fn arch_request(arch: &str) -> BuildRequest {
+    let mut req = BuildRequest::new("shop", "shop:main");
+    req.arch = Some(arch.into());
+    req
+}
+
+#[test]
+fn a_build_runs_only_on_nodes_of_its_architecture() {
+    let mut v = ClusterView::new(store());
+    let arm = v.add_node(arch_node("arm", "arm64")).expect("new node");
+    let amd = v.add_node(arch_node("amd", "amd64")).expect("new node");
+    let k = v.intern_key("shop", "shop:main");
+    v.set_stats(k, stats(600.0, 60.0, 5 * GB, 2.0));
+    // An idle replica and a busy one on the arm64 node are no candidates for an amd64 build.
+    replica(&mut v, k, arm, ReplicaState::Idle, 5 * GB);
+    replica(&mut v, k, arm, ReplicaState::InUse, 5 * GB);
+    let d = decide(&v, &arch_request("amd64"), 10.0);
+    assert_eq!(
+        d.action,
+        Action::Cold {
+            node: amd,
+            throwaway: false
+        }
+    );
+    // The same replica serves an arm64 build hot.
+    let d = decide(&v, &arch_request("arm64"), 10.0);
+    assert!(
+        matches!(d.action, Action::UseReplica { node, .. } if node == arm),
+        "{d:?}"
+    );
+    // No node of the architecture: the build queues rather than run anywhere else.
+    let d = decide(&v, &arch_request("s390x"), 10.0);
+    assert_eq!((d.action, d.reason), (Action::Queue, Reason::NoNodeOfArch));
+    // No architecture asked: any node, as before.
+    let d = decide(&v, &BuildRequest::new("shop", "shop:main"), 10.0);
+    assert!(matches!(d.action, Action::UseReplica { .. }), "{d:?}");
+}
+
+#[test]
+fn a_zonal_replica_or_a_restore_lands_on_a_node_of_the_build_architecture() {
+    let mut v = ClusterView::new(store());
+    v.add_node(arch_node("arm", "arm64")).expect("new node");
+    let amd = v.add_node(arch_node("amd", "amd64")).expect("new node");
+    let k = v.intern_key("shop", "shop:main");
+    v.set_stats(k, stats(600.0, 60.0, 5 * GB, 2.0));
+    snapshot(&mut v, k, 5 * GB);
+    let d = decide(&v, &arch_request("amd64"), 10.0);
+    assert!(
+        matches!(d.action, Action::Restore { node, .. } if node == amd),
+        "{d:?}"
+    );
+    v.add_replica(Replica {
+        name: "zonal".into(),
+        key: k,
+        location: Location::Zone("a".into()),
+        size_bytes: 5 * GB,
+        state: ReplicaState::Idle,
+        free_at: None,
+        waiting: 0,
+        saved: true,
+        last_used: 0.0,
+    })
+    .expect("zone replica");
+    let d = decide(&v, &arch_request("amd64"), 10.0);
+    assert!(
+        matches!(d.action, Action::UseReplica { node, .. } if node == amd),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn a_cache_is_prewarmed_only_onto_nodes_of_its_architecture() {
+    let mut v = ClusterView::new(store());
+    let mut roomy = arch_node("amd", "amd64");
+    roomy.cache_budget_bytes = 1000 * GB;
+    v.add_node(roomy).expect("new node");
+    let arm = v.add_node(arch_node("arm", "arm64")).expect("new node");
+    let k = v.intern_key("shop", "shop:main@arm64");
+    v.set_stats(k, stats(600.0, 60.0, 5 * GB, 20.0));
+    snapshot(&mut v, k, 5 * GB);
+    let chosen = prewarm(&v, 10.0, &PlannerConfig::default(), 4);
+    assert_eq!(chosen.len(), 1, "{chosen:?}");
+    assert_eq!((chosen[0].key, chosen[0].node), (k, arm));
+    // No node of the architecture: nothing is pre-warmed.
+    let mut amd_only = ClusterView::new(store());
+    amd_only
+        .add_node(arch_node("amd", "amd64"))
+        .expect("new node");
+    let k = amd_only.intern_key("shop", "shop:main@arm64");
+    amd_only.set_stats(k, stats(600.0, 60.0, 5 * GB, 20.0));
+    snapshot(&mut amd_only, k, 5 * GB);
+    assert_eq!(prewarm(&amd_only, 10.0, &PlannerConfig::default(), 4), []);
+}
+
+#[test]
+fn a_build_with_no_cache_anywhere_starts_cold_seeded_from_its_registry_cache() {
+    let (v, _, _, _) = cluster();
+    let mut req = BuildRequest::new("shop", "shop:feature");
+    req.restore_keys = vec!["shop:main".into()];
+    req.registry_seed = true;
+    let d = decide(&v, &req, 0.0);
+    assert!(matches!(d.action, Action::Cold { .. }), "{d:?}");
+    assert_eq!((d.warmth, d.reason), (Warmth::Cold, Reason::RegistrySeed));
+    assert!(d.reason.seeds_from_registry());
+    req.mode = CacheMode::Disabled;
+    let d = decide(&v, &req, 0.0);
+    assert_eq!(d.reason, Reason::CacheDisabledRegistrySeed);
+    assert!(d.reason.seeds_from_registry());
+}
+
+#[test]
+fn a_registry_cache_never_seeds_a_build_that_has_a_replica_or_snapshot() {
+    let (mut v, k, n1, _) = cluster();
+    let mut req = BuildRequest::new("shop", "shop:main");
+    req.registry_seed = true;
+    // Hot: an idle replica of the key.
+    let r = replica(&mut v, k, n1, ReplicaState::Idle, 5 * GB);
+    let d = decide(&v, &req, 0.0);
+    assert_eq!(d.reason, Reason::IdleReplica);
+    assert!(!d.reason.seeds_from_registry());
+    // A restore key's snapshot seeds it instead.
+    v.remove_replica(r).expect("known replica");
+    let main = v.intern_key("shop", "shop:base");
+    snapshot(&mut v, main, GB);
+    req.restore_keys = vec!["shop:base".into()];
+    let d = decide(&v, &req, 0.0);
+    assert_eq!(d.reason, Reason::SnapshotOfRestoreKey);
+    // A snapshot exists but building cold is faster: cold, unseeded.
+    snapshot(&mut v, k, 200 * GB);
+    req.restore_keys.clear();
+    let d = decide(&v, &req, 0.0);
+    assert_eq!(d.reason, Reason::ColdIsFaster);
+    assert!(!d.reason.seeds_from_registry());
+}

@@ -62,6 +62,37 @@ struct Request {
     secrets: Vec<PathBuf>,
     image: String,
     state_dir: Option<PathBuf>,
+    /// `--import-cache type=registry,ref=REF` refs.
+    import_cache: Vec<String>,
+    /// What buildctl itself refuses before it reaches buildkitd (a bad `--output`).
+    refused: Option<String>,
+}
+
+/// Go's `encoding/csv` read of one record, as buildctl reads `--output`: a field starting
+/// with a quote is quoted (`""` is a quote inside it); a quote anywhere else is an error.
+fn csv_record(record: &str) -> Result<Vec<String>, String> {
+    let mut fields = vec![String::new()];
+    let (mut quoted, mut at_start) = (false, true);
+    let mut chars = record.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (false, '"') if at_start => quoted = true,
+            (false, '"') => return Err(format!("bare \" in non-quoted field: {record}")),
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().unwrap().push('"');
+            }
+            (true, '"') => quoted = false,
+            (false, ',') => {
+                fields.push(String::new());
+                at_start = true;
+                continue;
+            }
+            (_, c) => fields.last_mut().unwrap().push(c),
+        }
+        at_start = false;
+    }
+    Ok(fields)
 }
 
 fn parse(play: &Play) -> Request {
@@ -86,12 +117,26 @@ fn parse(play: &Play) -> Request {
                 }
             }
             "--output" => {
-                if let Some(o) = args.next() {
-                    r.image = o
-                        .split(',')
-                        .find_map(|kv| kv.strip_prefix("name="))
-                        .unwrap_or_default()
-                        .to_string();
+                let fields = csv_record(args.next().map(String::as_str).unwrap_or_default());
+                match fields {
+                    Ok(fields) => {
+                        for f in fields {
+                            match f.split_once('=') {
+                                Some(("name", names)) => r.image = names.to_string(),
+                                Some(_) => {}
+                                None => r.refused = Some(format!("error: invalid value {f}")),
+                            }
+                        }
+                    }
+                    Err(e) => r.refused = Some(format!("error: {e}")),
+                }
+            }
+            "--import-cache" => {
+                if let Some(reference) = args
+                    .next()
+                    .and_then(|s| s.split(',').find_map(|kv| kv.strip_prefix("ref=")))
+                {
+                    r.import_cache.push(reference.to_string());
                 }
             }
             _ => {}
@@ -198,6 +243,16 @@ pub async fn play(
     mut term: watch::Receiver<Option<Duration>>,
 ) -> i32 {
     let req = parse(&play);
+    if let Some(refused) = &req.refused {
+        log(&play, refused);
+        return 1;
+    }
+    for reference in &req.import_cache {
+        log(
+            &play,
+            &format!("#2 importing cache manifest from {reference}"),
+        );
+    }
     let Some(state) = req.state_dir.clone() else {
         log(&play, "buildkitd: no --root in BUILDKITD_FLAGS");
         return 1;

@@ -51,6 +51,14 @@ pub fn node(name: &str) -> Node {
     .unwrap()
 }
 
+/// A Ready node whose kubelet reports architecture `arch` (`kubernetes.io/arch`).
+pub fn arch_node(name: &str, arch: &str) -> Node {
+    let mut n = node(name);
+    n.labels_mut()
+        .insert("kubernetes.io/arch".into(), arch.into());
+    n
+}
+
 pub fn spec(image: &str, extra: serde_json::Value) -> ImageBuildSpec {
     let mut v = json!({
         "source": {"git": {"url": "https://github.com/acme/shop.git", "revision": "main"}},
@@ -73,6 +81,11 @@ pub fn s3_config() -> OperatorConfig {
 
 impl Cluster {
     pub async fn new(nodes: &[&str], config: OperatorConfig) -> Cluster {
+        Self::with_nodes(nodes.iter().map(|n| node(n)).collect(), config).await
+    }
+
+    /// A cluster of these nodes (labelled as the test needs).
+    pub async fn with_nodes(nodes: Vec<Node>, config: OperatorConfig) -> Cluster {
         let mut builder = kube_fake_client::ClientBuilder::new()
             .with_resource::<ImageBuild>()
             .with_resource::<BuildCache>()
@@ -81,7 +94,7 @@ impl Cluster {
             .with_resource::<CustomRun>()
             .with_status_subresource::<CustomRun>();
         for n in nodes {
-            builder = builder.with_object(node(n));
+            builder = builder.with_object(n);
         }
         let client = builder.build().await.expect("fake client");
         let clock = Arc::new(Mutex::new(Timestamp::now()));

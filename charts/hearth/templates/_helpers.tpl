@@ -90,6 +90,7 @@ builder:
     httpProxy: {{ .Values.builder.proxy.httpProxy | quote }}
     httpsProxy: {{ .Values.builder.proxy.httpsProxy | quote }}
     noProxy: {{ .Values.builder.proxy.noProxy | quote }}
+  defaultArch: {{ .Values.builder.defaultArch | default "amd64" | quote }}
 cache:
   storageClassName: {{ .Values.cache.storageClassName | quote }}
   size: {{ .Values.cache.size | quote }}

@@ -77,6 +77,7 @@ fn container_configured(
         gc_keep_bytes: None,
         prune,
         deadline_seconds: 60,
+        import_cache: Vec::new(),
         owner: OwnerReference::default(),
     };
     let pod = builder_pod(build, &inputs, config).expect("pod");

@@ -3,6 +3,7 @@
 //! each is unit-tested on its output.
 
 pub mod build_script;
+pub mod exporter;
 pub mod frontend;
 pub mod jobs;
 pub mod labels;

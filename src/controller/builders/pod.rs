@@ -24,7 +24,7 @@ use super::jobs::{
     env_var, image_pull_secrets, non_empty, snapshot_container, store_volume, SnapshotOp,
     CACHE_MOUNT, STATE_DIR,
 };
-use super::{affinity, frontend, labels, Pin};
+use super::{affinity, exporter, frontend, labels, Pin};
 use crate::api::{CacheMode, ImageBuild};
 use crate::contract::{self, RECEIVER_CONTAINER, UPLOAD_DIR};
 use crate::controller::config::OperatorConfig;
@@ -89,6 +89,9 @@ pub struct BuilderInputs {
     pub prune: Option<build_script::Prune>,
     /// What is left of the build's timeout.
     pub deadline_seconds: i64,
+    /// Registry cache refs to import (a cold build the planner seeded from
+    /// `spec.cache.registry.importFrom`); empty for every other build.
+    pub import_cache: Vec<String>,
     /// The ImageBuild, as owner.
     pub owner: OwnerReference,
 }
@@ -104,8 +107,12 @@ pub enum BuilderError {
     NoSource,
 }
 
-/// buildctl arguments for the build (after `buildctl-daemonless.sh`).
-pub fn buildctl_args(build: &ImageBuild) -> Result<Vec<String>, BuilderError> {
+/// buildctl arguments for the build (after `buildctl-daemonless.sh`); `import_cache` are the
+/// registry cache refs the placement seeds a cold build from.
+pub fn buildctl_args(
+    build: &ImageBuild,
+    import_cache: &[String],
+) -> Result<Vec<String>, BuilderError> {
     let spec = &build.spec;
     let mut opts: Vec<(String, String)> = Vec::new();
     let mut locals: Vec<String> = Vec::new();
@@ -164,6 +171,8 @@ pub fn buildctl_args(build: &ImageBuild) -> Result<Vec<String>, BuilderError> {
     if !spec.platforms.is_empty() {
         opts.push(("platform".into(), spec.platforms.join(",")));
     }
+    opts.extend(exporter::attestation_opts(&spec.output));
+    opts.extend(exporter::passthrough_opts(spec));
 
     let mut args: Vec<String> = [
         "build",
@@ -189,12 +198,10 @@ pub fn buildctl_args(build: &ImageBuild) -> Result<Vec<String>, BuilderError> {
     // Git credentials are added by the script, by which keys the mounted Secret has
     // (`git_credentials_env`).
     args.extend(frontend::frontend_args(spec));
+    args.extend(exporter::cache_args(spec, import_cache));
     args.extend([
         "--output".to_string(),
-        format!(
-            "type=image,name={},push={}",
-            spec.output.image, spec.output.push
-        ),
+        exporter::output_value(&spec.output),
         "--metadata-file".to_string(),
         METADATA_FILE.to_string(),
     ]);
@@ -254,7 +261,7 @@ pub fn builder_pod(
         build_script::script(),
         "hearth-build".to_string(),
     ];
-    args.extend(buildctl_args(build)?);
+    args.extend(buildctl_args(build, &inputs.import_cache)?);
     args.extend(proxy_build_args(build, config));
 
     let mut volumes = vec![

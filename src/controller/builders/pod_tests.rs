@@ -35,6 +35,7 @@ fn inputs(state: StateVolume) -> BuilderInputs {
         gc_keep_bytes: Some(40_000_000_000),
         prune: None,
         deadline_seconds: 3000,
+        import_cache: Vec::new(),
         owner: OwnerReference {
             api_version: "hearth.dev/v1alpha1".into(),
             kind: "ImageBuild".into(),
@@ -52,7 +53,7 @@ fn pos(args: &[String], a: &str, b: &str) -> bool {
 
 #[test]
 fn buildctl_gets_every_build_option_as_separate_arguments() {
-    let args = buildctl_args(&full()).unwrap();
+    let args = buildctl_args(&full(), &[]).unwrap();
     assert!(pos(
         &args,
         "--opt",
@@ -312,13 +313,80 @@ fn unsupported_contexts_name_the_field() {
     let ib = build(
         serde_json::json!({"source": {"context": {"pvc": {"claimName": "src", "path": "app"}}}, "output": {"image": "r.io/a/b", "push": false}}),
     );
-    let args = buildctl_args(&ib).unwrap();
+    let args = buildctl_args(&ib, &[]).unwrap();
     assert!(pos(&args, "--local", "context=/workspace/app"));
     assert!(pos(
         &args,
         "--output",
         "type=image,name=r.io/a/b,push=false"
     ));
+}
+
+#[test]
+fn tags_annotations_attestations_and_registry_cache_in_exact_buildctl_args() {
+    let ib = build(serde_json::json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git"}},
+        "output": {
+            "image": "registry.example.com/shop/api:1",
+            "tags": ["latest"],
+            "annotations": {"org.opencontainers.image.source": "https://github.com/acme/shop"},
+            "compression": "zstd",
+            "attestations": {"sbom": true}
+        },
+        "cache": {"registry": {
+            "importFrom": ["registry.example.com/shop/api:cache"],
+            "exportTo": {"ref": "registry.example.com/shop/api:cache"}
+        }},
+        "frontendOptions": {"shm-size": "1073741824"}
+    }));
+    let seeded = ["registry.example.com/shop/api:cache".to_string()];
+    let args = buildctl_args(&ib, &seeded).unwrap();
+    let expected: Vec<String> = [
+        "build",
+        "--frontend",
+        "dockerfile.v0",
+        "--progress",
+        "plain",
+        "--opt",
+        "context=https://github.com/acme/shop.git",
+        "--opt",
+        "filename=Dockerfile",
+        "--opt",
+        "attest:provenance=mode=min",
+        "--opt",
+        "attest:sbom=",
+        "--opt",
+        "shm-size=1073741824",
+        "--import-cache",
+        "type=registry,ref=registry.example.com/shop/api:cache",
+        "--export-cache",
+        "type=registry,ref=registry.example.com/shop/api:cache,mode=min",
+        "--output",
+        "type=image,\"name=registry.example.com/shop/api:1,registry.example.com/shop/api:latest\",push=true,compression=zstd,annotation.org.opencontainers.image.source=https://github.com/acme/shop",
+        "--metadata-file",
+        METADATA_FILE,
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(args, expected);
+    // The pod runs what the inputs say: the seeded refs reach the container's args.
+    let mut seeded_inputs = inputs(StateVolume::Replica("shop-main-r0".into()));
+    seeded_inputs.import_cache = seeded.to_vec();
+    let pod = builder_pod(&ib, &seeded_inputs, &OperatorConfig::default()).unwrap();
+    let pod_args = pod.spec.unwrap().containers[0].args.clone().unwrap();
+    assert!(pos(
+        &pod_args,
+        "--import-cache",
+        "type=registry,ref=registry.example.com/shop/api:cache"
+    ));
+    let hot = builder_pod(
+        &ib,
+        &inputs(StateVolume::Replica("shop-main-r0".into())),
+        &OperatorConfig::default(),
+    )
+    .unwrap();
+    let hot_args = hot.spec.unwrap().containers[0].args.clone().unwrap();
+    assert!(!hot_args.contains(&"--import-cache".to_string()));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::types::{CustomRun, CustomRunSpec, RunCondition, RunResult, RunStatus};
 use crate::api::common::{condition, LocalObjectReference};
 use crate::api::image_build::{clean_dir, dockerfile_in_context};
-use crate::api::{CacheMode, GitSource, ImageBuild, ImageBuildSpec, Phase};
+use crate::api::{CacheMode, GitSource, ImageBuild, ImageBuildSpec, Phase, PlatformMode};
 
 /// `customRef`/`customSpec` apiVersion that selects Hearth.
 pub const API_VERSION: &str = "hearth.dev/v1alpha1";
@@ -53,7 +53,7 @@ pub const IMAGE_DIGEST: &str = "IMAGE_DIGEST";
 
 /// Every param the custom task reads; any other name fails the run (a typo should not
 /// silently build something else).
-pub const PARAMS: [&str; 13] = [
+pub const PARAMS: [&str; 21] = [
     "IMAGE",
     "GIT_URL",
     "GIT_REVISION",
@@ -63,10 +63,18 @@ pub const PARAMS: [&str; 13] = [
     "TARGET",
     "BUILD_ARGS",
     "PLATFORMS",
+    "PLATFORM_MODE",
     "CACHE_KEY",
     "RESTORE_KEYS",
     "CACHE_MODE",
     "PUSH_SECRET",
+    "TAGS",
+    "ANNOTATIONS",
+    "SBOM",
+    "PROVENANCE",
+    "CACHE_FROM",
+    "CACHE_TO",
+    "CACHE_TO_MODE",
 ];
 
 /// Why a run cannot start: a Tekton-style reason and a message naming the param or field.
@@ -155,6 +163,9 @@ pub fn build_spec(spec: &CustomRunSpec) -> Result<ImageBuildSpec, Refusal> {
     Ok(base)
 }
 
+#[path = "output_params.rs"]
+mod output_params;
+
 /// The params, by name, with their JSON values.
 struct Params(BTreeMap<String, Value>);
 
@@ -232,6 +243,17 @@ impl Params {
         if !platforms.is_empty() {
             spec.platforms = platforms;
         }
+        if let Some(mode) = self.string("PLATFORM_MODE")? {
+            spec.platform_mode = match mode.as_str() {
+                "Emulate" => Some(PlatformMode::Emulate),
+                _ => {
+                    return Err(Refusal::invalid(
+                        "PLATFORM_MODE",
+                        format!("{mode:?}: expected Emulate"),
+                    ))
+                }
+            };
+        }
         if let Some(key) = self.string("CACHE_KEY")? {
             spec.cache.key = Some(key);
         }
@@ -263,7 +285,7 @@ impl Params {
         if let Some(secret) = self.string("PUSH_SECRET")? {
             spec.output.push_secret_ref = Some(LocalObjectReference { name: secret });
         }
-        Ok(())
+        self.apply_output(spec)
     }
 
     /// GIT_URL, GIT_REVISION, GIT_SECRET, CONTEXT and DOCKERFILE. DOCKERFILE is a path from
@@ -332,8 +354,13 @@ fn kind_of(v: &Value) -> &'static str {
 }
 
 /// ImageBuild fields and the param that sets each, to name the param in an error.
-const FIELD_PARAMS: [(&str, &str); 11] = [
+const FIELD_PARAMS: [(&str, &str); 16] = [
     ("spec.output.image", "IMAGE"),
+    ("spec.platformMode", "PLATFORM_MODE"),
+    ("spec.output.tags", "TAGS"),
+    ("spec.output.annotations", "ANNOTATIONS"),
+    ("spec.cache.registry.importFrom", "CACHE_FROM"),
+    ("spec.cache.registry.exportTo", "CACHE_TO"),
     ("spec.output.pushSecretRef", "PUSH_SECRET"),
     ("spec.source.git.url", "GIT_URL"),
     ("spec.source.git.revision", "GIT_REVISION"),

@@ -65,6 +65,7 @@ fn every_param_lands_in_the_image_build_spec() {
         "TARGET": "runtime",
         "BUILD_ARGS": ["VERSION=1.2", "EMPTY=", "URL=https://x?a=b"],
         "PLATFORMS": ["linux/amd64", "linux/arm64"],
+        "PLATFORM_MODE": "Emulate",
         "CACHE_KEY": "github.com/acme/shop:feature-x",
         "RESTORE_KEYS": ["github.com/acme/shop:main"],
         "CACHE_MODE": "ReadOnly",
@@ -82,6 +83,7 @@ fn every_param_lands_in_the_image_build_spec() {
     assert_eq!(spec.build_args["EMPTY"], "");
     assert_eq!(spec.build_args["URL"], "https://x?a=b");
     assert_eq!(spec.platforms, ["linux/amd64", "linux/arm64"]);
+    assert_eq!(spec.platform_mode, Some(crate::api::PlatformMode::Emulate));
     assert_eq!(
         spec.cache.key.as_deref(),
         Some("github.com/acme/shop:feature-x")
@@ -89,6 +91,53 @@ fn every_param_lands_in_the_image_build_spec() {
     assert_eq!(spec.cache.restore_keys, ["github.com/acme/shop:main"]);
     assert_eq!(spec.cache.mode, CacheMode::ReadOnly);
     assert_eq!(spec.output.push_secret_ref.unwrap().name, "registry-push");
+}
+
+#[test]
+fn output_attestation_and_registry_cache_params_land_in_the_spec() {
+    let spec = build_spec(&with(json!({
+        "TAGS": ["latest", "mirror.example.com/shop/api:1"],
+        "ANNOTATIONS": ["org.opencontainers.image.source=https://github.com/acme/shop"],
+        "SBOM": "true",
+        "PROVENANCE": "max",
+        "CACHE_FROM": ["registry.example.com/shop/api:cache"],
+        "CACHE_TO": "registry.example.com/shop/api:cache",
+        "CACHE_TO_MODE": "max",
+    })))
+    .expect("valid");
+    assert_eq!(
+        spec.output.tags,
+        ["latest", "mirror.example.com/shop/api:1"]
+    );
+    assert_eq!(
+        spec.output.annotations["org.opencontainers.image.source"],
+        "https://github.com/acme/shop"
+    );
+    assert!(spec.output.attestations.sbom);
+    assert_eq!(
+        spec.output.attestations.provenance.mode,
+        crate::api::ProvenanceMode::Max
+    );
+    let registry = spec.cache.registry.unwrap();
+    assert_eq!(
+        registry.import_from,
+        ["registry.example.com/shop/api:cache"]
+    );
+    let export = registry.export_to.unwrap();
+    assert_eq!(
+        (export.reference.as_str(), export.mode),
+        (
+            "registry.example.com/shop/api:cache",
+            crate::api::ExportMode::Max
+        )
+    );
+    // None given: the API's defaults (provenance min, no SBOM, no registry cache).
+    let spec = build_spec(&with(json!({}))).unwrap();
+    assert_eq!(
+        spec.output.attestations,
+        crate::api::Attestations::default()
+    );
+    assert!(spec.cache.registry.is_none());
 }
 
 #[test]
@@ -138,6 +187,11 @@ fn invalid_params_fail_naming_the_param() {
         (json!({"CACHE_MODE": "Sometimes"}), "CACHE_MODE"),
         (json!({"CACHE_KEY": "has spaces in it"}), "CACHE_KEY"),
         (json!({"PLATFORMS": ["windows"]}), "PLATFORMS"),
+        (
+            json!({"PLATFORMS": ["linux/amd64", "linux/arm64"]}),
+            "PLATFORM_MODE",
+        ),
+        (json!({"PLATFORM_MODE": "Native"}), "PLATFORM_MODE"),
         (json!({"GIT_URL": "ftp://example.com/x"}), "GIT_URL"),
         (
             json!({"CONTEXT": "app", "DOCKERFILE": "Dockerfile"}),
@@ -146,6 +200,17 @@ fn invalid_params_fail_naming_the_param() {
         (json!({"DOCKERFILE": "../Dockerfile"}), "DOCKERFILE"),
         (json!({"IMAGE_NAME": "x"}), "IMAGE_NAME"),
         (json!({"TARGET": ["a"]}), "TARGET"),
+        (json!({"TAGS": ["shop/api:2"]}), "TAGS"),
+        (json!({"ANNOTATIONS": ["novalue"]}), "ANNOTATIONS"),
+        (json!({"SBOM": "yes"}), "SBOM"),
+        (json!({"PROVENANCE": "full"}), "PROVENANCE"),
+        (json!({"CACHE_FROM": ["cache"]}), "CACHE_FROM"),
+        (json!({"CACHE_TO": "cache"}), "CACHE_TO"),
+        (json!({"CACHE_TO_MODE": "all"}), "CACHE_TO_MODE"),
+        (
+            json!({"CACHE_MODE": "ReadOnly", "CACHE_TO": "registry.example.com/a:c"}),
+            "CACHE_TO",
+        ),
     ];
     for (extra, param) in cases {
         let e = build_spec(&with(extra.clone())).expect_err(&format!("{extra} must fail"));

@@ -85,6 +85,8 @@ pub struct Planned {
     pub evictions: Vec<Victim>,
     /// What to do.
     pub action: PlannedAction,
+    /// A cold start seeded from the build's registry caches (`spec.cache.registry.importFrom`).
+    pub registry_seed: bool,
 }
 
 /// A replica the planner would evict.
@@ -270,7 +272,7 @@ pub struct Wanted {
 }
 
 /// What to observe for `build` at `now`.
-pub fn wanted(build: &ImageBuild, now: Timestamp) -> Wanted {
+pub fn wanted(build: &ImageBuild, now: Timestamp, config: &OperatorConfig) -> Wanted {
     let status = build.status.clone().unwrap_or_default();
     let name = build.name_any();
     let attempt = attempt(&status);
@@ -296,7 +298,7 @@ pub fn wanted(build: &ImageBuild, now: Timestamp) -> Wanted {
             ..Wanted::default()
         },
         Some(Phase::Placing) => {
-            let key = key_of(build, &status);
+            let key = key_of(build, &status, config);
             Wanted {
                 cache: Some(crate::controller::replica_table::cache_name(
                     &key,
@@ -480,10 +482,13 @@ fn after_finish(o: &Observed, status: ImageBuildStatus) -> Result<Decision> {
 }
 
 fn start(o: &Observed, mut status: ImageBuildStatus) -> Decision {
-    if let Err(e) = buildctl_args(&o.build) {
+    if let Err(e) = buildctl_args(&o.build, &[]) {
         return invalid(o, &e.to_string());
     }
-    status.cache_key = Some(keys::cache_key(&o.build.spec));
+    status.cache_key = Some(keys::cache_key(
+        &o.build.spec,
+        &o.config.builder.default_arch,
+    ));
     status.start_time.get_or_insert(Time(o.now));
     status.attempts = Some(status.attempts.unwrap_or(0).max(1));
     status.phase = Some(Phase::Placing);
@@ -496,7 +501,7 @@ fn place(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
     let (now, generation) = (o.now, build.metadata.generation);
     let namespace = build.namespace().unwrap_or_default();
     let name = build.name_any();
-    let key = key_of(build, &status);
+    let key = key_of(build, &status, &o.config);
     let mode = build.spec.cache.mode;
     if let Some(message) = cache_mismatch(
         o.cache.as_ref(),
@@ -522,7 +527,7 @@ fn place(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
         .plan
         .as_ref()
         .ok_or_else(|| Error::Internal("placing without the planner's decision".into()))?;
-    let resumed = resume_lost_claim(o.cache.as_ref(), &name, planned);
+    let resumed = resume_lost_claim(o.cache.as_ref(), build, planned);
     let plan = resumed.as_ref().unwrap_or(planned);
     let reason = plan.reason.clone();
     let mut placement = Placement {
@@ -609,9 +614,18 @@ fn place(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
         }
         PlannedAction::Cold { node, throwaway } => {
             placement.node = Some(node.clone());
+            if plan.registry_seed {
+                placement.imported_from = build
+                    .spec
+                    .cache
+                    .registry
+                    .as_ref()
+                    .map(|r| r.import_from.clone())
+                    .unwrap_or_default();
+            }
             let story = cold_story(
                 &key,
-                &build.spec.cache.restore_keys,
+                &keys::restore_keys(&build.spec, &o.config.builder.default_arch),
                 o.cache.as_ref(),
                 &reason,
             );
@@ -667,7 +681,19 @@ fn place(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
 /// build) and would wait for it, or restore or claim a second one elsewhere. Claiming and
 /// adding are idempotent for their holder, so the placement's effects are made again as they
 /// were. `None` when the build holds no replica (or one whose placement cannot be told).
-fn resume_lost_claim(cache: Option<&BuildCache>, build: &str, plan: &Planned) -> Option<Planned> {
+fn resume_lost_claim(
+    cache: Option<&BuildCache>,
+    build: &ImageBuild,
+    plan: &Planned,
+) -> Option<Planned> {
+    let importing = build
+        .spec
+        .cache
+        .registry
+        .as_ref()
+        .is_some_and(|r| !r.import_from.is_empty());
+    let build = build.name_any();
+    let build = build.as_str();
     let cache = cache?;
     let held = cache
         .status
@@ -715,6 +741,9 @@ fn resume_lost_claim(cache: Option<&BuildCache>, build: &str, plan: &Planned) ->
         warmth,
         wait_seconds: 0.0,
         evictions: Vec::new(),
+        // A cold claim was made when no cache of the key existed (or a cold start was
+        // faster): seed it again when the build names registry caches.
+        registry_seed: importing && matches!(action, PlannedAction::Cold { .. }),
         action,
     })
 }
@@ -1010,6 +1039,11 @@ fn pod_ended(
                 effects.push(Effect::Measure(Sample::Step("build", *s)));
             }
             status.image_digest = digest.clone();
+            // What was pushed, by digest and by every name (nothing for a build-only check).
+            if let Some(d) = digest.as_deref().filter(|_| build.spec.output.push) {
+                status.image = Some(build.spec.output.by_digest(d));
+                status.tags = build.spec.output.names();
+            }
             let pushed = pushed_message(build);
             set_condition(
                 &mut status,
@@ -1190,6 +1224,7 @@ fn builder_pod_for(o: &Observed, status: &ImageBuildStatus) -> Result<Pod> {
             },
         ),
         deadline_seconds: remaining_seconds(build, o.now),
+        import_cache: placement.imported_from.clone(),
         owner: owner_ref(build)?,
     };
     let mut pod =
@@ -1385,11 +1420,15 @@ fn pushed_message(build: &ImageBuild) -> String {
 }
 
 /// The build's cache key: as recorded at start, else derived from its spec.
-pub(super) fn key_of(build: &ImageBuild, status: &ImageBuildStatus) -> String {
+pub(super) fn key_of(
+    build: &ImageBuild,
+    status: &ImageBuildStatus,
+    config: &OperatorConfig,
+) -> String {
     status
         .cache_key
         .clone()
-        .unwrap_or_else(|| keys::cache_key(&build.spec))
+        .unwrap_or_else(|| keys::cache_key(&build.spec, &config.builder.default_arch))
 }
 
 fn attempt(status: &ImageBuildStatus) -> i32 {

@@ -37,7 +37,7 @@ fn read_only() -> ImageBuild {
 }
 
 fn key(b: &ImageBuild) -> String {
-    keys::cache_key(&b.spec)
+    keys::cache_key(&b.spec, &config().builder.default_arch)
 }
 
 fn cache_name(b: &ImageBuild) -> String {
@@ -146,6 +146,7 @@ fn replica(pvc: &str, state: ReplicaState, holder: Option<&str>) -> ReplicaStatu
 fn plan(action: PlannedAction) -> Planned {
     Planned {
         reason: "because".into(),
+        registry_seed: false,
         warmth: match &action {
             PlannedAction::UseReplica { .. } => Warmth::Hot,
             PlannedAction::Restore { .. } => Warmth::Restored,
@@ -334,6 +335,62 @@ fn a_keys_first_read_write_build_creates_its_cache_then_a_cold_replica() {
     );
     assert_eq!(events(&d), [("Placed", false)]);
     assert_eq!(d.next, Next::Soon);
+}
+
+fn importing() -> ImageBuild {
+    build_with(serde_json::json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git", "revision": "main"}},
+        "output": {"image": "registry.example.com/shop/api:1"},
+        "cache": {"registry": {"importFrom": ["registry.example.com/shop/api:cache"]}}
+    }))
+}
+
+#[test]
+fn a_seeded_cold_placement_records_the_registry_refs_and_its_pod_imports_them() {
+    let mut o = observed(placing(importing()));
+    let mut p = cold(false);
+    p.registry_seed = true;
+    o.plan = Some(p);
+    let d = decided(&o);
+    let placement = d.status.placement.clone().unwrap();
+    assert_eq!(
+        placement.imported_from,
+        ["registry.example.com/shop/api:cache"]
+    );
+    // The next look creates the builder pod: it imports what the placement says.
+    let mut placed = importing();
+    placed.status = Some(d.status);
+    let d = decided(&observed(placed));
+    let args = created_pod(&d).spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(args.windows(2).any(|w| w[0] == "--import-cache"
+        && w[1] == "type=registry,ref=registry.example.com/shop/api:cache"));
+}
+
+#[test]
+fn an_unseeded_placement_imports_nothing_though_the_build_names_registry_caches() {
+    let mut o = observed(placing(importing()));
+    o.plan = Some(cold(false));
+    let d = decided(&o);
+    assert!(d
+        .status
+        .placement
+        .as_ref()
+        .unwrap()
+        .imported_from
+        .is_empty());
+    let d = decided(&observed(in_phase(
+        importing(),
+        Phase::Building,
+        Some("c-r0"),
+    )));
+    let args = created_pod(&d).spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(!args.contains(&"--import-cache".to_string()));
 }
 
 fn cond_message(s: &ImageBuildStatus, type_: &str) -> String {
@@ -972,12 +1029,50 @@ fn success_with_a_save_due_publishes_succeeded_first_and_holds_the_replica_for_t
         "the commit the git source's revision resolved to"
     );
     assert_eq!(
+        d.status.image.as_deref(),
+        Some("registry.example.com/shop/api@sha256:abc")
+    );
+    assert_eq!(d.status.tags, ["registry.example.com/shop/api:1"]);
+    assert_eq!(
         cond(&d.status, condition::SNAPSHOTTED),
         ("Unknown", "Saving")
     );
     assert!(saving(&d.status));
     assert_eq!(releases(&d), [&Release::Snapshotting]);
     assert_eq!(d.next, Next::Soon);
+}
+
+#[test]
+fn a_pushed_build_reports_its_image_by_digest_and_every_tag_a_build_only_check_none() {
+    let tagged = build_with(serde_json::json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git", "revision": "main"}},
+        "output": {"image": "registry.example.com/shop/api:1", "tags": ["latest", "mirror.example.com/shop/api:1"]}
+    }));
+    let mut o = observed(in_phase(tagged, Phase::Building, None));
+    o.pod = succeeded_pod();
+    let d = decided(&o);
+    assert_eq!(
+        d.status.image.as_deref(),
+        Some("registry.example.com/shop/api@sha256:abc")
+    );
+    assert_eq!(
+        d.status.tags,
+        [
+            "registry.example.com/shop/api:1",
+            "registry.example.com/shop/api:latest",
+            "mirror.example.com/shop/api:1"
+        ]
+    );
+    let check = build_with(serde_json::json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git", "revision": "main"}},
+        "output": {"image": "registry.example.com/shop/api:1", "push": false}
+    }));
+    let mut o = observed(in_phase(check, Phase::Building, None));
+    o.pod = succeeded_pod();
+    let d = decided(&o);
+    assert_eq!(d.status.phase, Some(Phase::Succeeded));
+    assert_eq!(d.status.image, None);
+    assert!(d.status.tags.is_empty());
 }
 
 #[test]
@@ -1200,7 +1295,11 @@ fn deletion_is_done_only_once_the_pods_are_gone_and_the_replica_released() {
 #[test]
 fn observe_asks_only_for_what_the_state_needs() {
     let now = t(CREATED + 60);
-    let at_rest = wanted(&in_phase(build(), Phase::Succeeded, Some("c-r0")), now);
+    let at_rest = wanted(
+        &in_phase(build(), Phase::Succeeded, Some("c-r0")),
+        now,
+        &config(),
+    );
     assert_eq!(
         at_rest,
         Wanted {
@@ -1208,26 +1307,37 @@ fn observe_asks_only_for_what_the_state_needs() {
             ..Wanted::default()
         }
     );
-    let running = wanted(&in_phase(build(), Phase::Building, Some("c-r0")), now);
+    let running = wanted(
+        &in_phase(build(), Phase::Building, Some("c-r0")),
+        now,
+        &config(),
+    );
     assert_eq!(running.pod.as_deref(), Some("api-1-build-1"));
     assert_eq!(running.cache, Some(cache_name(&build())));
     assert!(!running.plan && !running.children);
-    let restoring = wanted(&restoring_build(), now);
+    let restoring = wanted(&restoring_build(), now, &config());
     assert_eq!(
         (restoring.pod.as_deref(), restoring.job),
         (Some("api-1-build-1"), None),
         "a restore runs in the builder pod"
     );
-    let placing = wanted(&placing(build()), now);
+    let placing = wanted(&placing(build()), now, &config());
     assert!(placing.plan);
     let mut deleting = in_phase(build(), Phase::Building, Some("c-r0"));
     deleting.metadata.deletion_timestamp = Some(Time(now));
-    assert!(wanted(&deleting, now).children);
+    assert!(wanted(&deleting, now, &config()).children);
     assert_eq!(
-        wanted(&saving_build(), now).job.as_deref(),
+        wanted(&saving_build(), now, &config()).job.as_deref(),
         Some("api-1-save-1")
     );
-    assert!(wanted(&in_phase(build(), Phase::Building, None), t(CREATED + 7200)).children);
+    assert!(
+        wanted(
+            &in_phase(build(), Phase::Building, None),
+            t(CREATED + 7200),
+            &config()
+        )
+        .children
+    );
 }
 
 // ---- the cache prune after a ReadWrite build (issue 16, item 4) ----

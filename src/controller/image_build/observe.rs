@@ -24,7 +24,7 @@ use crate::planner::{self, Action as Plan};
 /// Observes `build` (as read) now.
 pub async fn observe(build: &ImageBuild, ctx: &Context) -> Result<Observed> {
     let now = ctx.now();
-    let want = wanted(build, now);
+    let want = wanted(build, now, &ctx.config);
     let namespace = build.namespace().unwrap_or_default();
     let cache = match &want.cache {
         Some(name) => {
@@ -78,7 +78,11 @@ pub async fn observe(build: &ImageBuild, ctx: &Context) -> Result<Observed> {
 /// The planner's choice for the build at `now` (the one clock reading the decision also
 /// uses), on the view the reflector stores give.
 fn plan(build: &ImageBuild, ctx: &Context, now: Timestamp) -> Result<Planned> {
-    let key = key_of(build, &build.status.clone().unwrap_or_default());
+    let key = key_of(
+        build,
+        &build.status.clone().unwrap_or_default(),
+        &ctx.config,
+    );
     let view = view_from_stores(&ctx.stores, &ctx.config, &ctx.planner, now);
     let request = build_request(build, &key, &ctx.config);
     let decision = planner::plan(&view.cluster, &request, seconds(now), &ctx.planner)
@@ -97,6 +101,7 @@ fn plan(build: &ImageBuild, ctx: &Context, now: Timestamp) -> Result<Planned> {
         .collect();
     Ok(Planned {
         reason: decision.reason.to_string(),
+        registry_seed: decision.reason.seeds_from_registry(),
         warmth: decision.warmth,
         wait_seconds: decision.estimate.wait,
         evictions,

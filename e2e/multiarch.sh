@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Architecture scenarios against the cluster that e2e/up.sh brought up: builds placed only on
+# nodes of their architecture (kubernetes.io/arch), each architecture with its own cache.
+#   e2e/multiarch.sh                      every scenario, in order
+#   e2e/multiarch.sh unplaceable          some of them
+# kind's nodes all run the host's architecture ($E2E_ARCH); the `other-arch` scenario relabels
+# one worker as the other architecture for its duration (the label is put back whatever
+# happens; a kubelet restart would also put it back). `emulate` needs binfmt handlers on the
+# nodes (E2E_BINFMT=1, e.g. after `docker run --privileged --rm tonistiigi/binfmt --install all`
+# on the host) and is skipped, saying so, without them.
+# Prints "multiarch: N passed, M failed" and exits non-zero when a scenario failed.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+
+need kubectl jq
+
+RUN=${E2E_RUN_ID:-$(date +%H%M%S)}
+GIT_URL="git://gitd.$NS.svc.cluster.local/app.git"
+BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-900}
+ALL=(unplaceable other-arch emulate)
+case $E2E_ARCH in
+  amd64) OTHER=arm64 ;;
+  *) OTHER=amd64 ;;
+esac
+
+# platform_build NAME KEY MODE PLATFORM...: a ReadWrite build of the test context for these
+# platforms (MODE: "" or Emulate); pushed to the in-cluster registry, as in run.sh.
+platform_build() {
+  local name=$1 key=$2 mode=$3 platforms
+  shift 3
+  platforms=$(printf '"%s",' "$@")
+  imagebuild "$name" "$key" ReadWrite 0 "" "" "platforms: [${platforms%,}]${mode:+$'\n'  platformMode: $mode}"
+}
+
+# wait_phase NAME PHASE...: waits until the build is in one of the phases; prints it.
+wait_phase() {
+  local name=$1 deadline=$((SECONDS + BUILD_TIMEOUT)) phase
+  shift
+  while :; do
+    phase=$(ibf "$name" .status.phase)
+    [[ " $* " == *" $phase "* ]] && { echo "$phase"; return 0; }
+    ((SECONDS < deadline)) || die "timed out waiting for $name to be one of: $* (is '$phase')"
+    sleep 2
+  done
+}
+
+placed_node() { [[ -n "$(ibf "$1" .status.placement.node)" ]]; }
+says_no_node_of_its_arch() { ibf "$1" .status.message | grep -q "no ready node has the build's architecture"; }
+
+# ------------------------------------------------------------------ scenarios
+
+# A build for an architecture no node has stays Placing, says why, and never gets a pod.
+scenario_unplaceable() {
+  local b="arch-none-$RUN"
+  platform_build "$b" "e2e/arch-$RUN" "" linux/s390x
+  retry 60 "$b says no node has its architecture" says_no_node_of_its_arch "$b"
+  assert_eq "$(ibf "$b" .status.phase)" Placing "$b phase"
+  assert_eq "$(ibf "$b" .status.cacheKey)" "e2e/arch-$RUN@s390x" "$b cacheKey"
+  assert_eq "$(ibf "$b" .status.placement.node)" "" "$b node"
+  assert_eq "$(kc -n "$NS" get pods -l "hearth.dev/build=$b" -o name)" "" "$b pods"
+  kc -n "$NS" delete imagebuild "$b" --wait=true
+}
+
+# One worker relabelled as the other architecture: a build for that architecture lands there
+# and only there, in a cache of its own; a build of the same key for the host's architecture
+# never does, and builds and succeeds elsewhere.
+scenario_other_arch() {
+  local key="e2e/arch-$RUN" node other="arch-other-$RUN" native="arch-native-$RUN" phase
+  node=$(kc get nodes -l '!node-role.kubernetes.io/control-plane' -o json | jq -r '.items[0].metadata.name')
+  [[ -n "$node" ]] || die "no worker node"
+  # shellcheck disable=SC2064 # the node's name now, not at exit
+  trap "kubectl --context $CONTEXT label node $node --overwrite kubernetes.io/arch=$E2E_ARCH >/dev/null" EXIT
+  kc label node "$node" --overwrite kubernetes.io/arch="$OTHER"
+  info "$node now says kubernetes.io/arch=$OTHER"
+
+  platform_build "$other" "$key" "" "linux/$OTHER"
+  retry 120 "$other placed" placed_node "$other"
+  assert_eq "$(ibf "$other" .status.placement.node)" "$node" "$other node (the only $OTHER node)"
+  assert_eq "$(ibf "$other" .status.cacheKey)" "$key@$OTHER" "$other cacheKey"
+  # The node really is $E2E_ARCH: without binfmt the build's RUN step cannot run there; its
+  # placement is what this checks, so stop it.
+  kc -n "$NS" patch imagebuild "$other" --type merge -p '{"spec":{"cancel":true}}' >/dev/null
+  phase=$(wait_phase "$other" Succeeded Failed Cancelled)
+  info "$other ended $phase"
+
+  platform_build "$native" "$key" "" "linux/$E2E_ARCH"
+  assert_eq "$(wait_phase "$native" Succeeded Failed Cancelled)" Succeeded "$native phase"
+  assert_ne "$(ibf "$native" .status.placement.node)" "$node" "$native node (never the $OTHER node)"
+  assert_eq "$(ibf "$native" .status.cacheKey)" "$key@$E2E_ARCH" "$native cacheKey"
+  assert_eq "$(ibf "$native" .status.placement.warmth)" Cold "$native warmth (the $OTHER cache is not its own)"
+  assert_ne "$(ibf "$native" .status.placement.cache)" "$(ibf "$other" .status.placement.cache)" "the two architectures' BuildCaches"
+}
+
+# platformMode Emulate: one build of both platforms on a node of the first one's
+# architecture, under binfmt.
+scenario_emulate() {
+  if [[ "${E2E_BINFMT:-0}" != 1 ]]; then
+    info "skipped: set E2E_BINFMT=1 once the nodes have binfmt handlers for $OTHER"
+    return 0
+  fi
+  local b="arch-emulate-$RUN"
+  platform_build "$b" "e2e/arch-emulate-$RUN" Emulate "linux/$E2E_ARCH" "linux/$OTHER"
+  assert_eq "$(wait_phase "$b" Succeeded Failed Cancelled)" Succeeded "$b phase"
+  assert_eq "$(ibf "$b" .status.cacheKey)" "e2e/arch-emulate-$RUN@$E2E_ARCH" "$b cacheKey"
+  assert_match "$(ibf "$b" .status.imageDigest)" '^sha256:[0-9a-f]{64}$' "$b digest"
+}
+
+# ------------------------------------------------------------------ main
+
+kc get crd imagebuilds.hearth.dev >/dev/null 2>&1 || die "no Hearth on context $CONTEXT: run e2e/up.sh first"
+scenarios=("$@")
+((${#scenarios[@]})) || scenarios=("${ALL[@]}")
+check_scenarios "${ALL[*]}" "${scenarios[@]}"
+log "multiarch run $RUN (nodes $E2E_ARCH, other $OTHER): ${scenarios[*]}"
+run_scenarios multiarch "${scenarios[@]}"
