@@ -119,6 +119,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         {"host": "mirror.corp:5000", "http": True},
         {"host": "registry.internal", "ca": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
     ]}},
+    "retention-off": {"retention": {"ttlAfterSucceeded": None, "ttlAfterFailed": "", "succeededLimit": None,
+                                    "failedLimit": 0, "minAge": "5m"}},
 }
 
 # Values the chart must refuse at render time, and a word the error must contain.
@@ -138,7 +140,7 @@ INVALID_VALUES = [
 
 # The permissions the controller needs (see the "why" comments in templates/rbac.yaml).
 NAMESPACED_PERMS = {
-    ("hearth.dev", "imagebuilds"): {"get", "list", "watch", "patch"},
+    ("hearth.dev", "imagebuilds"): {"get", "list", "watch", "patch", "delete"},
     ("hearth.dev", "imagebuilds/status"): {"update"},
     ("hearth.dev", "imagebuilds/finalizers"): {"update"},
     ("hearth.dev", "buildcaches"): {"get", "list", "watch", "create", "patch"},
@@ -194,6 +196,7 @@ CONFIG_KEYS = {
     "namespaces": None,
     "tekton": {"enabled"},
     "buildkitd": {"registries"},
+    "retention": {"ttlAfterSucceeded", "ttlAfterFailed", "succeededLimit", "failedLimit", "minAge"},
 }
 
 # Order of kinds in config/install.yaml (as Helm installs them).
@@ -527,6 +530,10 @@ def check_config(objs: list[dict], values: dict) -> None:
     assert config["namespaces"] == merged["namespaces"]
     assert config["tekton"] == merged["tekton"], "tekton section"
     assert config["buildkitd"] == merged["buildkitd"], "buildkitd section"
+    retention = merged["retention"]
+    want = {k: retention.get(k) or None for k in ("ttlAfterSucceeded", "ttlAfterFailed")}
+    want |= {k: retention.get(k) for k in ("succeededLimit", "failedLimit", "minAge")}
+    assert config["retention"] == want, f"retention section {config['retention']} != {want} (null or \"\" is off)"
     assert isinstance(config["cache"]["maxReplicas"], int) and isinstance(config["snapshot"]["every"], int)
 
 

@@ -16,7 +16,7 @@ RUN=${E2E_RUN_ID:-$(date +%H%M%S)}
 KEY="e2e/app-$RUN"                         # the cache key of the scenarios that share a cache
 GIT_URL="git://gitd.$NS.svc.cluster.local/app.git"
 BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-900}    # seconds a build may take, image pulls included
-ALL=(cold hot restored concurrent readonly branch invalid controller-restart)
+ALL=(cold hot restored concurrent readonly branch invalid controller-restart retention)
 
 # ------------------------------------------------------------------ helpers
 
@@ -318,6 +318,26 @@ scenario_controller_restart() {
   if kc -n "$NS" get "$pod" >/dev/null 2>&1; then
     assert_eq "$(kc -n "$NS" get "$pod" -o jsonpath='{.metadata.uid}')" "$uid" "builder pod is the one that ran before the kill"
   fi
+}
+
+# A build kept only a minute (spec.retention, set after it ended: retention may change then) is
+# deleted with its pods once saved and past it (e2e/values.yaml lowers retention.minAge to 1m),
+# with an Expired Event; its cache stays whole.
+build_gone() { ! kc -n "$NS" get imagebuild "$1" >/dev/null 2>&1; }
+pods_gone() { [[ -z "$(kc -n "$NS" get pods -l "hearth.dev/build=$1" -o name)" ]]; }
+scenario_retention() {
+  local b=retention-$RUN key="$KEY-retention" cache snaps
+  imagebuild "$b" "$key" ReadWrite
+  wait_builds "$b"
+  wait_snapshotted "$b"
+  cache=$(cache_of "$key")
+  snaps=$(bcf "$cache" '.status.snapshots | length')
+  kc -n "$NS" patch imagebuild "$b" --type merge -p '{"spec":{"retention":{"ttlAfterSucceeded":"1m"}}}' >/dev/null
+  retry 240 "$b deleted a minute after it ended" build_gone "$b"
+  retry 120 "the pods of $b deleted with it" pods_gone "$b"
+  event_seen Expired "$b" || die "no Expired Event for $b"
+  assert_eq "$(bcf "$cache" '.status.snapshots | length')" "$snaps" "$cache keeps its snapshots"
+  info "ok: $b and its pods deleted by retention"
 }
 
 # ------------------------------------------------------------------ main

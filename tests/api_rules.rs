@@ -187,3 +187,16 @@ fn untrusted_builds_may_import_a_registry_cache() {
     spec["cache"] = json!({"mode": "ReadOnly", "registry": {"importFrom": ["registry.example.com/shop/api:cache"]}});
     assert!(violations(&build(spec, None), None).is_empty());
 }
+
+#[test]
+fn retention_may_change_after_the_build_ended() {
+    let spec = spec_with_image("registry.example.com/shop/api:1");
+    let ended = Some(json!({"phase": "Succeeded"}));
+    let old = build(spec.clone(), ended.clone());
+    let mut kept = spec.clone();
+    kept["retention"] = json!({"ttlAfterSucceeded": "720h"});
+    let v = violations(&build(kept.clone(), ended.clone()), Some(&old));
+    assert!(v.is_empty(), "{v:?}");
+    // And back again, or removed.
+    assert!(violations(&build(spec, ended.clone()), Some(&build(kept, ended))).is_empty());
+}

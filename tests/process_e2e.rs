@@ -7,22 +7,11 @@ mod cluster;
 
 use std::time::{Duration, Instant};
 
-use cluster::{secs, ClusterOpts, TestCluster};
+use cluster::{build_spec, secs, ClusterOpts, TestCluster};
 use hearth::api::{keys, ImageBuild, ImageBuildSpec, ReplicaState, Warmth};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-
-/// A valid ImageBuild spec for `key`, mode ReadWrite, with extra build args.
-fn build_spec(key: &str, build_args: serde_json::Value) -> ImageBuildSpec {
-    serde_json::from_value(json!({
-        "source": {"git": {"url": "https://github.com/acme/shop.git", "revision": "main"}},
-        "output": {"image": "registry.example/acme/shop:main"},
-        "buildArgs": build_args,
-        "cache": {"key": key, "mode": "ReadWrite"}
-    }))
-    .expect("ImageBuild spec")
-}
 
 /// The status of a build's condition, e.g. ("True", "Saved").
 fn condition(ib: &ImageBuild, type_: &str) -> Option<(String, String)> {

@@ -373,3 +373,39 @@ async fn a_deleted_build_fails_the_run_instead_of_building_again() {
         "not made again"
     );
 }
+
+/// Retention deletes finished builds: a run that ended keeps its outcome and results when its
+/// build goes afterwards (Tekton treats a finished run's status as final).
+#[tokio::test]
+async fn a_finished_run_keeps_its_outcome_when_its_build_is_deleted_later() {
+    let mut c = cluster().await;
+    submit(&c, "r-kept", good_params(), json!({})).await;
+    c.reconcile_run("r-kept").await.unwrap();
+    c.settle("r-kept").await;
+    let (meta, digest) = metadata('e');
+    c.finish_pod("r-kept-build-1", 0, &meta).await;
+    assert_eq!(c.settle("r-kept").await, Some(Phase::Succeeded));
+    c.reconcile_run("r-kept").await.unwrap();
+    let before = status(&c, "r-kept").await;
+
+    c.builds()
+        .delete("r-kept", &Default::default())
+        .await
+        .expect("delete");
+    for _ in 0..3 {
+        if c.builds().get_opt("r-kept").await.unwrap().is_some() {
+            let _ = c.reconcile("r-kept").await;
+        }
+    }
+    assert!(c.builds().get_opt("r-kept").await.unwrap().is_none());
+    c.reconcile_run("r-kept").await.unwrap();
+    let (state, why, _) = succeeded(&c, "r-kept").await;
+    assert_eq!((state.as_str(), why.as_str()), ("True", reason::SUCCEEDED));
+    let after = status(&c, "r-kept").await;
+    assert_eq!(after.result(IMAGE_DIGEST), Some(digest.as_str()));
+    assert_eq!(after.completion_time, before.completion_time);
+    assert!(
+        c.builds().get_opt("r-kept").await.unwrap().is_none(),
+        "not built again"
+    );
+}

@@ -21,8 +21,10 @@ pub const CACHE_KEY_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$";
 
 const REL_PATH_RULE: &str = "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')";
 
-/// CEL rule: the spec (all of it but `cancel`) cannot change once the build has left `Pending`.
-/// Optional fields are compared by presence first, so adding or removing one is a change too.
+/// CEL rule: the spec (all of it but `cancel` and `retention`) cannot change once the build has
+/// left `Pending`. Optional fields are compared by presence first, so adding or removing one is a
+/// change too. `retention` says how long the object is kept, not what is built: it may change at
+/// any time, also after the build ended (to keep a build for an investigation, or let it go).
 pub const SPEC_IMMUTABLE_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.status.phase) \
 || oldSelf.status.phase == 'Pending' \
 || (self.spec.source == oldSelf.spec.source && self.spec.output == oldSelf.spec.output \
@@ -207,6 +209,34 @@ pub struct ImageBuildSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[x_kube(validation = Rule::new("self || !oldSelf").message("a cancelled build cannot be resumed; create a new ImageBuild"))]
     pub cancel: bool,
+    /// How long this build is kept once it has ended, instead of the operator's defaults
+    /// (`retention` in the operator config). May be changed at any time, also after the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSpec>,
+}
+
+/// CEL rule of a retention TTL: at least a minute (a pipeline waiting on the build must see
+/// its outcome before it goes), at most a year.
+const TTL_RULE: &str = "duration(self) >= duration('1m') && duration(self) <= duration('8760h')";
+/// The message of [`TTL_RULE`].
+const TTL_MESSAGE: &str = "must be a duration of at least 1m and at most 8760h, for example 72h";
+
+/// How long a finished build is kept (as a Job's `ttlSecondsAfterFinished`, Shipwright's
+/// `retention`). The namespace's history limits still apply; no build is deleted while it is
+/// saving its cache or holds a replica, nor sooner than the operator's `retention.minAge`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionSpec {
+    /// Delete the build this long after it succeeded (Go duration, 1m to 8760h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(TTL_RULE).message(TTL_MESSAGE))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    pub ttl_after_succeeded: Option<Duration>,
+    /// Delete the build this long after it failed or was cancelled (Go duration, 1m to 8760h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(TTL_RULE).message(TTL_MESSAGE))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    pub ttl_after_failed: Option<Duration>,
 }
 
 impl Default for ImageBuildSpec {
@@ -232,6 +262,7 @@ impl Default for ImageBuildSpec {
             pull: false,
             no_cache: false,
             cancel: false,
+            retention: None,
         }
     }
 }

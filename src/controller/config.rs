@@ -35,6 +35,46 @@ pub struct OperatorConfig {
     pub tekton: TektonSettings,
     /// buildkitd's configuration in builder pods (registry mirrors, plain HTTP, CAs).
     pub buildkitd: BuildkitdSettings,
+    /// When finished ImageBuilds (and their pods) are deleted.
+    pub retention: RetentionSettings,
+}
+
+/// When finished ImageBuilds are deleted, with their pods (owned by them, they go with them):
+/// after a TTL (as a Job's `ttlSecondsAfterFinished`), and beyond per-namespace history limits
+/// (as a CronJob's or kpack's). Failed and Cancelled builds count as failed. On by default: a
+/// namespace where `hearth build` creates one ImageBuild per CI job would otherwise fill its
+/// quota. `null` turns a TTL or a limit off.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Delete a succeeded build this long after it ended (a build's
+    /// `spec.retention.ttlAfterSucceeded` overrides it).
+    pub ttl_after_succeeded: Option<Duration>,
+    /// Delete a failed or cancelled build this long after it ended (a build's
+    /// `spec.retention.ttlAfterFailed` overrides it). Longer than for succeeded builds by
+    /// default: failures are what people come back to read.
+    pub ttl_after_failed: Option<Duration>,
+    /// Succeeded builds kept per namespace, newest first; older ones are deleted.
+    pub succeeded_limit: Option<u32>,
+    /// Failed and cancelled builds kept per namespace, newest first.
+    pub failed_limit: Option<u32>,
+    /// No build is deleted sooner than this after it ended, whatever its TTL or the limits:
+    /// the time `hearth wait`, the Tekton custom task and Argo's resource template take to read
+    /// its outcome.
+    pub min_age: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        let hours = |h: u64| Duration::from(std::time::Duration::from_secs(h * 3600));
+        RetentionSettings {
+            ttl_after_succeeded: Some(hours(24)),
+            ttl_after_failed: Some(hours(72)),
+            succeeded_limit: Some(100),
+            failed_limit: Some(100),
+            min_age: Duration::from(std::time::Duration::from_secs(600)),
+        }
+    }
 }
 
 /// Tekton integration. Off by default: the reconciler watches `tekton.dev/v1beta1`
@@ -509,6 +549,14 @@ mod tests {
             !c.tekton.enabled,
             "the Tekton custom task is off unless enabled"
         );
+        let r = &c.retention;
+        let ttl = |d: Option<Duration>| d.map(std::time::Duration::from).unwrap_or_default();
+        assert!(
+            ttl(r.ttl_after_failed) > ttl(r.ttl_after_succeeded)
+                && ttl(r.ttl_after_succeeded) > std::time::Duration::from(r.min_age),
+            "retention is on by default, keeps failed builds longer, and never below minAge: {r:?}"
+        );
+        assert!(r.succeeded_limit.is_some() && r.failed_limit.is_some());
     }
 
     #[test]
@@ -525,15 +573,46 @@ snapshot:
   minInterval: 5m
 namespaces: [shop]
 tekton: {enabled: true}
+retention: {ttlAfterSucceeded: 2h, failedLimit: null, minAge: 30s}
 "#;
         let c = OperatorConfig::parse("config.yaml", text).unwrap();
         assert_eq!(c.cache.max_replicas, 3);
         assert!(c.snapshot.s3.path_style);
         assert_eq!(c.snapshot.credentials_secret, "hearth-store");
         assert!(c.tekton.enabled);
+        let r = &c.retention;
+        assert_eq!(
+            r.ttl_after_succeeded.map(std::time::Duration::from),
+            Some(std::time::Duration::from_secs(7200))
+        );
+        assert_eq!(r.failed_limit, None, "null turns a limit off");
+        assert_eq!(r.succeeded_limit, Some(100), "absent keeps the default");
+        assert_eq!(
+            std::time::Duration::from(r.min_age),
+            std::time::Duration::from_secs(30)
+        );
         assert_eq!(
             std::time::Duration::from(c.snapshot.min_interval),
             std::time::Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn the_charts_default_config_parses_with_the_same_retention_defaults() {
+        let manifest = include_str!("../../config/install.yaml");
+        let doc = manifest
+            .split("\n---")
+            .find(|d| d.contains("config.yaml: |"))
+            .expect("the ConfigMap");
+        let map: serde_yaml::Value = serde_yaml::from_str(doc).unwrap();
+        let text = map["data"]["config.yaml"].as_str().unwrap();
+        let c = OperatorConfig::parse("config/install.yaml", text).unwrap();
+        assert_eq!(c.retention, RetentionSettings::default());
+        let off = "retention: {ttlAfterSucceeded: null, succeededLimit: null, failedLimit: 0}";
+        let r = OperatorConfig::parse("c.yaml", off).unwrap().retention;
+        assert_eq!(
+            (r.ttl_after_succeeded, r.succeeded_limit, r.failed_limit),
+            (None, None, Some(0))
         );
     }
 

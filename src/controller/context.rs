@@ -63,6 +63,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// The time.
     pub clock: Clock,
+    /// Wakes the retention sweep (a build ended, or a finished build changed).
+    pub retention_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Context {
@@ -86,6 +88,7 @@ impl Context {
             stores,
             metrics,
             clock: Arc::new(Timestamp::now),
+            retention_wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 

@@ -82,6 +82,15 @@ pub struct NamespaceWarmthLabels {
     pub warmth: String,
 }
 
+/// Labels of retention deletions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetentionLabels {
+    /// `ttl` (past its TTL) or `limit` (beyond the namespace's history limit).
+    pub reason: String,
+    /// `Succeeded` or `Failed` (Failed and Cancelled builds).
+    pub outcome: String,
+}
+
 /// Labels of per-namespace gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NamespaceLabels {
@@ -124,6 +133,8 @@ pub struct Metrics {
     pub store_errors: Family<StoreOpLabels, Counter>,
     /// Cache uses of finished builds by namespace and warmth (hit ratio by namespace).
     pub cache_uses: Family<NamespaceWarmthLabels, Counter>,
+    /// Finished ImageBuilds deleted by retention, by reason and outcome.
+    pub retention_deletions: Family<RetentionLabels, Counter>,
 }
 
 /// Kind of a registered family, for [`Metrics::exposed_names`].
@@ -282,6 +293,15 @@ impl Default for Metrics {
             cache_uses.clone(),
             Kind::Counter,
         );
+        let retention_deletions = Family::<RetentionLabels, Counter>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "retention_deletions",
+            "Finished ImageBuilds deleted by retention, by reason (ttl, limit) and outcome",
+            retention_deletions.clone(),
+            Kind::Counter,
+        );
         Metrics {
             registry,
             families,
@@ -299,6 +319,7 @@ impl Default for Metrics {
             store_bytes,
             store_errors,
             cache_uses,
+            retention_deletions,
         }
     }
 }
@@ -455,6 +476,24 @@ impl Metrics {
                 reason: reason.into(),
             });
         }
+        for reason in ["ttl", "limit"] {
+            for outcome in ["Succeeded", "Failed"] {
+                let _ = self.retention_deletions.get_or_create(&RetentionLabels {
+                    reason: reason.into(),
+                    outcome: outcome.into(),
+                });
+            }
+        }
+    }
+
+    /// Counts a build deleted by retention.
+    pub fn retention_deleted(&self, reason: &str, outcome: &str) {
+        self.retention_deletions
+            .get_or_create(&RetentionLabels {
+                reason: reason.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 }
 
@@ -494,6 +533,7 @@ mod tests {
             r#"hearth_store_errors_total{op="save"} 0"#,
             r#"hearth_cache_evictions_total{reason="Budget"} 0"#,
             r#"hearth_reconciles_total{controller="buildcache"} 0"#,
+            r#"hearth_retention_deletions_total{reason="limit",outcome="Failed"} 0"#,
         ] {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }

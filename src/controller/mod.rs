@@ -4,10 +4,12 @@
 //! - reconcilers: `image_build` (observe -> decide -> act), `build_cache`, `custom_run`, wired
 //!   to the cluster by `run` (with `admin` and `metrics`);
 //! - services they share, the only code that writes to the API: `replica_table` (the one
-//!   writer of BuildCache status), `job_runner`, `events`, `finalizer`, `writes`, over
+//!   writer of BuildCache status), `job_runner`, `events`, `finalizer`, `writes`,
+//!   `retention_sweep` (deletes finished builds as `retention` decides), over
 //!   `context` and `error`;
-//! - pure code: `cache_policy`, `snapshot_records`, `builders`, `outcome`, `conditions`, `durations`,
-//!   `key_history`, `view`, `requeue`, `quantity`, `config`, `buildkitd_config`, and the `planner` crate module.
+//! - pure code: `cache_policy`, `retention`, `snapshot_records`, `builders`, `outcome`, `conditions`,
+//!   `durations`, `key_history`, `view`, `requeue`, `quantity`, `config`, `buildkitd_config`, and the
+//!   `planner` crate module.
 
 pub mod admin;
 pub mod build_cache;
@@ -30,6 +32,8 @@ pub mod metrics;
 pub mod outcome;
 pub mod replica_table;
 pub mod requeue;
+pub mod retention;
+pub mod retention_sweep;
 pub mod run;
 pub mod slim;
 pub mod snapshot_records;

@@ -24,7 +24,7 @@ use super::config::OperatorConfig;
 use super::context::{Context, Stores};
 use super::metrics::Metrics;
 use super::slim::{self, StoredBuild};
-use super::{build_cache, custom_run, gauges, image_build};
+use super::{build_cache, custom_run, gauges, image_build, retention_sweep};
 use crate::api::{BuildCache, ImageBuild};
 
 /// Most reconciles of one controller in flight at once. Unbounded, a restart ran every
@@ -237,6 +237,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let gauges_stop = stop_rx.clone();
     tokio::spawn(async move { gauges::every_interval(&gauges_ctx, gauges_stop).await });
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    // Retention deletes builds: only while leading, and not once the drain began.
+    tokio::spawn(retention_sweep::run(ctx.clone(), drain_rx.clone()));
     tokio::spawn(async move {
         tokio::select! {
             _ = &mut shutdown => info!("SIGTERM: draining reconciles"),
@@ -343,10 +345,16 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             }
         })
     });
-    let reconcilers = futures::future::join3(
+    // Retention deletes builds: only while leading, and not once the drain began. Polled in
+    // this task with the controllers, not spawned: a kube `Store` wakes only the last task of
+    // several awaiting `wait_until_ready` (its oneshot keeps one waker), and the controllers'
+    // runners and the caches' bookkeeping above await the builds' stores from this task.
+    let retention = retention_sweep::run(ctx.clone(), drain_rx.clone());
+    let reconcilers = futures::future::join4(
         futures::future::join_all(controllers),
         futures::future::join_all(cache_controllers),
         futures::future::join_all(run_controllers),
+        retention,
     );
     let mut drained = drain_rx.clone();
     tokio::select! {

@@ -5,14 +5,15 @@
 //! reconciler reads either, and at 50,000 ImageBuilds they were most of the controller's heap.
 //! Nodes also list every image they hold (`status.images`), which nothing here reads.
 //! Finished ImageBuilds, most of the builds of a busy cluster, are kept as the few fields
-//! deciding about a finished build reads ([`StoredBuild`]).
+//! deciding about a finished build reads ([`StoredBuild`]), retention included.
 //! Pure: applied to each watch event before the reflector stores it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::NamespaceResourceScope;
 use kube::Resource;
 use serde::{Deserialize, Deserializer};
@@ -55,7 +56,8 @@ pub const COMPACTED: &str = "hearth.dev/compacted-in-memory";
 /// What the ImageBuild controller keeps of one build: the whole of a build under way (or
 /// still saving its cache), and of a finished one only what deciding about a finished build
 /// reads: its metadata (deletion, finalizers, name), its phase and the replica it was placed
-/// on (released by a cancel, or on deletion). A finished build whole costs about 3 KiB in
+/// on (released by a cancel, or on deletion), and for retention when it ended and the TTL its
+/// spec sets for its outcome. A finished build whole costs about 3 KiB in
 /// memory, compact about 0.7 KiB; at 50,000 builds that is most of the controller's heap.
 /// Deserializes from an ImageBuild, so a watcher of it reads the ImageBuild API.
 // Finished is the common variant (most builds are finished): boxing it would add an
@@ -77,6 +79,29 @@ pub struct FinishedBuild {
     observed_generation: Option<i64>,
     cache: Option<String>,
     replica: Option<String>,
+    /// `status.completionTime`.
+    completed: Option<Timestamp>,
+    /// The build's own TTL for its outcome (`spec.retention`), if it sets one.
+    ttl: Option<std::time::Duration>,
+}
+
+impl FinishedBuild {
+    /// Its metadata (name, uid, resourceVersion, deletion).
+    pub fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    /// Succeeded, Failed or Cancelled.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    /// When it ended (`status.completionTime`), if recorded.
+    pub fn completed(&self) -> Option<Timestamp> {
+        self.completed
+    }
+    /// The TTL its spec sets for its outcome, if any.
+    pub fn ttl(&self) -> Option<std::time::Duration> {
+        self.ttl
+    }
 }
 
 impl From<ImageBuild> for StoredBuild {
@@ -92,7 +117,16 @@ impl From<ImageBuild> for StoredBuild {
         let placement = status.placement.as_ref();
         let cache = placement.and_then(|p| p.cache.clone());
         let replica = placement.and_then(|p| p.replica.clone());
+        let completed = status.completion_time.as_ref().map(|t| t.0);
+        let retention = build.spec.retention.as_ref();
+        let ttl = match phase {
+            Phase::Succeeded => retention.and_then(|r| r.ttl_after_succeeded),
+            _ => retention.and_then(|r| r.ttl_after_failed),
+        }
+        .map(std::time::Duration::from);
         StoredBuild::Finished(FinishedBuild {
+            completed,
+            ttl,
             observed_generation: status.observed_generation,
             metadata: build.metadata,
             phase,
@@ -103,9 +137,17 @@ impl From<ImageBuild> for StoredBuild {
 }
 
 impl StoredBuild {
+    /// The compact form of a finished build (`None` for a build under way or still saving).
+    pub fn finished(&self) -> Option<&FinishedBuild> {
+        match self {
+            StoredBuild::Finished(f) => Some(f),
+            StoredBuild::Whole(_) => None,
+        }
+    }
+
     /// The build to reconcile: the one stored, or a finished build rebuilt from its compact
     /// form (no spec; status with its phase, observed generation and placement's cache and
-    /// replica; marked [`COMPACTED`]).
+    /// replica, completion time; marked [`COMPACTED`]).
     pub fn build(&self) -> Arc<ImageBuild> {
         match self {
             StoredBuild::Whole(build) => build.clone(),
@@ -127,6 +169,7 @@ impl StoredBuild {
                         phase: Some(f.phase),
                         observed_generation: f.observed_generation,
                         placement,
+                        completion_time: f.completed.map(Time),
                         ..ImageBuildStatus::default()
                     }),
                 })
@@ -266,6 +309,7 @@ mod tests {
         let mut b = build();
         let status = json!({
             "phase": phase, "cacheKey": "k", "imageDigest": "sha256:abc",
+            "completionTime": "2026-11-30T00:00:00Z",
             "placement": {"node": "n1", "replica": "c-r0", "cache": "c", "warmth": "Hot"},
             "conditions": [{"type": "Snapshotted", "status": snapshotted, "reason": "r",
                 "message": "", "lastTransitionTime": "2026-11-30T00:00:00Z"}]
@@ -292,11 +336,38 @@ mod tests {
             assert_eq!(placement.replica.as_deref(), Some("c-r0"));
             assert_eq!(placement.node, None);
             assert!(status.conditions.is_empty());
+            assert_eq!(
+                status.completion_time,
+                whole.status.as_ref().unwrap().completion_time
+            );
             // Metadata whole: deletion, finalizers and names are read from it.
             let mut meta = b.metadata.clone();
             meta.annotations.as_mut().unwrap().remove(COMPACTED);
             assert_eq!(meta, whole.metadata);
         }
+    }
+
+    #[test]
+    fn a_finished_build_keeps_when_it_ended_and_its_own_ttl_for_its_outcome() {
+        let retention = json!({"ttlAfterSucceeded": "2h", "ttlAfterFailed": "90m"});
+        for (phase, ttl) in [("Succeeded", 7200), ("Failed", 5400), ("Cancelled", 5400)] {
+            let mut b = finished(phase, "True");
+            b.spec.retention = Some(serde_json::from_value(retention.clone()).unwrap());
+            let stored = StoredBuild::from(b);
+            let f = stored.finished().expect("compact");
+            assert_eq!(f.phase().to_string(), phase);
+            assert_eq!(
+                f.ttl(),
+                Some(std::time::Duration::from_secs(ttl)),
+                "{phase}"
+            );
+            assert_eq!(f.completed(), Some("2026-11-30T00:00:00Z".parse().unwrap()));
+        }
+        let only_failed = json!({"ttlAfterFailed": "90m"});
+        let mut b = finished("Succeeded", "True");
+        b.spec.retention = Some(serde_json::from_value(only_failed).unwrap());
+        assert_eq!(StoredBuild::from(b).finished().unwrap().ttl(), None);
+        assert_eq!(StoredBuild::from(build()).finished().unwrap().ttl(), None);
     }
 
     #[test]

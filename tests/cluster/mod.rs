@@ -530,6 +530,17 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// A valid ImageBuild spec for `key`, mode ReadWrite, with extra build args.
+pub fn build_spec(key: &str, build_args: serde_json::Value) -> ImageBuildSpec {
+    serde_json::from_value(json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git", "revision": "main"}},
+        "output": {"image": "registry.example/acme/shop:main"},
+        "buildArgs": build_args,
+        "cache": {"key": key, "mode": "ReadWrite"}
+    }))
+    .expect("ImageBuild spec")
+}
+
 /// `hearth controller` as users run it: a kubeconfig, the chart's config file, the admin
 /// server on `admin_addr`, text logs to `log`, nothing else from this environment.
 pub fn controller_command(

@@ -31,6 +31,36 @@ pub struct Values {
     pub http_proxy: String,
     /// `buildkitd.registries`, as the chart's `toYaml` renders it (`[]` when empty).
     pub buildkitd_registries: String,
+    pub retention: RetentionValues,
+}
+
+/// The chart's `retention` values (`None` renders `null`: that TTL or limit off).
+#[derive(Clone, Debug)]
+pub struct RetentionValues {
+    pub ttl_after_succeeded: Option<String>,
+    pub ttl_after_failed: Option<String>,
+    pub succeeded_limit: Option<u32>,
+    pub failed_limit: Option<u32>,
+    pub min_age: String,
+}
+
+impl Default for RetentionValues {
+    fn default() -> Self {
+        RetentionValues {
+            ttl_after_succeeded: Some("24h".into()),
+            ttl_after_failed: Some("72h".into()),
+            succeeded_limit: Some(100),
+            failed_limit: Some(100),
+            min_age: "10m".into(),
+        }
+    }
+}
+
+/// `value`, or YAML's `null`.
+fn or_null<T: ToString>(value: &Option<T>) -> String {
+    value
+        .as_ref()
+        .map_or_else(|| "null".to_string(), T::to_string)
 }
 
 impl Default for Values {
@@ -53,6 +83,7 @@ impl Default for Values {
             runtime_class_name: String::new(),
             http_proxy: String::new(),
             buildkitd_registries: " []".into(),
+            retention: RetentionValues::default(),
         }
     }
 }
@@ -111,6 +142,12 @@ tekton:
   enabled: false
 buildkitd:
   registries:{buildkitd_registries}
+retention:
+  ttlAfterSucceeded: {ttl_succeeded}
+  ttlAfterFailed: {ttl_failed}
+  succeededLimit: {succeeded_limit}
+  failedLimit: {failed_limit}
+  minAge: "{min_age}"
 "#,
         service_account_name = v.service_account_name,
         runtime_class_name = v.runtime_class_name,
@@ -131,5 +168,20 @@ buildkitd:
         gc_grace = v.gc_grace,
         delete_timeout = v.delete_timeout,
         retain = v.retain,
+        failed_limit = or_null(&v.retention.failed_limit),
+        min_age = v.retention.min_age,
+        succeeded_limit = or_null(&v.retention.succeeded_limit),
+        ttl_failed = or_null(
+            &v.retention
+                .ttl_after_failed
+                .as_ref()
+                .map(|t| format!("{t:?}"))
+        ),
+        ttl_succeeded = or_null(
+            &v.retention
+                .ttl_after_succeeded
+                .as_ref()
+                .map(|t| format!("{t:?}"))
+        ),
     )
 }

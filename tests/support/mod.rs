@@ -34,13 +34,53 @@ pub struct Cluster {
     clock: Arc<Mutex<Timestamp>>,
 }
 
-struct Writers {
-    nodes: Writer<Node>,
-    volumes: Writer<PersistentVolume>,
-    claims: Writer<PersistentVolumeClaim>,
-    pods: Writer<Pod>,
-    caches: Writer<BuildCache>,
-    builds: Writer<StoredBuild>,
+/// The writers of a context's stores (what the watches would feed).
+pub struct Writers {
+    pub nodes: Writer<Node>,
+    pub volumes: Writer<PersistentVolume>,
+    pub claims: Writer<PersistentVolumeClaim>,
+    pub pods: Writer<Pod>,
+    pub caches: Writer<BuildCache>,
+    pub builds: Writer<StoredBuild>,
+}
+
+/// Empty stores of one watched scope, and their writers.
+pub fn stores() -> (Stores, Writers) {
+    let (nodes, nw) = reflector::store();
+    let (volumes, vw) = reflector::store();
+    let (claims, cw) = reflector::store();
+    let (pods, pw) = reflector::store();
+    let (caches, bw) = reflector::store();
+    let (builds, iw) = reflector::store();
+    let stores = Stores {
+        nodes,
+        volumes,
+        claims: vec![claims],
+        pods: vec![pods],
+        caches: vec![caches],
+        builds: vec![builds],
+    };
+    let writers = Writers {
+        nodes: nw,
+        volumes: vw,
+        claims: cw,
+        pods: pw,
+        caches: bw,
+        builds: iw,
+    };
+    (stores, writers)
+}
+
+/// Fills `writer`'s store with `items`, as a watch's initial list does.
+pub fn fill<K>(writer: &mut Writer<K>, items: impl IntoIterator<Item = K>)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + 'static,
+{
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for item in items {
+        writer.apply_watcher_event(&watcher::Event::InitApply(item));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
 }
 
 pub fn node(name: &str) -> Node {
@@ -114,20 +154,7 @@ impl Cluster {
         config: OperatorConfig,
         clock: Arc<Mutex<Timestamp>>,
     ) -> (Arc<Context>, Writers) {
-        let (nodes, nw) = reflector::store();
-        let (volumes, vw) = reflector::store();
-        let (claims, cw) = reflector::store();
-        let (pods, pw) = reflector::store();
-        let (caches, bw) = reflector::store();
-        let (builds, iw) = reflector::store();
-        let stores = Stores {
-            nodes,
-            volumes,
-            claims: vec![claims],
-            pods: vec![pods],
-            caches: vec![caches],
-            builds: vec![builds],
-        };
+        let (stores, writers) = stores();
         let mut ctx = Context::new(
             client.clone(),
             config,
@@ -136,17 +163,7 @@ impl Cluster {
             "test",
         );
         ctx.clock = Arc::new(move || *clock.lock().unwrap());
-        (
-            Arc::new(ctx),
-            Writers {
-                nodes: nw,
-                volumes: vw,
-                claims: cw,
-                pods: pw,
-                caches: bw,
-                builds: iw,
-            },
-        )
+        (Arc::new(ctx), writers)
     }
 
     /// A new controller over the same cluster (a restart): fresh stores, same objects.
@@ -399,11 +416,7 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + 'static,
 {
     let items = api.list(&ListParams::default()).await.expect("list").items;
-    writer.apply_watcher_event(&watcher::Event::Init);
-    for item in items {
-        writer.apply_watcher_event(&watcher::Event::InitApply(item));
-    }
-    writer.apply_watcher_event(&watcher::Event::InitDone);
+    fill(writer, items);
 }
 
 /// buildctl metadata with a digest.

@@ -115,6 +115,14 @@ tekton:
   enabled: {{ .Values.tekton.enabled }}
 buildkitd:
   registries:{{ if .Values.buildkitd.registries }}{{ toYaml .Values.buildkitd.registries | nindent 4 }}{{ else }} []{{ end }}
+{{- /* A TTL or limit set to null (Helm then drops the key) or, for a TTL, "" renders null: off. */}}
+{{- $r := .Values.retention }}
+retention:
+  ttlAfterSucceeded: {{ with $r.ttlAfterSucceeded }}{{ . | quote }}{{ else }}null{{ end }}
+  ttlAfterFailed: {{ with $r.ttlAfterFailed }}{{ . | quote }}{{ else }}null{{ end }}
+  succeededLimit: {{ if kindIs "invalid" $r.succeededLimit }}null{{ else }}{{ int $r.succeededLimit }}{{ end }}
+  failedLimit: {{ if kindIs "invalid" $r.failedLimit }}null{{ else }}{{ int $r.failedLimit }}{{ end }}
+  minAge: {{ $r.minAge | quote }}
 {{- end }}
 
 {{/* Port of the snapshot store for the NetworkPolicy: from snapshot.s3.endpoint, else 443/80 by scheme. */}}

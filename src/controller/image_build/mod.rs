@@ -41,9 +41,15 @@ pub async fn reconcile(build: Arc<ImageBuild>, ctx: Arc<Context>) -> Result<Acti
     .await
 }
 
-/// Reconciles one build as the controller's store keeps it ([`StoredBuild`]).
+/// Reconciles one build as the controller's store keeps it ([`StoredBuild`]). A finished one
+/// (ended, saved) wakes the retention sweep once its reconcile is done: it may have just
+/// ended, released its replica, or had its `spec.retention` changed.
 pub async fn reconcile_stored(stored: Arc<StoredBuild>, ctx: Arc<Context>) -> Result<Action> {
-    reconcile(stored.build(), ctx).await
+    let result = reconcile(stored.build(), ctx.clone()).await;
+    if stored.finished().is_some() {
+        ctx.retention_wake.notify_one();
+    }
+    result
 }
 
 /// What to do when a reconcile fails: conflicts re-plan at once, invalid specs wait for a
