@@ -11,6 +11,10 @@ CONTROLLER_SELECTOR=app.kubernetes.io/name=hearth  # the controller pods (chart'
 HEARTH_IMAGE=${HEARTH_IMAGE:-ghcr.io/hearth-dev/hearth:e2e}
 BUILDKIT_IMAGE=${BUILDKIT_IMAGE:-docker.io/moby/buildkit:v0.25.1-rootless}
 GITD_IMAGE=hearth-e2e-gitd:1
+REGISTRY_IMAGE=${REGISTRY_IMAGE:-docker.io/library/registry:2.8.3}
+# The in-cluster registry the builds push to, as image references name it (plain HTTP: see
+# buildkitd.registries in e2e/values.yaml).
+REGISTRY=registry.registry.svc.cluster.local:5000
 # MinIO stopped publishing new images in 2025; these tags were published and are pinned.
 # Override both when your registry mirror has others.
 MINIO_IMAGE=${MINIO_IMAGE:-docker.io/minio/minio:RELEASE.2025-04-22T22-12-26Z}
@@ -152,9 +156,7 @@ spec:
     SLEEP: "$sleep"
   $extra
   output:
-    # Not pushed (see e2e/README.md): the digest still comes from BuildKit's metadata.
-    image: registry.hearth-e2e.invalid/e2e/app:$name
-    push: false
+    image: $REGISTRY/e2e/app:$name
   cache:
     key: "$key"
     mode: $mode
@@ -197,4 +199,99 @@ run_scenarios() {
   ((${#failed[@]} == 0)) || info "failed: ${failed[*]}"
   echo "$label: $passed passed, ${#failed[@]} failed"
   ((${#failed[@]} == 0))
+}
+
+# ------------------------------------------------------------------ builds
+# (the scripts that build set RUN, GIT_URL and BUILD_TIMEOUT)
+
+ib() { kc -n "$NS" get imagebuild "$1" -o json; }
+ibf() { ib "$1" | jq -r "$2 // empty"; }                  # one field of an ImageBuild
+condition() { ibf "$1" ".status.conditions[]? | select(.type == \"$2\") | .status"; }
+
+# dump NAME: what someone debugging a failed build wants to see.
+dump() {
+  echo "--- ImageBuild $1 status"
+  ib "$1" | jq '.status' || true
+  echo "--- events"
+  kc -n "$NS" get events --field-selector "involvedObject.name=$1" --sort-by=.lastTimestamp 2>/dev/null | tail -20 || true
+  echo "--- pods and jobs of the build"
+  kc -n "$NS" get pods,jobs -l "hearth.dev/build=$1" -o wide 2>/dev/null || true
+  local pod
+  for pod in $(kc -n "$NS" get pods -l "hearth.dev/build=$1" -o name 2>/dev/null); do
+    echo "--- log of $pod (last 30 lines)"
+    kc -n "$NS" logs "$pod" --all-containers --tail=30 2>/dev/null || true
+  done
+  echo "--- controller log (last 40 lines)"
+  kc -n "$SYSTEM_NS" logs deploy/hearth --tail=40 2>/dev/null || true
+}
+
+# wait_builds NAME...: until every build is terminal; fails unless all Succeeded. Calls
+# $ON_POLL (if set) on every round, for scenarios that watch something while builds run.
+wait_builds() {
+  local deadline=$((SECONDS + BUILD_TIMEOUT)) name phase pending last=""
+  while :; do
+    pending=()
+    local now=""
+    for name in "$@"; do
+      phase=$(ibf "$name" '.status.phase')
+      now+="$name=${phase:-none} "
+      case $phase in
+        Succeeded) ;;
+        Failed | Cancelled)
+          dump "$name"
+          die "$name ended $phase: $(ibf "$name" '.status.message')" ;;
+        *) pending+=("$name") ;;
+      esac
+    done
+    [[ "$now" != "$last" ]] && info "phases: $now" && last=$now
+    [[ -n "${ON_POLL:-}" ]] && "$ON_POLL"
+    ((${#pending[@]} == 0)) && return 0
+    if ((SECONDS > deadline)); then
+      for name in "${pending[@]}"; do dump "$name"; done
+      die "timed out after ${BUILD_TIMEOUT}s waiting for ${pending[*]}"
+    fi
+    sleep 2
+  done
+}
+
+# wait_phase NAME PHASE: until the build reaches PHASE (or a later one).
+wait_phase() {
+  local deadline=$((SECONDS + BUILD_TIMEOUT)) phase
+  while :; do
+    phase=$(ibf "$1" '.status.phase')
+    [[ "$phase" == "$2" ]] && return 0
+    case $phase in Succeeded | Failed | Cancelled) dump "$1"; die "$1 reached $phase before $2" ;; esac
+    ((SECONDS < deadline)) || { dump "$1"; die "timed out waiting for $1 to reach $2"; }
+    sleep 1
+  done
+}
+
+# assert_succeeded NAME WARMTH: the status every successful build must show.
+assert_succeeded() {
+  local name=$1 json c
+  json=$(ib "$name")
+  f() { jq -r "$1 // empty" <<<"$json"; }
+  assert_eq "$(f .status.phase)" Succeeded "$name phase"
+  assert_eq "$(f .status.placement.warmth)" "$2" "$name placement.warmth"
+  assert_match "$(f .status.placement.node)" '^.+$' "$name placement.node"
+  assert_match "$(f .status.placement.replica)" '^.+$' "$name placement.replica"
+  assert_match "$(f .status.imageDigest)" '^sha256:[0-9a-f]{64}$' "$name imageDigest"
+  assert_eq "$(f .status.cacheKey)" "$(scoped "$(f .spec.cache.key)")" "$name cacheKey"
+  for c in Placed CacheReady Built Succeeded; do
+    assert_eq "$(f ".status.conditions[]? | select(.type == \"$c\") | .status")" True "$name condition $c"
+  done
+  assert_match "$(f .status.completionTime)" '^.+$' "$name completionTime"
+  info "durations: $(f .status.durations | jq -c .)"
+}
+
+# builder_pod NAME: the build's builder pod (pod/NAME-build-...), empty when it is gone.
+builder_pod() {
+  kc -n "$NS" get pods -l "hearth.dev/build=$1" -o name 2>/dev/null | grep -- "-build-" | tail -1 || true
+}
+
+# builder_log NAME: the builder pod's log (BuildKit's plain progress), empty when it is gone.
+builder_log() {
+  local pod
+  pod=$(builder_pod "$1")
+  [[ -z "$pod" ]] || kc -n "$NS" logs "$pod" --all-containers 2>/dev/null
 }

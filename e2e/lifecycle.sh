@@ -36,7 +36,6 @@ spec:
 YAML
 }
 
-ibf() { kc -n "$NS" get imagebuild "$1" -o json | jq -r "$2 // empty"; }
 bcf() { kc -n "$NS" get buildcache "$1" -o json | jq -r "$2 // empty"; }
 cache_of() { kc -n "$NS" get buildcaches -o json | jq -r --arg k "$(scoped "$1")" '.items[] | select(.spec.key == $k) | .metadata.name'; }
 

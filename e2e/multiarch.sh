@@ -24,10 +24,8 @@ case $E2E_ARCH in
   *) OTHER=amd64 ;;
 esac
 
-ibf() { kc -n "$NS" get imagebuild "$1" -o json | jq -r "$2 // empty"; }
-
 # platform_build NAME KEY MODE PLATFORM...: a ReadWrite build of the test context for these
-# platforms (MODE: "" or Emulate); not pushed, as in run.sh.
+# platforms (MODE: "" or Emulate); pushed to the in-cluster registry, as in run.sh.
 platform_build() {
   local name=$1 key=$2 mode=$3 platforms
   shift 3

@@ -5,7 +5,7 @@
 # WorkflowTemplate, their Roles, and a push Secret for the test registry. Idempotent.
 #   e2e/up.sh && e2e/pipelines-up.sh && e2e/pipelines.sh
 # Knobs: TEKTON_VERSION, TEKTON_RELEASE (URL of release.yaml), ARGO_VERSION, ARGO_RELEASE
-# (URL of install.yaml), E2E_REGISTRY (where the pipeline builds push; default ttl.sh).
+# (URL of install.yaml), E2E_REGISTRY (where the pipeline builds push; default the in-cluster registry).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -16,7 +16,7 @@ TEKTON_VERSION=${TEKTON_VERSION:-v1.0.0}
 TEKTON_RELEASE=${TEKTON_RELEASE:-https://storage.googleapis.com/tekton-releases/pipeline/previous/$TEKTON_VERSION/release.yaml}
 ARGO_VERSION=${ARGO_VERSION:-v3.6.2}
 ARGO_RELEASE=${ARGO_RELEASE:-https://github.com/argoproj/argo-workflows/releases/download/$ARGO_VERSION/install.yaml}
-REGISTRY=${E2E_REGISTRY:-ttl.sh}
+REGISTRY=${E2E_REGISTRY:-$REGISTRY} # default: the in-cluster registry (lib.sh)
 
 kc get crd imagebuilds.hearth.dev >/dev/null 2>&1 || die "no Hearth on context $CONTEXT: run e2e/up.sh first"
 
@@ -53,7 +53,7 @@ kc -n "$NS" create rolebinding hearth-build --role=hearth-build --serviceaccount
 kc -n "$NS" create rolebinding hearth-workflow --role=hearth-workflow --serviceaccount="$NS:hearth-workflow" \
   --dry-run=client -o yaml | kc apply -f -
 # The WorkflowTemplate and the custom-task Pipeline name a push Secret; the test registry
-# takes anonymous pushes, so its content is never used.
+# (in-cluster, or ttl.sh) takes anonymous pushes, so its content is never used.
 kc -n "$NS" create secret docker-registry registry-push --docker-server="$REGISTRY" \
   --docker-username=hearth-e2e --docker-password=unused --dry-run=client -o yaml | kc apply -f -
 

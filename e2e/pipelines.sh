@@ -4,8 +4,8 @@
 # and timeout) and by Argo Workflows (the hearth-build WorkflowTemplate, chained and failing).
 #   e2e/pipelines.sh                      every scenario
 #   e2e/pipelines.sh tekton-custom-task   some of them
-# Builds push to E2E_REGISTRY (default ttl.sh, anonymous and short-lived) so the digests the
-# pipelines report are real. Prints "pipelines: N passed, M failed".
+# Builds push to E2E_REGISTRY (default the in-cluster registry e2e/up.sh runs) so the digests
+# the pipelines report are real. Prints "pipelines: N passed, M failed".
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -15,12 +15,13 @@ need kubectl jq
 RUN=${E2E_RUN_ID:-$(date +%H%M%S)}
 KEY="e2e/pipelines-$RUN"
 GIT_URL="git://gitd.$NS.svc.cluster.local/app.git"
-REGISTRY=${E2E_REGISTRY:-ttl.sh}
+REGISTRY=${E2E_REGISTRY:-$REGISTRY} # default: the in-cluster registry (lib.sh)
 TIMEOUT=${E2E_BUILD_TIMEOUT:-900}
 ALL=(tekton-task tekton-custom-task tekton-cancel tekton-timeout argo argo-failure)
 DIGEST='^sha256:[0-9a-f]{64}$'
 
-# image NAME: a pushable reference for this run (ttl.sh keeps images for the tag's duration).
+# image NAME: a pushable reference for this run (the tag is a lifetime should E2E_REGISTRY be
+# ttl.sh, which keeps images that long).
 image() { echo "$REGISTRY/hearth-e2e-$RUN-$1:1h"; }
 
 # ------------------------------------------------------------------ helpers

@@ -20,10 +20,6 @@ ALL=(cold hot restored concurrent readonly branch invalid controller-restart ret
 
 # ------------------------------------------------------------------ helpers
 
-ib() { kc -n "$NS" get imagebuild "$1" -o json; }
-ibf() { ib "$1" | jq -r "$2 // empty"; }                  # one field of an ImageBuild
-condition() { ibf "$1" ".status.conditions[]? | select(.type == \"$2\") | .status"; }
-
 # cache_of KEY: the BuildCache of a key (exactly one; its spec.key is the key in use, KEY@arch).
 cache_of() {
   local names
@@ -35,89 +31,10 @@ bc() { kc -n "$NS" get buildcache "$1" -o json; }
 bcf() { bc "$1" | jq -r "$2 // empty"; }
 snapshot_ids() { bcf "$1" '[.status.snapshots[]?.id] | join(",")'; }
 
-# dump NAME: what someone debugging a failed build wants to see.
-dump() {
-  echo "--- ImageBuild $1 status"
-  ib "$1" | jq '.status' || true
-  echo "--- events"
-  kc -n "$NS" get events --field-selector "involvedObject.name=$1" --sort-by=.lastTimestamp 2>/dev/null | tail -20 || true
-  echo "--- pods and jobs of the build"
-  kc -n "$NS" get pods,jobs -l "hearth.dev/build=$1" -o wide 2>/dev/null || true
-  local pod
-  for pod in $(kc -n "$NS" get pods -l "hearth.dev/build=$1" -o name 2>/dev/null); do
-    echo "--- log of $pod (last 30 lines)"
-    kc -n "$NS" logs "$pod" --all-containers --tail=30 2>/dev/null || true
-  done
-  echo "--- controller log (last 40 lines)"
-  kc -n "$SYSTEM_NS" logs deploy/hearth --tail=40 2>/dev/null || true
-}
-
-# wait_builds NAME...: until every build is terminal; fails unless all Succeeded. Calls
-# $ON_POLL (if set) on every round, for scenarios that watch something while builds run.
-wait_builds() {
-  local deadline=$((SECONDS + BUILD_TIMEOUT)) name phase pending last=""
-  while :; do
-    pending=()
-    local now=""
-    for name in "$@"; do
-      phase=$(ibf "$name" '.status.phase')
-      now+="$name=${phase:-none} "
-      case $phase in
-        Succeeded) ;;
-        Failed | Cancelled)
-          dump "$name"
-          die "$name ended $phase: $(ibf "$name" '.status.message')" ;;
-        *) pending+=("$name") ;;
-      esac
-    done
-    [[ "$now" != "$last" ]] && info "phases: $now" && last=$now
-    [[ -n "${ON_POLL:-}" ]] && "$ON_POLL"
-    ((${#pending[@]} == 0)) && return 0
-    if ((SECONDS > deadline)); then
-      for name in "${pending[@]}"; do dump "$name"; done
-      die "timed out after ${BUILD_TIMEOUT}s waiting for ${pending[*]}"
-    fi
-    sleep 2
-  done
-}
-
-# wait_phase NAME PHASE: until the build reaches PHASE (or a later one).
-wait_phase() {
-  local deadline=$((SECONDS + BUILD_TIMEOUT)) phase
-  while :; do
-    phase=$(ibf "$1" '.status.phase')
-    [[ "$phase" == "$2" ]] && return 0
-    case $phase in Succeeded | Failed | Cancelled) dump "$1"; die "$1 reached $phase before $2" ;; esac
-    ((SECONDS < deadline)) || { dump "$1"; die "timed out waiting for $1 to reach $2"; }
-    sleep 1
-  done
-}
-
-# assert_succeeded NAME WARMTH: the status every successful build must show.
-assert_succeeded() {
-  local name=$1 json c
-  json=$(ib "$name")
-  f() { jq -r "$1 // empty" <<<"$json"; }
-  assert_eq "$(f .status.phase)" Succeeded "$name phase"
-  assert_eq "$(f .status.placement.warmth)" "$2" "$name placement.warmth"
-  assert_match "$(f .status.placement.node)" '^.+$' "$name placement.node"
-  assert_match "$(f .status.placement.replica)" '^.+$' "$name placement.replica"
-  assert_match "$(f .status.imageDigest)" '^sha256:[0-9a-f]{64}$' "$name imageDigest"
-  assert_eq "$(f .status.cacheKey)" "$(scoped "$(f .spec.cache.key)")" "$name cacheKey"
-  for c in Placed CacheReady Built Succeeded; do
-    assert_eq "$(f ".status.conditions[]? | select(.type == \"$c\") | .status")" True "$name condition $c"
-  done
-  assert_match "$(f .status.completionTime)" '^.+$' "$name completionTime"
-  info "durations: $(f .status.durations | jq -c .)"
-}
-
 # cache_uses NAME: how many times the test Dockerfile's cache mount has been used, from the
 # builder's log; empty when the builder pod is gone.
 cache_uses() {
-  local pod
-  pod=$(kc -n "$NS" get pods -l "hearth.dev/build=$1" -o name 2>/dev/null | grep -- "-build-" | tail -1) || true
-  [[ -n "$pod" ]] || return 0
-  kc -n "$NS" logs "$pod" --all-containers 2>/dev/null |
+  builder_log "$1" |
     sed -n 's/.*hearth-e2e: build [^,]*, cache mount used \([0-9]*\) times.*/\1/p' | tail -1
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings up the e2e cluster: kind (1 control plane, 3 workers, local-path volumes), MinIO with
-# a bucket, a git server with the test context, the hearth image built from the Dockerfile,
+# a bucket, a plain-HTTP registry the builds push to, a git server with the test context, the
+# hearth image built from the Dockerfile,
 # the CRDs and the chart (store on MinIO), and the build namespace with Pod Security
 # "privileged" and the store credentials. Idempotent: run it again after changing the code.
 #   e2e/up.sh                 # then e2e/run.sh, and e2e/down.sh to remove it all
@@ -14,7 +15,8 @@ need docker kind kubectl helm jq
 fill() {
   sed -e "s|@MINIO_IMAGE@|$MINIO_IMAGE|g" -e "s|@MC_IMAGE@|$MC_IMAGE|g" \
     -e "s|@MINIO_USER@|$MINIO_USER|g" -e "s|@MINIO_PASSWORD@|$MINIO_PASSWORD|g" \
-    -e "s|@BUCKET@|$BUCKET|g" -e "s|@GITD_IMAGE@|$GITD_IMAGE|g" -e "s|@NS@|$NS|g" "$1"
+    -e "s|@BUCKET@|$BUCKET|g" -e "s|@GITD_IMAGE@|$GITD_IMAGE|g" -e "s|@NS@|$NS|g" \
+    -e "s|@REGISTRY_IMAGE@|$REGISTRY_IMAGE|g" "$1"
 }
 
 log "kind cluster $CLUSTER"
@@ -27,19 +29,23 @@ kc get nodes -o wide
 kc get storageclass standard -o jsonpath='{.provisioner} {.volumeBindingMode}{"\n"}' |
   grep -q 'WaitForFirstConsumer' || die "kind's StorageClass 'standard' should bind WaitForFirstConsumer"
 
-log "images: hearth (from the Dockerfile), the git server, BuildKit, MinIO"
+log "images: hearth (from the Dockerfile), the git server, BuildKit, MinIO, the registry"
 DOCKER_BUILDKIT=1 docker build -t "$HEARTH_IMAGE" "$ROOT"
 docker build -t "$GITD_IMAGE" "$E2E_DIR/gitd"
-for image in "$BUILDKIT_IMAGE" "$MINIO_IMAGE" "$MC_IMAGE"; do
+for image in "$BUILDKIT_IMAGE" "$MINIO_IMAGE" "$MC_IMAGE" "$REGISTRY_IMAGE"; do
   docker image inspect "$image" >/dev/null 2>&1 || docker pull "$image"
 done
 # Loaded into every node, so pods start without pulling (and without Docker Hub limits).
-kind load docker-image --name "$CLUSTER" "$HEARTH_IMAGE" "$GITD_IMAGE" "$BUILDKIT_IMAGE" "$MINIO_IMAGE" "$MC_IMAGE"
+kind load docker-image --name "$CLUSTER" "$HEARTH_IMAGE" "$GITD_IMAGE" "$BUILDKIT_IMAGE" "$MINIO_IMAGE" "$MC_IMAGE" "$REGISTRY_IMAGE"
 
 log "MinIO and bucket '$BUCKET'"
 fill "$E2E_DIR/manifests/minio.yaml" | kc apply -f -
 kc -n minio rollout status deploy/minio --timeout=180s
 kc -n minio wait --for=condition=Complete job/minio-bucket --timeout=180s
+
+log "registry $REGISTRY (plain HTTP; builds push there)"
+fill "$E2E_DIR/manifests/registry.yaml" | kc apply -f -
+kc -n registry rollout status deploy/registry --timeout=180s
 
 log "build namespace $NS: Pod Security privileged (rootless BuildKit, snapshot Jobs), store credentials, git server"
 kc create namespace "$NS" --dry-run=client -o yaml | kc apply -f -
