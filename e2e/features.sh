@@ -14,9 +14,6 @@ source "$(dirname "$0")/lib.sh"
 
 need kubectl jq
 
-RUN=${E2E_RUN_ID:-$(date +%H%M%S)}
-GIT_URL="git://gitd.$NS.svc.cluster.local/app.git"
-BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-900}
 ALL=(tags attestations registry-cache retention)
 
 # build NAME KEY [PATCH] [SLEEP]: a ReadWrite build of the test context, pushed to

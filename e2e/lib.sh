@@ -20,6 +20,11 @@ REGISTRY=registry.registry.svc.cluster.local:5000
 MINIO_IMAGE=${MINIO_IMAGE:-docker.io/minio/minio:RELEASE.2025-04-22T22-12-26Z}
 MC_IMAGE=${MC_IMAGE:-docker.io/minio/mc:RELEASE.2025-04-16T18-13-26Z}
 MINIO_USER=hearth-e2e
+# What the scenario scripts share: the run's id (its cache keys and image tags; pass
+# E2E_RUN_ID to continue a run), the test context's repository, and how long a build may take.
+RUN=${E2E_RUN_ID:-$(date +%H%M%S)}
+GIT_URL="git://gitd.$NS.svc.cluster.local/app.git"
+BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-900}    # seconds a build may take, image pulls included
 MINIO_PASSWORD=hearth-e2e-not-a-secret
 BUCKET=hearth
 

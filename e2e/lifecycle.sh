@@ -13,9 +13,6 @@ source "$(dirname "$0")/lib.sh"
 
 need kubectl jq
 
-RUN=${E2E_RUN_ID:-$(date +%H%M%S)}
-GIT_URL="git://gitd.$NS.svc.cluster.local/app.git"
-BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-900}
 DELETE_TIMEOUT=${E2E_DELETE_TIMEOUT:-180} # > snapshot.deleteTimeout in e2e/values.yaml (2m)
 ALL=(budget max-replicas prewarm delete retain unreachable-store)
 

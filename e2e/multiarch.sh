@@ -15,9 +15,6 @@ source "$(dirname "$0")/lib.sh"
 
 need kubectl jq
 
-RUN=${E2E_RUN_ID:-$(date +%H%M%S)}
-GIT_URL="git://gitd.$NS.svc.cluster.local/app.git"
-BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-900}
 ALL=(unplaceable other-arch emulate)
 case $E2E_ARCH in
   amd64) OTHER=arm64 ;;

@@ -12,9 +12,7 @@ source "$(dirname "$0")/lib.sh"
 
 need kubectl jq
 
-RUN=${E2E_RUN_ID:-$(date +%H%M%S)}
 KEY="e2e/pipelines-$RUN"
-GIT_URL="git://gitd.$NS.svc.cluster.local/app.git"
 REGISTRY=${E2E_REGISTRY:-$REGISTRY} # default: the in-cluster registry (lib.sh)
 TIMEOUT=${E2E_BUILD_TIMEOUT:-900}
 ALL=(tekton-task tekton-custom-task tekton-cancel tekton-timeout argo argo-failure)

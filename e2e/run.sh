@@ -12,10 +12,7 @@ source "$(dirname "$0")/lib.sh"
 
 need kubectl jq
 
-RUN=${E2E_RUN_ID:-$(date +%H%M%S)}
 KEY="e2e/app-$RUN"                         # the cache key of the scenarios that share a cache
-GIT_URL="git://gitd.$NS.svc.cluster.local/app.git"
-BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-900}    # seconds a build may take, image pulls included
 ALL=(cold hot restored concurrent readonly branch invalid controller-restart retention)
 
 # ------------------------------------------------------------------ helpers
