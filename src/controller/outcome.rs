@@ -123,7 +123,11 @@ pub fn pod_outcome(pod: &Pod, node_exists: impl Fn(&str) -> bool) -> PodOutcome 
             let report = split_termination_message(
                 terminated.and_then(|t| t.message.as_deref()).unwrap_or(""),
             );
-            let digest = digest_from_metadata(report.metadata);
+            // The script's line first: the metadata may have been cut before the digest.
+            let digest = report
+                .digest
+                .clone()
+                .or_else(|| digest_from_metadata(report.metadata));
             let (prune, git_commit) = (report.prune, report.git_commit);
             let seconds = terminated
                 .and_then(|t| Some(between(t.started_at.as_ref()?.0, t.finished_at.as_ref()?.0)));

@@ -282,3 +282,18 @@ fn a_restore_result_gives_its_bytes_and_its_own_seconds() {
     assert_eq!(restore_sample(r#"{"bytes":5}"#), None, "no seconds");
     assert_eq!(restore_sample("Error: cut"), None);
 }
+
+#[test]
+fn succeeded_pod_takes_the_scripts_digest_line_when_the_metadata_was_cut_before_it() {
+    let d = format!("sha256:{}", "f".repeat(64));
+    let message =
+        format!("hearth-digest: {d}\n{{\n  \"containerimage.buildinfo\": {{\n    \"sources\": [");
+    let p = pod(
+        json!({"spec": {"containers": [], "nodeName": "n1"}, "status": {"phase": "Succeeded", "containerStatuses": [{
+        "name": "buildkit", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 0, "message": message}}}]}}),
+    );
+    assert!(
+        matches!(pod_outcome(&p, alive), PodOutcome::Succeeded { digest: Some(got), .. } if got == d)
+    );
+}

@@ -78,6 +78,12 @@ pub const PRUNE_MAX_SECONDS: i64 = 600;
 pub const PRUNE_MIN_SECONDS: i64 = 10;
 /// Prefix of a termination message's line that carries the prune's outcome.
 pub const PRUNE_REPORT_PREFIX: &str = "hearth-prune: ";
+/// Prefix of a termination message's line that carries the image digest, taken out of buildctl's
+/// metadata by the script: the metadata is cut to fit the message, and its build info (sorted
+/// first) can push `containerimage.digest` past the cut.
+pub const DIGEST_PREFIX: &str = "hearth-digest: ";
+/// Prints the `sha256:...` of buildctl's metadata's `containerimage.digest`.
+const DIGEST_AWK: &str = r#"match($0, /"containerimage\.digest"[ \t]*:[ \t]*"sha256:[0-9a-f]+"/) { s = substr($0, RSTART, RLENGTH); sub(/^.*"sha256:/, "sha256:", s); sub(/"$/, "", s); if (length(s) == 71) print s; exit }"#;
 /// Prefix of a termination message's line that carries the git commit BuildKit resolved.
 pub const GIT_COMMIT_PREFIX: &str = "hearth-git-commit: ";
 /// Environment variable: the git source's URL, whose resolved commit the script reports.
@@ -236,12 +242,14 @@ if [ "$status" = 0 ]; then
       if [ "$pruned" = 0 ] && [ -n "$total" ]; then report="total $total"; else report="failed $pruned"; fi
     fi
   fi
+  digest=$(awk '{DIGEST_AWK}' "$work/metadata.json")
   commit=
   if [ -n "${{{GIT_URL_ENV}:-}}" ]; then
     commit=$(awk -v url="${GIT_URL_ENV}" '{GIT_PIN_AWK}' "$work/metadata.json")
   fi
   {{
     [ -n "$report" ] && printf '{PRUNE_REPORT_PREFIX}%s\n' "$report" | head -c 80
+    [ -n "$digest" ] && printf '{DIGEST_PREFIX}%s\n' "$digest" | head -c 90
     [ -n "$commit" ] && printf '{GIT_COMMIT_PREFIX}%s\n' "$commit"
     head -c {METADATA_BYTES} "$work/metadata.json"
   }} > "$out"
@@ -255,8 +263,9 @@ exit "$status"
 }
 
 /// Bytes of buildctl's metadata a termination message keeps (the kubelet keeps 4096; the
-/// prune's line comes first, at most 80, then the commit's, at most 84).
-pub const METADATA_BYTES: usize = 3800;
+/// prune's line comes first, at most 80, then the digest's, at most 90, and the commit's, at
+/// most 84).
+pub const METADATA_BYTES: usize = 3700;
 
 /// The prune after a ReadWrite build: what it keeps, from the BuildCache's gc settings, and
 /// when the build's time is up.
@@ -295,6 +304,8 @@ impl Prune {
 pub struct BuilderReport<'a> {
     /// The prune's outcome, when it ran.
     pub prune: Option<CachePrune>,
+    /// The image digest (`sha256:` and 64 hex digits), taken from the whole metadata file.
+    pub digest: Option<String>,
     /// The commit BuildKit resolved the git source to, when it said.
     pub git_commit: Option<String>,
     /// buildctl's metadata (JSON, possibly cut).
@@ -306,6 +317,7 @@ pub struct BuilderReport<'a> {
 pub fn split_termination_message(message: &str) -> BuilderReport<'_> {
     let mut report = BuilderReport {
         prune: None,
+        digest: None,
         git_commit: None,
         metadata: message,
     };
@@ -314,6 +326,12 @@ pub fn split_termination_message(message: &str) -> BuilderReport<'_> {
         let (line, after) = rest.split_once('\n').unwrap_or((rest, ""));
         if let Some(prune) = line.strip_prefix(PRUNE_REPORT_PREFIX) {
             report.prune = Some(prune_outcome(prune.trim()));
+        } else if let Some(digest) = line.strip_prefix(DIGEST_PREFIX) {
+            let digest = digest.trim();
+            let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+            let is_digest =
+                hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            report.digest = is_digest.then(|| digest.to_string());
         } else if let Some(commit) = line.strip_prefix(GIT_COMMIT_PREFIX) {
             let commit = commit.trim();
             let is_id = matches!(commit.len(), 40 | 64)

@@ -522,3 +522,45 @@ fn buildkitds_configuration_is_written_where_its_config_flag_points_before_it_st
         .expect("a ca line");
     assert_eq!(std::fs::read_to_string(ca).unwrap(), pem);
 }
+
+#[test]
+fn the_digest_survives_metadata_too_long_for_the_termination_message() {
+    let (args, env, mounts) = container();
+    let node = node_with_secrets(&mounts);
+    // A build info listing many sources sorts before the digest, and outgrows the message.
+    let sources: Vec<String> = (0..60)
+        .map(|i| {
+            format!(
+                "      {{\n        \"type\": \"docker-image\",\n        \"ref\": \"docker.io/library/base-{i}:latest\",\n        \"pin\": \"sha256:{}\"\n      }}",
+                "e".repeat(64)
+            )
+        })
+        .collect();
+    let digest = format!("sha256:{}", "d".repeat(64));
+    let metadata = format!(
+        "{{\n  \"containerimage.buildinfo\": {{\n    \"sources\": [\n{}\n    ]\n  }},\n  \"containerimage.digest\": \"{digest}\"\n}}",
+        sources.join(",\n")
+    );
+    assert!(metadata.len() > 8000);
+    let meta = node.root.path().join("meta.json");
+    std::fs::write(&meta, &metadata).unwrap();
+    let fake = format!(
+        r##"while [ $# -gt 0 ]; do
+  if [ "$1" = --metadata-file ]; then cp {} "$2"; fi
+  shift
+done
+"##,
+        meta.display()
+    );
+    let (code, _) = node.run(&fake, &args, &env);
+    assert_eq!(code, 0);
+    let message = node.termination_message();
+    assert!(message.len() <= 4096, "{} bytes", message.len());
+    let report = split_termination_message(&message);
+    assert_eq!(
+        digest_from_metadata(report.metadata),
+        None,
+        "the cut metadata alone has lost it"
+    );
+    assert_eq!(report.digest.as_deref(), Some(digest.as_str()), "{message}");
+}
