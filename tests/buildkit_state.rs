@@ -70,6 +70,7 @@ fn a_restored_buildkit_state_builds_the_next_commit_from_its_cache() {
     );
     let report = split_termination_message(&run.termination_message);
     let (prune, metadata) = (report.prune.expect("the prune's report"), report.metadata);
+    let script_digest = report.digest.clone();
     assert_eq!(
         prune.result,
         PruneResult::Pruned,
@@ -90,6 +91,8 @@ fn a_restored_buildkit_state_builds_the_next_commit_from_its_cache() {
         digest_from_metadata(metadata).is_some_and(|d| d.starts_with("sha256:")),
         "{metadata}"
     );
+    // The script's own digest line, read from what the real buildctl wrote, is the same.
+    assert_eq!(script_digest, digest_from_metadata(metadata), "{metadata}");
     bk.stop();
 
     // Save the stopped state dir, restore it elsewhere (pinned, as the controller does).
