@@ -511,10 +511,17 @@ async fn a_lost_node_drops_its_replicas_then_the_cache_is_prewarmed_elsewhere() 
         .unwrap_or_default()
         .join(" ");
     assert!(args.contains("restore s1"), "{args}");
-    c.finish_job(&op.job, true, r#"{"bytes":1073741824}"#).await;
+    let learned = |st: &hearth::api::BuildCacheStatus| {
+        st.history.as_ref().and_then(|h| h.restore_bytes_per_second)
+    };
+    assert_eq!(learned(&c.cache(&cache).await.status.unwrap()), None);
+    c.finish_job(&op.job, true, r#"{"bytes":1073741824,"seconds":4.0}"#)
+        .await;
     c.reconcile_cache(&cache).await;
     let st = c.cache(&cache).await.status.unwrap();
     assert!(st.operation.is_none());
+    // A pre-warm is a restore: the planner learns its throughput (1 GiB in 4 s).
+    assert_eq!(learned(&st), Some(268435456.0));
     assert_eq!(
         (st.replicas[0].state, st.replicas[0].pvc.as_str()),
         (ReplicaState::Idle, new_pvc.as_str())

@@ -39,7 +39,8 @@ use super::error::{ignore_missing, is_status, Error, Result};
 use super::events::publish;
 use super::finalizer::{self, Cleanup};
 use super::job_runner::job_state;
-use super::outcome::{restored_bytes, saved_snapshot, JobOutcome};
+use super::key_history;
+use super::outcome::{restore_sample, restored_bytes, saved_snapshot, JobOutcome};
 use super::replica_table::{
     self, create_replica_pvc, owner_ref, push_replica, set_store_condition, update_status,
     STORE_REACHABLE,
@@ -712,6 +713,12 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
                             );
                             if let Some(bytes) = result.as_deref().and_then(restored_bytes) {
                                 ctx.metrics.store_transfer("restore", bytes);
+                            }
+                            // A pre-warm is a restore too: the planner learns its speed.
+                            if let Some((bytes, seconds)) =
+                                result.as_deref().and_then(restore_sample)
+                            {
+                                key_history::record_restore(&mut status.history, bytes, seconds);
                             }
                         } else if let Some(record) =
                             result.as_deref().and_then(|r| saved_snapshot(r, now))
