@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
-use super::status::{finish, saving, set_condition, set_condition_unknown};
+use super::status::{condition_of, finish, saving, set_condition, set_condition_unknown};
 use crate::api::common::condition;
 use crate::api::quantity;
 use crate::api::{
@@ -41,7 +41,8 @@ use crate::controller::requeue::Next;
 use crate::controller::snapshot_records;
 use crate::controller::view::NODE_LABEL;
 
-/// Builds retried after their node was lost, at most this many attempts in all.
+/// Builds retried after their node was lost, at most this many attempts in all (besides the
+/// cold attempt after a failed restore).
 pub const MAX_ATTEMPTS: i32 = 2;
 /// A save Job may run at least this long, whatever is left of the build's timeout.
 const SAVE_MIN_SECONDS: i64 = 600;
@@ -1131,7 +1132,11 @@ fn pod_ended(
                 .chain([Effect::DeletePod(pod.name_any())]);
             let node = placement.node.unwrap_or_default();
             let attempt = attempt(&status);
-            if attempt >= MAX_ATTEMPTS {
+            // The cold attempt that followed a failed restore was not a node's loss: it does
+            // not use up the retry (the bound stays: at most one such attempt is forgiven).
+            let after_failed_restore = condition_of(&status, condition::CACHE_READY)
+                .is_some_and(|c| c.reason == "RestoreFailed");
+            if attempt - i32::from(after_failed_restore) >= MAX_ATTEMPTS {
                 let message = format!("node {node} was lost during the build (attempt {attempt})");
                 finish(
                     &mut status,

@@ -1173,6 +1173,28 @@ fn a_second_lost_node_fails_the_build() {
     assert_eq!(cond(&d.status, condition::SUCCEEDED), ("False", "NodeLost"));
 }
 
+#[test]
+fn a_failed_restore_does_not_use_up_the_retry_after_a_lost_node() {
+    // Attempt 1 failed its restore; attempt 2 builds cold, and then its node is lost.
+    let mut b = in_phase(build(), Phase::Building, Some("c-r0"));
+    let st = b.status.as_mut().unwrap();
+    st.attempts = Some(MAX_ATTEMPTS);
+    set_condition(
+        st,
+        condition::CACHE_READY,
+        true,
+        "RestoreFailed",
+        "restore failed",
+        None,
+        t(CREATED),
+    );
+    let mut o = observed(b);
+    o.pod = Some(PodOutcome::NodeLost);
+    let d = decided(&o);
+    assert_eq!(d.status.phase, Some(Phase::Placing), "retried elsewhere");
+    assert_eq!(d.status.attempts, Some(MAX_ATTEMPTS + 1));
+}
+
 // ---- the save after a build ----
 
 #[test]
