@@ -54,15 +54,19 @@ pub fn platform_arch(platform: &str) -> Option<&str> {
     platform.split('/').nth(1).filter(|a| !a.is_empty())
 }
 
+/// Whether `value` looks like a `kubernetes.io/arch` value (`amd64`, `arm64`, `s390x`...).
+pub fn is_arch(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// The architecture a key in use is scoped to (what follows its last `@`, when it looks like
 /// a `kubernetes.io/arch` value); `None` for a key from before keys were scoped.
 pub fn key_arch(key: &str) -> Option<&str> {
     let (_, arch) = key.rsplit_once('@')?;
-    let valid = !arch.is_empty()
-        && arch
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    valid.then_some(arch)
+    is_arch(arch).then_some(arch)
 }
 
 /// `key` scoped to `arch`: `<key>@<arch>`, within the key pattern and length (a key too long

@@ -315,6 +315,15 @@ impl Default for S3Settings {
 
 impl BuilderConfig {
     fn check(&self) -> Result<(), (&'static str, String)> {
+        if !crate::api::keys::is_arch(&self.default_arch) {
+            return Err((
+                "builder.defaultArch",
+                format!(
+                    "expected a kubernetes.io/arch value such as amd64 or arm64, got {:?}",
+                    self.default_arch
+                ),
+            ));
+        }
         let named = [
             ("builder.serviceAccountName", &self.service_account_name),
             ("builder.priorityClassName", &self.priority_class_name),
@@ -511,17 +520,6 @@ impl OperatorConfig {
             return Err((
                 "builder.image",
                 "builder.image and builder.hearthImage must be set".into(),
-            ));
-        }
-        let arch = &self.builder.default_arch;
-        if arch.is_empty()
-            || !arch
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
-            return Err((
-                "builder.defaultArch",
-                format!("expected a kubernetes.io/arch value such as amd64 or arm64, got {arch:?}"),
             ));
         }
         self.builder.check()?;
