@@ -746,13 +746,11 @@ async fn follow(cache: &BuildCache, ctx: &Context, op: CacheOperation) -> Result
                             .as_deref()
                             .and_then(|r| snapshot_records::after_gc(previous, r))
                         {
-                            status.snapshot_bytes = Some(listed.iter().map(|s| s.new_bytes).sum());
                             status.snapshots = listed;
                         }
                     }
                     OperationKind::Forget => {
                         status.snapshots.clear();
-                        status.snapshot_bytes = Some(0);
                         note = format!("removed the snapshots of {name} from the store");
                     }
                 }
