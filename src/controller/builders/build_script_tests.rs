@@ -430,12 +430,13 @@ const GIT_METADATA: &str = r#"{
   "containerimage.digest": "sha256:0e152308005fabdfe8ab692bc54564462a3569f0293ecc0ae872c6502db6376b"
 }"#;
 
-#[test]
-fn a_git_build_reports_the_commit_buildkit_resolved() {
+/// Runs the builder's script with a fake buildctl that succeeds and writes `metadata` as its
+/// metadata file; the termination message the script wrote.
+fn succeeded_with_metadata(metadata: &str) -> String {
     let (args, env, mounts) = container();
     let node = node_with_secrets(&mounts);
     let meta = node.root.path().join("meta.json");
-    std::fs::write(&meta, GIT_METADATA).unwrap();
+    std::fs::write(&meta, metadata).unwrap();
     let fake = format!(
         r##"while [ $# -gt 0 ]; do
   if [ "$1" = --metadata-file ]; then cp {} "$2"; fi
@@ -446,7 +447,12 @@ done
     );
     let (code, _) = node.run(&fake, &args, &env);
     assert_eq!(code, 0);
-    let message = node.termination_message();
+    node.termination_message()
+}
+
+#[test]
+fn a_git_build_reports_the_commit_buildkit_resolved() {
+    let message = succeeded_with_metadata(GIT_METADATA);
     let report = split_termination_message(&message);
     assert_eq!(
         report.git_commit.as_deref(),
@@ -525,8 +531,6 @@ fn buildkitds_configuration_is_written_where_its_config_flag_points_before_it_st
 
 #[test]
 fn the_digest_survives_metadata_too_long_for_the_termination_message() {
-    let (args, env, mounts) = container();
-    let node = node_with_secrets(&mounts);
     // A build info listing many sources sorts before the digest, and outgrows the message.
     let sources: Vec<String> = (0..60)
         .map(|i| {
@@ -542,19 +546,7 @@ fn the_digest_survives_metadata_too_long_for_the_termination_message() {
         sources.join(",\n")
     );
     assert!(metadata.len() > 8000);
-    let meta = node.root.path().join("meta.json");
-    std::fs::write(&meta, &metadata).unwrap();
-    let fake = format!(
-        r##"while [ $# -gt 0 ]; do
-  if [ "$1" = --metadata-file ]; then cp {} "$2"; fi
-  shift
-done
-"##,
-        meta.display()
-    );
-    let (code, _) = node.run(&fake, &args, &env);
-    assert_eq!(code, 0);
-    let message = node.termination_message();
+    let message = succeeded_with_metadata(&metadata);
     assert!(message.len() <= 4096, "{} bytes", message.len());
     let report = split_termination_message(&message);
     assert_eq!(
