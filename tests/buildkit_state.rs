@@ -93,6 +93,14 @@ fn a_restored_buildkit_state_builds_the_next_commit_from_its_cache() {
     );
     // The script's own digest line, read from what the real buildctl wrote, is the same.
     assert_eq!(script_digest, digest_from_metadata(metadata), "{metadata}");
+    // And its size line: the manifest's config and layers, as BuildKit's content store has it.
+    let size = buildkit_support::image_size_in(&state, script_digest.as_deref().unwrap());
+    assert!(
+        size.is_some_and(|s| s > 0),
+        "no manifest in the content store"
+    );
+    assert_eq!(report.image_size, size, "{}", run.termination_message);
+    println!("image size: {size:?} bytes");
     bk.stop();
 
     // Save the stopped state dir, restore it elsewhere (pinned, as the controller does).

@@ -720,6 +720,11 @@ pub struct ImageBuildStatus {
     /// reference to deploy or sign.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The image's size in bytes: the compressed config and layers as pushed (every platform
+    /// of a multi-platform image, attestations left out, each layer counted once), read from
+    /// the manifests BuildKit's exporter wrote. Unset when it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<i64>,
     /// Every name pushed: `spec.output.image` and each of `spec.output.tags`, as full
     /// references.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -179,6 +179,9 @@ pub fn render_outcome(ib: &ImageBuild, log_tail: &[String]) -> String {
                 out.push_str(&format!("  tag      {tag}\n"));
             }
             out.push_str(&format!("  digest   {digest}\n"));
+            if let Some(size) = status.image_size {
+                out.push_str(&format!("  size     {}\n", human_bytes(size.max(0) as u64)));
+            }
             if let Some(commit) = &status.git_commit {
                 out.push_str(&format!("  commit   {commit}\n"));
             }
@@ -235,6 +238,7 @@ pub fn outcome_json(ib: &ImageBuild) -> serde_json::Value {
         "image.name": ib.spec.output.names().join(","),
         "tags": ib.spec.output.names(),
         "gitCommit": status.git_commit,
+        "imageSize": status.image_size,
         "cacheKey": status.cache_key,
         "warmth": p.warmth,
         "restoredFrom": p.restored_from,

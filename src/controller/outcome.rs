@@ -50,6 +50,8 @@ pub enum PodOutcome {
         prune: Option<crate::api::CachePrune>,
         /// The commit BuildKit resolved a git source to.
         git_commit: Option<String>,
+        /// The image's size in bytes (config and layers as pushed), when the builder read it.
+        image_size: Option<i64>,
     },
     /// The build failed: a reason (`BuildFailed`, `Timeout`, `ImagePullBackOff`...) and a
     /// message with the container's exit and the tail of its log.
@@ -128,7 +130,8 @@ pub fn pod_outcome(pod: &Pod, node_exists: impl Fn(&str) -> bool) -> PodOutcome 
                 .digest
                 .clone()
                 .or_else(|| digest_from_metadata(report.metadata));
-            let (prune, git_commit) = (report.prune, report.git_commit);
+            let (prune, git_commit, image_size) =
+                (report.prune, report.git_commit, report.image_size);
             let seconds = terminated
                 .and_then(|t| Some(between(t.started_at.as_ref()?.0, t.finished_at.as_ref()?.0)));
             PodOutcome::Succeeded {
@@ -136,6 +139,7 @@ pub fn pod_outcome(pod: &Pod, node_exists: impl Fn(&str) -> bool) -> PodOutcome 
                 seconds,
                 prune,
                 git_commit,
+                image_size,
             }
         }
         Some("Failed") => {

@@ -27,6 +27,7 @@ fn succeeded_pod_gives_digest_and_time() {
             seconds: Some(42.0),
             prune: None,
             git_commit: None,
+            image_size: None,
         }
     );
 }
@@ -38,7 +39,7 @@ fn succeeded_pod_gives_the_prunes_outcome_and_the_commit_from_the_report_lines_a
     // buildctl writes its metadata indented, over several lines.
     let commit = "1c2bbabf754d852521421e57e6878984a39c3a09";
     let message = format!(
-        "hearth-prune: total 1.99GB\nhearth-git-commit: {commit}\n{{\n  \"containerimage.digest\": \"{d}\"\n}}"
+        "hearth-prune: total 1.99GB\nhearth-image-size: 6000102618\nhearth-git-commit: {commit}\n{{\n  \"containerimage.digest\": \"{d}\"\n}}"
     );
     let p = pod(
         json!({"spec": {"containers": [], "nodeName": "n1"}, "status": {"phase": "Succeeded", "containerStatuses": [{
@@ -56,6 +57,7 @@ fn succeeded_pod_gives_the_prunes_outcome_and_the_commit_from_the_report_lines_a
                 message: None,
             }),
             git_commit: Some(commit.to_string()),
+            image_size: Some(6_000_102_618),
         }
     );
 }

@@ -17,6 +17,7 @@ use hearth::controller::builders::build_script::{
     self, PRUNE_DEADLINE_ENV, PRUNE_KEEP_DURATION_ENV, PRUNE_KEEP_STORAGE_ENV, REDACT_DIRS_ENV,
     TERMINATION_LOG_ENV, WORK_DIR_ENV,
 };
+use hearth::controller::builders::jobs::STATE_DIR;
 
 /// Sources of the project; each commit changes the first two.
 pub const SOURCES: usize = 40;
@@ -112,6 +113,8 @@ pub struct Buildkitd {
     child: Option<Child>,
     pub addr: String,
     pub log: PathBuf,
+    /// Its `--root`.
+    pub state: PathBuf,
 }
 
 impl Buildkitd {
@@ -141,6 +144,7 @@ impl Buildkitd {
             child: Some(child),
             addr,
             log,
+            state: state.to_path_buf(),
         };
         let started = Instant::now();
         loop {
@@ -439,7 +443,8 @@ pub fn run_builder_script(
     let started = Instant::now();
     let out = Command::new("sh")
         .arg("-c")
-        .arg(build_script::script())
+        // The pod's state dir is this buildkitd's (the size is read from its content store).
+        .arg(build_script::script().replace(STATE_DIR, &bk.state.to_string_lossy()))
         .arg("hearth-build")
         .args(project.build_args(&scratch.join("metadata.json")))
         .env("PATH", path)
@@ -533,4 +538,20 @@ pub fn tree_bytes(dir: &Path) -> u64 {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// The image's size as the builder should report it, computed here from the manifest BuildKit's
+/// exporter wrote to `state`'s content store: its config and layers.
+pub fn image_size_in(state: &Path, digest: &str) -> Option<i64> {
+    let hex = digest.strip_prefix("sha256:")?;
+    let blobs = std::fs::read_dir(state)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("content/blobs/sha256"))
+        .find(|p| p.is_dir())?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(hex)).ok()?).ok()?;
+    let size = |d: &serde_json::Value| d["size"].as_i64();
+    let layers = manifest["layers"].as_array()?;
+    Some(size(&manifest["config"])? + layers.iter().map(size).sum::<Option<i64>>()?)
 }

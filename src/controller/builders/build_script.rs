@@ -24,8 +24,10 @@
 //! goes back to the controller as the first line of the termination message
 //! ([`split_termination_message`]). A prune that fails or runs out of time never fails the
 //! build. For a git source, the commit BuildKit resolved (its build info's pin, in buildctl's
-//! metadata) comes back the same way.
+//! metadata) comes back the same way, and so does the image's size, read from the manifests
+//! the image exporter left in buildkitd's content store.
 
+use super::jobs::STATE_DIR;
 use crate::api::{CachePrune, PruneResult};
 
 /// Lines of the log a failure message keeps.
@@ -84,6 +86,44 @@ pub const PRUNE_REPORT_PREFIX: &str = "hearth-prune: ";
 pub const DIGEST_PREFIX: &str = "hearth-digest: ";
 /// Prints the `sha256:...` of buildctl's metadata's `containerimage.digest`.
 const DIGEST_AWK: &str = r#"match($0, /"containerimage\.digest"[ \t]*:[ \t]*"sha256:[0-9a-f]+"/) { s = substr($0, RSTART, RLENGTH); sub(/^.*"sha256:/, "sha256:", s); sub(/"$/, "", s); if (length(s) == 71) print s; exit }"#;
+/// Prefix of a termination message's line that carries the image's size in bytes.
+pub const IMAGE_SIZE_PREFIX: &str = "hearth-image-size: ";
+/// Prints the image's size: the compressed bytes of its config and layers as pushed, each blob
+/// counted once, for every platform of an index and without its attestation manifests (their
+/// layers are `application/vnd.in-toto+json`). It reads the manifest (or index) named `root`
+/// and the manifests it lists from buildkitd's content store (`blobs`), where the image
+/// exporter left them; prints nothing when one is missing (the size is then unknown, never a
+/// guess). Descriptors are `"digest":"sha256:<hex>","size":<n>` once whitespace is gone: the
+/// order the OCI types serialize in.
+const IMAGE_SIZE_AWK: &str = r#"
+function slurp(hex,   f, line, body) {
+  f = blobs "/" hex; body = ""
+  while ((getline line < f) > 0) body = body line
+  close(f); gsub(/[ \t\r]/, "", body); return body
+}
+function add(body,   d) {
+  while (match(body, /"digest":"sha256:[0-9a-f]+","size":[0-9]+/)) {
+    d = substr(body, RSTART + 17, RLENGTH - 17); body = substr(body, RSTART + RLENGTH)
+    split(d, part, "\",\"size\":")
+    if (!(part[1] in seen)) { seen[part[1]] = 1; total += part[2] }
+  }
+}
+BEGIN {
+  body = slurp(root); if (body == "") exit
+  if (body ~ /"manifests":\[/) {
+    n = 0
+    while (match(body, /"digest":"sha256:[0-9a-f]+","size":[0-9]+/)) {
+      split(substr(body, RSTART + 17, RLENGTH - 17), part, "\",\"size\":")
+      list[++n] = part[1]; body = substr(body, RSTART + RLENGTH)
+    }
+    for (i = 1; i <= n; i++) {
+      m = slurp(list[i]); if (m == "") exit
+      if (m !~ /vnd\.in-toto\+json/) add(m)
+    }
+  } else add(body)
+  if (total > 0) printf "%.0f\n", total
+}
+"#;
 /// Prefix of a termination message's line that carries the git commit BuildKit resolved.
 pub const GIT_COMMIT_PREFIX: &str = "hearth-git-commit: ";
 /// Environment variable: the git source's URL, whose resolved commit the script reports.
@@ -243,6 +283,13 @@ if [ "$status" = 0 ]; then
     fi
   fi
   digest=$(awk '{DIGEST_AWK}' "$work/metadata.json")
+  size=
+  if [ -n "$digest" ]; then
+    # The image exporter left the manifests in buildkitd's content store (the worker's dir).
+    for blobs in {STATE_DIR}/runc-*/content/blobs/sha256; do
+      [ -f "$blobs/${{digest#sha256:}}" ] && size=$(awk -v blobs="$blobs" -v root="${{digest#sha256:}}" '{IMAGE_SIZE_AWK}' < /dev/null) && break
+    done
+  fi
   commit=
   if [ -n "${{{GIT_URL_ENV}:-}}" ]; then
     commit=$(awk -v url="${GIT_URL_ENV}" '{GIT_PIN_AWK}' "$work/metadata.json")
@@ -250,6 +297,7 @@ if [ "$status" = 0 ]; then
   {{
     [ -n "$report" ] && printf '{PRUNE_REPORT_PREFIX}%s\n' "$report" | head -c 80
     [ -n "$digest" ] && printf '{DIGEST_PREFIX}%s\n' "$digest" | head -c 90
+    [ -n "$size" ] && printf '{IMAGE_SIZE_PREFIX}%s\n' "$size" | head -c 45
     [ -n "$commit" ] && printf '{GIT_COMMIT_PREFIX}%s\n' "$commit"
     head -c {METADATA_BYTES} "$work/metadata.json"
   }} > "$out"
@@ -263,8 +311,8 @@ exit "$status"
 }
 
 /// Bytes of buildctl's metadata a termination message keeps (the kubelet keeps 4096; the
-/// prune's line comes first, at most 80, then the digest's, at most 90, and the commit's, at
-/// most 84).
+/// prune's line comes first, at most 80, then the digest's, at most 90, the size's, at most
+/// 45, and the commit's, at most 84).
 pub const METADATA_BYTES: usize = 3700;
 
 /// The prune after a ReadWrite build: what it keeps, from the BuildCache's gc settings, and
@@ -308,6 +356,8 @@ pub struct BuilderReport<'a> {
     pub digest: Option<String>,
     /// The commit BuildKit resolved the git source to, when it said.
     pub git_commit: Option<String>,
+    /// The image's size in bytes (config and layers, compressed), when the script could read it.
+    pub image_size: Option<i64>,
     /// buildctl's metadata (JSON, possibly cut).
     pub metadata: &'a str,
 }
@@ -319,6 +369,7 @@ pub fn split_termination_message(message: &str) -> BuilderReport<'_> {
         prune: None,
         digest: None,
         git_commit: None,
+        image_size: None,
         metadata: message,
     };
     loop {
@@ -339,6 +390,8 @@ pub fn split_termination_message(message: &str) -> BuilderReport<'_> {
                     .bytes()
                     .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
             report.git_commit = is_id.then(|| commit.to_string());
+        } else if let Some(size) = line.strip_prefix(IMAGE_SIZE_PREFIX) {
+            report.image_size = size.trim().parse().ok().filter(|n: &i64| *n > 0);
         } else {
             return report;
         }

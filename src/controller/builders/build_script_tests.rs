@@ -433,8 +433,19 @@ const GIT_METADATA: &str = r#"{
 /// Runs the builder's script with a fake buildctl that succeeds and writes `metadata` as its
 /// metadata file; the termination message the script wrote.
 fn succeeded_with_metadata(metadata: &str) -> String {
+    succeeded_with_content(metadata, &[])
+}
+
+/// As [`succeeded_with_metadata`], with `blobs` (sha256 hex, body) in buildkitd's content store
+/// on the state volume, where the image exporter leaves the manifests it pushed.
+fn succeeded_with_content(metadata: &str, blobs: &[(&str, &str)]) -> String {
     let (args, env, mounts) = container();
     let node = node_with_secrets(&mounts);
+    let store = node.host("/cache/buildkit/runc-overlayfs/content/blobs/sha256");
+    std::fs::create_dir_all(&store).unwrap();
+    for (hex, body) in blobs {
+        std::fs::write(store.join(hex), body).unwrap();
+    }
     let meta = node.root.path().join("meta.json");
     std::fs::write(&meta, metadata).unwrap();
     let fake = format!(
@@ -555,4 +566,110 @@ fn the_digest_survives_metadata_too_long_for_the_termination_message() {
         "the cut metadata alone has lost it"
     );
     assert_eq!(report.digest.as_deref(), Some(digest.as_str()), "{message}");
+}
+
+/// Hex digests of the content-store blobs below (names only: the script reads them by name).
+const INDEX: &str = "d2c23df245ed9b290a5ad92f9ee658578a6da048725a2a9fdb86a93974d625f2";
+const AMD64: &str = "bed97f9ba111838b96d6eddfc05893f8ba14c1918406d93e23f3d85a46f58706";
+const ARM64: &str = "aa97f9ba111838b96d6eddfc05893f8ba14c1918406d93e23f3d85a46f587000";
+const ATTESTATION: &str = "ef933740971955ebe8aac1c9fd97b18a5c588f115c105391a3ff7efb2dad1c28";
+
+/// A manifest as BuildKit 0.11.6 writes it (indented), its config and layers of these sizes.
+fn manifest(config: (char, u64), layers: &[(char, u64)], layer_type: &str) -> String {
+    let desc = |(c, size): (char, u64), media: &str| {
+        format!(
+            "{{\n      \"mediaType\": \"{media}\",\n      \"digest\": \"sha256:{}\",\n      \"size\": {size}\n    }}",
+            c.to_string().repeat(64)
+        )
+    };
+    let layers: Vec<String> = layers.iter().map(|l| desc(*l, layer_type)).collect();
+    format!(
+        "{{\n  \"mediaType\": \"application/vnd.oci.image.manifest.v1+json\",\n  \"schemaVersion\": 2,\n  \"config\": {},\n  \"layers\": [\n    {}\n  ]\n}}",
+        desc(config, "application/vnd.oci.image.config.v1+json"),
+        layers.join(",\n    ")
+    )
+}
+
+/// An index of two platforms and the attestation manifest of the first, as BuildKit writes it.
+fn index() -> String {
+    format!(
+        r#"{{
+  "mediaType": "application/vnd.oci.image.index.v1+json",
+  "schemaVersion": 2,
+  "manifests": [
+    {{
+      "mediaType": "application/vnd.oci.image.manifest.v1+json",
+      "digest": "sha256:{AMD64}",
+      "size": 669,
+      "platform": {{ "architecture": "amd64", "os": "linux" }}
+    }},
+    {{
+      "mediaType": "application/vnd.oci.image.manifest.v1+json",
+      "digest": "sha256:{ARM64}",
+      "size": 669,
+      "platform": {{ "architecture": "arm64", "os": "linux", "variant": "v8" }}
+    }},
+    {{
+      "mediaType": "application/vnd.oci.image.manifest.v1+json",
+      "digest": "sha256:{ATTESTATION}",
+      "size": 565,
+      "annotations": {{
+        "vnd.docker.reference.digest": "sha256:{AMD64}",
+        "vnd.docker.reference.type": "attestation-manifest"
+      }},
+      "platform": {{ "architecture": "unknown", "os": "unknown" }}
+    }}
+  ]
+}}"#
+    )
+}
+
+fn metadata_for(hex: &str) -> String {
+    format!(r#"{{"containerimage.digest": "sha256:{hex}"}}"#)
+}
+
+const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+#[test]
+fn the_image_size_is_its_config_and_layers_each_counted_once() {
+    let one = manifest(('c', 703), &[('a', 300_273), ('b', 50_205)], GZIP);
+    let message = succeeded_with_content(&metadata_for(AMD64), &[(AMD64, &one)]);
+    assert_eq!(
+        split_termination_message(&message).image_size,
+        Some(703 + 300_273 + 50_205),
+        "{message}"
+    );
+
+    // Two platforms sharing a base layer of 6 GB (past 32 bits); the attestation's in-toto
+    // layer is not the image's.
+    let amd = manifest(('c', 703), &[('a', 6_000_000_000), ('b', 50_205)], GZIP);
+    let arm = manifest(('d', 710), &[('a', 6_000_000_000), ('e', 51_000)], GZIP);
+    let att = manifest(('f', 241), &[('9', 9_999)], "application/vnd.in-toto+json");
+    let index = index();
+    let message = succeeded_with_content(
+        &metadata_for(INDEX),
+        &[
+            (INDEX, &index),
+            (AMD64, &amd),
+            (ARM64, &arm),
+            (ATTESTATION, &att),
+        ],
+    );
+    assert_eq!(
+        split_termination_message(&message).image_size,
+        Some(703 + 6_000_000_000 + 50_205 + 710 + 51_000),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_image_size_is_not_reported_when_a_manifest_is_missing() {
+    let amd = manifest(('c', 703), &[('a', 300_273)], GZIP);
+    let index = index();
+    for blobs in [vec![], vec![(INDEX, index.as_str()), (AMD64, amd.as_str())]] {
+        let message = succeeded_with_content(&metadata_for(INDEX), &blobs);
+        let report = split_termination_message(&message);
+        assert_eq!(report.image_size, None, "{message}");
+        assert_eq!(report.digest, Some(format!("sha256:{INDEX}")));
+    }
 }

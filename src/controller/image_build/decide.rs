@@ -1025,9 +1025,11 @@ fn pod_ended(
             seconds,
             prune,
             git_commit,
+            image_size,
         } => {
             let mut effects = Vec::new();
             status.cache_prune = prune.clone();
+            status.image_size = *image_size;
             // Only a git source has a commit to resolve; a report for any other is ignored.
             status.git_commit = git_commit
                 .clone()

@@ -1008,6 +1008,7 @@ fn succeeded_pod() -> Option<PodOutcome> {
         seconds: Some(20.0),
         prune: None,
         git_commit: Some("1c2bbabf754d852521421e57e6878984a39c3a09".into()),
+        image_size: Some(351_181),
     })
 }
 
@@ -1028,6 +1029,7 @@ fn success_with_a_save_due_publishes_succeeded_first_and_holds_the_replica_for_t
         Some("1c2bbabf754d852521421e57e6878984a39c3a09"),
         "the commit the git source's revision resolved to"
     );
+    assert_eq!(d.status.image_size, Some(351_181));
     assert_eq!(
         d.status.image.as_deref(),
         Some("registry.example.com/shop/api@sha256:abc")
@@ -1436,6 +1438,7 @@ fn the_prunes_outcome_is_recorded_in_status_and_a_failed_prune_still_succeeds() 
             seconds: Some(20.0),
             prune: Some(prune.clone()),
             git_commit: None,
+            image_size: None,
         });
         o.cache = Some(cache_of(
             &b,
