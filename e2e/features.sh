@@ -250,10 +250,4 @@ scenario_retention() {
 
 # ------------------------------------------------------------------ main
 
-kc get crd imagebuilds.hearth.dev >/dev/null 2>&1 || die "no Hearth on context $CONTEXT: run e2e/up.sh first"
-scenarios=("$@")
-((${#scenarios[@]})) || scenarios=("${ALL[@]}")
-check_scenarios "${ALL[*]}" "${scenarios[@]}"
-log "features run $RUN: ${scenarios[*]}, registry $REGISTRY"
-controller_ready "${E2E_READY_TIMEOUT:-120}"
-run_scenarios features "${scenarios[@]}"
+scenario_main features imagebuilds.hearth.dev "registry $REGISTRY" "$@"

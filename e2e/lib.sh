@@ -179,6 +179,23 @@ check_scenarios() {
   done
 }
 
+# scenario_main LABEL CRD NOTE [NAME...]: a scenario script's main. Hearth is installed (CRD
+# is there), the scenarios asked (all of the script's ALL when none) are known, the controller
+# is Ready (one that cannot reach the API server fails here, with its logs, not as builds that
+# never start), then run_scenarios LABEL; NOTE ends the opening log line.
+scenario_main() {
+  local label=$1 crd=$2 note=$3
+  shift 3
+  kc get crd "$crd" >/dev/null 2>&1 || die "no Hearth on context $CONTEXT: run e2e/up.sh first"
+  local scenarios=("$@")
+  ((${#scenarios[@]})) || scenarios=("${ALL[@]}")
+  check_scenarios "${ALL[*]}" "${scenarios[@]}"
+  log "$label run $RUN: ${scenarios[*]}${note:+, $note}"
+  controller_ready "${E2E_READY_TIMEOUT:-120}"
+  info "ok: controller pods Ready"
+  run_scenarios "$label" "${scenarios[@]}"
+}
+
 # run_scenarios LABEL NAME...: runs each scenario_NAME in a subshell under set -e, says PASS
 # or FAIL with its time, ends with "LABEL: N passed, M failed"; fails when any failed.
 run_scenarios() {

@@ -194,9 +194,4 @@ scenario_unreachable_store() {
 
 # ------------------------------------------------------------------ main
 
-kc get crd buildcaches.hearth.dev >/dev/null 2>&1 || die "no Hearth on context $CONTEXT: run e2e/up.sh first"
-scenarios=("$@")
-((${#scenarios[@]})) || scenarios=("${ALL[@]}")
-check_scenarios "${ALL[*]}" "${scenarios[@]}"
-log "lifecycle run $RUN: ${scenarios[*]}"
-run_scenarios lifecycle "${scenarios[@]}"
+scenario_main lifecycle buildcaches.hearth.dev "" "$@"

@@ -105,9 +105,4 @@ scenario_emulate() {
 
 # ------------------------------------------------------------------ main
 
-kc get crd imagebuilds.hearth.dev >/dev/null 2>&1 || die "no Hearth on context $CONTEXT: run e2e/up.sh first"
-scenarios=("$@")
-((${#scenarios[@]})) || scenarios=("${ALL[@]}")
-check_scenarios "${ALL[*]}" "${scenarios[@]}"
-log "multiarch run $RUN (nodes $E2E_ARCH, other $OTHER): ${scenarios[*]}"
-run_scenarios multiarch "${scenarios[@]}"
+scenario_main multiarch imagebuilds.hearth.dev "nodes $E2E_ARCH, other $OTHER" "$@"

@@ -339,14 +339,4 @@ scenario_retention() {
 
 # ------------------------------------------------------------------ main
 
-kc get crd imagebuilds.hearth.dev >/dev/null 2>&1 || die "no Hearth on context $CONTEXT: run e2e/up.sh first"
-scenarios=("$@")
-((${#scenarios[@]})) || scenarios=("${ALL[@]}")
-check_scenarios "${ALL[*]}" "${scenarios[@]}"
-
-log "run $RUN: cache key $KEY, scenarios: ${scenarios[*]}"
-# Before any scenario: a controller that cannot reach the API server (it once panicked at its
-# first TLS connection) fails here with its logs, not as builds that never start.
-controller_ready "${E2E_READY_TIMEOUT:-120}"
-info "ok: controller pods Ready"
-run_scenarios e2e "${scenarios[@]}"
+scenario_main e2e imagebuilds.hearth.dev "cache key $KEY" "$@"
