@@ -200,3 +200,57 @@ fn retention_may_change_after_the_build_ended() {
     // And back again, or removed.
     assert!(violations(&build(spec, ended.clone()), Some(&build(kept, ended))).is_empty());
 }
+
+#[test]
+fn a_dockerfile_path_leaves_the_context_only_by_leading_dotdots_and_only_from_a_repository_or_volume(
+) {
+    let git = |dockerfile: &str| {
+        build(
+            json!({"source": {"git": {"url": "https://github.com/acme/shop", "subPath": "svc/api"}},
+                   "dockerfile": dockerfile, "output": {"image": "r.io/a/b"}}),
+            None,
+        )
+    };
+    for ok in [
+        "Dockerfile",
+        "./docker/Dockerfile",
+        "../Dockerfile",
+        "../../docker/.api/Dockerfile",
+        "..hidden/Dockerfile",
+        "docker/..Dockerfile",
+        "a//Dockerfile",
+    ] {
+        assert_eq!(violations(&git(ok), None), Vec::<String>::new(), "{ok}");
+    }
+    for refused in [
+        "/Dockerfile",
+        "docker/../Dockerfile",
+        "../a/../../Dockerfile",
+        "..",
+        "../..",
+        "docker/..",
+    ] {
+        let v = violations(&git(refused), None);
+        assert!(
+            v.len() == 1 && v[0].starts_with("spec.dockerfile: must be a relative path"),
+            "{refused}: {v:?}"
+        );
+    }
+    // Without a subdirectory (or with an upload or a tarball) there is nothing outside.
+    let root = build(
+        json!({"source": {"git": {"url": "https://github.com/acme/shop"}},
+               "dockerfile": "../Dockerfile", "output": {"image": "r.io/a/b"}}),
+        None,
+    );
+    let v = violations(&root, None);
+    assert!(
+        v.len() == 1 && v[0].starts_with("spec.dockerfile: a Dockerfile outside the context"),
+        "{v:?}"
+    );
+    let pvc = build(
+        json!({"source": {"context": {"pvc": {"claimName": "src", "path": "app"}}},
+               "dockerfile": "../Dockerfile", "output": {"image": "r.io/a/b"}}),
+        None,
+    );
+    assert_eq!(violations(&pvc, None), Vec::<String>::new());
+}

@@ -762,11 +762,11 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
         ),
         (
             [
-                vec!["-t", "r.io/a/b", "-f", "Dockerfile"],
+                vec!["-t", "r.io/a/b", "-f", "../Dockerfile"],
                 vec!["--git", "https://github.com/acme/shop.git#main:svc/api"],
             ]
             .concat(),
-            "-f/--file: Dockerfile must be a file inside the context \"svc/api\"",
+            "-f/--file: ../Dockerfile must be a file in the repository",
         ),
         (
             [

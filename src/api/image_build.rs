@@ -20,6 +20,12 @@ pub const PLATFORM_PATTERN: &str = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$";
 pub const CACHE_KEY_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$";
 
 const REL_PATH_RULE: &str = "!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')";
+/// CEL rule on `spec.dockerfile`: relative, `..` only as leading segments (out of the context,
+/// never back into it through a detour): `../docker/Dockerfile`, not `a/../b` nor `../..`.
+const DOCKERFILE_PATH_RULE: &str = "!self.startsWith('/') && self.matches('^([.][.]/)*([^/.][^/]*|[.][^/.][^/]*|[.][.][^/]+|[.])(/([^/.][^/]*|[.][^/.][^/]*|[.][.][^/]+|[.])?)*$')";
+/// CEL rule on the spec: a Dockerfile out of the context (`../`) is read from the repository
+/// or volume the context is a directory of; an upload or a tarball carries the context only.
+const DOCKERFILE_OUTSIDE_RULE: &str = "!self.dockerfile.startsWith('../') || (has(self.source.git) && has(self.source.git.subPath)) || (has(self.source.context) && has(self.source.context.pvc) && has(self.source.context.pvc.path))";
 
 /// CEL rule: the spec (all of it but `cancel` and `retention`) cannot change once the build has
 /// left `Pending`. Optional fields are compared by presence first, so adding or removing one is a
@@ -97,15 +103,23 @@ pub fn named_context_credentials_rule() -> String {
         .message("the default agent carries the SSH git source's key (source.git.secretRef), which RUN --mount=type=ssh also sees; give this key another id")
         .field_path(".spec.ssh"),
 )]
+#[x_kube(
+    validation = Rule::new(DOCKERFILE_OUTSIDE_RULE)
+        .message("a Dockerfile outside the context ('../') needs a git source with subPath or a pvc context with path, whose repository or volume holds it; an upload or a context url carries the context only")
+        .field_path(".dockerfile"),
+)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.platforms) || size(self.platforms) <= 1 || has(self.platformMode)").message("more than one platform needs platformMode: Emulate (one build, the other architectures emulated where the nodes have binfmt); one build per architecture is not available yet").field_path(".platformMode"))]
 pub struct ImageBuildSpec {
     /// Where the build context comes from: exactly one of `git`, `context` or `upload`.
     pub source: SourceSpec,
-    /// Path of the Dockerfile, relative to the context root.
+    /// Path of the Dockerfile, relative to the context root. It may lie outside the context,
+    /// with leading `../` (`../docker/Dockerfile` for `source.git.subPath: app`), when the
+    /// context is a directory of a git repository (`subPath`) or of a volume (`pvc.path`), as
+    /// long as it stays in that repository or volume.
     #[serde(default = "default_dockerfile")]
     #[schemars(length(min = 1, max = 255))]
-    #[x_kube(validation = Rule::new(REL_PATH_RULE).message("must be a relative path inside the context (no leading '/', no '..')"))]
+    #[x_kube(validation = Rule::new(DOCKERFILE_PATH_RULE).message("must be a relative path (no leading '/'), '..' only at its start to leave the context, like ../docker/Dockerfile"))]
     pub dockerfile: String,
     /// Build stage to stop at (`docker build --target`). Empty builds the last stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -378,19 +392,44 @@ pub fn clean_dir(path: &str) -> String {
 }
 
 /// `spec.dockerfile` from a Dockerfile path given from the repository (or workspace) root, as
-/// the CLI, the Tekton Task and custom task take it: the path inside `context` (also from the
-/// root; empty is the root). `None` when the Dockerfile lies outside the context, which
-/// BuildKit cannot read for a git context.
-pub fn dockerfile_in_context(context: &str, dockerfile: &str) -> Option<String> {
-    let (context, dockerfile) = (clean_dir(context), clean_dir(dockerfile));
-    let inside = if context.is_empty() {
-        Some(dockerfile.as_str())
-    } else {
-        dockerfile
-            .strip_prefix(context.as_str())
-            .and_then(|rest| rest.strip_prefix('/'))
-    };
-    inside.filter(|rel| !rel.is_empty()).map(str::to_string)
+/// the CLI, the Tekton Task and custom task take it: the path from `context` (also from the
+/// root; empty is the root), with leading `../` when the Dockerfile lies outside it. `None`
+/// for a path that leaves the root or names no file.
+pub fn dockerfile_from_context(context: &str, dockerfile: &str) -> Option<String> {
+    let context = normalize_path("", &clean_dir(context))?;
+    let dockerfile = normalize_path("", &clean_dir(dockerfile))?;
+    if dockerfile.is_empty() {
+        return None;
+    }
+    let (context, dockerfile): (Vec<&str>, Vec<&str>) = (
+        context.split('/').filter(|s| !s.is_empty()).collect(),
+        dockerfile.split('/').collect(),
+    );
+    let common = context
+        .iter()
+        .zip(&dockerfile)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(dockerfile.len() - 1);
+    let mut rel = vec![".."; context.len() - common];
+    rel.extend(&dockerfile[common..]);
+    Some(rel.join("/"))
+}
+
+/// `path` (relative, `..` segments allowed) resolved from directory `base` (relative to a
+/// root, no `..`): the path from the root, without `.` and `..`. `None` when it leaves the root.
+pub fn normalize_path(base: &str, path: &str) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    for segment in base.split('/').chain(path.split('/')) {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            s => out.push(s),
+        }
+    }
+    Some(out.join("/"))
 }
 
 /// A prepared build context.
@@ -775,4 +814,49 @@ pub enum PruneResult {
     Failed,
     /// Not run: too little of the build's timeout was left.
     Skipped,
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::{dockerfile_from_context, normalize_path};
+
+    #[test]
+    fn a_dockerfile_from_the_root_becomes_a_path_from_the_context() {
+        for (context, dockerfile, want) in [
+            ("", "Dockerfile", Some("Dockerfile")),
+            (".", "./docker/Dockerfile", Some("docker/Dockerfile")),
+            ("svc/api", "svc/api/Dockerfile", Some("Dockerfile")),
+            (
+                "./svc/api/",
+                "svc/api/docker/Dockerfile",
+                Some("docker/Dockerfile"),
+            ),
+            ("svc/api", "Dockerfile", Some("../../Dockerfile")),
+            ("svc/api", "svc/Dockerfile", Some("../Dockerfile")),
+            ("svc/api", "svc/apix/Dockerfile", Some("../apix/Dockerfile")),
+            ("svc/api", "docker/../Dockerfile", Some("../../Dockerfile")),
+            ("svc", "../Dockerfile", None),
+            ("svc", "", None),
+        ] {
+            assert_eq!(
+                dockerfile_from_context(context, dockerfile).as_deref(),
+                want,
+                "{context} {dockerfile}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_path_is_resolved_from_its_base_and_never_leaves_the_root() {
+        assert_eq!(
+            normalize_path("svc/api", "../../docker/Dockerfile").as_deref(),
+            Some("docker/Dockerfile")
+        );
+        assert_eq!(
+            normalize_path("svc/api", "./../x").as_deref(),
+            Some("svc/x")
+        );
+        assert_eq!(normalize_path("svc/api", "../../../x"), None);
+        assert_eq!(normalize_path("", "..").as_deref(), None);
+    }
 }

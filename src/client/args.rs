@@ -9,7 +9,7 @@ use kube::core::Duration;
 
 use crate::api::common::LocalObjectReference;
 use crate::api::image_build::{
-    clean_dir, dockerfile_in_context, CacheMode, GitSource, ImageBuildSpec, PlatformMode,
+    clean_dir, dockerfile_from_context, CacheMode, GitSource, ImageBuildSpec, PlatformMode,
     SourceSpec,
 };
 use crate::api::OutputSpec;
@@ -238,12 +238,13 @@ pub fn image_build(
         .unwrap_or_default();
     let dockerfile = match (upload, &args.file) {
         (Some(u), _) => u.dockerfile.clone(),
-        // From the repository root, as in the Tekton Task and custom task: inside the subdir.
-        (None, Some(f)) => dockerfile_in_context(&subdir, &f.to_string_lossy()).ok_or_else(|| {
+        // From the repository root, as in the Tekton Task and custom task; BuildKit reads it
+        // from the repository, in the subdir or not.
+        (None, Some(f)) => dockerfile_from_context(&subdir, &f.to_string_lossy()).ok_or_else(|| {
             BadInput::new(
                 "-f/--file",
                 format!(
-                    "{} must be a file inside the context {subdir:?} (with --git, paths are from the repository root)",
+                    "{} must be a file in the repository (with --git, paths are from the repository root)",
                     f.display()
                 ),
             )
@@ -537,6 +538,13 @@ mod tests {
         assert_eq!(git.revision.as_deref(), Some("v2"));
         assert_eq!(git.sub_path.as_deref(), Some("svc/api"));
         assert_eq!(ib.spec.dockerfile, "docker/Dockerfile");
+        // Out of the subdirectory: BuildKit reads it from the repository (`../`).
+        let outside = BuildArgs {
+            file: Some("./docker/api.Dockerfile".into()),
+            ..args.clone()
+        };
+        let ib = image_build(&outside, None, |_| None).unwrap();
+        assert_eq!(ib.spec.dockerfile, "../../docker/api.Dockerfile");
         // Without a subdirectory the context is the repository root.
         let args = BuildArgs {
             git: Some("https://github.com/acme/shop.git".into()),

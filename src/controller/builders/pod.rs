@@ -25,6 +25,7 @@ use super::jobs::{
     CACHE_MOUNT, STATE_DIR,
 };
 use super::{affinity, exporter, frontend, labels, Pin};
+use crate::api::image_build::normalize_path;
 use crate::api::{CacheMode, ImageBuild};
 use crate::contract::{self, RECEIVER_CONTAINER, UPLOAD_DIR};
 use crate::controller::config::OperatorConfig;
@@ -105,6 +106,22 @@ pub enum BuilderError {
     /// No source (the CRD's CEL rule forbids it; kept for objects that predate it).
     #[error("spec.source: set exactly one of git, context or upload")]
     NoSource,
+    /// `spec.dockerfile` leads out of the repository or volume, or out of a context that is
+    /// not a directory of one.
+    #[error("spec.dockerfile: {0}")]
+    DockerfileOutside(String),
+}
+
+/// Where a Dockerfile out of the context (`../`) is, from the root of the repository or volume
+/// whose directory `sub` is the context.
+fn dockerfile_from_root(sub: &str, dockerfile: &str, root: &str) -> Result<String, BuilderError> {
+    normalize_path(sub, dockerfile)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            BuilderError::DockerfileOutside(format!(
+                "{dockerfile:?} from the context {sub:?} leads out of the {root}"
+            ))
+        })
 }
 
 /// buildctl arguments for the build (after `buildctl-daemonless.sh`); `import_cache` are the
@@ -116,18 +133,27 @@ pub fn buildctl_args(
     let spec = &build.spec;
     let mut opts: Vec<(String, String)> = Vec::new();
     let mut locals: Vec<String> = Vec::new();
+    let leaves_context = spec.dockerfile.starts_with("../");
+    let mut dockerfile = spec.dockerfile.clone();
     match (&spec.source.git, &spec.source.context) {
         (Some(git), _) => {
+            // A Dockerfile out of the subdir: the whole repository is the frontend's source (its
+            // Dockerfile read from there), and `contextsubdir` scopes the build context.
+            let outside = git.sub_path.as_deref().filter(|_| leaves_context);
             let mut context = git.url.clone();
             if git.revision.is_some() || git.sub_path.is_some() {
                 context.push('#');
                 context.push_str(git.revision.as_deref().unwrap_or(""));
-                if let Some(sub) = &git.sub_path {
+                if let (Some(sub), None) = (&git.sub_path, outside) {
                     context.push(':');
                     context.push_str(sub);
                 }
             }
             opts.push(("context".into(), context));
+            if let Some(sub) = outside {
+                opts.push(("contextsubdir".into(), sub.to_string()));
+                dockerfile = dockerfile_from_root(sub, &spec.dockerfile, "repository")?;
+            }
         }
         (None, Some(ctx)) => match (&ctx.url, &ctx.pvc) {
             (Some(url), _) if url.starts_with("https://") => {
@@ -143,7 +169,14 @@ pub fn buildctl_args(
                     None => WORKSPACE.to_string(),
                 };
                 locals.push(format!("context={dir}"));
-                locals.push(format!("dockerfile={dir}"));
+                match pvc.path.as_deref().filter(|_| leaves_context) {
+                    // Out of the directory: read from the volume's root.
+                    Some(sub) => {
+                        dockerfile = dockerfile_from_root(sub, &spec.dockerfile, "volume")?;
+                        locals.push(format!("dockerfile={WORKSPACE}"));
+                    }
+                    None => locals.push(format!("dockerfile={dir}")),
+                }
             }
             (None, None) => return Err(BuilderError::NoSource),
         },
@@ -154,7 +187,13 @@ pub fn buildctl_args(
         }
         (None, None) => return Err(BuilderError::NoSource),
     }
-    opts.push(("filename".into(), spec.dockerfile.clone()));
+    if dockerfile.starts_with("../") {
+        // An upload or a tarball (the CRD's rule refuses it; kept for objects before it).
+        return Err(BuilderError::DockerfileOutside(format!(
+            "{dockerfile:?} is outside the context, which is all an upload or a context url carries"
+        )));
+    }
+    opts.push(("filename".into(), dockerfile));
     if let Some(target) = &spec.target {
         opts.push(("target".into(), target.clone()));
     }

@@ -778,3 +778,78 @@ fn buildkitds_configuration_travels_in_the_pods_env_and_its_flags_name_it() {
         .iter()
         .any(|(k, v)| k.starts_with("HEARTH_BUILDKITD") || v.contains("--config")));
 }
+
+/// The `--opt`s and `--local`s of buildctl's args, in order, as `flag value` pairs.
+fn source_args(args: &[String]) -> Vec<String> {
+    args.windows(2)
+        .filter(|w| {
+            (w[0] == "--opt"
+                && ["context=", "contextsubdir=", "filename="]
+                    .iter()
+                    .any(|p| w[1].starts_with(p)))
+                || w[0] == "--local"
+        })
+        .map(|w| format!("{} {}", w[0], w[1]))
+        .collect()
+}
+
+#[test]
+fn a_dockerfile_outside_the_context_is_read_from_the_repository_or_volume_root() {
+    let git = |dockerfile: &str| {
+        build(serde_json::json!({
+            "source": {"git": {"url": "https://github.com/acme/shop.git", "revision": "main", "subPath": "svc/api"}},
+            "dockerfile": dockerfile, "output": {"image": "r.io/a/b"}}))
+    };
+    // Inside: the subdir is the git context, as before.
+    assert_eq!(
+        source_args(&buildctl_args(&git("docker/Dockerfile"), &[]).unwrap()),
+        [
+            "--opt context=https://github.com/acme/shop.git#main:svc/api",
+            "--opt filename=docker/Dockerfile"
+        ]
+    );
+    // Outside: the whole repository, the context scoped to the subdir (BuildKit's
+    // contextsubdir), the Dockerfile from the repository root.
+    assert_eq!(
+        source_args(&buildctl_args(&git("../../docker/api.Dockerfile"), &[]).unwrap()),
+        [
+            "--opt context=https://github.com/acme/shop.git#main",
+            "--opt contextsubdir=svc/api",
+            "--opt filename=docker/api.Dockerfile"
+        ]
+    );
+    assert_eq!(
+        source_args(&buildctl_args(&git("../Dockerfile"), &[]).unwrap()),
+        [
+            "--opt context=https://github.com/acme/shop.git#main",
+            "--opt contextsubdir=svc/api",
+            "--opt filename=svc/Dockerfile"
+        ]
+    );
+    let err = buildctl_args(&git("../../../Dockerfile"), &[]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"spec.dockerfile: "../../../Dockerfile" from the context "svc/api" leads out of the repository"#
+    );
+
+    let pvc = build(serde_json::json!({
+        "source": {"context": {"pvc": {"claimName": "src", "path": "app"}}},
+        "dockerfile": "../build/Dockerfile", "output": {"image": "r.io/a/b"}}));
+    assert_eq!(
+        source_args(&buildctl_args(&pvc, &[]).unwrap()),
+        [
+            "--local context=/workspace/app",
+            "--local dockerfile=/workspace",
+            "--opt filename=build/Dockerfile"
+        ]
+    );
+
+    // An upload carries the context only (the CRD refuses it; an object from before).
+    let upload = build(serde_json::json!({
+        "source": {"upload": {"sha256": "a".repeat(64), "size": 10}},
+        "dockerfile": "../Dockerfile", "output": {"image": "r.io/a/b"}}));
+    assert!(buildctl_args(&upload, &[])
+        .unwrap_err()
+        .to_string()
+        .starts_with("spec.dockerfile: \"../Dockerfile\" is outside the context"));
+}

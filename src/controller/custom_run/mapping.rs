@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::types::{CustomRun, CustomRunSpec, RunCondition, RunResult, RunStatus};
 use crate::api::common::{condition, LocalObjectReference};
-use crate::api::image_build::{clean_dir, dockerfile_in_context};
+use crate::api::image_build::{clean_dir, dockerfile_from_context};
 use crate::api::{CacheMode, GitSource, ImageBuild, ImageBuildSpec, Phase, PlatformMode};
 
 /// `customRef`/`customSpec` apiVersion that selects Hearth.
@@ -312,7 +312,7 @@ impl Params {
 
     /// GIT_URL, GIT_REVISION, GIT_SECRET, CONTEXT and DOCKERFILE. DOCKERFILE is a path from
     /// the repository root, as in the catalog's build Tasks; the ImageBuild wants it relative
-    /// to the context, so it must lie inside CONTEXT (default: `CONTEXT/Dockerfile`).
+    /// to the context (`../` out of CONTEXT; default: `CONTEXT/Dockerfile`).
     fn apply_source(&self, spec: &mut ImageBuildSpec) -> Result<(), Refusal> {
         if let Some(url) = self.string("GIT_URL")? {
             spec.source.context = None;
@@ -342,11 +342,11 @@ impl Params {
         }
         let context = git.sub_path.clone().unwrap_or_default();
         if let Some(dockerfile) = self.string("DOCKERFILE")? {
-            spec.dockerfile = dockerfile_in_context(&context, &dockerfile).ok_or_else(|| {
+            spec.dockerfile = dockerfile_from_context(&context, &dockerfile).ok_or_else(|| {
                 Refusal::invalid(
                     "DOCKERFILE",
                     format!(
-                        "{:?} must be a file inside CONTEXT {context:?} \
+                        "{:?} must be a file in the repository \
                          (paths are from the repository root)",
                         clean_dir(&dockerfile)
                     ),

@@ -153,6 +153,12 @@ fn defaults_are_the_repository_root_and_its_dockerfile() {
     assert_eq!(spec.source.git.unwrap().sub_path, None);
     assert_eq!(spec.dockerfile, "Dockerfile");
     assert_eq!(spec.cache.key, None, "an empty string means unset");
+    // Out of CONTEXT, from the repository root: BuildKit reads it from the repository.
+    let spec = build_spec(&with(
+        json!({"CONTEXT": "services/api", "DOCKERFILE": "docker/api.Dockerfile"}),
+    ))
+    .unwrap();
+    assert_eq!(spec.dockerfile, "../../docker/api.Dockerfile");
     let spec = build_spec(&with(json!({"DOCKERFILE": "./docker/Dockerfile.prod"}))).unwrap();
     assert_eq!(spec.dockerfile, "docker/Dockerfile.prod");
 }
@@ -197,11 +203,11 @@ fn invalid_params_fail_naming_the_param() {
         ),
         (json!({"PLATFORM_MODE": "Native"}), "PLATFORM_MODE"),
         (json!({"GIT_URL": "ftp://example.com/x"}), "GIT_URL"),
+        (json!({"DOCKERFILE": "../Dockerfile"}), "DOCKERFILE"),
         (
-            json!({"CONTEXT": "app", "DOCKERFILE": "Dockerfile"}),
+            json!({"CONTEXT": "app", "DOCKERFILE": "app/../../Dockerfile"}),
             "DOCKERFILE",
         ),
-        (json!({"DOCKERFILE": "../Dockerfile"}), "DOCKERFILE"),
         (json!({"IMAGE_NAME": "x"}), "IMAGE_NAME"),
         (json!({"TARGET": ["a"]}), "TARGET"),
         (json!({"TAGS": ["shop/api:2"]}), "TAGS"),
