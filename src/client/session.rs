@@ -3,14 +3,14 @@
 //! deadline. The builder's log and the upload sit behind [`LogSource`] and [`Uploader`], so
 //! tests substitute them (the fake API has no `pods/log` or `pods/exec`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, FuturesUnordered, SelectAll};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
@@ -118,28 +118,30 @@ pub struct Session {
     pub poll: Duration,
 }
 
-async fn next_line(
-    logs: &mut Option<BoxStream<'static, std::io::Result<String>>>,
-) -> Option<std::io::Result<String>> {
-    match logs {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
-    }
+/// An upload under way: the build it serves, the pod it goes to, and how it ended.
+type UploadDone = (String, String, Result<u64, UploadError>);
+
+/// A build whose builder pod the session serves (the context, the log): the build followed,
+/// or each platform's child of a parent built one platform per architecture.
+#[derive(Default)]
+struct Served {
+    /// Before each of its lines: empty for the build itself, `[linux/arm64] ` for a child.
+    prefix: String,
+    /// Its phases and the size of its restore, for a child (the build followed has its own).
+    tracker: Tracker,
+    restore_bytes: Option<u64>,
+    /// The pod whose log is followed.
+    logs_for: Option<String>,
+    /// The pod the context is being sent to, and the one that has it.
+    uploading_to: Option<String>,
+    uploaded_to: Option<String>,
+    /// Bytes sent to `uploading_to`.
+    sent: Arc<AtomicU64>,
 }
 
-async fn join_upload(
-    task: &mut Option<tokio::task::JoinHandle<Result<u64, UploadError>>>,
-) -> Result<u64, UploadError> {
-    match task {
-        Some(t) => {
-            let r = t
-                .await
-                .unwrap_or_else(|e| Err(UploadError::Remote(format!("upload task: {e}"))));
-            *task = None;
-            r
-        }
-        None => std::future::pending().await,
-    }
+/// The builds whose pods serve build `ib`, each with the prefix of its lines: the build itself.
+fn served_builds(ib: &ImageBuild) -> Vec<(String, String)> {
+    vec![(ib.metadata.name.clone().unwrap_or_default(), String::new())]
 }
 
 /// The builder pod of the build's current attempt.
@@ -206,13 +208,10 @@ impl Session {
     ) -> Result<Followed, ClientError> {
         let mut tracker = Tracker::default();
         let mut tail: VecDeque<String> = VecDeque::new();
-        let mut logs: Option<BoxStream<'static, std::io::Result<String>>> = None;
-        let mut logs_for: Option<String> = None;
+        let mut logs: SelectAll<BoxStream<'static, std::io::Result<String>>> = SelectAll::new();
+        let mut uploads: FuturesUnordered<BoxFuture<'static, UploadDone>> = FuturesUnordered::new();
+        let mut served: BTreeMap<String, Served> = BTreeMap::new();
         let upload = opts.upload.clone();
-        let mut upload_task = None;
-        let mut uploading_to: Option<String> = None;
-        let mut uploaded_to: Option<String> = None;
-        let sent = Arc::new(AtomicU64::new(0));
         let mut cancelling = false;
         let mut restore_bytes = None;
         let mut last: Option<ImageBuild> = None;
@@ -243,75 +242,69 @@ impl Session {
                     for line in tracker.observe(&ib, restore_bytes) {
                         ui.line(&line);
                     }
-                    if let Some(total) = upload.as_ref().map(|u| u.size) {
-                        if upload_task.is_some() {
-                            ui.upload(sent.load(Ordering::Relaxed), total);
-                        }
-                    }
                     if let Some(exit) = exit_for(&ib) {
                         // The log may still hold the last lines: take what is ready.
-                        if let Some(s) = logs.as_mut() {
-                            while let Some(Some(Ok(line))) = s.next().now_or_never() {
-                                ui.log(&line);
-                                push_tail(&mut tail, line);
-                            }
+                        while let Some(Some(Ok(line))) = logs.next().now_or_never() {
+                            ui.log(&line);
+                            push_tail(&mut tail, line);
                         }
                         return Ok(done(exit, ib, &tail, None));
                     }
-                    let builder_up = matches!(phase(&ib), Phase::Building | Phase::Snapshotting);
-                    // Per pod: a build retried on another node (a lost node) has a new
-                    // builder pod whose receiver needs the context again.
-                    let pod_name = builder_pod_name(&ib);
-                    let needs_upload = upload.is_some()
-                        && upload_task.is_none()
-                        && uploaded_to.as_deref() != Some(pod_name.as_str());
-                    let needs_logs = opts.logs && logs_for.as_deref() != Some(pod_name.as_str());
-                    if builder_up && (needs_upload || needs_logs) {
-                        if let Some(pod) = self.pods.get_opt(&pod_name).await? {
-                            if let (Some(u), true) = (&upload, needs_upload) {
-                                if container_running(&pod, RECEIVER_CONTAINER, true) {
-                                    ui.line(&format!(
-                                        "uploading context ({}) to {pod_name}",
-                                        super::follow::human_bytes(u.size)
-                                    ));
-                                    let fut = self.uploader.upload(&pod_name, u.clone(), sent.clone());
-                                    upload_task = Some(tokio::spawn(fut));
-                                    uploading_to = Some(pod_name.clone());
-                                }
+                    for (build, prefix) in served_builds(&ib) {
+                        let state = served.entry(build.clone()).or_insert_with(|| Served {
+                            prefix,
+                            ..Served::default()
+                        });
+                        let b = if build == name {
+                            ib.clone()
+                        } else {
+                            let Some(b) = self.builds.get_opt(&build).await? else {
+                                continue;
+                            };
+                            if phase(&b) == Phase::Restoring && state.restore_bytes.is_none() {
+                                state.restore_bytes = self.restore_bytes(&b).await;
                             }
-                            let context_in = upload.is_none() || uploaded_to.as_deref() == Some(pod_name.as_str());
-                            if needs_logs && context_in && container_running(&pod, BUILDER_CONTAINER, false) {
-                                logs = Some(self.logs.lines(&pod_name, BUILDER_CONTAINER, true));
-                                logs_for = Some(pod_name);
+                            for line in state.tracker.observe(&b, state.restore_bytes) {
+                                ui.line(&format!("{}{line}", state.prefix));
                             }
+                            b
+                        };
+                        self.serve(&b, state, &upload, opts.logs, &mut logs, &mut uploads, ui)
+                            .await?;
+                    }
+                    if let Some(total) = upload.as_ref().map(|u| u.size) {
+                        let active: Vec<&Served> =
+                            served.values().filter(|s| s.uploading_to.is_some()).collect();
+                        if !active.is_empty() {
+                            let sent = active.iter().map(|s| s.sent.load(Ordering::Relaxed)).sum();
+                            ui.upload(sent, total * active.len() as u64);
                         }
                     }
                     last = Some(ib);
                 }
-                line = next_line(&mut logs) => match line {
-                    Some(Ok(line)) => {
+                line = logs.next(), if !logs.is_empty() => {
+                    // A log that ended (the container exited) or broke leaves the set: status
+                    // tells the rest.
+                    if let Some(Ok(line)) = line {
                         ui.log(&line);
                         push_tail(&mut tail, line);
                     }
-                    // The log ended (the container exited) or broke: status tells the rest.
-                    _ => logs = None,
-                },
-                result = join_upload(&mut upload_task) => {
-                    let u = upload.as_ref();
-                    match result {
-                        Ok(entries) => {
-                            uploaded_to = uploading_to.take();
-                            ui.line(&format!(
-                                "uploaded {} entries ({}), verified by the receiver",
-                                entries,
-                                super::follow::human_bytes(u.map(|u| u.size).unwrap_or(0))
-                            ));
-                            if opts.stop_after_upload {
-                                let ib = self.builds.get(name).await?;
-                                return Ok(done(Exit::Succeeded, ib, &tail, Some("uploaded; not waiting (--no-wait)".into())));
-                            }
-                        }
-                        Err(e) => return Err(ClientError::Upload(e)),
+                }
+                Some((build, pod, result)) = uploads.next(), if !uploads.is_empty() => {
+                    let entries = result.map_err(ClientError::Upload)?;
+                    let state = served.get_mut(&build).expect("an upload serves a known build");
+                    state.uploading_to = None;
+                    state.uploaded_to = Some(pod);
+                    ui.line(&format!(
+                        "{}uploaded {} entries ({}), verified by the receiver",
+                        state.prefix,
+                        entries,
+                        super::follow::human_bytes(upload.as_ref().map(|u| u.size).unwrap_or(0))
+                    ));
+                    let all_in = served.values().all(|s| s.uploaded_to.is_some());
+                    if opts.stop_after_upload && all_in {
+                        let ib = self.builds.get(name).await?;
+                        return Ok(done(Exit::Succeeded, ib, &tail, Some("uploaded; not waiting (--no-wait)".into())));
                     }
                 }
                 signal = signals.next(), if opts.cancel_on_signal => {
@@ -342,6 +335,74 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Serves build `b`'s builder pod once it is up: sends the context when its receiver runs
+    /// (per pod: a build retried on another node has a new pod that needs it again), then
+    /// follows its log, its lines prefixed as the build's.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve(
+        &self,
+        b: &ImageBuild,
+        state: &mut Served,
+        upload: &Option<PendingUpload>,
+        follow_logs: bool,
+        logs: &mut SelectAll<BoxStream<'static, std::io::Result<String>>>,
+        uploads: &mut FuturesUnordered<BoxFuture<'static, UploadDone>>,
+        ui: &mut dyn Ui,
+    ) -> Result<(), ClientError> {
+        let builder_up = matches!(phase(b), Phase::Building | Phase::Snapshotting);
+        let pod_name = builder_pod_name(b);
+        let needs_upload = upload.is_some()
+            && state.uploading_to.is_none()
+            && state.uploaded_to.as_deref() != Some(pod_name.as_str());
+        let needs_logs = follow_logs && state.logs_for.as_deref() != Some(pod_name.as_str());
+        if !builder_up || !(needs_upload || needs_logs) {
+            return Ok(());
+        }
+        let Some(pod) = self.pods.get_opt(&pod_name).await? else {
+            return Ok(());
+        };
+        if let (Some(u), true) = (upload, needs_upload) {
+            if container_running(&pod, RECEIVER_CONTAINER, true) {
+                ui.line(&format!(
+                    "{}uploading context ({}) to {pod_name}",
+                    state.prefix,
+                    super::follow::human_bytes(u.size)
+                ));
+                state.sent = Arc::new(AtomicU64::new(0));
+                let sending = self
+                    .uploader
+                    .upload(&pod_name, u.clone(), state.sent.clone());
+                let task = tokio::spawn(sending);
+                let (build, pod) = (
+                    b.metadata.name.clone().unwrap_or_default(),
+                    pod_name.clone(),
+                );
+                uploads.push(Box::pin(async move {
+                    let result = task
+                        .await
+                        .unwrap_or_else(|e| Err(UploadError::Remote(format!("upload task: {e}"))));
+                    (build, pod, result)
+                }));
+                state.uploading_to = Some(pod_name.clone());
+            }
+        }
+        let context_in =
+            upload.is_none() || state.uploaded_to.as_deref() == Some(pod_name.as_str());
+        if needs_logs && context_in && container_running(&pod, BUILDER_CONTAINER, false) {
+            let prefix = state.prefix.clone();
+            let lines = self.logs.lines(&pod_name, BUILDER_CONTAINER, true);
+            logs.push(if prefix.is_empty() {
+                lines
+            } else {
+                lines
+                    .map(move |l| l.map(|l| format!("{prefix}{l}")))
+                    .boxed()
+            });
+            state.logs_for = Some(pod_name);
+        }
+        Ok(())
     }
 }
 
