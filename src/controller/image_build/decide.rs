@@ -1043,7 +1043,7 @@ fn pod_ended(
             // What was pushed, by digest and by every name (nothing for a build-only check).
             if let Some(d) = digest.as_deref().filter(|_| build.spec.output.push) {
                 status.image = Some(build.spec.output.by_digest(d));
-                status.tags = build.spec.output.names();
+                status.tags = build.spec.output.pushed_names();
             }
             let pushed = pushed_message(build);
             set_condition(
@@ -1417,7 +1417,9 @@ fn job_for(
 
 /// What the image step did, for status and events.
 fn pushed_message(build: &ImageBuild) -> String {
-    if build.spec.output.push {
+    if build.spec.output.push_by_digest {
+        format!("pushed {} by digest", build.spec.output.repository())
+    } else if build.spec.output.push {
         format!("pushed {}", build.spec.output.image)
     } else {
         "built (not pushed)".to_string()
