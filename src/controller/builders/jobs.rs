@@ -26,7 +26,7 @@ pub const STATE_DIR: &str = "/cache/buildkit";
 pub const STORE_CREDENTIALS_DIR: &str = "/run/hearth/store-credentials";
 const STORE_CREDENTIALS_VOLUME: &str = "store-credentials";
 /// Runs `hearth` with the container's args, its stdout into the termination message.
-const RESULT_SCRIPT: &str = "hearth \"$@\" > /dev/termination-log";
+pub(crate) const RESULT_SCRIPT: &str = "hearth \"$@\" > /dev/termination-log";
 /// What the snapshot jobs may do beyond an unprivileged user: read and traverse everything
 /// (DAC_READ_SEARCH), restore numeric owners and modes (CHOWN, FOWNER, FSETID), recreate
 /// overlay whiteouts (MKNOD) and file capabilities (SETFCAP).
