@@ -7,8 +7,11 @@ mod support;
 
 use hearth::api::common::condition;
 use hearth::api::{ImageBuild, ImageBuildStatus, Phase, Warmth};
+use hearth::controller::config::RetentionSettings;
+use hearth::controller::retention_sweep;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::Duration;
 use kube::ResourceExt;
 use serde_json::json;
 use support::{arch_node, metadata, s3_config, spec, Cluster};
@@ -325,4 +328,80 @@ async fn an_emulated_build_of_two_platforms_has_no_children() {
     assert_eq!(c.settle("multi").await, Some(Phase::Building));
     assert!(children(&c).await.is_empty());
     assert!(c.pods().get_opt("multi-build-1").await.unwrap().is_some());
+}
+
+/// A cluster whose retention keeps `limit` succeeded builds (no TTL, 10 minutes' minimum age).
+async fn with_history_limit(limit: u32) -> Cluster {
+    let mut config = s3_config();
+    config.retention = RetentionSettings {
+        ttl_after_succeeded: None,
+        ttl_after_failed: None,
+        succeeded_limit: Some(limit),
+        failed_limit: None,
+        min_age: Duration::from(std::time::Duration::from_secs(600)),
+    };
+    Cluster::with_nodes(
+        vec![arch_node("amd-1", "amd64"), arch_node("arm-1", "arm64")],
+        config,
+    )
+    .await
+}
+
+/// Both children push their images (their caches' saves still running); the index is pushed
+/// and the parent has succeeded.
+async fn pushed_while_children_save(c: &mut Cluster) {
+    started(c, json!({})).await;
+    for (name, digest) in [(AMD, 'a'), (ARM, 'b')] {
+        c.finish_pod(&format!("{name}-build-1"), 0, &metadata(digest).0)
+            .await;
+        assert_eq!(c.settle(name).await, Some(Phase::Succeeded));
+        assert!(c
+            .jobs()
+            .get_opt(&format!("{name}-save-1"))
+            .await
+            .unwrap()
+            .is_some());
+    }
+    c.settle("multi").await;
+    let index = format!(r#"{{"digest":"sha256:{}"}}"#, "c".repeat(64));
+    c.finish_job("multi-index-1", true, &index).await;
+    assert_eq!(c.settle("multi").await, Some(Phase::Succeeded));
+}
+
+async fn children_saved(c: &mut Cluster) {
+    for name in [AMD, ARM] {
+        c.finish_job(&format!("{name}-save-1"), true, support::SAVED)
+            .await;
+        c.settle(name).await;
+    }
+}
+
+async fn sweep(c: &mut Cluster) -> Vec<String> {
+    c.sync().await;
+    retention_sweep::sweep(&c.ctx).await.deleted
+}
+
+#[tokio::test]
+async fn retention_keeps_the_parent_while_a_child_saves_its_cache() {
+    let mut c = with_history_limit(0).await;
+    pushed_while_children_save(&mut c).await;
+    c.advance(3600);
+    assert_eq!(
+        sweep(&mut c).await,
+        Vec::<String>::new(),
+        "deleting the parent would take the saving children with it"
+    );
+    children_saved(&mut c).await;
+    assert_eq!(sweep(&mut c).await, ["shop/multi"]);
+}
+
+#[tokio::test]
+async fn retention_never_deletes_nor_counts_a_child_on_its_own() {
+    // One succeeded build kept: the parent. Its children are not builds of the history.
+    let mut c = with_history_limit(1).await;
+    pushed_while_children_save(&mut c).await;
+    children_saved(&mut c).await;
+    c.advance(3600);
+    assert_eq!(sweep(&mut c).await, Vec::<String>::new());
+    assert_eq!(children(&c).await.len(), 2);
 }

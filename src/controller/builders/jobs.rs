@@ -26,7 +26,7 @@ pub const STATE_DIR: &str = "/cache/buildkit";
 pub const STORE_CREDENTIALS_DIR: &str = "/run/hearth/store-credentials";
 const STORE_CREDENTIALS_VOLUME: &str = "store-credentials";
 /// Runs `hearth` with the container's args, its stdout into the termination message.
-pub(crate) const RESULT_SCRIPT: &str = "hearth \"$@\" > /dev/termination-log";
+const RESULT_SCRIPT: &str = "hearth \"$@\" > /dev/termination-log";
 /// What the snapshot jobs may do beyond an unprivileged user: read and traverse everything
 /// (DAC_READ_SEARCH), restore numeric owners and modes (CHOWN, FOWNER, FSETID), recreate
 /// overlay whiteouts (MKNOD) and file capabilities (SETFCAP).
@@ -209,14 +209,7 @@ pub fn snapshot_container(
         name: op.role().into(),
         image: Some(config.builder.hearth_image.clone()),
         image_pull_policy: Some(config.builder.image_pull_policy.clone()),
-        // The command's JSON result (stdout) becomes the termination message the controller
-        // reads; its logs go to stderr, and to the message when it fails.
-        command: Some(vec![
-            "sh".into(),
-            "-c".into(),
-            RESULT_SCRIPT.into(),
-            "hearth-job".into(),
-        ]),
+        command: Some(result_command()),
         args: Some(args),
         env: Some(env),
         volume_mounts: Some(mounts),
@@ -409,6 +402,18 @@ fn job(op: &SnapshotOp, t: JobTarget<'_>, config: &OperatorConfig) -> Job {
         }),
         ..Default::default()
     }
+}
+
+/// The command of a Job container running `hearth` with its args: the command's JSON result
+/// (stdout) becomes the termination message the controller reads; its logs go to stderr, and
+/// to the message when it fails.
+pub(crate) fn result_command() -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        RESULT_SCRIPT.into(),
+        "hearth-job".into(),
+    ]
 }
 
 /// The operator's image pull secrets, for builder pods and snapshot jobs.

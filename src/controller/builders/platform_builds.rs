@@ -8,14 +8,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Container, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 
-use super::jobs::{env_var, image_pull_secrets, non_empty, RESULT_SCRIPT};
+use super::jobs::{env_var, image_pull_secrets, non_empty, result_command};
 use super::labels;
+use super::pod::unprivileged;
 use crate::api::{ImageBuild, ImageBuildSpec, RegistryCache};
 use crate::controller::config::OperatorConfig;
 
@@ -25,7 +26,7 @@ pub const INDEX_ROLE: &str = "index";
 pub const DOCKER_CONFIG_DIR: &str = "/hearth/docker";
 /// The volume holding it.
 const DOCKER_CONFIG_VOLUME: &str = "docker-config";
-/// The unprivileged user of the index Job (the builder's, as the receiver runs).
+/// The unprivileged user of the index Job (the builder's, as [`unprivileged`] runs it).
 const INDEX_USER: i64 = 1000;
 /// Longest tag a registry takes (the distribution spec's `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`).
 const MAX_TAG_LEN: usize = 128;
@@ -245,32 +246,17 @@ pub fn index_job(
         name: INDEX_ROLE.into(),
         image: Some(config.builder.hearth_image.clone()),
         image_pull_policy: Some(config.builder.image_pull_policy.clone()),
-        command: Some(vec![
-            "sh".into(),
-            "-c".into(),
-            RESULT_SCRIPT.into(),
-            "hearth-job".into(),
-        ]),
+        command: Some(result_command()),
         args: Some(index_args(&parent.spec, digests, config)),
         env,
         volume_mounts: mounts,
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         security_context: Some(SecurityContext {
-            run_as_user: Some(INDEX_USER),
-            run_as_group: Some(INDEX_USER),
-            run_as_non_root: Some(true),
-            privileged: Some(false),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
             seccomp_profile: Some(SeccompProfile {
                 type_: "RuntimeDefault".into(),
                 ..Default::default()
             }),
-            ..Default::default()
+            ..unprivileged()
         }),
         ..Default::default()
     };

@@ -213,20 +213,7 @@ pub fn decide_parent(o: &ParentObserved) -> Result<Decision> {
         now,
     );
     if !parent.spec.output.push {
-        let message = format!("{built} (not pushed)");
-        finish(
-            &mut status,
-            Phase::Succeeded,
-            "Succeeded",
-            &message,
-            generation,
-            now,
-        );
-        return Ok(Decision::new(status, Next::Done).event(
-            EventType::Normal,
-            "Succeeded",
-            message,
-        ));
+        return Ok(succeed(o, status, format!("{built} (not pushed)")));
     }
     let mut digests = Vec::new();
     for p in &platforms {
@@ -277,15 +264,7 @@ pub fn decide_parent(o: &ParentObserved) -> Result<Decision> {
             status.image_digest = Some(digest.clone());
             status.tags = output.names();
             let message = format!("pushed {} ({}): {digest}", output.image, all.join(", "));
-            finish(
-                &mut status,
-                Phase::Succeeded,
-                "Succeeded",
-                &message,
-                generation,
-                now,
-            );
-            Ok(Decision::new(status, Next::Done).event(EventType::Normal, "Succeeded", message))
+            Ok(succeed(o, status, message))
         }
     }
 }
@@ -321,6 +300,19 @@ fn cancel_children(platforms: &[Platform]) -> Vec<Effect> {
         })
         .map(|c| Effect::CancelBuild(c.name_any()))
         .collect()
+}
+
+/// The parent has succeeded.
+fn succeed(o: &ParentObserved, mut status: ImageBuildStatus, message: String) -> Decision {
+    finish(
+        &mut status,
+        Phase::Succeeded,
+        "Succeeded",
+        &message,
+        o.build.metadata.generation,
+        o.now,
+    );
+    Decision::new(status, Next::Done).event(EventType::Normal, "Succeeded", message)
 }
 
 /// The parent fails at once (`Succeeded=False`, so pipelines stop), its children still under
