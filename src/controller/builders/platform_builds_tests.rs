@@ -362,3 +362,14 @@ fn without_a_push_secret_the_index_job_pushes_anonymously() {
         "at least a minute"
     );
 }
+
+#[test]
+fn every_child_passes_the_crds_own_rules() {
+    // The API server validates what the controller creates as it validates users' objects.
+    let p = parent(json!({}));
+    for platform in ["linux/amd64", "linux/arm64/v8"] {
+        let child = child_build(&p, platform, owner());
+        let v = crate::api::check::check(&serde_json::to_value(&child).unwrap(), None).unwrap();
+        assert!(v.is_empty(), "{platform}: {v:?}");
+    }
+}
