@@ -6,15 +6,15 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    Container, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Container, KeyToPath, PodSecurityContext, PodSpec, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 
-use super::jobs::{env_var, image_pull_secrets, non_empty, result_command};
+use super::jobs::{env_var, hearth_job, result_command};
 use super::labels;
 use super::pod::unprivileged;
 use crate::api::{ImageBuild, ImageBuildSpec, RegistryCache};
@@ -261,50 +261,31 @@ pub fn index_job(
         ..Default::default()
     };
     let tolerations = config.builder.tolerations.clone();
-    Job {
-        metadata: ObjectMeta {
-            name: Some(index_job_name(&name)),
-            namespace: parent.namespace(),
-            labels: Some(labels.clone()),
-            owner_references: Some(vec![OwnerReference {
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-                ..owner
-            }]),
-            ..Default::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(2),
-            active_deadline_seconds: Some(deadline_seconds.max(60)),
-            ttl_seconds_after_finished: Some(86_400),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    automount_service_account_token: Some(false),
-                    image_pull_secrets: image_pull_secrets(config),
-                    enable_service_links: Some(false),
-                    node_selector: non_empty(config.builder.node_selector.clone()),
-                    tolerations: (!tolerations.is_empty()).then_some(tolerations),
-                    security_context: Some(PodSecurityContext {
-                        run_as_user: Some(INDEX_USER),
-                        run_as_group: Some(INDEX_USER),
-                        run_as_non_root: Some(true),
-                        fs_group: Some(INDEX_USER),
-                        ..Default::default()
-                    }),
-                    containers: vec![container],
-                    volumes,
-                    ..Default::default()
-                }),
-            },
+    let pod = PodSpec {
+        tolerations: (!tolerations.is_empty()).then_some(tolerations),
+        security_context: Some(PodSecurityContext {
+            run_as_user: Some(INDEX_USER),
+            run_as_group: Some(INDEX_USER),
+            run_as_non_root: Some(true),
+            fs_group: Some(INDEX_USER),
             ..Default::default()
         }),
+        containers: vec![container],
+        volumes,
         ..Default::default()
-    }
+    };
+    let metadata = ObjectMeta {
+        name: Some(index_job_name(&name)),
+        namespace: parent.namespace(),
+        labels: Some(labels),
+        owner_references: Some(vec![OwnerReference {
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+            ..owner
+        }]),
+        ..Default::default()
+    };
+    hearth_job(metadata, deadline_seconds, pod, config)
 }
 
 #[cfg(test)]
