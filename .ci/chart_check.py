@@ -140,7 +140,7 @@ INVALID_VALUES = [
 
 # The permissions the controller needs (see the "why" comments in templates/rbac.yaml).
 NAMESPACED_PERMS = {
-    ("hearth.dev", "imagebuilds"): {"get", "list", "watch", "patch", "delete"},
+    ("hearth.dev", "imagebuilds"): {"get", "list", "watch", "create", "patch", "delete"},
     ("hearth.dev", "imagebuilds/status"): {"update"},
     ("hearth.dev", "imagebuilds/finalizers"): {"update"},
     ("hearth.dev", "buildcaches"): {"get", "list", "watch", "create", "patch"},
@@ -156,7 +156,6 @@ TEKTON_PERMS = {
     ("tekton.dev", "customruns"): {"get", "list", "watch"},
     ("tekton.dev", "customruns/status"): {"patch"},
     ("tekton.dev", "customruns/finalizers"): {"update"},
-    ("hearth.dev", "imagebuilds"): {"create"},
 }
 # The aggregated user roles (rbac.aggregateUserRoles), by name suffix: the default roles each
 # is aggregated into, and the permissions it adds there. Never bound by the chart itself.

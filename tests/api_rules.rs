@@ -119,37 +119,73 @@ fn unknown_kinds_are_named() {
 }
 
 #[test]
-fn several_platforms_need_emulate_which_is_immutable_once_started() {
-    let platforms = |mode: Option<&str>| {
+fn several_platforms_are_built_natively_unless_emulated_and_the_mode_is_immutable_once_started() {
+    let platforms = |list: Value, mode: Option<&str>| {
         let mut spec = spec_with_image("registry.example.com/shop/api:1");
-        spec["platforms"] = json!(["linux/amd64", "linux/arm64"]);
+        spec["platforms"] = list;
         if let Some(mode) = mode {
             spec["platformMode"] = json!(mode);
         }
         spec
     };
-    let v = violations(&build(platforms(None), None), None);
+    let two = json!(["linux/amd64", "linux/arm64"]);
+    // Several platforms without a mode are built natively: accepted, as with Native or Emulate.
+    for mode in [None, Some("Native"), Some("Emulate")] {
+        let v = violations(&build(platforms(two.clone(), mode), None), None);
+        assert!(v.is_empty(), "{mode:?}: {v:?}");
+    }
+    // Two platforms of one architecture cannot each have their own: refused natively only.
+    let same = json!(["linux/arm/v6", "linux/arm/v7"]);
+    for mode in [None, Some("Native")] {
+        let v = violations(&build(platforms(same.clone(), mode), None), None);
+        assert!(
+            v.iter().any(|m| m.starts_with(
+                "spec.platforms: with platformMode Native (the default) each platform is built on nodes of its own architecture"
+            )),
+            "{mode:?}: {v:?}"
+        );
+    }
+    assert!(violations(&build(platforms(same, Some("Emulate")), None), None).is_empty());
+    // A cacheRef (one BuildCache, one architecture's key) only with one platform or Emulate.
+    let mut with_ref = platforms(two.clone(), None);
+    with_ref["cache"] = json!({"cacheRef": "shop-main"});
+    let v = violations(&build(with_ref.clone(), None), None);
     assert!(
-        v.iter().any(|m| m
-            .starts_with("spec.platformMode: more than one platform needs platformMode: Emulate")),
+        v.iter()
+            .any(|m| m.starts_with("spec.cache.cacheRef: names one BuildCache")),
         "{v:?}"
     );
-    assert!(violations(&build(platforms(Some("Emulate")), None), None).is_empty());
-    let v = violations(&build(platforms(Some("Native")), None), None);
-    assert!(v.iter().any(|m| m.contains("spec.platformMode")), "{v:?}");
+    with_ref["platformMode"] = json!("Emulate");
+    assert!(violations(&build(with_ref, None), None).is_empty());
     // One platform, or none, needs no mode.
     let mut one = spec_with_image("registry.example.com/shop/api:1");
     one["platforms"] = json!(["linux/arm64"]);
     assert!(violations(&build(one, None), None).is_empty());
     // Dropping the mode of a started build is a change to its spec.
     let building = Some(json!({"phase": "Building"}));
-    let mut emulated = platforms(Some("Emulate"));
-    emulated["platforms"] = json!(["linux/amd64"]);
+    let emulated = platforms(json!(["linux/amd64"]), Some("Emulate"));
     let old = build(emulated.clone(), building.clone());
     let mut dropped = emulated;
     dropped.as_object_mut().unwrap().remove("platformMode");
     let v = violations(&build(dropped, building), Some(&old));
     assert!(v.iter().any(|m| m.starts_with("spec: immutable")), "{v:?}");
+}
+
+#[test]
+fn pushing_by_digest_pushes_no_name() {
+    let mut spec = spec_with_image("registry.example.com/shop/api");
+    spec["output"]["pushByDigest"] = json!(true);
+    assert!(violations(&build(spec.clone(), None), None).is_empty());
+    for (field, value) in [("tags", json!(["1"])), ("push", json!(false))] {
+        let mut bad = spec.clone();
+        bad["output"][field] = value;
+        let v = violations(&build(bad, None), None);
+        assert!(
+            v.iter()
+                .any(|m| m.starts_with("spec.output.pushByDigest: pushes the image by digest only")),
+            "{field}: {v:?}"
+        );
+    }
 }
 
 #[test]

@@ -719,8 +719,8 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
             "--platform:",
         ),
         (
-            vec![d, "-t", "r.io/a/b", "--platform", "linux/amd64,linux/arm64"],
-            "--emulate: more than one platform needs platformMode: Emulate",
+            vec![d, "-t", "r.io/a/b", "--platform", "linux/amd64,linux/amd64/v2"],
+            "--platform: with platformMode Native (the default) each platform is built on nodes of its own architecture",
         ),
         (
             vec![d, "-t", "r.io/a/b", "--build-arg", "NOPE"],

@@ -52,6 +52,19 @@ pub const SPEC_IMMUTABLE_RULE: &str = "!has(oldSelf.status) || !has(oldSelf.stat
 && has(self.spec.pull) == has(oldSelf.spec.pull) && (!has(self.spec.pull) || self.spec.pull == oldSelf.spec.pull) \
 && has(self.spec.noCache) == has(oldSelf.spec.noCache) && (!has(self.spec.noCache) || self.spec.noCache == oldSelf.spec.noCache))";
 
+/// CEL rule: several platforms built natively (no `platformMode`, or `Native`) each run on
+/// nodes of their own architecture, under a key of that architecture, in a child build named
+/// after it: no two may share an architecture.
+pub const NATIVE_ARCHS_RULE: &str = "!has(self.platforms) || size(self.platforms) <= 1 \
+|| (has(self.platformMode) && self.platformMode == 'Emulate') \
+|| self.platforms.all(p, self.platforms.exists_one(q, q.split('/')[1] == p.split('/')[1]))";
+
+/// CEL rule: a `cacheRef` names one BuildCache, whose key is one architecture's; several
+/// platforms built natively need one cache per architecture.
+pub const NATIVE_CACHE_REF_RULE: &str = "!has(self.cache) || !has(self.cache.cacheRef) \
+|| !has(self.platforms) || size(self.platforms) <= 1 \
+|| (has(self.platformMode) && self.platformMode == 'Emulate')";
+
 /// CEL rule: an SSH git source with credentials has its key in the `default` agent (the builder
 /// script puts it there), so `spec.ssh` may not name another `default`.
 pub const SSH_DEFAULT_AGENT_RULE: &str = "!has(self.spec.ssh) || !has(self.spec.source.git) \
@@ -109,7 +122,8 @@ pub fn named_context_credentials_rule() -> String {
         .field_path(".dockerfile"),
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.platforms) || size(self.platforms) <= 1 || has(self.platformMode)").message("more than one platform needs platformMode: Emulate (one build, the other architectures emulated where the nodes have binfmt); one build per architecture is not available yet").field_path(".platformMode"))]
+#[x_kube(validation = Rule::new(NATIVE_ARCHS_RULE).message("with platformMode Native (the default) each platform is built on nodes of its own architecture, so no two may share one (linux/amd64 and linux/amd64/v2 are both amd64): build them with platformMode: Emulate, or in separate ImageBuilds").field_path(".platforms"))]
+#[x_kube(validation = Rule::new(NATIVE_CACHE_REF_RULE).message("names one BuildCache, of one architecture's key: several platforms built natively each use a cache of their own architecture; remove cacheRef, or use platformMode: Emulate").field_path(".cache.cacheRef"))]
 pub struct ImageBuildSpec {
     /// Where the build context comes from: exactly one of `git`, `context` or `upload`.
     pub source: SourceSpec,
@@ -135,9 +149,8 @@ pub struct ImageBuildSpec {
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$') && size(self[k]) <= 4096)").message("names must match [A-Za-z_][A-Za-z0-9_]* and values be at most 4096 characters"))]
     pub build_args: BTreeMap<String, String>,
     /// Target platforms, `os/arch[/variant]` (for example `linux/amd64`, `linux/arm64/v8`).
-    /// The build runs on nodes of the first platform's architecture (`kubernetes.io/arch`);
-    /// empty builds for the operator's default architecture. More than one platform needs
-    /// `platformMode: Emulate`.
+    /// One platform: the build runs on nodes of its architecture (`kubernetes.io/arch`);
+    /// empty builds for the operator's default architecture. Several: see `platformMode`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 16),
@@ -148,10 +161,12 @@ pub struct ImageBuildSpec {
     )]
     #[x_kube(validation = Rule::new("self.all(p, self.exists_one(q, q == p))").message("entries must be unique"))]
     pub platforms: Vec<String>,
-    /// How several `platforms` are built. `Emulate`: one build for all of them on nodes of
-    /// the first platform's architecture, the others run under QEMU emulation (the nodes need
-    /// binfmt handlers registered, as `tonistiigi/binfmt` installs them). Required with more
-    /// than one platform, until one build per architecture is available.
+    /// How several `platforms` are built. `Native` (the default): one child ImageBuild per
+    /// platform, each on nodes of its architecture with its own cache, then one image index
+    /// of their digests pushed under this build's names (no two platforms may share an
+    /// architecture). `Emulate`: one build for all of them on nodes of the first platform's
+    /// architecture, the others run under QEMU emulation (the nodes need binfmt handlers
+    /// registered, as `tonistiigi/binfmt` installs them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_mode: Option<PlatformMode>,
     /// Build secrets (`RUN --mount=type=secret,id=...`), each taken from a key of a Secret in
@@ -251,6 +266,15 @@ pub struct RetentionSpec {
     #[x_kube(validation = Rule::new(TTL_RULE).message(TTL_MESSAGE))]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
     pub ttl_after_failed: Option<Duration>,
+}
+
+impl ImageBuildSpec {
+    /// Whether the build fans out: several platforms built natively (`platformMode` unset or
+    /// `Native`), one child ImageBuild each, and an image index of their digests. Such a build
+    /// never runs a builder itself, nor has a cache key or a placement of its own.
+    pub fn fans_out(&self) -> bool {
+        self.platforms.len() > 1 && self.platform_mode != Some(PlatformMode::Emulate)
+    }
 }
 
 impl Default for ImageBuildSpec {
@@ -523,6 +547,10 @@ fn frontend_keys_rule() -> String {
 /// How an ImageBuild of several platforms is built.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PlatformMode {
+    /// One child ImageBuild per platform, each on nodes of its own architecture with a cache
+    /// of that architecture, pushed by digest; then one image index of their digests pushed
+    /// under every name of the parent. The default with several platforms.
+    Native,
     /// One build for every platform on nodes of the first platform's architecture; BuildKit
     /// runs the other platforms' steps under QEMU (binfmt), slower but one pass.
     Emulate,
@@ -787,6 +815,33 @@ pub struct ImageBuildStatus {
     /// with the BuildCache's `gc.keepDuration` and `gc.keepStorage`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_prune: Option<CachePrune>,
+    /// A build of several platforms built natively: each platform's child ImageBuild, where
+    /// it ran and what it pushed, in `spec.platforms` order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub platforms: Vec<PlatformBuild>,
+}
+
+/// One platform of a build of several platforms built natively: its child ImageBuild.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformBuild {
+    /// The platform, `os/arch[/variant]`.
+    pub platform: String,
+    /// Name of the child ImageBuild building it.
+    pub build: String,
+    /// The child's phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Node the child ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// How warm the child's cache was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmth: Option<Warmth>,
+    /// Digest the child pushed (by digest, no tag), `sha256:...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
 }
 
 /// How the prune after a ReadWrite build went. A prune that fails never fails the build.

@@ -17,9 +17,9 @@ pub use build_cache::{
 };
 pub use image_build::{
     BuildResources, BuildSecret, CacheMode, CachePrune, CacheSpec, ContextSource, Durations,
-    GitSource, ImageBuild, ImageBuildSpec, ImageBuildStatus, Phase, Placement, PlatformMode,
-    PruneResult, PvcContext, RestoredFrom, RetentionSpec, SecretKeyRef, SourceSpec, SshAgent,
-    UploadSource, Warmth, FRONTEND_OPTIONS,
+    GitSource, ImageBuild, ImageBuildSpec, ImageBuildStatus, Phase, Placement, PlatformBuild,
+    PlatformMode, PruneResult, PvcContext, RestoredFrom, RetentionSpec, SecretKeyRef, SourceSpec,
+    SshAgent, UploadSource, Warmth, FRONTEND_OPTIONS,
 };
 pub use registry::{
     Attestations, Compression, ExportMode, OutputSpec, Provenance, ProvenanceMode, RegistryCache,

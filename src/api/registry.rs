@@ -16,6 +16,7 @@ pub const IMAGE_REF_PATTERN: &str = r"^((localhost|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+
 /// Where the built image goes.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(PUSH_BY_DIGEST_RULE).message("pushes the image by digest only: it needs push: true and no tags (a tag is a name pushed)").field_path(".pushByDigest"))]
 pub struct OutputSpec {
     /// Full image reference with its registry host, for example
     /// `registry.example.com/team/app:1.2.3` (`:latest` when the tag is left out).
@@ -61,7 +62,16 @@ pub struct OutputSpec {
     /// default, as buildx) and an SBOM (off by default, as buildx).
     #[serde(default, skip_serializing_if = "Attestations::is_default")]
     pub attestations: Attestations,
+    /// Push the image without a tag, only by its digest (buildx `push-by-digest=true`): into
+    /// the repository of `image`, named in `status.image` as `repository@sha256:...`. Needs
+    /// `push` and no `tags`. Each platform's child of a multi-platform build pushes so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub push_by_digest: bool,
 }
+
+/// CEL rule: `pushByDigest` pushes, and pushes no name.
+pub const PUSH_BY_DIGEST_RULE: &str = "!has(self.pushByDigest) || !self.pushByDigest \
+|| ((!has(self.push) || self.push) && (!has(self.tags) || size(self.tags) == 0))";
 
 impl OutputSpec {
     /// `image` without its tag: the repository bare `tags` belong to.
@@ -88,6 +98,15 @@ impl OutputSpec {
             }
         }
         names
+    }
+
+    /// The names pushed: [`OutputSpec::names`], none when pushed by digest only.
+    pub fn pushed_names(&self) -> Vec<String> {
+        if self.push_by_digest {
+            Vec::new()
+        } else {
+            self.names()
+        }
     }
 
     /// The image by digest: `repository@digest`.

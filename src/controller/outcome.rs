@@ -26,7 +26,7 @@ const STUCK_REASONS: [&str; 5] = [
 pub const TAIL_CHARS: usize = 800;
 
 /// The last [`TAIL_CHARS`] characters of a termination message, trimmed.
-fn tail_of(message: &str) -> &str {
+pub(crate) fn tail_of(message: &str) -> &str {
     let message = message.trim();
     let skip = message.chars().count().saturating_sub(TAIL_CHARS);
     match message.char_indices().nth(skip) {

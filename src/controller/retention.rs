@@ -3,13 +3,16 @@
 //! when to look again. Pure: `retention_sweep` gathers the builds and deletes what this says.
 //!
 //! Never deleted: a build under way or still saving its cache (it is not [`Finished`] here),
-//! one being deleted already, one holding a replica in its BuildCache, and any build sooner
-//! than `minAge` after it ended (a pipeline waiting on it must read its outcome first).
+//! one being deleted already, one holding a replica in its BuildCache (or, for a
+//! multi-platform build, whose child is still under way), and any build sooner than `minAge`
+//! after it ended (a pipeline waiting on it must read its outcome first). One platform's child
+//! of a multi-platform build is never deleted nor counted on its own: it goes with its parent.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use super::config::RetentionSettings;
@@ -110,7 +113,9 @@ pub struct Plan {
 pub fn finished(stored: &StoredBuild, held: &HashSet<String>) -> Option<Finished> {
     let f = stored.finished()?;
     let meta = f.metadata();
-    if meta.deletion_timestamp.is_some() {
+    // One platform's child of a multi-platform build goes with its parent (owner GC), never
+    // on its own, nor counted in the history on its own.
+    if meta.deletion_timestamp.is_some() || parent_of(meta).is_some() {
         return None;
     }
     let completed = f
@@ -126,6 +131,20 @@ pub fn finished(stored: &StoredBuild, held: &HashSet<String>) -> Option<Finished
         completed,
         ttl: f.ttl(),
     })
+}
+
+/// The parent ImageBuild of a build of one platform of a multi-platform build: the name in
+/// its controller ownerReference of kind ImageBuild.
+pub fn parent_of(meta: &ObjectMeta) -> Option<&str> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| {
+            r.controller == Some(true)
+                && r.kind == "ImageBuild"
+                && r.api_version.starts_with("hearth.dev/")
+        })
+        .map(|r| r.name.as_str())
 }
 
 /// Decides for the finished builds of one namespace at `now`.

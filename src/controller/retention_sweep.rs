@@ -66,6 +66,18 @@ pub async fn sweep_at_most(ctx: &Context, batch: usize) -> Swept {
         let replicas = cache.status.iter().flat_map(|s| &s.replicas);
         holders.extend(replicas.filter_map(|r| r.holder.clone()));
     }
+    // A parent whose child is still under way (or saving its cache) is held as a build holding
+    // a replica is: deleting it would take the child with it.
+    for stored in ctx.stores.builds.iter().flat_map(|s| s.state()) {
+        if let (None, Some(parent)) = (
+            stored.finished(),
+            retention::parent_of(kube::Resource::meta(stored.as_ref())),
+        ) {
+            held.entry(stored.namespace().unwrap_or_default())
+                .or_default()
+                .insert(parent.to_string());
+        }
+    }
     let none = HashSet::new();
     let mut by_namespace: BTreeMap<String, Vec<retention::Finished>> = BTreeMap::new();
     for stored in ctx.stores.builds.iter().flat_map(|s| s.state()) {

@@ -223,3 +223,24 @@ fn only_compact_finished_builds_not_being_deleted_are_considered() {
         );
     }
 }
+
+#[test]
+fn a_platforms_child_goes_with_its_parent_never_on_its_own() {
+    let none = HashSet::new();
+    let ended = json!({"phase": "Succeeded", "completionTime": "2026-11-30T01:00:00Z"});
+    let owner = |kind: &str, controller: bool| {
+        json!({"ownerReferences": [{"apiVersion": "hearth.dev/v1alpha1", "kind": kind,
+            "name": "api-42", "uid": "p1", "controller": controller}]})
+    };
+    let child = stored(ended.clone(), owner("ImageBuild", true));
+    assert_eq!(finished(&child, &none), None, "neither deleted nor counted");
+    assert_eq!(parent_of(kube::Resource::meta(&child)), Some("api-42"));
+    // Another owner (a Tekton CustomRun) or a reference that is not the controller's: an
+    // ordinary build, kept by the rules.
+    for meta in [owner("CustomRun", true), owner("ImageBuild", false)] {
+        assert!(
+            finished(&stored(ended.clone(), meta.clone()), &none).is_some(),
+            "{meta}"
+        );
+    }
+}

@@ -221,7 +221,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             )
             .with_config(bounded())
             .owns(api_in::<Pod>(&client, scope), hearth_only.clone())
+            // Its builder pod and save Job; a multi-platform build's index Job.
             .owns(api_in::<Job>(&client, scope), hearth_only.clone())
+            // A multi-platform build's children, one per platform: the parent follows them.
+            .owns(
+                api_in::<ImageBuild>(&client, scope),
+                watcher::Config::default().labels(labels::PARENT),
+            )
         })
         .collect();
     stores.builds = build_controllers.iter().map(|c| c.store()).collect();

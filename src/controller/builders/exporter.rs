@@ -8,11 +8,17 @@ use crate::api::{CacheMode, ImageBuildSpec, OutputSpec, ProvenanceMode, FRONTEND
 /// The `--output` value of the image exporter. buildctl reads it as one CSV record, so a
 /// field holding a comma or a quote (several names, an annotation's value) is quoted.
 pub fn output_value(output: &OutputSpec) -> String {
-    let mut fields = vec![
-        "type=image".to_string(),
-        format!("name={}", output.names().join(",")),
-    ];
+    // Pushed by digest: the repository alone names it, and BuildKit pushes no tag.
+    let names = if output.push_by_digest {
+        output.repository().to_string()
+    } else {
+        output.names().join(",")
+    };
+    let mut fields = vec!["type=image".to_string(), format!("name={names}")];
     fields.push(format!("push={}", output.push));
+    if output.push_by_digest {
+        fields.push("push-by-digest=true".to_string());
+    }
     if let Some(c) = output.compression {
         fields.push(format!("compression={}", c.as_str()));
     }

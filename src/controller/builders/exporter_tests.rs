@@ -33,6 +33,24 @@ fn one_name_is_a_plain_field() {
 }
 
 #[test]
+fn pushed_by_digest_the_repository_alone_names_it() {
+    let s = spec(serde_json::json!({"output": {
+        "image": "registry.example.com:5000/shop/api",
+        "pushByDigest": true
+    }}));
+    assert_eq!(
+        output_value(&s.output),
+        "type=image,name=registry.example.com:5000/shop/api,push=true,push-by-digest=true"
+    );
+    // A tag left in `image` is not pushed either: the name is the repository.
+    let s = spec(serde_json::json!({"output": {"pushByDigest": true}}));
+    assert_eq!(
+        output_value(&s.output),
+        "type=image,name=registry.example.com/shop/api,push=true,push-by-digest=true"
+    );
+}
+
+#[test]
 fn several_names_are_one_quoted_field_with_bare_tags_in_the_image_repository() {
     let s = spec(serde_json::json!({"output": {
         "image": "registry.example.com:5000/shop/api:1",

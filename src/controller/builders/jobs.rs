@@ -209,14 +209,7 @@ pub fn snapshot_container(
         name: op.role().into(),
         image: Some(config.builder.hearth_image.clone()),
         image_pull_policy: Some(config.builder.image_pull_policy.clone()),
-        // The command's JSON result (stdout) becomes the termination message the controller
-        // reads; its logs go to stderr, and to the message when it fails.
-        command: Some(vec![
-            "sh".into(),
-            "-c".into(),
-            RESULT_SCRIPT.into(),
-            "hearth-job".into(),
-        ]),
+        command: Some(result_command()),
         args: Some(args),
         env: Some(env),
         volume_mounts: Some(mounts),
@@ -369,21 +362,47 @@ fn job(op: &SnapshotOp, t: JobTarget<'_>, config: &OperatorConfig) -> Job {
     volumes.extend(store_volume(config));
     let mut tolerations = config.builder.tolerations.clone();
     tolerations.extend(t.tolerations.iter().cloned());
+    let pod = PodSpec {
+        affinity: affinity(t.pin),
+        tolerations: (!tolerations.is_empty()).then_some(tolerations),
+        containers: vec![snapshot_container(
+            op,
+            STATE_DIR,
+            t.namespace,
+            t.cache,
+            config,
+        )],
+        volumes: (!volumes.is_empty()).then_some(volumes),
+        ..Default::default()
+    };
+    let metadata = ObjectMeta {
+        name: Some(t.name),
+        namespace: Some(t.namespace.to_string()),
+        labels: Some(t.labels),
+        owner_references: Some(vec![t.owner.clone()]),
+        ..Default::default()
+    };
+    hearth_job(metadata, t.deadline_seconds, pod, config)
+}
+
+/// A Job of one `hearth` pod, named, labelled and owned by `metadata` (its pod labelled the
+/// same): retried twice, at most `deadline_seconds` (a minute at least), kept a day after it
+/// ends. The pod never restarts in place, has no API token nor service links, pulls with the
+/// operator's image pull secrets and runs on the builder's `nodeSelector`.
+pub(crate) fn hearth_job(
+    metadata: ObjectMeta,
+    deadline_seconds: i64,
+    pod: PodSpec,
+    config: &OperatorConfig,
+) -> Job {
     Job {
-        metadata: ObjectMeta {
-            name: Some(t.name),
-            namespace: Some(t.namespace.to_string()),
-            labels: Some(t.labels.clone()),
-            owner_references: Some(vec![t.owner.clone()]),
-            ..Default::default()
-        },
         spec: Some(JobSpec {
             backoff_limit: Some(2),
-            active_deadline_seconds: Some(t.deadline_seconds.max(60)),
+            active_deadline_seconds: Some(deadline_seconds.max(60)),
             ttl_seconds_after_finished: Some(86_400),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(t.labels),
+                    labels: metadata.labels.clone(),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -391,24 +410,27 @@ fn job(op: &SnapshotOp, t: JobTarget<'_>, config: &OperatorConfig) -> Job {
                     automount_service_account_token: Some(false),
                     image_pull_secrets: image_pull_secrets(config),
                     enable_service_links: Some(false),
-                    affinity: affinity(t.pin),
                     node_selector: non_empty(config.builder.node_selector.clone()),
-                    tolerations: (!tolerations.is_empty()).then_some(tolerations),
-                    containers: vec![snapshot_container(
-                        op,
-                        STATE_DIR,
-                        t.namespace,
-                        t.cache,
-                        config,
-                    )],
-                    volumes: (!volumes.is_empty()).then_some(volumes),
-                    ..Default::default()
+                    ..pod
                 }),
             },
             ..Default::default()
         }),
+        metadata,
         ..Default::default()
     }
+}
+
+/// The command of a Job container running `hearth` with its args: the command's JSON result
+/// (stdout) becomes the termination message the controller reads; its logs go to stderr, and
+/// to the message when it fails.
+pub(crate) fn result_command() -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        RESULT_SCRIPT.into(),
+        "hearth-job".into(),
+    ]
 }
 
 /// The operator's image pull secrets, for builder pods and snapshot jobs.

@@ -11,7 +11,11 @@ pub const MANAGER: &str = "hearth";
 pub const BUILD: &str = "hearth.dev/build";
 /// The BuildCache a PVC or job belongs to.
 pub const CACHE: &str = "hearth.dev/cache";
-/// What a pod or job does: `build`, `restore` or `save`.
+/// The parent ImageBuild of a child building one platform of a multi-platform build.
+pub const PARENT: &str = "hearth.dev/parent";
+/// The platform a child ImageBuild builds (`arm64-v8` for `linux/arm64/v8`).
+pub const PLATFORM: &str = "hearth.dev/platform";
+/// What a pod or job does: `build`, `restore`, `save` or `index`.
 pub const ROLE: &str = "hearth.dev/role";
 /// Node annotation overriding the per-node cache budget (a quantity, e.g. `500Gi`).
 pub const NODE_BUDGET_ANNOTATION: &str = "hearth.dev/cache-budget";

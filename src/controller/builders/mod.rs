@@ -7,6 +7,7 @@ pub mod exporter;
 pub mod frontend;
 pub mod jobs;
 pub mod labels;
+pub mod platform_builds;
 pub mod pod;
 pub mod pvc;
 

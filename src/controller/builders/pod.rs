@@ -604,18 +604,24 @@ pub fn receiver_container(upload: &crate::api::UploadSource, config: &OperatorCo
             ..Default::default()
         }]),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        security_context: Some(SecurityContext {
-            run_as_user: Some(1000),
-            run_as_group: Some(1000),
-            run_as_non_root: Some(true),
-            privileged: Some(false),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..Default::default()
+        security_context: Some(unprivileged()),
+        ..Default::default()
+    }
+}
+
+/// The security context of a container that needs no privilege at all (the receiver, the
+/// index Job): the builder's user, read-only root, every capability dropped.
+pub(crate) fn unprivileged() -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(1000),
+        run_as_group: Some(1000),
+        run_as_non_root: Some(true),
+        privileged: Some(false),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
         }),
         ..Default::default()
     }

@@ -268,10 +268,11 @@ impl Params {
         if let Some(mode) = self.string("PLATFORM_MODE")? {
             spec.platform_mode = match mode.as_str() {
                 "Emulate" => Some(PlatformMode::Emulate),
+                "Native" => Some(PlatformMode::Native),
                 _ => {
                     return Err(Refusal::invalid(
                         "PLATFORM_MODE",
-                        format!("{mode:?}: expected Emulate"),
+                        format!("{mode:?}: expected Native or Emulate"),
                     ))
                 }
             };

@@ -198,10 +198,10 @@ fn invalid_params_fail_naming_the_param() {
         (json!({"CACHE_KEY": "has spaces in it"}), "CACHE_KEY"),
         (json!({"PLATFORMS": ["windows"]}), "PLATFORMS"),
         (
-            json!({"PLATFORMS": ["linux/amd64", "linux/arm64"]}),
-            "PLATFORM_MODE",
+            json!({"PLATFORMS": ["linux/amd64", "linux/amd64/v2"]}),
+            "PLATFORMS",
         ),
-        (json!({"PLATFORM_MODE": "Native"}), "PLATFORM_MODE"),
+        (json!({"PLATFORM_MODE": "Sometimes"}), "PLATFORM_MODE"),
         (json!({"GIT_URL": "ftp://example.com/x"}), "GIT_URL"),
         (json!({"DOCKERFILE": "../Dockerfile"}), "DOCKERFILE"),
         (

@@ -62,6 +62,7 @@ pub async fn apply_effects(
     let name = build.name_any();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    let builds: Api<ImageBuild> = Api::namespaced(ctx.client.clone(), &namespace);
     for effect in effects {
         match effect {
             Effect::CreateCache(new) => {
@@ -112,6 +113,15 @@ pub async fn apply_effects(
             Effect::DeletePod(pod) => delete_ignoring_missing(&pods, &pod).await?,
             Effect::CreateJob(job) => {
                 create_or_get(&jobs, &job).await?;
+            }
+            Effect::CreateBuild(child) => {
+                create_or_get(&builds, &child).await?;
+            }
+            Effect::CancelBuild(child) => {
+                let cancel = serde_json::json!({"spec": {"cancel": true}});
+                builds
+                    .patch(&child, &patch_params(), &Patch::Merge(&cancel))
+                    .await?;
             }
             Effect::StopChildren(children) => {
                 for job in &children.jobs {

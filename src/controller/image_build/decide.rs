@@ -196,8 +196,12 @@ pub enum Effect {
     CreatePod(Box<Pod>),
     /// Delete a pod.
     DeletePod(String),
-    /// Create a save Job.
+    /// Create a save Job (or a multi-platform build's index Job).
     CreateJob(Box<Job>),
+    /// Create a child ImageBuild of a multi-platform build (one platform's).
+    CreateBuild(Box<ImageBuild>),
+    /// Cancel a child ImageBuild of a multi-platform build (`spec.cancel: true`).
+    CancelBuild(String),
     /// Delete the build's Jobs and pods.
     StopChildren(Children),
     /// Change the replica the build holds in BuildCache `cache`.
@@ -365,7 +369,7 @@ pub fn decide(o: &Observed) -> Result<Decision> {
 }
 
 impl Decision {
-    fn new(status: ImageBuildStatus, next: Next) -> Self {
+    pub(super) fn new(status: ImageBuildStatus, next: Next) -> Self {
         Decision {
             status,
             effects: Vec::new(),
@@ -373,17 +377,17 @@ impl Decision {
         }
     }
 
-    fn effect(mut self, effect: Effect) -> Self {
+    pub(super) fn effect(mut self, effect: Effect) -> Self {
         self.effects.push(effect);
         self
     }
 
-    fn effects(mut self, effects: impl IntoIterator<Item = Effect>) -> Self {
+    pub(super) fn effects(mut self, effects: impl IntoIterator<Item = Effect>) -> Self {
         self.effects.extend(effects);
         self
     }
 
-    fn event(self, type_: EventType, reason: &'static str, note: String) -> Self {
+    pub(super) fn event(self, type_: EventType, reason: &'static str, note: String) -> Self {
         self.effect(Effect::Event {
             type_,
             reason,
@@ -1045,7 +1049,7 @@ fn pod_ended(
             // What was pushed, by digest and by every name (nothing for a build-only check).
             if let Some(d) = digest.as_deref().filter(|_| build.spec.output.push) {
                 status.image = Some(build.spec.output.by_digest(d));
-                status.tags = build.spec.output.names();
+                status.tags = build.spec.output.pushed_names();
             }
             let pushed = pushed_message(build);
             set_condition(
@@ -1419,7 +1423,9 @@ fn job_for(
 
 /// What the image step did, for status and events.
 fn pushed_message(build: &ImageBuild) -> String {
-    if build.spec.output.push {
+    if build.spec.output.push_by_digest {
+        format!("pushed {} by digest", build.spec.output.repository())
+    } else if build.spec.output.push {
         format!("pushed {}", build.spec.output.image)
     } else {
         "built (not pushed)".to_string()
@@ -1455,7 +1461,7 @@ fn snapshot_owner(from: &RestoredFrom, fallback: &str) -> String {
     from.cache.clone().unwrap_or_else(|| fallback.to_string())
 }
 
-fn created(build: &ImageBuild) -> Timestamp {
+pub(super) fn created(build: &ImageBuild) -> Timestamp {
     build
         .metadata
         .creation_timestamp
@@ -1464,14 +1470,14 @@ fn created(build: &ImageBuild) -> Timestamp {
         .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-fn deadline(build: &ImageBuild) -> Timestamp {
+pub(super) fn deadline(build: &ImageBuild) -> Timestamp {
     let timeout: Duration = build.spec.timeout.into();
     created(build)
         .saturating_add(SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX))
         .unwrap_or(Timestamp::MAX)
 }
 
-fn remaining_seconds(build: &ImageBuild, now: Timestamp) -> i64 {
+pub(super) fn remaining_seconds(build: &ImageBuild, now: Timestamp) -> i64 {
     between(now, deadline(build)).ceil().max(1.0) as i64
 }
 

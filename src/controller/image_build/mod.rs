@@ -1,12 +1,14 @@
 //! The ImageBuild reconciler: observe -> decide -> act. `observe` gathers the build, its
 //! BuildCache, its pod or Job, its children and the planner's choice; `decide` (pure) holds
 //! every rule of the lifecycle (plan -> claim -> (restore) -> build -> (save) -> release) and
-//! returns the next status and the effects; `act` applies them. Every step's state lives in
-//! status and owned objects (never only in memory), so a restarted controller resumes each
-//! build where it stood.
+//! returns the next status and the effects; `act` applies them. A build of several platforms
+//! built natively takes `fanout`'s decision instead: one child build per platform, then the
+//! image index. Every step's state lives in status and owned objects (never only in memory),
+//! so a restarted controller resumes each build where it stood.
 
 mod act;
 pub mod decide;
+pub mod fanout;
 mod observe;
 pub mod status;
 
@@ -64,6 +66,15 @@ pub fn error_policy<K>(_build: Arc<K>, error: &Error, ctx: Arc<Context>) -> Acti
 }
 
 async fn apply(build: Arc<ImageBuild>, ctx: &Context) -> Result<Action> {
+    // Several platforms built natively: the parent of one child build per platform, which
+    // never reaches the planner itself.
+    if build.spec.fans_out() {
+        let observed = observe::observe_parent(&build, ctx).await?;
+        let decision = fanout::decide_parent(&observed)?;
+        let next = decision.next;
+        act::act(&build, None, decision, ctx).await?;
+        return Ok(next.action());
+    }
     let observed = observe::observe(&build, ctx).await?;
     let decision = decide::decide(&observed)?;
     let next = decision.next;

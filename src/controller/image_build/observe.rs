@@ -12,8 +12,10 @@ use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 
 use super::decide::{key_of, wanted, Children, Observed, Planned, PlannedAction, Victim};
-use crate::api::{BuildCache, ImageBuild};
+use super::fanout::ParentObserved;
+use crate::api::{BuildCache, ImageBuild, Phase};
 use crate::controller::builders::labels;
+use crate::controller::builders::platform_builds::{child_build_name, index_job_name};
 use crate::controller::context::Context;
 use crate::controller::error::{Error, Result};
 use crate::controller::job_runner::read_job;
@@ -73,6 +75,45 @@ pub async fn observe(build: &ImageBuild, ctx: &Context) -> Result<Observed> {
         holds_claim,
         children,
     })
+}
+
+/// Observes a build of several platforms built natively (`build.spec.fans_out()`): each
+/// platform's child ImageBuild by its name, read fresh (whoever owns it), and the index Job
+/// once every child has succeeded. Nothing for a parent that has ended.
+pub async fn observe_parent(build: &ImageBuild, ctx: &Context) -> Result<ParentObserved> {
+    let now = ctx.now();
+    let mut observed = ParentObserved {
+        build: build.clone(),
+        now,
+        config: ctx.config.clone(),
+        children: Vec::new(),
+        index: None,
+    };
+    let ended = build
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(Phase::is_terminal);
+    if ended {
+        return Ok(observed);
+    }
+    let namespace = build.namespace().unwrap_or_default();
+    let name = build.name_any();
+    let builds: Api<ImageBuild> = Api::namespaced(ctx.client.clone(), &namespace);
+    for platform in &build.spec.platforms {
+        if let Some(child) = builds.get_opt(&child_build_name(&name, platform)).await? {
+            observed.children.push(child);
+        }
+    }
+    let all_succeeded = observed.children.len() == build.spec.platforms.len()
+        && observed
+            .children
+            .iter()
+            .all(|c| c.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded));
+    if all_succeeded && build.spec.output.push {
+        observed.index = read_job(ctx, &namespace, &index_job_name(&name)).await?;
+    }
+    Ok(observed)
 }
 
 /// The planner's choice for the build at `now` (the one clock reading the decision also
