@@ -31,7 +31,7 @@ use hearth::upload::UploadError;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
-use support::{metadata, s3_config, spec, Cluster, NS, SAVED};
+use support::{arch_node, metadata, s3_config, spec, Cluster, NS, SAVED};
 
 /// BuildKit's plain progress, as the builder's log would stream it.
 fn buildkit_log(failing: bool) -> Vec<String> {
@@ -1061,4 +1061,90 @@ async fn a_build_retried_on_another_node_gets_the_context_again() {
         c.settle(&name).await;
     }
     assert_eq!(client.await.unwrap(), Exit::Succeeded);
+}
+
+/// Several platforms without `--emulate`: the client uploads the context to each platform's
+/// child (each builder pod has its own receiver), follows both logs with the platform before
+/// each line, and ends with the parent: its index digest and where each platform ran.
+#[tokio::test]
+async fn a_build_of_two_platforms_serves_each_child_and_prints_where_each_ran() {
+    let mut c = Cluster::with_nodes(
+        vec![arch_node("amd-1", "amd64"), arch_node("arm-1", "arm64")],
+        s3_config(),
+    )
+    .await;
+    let mut h = Harness::new(false);
+    let (_tmp, ctx) = context_dir();
+    let (client, name) = start(
+        &c,
+        &mut h,
+        &[
+            ctx.to_str().unwrap(),
+            "-t",
+            "registry.example.com/shop/api:2",
+            "--platform",
+            "linux/amd64,linux/arm64",
+        ],
+    )
+    .await;
+    assert!(c.build(&name).await.spec.fans_out());
+    drive_to(&mut c, &h, &name, Phase::Building, "building 2 platforms").await;
+    let kids: Vec<String> = ["amd64", "arm64"]
+        .iter()
+        .map(|a| format!("{name}-{a}"))
+        .collect();
+    for kid in &kids {
+        c.settle(kid).await;
+        assert_eq!(
+            Cluster::phase_of(&c.build(kid).await),
+            Some(Phase::Building)
+        );
+    }
+    // Each child's receiver gets the context, each builder's log is followed.
+    for (kid, platform) in kids.iter().zip(["linux/amd64", "linux/arm64"]) {
+        let pod = format!("{kid}-build-1");
+        c.reconcile(&name).await.unwrap();
+        receiver_runs(&c, &pod).await;
+        h.printed(&format!("[{platform}] uploaded")).await;
+        let got = h.received.path().join(&pod).join("context");
+        assert!(got.join("Dockerfile").exists(), "{pod} got the context");
+        buildkit_runs(&c, &pod).await;
+        h.printed(&format!("[{platform}] #7 DONE 0.9s")).await;
+    }
+    for (kid, d) in kids.iter().zip(['a', 'b']) {
+        c.run_to_end(kid, d).await;
+    }
+    c.settle(&name).await;
+    let index = format!("sha256:{}", "c".repeat(64));
+    c.finish_job(
+        &format!("{name}-index-1"),
+        true,
+        &format!(r#"{{"digest":"{index}","mediaType":"application/vnd.oci.image.index.v1+json","size":812,"targets":["registry.example.com/shop/api:2"],"manifests":2}}"#),
+    )
+    .await;
+    drive_to(&mut c, &h, &name, Phase::Succeeded, "Succeeded").await;
+    assert_eq!(client.await.unwrap(), Exit::Succeeded);
+    let out = h.out.text();
+    assert!(out.contains(&format!("digest   {index}")), "{out}");
+    let (_, amd) = metadata('a');
+    assert!(
+        out.contains(&format!(
+            "  linux/amd64 Succeeded Cold (build {name}-amd64, node amd-1, {amd})"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "  linux/arm64 Succeeded Cold (build {name}-arm64, node arm-1"
+        )),
+        "{out}"
+    );
+    let asked = h.logs.asked.lock().unwrap().clone();
+    assert_eq!(
+        asked,
+        kids.iter()
+            .map(|k| format!("{k}-build-1/buildkit"))
+            .collect::<Vec<_>>()
+    );
+    keep_example("two-platforms", &out);
 }

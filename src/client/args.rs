@@ -53,7 +53,8 @@ pub struct BuildArgs {
     #[arg(long = "platform", value_name = "PLATFORM")]
     pub platforms: Vec<String>,
     /// Build every `--platform` in one pass, the ones not native to the node emulated (the
-    /// nodes need binfmt; `spec.platformMode: Emulate`). Required with more than one platform.
+    /// nodes need binfmt; `spec.platformMode: Emulate`). Without it, several platforms are
+    /// built natively: one build per architecture on its nodes, then one image index.
     #[arg(long)]
     pub emulate: bool,
     /// Image label `KEY=VALUE`.

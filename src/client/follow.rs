@@ -119,6 +119,12 @@ impl Tracker {
                         .unwrap_or_default();
                     lines.push(format!("restoring:{snap}{bytes}"));
                 }
+                // A parent builds through its children, one per platform.
+                Phase::Building if ib.spec.fans_out() => lines.push(format!(
+                    "building {} platforms, each on nodes of its architecture: {}",
+                    ib.spec.platforms.len(),
+                    ib.spec.platforms.join(", ")
+                )),
                 Phase::Building => lines.push(format!(
                     "building on node {}",
                     placement.node.as_deref().unwrap_or("?")
@@ -196,7 +202,30 @@ pub fn render_outcome(ib: &ImageBuild, log_tail: &[String]) -> String {
             }
         }
     }
-    out.push_str(&format!("  cache    {}\n", cache_story(ib)));
+    if ib.spec.fans_out() {
+        // A parent: each platform's child, its cache and where it ran.
+        for p in ib.status.iter().flat_map(|s| &s.platforms) {
+            out.push_str(&format!(
+                "  {:<8} {} {} (build {}{}{})\n",
+                p.platform,
+                p.phase
+                    .map(|ph| ph.to_string())
+                    .unwrap_or_else(|| "Pending".into()),
+                p.warmth.map(|w| w.to_string()).unwrap_or_default(),
+                p.build,
+                p.node
+                    .as_ref()
+                    .map(|n| format!(", node {n}"))
+                    .unwrap_or_default(),
+                p.image_digest
+                    .as_ref()
+                    .map(|d| format!(", {d}"))
+                    .unwrap_or_default()
+            ));
+        }
+    } else {
+        out.push_str(&format!("  cache    {}\n", cache_story(ib)));
+    }
     if let Some(d) = &status.durations {
         let parts: Vec<String> = [
             ("queued", &d.queued),
@@ -237,6 +266,7 @@ pub fn outcome_json(ib: &ImageBuild) -> serde_json::Value {
         // As BuildKit writes it: every name pushed, comma-separated.
         "image.name": ib.spec.output.names().join(","),
         "tags": ib.spec.output.names(),
+        "platforms": status.platforms,
         "gitCommit": status.git_commit,
         "imageSize": status.image_size,
         "cacheKey": status.cache_key,

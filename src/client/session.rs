@@ -139,9 +139,18 @@ struct Served {
     sent: Arc<AtomicU64>,
 }
 
-/// The builds whose pods serve build `ib`, each with the prefix of its lines: the build itself.
+/// The builds whose pods serve build `ib`, each with the prefix of its lines: the build itself,
+/// or, for a parent built one platform per architecture, each platform's child as its status
+/// lists them (the controller names them; none before it has).
 fn served_builds(ib: &ImageBuild) -> Vec<(String, String)> {
-    vec![(ib.metadata.name.clone().unwrap_or_default(), String::new())]
+    if !ib.spec.fans_out() {
+        return vec![(ib.metadata.name.clone().unwrap_or_default(), String::new())];
+    }
+    ib.status
+        .iter()
+        .flat_map(|s| &s.platforms)
+        .map(|p| (p.build.clone(), format!("[{}] ", p.platform)))
+        .collect()
 }
 
 /// The builder pod of the build's current attempt.
@@ -301,9 +310,11 @@ impl Session {
                         entries,
                         super::follow::human_bytes(upload.as_ref().map(|u| u.size).unwrap_or(0))
                     ));
-                    let all_in = served.values().all(|s| s.uploaded_to.is_some());
+                    let ib = self.builds.get(name).await?;
+                    let all_in = served_builds(&ib).iter().all(|(b, _)| {
+                        served.get(b).is_some_and(|s| s.uploaded_to.is_some())
+                    });
                     if opts.stop_after_upload && all_in {
-                        let ib = self.builds.get(name).await?;
                         return Ok(done(Exit::Succeeded, ib, &tail, Some("uploaded; not waiting (--no-wait)".into())));
                     }
                 }
