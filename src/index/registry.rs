@@ -1,0 +1,596 @@
+//! A small client of the OCI distribution API, just what the index Job needs: manifests and
+//! blobs fetched with every body capped and every digest checked, blob existence, cross-repo
+//! mounts and manifest pushes, with docker's token and basic auth.
+//!
+//! Not `oci-client` (checked at 0.18): its token request goes to whatever realm the registry
+//! names, credentials included, with no refusal of an http realm for an https registry; it
+//! reads manifests whole with no cap; and it would add reqwest 0.13 and oci-spec (a second
+//! HTTP stack, its default TLS feature bringing aws-lc-rs). This is hyper, hyper-util and
+//! hyper-rustls, already in the tree for kube, with ring and the system roots.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use super::assemble::sha256_digest;
+use super::auth::{parse_challenge, Challenge, Credential};
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// The most of an error body read (for its `errors[].code`).
+const ERROR_BODY_BYTES: usize = 64 << 10;
+
+/// Why a registry call failed. Never holds a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The connection failed.
+    #[error("{url}: {message}")]
+    Transport { url: String, message: String },
+    /// The registry answered with an error status.
+    #[error("{status}{}", code_text(.code, .message))]
+    Status {
+        status: StatusCode,
+        code: Option<String>,
+        message: Option<String>,
+    },
+    /// The bytes do not hash to the digest asked for.
+    #[error(
+        "the registry sent content whose digest is {actual}, not the {expected} asked for: refused"
+    )]
+    DigestMismatch { expected: String, actual: String },
+    /// A body over its cap.
+    #[error("the registry sent more than {limit} bytes: refused")]
+    TooLarge { limit: usize },
+    /// A Bearer realm that would take the credentials out of TLS.
+    #[error("the registry is https but its token realm {realm} is not: refused (credentials would travel in clear)")]
+    InsecureRealm { realm: String },
+    /// The token endpoint refused or answered nonsense.
+    #[error("token realm {realm}: {detail}")]
+    Token { realm: String, detail: String },
+    /// Anything else the registry did wrong.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+fn code_text(code: &Option<String>, message: &Option<String>) -> String {
+    match (code, message) {
+        (Some(c), Some(m)) => format!(" {c}: {m}"),
+        (Some(c), None) => format!(" {c}"),
+        (None, Some(m)) => format!(": {m}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// How the registries of the operator's buildkitd config are reached.
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// `host[:port]` reached over plain HTTP.
+    pub plain_http: BTreeSet<String>,
+    /// `host[:port]` reached over TLS without verifying the certificate.
+    pub insecure: BTreeSet<String>,
+}
+
+/// One registry, authenticated for a fixed set of scopes.
+pub struct Registry {
+    base: String,
+    https: bool,
+    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    credential: Option<Credential>,
+    scopes: Vec<String>,
+    authorization: tokio::sync::Mutex<Option<String>>,
+}
+
+/// A response with its body read.
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Registry {
+    /// A client of `api_host` (`host[:port]`) asking tokens for `scopes`
+    /// (`repository:shop/app:pull,push`).
+    pub fn new(
+        api_host: &str,
+        transport: &Transport,
+        credential: Option<Credential>,
+        scopes: Vec<String>,
+    ) -> Result<Registry, RegistryError> {
+        let https = !transport.plain_http.contains(api_host);
+        let tls = tls_config(transport.insecure.contains(api_host))?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Registry {
+            base: format!("{}://{api_host}", if https { "https" } else { "http" }),
+            https,
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            credential,
+            scopes,
+            authorization: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// A manifest by digest, checked: at most `limit` bytes hashing to `digest`. Returns the
+    /// bytes and the response's Content-Type.
+    pub async fn manifest(
+        &self,
+        repository: &str,
+        digest: &str,
+        accept: &[&str],
+        limit: usize,
+    ) -> Result<(Bytes, Option<String>), RegistryError> {
+        let url = format!("{}/v2/{repository}/manifests/{digest}", self.base);
+        let r = self
+            .send(
+                Method::GET,
+                &url,
+                &[(header::ACCEPT, accept.join(", "))],
+                Bytes::new(),
+                limit,
+            )
+            .await?;
+        let r = expect(r, &[StatusCode::OK])?;
+        verify(&r.body, digest)?;
+        let content_type = r
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok((r.body, content_type))
+    }
+
+    /// A blob by digest, checked as [`Registry::manifest`] is (redirects to storage followed).
+    pub async fn blob(
+        &self,
+        repository: &str,
+        digest: &str,
+        limit: usize,
+    ) -> Result<Bytes, RegistryError> {
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let r = self
+            .send(Method::GET, &url, &[], Bytes::new(), limit)
+            .await?;
+        let r = expect(r, &[StatusCode::OK])?;
+        verify(&r.body, digest)?;
+        Ok(r.body)
+    }
+
+    /// Whether a blob (`kind` "blobs") or manifest (`kind` "manifests") is in a repository.
+    pub async fn exists(
+        &self,
+        repository: &str,
+        kind: &str,
+        digest: &str,
+        accept: &[&str],
+    ) -> Result<bool, RegistryError> {
+        let url = format!("{}/v2/{repository}/{kind}/{digest}", self.base);
+        let headers = [(header::ACCEPT, accept.join(", "))];
+        let r = self
+            .send(Method::HEAD, &url, &headers, Bytes::new(), 0)
+            .await?;
+        match r.status {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(expect(r, &[]).err().expect("not OK")),
+        }
+    }
+
+    /// Mounts a blob of `from` into `repository` (same registry). A registry that answers
+    /// 202 (an upload session instead of a mount) is an error: the session is cancelled.
+    pub async fn mount(
+        &self,
+        repository: &str,
+        digest: &str,
+        from: &str,
+    ) -> Result<(), RegistryError> {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("mount", digest)
+            .append_pair("from", from)
+            .finish();
+        let url = format!("{}/v2/{repository}/blobs/uploads/?{query}", self.base);
+        let r = self.send(Method::POST, &url, &[], Bytes::new(), 0).await?;
+        if r.status == StatusCode::ACCEPTED {
+            if let Some(location) = r
+                .headers
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+            {
+                let session = self.resolve(&url, location);
+                let _ = self
+                    .send(Method::DELETE, &session, &[], Bytes::new(), 0)
+                    .await;
+            }
+            return Err(RegistryError::Protocol(format!(
+                "the registry did not mount blob {digest} from {from} (it opened an upload instead); copying blobs is not built"
+            )));
+        }
+        expect(r, &[StatusCode::CREATED]).map(drop)
+    }
+
+    /// Pushes a manifest under `reference` (a tag or its digest). Returns the digest the
+    /// registry reports, if any.
+    pub async fn put_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        body: Bytes,
+    ) -> Result<Option<String>, RegistryError> {
+        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
+        let headers = [(header::CONTENT_TYPE, media_type.to_string())];
+        let r = self.send(Method::PUT, &url, &headers, body, 0).await?;
+        let r = expect(r, &[StatusCode::CREATED, StatusCode::OK])?;
+        Ok(r.headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string))
+    }
+
+    /// Sends a request with the current authorization; on a 401, answers the challenge and
+    /// sends it once more. A GET follows redirects (authorization kept only on the same
+    /// host). A success's body is read up to `limit` bytes, an error's up to 64 KiB.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(header::HeaderName, String)],
+        body: Bytes,
+        limit: usize,
+    ) -> Result<Response, RegistryError> {
+        let mut url = url.to_string();
+        let mut answered = false;
+        let mut redirects = 0;
+        let origin = authority(&url);
+        loop {
+            let authorization = if authority(&url) == origin {
+                self.authorization.lock().await.clone()
+            } else {
+                None
+            };
+            let mut request = Request::builder().method(method.clone()).uri(&url);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            if let Some(a) = authorization {
+                request = request.header(header::AUTHORIZATION, a);
+            }
+            let request = request
+                .body(Full::new(body.clone()))
+                .map_err(|e| RegistryError::Protocol(format!("{url}: {e}")))?;
+            let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
+                .await
+                .map_err(|_| RegistryError::Transport {
+                    url: url.clone(),
+                    message: format!("no answer in {REQUEST_TIMEOUT:?}"),
+                })?
+                .map_err(|e| RegistryError::Transport {
+                    url: url.clone(),
+                    message: error_chain(&e),
+                })?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && !answered {
+                answered = true;
+                let challenge = response
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_challenge);
+                if let Some(challenge) = challenge {
+                    self.answer(challenge).await?;
+                    continue;
+                }
+            }
+            if status.is_redirection() && method == Method::GET && redirects < 5 {
+                if let Some(location) = response
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    url = self.resolve(&url, location);
+                    redirects += 1;
+                    continue;
+                }
+            }
+            let headers = response.headers().clone();
+            let cap = if status.is_success() {
+                limit
+            } else {
+                ERROR_BODY_BYTES
+            };
+            let too_large = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok())
+                .is_some_and(|n| n > cap);
+            if too_large && status.is_success() && method != Method::HEAD {
+                return Err(RegistryError::TooLarge { limit: cap });
+            }
+            let body = if method == Method::HEAD {
+                Bytes::new()
+            } else {
+                match Limited::new(response.into_body(), cap).collect().await {
+                    Ok(body) => body.to_bytes(),
+                    Err(_) if status.is_success() => {
+                        return Err(RegistryError::TooLarge { limit: cap })
+                    }
+                    Err(_) => Bytes::new(),
+                }
+            };
+            return Ok(Response {
+                status,
+                headers,
+                body,
+            });
+        }
+    }
+
+    /// Answers a challenge: a Basic one with the credentials, a Bearer one with a token
+    /// fetched from its realm for this client's scopes.
+    async fn answer(&self, challenge: Challenge) -> Result<(), RegistryError> {
+        let value = match challenge {
+            Challenge::Basic => self
+                .credential
+                .as_ref()
+                .and_then(Credential::basic_header)
+                .ok_or_else(|| {
+                    RegistryError::Protocol(
+                        "the registry asks for basic credentials and $DOCKER_CONFIG/config.json has none for it".into(),
+                    )
+                })?,
+            Challenge::Bearer { realm, service, .. } => {
+                format!("Bearer {}", self.token(&realm, service.as_deref()).await?)
+            }
+        };
+        *self.authorization.lock().await = Some(value);
+        Ok(())
+    }
+
+    async fn token(&self, realm: &str, service: Option<&str>) -> Result<String, RegistryError> {
+        let realm_uri: Uri = realm.parse().map_err(|_| RegistryError::Token {
+            realm: realm.into(),
+            detail: "not a URL".into(),
+        })?;
+        match realm_uri.scheme_str() {
+            Some("https") => {}
+            Some("http") if !self.https => {}
+            _ => {
+                return Err(RegistryError::InsecureRealm {
+                    realm: realm.into(),
+                })
+            }
+        }
+        let token_error = |detail: String| RegistryError::Token {
+            realm: realm.into(),
+            detail,
+        };
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if let Some(service) = service {
+            query.append_pair("service", service);
+        }
+        let request = match &self.credential {
+            Some(Credential::IdentityToken(refresh)) => {
+                // docker's OAuth2 refresh-token grant, in a POST body (never the URL).
+                query
+                    .append_pair("scope", &self.scopes.join(" "))
+                    .append_pair("grant_type", "refresh_token")
+                    .append_pair("client_id", "hearth")
+                    .append_pair("refresh_token", refresh);
+                Request::post(realm)
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(Full::new(Bytes::from(query.finish())))
+            }
+            credential => {
+                for scope in &self.scopes {
+                    query.append_pair("scope", scope);
+                }
+                let separator = if realm.contains('?') { '&' } else { '?' };
+                let mut request = Request::get(format!("{realm}{separator}{}", query.finish()));
+                if let Some(basic) = credential.as_ref().and_then(|c| c.basic_header()) {
+                    request = request.header(header::AUTHORIZATION, basic);
+                }
+                request.body(Full::new(Bytes::new()))
+            }
+        }
+        .map_err(|e| token_error(e.to_string()))?;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
+            .await
+            .map_err(|_| token_error(format!("no answer in {REQUEST_TIMEOUT:?}")))?
+            .map_err(|e| token_error(error_chain(&e)))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), ERROR_BODY_BYTES)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        if !status.is_success() {
+            let (code, message) = error_code(&body);
+            let refused = if status == StatusCode::UNAUTHORIZED {
+                " (the credentials of $DOCKER_CONFIG/config.json were refused)"
+            } else {
+                ""
+            };
+            return Err(token_error(format!(
+                "{status}{}{refused}",
+                code_text(&code, &message)
+            )));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|_| token_error("answered something other than a JSON token".into()))?;
+        value
+            .get("token")
+            .or_else(|| value.get("access_token"))
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| token_error("answered without a token".into()))
+    }
+
+    /// An absolute URL for a Location header (absolute, or a path on this registry).
+    fn resolve(&self, from: &str, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else if location.starts_with('/') {
+            format!("{}{location}", origin_of(from))
+        } else {
+            format!("{}/{location}", origin_of(from))
+        }
+    }
+}
+
+/// The response when its status is one of `ok`, else its status and the registry's error
+/// code as an error.
+fn expect(r: Response, ok: &[StatusCode]) -> Result<Response, RegistryError> {
+    if ok.contains(&r.status) {
+        return Ok(r);
+    }
+    let (code, message) = error_code(&r.body);
+    Err(RegistryError::Status {
+        status: r.status,
+        code,
+        message,
+    })
+}
+
+/// The first `errors[].code` and `.message` of a distribution error body.
+fn error_code(body: &[u8]) -> (Option<String>, Option<String>) {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let first = value.get("errors").and_then(|e| e.get(0));
+    let field = |name: &str| {
+        first
+            .and_then(|e| e.get(name))
+            .and_then(|v| v.as_str())
+            .map(|s| s.chars().take(200).collect::<String>())
+    };
+    (field("code"), field("message"))
+}
+
+fn verify(body: &[u8], digest: &str) -> Result<(), RegistryError> {
+    let actual = sha256_digest(body);
+    if actual != digest {
+        return Err(RegistryError::DigestMismatch {
+            expected: digest.into(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+fn authority(url: &str) -> Option<String> {
+    url.parse::<Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(|a| a.to_string()))
+}
+
+fn origin_of(url: &str) -> String {
+    match url.find("://") {
+        Some(i) => {
+            let rest = &url[i + 3..];
+            let end = rest.find('/').map_or(url.len(), |j| i + 3 + j);
+            url[..end].to_string()
+        }
+        None => url.to_string(),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// rustls with ring: the system roots plus `SSL_CERT_FILE`, or no verification at all for
+/// a registry marked insecure.
+fn tls_config(insecure: bool) -> Result<rustls::ClientConfig, RegistryError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RegistryError::Protocol(format!("TLS: {e}")))?;
+    if insecure {
+        return Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+            .with_no_client_auth());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+        let certs = CertificateDer::pem_file_iter(&file).map_err(|e| {
+            RegistryError::Protocol(format!("SSL_CERT_FILE {}: {e}", file.to_string_lossy()))
+        })?;
+        for cert in certs {
+            let cert = cert.map_err(|e| {
+                RegistryError::Protocol(format!("SSL_CERT_FILE {}: {e}", file.to_string_lossy()))
+            })?;
+            roots.add(cert).map_err(|e| {
+                RegistryError::Protocol(format!("SSL_CERT_FILE {}: {e}", file.to_string_lossy()))
+            })?;
+        }
+    }
+    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// The verifier of a registry marked `insecure`: any certificate, signatures still checked.
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
