@@ -992,3 +992,22 @@ pub async fn get_manifest(
         .to_string();
     Ok((content_type, r.into_body()))
 }
+
+/// GETs a blob through the protocol (answering challenges with `credentials`).
+pub async fn get_blob(
+    base: &str,
+    repository: &str,
+    digest: &str,
+    credentials: Option<(&str, &str)>,
+) -> Result<Bytes, String> {
+    let r = Pusher::new(base, credentials)
+        .send(
+            Method::GET,
+            &format!("/v2/{repository}/blobs/{digest}"),
+            Bytes::new(),
+            None,
+        )
+        .await
+        .and_then(|r| expect(r, StatusCode::OK))?;
+    Ok(r.into_body())
+}
