@@ -405,3 +405,43 @@ fn bad_arguments_are_refused_before_any_request() {
         assert!(stderr.contains(&expected), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_basic_challenge_gets_the_config_credentials() {
+    let registry = RegistryServer::start(AuthMode::Basic {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    })
+    .await;
+    let host = registry.addr.to_string();
+    let config = tempfile::tempdir().unwrap();
+    let run = |password: &str| {
+        docker_config(config.path(), &host, password);
+        index_create(
+            config.path(),
+            &[
+                "--source".into(),
+                format!("{host}/shop/app@{}", digest_of(b"missing")),
+                "--target".into(),
+                format!("{host}/shop/app:v1"),
+                "--plain-http".into(),
+                host.clone(),
+            ],
+        )
+    };
+    let out = run("wrong");
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("401") && stderr.contains("were refused"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong"), "{stderr}");
+    // The right password gets past auth to the registry's answer for an unknown digest.
+    let out = run(PASSWORD);
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("404") && stderr.contains("MANIFEST_UNKNOWN"),
+        "{stderr}"
+    );
+    assert_no_secret(&out);
+}

@@ -325,6 +325,18 @@ impl Registry {
                     Err(_) => Bytes::new(),
                 }
             };
+            if status == StatusCode::UNAUTHORIZED && answered && self.credential.is_some() {
+                let (code, message) = error_code(&body);
+                let refused = "the credentials of $DOCKER_CONFIG/config.json were refused, or do not allow this";
+                return Err(RegistryError::Status {
+                    status,
+                    code,
+                    message: Some(match message {
+                        Some(m) => format!("{m} ({refused})"),
+                        None => refused.into(),
+                    }),
+                });
+            }
             return Ok(Response {
                 status,
                 headers,

@@ -7,6 +7,9 @@
 //! that pushes a one-layer image through the same protocol.
 #![allow(dead_code)]
 
+// The fake API server's certificate maker. A test binary with the cluster loads the file a
+// second time (as cluster::apiserver::tls); both copies are the same code.
+#[allow(clippy::duplicate_mod)]
 #[path = "../cluster/apiserver/tls.rs"]
 mod tls;
 
