@@ -445,3 +445,54 @@ async fn a_basic_challenge_gets_the_config_credentials() {
     );
     assert_no_secret(&out);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_token_is_traded_at_the_realm() {
+    let registry = RegistryServer::start(token_auth()).await;
+    let host = registry.addr.to_string();
+    let amd = push_image(
+        &registry.base,
+        "shop/app",
+        None,
+        "linux/amd64",
+        "amd",
+        Some((USER, PASSWORD)),
+    )
+    .await
+    .unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let run = |token: &str| {
+        let config_json =
+            json!({"auths": {format!("https://{host}/v1/"): {"identitytoken": token}}});
+        std::fs::write(config.path().join("config.json"), config_json.to_string()).unwrap();
+        index_create(
+            config.path(),
+            &[
+                "--source".into(),
+                format!("{host}/shop/app@{amd}"),
+                "--target".into(),
+                format!("{host}/shop/app:v1"),
+                "--plain-http".into(),
+                host.clone(),
+                "--json".into(),
+            ],
+        )
+    };
+    let out = run("not-the-token");
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("were refused"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-the-token"), "{stderr}");
+    let out = run(PASSWORD);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_no_secret(&out);
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        registry.tag("shop/app", "v1").as_deref(),
+        result["digest"].as_str()
+    );
+    // The refresh token went in POST bodies, never in a URL.
+    assert!(registry.log().iter().all(|l| !l.contains(PASSWORD)));
+}

@@ -257,7 +257,7 @@ impl Registry {
                 None
             };
             let mut request = Request::builder().method(method.clone()).uri(&url);
-            for (name, value) in headers {
+            for (name, value) in headers.iter().filter(|(_, v)| !v.is_empty()) {
                 request = request.header(name, value);
             }
             if let Some(a) = authorization {

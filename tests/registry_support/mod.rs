@@ -64,7 +64,7 @@ pub struct State {
     /// token -> granted (repository, action) pairs.
     tokens: BTreeMap<String, BTreeSet<(String, String)>>,
     next_id: u64,
-    /// "METHOD PATH -> STATUS" of every request, and every Authorization header seen.
+    /// "METHOD PATH?QUERY -> STATUS" of every request, and every Authorization header seen.
     pub log: Vec<String>,
     pub authorizations: Vec<String>,
 }
@@ -202,6 +202,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>>
 async fn handle(shared: &Shared, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let uri = req.uri().to_string();
     let query: BTreeMap<String, Vec<String>> = {
         let mut q = BTreeMap::<String, Vec<String>>::new();
         for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
@@ -240,7 +241,7 @@ async fn handle(shared: &Shared, req: Request<hyper::body::Incoming>) -> Respons
     );
     let mut s = shared.state.lock().unwrap();
     s.log
-        .push(format!("{method} {path} -> {}", response.status().as_u16()));
+        .push(format!("{method} {uri} -> {}", response.status().as_u16()));
     if let Some(a) = authorization {
         s.authorizations.push(a);
     }
@@ -296,11 +297,14 @@ fn basic(authorization: Option<&str>) -> Option<(String, String)> {
     Some((u.into(), p.into()))
 }
 
-/// The token endpoint: basic credentials in, a token for the asked scopes out.
+/// The token endpoint: basic credentials (or the password as a refresh token) in, a token
+/// for the asked scopes out.
 fn token(
     shared: &Shared,
+    method: &Method,
     query: &BTreeMap<String, Vec<String>>,
     authorization: Option<&str>,
+    form: &[u8],
 ) -> Response<Full<Bytes>> {
     let AuthMode::Token {
         username, password, ..
@@ -308,7 +312,24 @@ fn token(
     else {
         return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no token endpoint");
     };
-    if basic(authorization) != Some((username.clone(), password.clone())) {
+    // The password also works as an OAuth2 refresh token (docker's `identitytoken`), sent
+    // as a POST form.
+    let refreshed = method == Method::POST
+        && form_urlencoded::parse(form)
+            .any(|(k, v)| k == "refresh_token" && v == password.as_str())
+        && form_urlencoded::parse(form).any(|(k, v)| k == "grant_type" && v == "refresh_token");
+    let mut query = query.clone();
+    if method == Method::POST {
+        for (k, v) in form_urlencoded::parse(form) {
+            if k == "service" || k == "scope" {
+                query
+                    .entry(k.into_owned())
+                    .or_default()
+                    .push(v.into_owned());
+            }
+        }
+    }
+    if !refreshed && basic(authorization) != Some((username.clone(), password.clone())) {
         return error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
@@ -419,7 +440,7 @@ fn route(
     body: Bytes,
 ) -> Response<Full<Bytes>> {
     if path == "/token" {
-        return token(shared, query, authorization);
+        return token(shared, method, query, authorization, &body);
     }
     let first = |k: &str| query.get(k).and_then(|v| v.first()).map(String::as_str);
     let action = if matches!(*method, Method::GET | Method::HEAD) {
