@@ -249,9 +249,11 @@ impl Registry {
         let mut url = url.to_string();
         let mut answered = false;
         let mut redirects = 0;
-        let origin = authority(&url);
+        // Authorization goes only where the request began: same scheme, host and port (a
+        // redirect to storage elsewhere, or down to http, gets none).
+        let origin = origin_of(&url);
         loop {
-            let authorization = if authority(&url) == origin {
+            let authorization = if origin_of(&url) == origin {
                 self.authorization.lock().await.clone()
             } else {
                 None
@@ -496,12 +498,7 @@ fn verify(body: &[u8], digest: &str) -> Result<(), RegistryError> {
     Ok(())
 }
 
-fn authority(url: &str) -> Option<String> {
-    url.parse::<Uri>()
-        .ok()
-        .and_then(|u| u.authority().map(|a| a.to_string()))
-}
-
+/// `scheme://host[:port]` of a URL.
 fn origin_of(url: &str) -> String {
     match url.find("://") {
         Some(i) => {
@@ -604,5 +601,35 @@ impl rustls::client::danger::ServerCertVerifier for Unverified {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_stays_with_its_origin() {
+        let from = "https://r.io:5000/v2/a/blobs/sha256:x";
+        assert_eq!(origin_of(from), "https://r.io:5000");
+        // A redirect down to http on the same host is another origin.
+        assert_ne!(origin_of("http://r.io:5000/v2/a"), origin_of(from));
+        assert_ne!(origin_of("https://storage.r.io/blob"), origin_of(from));
+    }
+
+    #[test]
+    fn registry_errors_show_status_and_code() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+        let r = Response {
+            status: StatusCode::NOT_FOUND,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body),
+        };
+        let err = expect(r, &[StatusCode::OK]).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "404 Not Found MANIFEST_UNKNOWN: manifest unknown"
+        );
+        assert_eq!(error_code(b"<html>"), (None, None));
     }
 }
