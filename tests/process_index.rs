@@ -379,11 +379,13 @@ fn bad_arguments_are_refused_before_any_request() {
         (
             vec![
                 "--source",
+                &same_registry,
+                "--source",
                 &other_registry,
                 "--target",
                 "127.0.0.1:5000/shop/app:v1",
             ],
-            "copying blobs between registries is not built".to_string(),
+            "the children must be in one registry".to_string(),
         ),
         (
             vec![
@@ -495,4 +497,86 @@ async fn an_identity_token_is_traded_at_the_realm() {
     );
     // The refresh token went in POST bodies, never in a URL.
     assert!(registry.log().iter().all(|l| !l.contains(PASSWORD)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_in_another_registry_gets_the_blobs_streamed_there() {
+    let source = RegistryServer::start(token_auth()).await;
+    // The other registry has its own user.
+    let target = RegistryServer::start(AuthMode::Token {
+        username: "mirror-bot".into(),
+        password: "mirror-pass".into(),
+        realm: None,
+    })
+    .await;
+    let (from, to) = (source.addr.to_string(), target.addr.to_string());
+    let creds = Some((USER, PASSWORD));
+    let amd = push_image(&source.base, "shop/app", None, "linux/amd64", "amd", creds)
+        .await
+        .unwrap();
+    let (arm_index, arm, attestation) = push_child_with_attestation(&source.base, "shop/app").await;
+    let config = tempfile::tempdir().unwrap();
+    let basic =
+        |u: &str, p: &str| base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+    let config_json = json!({"auths": {
+        from.clone(): {"auth": basic(USER, PASSWORD)},
+        to.clone(): {"auth": basic("mirror-bot", "mirror-pass")},
+    }});
+    std::fs::write(config.path().join("config.json"), config_json.to_string()).unwrap();
+    let out = index_create(
+        config.path(),
+        &[
+            "--source",
+            &format!("{from}/shop/app@{amd}"),
+            "--source",
+            &format!("{from}/shop/app@{arm_index}"),
+            "--target",
+            &format!("{from}/shop/app:v1"),
+            "--target",
+            &format!("{to}/mirror/app:v1"),
+            "--plain-http",
+            &from,
+            "--plain-http",
+            &to,
+            "--json",
+        ]
+        .map(String::from),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let digest = result["digest"].as_str().unwrap();
+    assert_eq!(source.tag("shop/app", "v1").as_deref(), Some(digest));
+    let mirror = ("mirror-bot", "mirror-pass");
+    let (_, bytes) = get_manifest(&target.base, "mirror/app", "v1", Some(mirror))
+        .await
+        .unwrap();
+    assert_eq!(digest_of(&bytes), digest);
+    // Every child manifest, and every blob they name, is in the other registry now.
+    for child in [&amd, &arm, &attestation, &arm_index] {
+        let (_, m) = get_manifest(&target.base, "mirror/app", child, Some(mirror))
+            .await
+            .unwrap();
+        assert_eq!(digest_of(&m), *child);
+        let m: Value = serde_json::from_slice(&m).unwrap();
+        let blobs = m["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(m.get("config"));
+        for blob in blobs {
+            let d = blob["digest"].as_str().unwrap();
+            let b = get_blob(&target.base, "mirror/app", d, Some(mirror))
+                .await
+                .unwrap();
+            assert_eq!(digest_of(&b), d);
+        }
+    }
+    // Uploaded (POST then PUT with the digest), not mounted.
+    let log = target.log();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("PUT /v2/mirror/app/blobs/uploads/") && l.ends_with("201")),
+        "{log:#?}"
+    );
+    assert_no_secret(&out);
 }

@@ -1,6 +1,7 @@
 //! `hearth index create`: the multi-arch index Job. Fetches each child image by digest
 //! (checked), assembles one OCI image index ([`assemble`], pure), makes the children present
-//! in each target repository (cross-repository mounts, [`registry`]) and pushes the index
+//! in each target repository (mounted within a registry, streamed to another, [`registry`])
+//! and pushes the index
 //! under every target tag. Credentials come from docker's config.json ([`auth`]).
 
 pub mod args;
@@ -108,32 +109,14 @@ pub async fn create(
             })?;
         annotations.insert(key.to_string(), value.to_string());
     }
-    let host = targets[0].api_host().to_string();
-    for r in sources.iter().chain(&targets) {
-        if r.api_host() != host {
-            return Err(IndexError::Refused(format!(
-                "{r} is in registry {}, {} in {}: copying blobs between registries is not built; the children must be pushed to the registry of the index",
-                r.registry, targets[0], targets[0].registry
-            )));
-        }
+    // The children are read from one registry; targets may be in others (blobs copied).
+    let source_host = sources[0].api_host().to_string();
+    if let Some(other) = sources.iter().find(|s| s.api_host() != source_host) {
+        return Err(IndexError::Refused(format!(
+            "--source {other} is in registry {}, --source {} in {}: the children must be in one registry",
+            other.registry, sources[0], sources[0].registry
+        )));
     }
-    let mut scopes: Vec<String> = targets
-        .iter()
-        .map(|t| format!("repository:{}:pull,push", t.repository))
-        .collect();
-    for s in &sources {
-        if !targets.iter().any(|t| t.repository == s.repository) {
-            scopes.push(format!("repository:{}:pull", s.repository));
-        }
-    }
-    scopes.sort();
-    scopes.dedup();
-    let credential = match &docker_config {
-        Some(dir) => {
-            auth::credentials(dir, &targets[0].registry).map_err(IndexError::Credentials)?
-        }
-        None => None,
-    };
     let transport = Transport {
         plain_http: args
             .plain_http
@@ -146,17 +129,48 @@ pub async fn create(
             .map(|h| reference::api_host(h).into())
             .collect(),
     };
-    let registry = Registry::new(&host, &transport, credential, scopes).map_err(|error| {
-        IndexError::Registry {
-            what: targets[0].registry.clone(),
-            error,
+    // One client per registry, its token scoped to the repositories used there.
+    let mut registries: BTreeMap<String, Registry> = BTreeMap::new();
+    let mut hosts: Vec<(&str, &Reference)> = vec![(&source_host, &sources[0])];
+    hosts.extend(targets.iter().map(|t| (t.api_host(), t)));
+    for (host, named) in hosts {
+        if registries.contains_key(host) {
+            continue;
         }
-    })?;
+        let mut scopes: Vec<String> = targets
+            .iter()
+            .filter(|t| t.api_host() == host)
+            .map(|t| format!("repository:{}:pull,push", t.repository))
+            .collect();
+        if host == source_host {
+            scopes.extend(
+                sources
+                    .iter()
+                    .map(|s| format!("repository:{}:pull", s.repository)),
+            );
+        }
+        scopes.sort();
+        scopes.dedup();
+        let credential = match &docker_config {
+            Some(dir) => {
+                auth::credentials(dir, &named.registry).map_err(IndexError::Credentials)?
+            }
+            None => None,
+        };
+        let registry = Registry::new(host, &transport, credential, scopes).map_err(|error| {
+            IndexError::Registry {
+                what: named.registry.clone(),
+                error,
+            }
+        })?;
+        registries.insert(host.to_string(), registry);
+    }
+    let registry = &registries[&source_host];
 
     let mut children = Vec::new();
     let mut descriptors = Vec::new();
     for source in sources {
-        let child = fetch_child(&registry, source).await?;
+        let child = fetch_child(registry, source).await?;
         match &child.parsed {
             Parsed::Index { descriptors: d } => descriptors.extend(d.iter().cloned()),
             Parsed::Image { config, .. } => {
@@ -192,14 +206,15 @@ pub async fn create(
         .unwrap_or_default();
 
     for target in &targets {
+        let into = &registries[target.api_host()];
+        let same_registry = target.api_host() == source_host;
         for child in &children {
-            if child.reference.repository != target.repository {
-                make_present(&registry, child, target).await?;
+            if !same_registry || child.reference.repository != target.repository {
+                make_present(registry, into, same_registry, child, target).await?;
             }
         }
         let tag = target.tag.as_deref().unwrap_or("latest");
-        registry
-            .put_manifest(&target.repository, tag, OCI_INDEX, index.clone())
+        into.put_manifest(&target.repository, tag, OCI_INDEX, index.clone())
             .await
             .map_err(|error| IndexError::Registry {
                 what: format!("--target {target}: pushing index {digest}"),
@@ -287,10 +302,13 @@ async fn fetch_child(registry: &Registry, reference: Reference) -> Result<Child,
 }
 
 /// Makes a child present in the target's repository: its blobs mounted from the source
-/// repository, then its manifest (and, for an index, each manifest it lists) pushed by
+/// repository (same registry) or streamed from it (another registry, which checks each
+/// blob's digest), then its manifest (and, for an index, each manifest it lists) pushed by
 /// digest, exactly the bytes fetched.
 async fn make_present(
     registry: &Registry,
+    target_registry: &Registry,
+    same_registry: bool,
     child: &Child,
     target: &Reference,
 ) -> Result<(), IndexError> {
@@ -341,19 +359,35 @@ async fn make_present(
                     "--target {target}: blob {} of {}@{digest}",
                     blob.digest, child.reference.repository
                 );
-                if !registry
+                if target_registry
                     .exists(into, "blobs", &blob.digest, &[])
                     .await
                     .map_err(err(what.clone()))?
                 {
+                    continue;
+                }
+                if same_registry {
                     registry
                         .mount(into, &blob.digest, from)
+                        .await
+                        .map_err(err(what))?;
+                } else {
+                    let (stream, length) =
+                        registry
+                            .blob_stream(from, &blob.digest)
+                            .await
+                            .map_err(err(format!(
+                                "--source {}: blob {}",
+                                child.reference, blob.digest
+                            )))?;
+                    target_registry
+                        .upload_stream(into, &blob.digest, stream, length)
                         .await
                         .map_err(err(what))?;
                 }
             }
         }
-        registry
+        target_registry
             .put_manifest(into, &digest, &media_type, bytes)
             .await
             .map_err(err(format!("--target {target}: manifest {digest}")))?;

@@ -14,12 +14,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use super::assemble::sha256_digest;
 use super::auth::{parse_challenge, Challenge, Credential};
+
+/// A request body: bytes, or a blob streamed from another registry.
+type Body = BoxBody<Bytes, hyper::Error>;
 
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -80,7 +84,7 @@ pub struct Transport {
 pub struct Registry {
     base: String,
     https: bool,
-    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
     credential: Option<Credential>,
     scopes: Vec<String>,
     authorization: tokio::sync::Mutex<Option<String>>,
@@ -210,7 +214,7 @@ impl Registry {
                     .await;
             }
             return Err(RegistryError::Protocol(format!(
-                "the registry did not mount blob {digest} from {from} (it opened an upload instead); copying blobs is not built"
+                "the registry did not mount blob {digest} from {from} (it opened an upload instead): refused"
             )));
         }
         expect(r, &[StatusCode::CREATED]).map(drop)
@@ -237,7 +241,7 @@ impl Registry {
 
     /// Sends a request with the current authorization; on a 401, answers the challenge and
     /// sends it once more. A GET follows redirects (authorization kept only on the same
-    /// host). A success's body is read up to `limit` bytes, an error's up to 64 KiB.
+    /// origin). A success's body is read up to `limit` bytes, an error's up to 64 KiB.
     async fn send(
         &self,
         method: Method,
@@ -246,6 +250,62 @@ impl Registry {
         body: Bytes,
         limit: usize,
     ) -> Result<Response, RegistryError> {
+        let (response, answered) = self.exchange(&method, url, headers, body).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let cap = if status.is_success() {
+            limit
+        } else {
+            ERROR_BODY_BYTES
+        };
+        let too_large = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n > cap);
+        if too_large && status.is_success() && method != Method::HEAD {
+            return Err(RegistryError::TooLarge { limit: cap });
+        }
+        let body = if method == Method::HEAD {
+            Bytes::new()
+        } else {
+            match Limited::new(response.into_body(), cap).collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(_) if status.is_success() => {
+                    return Err(RegistryError::TooLarge { limit: cap })
+                }
+                Err(_) => Bytes::new(),
+            }
+        };
+        if status == StatusCode::UNAUTHORIZED && answered && self.credential.is_some() {
+            let (code, message) = error_code(&body);
+            let refused =
+                "the credentials of $DOCKER_CONFIG/config.json were refused, or do not allow this";
+            return Err(RegistryError::Status {
+                status,
+                code,
+                message: Some(match message {
+                    Some(m) => format!("{m} ({refused})"),
+                    None => refused.into(),
+                }),
+            });
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// The request/response exchange of [`Registry::send`], the body not read. Also says
+    /// whether a challenge was answered.
+    async fn exchange(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &[(header::HeaderName, String)],
+        body: Bytes,
+    ) -> Result<(hyper::Response<Incoming>, bool), RegistryError> {
         let mut url = url.to_string();
         let mut answered = false;
         let mut redirects = 0;
@@ -258,26 +318,10 @@ impl Registry {
             } else {
                 None
             };
-            let mut request = Request::builder().method(method.clone()).uri(&url);
-            for (name, value) in headers.iter().filter(|(_, v)| !v.is_empty()) {
-                request = request.header(name, value);
-            }
-            if let Some(a) = authorization {
-                request = request.header(header::AUTHORIZATION, a);
-            }
-            let request = request
-                .body(Full::new(body.clone()))
-                .map_err(|e| RegistryError::Protocol(format!("{url}: {e}")))?;
-            let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
-                .await
-                .map_err(|_| RegistryError::Transport {
-                    url: url.clone(),
-                    message: format!("no answer in {REQUEST_TIMEOUT:?}"),
-                })?
-                .map_err(|e| RegistryError::Transport {
-                    url: url.clone(),
-                    message: error_chain(&e),
-                })?;
+            let body = full(body.clone());
+            let response = self
+                .request(method, &url, headers, authorization, body)
+                .await?;
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && !answered {
                 answered = true;
@@ -302,49 +346,99 @@ impl Registry {
                     continue;
                 }
             }
-            let headers = response.headers().clone();
-            let cap = if status.is_success() {
-                limit
-            } else {
-                ERROR_BODY_BYTES
-            };
-            let too_large = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<usize>().ok())
-                .is_some_and(|n| n > cap);
-            if too_large && status.is_success() && method != Method::HEAD {
-                return Err(RegistryError::TooLarge { limit: cap });
-            }
-            let body = if method == Method::HEAD {
-                Bytes::new()
-            } else {
-                match Limited::new(response.into_body(), cap).collect().await {
-                    Ok(body) => body.to_bytes(),
-                    Err(_) if status.is_success() => {
-                        return Err(RegistryError::TooLarge { limit: cap })
-                    }
-                    Err(_) => Bytes::new(),
-                }
-            };
-            if status == StatusCode::UNAUTHORIZED && answered && self.credential.is_some() {
-                let (code, message) = error_code(&body);
-                let refused = "the credentials of $DOCKER_CONFIG/config.json were refused, or do not allow this";
-                return Err(RegistryError::Status {
-                    status,
-                    code,
-                    message: Some(match message {
-                        Some(m) => format!("{m} ({refused})"),
-                        None => refused.into(),
-                    }),
-                });
-            }
-            return Ok(Response {
-                status,
-                headers,
-                body,
-            });
+            return Ok((response, answered));
         }
+    }
+
+    /// One HTTP request, within [`REQUEST_TIMEOUT`] for the response's head.
+    async fn request(
+        &self,
+        method: &Method,
+        url: &str,
+        headers: &[(header::HeaderName, String)],
+        authorization: Option<String>,
+        body: Body,
+    ) -> Result<hyper::Response<Incoming>, RegistryError> {
+        let mut request = Request::builder().method(method.clone()).uri(url);
+        for (name, value) in headers.iter().filter(|(_, v)| !v.is_empty()) {
+            request = request.header(name, value);
+        }
+        if let Some(a) = authorization {
+            request = request.header(header::AUTHORIZATION, a);
+        }
+        let request = request
+            .body(body)
+            .map_err(|e| RegistryError::Protocol(format!("{url}: {e}")))?;
+        tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
+            .await
+            .map_err(|_| RegistryError::Transport {
+                url: url.to_string(),
+                message: format!("no answer in {REQUEST_TIMEOUT:?}"),
+            })?
+            .map_err(|e| RegistryError::Transport {
+                url: url.to_string(),
+                message: error_chain(&e),
+            })
+    }
+
+    /// A blob's body as a stream, for a copy to another registry (the receiving registry
+    /// checks its digest), with its length when the registry said it.
+    pub async fn blob_stream(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<(Incoming, Option<u64>), RegistryError> {
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let (response, _) = self.exchange(&Method::GET, &url, &[], Bytes::new()).await?;
+        if response.status() != StatusCode::OK {
+            return Err(status_error(response).await);
+        }
+        let length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok((response.into_body(), length))
+    }
+
+    /// Uploads a blob from a stream: a session opened by POST (which settles auth), then one
+    /// PUT of the whole stream with its digest, which the registry checks.
+    pub async fn upload_stream(
+        &self,
+        repository: &str,
+        digest: &str,
+        body: Incoming,
+        length: Option<u64>,
+    ) -> Result<(), RegistryError> {
+        let url = format!("{}/v2/{repository}/blobs/uploads/", self.base);
+        let r = self.send(Method::POST, &url, &[], Bytes::new(), 0).await?;
+        let r = expect(r, &[StatusCode::ACCEPTED])?;
+        let location = r
+            .headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                RegistryError::Protocol("an upload session without a Location".into())
+            })?;
+        let session = self.resolve(&url, location);
+        let separator = if session.contains('?') { '&' } else { '?' };
+        let put = format!("{session}{separator}digest={digest}");
+        let mut headers = vec![(header::CONTENT_TYPE, "application/octet-stream".to_string())];
+        if let Some(length) = length {
+            headers.push((header::CONTENT_LENGTH, length.to_string()));
+        }
+        let authorization = if origin_of(&put) == origin_of(&url) {
+            self.authorization.lock().await.clone()
+        } else {
+            None
+        };
+        let response = self
+            .request(&Method::PUT, &put, &headers, authorization, body.boxed())
+            .await?;
+        if response.status() != StatusCode::CREATED {
+            return Err(status_error(response).await);
+        }
+        Ok(())
     }
 
     /// Answers a challenge: a Basic one with the credentials, a Bearer one with a token
@@ -400,7 +494,7 @@ impl Registry {
                     .append_pair("refresh_token", refresh);
                 Request::post(realm)
                     .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(Full::new(Bytes::from(query.finish())))
+                    .body(full(Bytes::from(query.finish())))
             }
             credential => {
                 for scope in &self.scopes {
@@ -411,7 +505,7 @@ impl Registry {
                 if let Some(basic) = credential.as_ref().and_then(|c| c.basic_header()) {
                     request = request.header(header::AUTHORIZATION, basic);
                 }
-                request.body(Full::new(Bytes::new()))
+                request.body(full(Bytes::new()))
             }
         }
         .map_err(|e| token_error(e.to_string()))?;
@@ -420,11 +514,7 @@ impl Registry {
             .map_err(|_| token_error(format!("no answer in {REQUEST_TIMEOUT:?}")))?
             .map_err(|e| token_error(error_chain(&e)))?;
         let status = response.status();
-        let body = Limited::new(response.into_body(), ERROR_BODY_BYTES)
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = small_body(response.into_body()).await;
         if !status.is_success() {
             let (code, message) = error_code(&body);
             let refused = if status == StatusCode::UNAUTHORIZED {
@@ -457,6 +547,30 @@ impl Registry {
         } else {
             format!("{}/{location}", origin_of(from))
         }
+    }
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// At most 64 KiB of a body (an error's, a token's); empty when it cannot be read.
+async fn small_body(body: Incoming) -> Bytes {
+    Limited::new(body, ERROR_BODY_BYTES)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
+/// The error of a response with an unexpected status: the status and the registry's code.
+async fn status_error(response: hyper::Response<Incoming>) -> RegistryError {
+    let status = response.status();
+    let (code, message) = error_code(&small_body(response.into_body()).await);
+    RegistryError::Status {
+        status,
+        code,
+        message,
     }
 }
 
