@@ -9,6 +9,7 @@ pub mod assemble;
 pub mod auth;
 pub mod reference;
 pub mod registry;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
