@@ -51,6 +51,9 @@ pub enum Command {
     Logs(crate::client::args::LogsArgs),
     /// The builder pod's side of an upload (run by the receiver init container).
     Receive(crate::upload::cli::ReceiveArgs),
+    /// Assemble and push a multi-arch image index (run by the index Job).
+    #[command(subcommand)]
+    Index(crate::index::args::IndexCommand),
 }
 
 /// Runs a parsed command line.
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wait(args) => client_command(|env| crate::client::wait(args, env)),
         Command::Logs(args) => client_command(|env| crate::client::logs(args, env)),
         Command::Receive(args) => Ok(crate::upload::cli::run(&args)),
+        Command::Index(cmd) => crate::index::run(cmd),
     }
 }
 

@@ -6,12 +6,13 @@
 //! builder pod agree on), [`crds`] (their YAML), [`crypto`] (the TLS provider), [`controller`]
 //! (the operator), [`planner`] (where a build runs and from what cache), [`simulate`] (replays
 //! workloads under placement strategies), [`snapshot`] (the snapshot engine), [`store`]
-//! (where snapshots live), [`upload`] (a local build context streamed into the builder pod),
+//! (where snapshots live), [`index`] (`hearth index create`, the multi-arch index Job's
+//! registry client), [`upload`] (a local build context streamed into the builder pod),
 //! [`client`] (`hearth build`, `wait` and `logs`) and [`cli`] (the command line).
 //!
 //! Layering: a module uses only modules below it, and no module imports one that imports it
-//! back. At the bottom, [`api`] and [`contract`] (which uses only `api`), with [`crypto`] and
-//! [`store`], which use nothing of ours. Above them the pure or nearly pure engines:
+//! back. At the bottom, [`api`] and [`contract`] (which uses only `api`), with [`crypto`],
+//! [`store`] and [`index`], which use nothing of ours. Above them the pure or nearly pure engines:
 //! [`snapshot`] (on `store`), [`planner`] (on `api`), [`upload`] (on `contract`),
 //! [`simulate`] (on `planner`) and [`crds`]. Then the two programs that talk to a cluster,
 //! side by side and never using each other: [`controller`] (on `api`, `contract`, `planner`,
@@ -27,6 +28,7 @@ pub mod contract;
 pub mod controller;
 pub mod crds;
 pub mod crypto;
+pub mod index;
 pub mod planner;
 pub mod simulate;
 pub mod snapshot;

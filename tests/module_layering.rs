@@ -28,6 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("crypto", &[]),
     // Pure or nearly so: they never see the controller or the client.
     ("store", &[]),
+    ("index", &[]),
     ("snapshot", &["store"]),
     ("planner", &["api"]),
     ("upload", &["contract"]),
@@ -49,6 +50,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "controller",
             "crds",
             "crypto",
+            "index",
             "planner",
             "simulate",
             "snapshot",

@@ -8,7 +8,12 @@
 //! databases, compressed blobs under `runc-overlayfs/content/blobs/sha256/`, and one new
 //! `runc-overlayfs/snapshots/<n>/fs/` tree of many small files per build, rewriting some files
 //! of the previous one. On success it writes buildctl's metadata (the image digest) to the
-//! metadata file, as buildctl does. With `--opt build-arg:LEAK=1` it prints each `--secret` file (a
+//! metadata file, as buildctl does. When the cluster runs the loopback registry
+//! ([`BuildkitOpts::registry`]) and `--output` has `push=true` and a name on it, it PUSHES a
+//! real small image there through the distribution protocol: a config of each platform of
+//! `--opt platform=` (default linux/amd64), a layer and the manifest (an index over them for
+//! several platforms), under the name's tag, or by digest only with `push-by-digest=true`;
+//! the metadata's `containerimage.digest` is then that manifest's real digest. With `--opt build-arg:LEAK=1` it prints each `--secret` file (a
 //! `RUN` step printing a build secret) before failing. On SIGTERM it
 //! keeps writing to the state dir for a while (a buildkitd finishing its step), then exits 143.
 
@@ -19,6 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::registry_support::{self, digest_of, OCI_INDEX, OCI_MANIFEST};
 use super::runtime::wait_term;
 use super::snapshot_support::noise;
 
@@ -30,6 +36,9 @@ pub struct BuildkitOpts {
     /// How long it keeps writing after SIGTERM before it exits (the kubelet SIGKILLs it at the
     /// end of the grace period if that comes first).
     pub term_linger: Duration,
+    /// The loopback registry (`127.0.0.1:PORT`) and its credentials: images named on it are
+    /// pushed there. None: nothing is pushed anywhere.
+    pub registry: Option<(String, Option<(String, String)>)>,
 }
 
 impl Default for BuildkitOpts {
@@ -37,6 +46,7 @@ impl Default for BuildkitOpts {
         BuildkitOpts {
             files_per_build: 2000,
             term_linger: Duration::from_secs(2),
+            registry: None,
         }
     }
 }
@@ -61,6 +71,11 @@ struct Request {
     /// `--secret id=...,src=FILE` files.
     secrets: Vec<PathBuf>,
     image: String,
+    /// `push=true` and `push-by-digest=true` of `--output`.
+    push: bool,
+    push_by_digest: bool,
+    /// `--opt platform=` (comma-separated).
+    platforms: Vec<String>,
     state_dir: Option<PathBuf>,
     /// `--import-cache type=registry,ref=REF` refs.
     import_cache: Vec<String>,
@@ -104,6 +119,8 @@ fn parse(play: &Play) -> Request {
                 if let Some((k, v)) = args.next().and_then(|o| o.split_once('=')) {
                     if let Some(name) = k.strip_prefix("build-arg:") {
                         r.build_args.insert(name.into(), v.into());
+                    } else if k == "platform" {
+                        r.platforms = v.split(',').map(str::to_string).collect();
                     }
                 }
             }
@@ -123,6 +140,8 @@ fn parse(play: &Play) -> Request {
                         for f in fields {
                             match f.split_once('=') {
                                 Some(("name", names)) => r.image = names.to_string(),
+                                Some(("push", v)) => r.push = v == "true",
+                                Some(("push-by-digest", v)) => r.push_by_digest = v == "true",
                                 Some(_) => {}
                                 None => r.refused = Some(format!("error: invalid value {f}")),
                             }
@@ -341,17 +360,29 @@ pub async fn play(
         drop(lock);
         return 1;
     }
-    let digest = format!(
-        "sha256:{}",
-        blake3::hash(format!("{}-{n}-{}", play.seed, req.image).as_bytes()).to_hex()
-    );
+    let pushed = match push(opts, &req, &format!("{}-{n}", play.seed)).await {
+        Ok(pushed) => pushed,
+        Err(e) => {
+            log(&play, &format!("#9 ERROR: {e}"));
+            log(&play, &format!("error: failed to solve: {e}"));
+            drop(lock);
+            return 1;
+        }
+    };
+    let (digest, media_type, size) = pushed.unwrap_or_else(|| {
+        let digest = format!(
+            "sha256:{}",
+            blake3::hash(format!("{}-{n}-{}", play.seed, req.image).as_bytes()).to_hex()
+        );
+        (digest, OCI_MANIFEST.to_string(), 1234)
+    });
     let metadata = serde_json::json!({
         "buildx.build.ref": format!("builder/builder0/{}", &play.seed),
         "containerimage.config.digest": format!("sha256:{}", blake3::hash(digest.as_bytes()).to_hex()),
         "containerimage.descriptor": {
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "mediaType": media_type,
             "digest": digest,
-            "size": 1234
+            "size": size
         },
         "containerimage.digest": digest,
         "image.name": req.image,
@@ -366,4 +397,86 @@ pub async fn play(
     );
     drop(lock);
     0
+}
+
+/// Pushes the build's image to the loopback registry when `--output` asks to push a name on
+/// it: one image per platform, and an index over them when there are several. Returns the
+/// pushed manifest's digest, media type and size; None when nothing was to be pushed there.
+async fn push(
+    opts: &BuildkitOpts,
+    req: &Request,
+    seed: &str,
+) -> Result<Option<(String, String, usize)>, String> {
+    let Some((registry, credentials)) = &opts.registry else {
+        return Ok(None);
+    };
+    let prefix = format!("{registry}/");
+    let names: Vec<&str> = req
+        .image
+        .split(',')
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    if !req.push || names.is_empty() {
+        return Ok(None);
+    }
+    let base = format!("http://{registry}");
+    let creds = credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+    let platforms = if req.platforms.is_empty() {
+        vec!["linux/amd64".to_string()]
+    } else {
+        req.platforms.clone()
+    };
+    let mut pushed = None;
+    for name in names {
+        let path = &name[prefix.len()..];
+        let (repository, tag) = match path.rsplit_once(':') {
+            Some((repository, tag)) if !tag.contains('/') => (repository, Some(tag)),
+            _ => (path, None),
+        };
+        let tag = if req.push_by_digest {
+            None
+        } else {
+            Some(tag.unwrap_or("latest"))
+        };
+        let mut images = Vec::new();
+        for platform in &platforms {
+            // Several platforms: each image by digest, the index under the tag.
+            let reference = if platforms.len() == 1 { tag } else { None };
+            let digest =
+                registry_support::push_image(&base, repository, reference, platform, seed, creds)
+                    .await
+                    .map_err(|e| format!("pushing {name}: {e}"))?;
+            let (_, bytes) = registry_support::get_manifest(&base, repository, &digest, creds)
+                .await
+                .map_err(|e| format!("pushing {name}: {e}"))?;
+            images.push((digest, bytes.len(), platform));
+        }
+        pushed = Some(if let [(digest, size, _)] = images.as_slice() {
+            (digest.clone(), OCI_MANIFEST.to_string(), *size)
+        } else {
+            let manifests: Vec<serde_json::Value> = images
+                .iter()
+                .map(|(digest, size, platform)| {
+                    let (os, architecture, variant) = registry_support::split_platform(platform);
+                    let mut p = serde_json::json!({"os": os, "architecture": architecture});
+                    if let Some(v) = variant {
+                        p["variant"] = v.into();
+                    }
+                    serde_json::json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": size, "platform": p})
+                })
+                .collect();
+            let index = bytes::Bytes::from(
+                serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})
+                    .to_string(),
+            );
+            let digest = digest_of(&index);
+            let size = index.len();
+            let reference = tag.map(str::to_string).unwrap_or_else(|| digest.clone());
+            registry_support::push_manifest(&base, repository, &reference, OCI_INDEX, index, creds)
+                .await
+                .map_err(|e| format!("pushing {name}: {e}"))?;
+            (digest, OCI_INDEX.to_string(), size)
+        });
+    }
+    Ok(pushed)
 }

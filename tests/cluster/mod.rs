@@ -1,7 +1,8 @@
 //! A whole test cluster around the fake API server, for process-level end-to-end tests: the
 //! API server over HTTPS on 127.0.0.1 ([`apiserver`]), a loopback S3 server, the scheduler and
 //! volume binder ([`scheduler`]), the Job controller and pod GC ([`controllers`]), the garbage
-//! collector and volume controllers ([`gc`]), one kubelet per node ([`kubelet`]) running the
+//! collector and volume controllers ([`gc`]), optionally a loopback OCI registry the played
+//! buildkitd pushes to ([`ClusterOpts::registry`]), one kubelet per node ([`kubelet`]) running the
 //! real `hearth` binary for snapshot Jobs, and the REAL `hearth controller` process started as
 //! users run it: a kubeconfig and the chart's config file.
 //!
@@ -29,6 +30,9 @@ pub mod values;
 #[path = "../snapshot_support/mod.rs"]
 pub mod snapshot_support;
 
+#[path = "../registry_support/mod.rs"]
+pub mod registry_support;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{Read, Write};
@@ -50,6 +54,7 @@ use apiserver::ApiServer;
 pub use buildkit::BuildkitOpts;
 pub use controllers::ControllerOpts;
 pub use record::{Procs, Runs};
+use registry_support::{AuthMode, RegistryServer};
 use snapshot_support::S3Server;
 use values::render_config;
 pub use values::Values;
@@ -108,6 +113,9 @@ pub struct ClusterOpts {
     pub controller_log: String,
     /// Start the controller (false: call [`TestCluster::start_controller`] yourself).
     pub start_controller: bool,
+    /// Run the loopback OCI registry (plain HTTP on 127.0.0.1) with this auth: the played
+    /// buildkitd pushes images named `<TestCluster::registry_host>/...` there.
+    pub registry: Option<AuthMode>,
 }
 
 impl Default for ClusterOpts {
@@ -120,6 +128,7 @@ impl Default for ClusterOpts {
             controllers: ControllerOpts::default(),
             controller_log: "info,hearth=debug,kube=warn".into(),
             start_controller: true,
+            registry: None,
         }
     }
 }
@@ -130,6 +139,8 @@ pub struct TestCluster {
     pub api: ApiServer,
     /// The loopback S3 server of the snapshot store.
     pub s3: S3Server,
+    /// The loopback OCI registry, when [`ClusterOpts::registry`] asked for one.
+    pub registry: Option<RegistryServer>,
     /// Every container run on the nodes.
     pub runs: Runs,
     /// Host root: `nodes/<node>/pv-*` volumes, pods' dirs, the config, the controller log.
@@ -155,9 +166,24 @@ pub fn hearth_bin() -> PathBuf {
 
 impl TestCluster {
     /// Starts everything and waits until the controller is ready.
-    pub async fn start(opts: ClusterOpts) -> TestCluster {
+    pub async fn start(mut opts: ClusterOpts) -> TestCluster {
         let api = ApiServer::start().await;
         let s3 = S3Server::start().await;
+        let registry = match opts.registry.clone() {
+            Some(auth) => {
+                let server = RegistryServer::start(auth.clone()).await;
+                let credentials = match auth {
+                    AuthMode::Anonymous => None,
+                    AuthMode::Basic { username, password }
+                    | AuthMode::Token {
+                        username, password, ..
+                    } => Some((username, password)),
+                };
+                opts.buildkit.registry = Some((server.addr.to_string(), credentials));
+                Some(server)
+            }
+            None => None,
+        };
         let root = tempfile::tempdir().expect("cluster root");
         let client = api.client().await;
         let kubeconfig = api.kubeconfig(root.path());
@@ -167,6 +193,7 @@ impl TestCluster {
             log_file: root.path().join("controller.log"),
             api,
             s3,
+            registry,
             runs: Runs::default(),
             started: Instant::now(),
             client,
@@ -309,6 +336,16 @@ impl TestCluster {
         )
         .await
         .expect("delete node");
+    }
+
+    /// `127.0.0.1:PORT` of the loopback registry: images named `<this>/shop/app` are pushed
+    /// there. Panics when the cluster was started without one.
+    pub fn registry_host(&self) -> String {
+        self.registry
+            .as_ref()
+            .expect("ClusterOpts::registry was not set")
+            .addr
+            .to_string()
     }
 
     /// A client of the API server.
