@@ -11,14 +11,15 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, 
 use kube::ResourceExt;
 
 use super::builders::labels;
+use super::builders::pvc::storage_class;
 use super::config::OperatorConfig;
 use super::key_history;
 use super::snapshot_records;
 use crate::api::quantity;
 use crate::api::{keys, BuildCache, ImageBuild, ReplicaState};
 use crate::planner::{
-    BuildRequest, ClusterView, KeyId, Location, PlannerConfig, Replica, ReplicaId, Snapshot,
-    StoreModel, Taint, TaintEffect, Toleration, TolerationOperator,
+    BuildRequest, Clonable, CloneTarget, ClusterView, KeyId, Location, PlannerConfig, Replica,
+    ReplicaId, Snapshot, StoreModel, Taint, TaintEffect, Toleration, TolerationOperator,
 };
 
 /// Label naming the node a builder pod is pinned to (counted against the node's slots).
@@ -48,6 +49,8 @@ pub struct ReplicaRef {
     pub cache: String,
     /// PVC of the replica.
     pub pvc: String,
+    /// The snapshot its state matches, if saved (a clone of it matches it too).
+    pub snapshot_id: Option<String>,
 }
 
 /// The view and the way back from its ids to objects.
@@ -166,7 +169,16 @@ pub fn build_view(
         bytes_per_second: learned,
         overhead_seconds: config.planner.restore_overhead_seconds,
     });
+    cluster.set_clone_overhead(config.planner.clone_overhead_seconds);
     let mounted = mounted_claims(objects.pods.iter().copied());
+    // Replicas a builder pod still runs on: buildkitd may be writing to them.
+    let written = mounted_claims(
+        objects
+            .pods
+            .iter()
+            .copied()
+            .filter(|p| p.labels().get(labels::ROLE).map(String::as_str) == Some("build")),
+    );
     let mut busy: HashMap<&str, u32> = HashMap::new();
     for pod in &objects.pods {
         let running = pod
@@ -237,6 +249,11 @@ pub fn build_view(
         .claims
         .iter()
         .filter_map(|c| Some((c.namespace()?, c.name_any())))
+        .collect();
+    let claim_of: HashMap<(String, String), &PersistentVolumeClaim> = objects
+        .claims
+        .iter()
+        .filter_map(|c| Some(((c.namespace()?, c.name_any()), *c)))
         .collect();
     let claim_volume: HashMap<(String, String), String> = objects
         .claims
@@ -332,12 +349,17 @@ pub fn build_view(
                 (None, Some(zone)) => Location::Zone(zone),
                 (None, None) => continue,
             };
-            // Idle in status but still mounted by a pod on its way out: busy for a moment.
+            // Idle in status but still mounted by a pod on its way out: busy for a moment. Or
+            // the source of a clone not yet bound: neither claimed nor written meanwhile.
             let lingering = r.state == ReplicaState::Idle
                 && mounted.contains(&(namespace.clone(), r.pvc.clone()));
+            let held_for_clone = r.state == ReplicaState::Idle && r.cloning_for.is_some();
             let size_bytes = r.size_bytes.unwrap_or(0).max(0) as u64;
             let free_at = match r.state {
                 ReplicaState::Idle if lingering => Some(now_s + LINGER_SECONDS),
+                ReplicaState::Idle if held_for_clone => {
+                    Some(now_s + config.planner.clone_overhead_seconds)
+                }
                 ReplicaState::Idle => None,
                 // A save after a Succeeded build: busy for about a save's time (incremental
                 // saves are shorter; a full one is bounded by the store's throughput).
@@ -354,7 +376,7 @@ pub fn build_view(
                 key,
                 location,
                 size_bytes,
-                state: if lingering {
+                state: if lingering || held_for_clone {
                     ReplicaState::InUse
                 } else {
                     r.state
@@ -364,13 +386,20 @@ pub fn build_view(
                 saved: r.snapshot_id.is_some(),
                 last_used: r.last_used.as_ref().map(|t| seconds(t.0)).unwrap_or(now_s),
             };
+            let claim_key = (namespace.clone(), r.pvc.clone());
+            // A replica a builder pod may still write to is no clone's source.
+            let clonable = (!written.contains(&claim_key))
+                .then(|| clonable(cache, claim_of.get(&claim_key).copied(), config))
+                .flatten();
             if let Ok(id) = cluster.add_replica(replica) {
+                cluster.set_clonable(id, clonable);
                 replicas.insert(
                     id,
                     ReplicaRef {
                         namespace: namespace.clone(),
                         cache: name.clone(),
                         pvc: r.pvc.clone(),
+                        snapshot_id: r.snapshot_id.clone(),
                     },
                 );
             }
@@ -381,6 +410,52 @@ pub fn build_view(
         replicas,
         snapshot_caches,
     }
+}
+
+/// What a replica of `cache` (its PVC when listed) offers a clone: its StorageClass, when the
+/// operator lists it in `cache.cloneStorageClasses`, and the size its PVC requested.
+fn clonable(
+    cache: &BuildCache,
+    claim: Option<&PersistentVolumeClaim>,
+    config: &OperatorConfig,
+) -> Option<Clonable> {
+    let spec = claim.and_then(|c| c.spec.as_ref());
+    let class = match spec {
+        Some(s) => s.storage_class_name.clone(),
+        None => storage_class(cache, config),
+    }?;
+    let requested = spec
+        .and_then(|s| s.resources.as_ref()?.requests.as_ref()?.get("storage"))
+        .unwrap_or(&cache.spec.storage.size);
+    config
+        .cache
+        .clone_storage_classes
+        .contains(&class)
+        .then(|| {
+            Some(Clonable {
+                storage_class: class,
+                capacity_bytes: quantity::to_bytes(&requested.0)?,
+            })
+        })
+        .flatten()
+}
+
+/// The volume a build's new replica gets in its BuildCache (`None`: the key's first build,
+/// whose cache takes the operator's defaults), when the operator says its StorageClass can
+/// clone; `None` otherwise.
+pub fn clone_target(cache: Option<&BuildCache>, config: &OperatorConfig) -> Option<CloneTarget> {
+    let (class, size) = match cache {
+        Some(c) => (storage_class(c, config), c.spec.storage.size.0.clone()),
+        None => (
+            Some(config.cache.storage_class_name.clone()).filter(|s| !s.is_empty()),
+            config.cache.size.0.clone(),
+        ),
+    };
+    let class = class.filter(|c| config.cache.clone_storage_classes.contains(c))?;
+    Some(CloneTarget {
+        storage_class: class,
+        capacity_bytes: quantity::to_bytes(&size)?,
+    })
 }
 
 fn effect(e: &str) -> Option<TaintEffect> {
