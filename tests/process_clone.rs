@@ -126,7 +126,12 @@ async fn a_branch_clones_main_s_replica_on_its_node_instead_of_restoring() {
         Some(("PersistentVolumeClaim".into(), main_pvc.clone()))
     );
     let dir = c.pv_dir(&pvc).await.expect("bound");
-    assert!(dir.join("buildkit/cache.db").exists(), "{dir:?}");
+    // main's build left snapshot tree 1; the branch's build, on main's state, added tree 2.
+    let trees = dir.join("buildkit/runc-overlayfs/snapshots");
+    assert!(
+        trees.join("1/fs").is_dir() && trees.join("2/fs").is_dir(),
+        "the branch built on main's state: {trees:?}"
+    );
     assert_ne!(
         Some(dir),
         c.pv_dir(&main_pvc).await,
