@@ -747,3 +747,96 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod clone_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn only_replicas_of_a_class_the_operator_says_clones_and_with_no_writer_are_clonable() {
+        let mut config = OperatorConfig::default();
+        config.cache.clone_storage_classes = vec!["lvm".into()];
+        let n1: Node = obj(
+            json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        );
+        let claim = |name: &str, class: &str| -> PersistentVolumeClaim {
+            obj(json!({"metadata": {"name": name, "namespace": "shop"},
+                "spec": {"storageClassName": class, "resources": {"requests": {"storage": "20Gi"}}}}))
+        };
+        let (lvm, plain, busy) = (
+            claim("c-r0", "lvm"),
+            claim("c-r1", "local"),
+            claim("c-r2", "lvm"),
+        );
+        let writer: Pod = obj(
+            json!({"metadata": {"name": "b-build-1", "namespace": "shop",
+            "labels": {"hearth.dev/role": "build"}},
+            "spec": {"containers": [{"name": "buildkit"}],
+                "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": "c-r2"}}]},
+            "status": {"phase": "Running"}}),
+        );
+        let cache: BuildCache = obj(json!({"metadata": {"name": "c", "namespace": "shop"},
+            "spec": {"key": "shop:main"}, "status": {"replicas": [
+                {"pvc": "c-r0", "node": "n1", "state": "Idle"},
+                {"pvc": "c-r1", "node": "n1", "state": "Idle"},
+                {"pvc": "c-r2", "node": "n1", "state": "Snapshotting", "holder": "b"},
+                {"pvc": "c-r3", "node": "n1", "state": "Idle", "cloningFor": "other"}]}}));
+        let held = claim("c-r3", "lvm");
+        let objects = Objects {
+            nodes: vec![&n1],
+            claims: vec![&lvm, &plain, &busy, &held],
+            pods: vec![&writer],
+            caches: vec![&cache],
+            ..Objects::default()
+        };
+        config.planner.clone_overhead_seconds = 3.0;
+        let view = build_view(
+            &objects,
+            &config,
+            &PlannerConfig::default(),
+            Timestamp::from_second(1_800_000_000).unwrap(),
+        );
+        let c = &view.cluster;
+        assert_eq!(c.clone_overhead(), 3.0);
+        let by_pvc = |pvc: &str| {
+            let id = *view.replicas.iter().find(|(_, r)| r.pvc == pvc).unwrap().0;
+            (c.replica(id).unwrap().state, c.clonable(id).cloned())
+        };
+        assert_eq!(
+            by_pvc("c-r0"),
+            (
+                ReplicaState::Idle,
+                Some(Clonable {
+                    storage_class: "lvm".into(),
+                    capacity_bytes: 20 << 30
+                })
+            )
+        );
+        assert_eq!(by_pvc("c-r1").1, None, "a class the operator did not list");
+        assert_eq!(by_pvc("c-r2").1, None, "a builder pod still runs on it");
+        assert_eq!(
+            by_pvc("c-r3").0,
+            ReplicaState::InUse,
+            "held for another clone: busy to the planner"
+        );
+        // The build's own new replica: its cache's class and size, or the operator's defaults.
+        assert_eq!(
+            clone_target(None, &config),
+            None,
+            "the default class is not listed"
+        );
+        config.cache.storage_class_name = "lvm".into();
+        assert_eq!(
+            clone_target(None, &config),
+            Some(CloneTarget {
+                storage_class: "lvm".into(),
+                capacity_bytes: 50 << 30
+            })
+        );
+    }
+}
