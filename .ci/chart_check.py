@@ -97,6 +97,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "alerts-no-store": {"alerts": {"enabled": True, "job": "hearth"}, "dashboards": {"enabled": True}},
     "tekton": {"tekton": {"enabled": True}},
     "tekton-namespaces": {"tekton": {"enabled": True}, "namespaces": ["team-a"]},
+    "clone": {"cache": {"cloneStorageClasses": ["topolvm-thin"], "cloneBindTimeout": "1m"}},
     "no-user-roles": {"rbac": {"aggregateUserRoles": False}},
     "own-serviceAccount": {"serviceAccount": {"create": False, "name": "platform-hearth"}},
     "named-serviceAccount": {"serviceAccount": {"name": "hearth-ops", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}}},
@@ -151,6 +152,10 @@ NAMESPACED_PERMS = {
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
+# Added to NAMESPACED_PERMS with cache.cloneStorageClasses: a refused clone is told in Events.
+CLONE_PERMS = {
+    ("", "events"): {"list"},
+}
 # Added to NAMESPACED_PERMS with tekton.enabled: the Tekton custom task.
 TEKTON_PERMS = {
     ("tekton.dev", "customruns"): {"get", "list", "watch"},
@@ -188,7 +193,7 @@ CONFIG_KEYS = {
                 "podAnnotations", "priorityClassName", "runtimeClassName", "readOnlyRuntimeClassName", "proxy",
                 "defaultArch"},
     "builder.proxy": {"httpProxy", "httpsProxy", "noProxy"},
-    "cache": {"storageClassName", "size", "nodeBudget", "maxReplicas"},
+    "cache": {"storageClassName", "size", "nodeBudget", "maxReplicas", "cloneStorageClasses", "cloneBindTimeout"},
     "snapshot": {"store", "credentialsSecret", "fileStoreClaim", "s3", "every", "minInterval", "retain",
                  "gcInterval", "gcGrace", "deleteTimeout"},
     "snapshot.s3": {"endpoint", "region", "pathStyle"},
@@ -366,6 +371,7 @@ def check_rbac(objs: list[dict], values: dict) -> None:
     sa_ref = (service_account_name(objs, values), NAMESPACE)
     watched = values.get("namespaces") or []
     namespaced = expected(NAMESPACED_PERMS) | (expected(TEKTON_PERMS) if merged_values(values)["tekton"]["enabled"] else set())
+    namespaced |= expected(CLONE_PERMS) if merged_values(values)["cache"]["cloneStorageClasses"] else set()
     for role in find(objs, "ClusterRole") + find(objs, "Role"):
         for rule in role.get("rules", []):
             flat = [*rule.get("apiGroups", []), *rule.get("resources", []), *rule.get("verbs", [])]
@@ -534,6 +540,7 @@ def check_config(objs: list[dict], values: dict) -> None:
     want |= {k: retention.get(k) for k in ("succeededLimit", "failedLimit", "minAge")}
     assert config["retention"] == want, f"retention section {config['retention']} != {want} (null or \"\" is off)"
     assert isinstance(config["cache"]["maxReplicas"], int) and isinstance(config["snapshot"]["every"], int)
+    assert config["cache"]["cloneStorageClasses"] == merged["cache"]["cloneStorageClasses"], "cache.cloneStorageClasses"
 
 
 def check_network_policy(objs: list[dict], values: dict) -> None:

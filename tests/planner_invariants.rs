@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use hearth::api::keys::ARCH_LABEL;
 use hearth::api::{CacheMode, ReplicaState};
 use hearth::planner::{
-    plan, Action, BuildRequest, ClusterView, KeyStats, Location, Node, PlannerConfig, Replica,
-    Snapshot, StoreModel, Taint, TaintEffect, Toleration, TolerationOperator,
+    plan, Action, BuildRequest, Clonable, CloneTarget, ClusterView, KeyStats, Location, Node,
+    PlannerConfig, Replica, Snapshot, StoreModel, Taint, TaintEffect, Toleration,
+    TolerationOperator,
 };
 use proptest::prelude::*;
 
@@ -17,6 +18,7 @@ const GB: u64 = 1_000_000_000;
 const NAMESPACES: [&str; 2] = ["shop", "bank"];
 const KEYS: [&str; 4] = ["main", "dev", "feature", "release"];
 const ARCHES: [&str; 2] = ["amd64", "arm64"];
+const CLONE_CLASSES: [&str; 2] = ["lvm", "zfs"];
 
 #[derive(Clone, Debug)]
 struct NodeSpec {
@@ -206,18 +208,25 @@ fn build(case: &Case) -> (ClusterView, BuildRequest) {
         } else {
             Location::Node(ids[r.node])
         };
-        v.add_replica(Replica {
-            name: format!("r{i}"),
-            key,
-            location,
-            size_bytes: r.size_gb * GB,
-            state,
-            free_at: (state != ReplicaState::Idle).then_some(case.now + r.free_in),
-            waiting: 0,
-            saved: r.saved,
-            last_used: 0.0,
-        })
-        .expect("known node");
+        let id = v
+            .add_replica(Replica {
+                name: format!("r{i}"),
+                key,
+                location,
+                size_bytes: r.size_gb * GB,
+                state,
+                free_at: (state != ReplicaState::Idle).then_some(case.now + r.free_in),
+                waiting: 0,
+                saved: r.saved,
+                last_used: 0.0,
+            })
+            .expect("known node");
+        // Replicas on storage of two classes that clone, of two sizes, or that cannot.
+        let class = CLONE_CLASSES.get(i % 3).map(|c| Clonable {
+            storage_class: c.to_string(),
+            capacity_bytes: (1 + (i % 2) as u64) * 8 * GB,
+        });
+        v.set_clonable(id, class);
     }
     for (ns, key, gb) in &case.snapshots {
         let k = v.intern_key(NAMESPACES[*ns], KEYS[*key]);
@@ -245,6 +254,11 @@ fn build(case: &Case) -> (ClusterView, BuildRequest) {
     if let Some(p) = case.pool {
         req.node_selector.insert("pool".into(), p.to_string());
     }
+    // Builds whose new replica may be a clone into either class, or never.
+    req.clone_into = CLONE_CLASSES.get(case.key % 3).map(|c| CloneTarget {
+        storage_class: c.to_string(),
+        capacity_bytes: 8 * GB,
+    });
     // Builds of either architecture, or (the simulator's requests) of none.
     req.arch = ARCHES.get((case.ns + case.key) % 3).map(|a| a.to_string());
     if case.tolerate {
@@ -297,6 +311,28 @@ proptest! {
                 prop_assert!(view.key(source.key).snapshot.is_some());
                 prop_assert_eq!(*throwaway, req.mode == CacheMode::ReadOnly);
                 prop_assert!(req.mode != CacheMode::Disabled);
+            }
+            Action::Clone { node, source, key, own_key } => {
+                let r = view.replica(*source).expect("replica exists");
+                prop_assert!(
+                    matches!(r.state, ReplicaState::Idle | ReplicaState::Snapshotting),
+                    "clones a replica with a writer ({:?})", r.state
+                );
+                prop_assert_eq!(r.key, *key);
+                prop_assert!(own_ns(r.key), "clones another namespace's replica");
+                let name = &view.key(r.key).key;
+                prop_assert_eq!(*own_key, *name == req.key);
+                prop_assert!(*name == req.key || req.restore_keys.contains(name), "clones a replica of an unrelated key");
+                let (c, t) = (view.clonable(*source).expect("clonable"), req.clone_into.as_ref().expect("may clone"));
+                prop_assert_eq!(&c.storage_class, &t.storage_class, "clones across storage classes");
+                prop_assert!(c.capacity_bytes <= t.capacity_bytes, "clones into a smaller volume");
+                prop_assert!(req.can_start_on(view.node(*node)));
+                match &r.location {
+                    Location::Node(n) => prop_assert_eq!(n, node, "a node-local clone off its source's node"),
+                    Location::Zone(z) => prop_assert_eq!(&view.node(*node).zone, z),
+                }
+                prop_assert_eq!(req.mode, CacheMode::ReadWrite, "a non-ReadWrite build got a replica");
+                prop_assert!(!d.evictions.contains(source), "evicts the replica it clones");
             }
             Action::Cold { node, throwaway } => {
                 prop_assert!(req.can_start_on(view.node(*node)));

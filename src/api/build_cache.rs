@@ -285,9 +285,14 @@ pub struct ReplicaStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uses: Option<i64>,
     /// Why the replica is `Evicting` or being saved by the controller (`Budget`, `IdleTtl`,
-    /// `MaxReplicas`, `NodeLost`).
+    /// `MaxReplicas`, `NodeLost`, `CloneFailed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// `ImageBuild` whose new replica is being cloned from this one: until the clone's PVC is
+    /// bound (its volume provisioned from this one), no build claims this replica and nothing
+    /// evicts it, so nothing writes to it while the storage copies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloning_for: Option<String>,
 }
 
 /// One snapshot in the store.

@@ -681,7 +681,8 @@ impl Phase {
 pub enum Warmth {
     /// A replica of the key was already on the node: as fast as it gets.
     Hot,
-    /// A snapshot (of the key or a restore key) was restored into a new replica.
+    /// A snapshot (of the key or a restore key) was restored into a new replica, or a replica
+    /// of one of them was cloned into it (`placement.clonedFrom`).
     Restored,
     /// No cache: built from scratch.
     Cold,
@@ -705,6 +706,22 @@ pub struct RestoredFrom {
     pub manifest_sha256: Option<String>,
 }
 
+/// The replica a new replica was cloned from (a CSI volume clone on the same node).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClonedFrom {
+    /// Cache key the source replica holds: the build's own key or one of its restore keys.
+    pub key: String,
+    /// BuildCache of the source replica (of this namespace).
+    pub cache: String,
+    /// PVC of the source replica: the clone's `dataSource`.
+    pub replica: String,
+    /// Snapshot the source matched, which the clone then matches too; none when the source
+    /// held unsaved state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+}
+
 /// Where a build runs, and why there.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -724,6 +741,9 @@ pub struct Placement {
     /// Where a restored cache came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<RestoredFrom>,
+    /// Where a cloned cache came from (a `Restored` build whose new replica is a clone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloned_from: Option<ClonedFrom>,
     /// Registry cache refs a cold build imported from (`spec.cache.registry.importFrom`):
     /// set only when neither the key nor a restore key had a replica or snapshot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -85,6 +85,13 @@ impl Tracker {
             let key = status.cache_key.as_deref().unwrap_or("?");
             lines.push(match placement.warmth {
                 Some(Warmth::Hot) => format!("placed: Hot cache on node {node} (key {key})"),
+                Some(Warmth::Restored) if placement.cloned_from.is_some() => {
+                    let from = placement.cloned_from.as_ref();
+                    let (replica, from) = from
+                        .map(|c| (c.replica.as_str(), c.key.as_str()))
+                        .unwrap_or(("?", key));
+                    format!("placed: replica {replica} of key {from} cloned on node {node}")
+                }
                 Some(Warmth::Restored) => {
                     let from = placement
                         .restored_from
@@ -142,7 +149,8 @@ pub fn human_bytes(b: u64) -> String {
     format!("{}B", crate::api::quantity::human(b))
 }
 
-/// The cache story in one line: `Hot`, `Restored from key K` or `Cold`, with where.
+/// The cache story in one line: `Hot`, `Restored from key K` (or by cloning a replica of it)
+/// or `Cold`, with where.
 pub fn cache_story(ib: &ImageBuild) -> String {
     let status = ib.status.clone().unwrap_or_default();
     let p = status.placement.clone().unwrap_or_default();
@@ -150,12 +158,16 @@ pub fn cache_story(ib: &ImageBuild) -> String {
     let node = p.node.unwrap_or_else(|| "?".into());
     match p.warmth {
         Some(Warmth::Hot) => format!("Hot (key {key}, replica on node {node})"),
-        Some(Warmth::Restored) => match p.restored_from {
-            Some(r) => format!(
+        Some(Warmth::Restored) => match (p.restored_from, p.cloned_from) {
+            (Some(r), _) => format!(
                 "Restored from key {} (snapshot {}) onto node {node}",
                 r.key, r.snapshot
             ),
-            None => format!("Restored (key {key}) onto node {node}"),
+            (None, Some(c)) => format!(
+                "Restored by cloning replica {} of key {} on node {node}",
+                c.replica, c.key
+            ),
+            (None, None) => format!("Restored (key {key}) onto node {node}"),
         },
         Some(Warmth::Cold) => format!(
             "Cold (key {key}, node {node}){}",
@@ -302,5 +314,25 @@ mod tests {
         assert!(render_outcome(&ib, &[]).contains("  tag      r.io/shop/api:latest\n"));
         ib.spec.output.tags.clear();
         assert_eq!(outcome_json(&ib)["image.name"], "r.io/shop/api:1");
+    }
+
+    #[test]
+    fn a_cloned_cache_says_which_replica_it_was_cloned_from() {
+        let ib: ImageBuild = serde_json::from_value(serde_json::json!({
+            "apiVersion": "hearth.dev/v1alpha1", "kind": "ImageBuild",
+            "metadata": {"name": "fx-1", "namespace": "shop"},
+            "spec": {
+                "source": {"git": {"url": "https://github.com/acme/shop.git"}},
+                "output": {"image": "r.io/shop/api:1"}
+            },
+            "status": {"phase": "Succeeded", "cacheKey": "shop:fx@amd64",
+                "placement": {"warmth": "Restored", "node": "n1", "clonedFrom":
+                    {"key": "shop:main@amd64", "cache": "shop-main", "replica": "shop-main-r0"}}}
+        }))
+        .unwrap();
+        assert_eq!(
+            cache_story(&ib),
+            "Restored by cloning replica shop-main-r0 of key shop:main@amd64 on node n1"
+        );
     }
 }

@@ -184,9 +184,17 @@ async fn bookkeeping(
             (node.is_some() || zone.is_some()) && (node, zone) != (&r.node, &r.zone)
         })
     };
+    // A clone's source held for a build that no longer clones it (it failed, was cancelled or
+    // deleted before lifting the hold): back to the pool.
+    let stale_hold = |r: &crate::api::ReplicaStatus| {
+        r.cloning_for
+            .as_ref()
+            .is_some_and(|b| !ctx.stores.may_clone(&namespace, b, &r.pvc))
+    };
     let needs_change = !dropped.is_empty()
         || status.replicas.iter().any(|r| {
-            gone(r)
+            stale_hold(r)
+                || gone(r)
                 || r.holder.as_ref().is_some_and(|h| gone_holders.contains(h))
                 || relocate(r).is_some()
         });
@@ -200,6 +208,10 @@ async fn bookkeeping(
             if let Some((node, zone)) = relocate(r) {
                 r.node = node;
                 r.zone = zone;
+            }
+            if stale_hold(r) {
+                info!(cache = %name, pvc = %r.pvc, build = ?r.cloning_for, "lifting a clone's hold whose build no longer clones");
+                r.cloning_for = None;
             }
             if r.holder.as_ref().is_some_and(|h| gone_holders.contains(h)) {
                 info!(cache = %name, pvc = %r.pvc, holder = ?r.holder, "releasing a claim whose build is gone");
@@ -374,7 +386,7 @@ async fn start_prewarm(cache: &BuildCache, ctx: &Context, target: PrewarmTarget)
         return Ok(Action::requeue(CACHE_CONFLICT));
     };
     info!(cache = %name, namespace = %namespace, job = %op.job, node = %target.node, snapshot = %target.snapshot, "pre-warming");
-    create_replica_pvc(ctx, &fresh, op.pvc.as_deref().unwrap_or_default()).await?;
+    create_replica_pvc(ctx, &fresh, op.pvc.as_deref().unwrap_or_default(), None).await?;
     follow(&fresh, ctx, op).await.map(pending)
 }
 

@@ -121,6 +121,7 @@ pub fn budget_victims(
 pub fn deletable(r: &ReplicaStatus, status: &BuildCacheStatus) -> bool {
     r.state == ReplicaState::Idle
         && r.holder.is_none()
+        && r.cloning_for.is_none()
         && r.snapshot_id
             .as_ref()
             .is_some_and(|id| status.snapshots.iter().any(|s| &s.id == id))

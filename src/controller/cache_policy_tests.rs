@@ -28,6 +28,7 @@ fn replica(pvc: &str, state: ReplicaState, snapshot: Option<&str>, idle_for: f64
         builds_since_snapshot: Some(if snapshot.is_some() { 0 } else { 1 }),
         uses: Some(3),
         reason: None,
+        cloning_for: None,
     }
 }
 
@@ -275,6 +276,7 @@ fn arb_replica(i: usize) -> impl Strategy<Value = ReplicaStatus> {
             builds_since_snapshot: Some(builds),
             uses: Some(1),
             reason: None,
+            cloning_for: None,
         })
 }
 

@@ -99,6 +99,9 @@ pub struct PlannerSettings {
     pub restore_overhead_seconds: f64,
     /// How long a busy replica is expected to stay busy when nothing better is known.
     pub expected_busy_seconds: f64,
+    /// Fixed cost of a clone (`cache.cloneStorageClasses`): provisioning a volume from
+    /// another, which copy-on-write storage does without moving the bytes.
+    pub clone_overhead_seconds: f64,
 }
 
 impl Default for PlannerSettings {
@@ -108,6 +111,7 @@ impl Default for PlannerSettings {
             store_bytes_per_second: 200e6,
             restore_overhead_seconds: 15.0,
             expected_busy_seconds: 120.0,
+            clone_overhead_seconds: 5.0,
         }
     }
 }
@@ -230,6 +234,15 @@ pub struct CacheDefaults {
     pub node_budget: Quantity,
     /// Replicas per auto-created BuildCache.
     pub max_replicas: i32,
+    /// StorageClasses whose CSI driver can clone a volume (the `CLONE_VOLUME` capability: a
+    /// PVC whose `dataSource` is another PVC of the class). A build's new replica is then
+    /// cloned from a replica of its key or a restore key on the chosen node instead of
+    /// restored from the store. Kubernetes has no API that says so: list them here. `[]`
+    /// (default): never clone.
+    pub clone_storage_classes: Vec<String>,
+    /// How long a clone's PVC may stay unbound before the build gives up on the clone,
+    /// deletes it and restores instead.
+    pub clone_bind_timeout: Duration,
 }
 
 impl Default for CacheDefaults {
@@ -239,6 +252,8 @@ impl Default for CacheDefaults {
             size: Quantity("50Gi".into()),
             node_budget: Quantity("200Gi".into()),
             max_replicas: 2,
+            clone_storage_classes: Vec::new(),
+            clone_bind_timeout: Duration::from(std::time::Duration::from_secs(120)),
         }
     }
 }
@@ -522,6 +537,24 @@ impl OperatorConfig {
                 "builder.image and builder.hearthImage must be set".into(),
             ));
         }
+        if let Some(bad) = self
+            .cache
+            .clone_storage_classes
+            .iter()
+            .find(|c| !is_dns_subdomain(c))
+        {
+            return Err((
+                "cache.cloneStorageClasses",
+                format!("expected StorageClass names (lower-case letters, digits, '-' and '.'), got {bad:?}"),
+            ));
+        }
+        let overhead = self.planner.clone_overhead_seconds;
+        if !(overhead.is_finite() && overhead >= 0.0) {
+            return Err((
+                "planner.cloneOverheadSeconds",
+                format!("expected a number of seconds, 0 or more, got {overhead}"),
+            ));
+        }
         self.builder.check()?;
         self.buildkitd
             .check()
@@ -537,6 +570,36 @@ impl OperatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clone_settings_are_read_and_checked() {
+        let c = OperatorConfig::parse(
+            "x",
+            "cache: {cloneStorageClasses: [topolvm-thin], cloneBindTimeout: 30s}\nplanner: {cloneOverheadSeconds: 2}",
+        )
+        .unwrap();
+        assert_eq!(c.cache.clone_storage_classes, vec!["topolvm-thin"]);
+        assert_eq!(
+            std::time::Duration::from(c.cache.clone_bind_timeout).as_secs(),
+            30
+        );
+        assert_eq!(c.planner.clone_overhead_seconds, 2.0);
+        assert!(OperatorConfig::default()
+            .cache
+            .clone_storage_classes
+            .is_empty());
+        let err = OperatorConfig::parse("c.yaml", "cache: {cloneStorageClasses: [Fast_SSD]}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cache.cloneStorageClasses") && err.contains("Fast_SSD"),
+            "{err}"
+        );
+        let err = OperatorConfig::parse("c.yaml", "planner: {cloneOverheadSeconds: -1}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("planner.cloneOverheadSeconds"), "{err}");
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

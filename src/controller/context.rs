@@ -13,7 +13,7 @@ use kube::Client;
 use super::config::OperatorConfig;
 use super::metrics::Metrics;
 use super::slim::StoredBuild;
-use crate::api::BuildCache;
+use crate::api::{BuildCache, Phase};
 use crate::planner::PlannerConfig;
 
 /// The clock reconcilers read; tests replace it.
@@ -43,6 +43,31 @@ impl Stores {
     pub fn has_build(&self, namespace: &str, name: &str) -> bool {
         let key = ObjectRef::new(name).within(namespace);
         self.builds.iter().any(|s| s.get(&key).is_some())
+    }
+
+    /// Whether the build `namespace/name` may still be cloning replica `pvc`: it is being
+    /// placed, or its new replica is being cloned from `pvc`. A hold (`cloningFor`) of a build
+    /// that is neither is left over and lifted by the BuildCache's bookkeeping.
+    pub fn may_clone(&self, namespace: &str, name: &str, pvc: &str) -> bool {
+        let key = ObjectRef::new(name).within(namespace);
+        self.builds
+            .iter()
+            .filter_map(|s| s.get(&key))
+            .any(|b| match b.as_ref() {
+                super::slim::StoredBuild::Whole(build) => {
+                    let status = build.status.clone().unwrap_or_default();
+                    let from = status
+                        .placement
+                        .as_ref()
+                        .and_then(|p| p.cloned_from.as_ref());
+                    match status.phase {
+                        Some(Phase::Placing) | None => true,
+                        Some(Phase::Restoring) => from.is_some_and(|f| f.replica == pvc),
+                        _ => false,
+                    }
+                }
+                super::slim::StoredBuild::Finished(_) => false,
+            })
     }
 }
 

@@ -30,7 +30,7 @@ pub enum Start {
 
 impl Start {
     /// How a build started: `warmth` from its placement, `restored_from` the key whose
-    /// snapshot seeded it. `None` when the placement does not say (nothing is learned).
+    /// snapshot (or cloned replica) seeded it. `None` when the placement does not say (nothing is learned).
     pub fn of(warmth: Option<Warmth>, key: &str, restored_from: Option<&str>) -> Option<Start> {
         match (warmth?, restored_from) {
             (Warmth::Hot, _) => Some(Start::Warm),
@@ -65,9 +65,13 @@ impl FinishedBuild {
         let start = Start::of(
             placement.and_then(|p| p.warmth),
             status.cache_key.as_deref().unwrap_or_default(),
-            placement
-                .and_then(|p| p.restored_from.as_ref())
-                .map(|r| r.key.as_str()),
+            // A clone seeds a build as a restore of the same key would.
+            placement.and_then(|p| {
+                p.restored_from
+                    .as_ref()
+                    .map(|r| r.key.as_str())
+                    .or_else(|| p.cloned_from.as_ref().map(|c| c.key.as_str()))
+            }),
         );
         let build_seconds = status
             .durations

@@ -11,7 +11,8 @@ use kube::{Resource, ResourceExt};
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
-use super::builders::{labels, pvc::replica_pvc};
+use super::builders::labels;
+use super::builders::pvc::{self, replica_pvc};
 use super::cache_policy::{self, EvictReason};
 use super::conditions;
 use super::context::Context;
@@ -188,7 +189,11 @@ pub async fn claim_idle(
                 taken = true;
                 false
             }
-            Some(r) if r.state == ReplicaState::Idle && r.holder.is_none() => {
+            Some(r)
+                if r.state == ReplicaState::Idle
+                    && r.holder.is_none()
+                    && r.cloning_for.is_none() =>
+            {
                 r.state = ReplicaState::InUse;
                 r.holder = Some(holder.to_string());
                 true
@@ -233,13 +238,82 @@ pub async fn add_replica(ctx: &Context, cache: &BuildCache, replica: NewReplica<
             replica.size_bytes,
         );
         lost = pushed.as_deref() != Some(replica.pvc);
+        // A clone holds its source's state from the start: the snapshot it matches.
+        if let (false, Some((_, snapshot)), Some(r)) =
+            (lost, &replica.clone_of, status.replicas.last_mut())
+        {
+            r.snapshot_id = snapshot.clone();
+        }
         !lost
     })
     .await?;
     if lost || (updated.is_none() && !held) {
         return Err(Error::ClaimConflict(name));
     }
-    create_replica_pvc(ctx, updated.as_ref().unwrap_or(cache), replica.pvc).await
+    let source = replica.clone_of.as_ref().map(|(pvc, _)| pvc.as_str());
+    create_replica_pvc(ctx, updated.as_ref().unwrap_or(cache), replica.pvc, source).await
+}
+
+/// Holds replica `pvc` of `cache` for `build`, which clones it: only a replica no build
+/// writes (idle and unclaimed, or being saved after its build) and that no other clone
+/// holds. `Ok(false)` when it is no longer such a replica (re-plan); idempotent for `build`.
+pub async fn hold_for_clone(
+    ctx: &Context,
+    namespace: &str,
+    cache: &str,
+    pvc: &str,
+    build: &str,
+) -> Result<bool> {
+    let mut held = false;
+    let updated = update_status(ctx, namespace, cache, |status, _| {
+        let Some(r) = status.replicas.iter_mut().find(|r| r.pvc == pvc) else {
+            return false;
+        };
+        if r.cloning_for.as_deref() == Some(build) {
+            held = true;
+            return false;
+        }
+        let no_writer = (r.state == ReplicaState::Idle && r.holder.is_none())
+            || r.state == ReplicaState::Snapshotting;
+        if !no_writer || r.cloning_for.is_some() {
+            return false;
+        }
+        r.cloning_for = Some(build.to_string());
+        true
+    })
+    .await?;
+    Ok(held || updated.is_some())
+}
+
+/// Lifts `build`'s hold on replica `pvc` of `cache` (nothing if it has none). Retried on
+/// conflicts: a hold left behind would keep the replica from every build.
+pub async fn release_clone_hold(
+    ctx: &Context,
+    namespace: &str,
+    cache: &str,
+    pvc: &str,
+    build: &str,
+) -> Result<()> {
+    update_status_retrying(
+        ctx,
+        namespace,
+        cache,
+        5,
+        "a clone's release",
+        |status, _| match status
+            .replicas
+            .iter_mut()
+            .find(|r| r.pvc == pvc && r.cloning_for.as_deref() == Some(build))
+        {
+            Some(r) => {
+                r.cloning_for = None;
+                true
+            }
+            None => false,
+        },
+    )
+    .await
+    .map(|_| ())
 }
 
 /// A replica a build adds to its cache.
@@ -255,6 +329,9 @@ pub struct NewReplica<'a> {
     pub holder: &'a str,
     /// Bytes a restore will write into it.
     pub size_bytes: Option<i64>,
+    /// The PVC it is cloned from, and the snapshot that one matches (which the clone then
+    /// matches too).
+    pub clone_of: Option<(String, Option<String>)>,
 }
 
 /// The PVC name the next replica of `cache` gets, or `None` when the cache is at
@@ -300,12 +377,19 @@ pub fn push_replica(
         builds_since_snapshot: None,
         uses: None,
         reason: None,
+        cloning_for: None,
     });
     Some(pvc)
 }
 
-/// Creates the PVC of replica `pvc` of `cache` (nothing if it exists).
-pub async fn create_replica_pvc(ctx: &Context, cache: &BuildCache, pvc: &str) -> Result<()> {
+/// Creates the PVC of replica `pvc` of `cache` (nothing if it exists), a clone of the PVC
+/// `clone_of` when given.
+pub async fn create_replica_pvc(
+    ctx: &Context,
+    cache: &BuildCache,
+    pvc: &str,
+    clone_of: Option<&str>,
+) -> Result<()> {
     let namespace = cache.namespace().unwrap_or_default();
     let owner = owner_ref(cache)?;
     let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
@@ -314,7 +398,10 @@ pub async fn create_replica_pvc(ctx: &Context, cache: &BuildCache, pvc: &str) ->
         .rsplit_once("-r")
         .and_then(|(_, n)| n.parse().ok())
         .unwrap_or(0);
-    let object = replica_pvc(cache, index, owner, &ctx.config);
+    let mut object = replica_pvc(cache, index, owner, &ctx.config);
+    if let Some(source) = clone_of {
+        object = pvc::clone_of(object, source);
+    }
     create_or_get(&claims, &object).await.map(|_| ())
 }
 
@@ -332,6 +419,12 @@ pub enum Release {
     /// The restore failed or was never started: the replica is as it was (empty), held by
     /// the build, which goes on cold on it; it matches no snapshot.
     RestoreFailed,
+    /// The clone's PVC is bound: the replica holds its source's state (and matches the
+    /// snapshot the source did, recorded when it was added); the build uses it.
+    Cloned,
+    /// The clone failed: the replica is retired (reason `CloneFailed`; the bookkeeping
+    /// deletes its PVC) and the build, no longer holding it, is placed again.
+    CloneFailed,
     /// About to be saved.
     Snapshotting,
     /// The build is done with it; `changed` when a ReadWrite build succeeded (state no longer
@@ -378,6 +471,13 @@ pub async fn release(
             }
             Release::RestoreFailed => {
                 r.state = ReplicaState::InUse;
+                r.snapshot_id = None;
+            }
+            Release::Cloned => r.state = ReplicaState::InUse,
+            Release::CloneFailed => {
+                r.state = ReplicaState::Lost;
+                r.reason = Some("CloneFailed".into());
+                r.holder = None;
                 r.snapshot_id = None;
             }
             Release::Snapshotting => r.state = ReplicaState::Snapshotting,

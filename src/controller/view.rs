@@ -11,14 +11,15 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, 
 use kube::ResourceExt;
 
 use super::builders::labels;
+use super::builders::pvc::storage_class;
 use super::config::OperatorConfig;
 use super::key_history;
 use super::snapshot_records;
 use crate::api::quantity;
 use crate::api::{keys, BuildCache, ImageBuild, ReplicaState};
 use crate::planner::{
-    BuildRequest, ClusterView, KeyId, Location, PlannerConfig, Replica, ReplicaId, Snapshot,
-    StoreModel, Taint, TaintEffect, Toleration, TolerationOperator,
+    BuildRequest, Clonable, CloneTarget, ClusterView, KeyId, Location, PlannerConfig, Replica,
+    ReplicaId, Snapshot, StoreModel, Taint, TaintEffect, Toleration, TolerationOperator,
 };
 
 /// Label naming the node a builder pod is pinned to (counted against the node's slots).
@@ -48,6 +49,8 @@ pub struct ReplicaRef {
     pub cache: String,
     /// PVC of the replica.
     pub pvc: String,
+    /// The snapshot its state matches, if saved (a clone of it matches it too).
+    pub snapshot_id: Option<String>,
 }
 
 /// The view and the way back from its ids to objects.
@@ -166,7 +169,16 @@ pub fn build_view(
         bytes_per_second: learned,
         overhead_seconds: config.planner.restore_overhead_seconds,
     });
+    cluster.set_clone_overhead(config.planner.clone_overhead_seconds);
     let mounted = mounted_claims(objects.pods.iter().copied());
+    // Replicas a builder pod still runs on: buildkitd may be writing to them.
+    let written = mounted_claims(
+        objects
+            .pods
+            .iter()
+            .copied()
+            .filter(|p| p.labels().get(labels::ROLE).map(String::as_str) == Some("build")),
+    );
     let mut busy: HashMap<&str, u32> = HashMap::new();
     for pod in &objects.pods {
         let running = pod
@@ -237,6 +249,11 @@ pub fn build_view(
         .claims
         .iter()
         .filter_map(|c| Some((c.namespace()?, c.name_any())))
+        .collect();
+    let claim_of: HashMap<(String, String), &PersistentVolumeClaim> = objects
+        .claims
+        .iter()
+        .filter_map(|c| Some(((c.namespace()?, c.name_any()), *c)))
         .collect();
     let claim_volume: HashMap<(String, String), String> = objects
         .claims
@@ -332,12 +349,17 @@ pub fn build_view(
                 (None, Some(zone)) => Location::Zone(zone),
                 (None, None) => continue,
             };
-            // Idle in status but still mounted by a pod on its way out: busy for a moment.
+            // Idle in status but still mounted by a pod on its way out: busy for a moment. Or
+            // the source of a clone not yet bound: neither claimed nor written meanwhile.
             let lingering = r.state == ReplicaState::Idle
                 && mounted.contains(&(namespace.clone(), r.pvc.clone()));
+            let held_for_clone = r.state == ReplicaState::Idle && r.cloning_for.is_some();
             let size_bytes = r.size_bytes.unwrap_or(0).max(0) as u64;
             let free_at = match r.state {
                 ReplicaState::Idle if lingering => Some(now_s + LINGER_SECONDS),
+                ReplicaState::Idle if held_for_clone => {
+                    Some(now_s + config.planner.clone_overhead_seconds)
+                }
                 ReplicaState::Idle => None,
                 // A save after a Succeeded build: busy for about a save's time (incremental
                 // saves are shorter; a full one is bounded by the store's throughput).
@@ -354,7 +376,7 @@ pub fn build_view(
                 key,
                 location,
                 size_bytes,
-                state: if lingering {
+                state: if lingering || held_for_clone {
                     ReplicaState::InUse
                 } else {
                     r.state
@@ -364,13 +386,20 @@ pub fn build_view(
                 saved: r.snapshot_id.is_some(),
                 last_used: r.last_used.as_ref().map(|t| seconds(t.0)).unwrap_or(now_s),
             };
+            let claim_key = (namespace.clone(), r.pvc.clone());
+            // A replica a builder pod may still write to is no clone's source.
+            let clonable = (!written.contains(&claim_key))
+                .then(|| clonable(cache, claim_of.get(&claim_key).copied(), config))
+                .flatten();
             if let Ok(id) = cluster.add_replica(replica) {
+                cluster.set_clonable(id, clonable);
                 replicas.insert(
                     id,
                     ReplicaRef {
                         namespace: namespace.clone(),
                         cache: name.clone(),
                         pvc: r.pvc.clone(),
+                        snapshot_id: r.snapshot_id.clone(),
                     },
                 );
             }
@@ -381,6 +410,52 @@ pub fn build_view(
         replicas,
         snapshot_caches,
     }
+}
+
+/// What a replica of `cache` (its PVC when listed) offers a clone: its StorageClass, when the
+/// operator lists it in `cache.cloneStorageClasses`, and the size its PVC requested.
+fn clonable(
+    cache: &BuildCache,
+    claim: Option<&PersistentVolumeClaim>,
+    config: &OperatorConfig,
+) -> Option<Clonable> {
+    let spec = claim.and_then(|c| c.spec.as_ref());
+    let class = match spec {
+        Some(s) => s.storage_class_name.clone(),
+        None => storage_class(cache, config),
+    }?;
+    let requested = spec
+        .and_then(|s| s.resources.as_ref()?.requests.as_ref()?.get("storage"))
+        .unwrap_or(&cache.spec.storage.size);
+    config
+        .cache
+        .clone_storage_classes
+        .contains(&class)
+        .then(|| {
+            Some(Clonable {
+                storage_class: class,
+                capacity_bytes: quantity::to_bytes(&requested.0)?,
+            })
+        })
+        .flatten()
+}
+
+/// The volume a build's new replica gets in its BuildCache (`None`: the key's first build,
+/// whose cache takes the operator's defaults), when the operator says its StorageClass can
+/// clone; `None` otherwise.
+pub fn clone_target(cache: Option<&BuildCache>, config: &OperatorConfig) -> Option<CloneTarget> {
+    let (class, size) = match cache {
+        Some(c) => (storage_class(c, config), c.spec.storage.size.0.clone()),
+        None => (
+            Some(config.cache.storage_class_name.clone()).filter(|s| !s.is_empty()),
+            config.cache.size.0.clone(),
+        ),
+    };
+    let class = class.filter(|c| config.cache.clone_storage_classes.contains(c))?;
+    Some(CloneTarget {
+        storage_class: class,
+        capacity_bytes: quantity::to_bytes(&size)?,
+    })
 }
 
 fn effect(e: &str) -> Option<TaintEffect> {
@@ -669,6 +744,99 @@ mod tests {
             stats("shop", "shop:dev"),
             None,
             "no history: the planner's defaults"
+        );
+    }
+}
+
+#[cfg(test)]
+mod clone_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn only_replicas_of_a_class_the_operator_says_clones_and_with_no_writer_are_clonable() {
+        let mut config = OperatorConfig::default();
+        config.cache.clone_storage_classes = vec!["lvm".into()];
+        let n1: Node = obj(
+            json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        );
+        let claim = |name: &str, class: &str| -> PersistentVolumeClaim {
+            obj(json!({"metadata": {"name": name, "namespace": "shop"},
+                "spec": {"storageClassName": class, "resources": {"requests": {"storage": "20Gi"}}}}))
+        };
+        let (lvm, plain, busy) = (
+            claim("c-r0", "lvm"),
+            claim("c-r1", "local"),
+            claim("c-r2", "lvm"),
+        );
+        let writer: Pod = obj(
+            json!({"metadata": {"name": "b-build-1", "namespace": "shop",
+            "labels": {"hearth.dev/role": "build"}},
+            "spec": {"containers": [{"name": "buildkit"}],
+                "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": "c-r2"}}]},
+            "status": {"phase": "Running"}}),
+        );
+        let cache: BuildCache = obj(json!({"metadata": {"name": "c", "namespace": "shop"},
+            "spec": {"key": "shop:main"}, "status": {"replicas": [
+                {"pvc": "c-r0", "node": "n1", "state": "Idle"},
+                {"pvc": "c-r1", "node": "n1", "state": "Idle"},
+                {"pvc": "c-r2", "node": "n1", "state": "Snapshotting", "holder": "b"},
+                {"pvc": "c-r3", "node": "n1", "state": "Idle", "cloningFor": "other"}]}}));
+        let held = claim("c-r3", "lvm");
+        let objects = Objects {
+            nodes: vec![&n1],
+            claims: vec![&lvm, &plain, &busy, &held],
+            pods: vec![&writer],
+            caches: vec![&cache],
+            ..Objects::default()
+        };
+        config.planner.clone_overhead_seconds = 3.0;
+        let view = build_view(
+            &objects,
+            &config,
+            &PlannerConfig::default(),
+            Timestamp::from_second(1_800_000_000).unwrap(),
+        );
+        let c = &view.cluster;
+        assert_eq!(c.clone_overhead(), 3.0);
+        let by_pvc = |pvc: &str| {
+            let id = *view.replicas.iter().find(|(_, r)| r.pvc == pvc).unwrap().0;
+            (c.replica(id).unwrap().state, c.clonable(id).cloned())
+        };
+        assert_eq!(
+            by_pvc("c-r0"),
+            (
+                ReplicaState::Idle,
+                Some(Clonable {
+                    storage_class: "lvm".into(),
+                    capacity_bytes: 20 << 30
+                })
+            )
+        );
+        assert_eq!(by_pvc("c-r1").1, None, "a class the operator did not list");
+        assert_eq!(by_pvc("c-r2").1, None, "a builder pod still runs on it");
+        assert_eq!(
+            by_pvc("c-r3").0,
+            ReplicaState::InUse,
+            "held for another clone: busy to the planner"
+        );
+        // The build's own new replica: its cache's class and size, or the operator's defaults.
+        assert_eq!(
+            clone_target(None, &config),
+            None,
+            "the default class is not listed"
+        );
+        config.cache.storage_class_name = "lvm".into();
+        assert_eq!(
+            clone_target(None, &config),
+            Some(CloneTarget {
+                storage_class: "lvm".into(),
+                capacity_bytes: 50 << 30
+            })
         );
     }
 }

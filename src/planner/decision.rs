@@ -1,5 +1,5 @@
 //! What the planner answers: an action (use an idle replica, wait for a busy one, restore a
-//! snapshot onto a new replica, start cold, or queue for capacity), the cache warmth that
+//! snapshot onto a new replica, clone a replica the node holds, start cold, or queue for capacity), the cache warmth that
 //! results, a reason a human can read, the time estimates behind the choice, and the replicas
 //! to evict to make room.
 
@@ -56,6 +56,20 @@ pub enum Action {
         /// A throwaway copy (a `ReadOnly` build): discarded after the build, never saved.
         throwaway: bool,
     },
+    /// Create a new replica on `node` as a clone of replica `source` (a PVC whose `dataSource`
+    /// is the source's: the storage copies the volume), then build there. The source is idle
+    /// or being saved (no writer), of the build's key or of a restore key, in the build's
+    /// namespace and StorageClass, and lives on `node` (or in its zone).
+    Clone {
+        /// The node to create the replica on (where the source's volume is).
+        node: NodeId,
+        /// The replica cloned.
+        source: ReplicaId,
+        /// The key the source holds a cache for.
+        key: KeyId,
+        /// Whether it is the build's own key (warm build) or a restore key (fallback build).
+        own_key: bool,
+    },
     /// Build from scratch on `node`.
     Cold {
         /// The node to run on.
@@ -76,6 +90,7 @@ impl Action {
             | Action::WaitForReplica { node, .. }
             | Action::WaitForSlot { node, .. }
             | Action::Restore { node, .. }
+            | Action::Clone { node, .. }
             | Action::Cold { node, .. } => Some(*node),
             Action::Queue => None,
         }
@@ -96,6 +111,9 @@ pub enum Reason {
     SnapshotOfKey,
     /// Neither replica nor snapshot of the key: a restore key's snapshot seeds the cache.
     SnapshotOfRestoreKey,
+    /// A replica of the key or of a restore key lives on a node with a free slot and its
+    /// storage can clone: a clone of it is the fastest way to a warm build.
+    Cloned,
     /// No cache exists for the key or its restore keys.
     NoCache,
     /// No cache exists for the key or its restore keys: the cold build imports the build's
@@ -139,6 +157,9 @@ impl fmt::Display for Reason {
             }
             Reason::SnapshotOfRestoreKey => {
                 "no cache of the key: a restore key's snapshot seeds it"
+            }
+            Reason::Cloned => {
+                "a replica of the key or a restore key is on a node with a free slot: its volume is cloned, near free next to a restore"
             }
             Reason::NoCache => "no cache exists for the key or its restore keys",
             Reason::RegistrySeed => {

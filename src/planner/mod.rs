@@ -7,10 +7,12 @@
 //! - [`view`]: nodes, replicas, snapshots, store and history, indexed by key and node;
 //! - [`request`]: the build and its scheduling constraints;
 //! - [`decision`]: actions, reasons and estimates;
+//! - [`clone`]: new replicas cloned from one the chosen node holds;
 //! - [`place`]: node choice, slot pressure and eviction by value;
 //! - [`solve`]: the decision;
 //! - [`prewarm`]: background restores of lost caches that the next builds will want.
 
+pub mod clone;
 pub mod config;
 pub mod decision;
 pub mod place;
@@ -20,14 +22,16 @@ pub mod solve;
 pub mod view;
 
 #[cfg(test)]
+mod clone_tests;
+#[cfg(test)]
 mod tests;
 
 pub use config::PlannerConfig;
 pub use decision::{Action, Decision, Estimate, Reason, RestoreSource};
 pub use prewarm::{prewarm, Prewarm};
-pub use request::{BuildRequest, Toleration, TolerationOperator};
+pub use request::{BuildRequest, CloneTarget, Toleration, TolerationOperator};
 pub use solve::{plan, PlanError};
 pub use view::{
-    ClusterView, KeyEntry, KeyId, KeyStats, Location, Node, NodeId, Replica, ReplicaId, Seconds,
-    Snapshot, StoreModel, Taint, TaintEffect, ViewError,
+    Clonable, ClusterView, KeyEntry, KeyId, KeyStats, Location, Node, NodeId, Replica, ReplicaId,
+    Seconds, Snapshot, StoreModel, Taint, TaintEffect, ViewError, DEFAULT_CLONE_OVERHEAD_SECONDS,
 };

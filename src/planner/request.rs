@@ -44,6 +44,16 @@ impl Toleration {
     }
 }
 
+/// The volume a build's new replica would get, when it may be a clone: only a replica of this
+/// StorageClass, no larger than this, can be cloned into it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CloneTarget {
+    /// The StorageClass of the build's new replicas (one the operator says can clone).
+    pub storage_class: String,
+    /// The size the new replica's PVC asks for.
+    pub capacity_bytes: u64,
+}
+
 /// One build, as the planner needs it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BuildRequest {
@@ -67,6 +77,10 @@ pub struct BuildRequest {
     /// The build names registry caches to import (`spec.cache.registry.importFrom`): a cold
     /// start with no cache of the key or its restore keys is seeded from them.
     pub registry_seed: bool,
+    /// The new replica may be a clone of a replica of the key or of a restore key on the
+    /// chosen node; `None`: never cloned (its storage cannot clone, a `ReadOnly` build, or a
+    /// clone of this build failed).
+    pub clone_into: Option<CloneTarget>,
 }
 
 impl BuildRequest {
@@ -82,6 +96,7 @@ impl BuildRequest {
             tolerations: Vec::new(),
             slots: 1,
             registry_seed: false,
+            clone_into: None,
         }
     }
 

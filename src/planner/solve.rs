@@ -1,10 +1,12 @@
 //! The decision itself: gather every way the build could get its cache (an idle replica, a busy
-//! one, the key's snapshot, a restore key's snapshot, nothing), estimate each one's finish time
+//! one, a clone of a replica on the chosen node, the key's snapshot, a restore key's snapshot,
+//! nothing), estimate each one's finish time
 //! plus the cost it puts on other builds, and take the cheapest.
 
 use crate::api::keys::ARCH_LABEL;
 use crate::api::{CacheMode, ReplicaState, Warmth};
 
+use super::clone::clone_options;
 use super::config::PlannerConfig;
 use super::decision::{Action, Decision, Estimate, Reason, RestoreSource};
 use super::place::{best_node, slot_pressure, startable, NodeLoad, Scene};
@@ -93,6 +95,10 @@ fn decide(
     if let Some(hot) = hot {
         return Ok(hot.clone());
     }
+    // A clone of a replica the node already holds, before a restore: ties go to the clone.
+    if req.mode == CacheMode::ReadWrite {
+        clone_options(&scene, req, own, &stats, &mut |d| options.push(d));
+    }
     let loads = startable(&scene, req);
     let source = restore_source(view, req, own);
     let throwaway = req.mode == CacheMode::ReadOnly;
@@ -142,7 +148,7 @@ fn decide(
     if cold.action != Action::Queue {
         options.push(cold);
     }
-    // The first of equal scores wins: hot, then waits, then restore, then cold.
+    // The first of equal scores wins: hot, then waits, then clones, then restore, then cold.
     let mut best: Option<Decision> = None;
     for d in options {
         if best

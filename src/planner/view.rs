@@ -187,6 +187,16 @@ impl StoreModel {
     }
 }
 
+/// What a replica's volume offers a clone (a CSI volume clone: a new PVC whose `dataSource` is
+/// the replica's): set only when its StorageClass can clone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Clonable {
+    /// Its StorageClass: a clone has the same one.
+    pub storage_class: String,
+    /// The size its PVC requested: a clone asks for at least as much.
+    pub capacity_bytes: u64,
+}
+
 /// Everything the planner knows about one `(namespace, key)`.
 #[derive(Clone, Debug, Default)]
 pub struct KeyEntry {
@@ -226,9 +236,15 @@ pub struct ClusterView {
     on_node: Vec<Vec<ReplicaId>>,
     keys: Vec<KeyEntry>,
     key_ids: HashMap<String, HashMap<String, KeyId>>,
+    clonable: HashMap<ReplicaId, Clonable>,
+    clone_overhead_seconds: Seconds,
     /// The store snapshots are restored from.
     pub store: StoreModel,
 }
+
+/// What a clone is expected to cost until the caller says otherwise: provisioning a volume
+/// from another (a copy-on-write snapshot in LVM thin pools, ZFS, Ceph RBD), not moving bytes.
+pub const DEFAULT_CLONE_OVERHEAD_SECONDS: Seconds = 5.0;
 
 impl ClusterView {
     /// An empty cluster using `store`.
@@ -241,8 +257,33 @@ impl ClusterView {
             on_node: Vec::new(),
             keys: Vec::new(),
             key_ids: HashMap::new(),
+            clonable: HashMap::new(),
+            clone_overhead_seconds: DEFAULT_CLONE_OVERHEAD_SECONDS,
             store,
         }
+    }
+
+    /// Records what replica `id` offers a clone (`None`: its storage cannot clone).
+    pub fn set_clonable(&mut self, id: ReplicaId, clonable: Option<Clonable>) {
+        match clonable {
+            Some(c) => self.clonable.insert(id, c),
+            None => self.clonable.remove(&id),
+        };
+    }
+
+    /// What replica `id` offers a clone, if its storage can clone.
+    pub fn clonable(&self, id: ReplicaId) -> Option<&Clonable> {
+        self.clonable.get(&id)
+    }
+
+    /// Sets the expected seconds from creating a clone's PVC to its volume being usable.
+    pub fn set_clone_overhead(&mut self, seconds: Seconds) {
+        self.clone_overhead_seconds = seconds.max(0.0);
+    }
+
+    /// Expected seconds from creating a clone's PVC to its volume being usable.
+    pub fn clone_overhead(&self) -> Seconds {
+        self.clone_overhead_seconds
     }
 
     /// Adds a node.
@@ -381,6 +422,7 @@ impl ClusterView {
             .get_mut(id.0 as usize)
             .and_then(Option::take)
             .ok_or(ViewError::UnknownReplica(id.0))?;
+        self.clonable.remove(&id);
         if let Location::Node(n) = replica.location {
             self.on_node[n.0 as usize].retain(|r| *r != id);
         }

@@ -246,6 +246,12 @@ impl Hearth {
                     ReplicaState::Restoring,
                 )
             }
+            // The simulated storage never clones (no request names a clone target); a clone
+            // would be a new replica of the source's bytes, read from no store.
+            Action::Clone { node, source, .. } => {
+                let bytes = self.view.replica(source).map_or(0, |r| r.size_bytes);
+                (node, bytes, est.restore, false, ReplicaState::Restoring)
+            }
             Action::Cold { node, throwaway } => {
                 let key = self.intern(build);
                 let bytes = self

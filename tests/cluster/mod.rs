@@ -252,7 +252,7 @@ impl TestCluster {
                 .expect("namespace");
         }
         let class: StorageClass = serde_json::from_value(json!({
-            "metadata": {"name": STORAGE_CLASS},
+            "metadata": {"name": STORAGE_CLASS, "annotations": {scheduler::CLONE_ANNOTATION: "true"}},
             "provisioner": scheduler::PROVISIONER,
             "reclaimPolicy": "Delete",
             "volumeBindingMode": "WaitForFirstConsumer",

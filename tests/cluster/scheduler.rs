@@ -8,6 +8,12 @@
 //! size, a claimRef and reclaim policy Delete; then the claim is bound and the pod is bound.
 //! Pods created with `spec.nodeName` bypass it, as they bypass a real scheduler.
 //!
+//! A claim whose `dataSource` is another PVC is a clone, as a CSI driver with `CLONE_VOLUME`
+//! makes one: only of a bound claim of the same namespace and StorageClass, the class marked
+//! [`CLONE_ANNOTATION`] (the driver's capability), on the source PV's node, its dir a copy of
+//! the source's. Otherwise the claim stays unbound with a `ProvisioningFailed` Event, as the
+//! external-provisioner reports a driver that cannot clone.
+//!
 //! Not modelled: taints and tolerations, resource requests, pod (anti-)affinity, topology
 //! spread, preemption, Immediate-binding classes (their claims are never provisioned).
 
@@ -15,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+    Binding, Event, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams, PostParams};
@@ -26,6 +32,8 @@ use super::util::{self, hostname_selector, is_code, report, selector_matches, TI
 
 /// Provisioner name of the test StorageClass.
 pub const PROVISIONER: &str = "hearth.test/local";
+/// StorageClass annotation saying its (test) CSI driver can clone volumes.
+pub const CLONE_ANNOTATION: &str = "hearth.test/clone-volume";
 
 /// Starts the scheduler; it runs until the task is aborted.
 pub fn spawn(client: Client, root: PathBuf) -> tokio::task::JoinHandle<()> {
@@ -67,8 +75,13 @@ pub fn node_usable(node: &Node) -> bool {
 enum ClaimNeed {
     /// Bound to a PV that may only be used on matching nodes.
     Bound(Box<PersistentVolume>),
-    /// Unbound, of a WaitForFirstConsumer class: provision on the chosen node.
-    Provision(Box<PersistentVolumeClaim>, String),
+    /// Unbound, of a WaitForFirstConsumer class: provision on the chosen node (a copy of the
+    /// source PV's dir for a clone, which must then be on that PV's node).
+    Provision(
+        Box<PersistentVolumeClaim>,
+        String,
+        Option<Box<PersistentVolume>>,
+    ),
 }
 
 struct World {
@@ -126,6 +139,11 @@ async fn tick(client: &Client, root: &Path) -> kube::Result<()> {
                 }
             }
             Err(reason) => {
+                if let Some((claim, message)) = refused_clone(pod, &world, &reason) {
+                    if let Err(e) = provisioning_failed(client, claim, &message).await {
+                        report("scheduler", "event", &e);
+                    }
+                }
                 if let Err(e) = mark_unschedulable(client, pod, &reason).await {
                     report("scheduler", "pod status", &e);
                 }
@@ -180,7 +198,8 @@ fn place(pod: &Pod, world: &World) -> Result<(String, Vec<ClaimNeed>), String> {
                         source.claim_name
                     ));
                 }
-                needs.push(ClaimNeed::Provision(Box::new(claim.clone()), class));
+                let source = clone_source(claim, &class, world)?;
+                needs.push(ClaimNeed::Provision(Box::new(claim.clone()), class, source));
             }
         }
     }
@@ -210,7 +229,13 @@ fn place(pod: &Pod, world: &World) -> Result<(String, Vec<ClaimNeed>), String> {
                     .and_then(|s| s.node_affinity.as_ref())
                     .and_then(|a| a.required.as_ref())
                     .is_none_or(|sel| selector_matches(sel, n)),
-                ClaimNeed::Provision(..) => true,
+                ClaimNeed::Provision(_, _, source) => source.as_ref().is_none_or(|pv| {
+                    pv.spec
+                        .as_ref()
+                        .and_then(|s| s.node_affinity.as_ref())
+                        .and_then(|a| a.required.as_ref())
+                        .is_none_or(|sel| selector_matches(sel, n))
+                }),
             })
         })
         .collect();
@@ -230,6 +255,106 @@ fn place(pod: &Pod, world: &World) -> Result<(String, Vec<ClaimNeed>), String> {
     }
 }
 
+/// Prefix of the reason a clone is refused for (then told in a `ProvisioningFailed` Event).
+const CLONE_REFUSED: &str = "clone refused: ";
+
+/// The PV a claim is to be cloned from (its `dataSource` names a PVC), or `None` for a plain
+/// claim; `Err` when the driver would refuse the clone.
+fn clone_source(
+    claim: &PersistentVolumeClaim,
+    class: &str,
+    world: &World,
+) -> Result<Option<Box<PersistentVolume>>, String> {
+    let Some(source) = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.data_source.as_ref())
+        .filter(|d| d.kind == "PersistentVolumeClaim")
+    else {
+        return Ok(None);
+    };
+    let refuse = |why: String| Err(format!("{CLONE_REFUSED}{}: {why}", claim.name_any()));
+    let clones = world.classes.iter().any(|c| {
+        c.name_any() == class
+            && c.annotations().get(CLONE_ANNOTATION).map(String::as_str) == Some("true")
+    });
+    if !clones {
+        return refuse(format!(
+            "rpc error: code = InvalidArgument desc = the driver of StorageClass {class:?} does not support volume cloning (no CLONE_VOLUME capability)"
+        ));
+    }
+    let ns = claim.namespace();
+    let Some(src) = world
+        .claims
+        .iter()
+        .find(|c| c.namespace() == ns && c.name_any() == source.name)
+    else {
+        return refuse(format!("source PVC {:?} not found", source.name));
+    };
+    let src_class = src.spec.as_ref().and_then(|s| s.storage_class_name.clone());
+    if src_class.as_deref() != Some(class) {
+        return refuse(format!(
+            "source PVC {:?} is of StorageClass {src_class:?}, not {class:?}",
+            source.name
+        ));
+    }
+    let pv = src
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.as_ref())
+        .and_then(|v| world.volumes.iter().find(|pv| &pv.name_any() == v));
+    match pv {
+        Some(pv) => Ok(Some(Box::new(pv.clone()))),
+        None => refuse(format!("source PVC {:?} is not bound", source.name)),
+    }
+}
+
+/// The claim of `pod` a refused clone `reason` is about, and the message.
+fn refused_clone<'a>(
+    pod: &Pod,
+    world: &'a World,
+    reason: &str,
+) -> Option<(&'a PersistentVolumeClaim, String)> {
+    let rest = reason.strip_prefix(CLONE_REFUSED)?;
+    let (name, message) = rest.split_once(": ")?;
+    let ns = pod.namespace();
+    let claim = world
+        .claims
+        .iter()
+        .find(|c| c.namespace() == ns && c.name_any() == name)?;
+    Some((claim, message.to_string()))
+}
+
+/// Records a `ProvisioningFailed` Event on `claim` (once per claim), as the CSI
+/// external-provisioner does.
+async fn provisioning_failed(
+    client: &Client,
+    claim: &PersistentVolumeClaim,
+    message: &str,
+) -> kube::Result<()> {
+    let ns = claim.namespace().unwrap_or_default();
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let name = format!("{}.provisioning-failed", claim.name_any());
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "involvedObject": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": ns,
+            "name": claim.name_any(), "uid": claim.uid()},
+        "reason": "ProvisioningFailed",
+        "message": format!("failed to provision volume with StorageClass: {message}"),
+        "type": "Warning",
+        "source": {"component": PROVISIONER},
+        "firstTimestamp": util::now(),
+        "lastTimestamp": util::now(),
+        "count": 1,
+    }))
+    .expect("event");
+    match events.create(&PostParams::default(), &event).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_code(&e, 409) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Where the PV of a claim provisioned on `node` keeps its data.
 pub fn pv_dir(root: &Path, node: &str, pv: &str) -> PathBuf {
     root.join("nodes").join(node).join(format!("pv-{pv}"))
@@ -244,8 +369,8 @@ async fn bind(
     needs: Vec<ClaimNeed>,
 ) -> kube::Result<()> {
     for need in needs {
-        if let ClaimNeed::Provision(claim, class) = need {
-            provision(client, root, &claim, &class, node).await?;
+        if let ClaimNeed::Provision(claim, class, source) = need {
+            provision(client, root, &claim, &class, node, source.as_deref()).await?;
         }
     }
     let ns = pod.namespace().unwrap_or_default();
@@ -289,13 +414,15 @@ async fn bind(
     }
 }
 
-/// Creates the claim's PV on `node` (its host dir first) and binds the claim to it.
+/// Creates the claim's PV on `node` (its host dir first, a copy of `source`'s for a clone)
+/// and binds the claim to it.
 async fn provision(
     client: &Client,
     root: &Path,
     claim: &PersistentVolumeClaim,
     class: &str,
     node: &str,
+    source: Option<&PersistentVolume>,
 ) -> kube::Result<()> {
     let ns = claim.namespace().unwrap_or_default();
     let claim_name = claim.name_any();
@@ -303,6 +430,12 @@ async fn provision(
     let pv_name = format!("pvc-{uid}");
     let dir = pv_dir(root, node, &pv_name);
     std::fs::create_dir_all(&dir).expect("PV host dir");
+    if let Some(path) = source
+        .and_then(|pv| pv.spec.as_ref()?.local.as_ref())
+        .map(|l| PathBuf::from(&l.path))
+    {
+        copy_tree(&path, &dir).expect("clone the source PV's dir");
+    }
     let spec = claim.spec.clone().unwrap_or_default();
     let size = spec
         .resources
@@ -373,6 +506,24 @@ async fn provision(
         true
     })
     .await?;
+    Ok(())
+}
+
+/// Copies the tree `from` into `to` (files, dirs, symlinks), as a volume clone would.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
     Ok(())
 }
 

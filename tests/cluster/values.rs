@@ -32,6 +32,10 @@ pub struct Values {
     /// `buildkitd.registries`, as the chart's `toYaml` renders it (`[]` when empty).
     pub buildkitd_registries: String,
     pub retention: RetentionValues,
+    /// `cache.cloneStorageClasses`.
+    pub clone_storage_classes: Vec<String>,
+    /// `cache.cloneBindTimeout`.
+    pub clone_bind_timeout: String,
 }
 
 /// The chart's `retention` values (`None` renders `null`: that TTL or limit off).
@@ -84,6 +88,8 @@ impl Default for Values {
             http_proxy: String::new(),
             buildkitd_registries: " []".into(),
             retention: RetentionValues::default(),
+            clone_storage_classes: Vec::new(),
+            clone_bind_timeout: "2m".into(),
         }
     }
 }
@@ -123,6 +129,8 @@ cache:
   size: "{size}"
   nodeBudget: "{budget}"
   maxReplicas: {max_replicas}
+  cloneStorageClasses: [{clone_classes}]
+  cloneBindTimeout: "{clone_bind_timeout}"
 snapshot:
   store: "{store}"
   credentialsSecret: "{secret}"
@@ -159,6 +167,8 @@ retention:
         size = v.cache_size,
         budget = v.node_budget,
         max_replicas = v.max_replicas,
+        clone_classes = v.clone_storage_classes.join(", "),
+        clone_bind_timeout = v.clone_bind_timeout,
         store = s3.url(),
         secret = v.credentials_secret,
         endpoint = s3.endpoint,

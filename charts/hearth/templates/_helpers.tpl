@@ -96,6 +96,8 @@ cache:
   size: {{ .Values.cache.size | quote }}
   nodeBudget: {{ .Values.cache.nodeBudget | quote }}
   maxReplicas: {{ int .Values.cache.maxReplicas }}
+  cloneStorageClasses:{{ if .Values.cache.cloneStorageClasses }}{{ toYaml .Values.cache.cloneStorageClasses | nindent 4 }}{{ else }} []{{ end }}
+  cloneBindTimeout: {{ .Values.cache.cloneBindTimeout | default "2m" | quote }}
 snapshot:
   store: {{ .Values.snapshot.store | quote }}
   credentialsSecret: {{ .Values.snapshot.credentialsSecret | quote }}

@@ -1,9 +1,11 @@
-//! The replica PVC: one buildkitd state directory of one BuildCache.
+//! The replica PVC: one buildkitd state directory of one BuildCache, empty or cloned from
+//! another replica's PVC.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, TypedLocalObjectReference,
+    TypedObjectReference, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -22,12 +24,7 @@ pub fn replica_pvc(
     let mut labels = BTreeMap::new();
     labels.insert(labels::MANAGED_BY.to_string(), labels::MANAGER.to_string());
     labels.insert(labels::CACHE.to_string(), cache_name.clone());
-    let storage_class = cache
-        .spec
-        .storage
-        .storage_class_name
-        .clone()
-        .or_else(|| Some(config.cache.storage_class_name.clone()).filter(|s| !s.is_empty()));
+    let storage_class = storage_class(cache, config);
     let access_mode = match cache.spec.storage.access_mode {
         VolumeAccessMode::ReadWriteOnce => "ReadWriteOnce",
         VolumeAccessMode::ReadWriteOncePod => "ReadWriteOncePod",
@@ -54,6 +51,38 @@ pub fn replica_pvc(
         }),
         ..Default::default()
     }
+}
+
+/// The StorageClass a replica PVC of `cache` gets: the cache's own, else the operator's
+/// default, else none (the cluster's default class).
+pub fn storage_class(cache: &BuildCache, config: &OperatorConfig) -> Option<String> {
+    cache
+        .spec
+        .storage
+        .storage_class_name
+        .clone()
+        .or_else(|| Some(config.cache.storage_class_name.clone()).filter(|s| !s.is_empty()))
+}
+
+/// Makes `pvc` a clone of the PVC `source` of its namespace: its volume is provisioned as a
+/// copy of the source's (a CSI volume clone). Kubernetes clones only within a namespace and
+/// into a request at least the source's size, and the CSI driver must have `CLONE_VOLUME`;
+/// for node-local volumes the clone is on the source's node. `dataSourceRef` says the same as
+/// `dataSource`, as the API server would fill it in.
+pub fn clone_of(mut pvc: PersistentVolumeClaim, source: &str) -> PersistentVolumeClaim {
+    let spec = pvc.spec.get_or_insert_with(Default::default);
+    spec.data_source = Some(TypedLocalObjectReference {
+        api_group: None,
+        kind: "PersistentVolumeClaim".into(),
+        name: source.into(),
+    });
+    spec.data_source_ref = Some(TypedObjectReference {
+        api_group: None,
+        kind: "PersistentVolumeClaim".into(),
+        name: source.into(),
+        namespace: None,
+    });
+    pvc
 }
 
 #[cfg(test)]
@@ -104,5 +133,25 @@ mod tests {
         );
         let pvc = replica_pvc(&cache(None), 0, owner(), &OperatorConfig::default());
         assert_eq!(pvc.spec.unwrap().storage_class_name, None);
+    }
+
+    #[test]
+    fn a_clone_names_its_source_pvc_as_data_source() {
+        let mut config = OperatorConfig::default();
+        config.cache.storage_class_name = "topolvm-thin".into();
+        let pvc = clone_of(
+            replica_pvc(&cache(None), 1, owner(), &config),
+            "shop-base-r0",
+        );
+        let value = serde_json::to_value(&pvc).unwrap();
+        let source = serde_json::json!({"kind": "PersistentVolumeClaim", "name": "shop-base-r0"});
+        assert_eq!(value["spec"]["dataSource"], source);
+        assert_eq!(value["spec"]["dataSourceRef"], source);
+        // Everything else is the replica's own PVC: its name, class, size and owner.
+        assert_eq!(value["metadata"]["name"], "shop-main-r1");
+        assert_eq!(value["spec"]["storageClassName"], "topolvm-thin");
+        assert_eq!(value["spec"]["resources"]["requests"]["storage"], "50Gi");
+        let plain = serde_json::to_value(replica_pvc(&cache(None), 1, owner(), &config)).unwrap();
+        assert!(plain["spec"].get("dataSource").is_none());
     }
 }

@@ -94,6 +94,7 @@ pub async fn apply_effects(
                 node,
                 state,
                 size_bytes,
+                clone_of,
             } => {
                 let cache = cache.as_ref().ok_or_else(|| {
                     Error::Internal("a replica added without its BuildCache".into())
@@ -104,8 +105,17 @@ pub async fn apply_effects(
                     state,
                     holder: &name,
                     size_bytes,
+                    clone_of,
                 };
                 replica_table::add_replica(ctx, cache, replica).await?;
+            }
+            Effect::HoldForClone { cache, pvc } => {
+                if !replica_table::hold_for_clone(ctx, &namespace, &cache, &pvc, &name).await? {
+                    return Err(Error::ClaimConflict(cache));
+                }
+            }
+            Effect::ReleaseCloneHold { cache, pvc } => {
+                replica_table::release_clone_hold(ctx, &namespace, &cache, &pvc, &name).await?;
             }
             Effect::CreatePod(pod) => {
                 create_or_get(&pods, &pod).await?;

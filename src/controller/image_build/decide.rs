@@ -16,6 +16,7 @@ use kube::ResourceExt;
 
 use super::status::{condition_of, finish, saving, set_condition, set_condition_unknown};
 use crate::api::common::condition;
+use crate::api::image_build::ClonedFrom;
 use crate::api::quantity;
 use crate::api::{
     keys, BuildCache, CacheMode, Durations, ImageBuild, ImageBuildStatus, Phase, Placement,
@@ -71,6 +72,19 @@ pub struct Observed {
     pub holds_claim: bool,
     /// The build's pods and Jobs, when it is being stopped.
     pub children: Option<Children>,
+    /// The PVC of a replica being cloned, read fresh (`None`: not looked for, or gone).
+    pub clone: Option<CloneClaim>,
+}
+
+/// What the API says of a clone's PVC.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CloneClaim {
+    /// Bound: its volume was provisioned from the source's.
+    pub bound: bool,
+    /// When it was created (the bind timeout runs from here).
+    pub created: Option<Timestamp>,
+    /// The provisioner's last `ProvisioningFailed` Event on it, if any.
+    pub failure: Option<String>,
 }
 
 /// The planner's decision, in names.
@@ -134,6 +148,22 @@ pub enum PlannedAction {
         /// Into a volume discarded after the build (ReadOnly builds).
         throwaway: bool,
     },
+    /// Clone replica `pvc` of BuildCache `cache` (of the build's namespace) into a new
+    /// replica on `node`, where it lives.
+    Clone {
+        /// The node.
+        node: String,
+        /// The key the source holds.
+        key: String,
+        /// The source's BuildCache.
+        cache: String,
+        /// The source's PVC.
+        pvc: String,
+        /// The snapshot the source matches, if saved.
+        snapshot: Option<String>,
+        /// Bytes on the source.
+        bytes: u64,
+    },
     /// Build without a cache on `node`.
     Cold {
         /// The node.
@@ -191,6 +221,23 @@ pub enum Effect {
         state: ReplicaState,
         /// Bytes a restore will write.
         size_bytes: Option<i64>,
+        /// The replica whose PVC it is cloned from, and the snapshot that one matches.
+        clone_of: Option<(String, Option<String>)>,
+    },
+    /// Keep replica `pvc` of BuildCache `cache` from being claimed or evicted while the
+    /// build's new replica is cloned from it; losing it to another build is a conflict.
+    HoldForClone {
+        /// The source's BuildCache.
+        cache: String,
+        /// The source's PVC.
+        pvc: String,
+    },
+    /// Lift the build's hold on a clone's source (nothing if it holds none).
+    ReleaseCloneHold {
+        /// The source's BuildCache.
+        cache: String,
+        /// The source's PVC.
+        pvc: String,
     },
     /// Create the builder pod.
     CreatePod(Box<Pod>),
@@ -274,6 +321,8 @@ pub struct Wanted {
     pub claim: bool,
     /// The build's pods and Jobs (always when stopping; when it holds a claim otherwise).
     pub children: bool,
+    /// The PVC of the replica being cloned for the build.
+    pub clone: Option<String>,
 }
 
 /// What to observe for `build` at `now`.
@@ -313,8 +362,13 @@ pub fn wanted(build: &ImageBuild, now: Timestamp, config: &OperatorConfig) -> Wa
                 ..Wanted::default()
             }
         }
-        // Restoring: the builder pod's restore init container runs.
+        // Restoring: the builder pod's restore init container runs, or its clone binds.
         Some(Phase::Restoring | Phase::Building) => Wanted {
+            clone: placement
+                .replica
+                .clone()
+                .filter(|_| status.phase == Some(Phase::Restoring))
+                .filter(|_| placement.cloned_from.is_some()),
             cache: placement.cache,
             pod: Some(child_name(&name, "build", attempt)),
             ..Wanted::default()
@@ -448,6 +502,8 @@ fn abort(o: &Observed) -> (Vec<Effect>, bool) {
     if !children.jobs.is_empty() || !children.pods.is_empty() {
         effects.push(Effect::StopChildren(children));
     }
+    // A clone's source held for the build goes back at once: nothing of the build writes it.
+    effects.extend(clone::release_hold(o));
     if released {
         effects.extend(release(
             o,
@@ -611,6 +667,46 @@ fn place(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
                 "Restoring",
                 &format!(
                     "restoring snapshot {snapshot} into {into} in the builder pod's init container"
+                ),
+                generation,
+                now,
+            );
+            status.phase = Some(Phase::Restoring);
+        }
+        PlannedAction::Clone {
+            node,
+            key: source_key,
+            cache: source_cache,
+            pvc: source_pvc,
+            snapshot,
+            bytes,
+        } => {
+            placement.node = Some(node.clone());
+            let filling = (ReplicaState::Restoring, Some(*bytes as i64));
+            let add = match add_replica(cache.as_ref(), &name, node, filling, &mut placement)? {
+                Ok(add) => add,
+                Err(full) => return Ok(at_capacity(status, placement, full).effects(effects)),
+            };
+            // The source is held first: its clone's PVC exists only once nothing else may
+            // claim or evict it.
+            effects.push(Effect::HoldForClone {
+                cache: source_cache.clone(),
+                pvc: source_pvc.clone(),
+            });
+            effects.push(clone::from_source(add, source_pvc, snapshot.clone()));
+            placement.cloned_from = Some(ClonedFrom {
+                key: source_key.clone(),
+                cache: source_cache.clone(),
+                replica: source_pvc.clone(),
+                snapshot: snapshot.clone(),
+            });
+            set_condition(
+                &mut status,
+                condition::CACHE_READY,
+                false,
+                "Cloning",
+                &format!(
+                    "cloning replica {source_pvc} (key {source_key}) into a new replica on {node}: its volume is copied by the storage, nothing restored"
                 ),
                 generation,
                 now,
@@ -786,6 +882,7 @@ fn add_replica(
         node: node.to_string(),
         state,
         size_bytes,
+        clone_of: None,
     }))
 }
 
@@ -959,6 +1056,9 @@ fn restore_failed(
 fn building(o: &Observed, mut status: ImageBuildStatus) -> Result<Decision> {
     let restoring = status.phase == Some(Phase::Restoring);
     let placement = status.placement.clone().unwrap_or_default();
+    if restoring && placement.cloned_from.is_some() {
+        return clone::follow(o, status);
+    }
     if restoring && o.pod.is_none() {
         let from = placement
             .restored_from
@@ -1480,6 +1580,9 @@ pub(super) fn deadline(build: &ImageBuild) -> Timestamp {
 pub(super) fn remaining_seconds(build: &ImageBuild, now: Timestamp) -> i64 {
     between(now, deadline(build)).ceil().max(1.0) as i64
 }
+
+#[path = "decide_clone.rs"]
+pub mod clone;
 
 #[cfg(test)]
 #[path = "decide_tests.rs"]

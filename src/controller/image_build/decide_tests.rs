@@ -62,6 +62,7 @@ fn observed(b: ImageBuild) -> Observed {
         plan: None,
         holds_claim: false,
         children: None,
+        clone: None,
     }
 }
 
@@ -140,6 +141,7 @@ fn replica(pvc: &str, state: ReplicaState, holder: Option<&str>) -> ReplicaStatu
         builds_since_snapshot: None,
         uses: None,
         reason: None,
+        cloning_for: None,
     }
 }
 
@@ -318,7 +320,7 @@ fn a_keys_first_read_write_build_creates_its_cache_then_a_cold_replica() {
     let name = cache_name(&build());
     assert!(matches!(&d.effects[0], Effect::CreateCache(c) if c.name_any() == name));
     assert!(d.effects.iter().any(|e| matches!(e,
-        Effect::AddReplica { pvc, node, state: ReplicaState::InUse, size_bytes: None }
+        Effect::AddReplica { pvc, node, state: ReplicaState::InUse, size_bytes: None, clone_of: None }
             if *pvc == format!("{name}-r0") && node == "node-2")));
     assert_eq!(d.status.phase, Some(Phase::Building));
     let p = d.status.placement.as_ref().unwrap();
@@ -1450,3 +1452,6 @@ fn the_prunes_outcome_is_recorded_in_status_and_a_failed_prune_still_succeeds() 
         assert_eq!(releases(&d), [&Release::Snapshotting]);
     }
 }
+
+#[path = "decide_clone_tests.rs"]
+mod clone_tests;

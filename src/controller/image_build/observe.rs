@@ -6,12 +6,15 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 
-use super::decide::{key_of, wanted, Children, Observed, Planned, PlannedAction, Victim};
+use super::decide::clone::failed_before;
+use super::decide::{
+    key_of, wanted, Children, CloneClaim, Observed, Planned, PlannedAction, Victim,
+};
 use super::fanout::ParentObserved;
 use crate::api::{BuildCache, ImageBuild, Phase};
 use crate::controller::builders::labels;
@@ -20,7 +23,10 @@ use crate::controller::context::Context;
 use crate::controller::error::{Error, Result};
 use crate::controller::job_runner::read_job;
 use crate::controller::outcome::{pod_outcome, restore_step};
-use crate::controller::view::{build_request, pod_unfinished, seconds, view_from_stores, View};
+use crate::controller::replica_table::cache_name;
+use crate::controller::view::{
+    build_request, clone_target, pod_unfinished, seconds, view_from_stores, View,
+};
 use crate::planner::{self, Action as Plan};
 
 /// Observes `build` (as read) now.
@@ -57,6 +63,10 @@ pub async fn observe(build: &ImageBuild, ctx: &Context) -> Result<Observed> {
         Some(name) => read_job(ctx, &namespace, name).await?,
         None => None,
     };
+    let clone = match &want.clone {
+        Some(pvc) => clone_claim(ctx, &namespace, pvc).await?,
+        None => None,
+    };
     let holds_claim = want.claim && holds_claim(build, ctx);
     let children = if want.children || holds_claim {
         Some(children(build, ctx).await?)
@@ -74,6 +84,7 @@ pub async fn observe(build: &ImageBuild, ctx: &Context) -> Result<Observed> {
         plan,
         holds_claim,
         children,
+        clone,
     })
 }
 
@@ -116,6 +127,38 @@ pub async fn observe_parent(build: &ImageBuild, ctx: &Context) -> Result<ParentO
     Ok(observed)
 }
 
+/// A clone's PVC read fresh, with the provisioner's last `ProvisioningFailed` Event on it
+/// (Kubernetes says a clone was refused only in Events).
+async fn clone_claim(ctx: &Context, namespace: &str, pvc: &str) -> Result<Option<CloneClaim>> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(claim) = claims.get_opt(pvc).await? else {
+        return Ok(None);
+    };
+    let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    let failure = if bound {
+        None
+    } else {
+        let events: Api<Event> = Api::namespaced(ctx.client.clone(), namespace);
+        let fields = format!(
+            "involvedObject.kind=PersistentVolumeClaim,involvedObject.name={pvc},reason=ProvisioningFailed"
+        );
+        let listed = events.list(&ListParams::default().fields(&fields)).await?;
+        // Only the events about this very claim (not an earlier one of the same name).
+        let uid = claim.metadata.uid.clone();
+        listed
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.uid.is_none() || e.involved_object.uid == uid)
+            .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0))
+            .and_then(|e| e.message)
+    };
+    Ok(Some(CloneClaim {
+        bound,
+        created: claim.metadata.creation_timestamp.map(|t| t.0),
+        failure,
+    }))
+}
+
 /// The planner's choice for the build at `now` (the one clock reading the decision also
 /// uses), on the view the reflector stores give.
 fn plan(build: &ImageBuild, ctx: &Context, now: Timestamp) -> Result<Planned> {
@@ -125,7 +168,14 @@ fn plan(build: &ImageBuild, ctx: &Context, now: Timestamp) -> Result<Planned> {
         &ctx.config,
     );
     let view = view_from_stores(&ctx.stores, &ctx.config, &ctx.planner, now);
-    let request = build_request(build, &key, &ctx.config);
+    let mut request = build_request(build, &key, &ctx.config);
+    // A clone only into a replica of the build's own cache, never again after one failed.
+    if request.mode == crate::api::CacheMode::ReadWrite && !failed_before(build) {
+        let name = cache_name(&key, build.spec.cache.cache_ref.as_deref());
+        let own = ObjectRef::new(&name).within(&request.namespace);
+        let cache = ctx.stores.caches.iter().find_map(|s| s.get(&own));
+        request.clone_into = clone_target(cache.as_deref(), &ctx.config);
+    }
     let decision = planner::plan(&view.cluster, &request, seconds(now), &ctx.planner)
         .map_err(|e| Error::Internal(format!("planner: {e}")))?;
     let namespace = build.namespace().unwrap_or_default();
@@ -184,6 +234,22 @@ fn named(view: &View, namespace: &str, action: Plan) -> Result<PlannedAction> {
                 snapshot: source.snapshot.clone(),
                 bytes: source.bytes,
                 throwaway,
+            }
+        }
+        Plan::Clone {
+            node, source, key, ..
+        } => {
+            let r = view
+                .replicas
+                .get(&source)
+                .ok_or_else(|| Error::Internal("the planner chose an unknown replica".into()))?;
+            PlannedAction::Clone {
+                node: node_name(node),
+                key: view.cluster.key(key).key.clone(),
+                cache: r.cache.clone(),
+                pvc: r.pvc.clone(),
+                snapshot: r.snapshot_id.clone(),
+                bytes: view.cluster.replica(source).map_or(0, |x| x.size_bytes),
             }
         }
         Plan::Cold { node, throwaway } => PlannedAction::Cold {
