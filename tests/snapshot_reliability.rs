@@ -154,6 +154,62 @@ fn write_tree(dir: &Path, seed: u64, count: u64) {
     }
 }
 
+/// What a killed restore into `<volume>/buildkit` left, and what an attacker planted beside it.
+struct StaleStaging {
+    /// The killed restore's staging directory, half written.
+    beside: PathBuf,
+    /// A symlink under a staging name, pointing at `outside`.
+    link: PathBuf,
+    outside: PathBuf,
+    /// Another target's staging directory.
+    other: PathBuf,
+}
+
+impl StaleStaging {
+    fn plant(work: &Path, volume: &Path) -> StaleStaging {
+        let beside = volume.join(".buildkit.hearth-restore-0badc0de");
+        std::fs::create_dir_all(beside.join("runc-overlayfs/snapshots")).unwrap();
+        std::fs::write(beside.join("runc-overlayfs/half-written"), noise(9, 4096)).unwrap();
+        let outside = work.join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), b"not the restore's").unwrap();
+        let link = volume.join(".buildkit.hearth-restore-link");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let other = volume.join(".other.hearth-restore-12345678");
+        std::fs::create_dir(&other).unwrap();
+        StaleStaging {
+            beside,
+            link,
+            outside,
+            other,
+        }
+    }
+
+    fn assert_swept(&self) {
+        assert!(
+            !self.beside.exists(),
+            "the killed restore's staging is swept"
+        );
+        assert!(
+            std::fs::symlink_metadata(&self.link).is_err(),
+            "the planted link is removed"
+        );
+        assert_eq!(
+            std::fs::read(self.outside.join("keep")).unwrap(),
+            b"not the restore's",
+            "the link is not followed"
+        );
+        assert!(self.other.exists(), "another target's staging is left");
+    }
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 /// A restore killed outright leaves its staging directory beside the target; the next restore
 /// into that target removes it (a symlink planted under such a name is removed, not followed)
 /// and leaves another target's staging alone.
@@ -165,38 +221,46 @@ async fn a_restore_sweeps_the_staging_left_by_a_killed_one() {
     write_tree(&tree, 1, 3);
     t.save(&tree).await;
     let volume = work.path().join("volume");
-    let stale = volume.join(".buildkit.hearth-restore-0badc0de");
-    std::fs::create_dir_all(stale.join("runc-overlayfs/snapshots")).unwrap();
-    std::fs::write(stale.join("runc-overlayfs/half-written"), noise(9, 4096)).unwrap();
-    let outside = work.path().join("outside");
-    std::fs::create_dir(&outside).unwrap();
-    std::fs::write(outside.join("keep"), b"not the restore's").unwrap();
-    let link = volume.join(".buildkit.hearth-restore-link");
-    std::os::unix::fs::symlink(&outside, &link).unwrap();
-    let other = volume.join(".other.hearth-restore-12345678");
-    std::fs::create_dir(&other).unwrap();
+    let stale = StaleStaging::plant(work.path(), &volume);
 
     let target = volume.join("buildkit");
     t.ok(&["restore", "latest", target.to_str().unwrap()]).await;
     assert_same(&describe(&tree), &describe(&target));
-    assert!(!stale.exists(), "the killed restore's staging is swept");
-    assert!(
-        std::fs::symlink_metadata(&link).is_err(),
-        "the planted link is removed"
-    );
-    assert_eq!(
-        std::fs::read(outside.join("keep")).unwrap(),
-        b"not the restore's"
-    );
-    assert!(
-        other.exists(),
-        "another target's staging is not this restore's"
-    );
-    let left: Vec<_> = std::fs::read_dir(&volume)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    stale.assert_swept();
+    let left = names_in(&volume);
     assert_eq!(left.len(), 2, "{left:?}");
+}
+
+/// A cold build after a killed restore runs on the same volume without a restore: the save
+/// that follows it sweeps the staging beside the state dir, and inside it (where it would be
+/// saved), removing a planted symlink without following it and leaving another target's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_sweeps_the_staging_left_by_a_killed_restore() {
+    let t = Target::fs().await;
+    let work = tempfile::tempdir().unwrap();
+    let volume = work.path().join("volume");
+    let state = volume.join("buildkit");
+    write_tree(&state, 1, 2);
+    let stale = StaleStaging::plant(work.path(), &volume);
+    let inside = state.join(".hearth-restore-1badc0de");
+    std::fs::create_dir_all(inside.join("content")).unwrap();
+    std::fs::write(inside.join("content/half-written"), noise(8, 4096)).unwrap();
+
+    t.save(&state).await;
+    stale.assert_swept();
+    assert!(
+        !inside.exists(),
+        "the staging inside the state dir is swept"
+    );
+    let restored = work.path().join("restored");
+    t.ok(&["restore", "latest", restored.to_str().unwrap()])
+        .await;
+    assert_same(&describe(&state), &describe(&restored));
+    let names = names_in(&restored);
+    assert!(
+        !names.iter().any(|n| n.contains("hearth-restore")),
+        "{names:?}"
+    );
 }
 
 /// Two saves of one cache, the first SIGKILLed once the store holds a pack it uploaded, the

@@ -7,7 +7,7 @@
 //! pinned by the SHA-256 of its bytes ([`pin`]) where the controller keeps it.
 //!
 //! Pure modules: [`layout`], [`codec`], [`manifest`], [`pack`], [`pin`]. I/O: [`tree`], [`index`],
-//! [`pipeline`], [`save`], [`restore`], [`open_files`], [`apply`], [`catalog`], [`gc`],
+//! [`pipeline`], [`save`], [`restore`], [`staging`], [`open_files`], [`apply`], [`catalog`], [`gc`],
 //! [`verify`].
 
 pub mod apply;
@@ -26,6 +26,7 @@ pub mod pin;
 pub mod pipeline;
 pub mod restore;
 pub mod save;
+pub mod staging;
 pub mod tree;
 pub mod verify;
 

@@ -22,6 +22,7 @@ use super::open_files::OpenFiles;
 use super::pack::{Decoder, PackError};
 use super::pin::ManifestDigest;
 use super::pipeline::Buffers;
+use super::staging;
 use crate::store::{Store, StoreError};
 
 /// Errors of a restore (and of `verify`).
@@ -268,22 +269,14 @@ pub async fn restore(
 /// Picks the staging directory: beside the target, or inside it when the target is a mount
 /// point (a rename cannot replace a mount point or cross filesystems).
 fn staging_dir(target: &Path) -> Result<(PathBuf, bool), RestoreError> {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "root".into());
     let tag = format!("{:08x}", layout::entropy());
-    let parent = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = staging::parent(target);
     let not_empty = || RestoreError::TargetNotEmpty(target.to_path_buf());
     // A restore killed outright (node lost, SIGKILL) leaves its staging directory behind: one
     // restore owns its target's staging names, so earlier ones are swept, not kept for ever.
-    sweep_staging(parent, &format!(".{name}.hearth-restore-"))?;
+    staging::sweep(target)?;
     let (staging, inside) = match std::fs::symlink_metadata(target) {
         Ok(meta) if meta.is_dir() => {
-            sweep_staging(target, ".hearth-restore-")?;
             let mut entries = std::fs::read_dir(target).map_err(|e| apply_io("read", target, e))?;
             if entries.next().is_some() {
                 return Err(not_empty());
@@ -292,14 +285,14 @@ fn staging_dir(target: &Path) -> Result<(PathBuf, bool), RestoreError> {
                 .map_err(|e| apply_io("stat", parent, e))?
                 .dev();
             if parent_dev != meta.dev() {
-                (target.join(format!(".hearth-restore-{tag}")), true)
+                (staging::inside(target, &tag), true)
             } else {
-                (parent.join(format!(".{name}.hearth-restore-{tag}")), false)
+                (staging::beside(target, &tag), false)
             }
         }
         Ok(_) => return Err(not_empty()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            (parent.join(format!(".{name}.hearth-restore-{tag}")), false)
+            (staging::beside(target, &tag), false)
         }
         Err(e) => return Err(apply_io("stat", target, e)),
     };
@@ -308,35 +301,6 @@ fn staging_dir(target: &Path) -> Result<(PathBuf, bool), RestoreError> {
     }
     std::fs::create_dir(&staging).map_err(|e| apply_io("create", &staging, e))?;
     Ok((staging, inside))
-}
-
-/// Removes the entries of `dir` whose names start with `prefix` (staging directories of
-/// earlier restores). Symlinks are removed, never followed; a missing `dir` has none.
-fn sweep_staging(dir: &Path, prefix: &str) -> Result<(), RestoreError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(apply_io("read", dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| apply_io("read", dir, e))?;
-        if !entry.file_name().to_string_lossy().starts_with(prefix) {
-            continue;
-        }
-        let path = entry.path();
-        let removed = match entry.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
-            _ => std::fs::remove_file(&path),
-        };
-        match removed {
-            Ok(()) => {
-                tracing::info!(path = %path.display(), "removed the staging directory of an earlier restore")
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(apply_io("remove a stale staging directory", &path, e)),
-        }
-    }
-    Ok(())
 }
 
 fn apply_io(op: &'static str, path: &Path, source: std::io::Error) -> RestoreError {

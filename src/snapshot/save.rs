@@ -47,6 +47,9 @@ pub enum SaveError {
     /// A pack the snapshot needs disappeared before the manifest was written.
     #[error("pack {0} vanished from the store during the save (was gc run with a grace period shorter than the save?)")]
     PackVanished(String),
+    /// Removing the staging a killed restore left failed.
+    #[error(transparent)]
+    Staging(#[from] super::apply::ApplyError),
     /// Something that cannot happen did.
     #[error("internal error: {0}")]
     Internal(String),
@@ -213,6 +216,9 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
     layout::check_name("cache", cache)?;
     // Refused while buildkitd runs; held until the save ends so that it cannot start meanwhile.
     let _lock = tree::lock_state_dir(dir)?;
+    // A restore killed outright left its staging beside (or inside, where it would be saved)
+    // the state dir; a cold build that followed on this volume ran no restore to sweep it.
+    super::staging::sweep(dir)?;
     // Files changed after this instant are not trusted to the index (see index::RACY_NS).
     let scan_started_ns = now_ns();
     // The scan, what the store holds and the local index are independent: learn them at once

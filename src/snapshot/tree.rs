@@ -232,18 +232,21 @@ fn visit(
     let xattrs = read_xattrs(path)?;
     scan.entries.push(entry(rel.clone(), kind, meta, xattrs));
     if ft.is_dir() {
-        let mut children: Vec<OsString> = Vec::new();
+        // Each child is stat'ed relative to the open directory (`DirEntry::metadata` is an
+        // `fstatat` without following symlinks), not by walking its whole path again.
+        let mut children: Vec<(OsString, std::fs::Metadata)> = Vec::new();
         for child in std::fs::read_dir(path).map_err(io("read dir", path))? {
-            let name = child.map_err(io("read dir", path))?.file_name();
+            let child = child.map_err(io("read dir", path))?;
+            let name = child.file_name();
             if rel.is_empty() && name == INDEX_DIR {
                 continue;
             }
-            children.push(name);
+            let cmeta = child.metadata().map_err(io("stat", &child.path()))?;
+            children.push((name, cmeta));
         }
-        children.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in children {
+        children.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (name, cmeta) in children {
             let child = path.join(&name);
-            let cmeta = std::fs::symlink_metadata(&child).map_err(io("stat", &child))?;
             let mut crel = rel.clone();
             if !crel.is_empty() {
                 crel.push(b'/');
