@@ -809,7 +809,9 @@ pub struct ImageBuildStatus {
     pub image: Option<String>,
     /// The image's size in bytes: the compressed config and layers as pushed (every platform
     /// of a multi-platform image, attestations left out, each layer counted once), read from
-    /// the manifests BuildKit's exporter wrote. Unset when it could not be read.
+    /// the manifests BuildKit's exporter wrote. Unset when it could not be read. For a build
+    /// of several platforms built natively, the sum of its platforms' (a layer two platforms
+    /// share counts for each).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_size: Option<i64>,
     /// Every name pushed: `spec.output.image` and each of `spec.output.tags`, as full

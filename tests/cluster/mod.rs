@@ -180,6 +180,17 @@ impl TestCluster {
                     } => Some((username, password)),
                 };
                 opts.buildkit.registry = Some((server.addr.to_string(), credentials));
+                // It serves plain HTTP, and the operator's config says so (the builder's
+                // buildkitd.toml, the index Job's --plain-http).
+                let this = format!(
+                    "\n    - host: {:?}\n      http: true",
+                    server.addr.to_string()
+                );
+                let others = opts.values.buildkitd_registries.trim();
+                opts.values.buildkitd_registries = match others {
+                    "[]" | "" => this,
+                    _ => format!("{}{this}", opts.values.buildkitd_registries),
+                };
                 Some(server)
             }
             None => None,

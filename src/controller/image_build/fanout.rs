@@ -203,6 +203,12 @@ pub fn decide_parent(o: &ParentObserved) -> Result<Decision> {
     }
     let all: Vec<&str> = platforms.iter().map(|p| p.platform).collect();
     let built = format!("built {}", all.join(", "));
+    // Every platform's image: known only when each child read its own (a layer shared by two
+    // platforms counts twice here; a registry stores it once).
+    status.image_size = platforms
+        .iter()
+        .map(|p| p.child.and_then(|c| c.status.as_ref()?.image_size))
+        .sum();
     set_condition(
         &mut status,
         condition::BUILT,

@@ -57,6 +57,7 @@ fn child(p: &ImageBuild, platform: &str, phase: Option<Phase>, digest: char) -> 
         message: Some(format!("{phase} message")),
         image_digest: (phase == Phase::Succeeded)
             .then(|| format!("sha256:{}", digest.to_string().repeat(64))),
+        image_size: (phase == Phase::Succeeded).then_some(1_000 + digest as i64),
         placement: Some(Placement {
             node: Some(format!("node-{}", platform.rsplit('/').next().unwrap())),
             warmth: Some(Warmth::Hot),
@@ -238,6 +239,8 @@ fn the_index_jobs_digest_makes_the_parent_succeed() {
     let d = decide_parent(&o).unwrap();
     assert_eq!(d.status.phase, Some(Phase::Succeeded));
     assert_eq!(d.status.image_digest.as_deref(), Some(index.as_str()));
+    // Both platforms' images ('a' and 'b' children).
+    assert_eq!(d.status.image_size, Some(1_000 + 97 + 1_000 + 98));
     assert_eq!(
         d.status.image,
         Some(format!("registry.example.com/shop/api@{index}"))
