@@ -33,44 +33,6 @@ build() {
     } * $patch' | kc apply -f -
 }
 
-# ------------------------------------------------------------------ the registry
-
-# Run in the registry's pod (busybox wget and sha256sum): the manifest of repository $1 at tag
-# or digest $2, as the registry serves it to a client that takes every image media type; its
-# digest first (sha256 of the exact bytes, as the registry computes it), then the manifest.
-# shellcheck disable=SC2016 # expanded by the shell in the registry's pod
-FETCH_MANIFEST='f=/tmp/manifest.$$
-wget -q -O "$f" \
-  --header "Accept: application/vnd.oci.image.index.v1+json" \
-  --header "Accept: application/vnd.oci.image.manifest.v1+json" \
-  --header "Accept: application/vnd.docker.distribution.manifest.list.v2+json" \
-  --header "Accept: application/vnd.docker.distribution.manifest.v2+json" \
-  "http://localhost:5000/v2/$1/manifests/$2" || { rm -f "$f"; echo "no manifest $1 $2 in the registry" >&2; exit 1; }
-echo "sha256:$(sha256sum "$f" | cut -d " " -f 1)"
-cat "$f"
-rm -f "$f"'
-
-# manifest REF: the digest line, then the manifest, of REF (REPO:TAG or REPO@DIGEST in
-# $REGISTRY). Fails when the registry has no such manifest.
-manifest() {
-  local path=${1#"$REGISTRY/"} repo ref
-  [[ "$path" != "$1" ]] || die "$1 is not in the e2e registry $REGISTRY"
-  if [[ "$path" == *@* ]]; then
-    repo=${path%@*} ref=${path#*@}
-  else
-    repo=${path%:*} ref=${path##*:}
-  fi
-  kc -n registry exec deploy/registry -c registry -- sh -c "$FETCH_MANIFEST" fetch "$repo" "$ref"
-}
-digest_of() {
-  local m
-  m=$(manifest "$1") && head -1 <<<"$m"
-}
-manifest_body() {
-  local m
-  m=$(manifest "$1") && tail -n +2 <<<"$m"
-}
-
 # ------------------------------------------------------------------ scenarios
 
 # Two more names for one build, a bare tag and a full reference in another repository: the

@@ -7,7 +7,8 @@
 # one worker as the other architecture for its duration (the label is put back whatever
 # happens; a kubelet restart would also put it back). `emulate` needs binfmt handlers on the
 # nodes (E2E_BINFMT=1, e.g. after `docker run --privileged --rm tonistiigi/binfmt --install all`
-# on the host) and is skipped, saying so, without them.
+# on the host) and is skipped, saying so, without them; so is `fanout` (one build per platform,
+# the other architecture's on the relabelled worker, then one index).
 # Prints "multiarch: N passed, M failed" and exits non-zero when a scenario failed.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -15,7 +16,7 @@ source "$(dirname "$0")/lib.sh"
 
 need kubectl jq
 
-ALL=(unplaceable other-arch emulate)
+ALL=(unplaceable other-arch emulate fanout)
 case $E2E_ARCH in
   amd64) OTHER=arm64 ;;
   *) OTHER=amd64 ;;
@@ -42,6 +43,17 @@ wait_phase() {
   done
 }
 
+# relabel_a_worker: the first worker says kubernetes.io/arch=$OTHER until the scenario's
+# subshell exits (put back whatever happens); its name in OTHER_NODE.
+relabel_a_worker() {
+  OTHER_NODE=$(kc get nodes -l '!node-role.kubernetes.io/control-plane' -o json | jq -r '.items[0].metadata.name')
+  [[ -n "$OTHER_NODE" ]] || die "no worker node"
+  # shellcheck disable=SC2064 # the node's name now, not at exit
+  trap "kubectl --context $CONTEXT label node $OTHER_NODE --overwrite kubernetes.io/arch=$E2E_ARCH >/dev/null" EXIT
+  kc label node "$OTHER_NODE" --overwrite kubernetes.io/arch="$OTHER"
+  info "$OTHER_NODE now says kubernetes.io/arch=$OTHER"
+}
+
 placed_node() { [[ -n "$(ibf "$1" .status.placement.node)" ]]; }
 says_no_node_of_its_arch() { ibf "$1" .status.message | grep -q "no ready node has the build's architecture"; }
 
@@ -64,12 +76,8 @@ scenario_unplaceable() {
 # never does, and builds and succeeds elsewhere.
 scenario_other_arch() {
   local key="e2e/arch-$RUN" node other="arch-other-$RUN" native="arch-native-$RUN" phase
-  node=$(kc get nodes -l '!node-role.kubernetes.io/control-plane' -o json | jq -r '.items[0].metadata.name')
-  [[ -n "$node" ]] || die "no worker node"
-  # shellcheck disable=SC2064 # the node's name now, not at exit
-  trap "kubectl --context $CONTEXT label node $node --overwrite kubernetes.io/arch=$E2E_ARCH >/dev/null" EXIT
-  kc label node "$node" --overwrite kubernetes.io/arch="$OTHER"
-  info "$node now says kubernetes.io/arch=$OTHER"
+  relabel_a_worker
+  node=$OTHER_NODE
 
   platform_build "$other" "$key" "" "linux/$OTHER"
   retry 120 "$other placed" placed_node "$other"
@@ -101,6 +109,39 @@ scenario_emulate() {
   assert_eq "$(wait_phase "$b" Succeeded Failed Cancelled)" Succeeded "$b phase"
   assert_eq "$(ibf "$b" .status.cacheKey)" "e2e/arch-emulate-$RUN@$E2E_ARCH" "$b cacheKey"
   assert_match "$(ibf "$b" .status.imageDigest)" '^sha256:[0-9a-f]{64}$' "$b digest"
+}
+
+# Several platforms built natively (the default with no platformMode): one child build per
+# platform on a node of its architecture, each in its own cache, then one index pushed under
+# the parent's name listing both. One worker is relabelled as the other architecture; its
+# child's RUN steps run there under binfmt, so this needs E2E_BINFMT=1 too.
+scenario_fanout() {
+  if [[ "${E2E_BINFMT:-0}" != 1 ]]; then
+    info "skipped: set E2E_BINFMT=1 once the nodes have binfmt handlers for $OTHER"
+    return 0
+  fi
+  local b="arch-fanout-$RUN" key="e2e/arch-fanout-$RUN" p child node digest index
+  relabel_a_worker
+  platform_build "$b" "$key" "" "linux/$E2E_ARCH" "linux/$OTHER"
+  assert_eq "$(wait_phase "$b" Succeeded Failed Cancelled)" Succeeded "$b phase"
+  assert_eq "$(ibf "$b" '.status.platforms | length')" 2 "$b children"
+  for p in "$E2E_ARCH" "$OTHER"; do
+    child=$(ibf "$b" ".status.platforms[] | select(.platform == \"linux/$p\") | .build")
+    [[ -n "$child" ]] || die "$b has no child for linux/$p"
+    assert_eq "$(ibf "$child" .status.phase)" Succeeded "$child phase"
+    assert_eq "$(ibf "$child" .status.cacheKey)" "$key@$p" "$child cacheKey"
+    node=$(ibf "$child" .status.placement.node)
+    if [[ "$p" == "$OTHER" ]]; then
+      assert_eq "$node" "$OTHER_NODE" "$child node (the only $OTHER node)"
+    else
+      assert_ne "$node" "$OTHER_NODE" "$child node (never the $OTHER node)"
+    fi
+  done
+  digest=$(ibf "$b" .status.imageDigest)
+  assert_eq "$(digest_of "$REGISTRY/e2e/app:$b")" "$digest" "$b: the index under the parent's name"
+  index=$(manifest_body "$REGISTRY/e2e/app:$b")
+  assert_eq "$(jq -r '[.manifests[] | select(.platform.os == "linux") | .platform.architecture] | sort | join(",")' <<<"$index")" \
+    "$(printf '%s\n' "$E2E_ARCH" "$OTHER" | sort | paste -sd, -)" "$b: the index's platforms"
 }
 
 # ------------------------------------------------------------------ main
