@@ -215,6 +215,20 @@ async fn two_platforms_build_on_their_own_nodes_then_one_index_is_pushed() {
     );
     assert_eq!(st.tags, [IMAGE, "registry.example.com/shop/api:latest"]);
     assert_eq!(succeeded(&st), Some(("True".into(), "Succeeded".into())));
+    // The builds counted are the two that ran, each with its warmth; not the parent.
+    let counted: Vec<String> = c
+        .ctx
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("hearth_builds_total{"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        counted,
+        [r#"hearth_builds_total{warmth="Cold",outcome="Succeeded"} 2"#],
+        "{counted:?}"
+    );
 
     // Reconciling again changes nothing: no second child, no second Job.
     for _ in 0..3 {

@@ -219,6 +219,11 @@ async fn write_compacted_status(
 }
 
 fn record_finish(ctx: &Context, build: &ImageBuild, phase: Phase) {
+    if build.spec.fans_out() {
+        // A parent runs nothing itself: its children, one per platform, are the builds
+        // counted (each with its own warmth), so hit rates are not diluted by it.
+        return;
+    }
     let warmth = build
         .status
         .as_ref()
