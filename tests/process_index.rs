@@ -580,3 +580,76 @@ async fn a_target_in_another_registry_gets_the_blobs_streamed_there() {
     );
     assert_no_secret(&out);
 }
+
+/// A registry whose certificate chains to a private CA (the operator's
+/// `buildkitd.registries[].ca`): trusted through `--ca-env HOST=VAR`, as the index Job is given
+/// it, and refused without it (the system roots do not know that CA).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_with_a_private_ca_is_trusted_through_ca_env_only() {
+    let registry = RegistryServer::start_with(token_auth(), true).await;
+    let host = registry.addr.to_string();
+    let ca = registry.ca_pem.clone().expect("a TLS registry's CA");
+    // A child as the fan-out pushes it with attestations: an index of one platform's image.
+    let image = digest_of(b"the amd64 manifest");
+    let child = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": image, "size": 18,
+                       "platform": {"os": "linux", "architecture": "amd64"}}],
+    })
+    .to_string();
+    let child_digest = digest_of(child.as_bytes());
+    registry.forge_manifest("shop/app", &image, OCI_MANIFEST, b"the amd64 manifest");
+    registry.forge_manifest("shop/app", &child_digest, OCI_INDEX, child.as_bytes());
+    let config = tempfile::tempdir().unwrap();
+    docker_config(config.path(), &host, PASSWORD);
+    let args = |extra: &[String]| {
+        let mut a = vec![
+            "--source".to_string(),
+            format!("{host}/shop/app@{child_digest}"),
+            "--target".into(),
+            format!("{host}/shop/app:v1"),
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    let run = |extra: &[String], ca: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+        cmd.args(["index", "create"])
+            .args(args(extra))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DOCKER_CONFIG", config.path());
+        if let Some(ca) = ca {
+            cmd.env("HEARTH_REGISTRY_CA_0", ca);
+        }
+        cmd.output().expect("running hearth")
+    };
+
+    let untrusted = run(&[], None);
+    assert!(!untrusted.status.success());
+    let stderr = text(&untrusted.stderr);
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    assert_eq!(registry.tag("shop/app", "v1"), None);
+
+    let ca_env = [
+        "--ca-env".to_string(),
+        format!("{host}=HEARTH_REGISTRY_CA_0"),
+    ];
+    let missing = run(&ca_env, None);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains(&format!(
+            "--ca-env {host}=HEARTH_REGISTRY_CA_0: HEARTH_REGISTRY_CA_0 holds no PEM certificate"
+        )),
+        "{}",
+        text(&missing.stderr)
+    );
+
+    let trusted = run(&ca_env, Some(&ca));
+    assert!(trusted.status.success(), "{}", text(&trusted.stderr));
+    let index = registry.tag("shop/app", "v1").expect("the index pushed");
+    let (_, body) = registry.manifest("shop/app", &index).unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["manifests"][0]["digest"], image.as_str());
+}

@@ -28,6 +28,10 @@ pub struct CreateArgs {
     /// A registry (`host[:port]`) reached over TLS without verifying its certificate.
     #[arg(long = "insecure", value_name = "HOST")]
     pub insecure: Vec<String>,
+    /// A registry (`host[:port]`) whose certificate chains to the PEM bundle in environment
+    /// variable VAR (the operator's `buildkitd.registries[].ca`), besides the system roots.
+    #[arg(long = "ca-env", value_name = "HOST=VAR")]
+    pub ca_env: Vec<String>,
     /// Print the result as one line of JSON.
     #[arg(long)]
     pub json: bool,

@@ -129,6 +129,7 @@ pub async fn create(
             .iter()
             .map(|h| reference::api_host(h).into())
             .collect(),
+        cas: registry_cas(&args.ca_env)?,
     };
     // One client per registry, its token scoped to the repositories used there.
     let mut registries: BTreeMap<String, Registry> = BTreeMap::new();
@@ -394,4 +395,23 @@ async fn make_present(
             .map_err(err(format!("--target {target}: manifest {digest}")))?;
     }
     Ok(())
+}
+
+/// `--ca-env HOST=VAR`: each registry's CA bundle, read from the environment (the index Job
+/// gets them as env values, as the builder does, since a ConfigMap cannot cross namespaces).
+fn registry_cas(ca_env: &[String]) -> Result<BTreeMap<String, String>, IndexError> {
+    let mut cas = BTreeMap::new();
+    for entry in ca_env {
+        let refused = |why: &str| IndexError::Refused(format!("--ca-env {entry}: {why}"));
+        let (host, var) = entry
+            .split_once('=')
+            .filter(|(h, v)| !h.is_empty() && !v.is_empty())
+            .ok_or_else(|| refused("expected HOST=VAR"))?;
+        let pem = std::env::var(var)
+            .ok()
+            .filter(|p| p.contains("-----BEGIN CERTIFICATE-----"))
+            .ok_or_else(|| refused(&format!("{var} holds no PEM certificate")))?;
+        cas.insert(reference::api_host(host).to_string(), pem);
+    }
+    Ok(cas)
 }

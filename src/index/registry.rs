@@ -8,7 +8,7 @@
 //! HTTP stack, its default TLS feature bringing aws-lc-rs). This is hyper, hyper-util and
 //! hyper-rustls, already in the tree for kube, with ring and the system roots.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -78,6 +78,8 @@ pub struct Transport {
     pub plain_http: BTreeSet<String>,
     /// `host[:port]` reached over TLS without verifying the certificate.
     pub insecure: BTreeSet<String>,
+    /// `host[:port]` -> a PEM bundle of CAs its certificate may chain to.
+    pub cas: BTreeMap<String, String>,
 }
 
 /// One registry, authenticated for a fixed set of scopes.
@@ -107,8 +109,11 @@ impl Registry {
         scopes: Vec<String>,
     ) -> Result<Registry, RegistryError> {
         let https = !transport.plain_http.contains(api_host);
-        let tls =
-            tls_config(transport.insecure.contains(api_host)).map_err(RegistryError::Protocol)?;
+        let tls = tls_config(
+            transport.insecure.contains(api_host),
+            transport.cas.get(api_host),
+        )
+        .map_err(RegistryError::Protocol)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-/// rustls with ring: the system roots plus `SSL_CERT_FILE`, or no verification at all for
-/// a registry marked insecure.
-pub fn tls_config(insecure: bool) -> Result<rustls::ClientConfig, String> {
+/// rustls with ring: the system roots plus `SSL_CERT_FILE` and the registry's own CA bundle
+/// (`ca`, PEM), or no verification at all for a registry marked insecure.
+pub fn tls_config(insecure: bool, ca: Option<&String>) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -30,6 +30,14 @@ pub fn tls_config(insecure: bool) -> Result<rustls::ClientConfig, String> {
             roots
                 .add(cert)
                 .map_err(|e| format!("SSL_CERT_FILE {}: {e}", file.to_string_lossy()))?;
+        }
+    }
+    if let Some(pem) = ca {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("the registry's CA bundle: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("the registry's CA bundle: {e}"))?;
         }
     }
     Ok(builder.with_root_certificates(roots).with_no_client_auth())

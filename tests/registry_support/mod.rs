@@ -81,6 +81,8 @@ pub struct RegistryServer {
     /// `http://` or `https://` and the address.
     pub base: String,
     pub state: Arc<Mutex<State>>,
+    /// With TLS, the PEM of the CA its throwaway certificate chains to.
+    pub ca_pem: Option<String>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -102,15 +104,18 @@ impl RegistryServer {
         Self::start_with(auth, false).await
     }
 
-    /// Starts a registry; `tls` serves HTTPS with a throwaway certificate (clients must not
-    /// verify it: `--insecure`).
+    /// Starts a registry; `tls` serves HTTPS with a throwaway certificate (clients verify it
+    /// against [`RegistryServer::ca_pem`], or not at all: `--insecure`).
     pub async fn start_with(auth: AuthMode, tls: bool) -> RegistryServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
         let base = format!("{}://{addr}", if tls { "https" } else { "http" });
-        let acceptor = tls.then(|| tls::make().1);
+        let (ca_pem, acceptor) = match tls.then(tls::make) {
+            Some((ca, acceptor)) => (Some(ca), Some(acceptor)),
+            None => (None, None),
+        };
         let state = Arc::new(Mutex::new(State::default()));
         let shared = Arc::new(Shared {
             auth,
@@ -145,6 +150,7 @@ impl RegistryServer {
             addr,
             base,
             state,
+            ca_pem,
             task,
         }
     }

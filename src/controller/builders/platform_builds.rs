@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    Container, KeyToPath, PodSecurityContext, PodSpec, SeccompProfile, SecretVolumeSource,
+    Container, EnvVar, KeyToPath, PodSecurityContext, PodSpec, SeccompProfile, SecretVolumeSource,
     SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -24,6 +24,8 @@ use crate::controller::config::OperatorConfig;
 pub const INDEX_ROLE: &str = "index";
 /// Where the push Secret's `.dockerconfigjson` is mounted, as `config.json`, for the index Job.
 pub const DOCKER_CONFIG_DIR: &str = "/hearth/docker";
+/// Environment variables of the index Job holding each registry's CA bundle (`<prefix><n>`).
+pub const INDEX_CA_ENV_PREFIX: &str = "HEARTH_REGISTRY_CA_";
 /// The volume holding it.
 const DOCKER_CONFIG_VOLUME: &str = "docker-config";
 /// The unprivileged user of the index Job (the builder's, as [`unprivileged`] runs it).
@@ -198,6 +200,14 @@ pub fn index_args(
         args.push("--insecure".into());
         args.push(r.host.clone());
     }
+    for (i, r) in registries
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.ca.is_empty())
+    {
+        args.push("--ca-env".into());
+        args.push(format!("{}={INDEX_CA_ENV_PREFIX}{i}", r.host));
+    }
     args.push("--json".into());
     args
 }
@@ -216,7 +226,20 @@ pub fn index_job(
     let name = parent.name_any();
     let labels = labels::for_build(&name, None, INDEX_ROLE);
     let secret = parent.spec.output.push_secret_ref.as_ref();
-    let env = secret.map(|_| vec![env_var("DOCKER_CONFIG", DOCKER_CONFIG_DIR)]);
+    // Each registry's CA bundle as a value (a ConfigMap cannot cross into the namespace),
+    // named by `--ca-env`.
+    let mut env: Vec<EnvVar> = config
+        .buildkitd
+        .registries
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.ca.is_empty())
+        .map(|(i, r)| env_var(&format!("{INDEX_CA_ENV_PREFIX}{i}"), &r.ca))
+        .collect();
+    if secret.is_some() {
+        env.push(env_var("DOCKER_CONFIG", DOCKER_CONFIG_DIR));
+    }
+    let env = (!env.is_empty()).then_some(env);
     let mounts = secret.map(|_| {
         vec![VolumeMount {
             name: DOCKER_CONFIG_VOLUME.into(),

@@ -211,6 +211,11 @@ buildkitd:
     - {host: "registry.example.com:5000", http: true}
     - {host: "mirror.example.com", insecure: true}
     - {host: "docker.io", mirrors: ["mirror.gcr.io"]}
+    - host: registry.internal
+      ca: |
+        -----BEGIN CERTIFICATE-----
+        MIIBszCCAVmgAwIBAgIUKnown
+        -----END CERTIFICATE-----
 "#,
     )
     .unwrap()
@@ -257,6 +262,8 @@ fn the_index_job_runs_hearth_index_create_with_exactly_the_contracts_args() {
             "registry.example.com:5000",
             "--insecure",
             "mirror.example.com",
+            "--ca-env",
+            "registry.internal=HEARTH_REGISTRY_CA_3",
             "--json",
         ]
     );
@@ -274,14 +281,25 @@ fn the_index_job_runs_hearth_index_create_with_exactly_the_contracts_args() {
         c.termination_message_policy.as_deref(),
         Some("FallbackToLogsOnError")
     );
-    // The push Secret: mounted read-only as $DOCKER_CONFIG/config.json, never in env values.
+    // A registry's CA bundle as a value `--ca-env` names (public, not a secret); the push
+    // Secret mounted read-only as $DOCKER_CONFIG/config.json, never in env values.
     assert_eq!(
         c.env.clone().unwrap(),
-        [k8s_openapi::api::core::v1::EnvVar {
-            name: "DOCKER_CONFIG".into(),
-            value: Some("/hearth/docker".into()),
-            value_from: None,
-        }]
+        [
+            k8s_openapi::api::core::v1::EnvVar {
+                name: "HEARTH_REGISTRY_CA_3".into(),
+                value: Some(
+                    "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUKnown\n-----END CERTIFICATE-----\n"
+                        .into()
+                ),
+                value_from: None,
+            },
+            k8s_openapi::api::core::v1::EnvVar {
+                name: "DOCKER_CONFIG".into(),
+                value: Some("/hearth/docker".into()),
+                value_from: None,
+            }
+        ]
     );
     assert_eq!(
         c.volume_mounts.clone().unwrap(),
