@@ -727,6 +727,15 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
             "--build-arg: \"NOPE\" has no value",
         ),
         (
+            vec![d, "-t", "r.io/a/b", "--keep-for", "a week"],
+            "--keep-for: \"a week\" is not a duration",
+        ),
+        (
+            // The API's own bound: a pipeline must see the outcome before the build goes.
+            vec![d, "-t", "r.io/a/b", "--keep-for", "30s"],
+            "--keep-for: must be a duration of at least 1m",
+        ),
+        (
             vec![d, "-t", "r.io/a/b", "--build-arg", "1X=2"],
             "--build-arg: names must match",
         ),

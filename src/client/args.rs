@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use kube::core::Duration;
 
 use crate::api::common::LocalObjectReference;
+use crate::api::image_build::RetentionSpec;
 use crate::api::image_build::{
     clean_dir, dockerfile_from_context, CacheMode, GitSource, ImageBuildSpec, PlatformMode,
     SourceSpec,
@@ -111,6 +112,10 @@ pub struct BuildArgs {
     /// 24h). The command waits that long plus a minute, then cancels it and exits 3.
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// Delete the ImageBuild (and its pods) this long after it ended, succeeded or not
+    /// (`spec.retention`; Go duration, 1m to 8760h), instead of the operator's defaults.
+    #[arg(long = "keep-for", value_name = "DURATION")]
+    pub keep_for: Option<String>,
     /// How long the builder waits for the upload once it is ready (at most 1h).
     #[arg(
         long = "upload-timeout",
@@ -327,6 +332,13 @@ pub fn image_build(
     if let Some(t) = &args.timeout {
         spec.timeout = parse_duration("--timeout", t, 24)?;
     }
+    if let Some(keep) = &args.keep_for {
+        let ttl = parse_duration("--keep-for", keep, 8760)?;
+        spec.retention = Some(RetentionSpec {
+            ttl_after_succeeded: Some(ttl),
+            ttl_after_failed: Some(ttl),
+        });
+    }
     super::buildx::apply(&args.buildx, &mut spec)?;
     let mut ib = ImageBuild::new("", spec);
     ib.metadata.name = None;
@@ -389,7 +401,7 @@ fn parse_cache_mode(value: &str) -> Result<CacheMode, String> {
 
 /// Which flag sets a field of the spec, for errors from the API's own rules.
 fn flag_of(field: &str) -> &'static str {
-    const FLAGS: [(&str, &str); 22] = [
+    const FLAGS: [(&str, &str); 23] = [
         ("spec.buildContexts", "--build-context"),
         ("spec.ssh", "--ssh"),
         ("spec.output.pushSecretRef", "--push-secret"),
@@ -412,6 +424,7 @@ fn flag_of(field: &str) -> &'static str {
         ("spec.source.upload.timeout", "--upload-timeout"),
         ("spec.source.upload", "DIR"),
         ("spec.timeout", "--timeout"),
+        ("spec.retention", "--keep-for"),
     ];
     FLAGS
         .iter()
@@ -546,6 +559,21 @@ mod tests {
         };
         let ib = image_build(&outside, None, |_| None).unwrap();
         assert_eq!(ib.spec.dockerfile, "../../docker/api.Dockerfile");
+        // --keep-for: both TTLs of spec.retention.
+        let keep = BuildArgs {
+            keep_for: Some("2h".into()),
+            ..args.clone()
+        };
+        let retention = image_build(&keep, None, |_| None)
+            .unwrap()
+            .spec
+            .retention
+            .unwrap();
+        let two_hours: Duration = "2h".parse().unwrap();
+        assert_eq!(
+            (retention.ttl_after_succeeded, retention.ttl_after_failed),
+            (Some(two_hours), Some(two_hours))
+        );
         // Without a subdirectory the context is the repository root.
         let args = BuildArgs {
             git: Some("https://github.com/acme/shop.git".into()),
