@@ -310,12 +310,16 @@ impl Session {
                         entries,
                         super::follow::human_bytes(upload.as_ref().map(|u| u.size).unwrap_or(0))
                     ));
-                    let ib = self.builds.get(name).await?;
-                    let all_in = served_builds(&ib).iter().all(|(b, _)| {
-                        served.get(b).is_some_and(|s| s.uploaded_to.is_some())
-                    });
-                    if opts.stop_after_upload && all_in {
-                        return Ok(done(Exit::Succeeded, ib, &tail, Some("uploaded; not waiting (--no-wait)".into())));
+                    if opts.stop_after_upload {
+                        // Every build the parent lists has its context (a child not yet
+                        // listed still needs one).
+                        let ib = self.builds.get(name).await?;
+                        let all_in = served_builds(&ib).iter().all(|(b, _)| {
+                            served.get(b).is_some_and(|s| s.uploaded_to.is_some())
+                        });
+                        if all_in {
+                            return Ok(done(Exit::Succeeded, ib, &tail, Some("uploaded; not waiting (--no-wait)".into())));
+                        }
                     }
                 }
                 signal = signals.next(), if opts.cancel_on_signal => {
