@@ -8,12 +8,11 @@
 
 mod cluster;
 
-use base64::Engine as _;
 use cluster::registry_support::{self, digest_of, get_manifest, AuthMode};
-use cluster::{secs, ClusterOpts, NodeOpts, TestCluster, NS};
+use cluster::{secs, ClusterOpts, NodeOpts, TestCluster};
 use hearth::api::{ImageBuild, ImageBuildSpec, Phase};
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{ListParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
 use serde_json::{json, Value};
 
 const USER: &str = "robot";
@@ -23,22 +22,6 @@ fn node(name: &str, arch: &str) -> NodeOpts {
     let mut n = NodeOpts::new(name);
     n.labels.insert("kubernetes.io/arch".into(), arch.into());
     n
-}
-
-/// The push Secret for the loopback registry (`kubernetes.io/dockerconfigjson`).
-async fn push_secret(c: &TestCluster) {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    let config = json!({"auths": {c.registry_host(): {"auth": auth}}}).to_string();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "push", "namespace": NS},
-        "type": "kubernetes.io/dockerconfigjson",
-        "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(config)},
-    }))
-    .unwrap();
-    kube::Api::<Secret>::namespaced(c.client(), NS)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
 }
 
 async fn cluster() -> TestCluster {
@@ -53,7 +36,8 @@ async fn cluster() -> TestCluster {
         ..ClusterOpts::default()
     })
     .await;
-    push_secret(&c).await;
+    c.create_push_secret("push", &c.registry_host(), USER, PASSWORD)
+        .await;
     c
 }
 

@@ -8,12 +8,10 @@ mod cluster;
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use cluster::registry_support::{self, digest_of, get_manifest, push_image, AuthMode};
 use cluster::{secs, BuildkitOpts, ClusterOpts, TestCluster, NS};
 use hearth::api::ImageBuildSpec;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use serde_json::{json, Value};
 
@@ -175,18 +173,7 @@ async fn an_index_job_runs_hearth_index_create_with_the_push_secret() {
         .await
         .unwrap();
 
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    let dockerconfig = json!({"auths": {host.clone(): {"auth": auth}}}).to_string();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "push", "namespace": NS},
-        "type": "kubernetes.io/dockerconfigjson",
-        "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(dockerconfig)},
-    }))
-    .unwrap();
-    kube::Api::<Secret>::namespaced(c.client(), NS)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
+    c.create_push_secret("push", &host, USER, PASSWORD).await;
     // The index Job as the contract describes it (the fanout branch builds it).
     let job: Job = serde_json::from_value(json!({
         "metadata": {"name": "app-index", "namespace": NS, "labels": {"hearth.dev/role": "index"}},

@@ -359,6 +359,24 @@ impl TestCluster {
             .to_string()
     }
 
+    /// Creates `name`, a `kubernetes.io/dockerconfigjson` Secret of the build namespace with
+    /// `user`'s credentials for `registry` (as `kubectl create secret docker-registry` does).
+    pub async fn create_push_secret(&self, name: &str, registry: &str, user: &str, password: &str) {
+        use base64::Engine as _;
+        let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+        let config = json!({"auths": {registry: {"auth": b64(format!("{user}:{password}"))}}});
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": NS},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": b64(config.to_string())},
+        }))
+        .expect("Secret");
+        Api::<Secret>::namespaced(self.client.clone(), NS)
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create the push Secret");
+    }
+
     /// A client of the API server.
     pub fn client(&self) -> Client {
         self.client.clone()
