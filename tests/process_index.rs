@@ -32,12 +32,18 @@ fn docker_config(dir: &Path, registry: &str, password: &str) {
 
 /// `hearth index create ARGS` with only DOCKER_CONFIG (and PATH) in its environment.
 fn index_create(config: &Path, args: &[String]) -> Output {
+    index_create_with(config, args, &[])
+}
+
+/// As [`index_create`], with `env` added (as the index Job's CA bundles are).
+fn index_create_with(config: &Path, args: &[String], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hearth"))
         .args(["index", "create"])
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DOCKER_CONFIG", config)
+        .envs(env.iter().copied())
         .output()
         .expect("running hearth")
 }
@@ -614,16 +620,11 @@ async fn a_registry_with_a_private_ca_is_trusted_through_ca_env_only() {
         a
     };
     let run = |extra: &[String], ca: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
-        cmd.args(["index", "create"])
-            .args(args(extra))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DOCKER_CONFIG", config.path());
-        if let Some(ca) = ca {
-            cmd.env("HEARTH_REGISTRY_CA_0", ca);
-        }
-        cmd.output().expect("running hearth")
+        let env: Vec<(&str, &str)> = ca
+            .map(|ca| ("HEARTH_REGISTRY_CA_0", ca))
+            .into_iter()
+            .collect();
+        index_create_with(config.path(), &args(extra), &env)
     };
 
     let untrusted = run(&[], None);
