@@ -101,21 +101,22 @@ function slurp(hex,   f, line, body) {
   while ((getline line < f) > 0) body = body line
   close(f); gsub(/[ \t\r]/, "", body); return body
 }
-function add(body,   d) {
+function descriptors(body, hex, size,   n) {
+  n = 0
   while (match(body, /"digest":"sha256:[0-9a-f]+","size":[0-9]+/)) {
-    d = substr(body, RSTART + 17, RLENGTH - 17); body = substr(body, RSTART + RLENGTH)
-    split(d, part, "\",\"size\":")
-    if (!(part[1] in seen)) { seen[part[1]] = 1; total += part[2] }
+    split(substr(body, RSTART + 17, RLENGTH - 17), part, "\",\"size\":")
+    hex[++n] = part[1]; size[n] = part[2]; body = substr(body, RSTART + RLENGTH)
   }
+  return n
+}
+function add(body,   hex, size, n, i) {
+  n = descriptors(body, hex, size)
+  for (i = 1; i <= n; i++) if (!(hex[i] in seen)) { seen[hex[i]] = 1; total += size[i] }
 }
 BEGIN {
   body = slurp(root); if (body == "") exit
   if (body ~ /"manifests":\[/) {
-    n = 0
-    while (match(body, /"digest":"sha256:[0-9a-f]+","size":[0-9]+/)) {
-      split(substr(body, RSTART + 17, RLENGTH - 17), part, "\",\"size\":")
-      list[++n] = part[1]; body = substr(body, RSTART + RLENGTH)
-    }
+    n = descriptors(body, list, sizes)
     for (i = 1; i <= n; i++) {
       m = slurp(list[i]); if (m == "") exit
       if (m !~ /vnd\.in-toto\+json/) add(m)
