@@ -18,16 +18,17 @@ use super::jobs::{env_var, hearth_job, result_command};
 use super::labels;
 use super::pod::unprivileged;
 use crate::api::{ImageBuild, ImageBuildSpec, RegistryCache};
+use crate::controller::buildkitd_config::RegistrySettings;
 use crate::controller::config::OperatorConfig;
 
 /// Role of the index Job, in its name and labels.
 pub const INDEX_ROLE: &str = "index";
 /// Where the push Secret's `.dockerconfigjson` is mounted, as `config.json`, for the index Job.
 pub const DOCKER_CONFIG_DIR: &str = "/hearth/docker";
-/// Environment variables of the index Job holding each registry's CA bundle (`<prefix><n>`).
-pub const INDEX_CA_ENV_PREFIX: &str = "HEARTH_REGISTRY_CA_";
 /// The volume holding it.
 const DOCKER_CONFIG_VOLUME: &str = "docker-config";
+/// Environment variables of the index Job holding each registry's CA bundle (`<prefix><n>`).
+pub const INDEX_CA_ENV_PREFIX: &str = "HEARTH_REGISTRY_CA_";
 /// The unprivileged user of the index Job (the builder's, as [`unprivileged`] runs it).
 const INDEX_USER: i64 = 1000;
 /// Longest tag a registry takes (the distribution spec's `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`).
@@ -200,16 +201,20 @@ pub fn index_args(
         args.push("--insecure".into());
         args.push(r.host.clone());
     }
-    for (i, r) in registries
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| !r.ca.is_empty())
-    {
+    for (var, r) in registry_cas(config) {
         args.push("--ca-env".into());
-        args.push(format!("{}={INDEX_CA_ENV_PREFIX}{i}", r.host));
+        args.push(format!("{}={var}", r.host));
     }
     args.push("--json".into());
     args
+}
+
+/// Each operator-configured registry with a CA bundle, and the index Job's variable holding it.
+fn registry_cas(config: &OperatorConfig) -> impl Iterator<Item = (String, &RegistrySettings)> {
+    let registries = config.buildkitd.registries.iter().enumerate();
+    registries
+        .filter(|(_, r)| !r.ca.is_empty())
+        .map(|(i, r)| (format!("{INDEX_CA_ENV_PREFIX}{i}"), r))
 }
 
 /// The index Job of `parent`: `hearth index create` ([`index_args`]) with the `hearth` image,
@@ -228,13 +233,8 @@ pub fn index_job(
     let secret = parent.spec.output.push_secret_ref.as_ref();
     // Each registry's CA bundle as a value (a ConfigMap cannot cross into the namespace),
     // named by `--ca-env`.
-    let mut env: Vec<EnvVar> = config
-        .buildkitd
-        .registries
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| !r.ca.is_empty())
-        .map(|(i, r)| env_var(&format!("{INDEX_CA_ENV_PREFIX}{i}"), &r.ca))
+    let mut env: Vec<EnvVar> = registry_cas(config)
+        .map(|(var, r)| env_var(&var, &r.ca))
         .collect();
     if secret.is_some() {
         env.push(env_var("DOCKER_CONFIG", DOCKER_CONFIG_DIR));
