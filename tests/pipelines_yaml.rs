@@ -278,16 +278,34 @@ fn tekton_task_pipeline_binds_the_source_workspace() {
 
 // ------------------------------------------------------------------ Argo
 
-/// Renders an Argo template string: `{{inputs.parameters.X}}` and the one expression shape the
-/// template uses, `{{=P == '' [|| P == '.'] ? 'null' : toJson(P)}}`.
+/// Renders an Argo template string: `{{inputs.parameters.X}}` and the two expression shapes the
+/// template uses: `{{=P == '' [|| P == '.'] ? 'null' : toJson(P)}}`, and the Dockerfile's path
+/// from the context, `{{=toJson(D == '' ? 'F' : sprig.repeat(len(sprig.without(sprig.splitList(
+/// '/', C), '.', '')), '../') + D)}}`, evaluated as sprig defines its functions (`splitList` is Go's
+/// `strings.Split`, `without` drops the items equal to any of its arguments).
 fn render_argo(text: &str, params: &BTreeMap<String, String>) -> String {
     let param = r"inputs\.parameters(?:\.([a-z-]+)|\['([a-z-]+)'\])";
+    let climb = Regex::new(
+        r"\{\{=toJson\(inputs\.parameters\.([a-z-]+) == '' \? '([^']+)' : sprig\.repeat\(len\(sprig\.without\(sprig\.splitList\('/', inputs\.parameters\.([a-z-]+)\), '\.', ''\)\), '\.\./'\) \+ inputs\.parameters\.([a-z-]+)\)\}\}",
+    )
+    .unwrap();
+    let text = climb.replace_all(text, |c: &regex::Captures| {
+        assert_eq!(c[1], c[4], "one parameter tested and climbed: {}", &c[0]);
+        if params[&c[1]].is_empty() {
+            return serde_json::to_string(&c[2]).unwrap();
+        }
+        let dirs = params[&c[3]]
+            .split('/')
+            .filter(|s| !s.is_empty() && *s != ".")
+            .count();
+        serde_json::to_string(&format!("{}{}", "../".repeat(dirs), params[&c[4]])).unwrap()
+    });
     let expr = Regex::new(&format!(
         r"\{{\{{=(.*?) \? 'null' : toJson\({param}\)\}}\}}"
     ))
     .unwrap();
     let cmp = Regex::new(&format!(r"{param} == '([^']*)'")).unwrap();
-    let text = expr.replace_all(text, |c: &regex::Captures| {
+    let text = expr.replace_all(&text, |c: &regex::Captures| {
         let name = c.get(2).or(c.get(3)).unwrap().as_str();
         let value = &params[name];
         let nulls: Vec<String> = cmp.captures_iter(&c[1]).map(|m| m[3].to_string()).collect();
@@ -420,6 +438,83 @@ fn argo_template_renders_an_image_build_the_api_server_accepts() {
             assert_eq!(ib.spec.platforms, ["linux/amd64", "linux/arm64"]);
             assert!(!ib.spec.output.push && ib.spec.no_cache && ib.spec.pull);
         }
+    }
+}
+
+/// Where the builder reads the Dockerfile from, as a path from the repository root: buildctl's
+/// `filename` from the repository (with `contextsubdir`) or from the `URL#REF:SUBDIR` context,
+/// without `.` segments.
+fn dockerfile_read_from_root(ib: &ImageBuild) -> String {
+    let args = hearth::controller::builders::pod::buildctl_args(ib, &[]).unwrap();
+    let opt = |name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("{name}=")))
+            .map(str::to_string)
+    };
+    let filename = opt("filename").expect("filename");
+    let dir = match (
+        opt("contextsubdir"),
+        opt("context").unwrap().rsplit_once(':'),
+    ) {
+        (None, Some((_, sub))) if !sub.starts_with("//") => sub.to_string(),
+        _ => String::new(),
+    };
+    hearth::api::image_build::normalize_path(&dir, &filename).unwrap()
+}
+
+#[test]
+fn argo_dockerfile_is_a_path_from_the_repository_root_as_in_the_task_and_cli() {
+    let t = argo_build_template();
+    let manifest = t["resource"]["manifest"].as_str().unwrap();
+    for (context, dockerfile, from_root) in [
+        (".", "", "Dockerfile"),
+        ("services/api", "", "services/api/Dockerfile"),
+        (".", "Dockerfile", "Dockerfile"),
+        (".", "./build/Dockerfile", "build/Dockerfile"),
+        (
+            "services/api",
+            "services/api/Dockerfile",
+            "services/api/Dockerfile",
+        ),
+        (
+            "services/api",
+            "docker/api.Dockerfile",
+            "docker/api.Dockerfile",
+        ),
+        ("services/api/", "Dockerfile", "Dockerfile"),
+        ("./services", "services/Dockerfile", "services/Dockerfile"),
+    ] {
+        let params = argo_inputs(
+            &t,
+            &[
+                ("image", "registry.example.com/shop/api:1"),
+                ("git-url", "https://github.com/acme/shop.git"),
+                ("context", context),
+                ("dockerfile", dockerfile),
+            ],
+        );
+        let rendered = render_argo(manifest, &params);
+        let mut object: Value = serde_yaml::from_str(&rendered).unwrap();
+        object["metadata"]["name"] = json!("shop-images-x7k2p-abcde");
+        let object = strip_nulls(object);
+        let violations = hearth::api::check::check(&object, None).unwrap();
+        assert!(violations.is_empty(), "{violations:?} in {rendered}");
+        let ib: ImageBuild = serde_json::from_value(object).unwrap();
+        let case = format!("context {context:?}, dockerfile {dockerfile:?}: {rendered}");
+        assert_eq!(dockerfile_read_from_root(&ib), from_root, "{case}");
+        // The Tekton Task's and the CLI's reading of the same two parameters.
+        let mut cli = ib.clone();
+        let sub = hearth::api::image_build::clean_dir(context);
+        cli.spec.source.git.as_mut().unwrap().sub_path =
+            Some(sub.clone()).filter(|s| !s.is_empty());
+        // The custom task's empty DOCKERFILE is CONTEXT/Dockerfile.
+        let dockerfile = match dockerfile {
+            "" => format!("{context}/Dockerfile"),
+            d => d.to_string(),
+        };
+        cli.spec.dockerfile =
+            hearth::api::image_build::dockerfile_from_context(context, &dockerfile).unwrap();
+        assert_eq!(dockerfile_read_from_root(&cli), from_root, "{case} (CLI)");
     }
 }
 
