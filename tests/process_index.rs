@@ -73,6 +73,25 @@ async fn manifest_size(base: &str, repo: &str, digest: &str) -> usize {
         .len()
 }
 
+/// A token-auth registry holding one linux/amd64 image in shop/app: the registry, its
+/// `host:port` and the image's digest.
+async fn registry_with_amd_image() -> (RegistryServer, String, String) {
+    let registry = RegistryServer::start(token_auth()).await;
+    let host = registry.addr.to_string();
+    let creds = Some((USER, PASSWORD));
+    let amd = push_image(
+        &registry.base,
+        "shop/app",
+        None,
+        "linux/amd64",
+        "amd",
+        creds,
+    )
+    .await
+    .unwrap();
+    (registry, host, amd)
+}
+
 /// A child with attestations, as BuildKit pushes one: an index of the image manifest and an
 /// attestation manifest (platform unknown/unknown), pushed by digest.
 async fn push_child_with_attestation(base: &str, repo: &str) -> (String, String, String) {
@@ -213,18 +232,7 @@ async fn index_create_pushes_the_index_under_every_name_with_token_auth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_give_a_clear_error_without_the_password() {
-    let registry = RegistryServer::start(token_auth()).await;
-    let host = registry.addr.to_string();
-    let amd = push_image(
-        &registry.base,
-        "shop/app",
-        None,
-        "linux/amd64",
-        "amd",
-        Some((USER, PASSWORD)),
-    )
-    .await
-    .unwrap();
+    let (registry, host, amd) = registry_with_amd_image().await;
     let config = tempfile::tempdir().unwrap();
     docker_config(config.path(), &format!("http://{host}"), "not-the-password");
     let out = index_create(
@@ -255,19 +263,8 @@ async fn bad_credentials_give_a_clear_error_without_the_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_oversized_sources_are_refused() {
-    let registry = RegistryServer::start(token_auth()).await;
-    let host = registry.addr.to_string();
+    let (registry, host, amd) = registry_with_amd_image().await;
     let creds = Some((USER, PASSWORD));
-    let amd = push_image(
-        &registry.base,
-        "shop/app",
-        None,
-        "linux/amd64",
-        "amd",
-        creds,
-    )
-    .await
-    .unwrap();
     let arm = push_image(
         &registry.base,
         "shop/app",
@@ -456,18 +453,7 @@ async fn a_basic_challenge_gets_the_config_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_token_is_traded_at_the_realm() {
-    let registry = RegistryServer::start(token_auth()).await;
-    let host = registry.addr.to_string();
-    let amd = push_image(
-        &registry.base,
-        "shop/app",
-        None,
-        "linux/amd64",
-        "amd",
-        Some((USER, PASSWORD)),
-    )
-    .await
-    .unwrap();
+    let (registry, host, amd) = registry_with_amd_image().await;
     let config = tempfile::tempdir().unwrap();
     let run = |token: &str| {
         let config_json =
@@ -529,6 +515,8 @@ async fn a_target_in_another_registry_gets_the_blobs_streamed_there() {
         to.clone(): {"auth": basic("mirror-bot", "mirror-pass")},
     }});
     std::fs::write(config.path().join("config.json"), config_json.to_string()).unwrap();
+    // The first streamed blob's PUT meets a busy registry: the blob is copied anew.
+    target.set_busy_on("PUT /v2/mirror/app/blobs/uploads/", 1);
     let out = index_create(
         config.path(),
         &[
@@ -584,7 +572,33 @@ async fn a_target_in_another_registry_gets_the_blobs_streamed_there() {
             .any(|l| l.starts_with("PUT /v2/mirror/app/blobs/uploads/") && l.ends_with("201")),
         "{log:#?}"
     );
+    let busy: Vec<_> = log.iter().filter(|l| l.ends_with("-> 503")).collect();
+    assert_eq!(busy.len(), 1, "{log:#?}");
+    assert!(busy[0].starts_with("PUT /v2/mirror/app/blobs/uploads/"));
+    assert!(
+        text(&out.stderr).contains("attempt 2 of 4"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_no_secret(&out);
+}
+
+/// A child as the fan-out pushes it with attestations, an index of one platform's image,
+/// placed straight into the registry's store (the test pusher speaks no TLS): indexed into
+/// its own repository, no blob is read. Returns the child's and the image's digests.
+fn placed_child(registry: &RegistryServer, repository: &str) -> (String, String) {
+    let image = digest_of(b"the amd64 manifest");
+    let child = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": image, "size": 18,
+                       "platform": {"os": "linux", "architecture": "amd64"}}],
+    })
+    .to_string();
+    let child_digest = digest_of(child.as_bytes());
+    registry.forge_manifest(repository, &image, OCI_MANIFEST, b"the amd64 manifest");
+    registry.forge_manifest(repository, &child_digest, OCI_INDEX, child.as_bytes());
+    (child_digest, image)
 }
 
 /// A registry whose certificate chains to a private CA (the operator's
@@ -595,18 +609,7 @@ async fn a_registry_with_a_private_ca_is_trusted_through_ca_env_only() {
     let registry = RegistryServer::start_with(token_auth(), true).await;
     let host = registry.addr.to_string();
     let ca = registry.ca_pem.clone().expect("a TLS registry's CA");
-    // A child as the fan-out pushes it with attestations: an index of one platform's image.
-    let image = digest_of(b"the amd64 manifest");
-    let child = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": OCI_MANIFEST, "digest": image, "size": 18,
-                       "platform": {"os": "linux", "architecture": "amd64"}}],
-    })
-    .to_string();
-    let child_digest = digest_of(child.as_bytes());
-    registry.forge_manifest("shop/app", &image, OCI_MANIFEST, b"the amd64 manifest");
-    registry.forge_manifest("shop/app", &child_digest, OCI_INDEX, child.as_bytes());
+    let (child_digest, image) = placed_child(&registry, "shop/app");
     let config = tempfile::tempdir().unwrap();
     docker_config(config.path(), &host, PASSWORD);
     let args = |extra: &[String]| {
@@ -653,4 +656,147 @@ async fn a_registry_with_a_private_ca_is_trusted_through_ca_env_only() {
     let (_, body) = registry.manifest("shop/app", &index).unwrap();
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["manifests"][0]["digest"], image.as_str());
+}
+
+/// A registry that answers 503 for a while (restarting, or a proxy timing out before it):
+/// each request is sent again, up to 4 times, honouring `Retry-After`, then the Job fails
+/// naming the status and how many times it tried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_registry_is_retried_then_given_up_with_the_status() {
+    let (registry, host, amd) = registry_with_amd_image().await;
+    let config = tempfile::tempdir().unwrap();
+    docker_config(config.path(), &host, PASSWORD);
+    let args: Vec<String> = [
+        "--source",
+        &format!("{host}/shop/app@{amd}"),
+        "--target",
+        &format!("{host}/shop/app:v1"),
+        "--plain-http",
+        &host,
+    ]
+    .map(String::from)
+    .into();
+
+    // Three in a row, at the first request (and so at the token realm too).
+    registry.set_busy(3);
+    let out = index_create(config.path(), &args);
+    assert!(out.status.success(), "hearth failed: {}", text(&out.stderr));
+    let busy = registry
+        .log()
+        .iter()
+        .filter(|l| l.ends_with("-> 503"))
+        .count();
+    assert_eq!(busy, 3, "{:#?}", registry.log());
+    assert!(registry.tag("shop/app", "v1").is_some());
+    assert!(
+        text(&out.stderr).contains("attempt 2 of 4"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_no_secret(&out);
+
+    // Down for good: four attempts at the first request, then a clear failure.
+    registry.set_busy(1000);
+    let out = index_create(config.path(), &args);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("503"), "{stderr}");
+    assert!(stderr.contains("attempt 4 of 4"), "{stderr}");
+    assert!(!stderr.contains("attempt 5"), "{stderr}");
+    assert_no_secret(&out);
+}
+
+/// The builders' proxy settings, as the index Job gets them: an https registry through a
+/// CONNECT tunnel, a plain-HTTP one through the proxy in absolute form, each with the proxy's
+/// credentials (never printed); NO_PROXY goes direct; a proxy scheme it cannot speak is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registries_are_reached_through_the_environments_proxy() {
+    let proxy = HttpProxy::start().await;
+    let proxy_url = format!("http://squid:pr0xy-secret@{}", proxy.addr);
+
+    // https, private CA: CONNECT.
+    let tls = RegistryServer::start_with(token_auth(), true).await;
+    let host = tls.addr.to_string();
+    let ca = tls.ca_pem.clone().unwrap();
+    let (amd, _) = placed_child(&tls, "shop/app");
+    let config = tempfile::tempdir().unwrap();
+    docker_config(config.path(), &host, PASSWORD);
+    let args: Vec<String> = [
+        "--source",
+        &format!("{host}/shop/app@{amd}"),
+        "--target",
+        &format!("{host}/shop/app:v1"),
+        "--ca-env",
+        &format!("{host}=HEARTH_REGISTRY_CA_0"),
+    ]
+    .map(String::from)
+    .into();
+    let env = |proxy_var: &'static str, no_proxy: &'static str| {
+        vec![
+            ("HEARTH_REGISTRY_CA_0", ca.clone()),
+            (proxy_var, proxy_url.clone()),
+            ("NO_PROXY", no_proxy.to_string()),
+        ]
+    };
+    let run = |args: &[String], env: Vec<(&str, String)>| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        index_create_with(config.path(), args, &env)
+    };
+    let out = run(&args, env("HTTPS_PROXY", ""));
+    assert!(out.status.success(), "hearth failed: {}", text(&out.stderr));
+    assert!(tls.tag("shop/app", "v1").is_some());
+    assert!(
+        proxy.log().contains(&format!("CONNECT {host} auth")),
+        "{:?}",
+        proxy.log()
+    );
+    assert!(!text(&out.stderr).contains("pr0xy-secret"));
+
+    // NO_PROXY names the host: direct, the proxy sees nothing more.
+    let before = proxy.log().len();
+    let out = run(&args, env("HTTPS_PROXY", "example.org,127.0.0.1"));
+    assert!(out.status.success(), "hearth failed: {}", text(&out.stderr));
+    assert_eq!(proxy.log().len(), before, "{:?}", proxy.log());
+
+    // Plain HTTP: requests in absolute form to the proxy, with its credentials.
+    let plain = RegistryServer::start(token_auth()).await;
+    let phost = plain.addr.to_string();
+    let creds = Some((USER, PASSWORD));
+    let arm = push_image(&plain.base, "shop/app", None, "linux/arm64", "arm", creds)
+        .await
+        .unwrap();
+    docker_config(config.path(), &phost, PASSWORD);
+    let pargs: Vec<String> = [
+        "--source",
+        &format!("{phost}/shop/app@{arm}"),
+        "--target",
+        &format!("{phost}/shop/app:v2"),
+        "--plain-http",
+        &phost,
+    ]
+    .map(String::from)
+    .into();
+    let out = run(&pargs, env("HTTP_PROXY", ""));
+    assert!(out.status.success(), "hearth failed: {}", text(&out.stderr));
+    assert!(plain.tag("shop/app", "v2").is_some());
+    assert!(
+        proxy
+            .log()
+            .iter()
+            .any(|l| l.starts_with(&format!("GET http://{phost}/v2/")) && l.ends_with(" auth")),
+        "{:?}",
+        proxy.log()
+    );
+
+    // A proxy it cannot speak: refused, the variable named.
+    let out = run(
+        &pargs,
+        vec![("HTTP_PROXY", "socks5://127.0.0.1:1080".to_string())],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("HTTP_PROXY: a socks5:// proxy is not supported"),
+        "{}",
+        text(&out.stderr)
+    );
 }

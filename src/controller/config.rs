@@ -191,6 +191,20 @@ impl ProxySettings {
         .filter(|(_, value)| !value.is_empty())
         .collect()
     }
+
+    /// [`ProxySettings::vars`], each under its upper- and lower-case name (curl, under git,
+    /// reads only `http_proxy` in lower case).
+    pub fn vars_both_cases(&self) -> Vec<(String, &str)> {
+        self.vars()
+            .into_iter()
+            .flat_map(|(name, value)| {
+                [
+                    (name.to_string(), value),
+                    (name.to_ascii_lowercase(), value),
+                ]
+            })
+            .collect()
+    }
 }
 
 impl Default for BuilderConfig {

@@ -7,6 +7,7 @@
 pub mod args;
 pub mod assemble;
 pub mod auth;
+pub mod proxy;
 pub mod reference;
 pub mod registry;
 pub mod tls;
@@ -20,6 +21,7 @@ use serde_json::Value;
 
 use args::{CreateArgs, IndexCommand};
 use assemble::{Parsed, ACCEPTED, MAX_MANIFEST_BYTES, OCI_INDEX};
+use proxy::Proxies;
 use reference::Reference;
 use registry::{Registry, RegistryError, Transport};
 
@@ -130,6 +132,7 @@ pub async fn create(
             .map(|h| reference::api_host(h).into())
             .collect(),
         cas: registry_cas(&args.ca_env)?,
+        proxies: Proxies::from_env().map_err(IndexError::Refused)?,
     };
     // One client per registry, its token scoped to the repositories used there.
     let mut registries: BTreeMap<String, Registry> = BTreeMap::new();
@@ -374,18 +377,24 @@ async fn make_present(
                         .await
                         .map_err(err(what))?;
                 } else {
-                    let (stream, length) =
-                        registry
-                            .blob_stream(from, &blob.digest)
+                    // A stream cannot be sent twice: a transient failure copies the blob anew.
+                    let mut attempt = 1;
+                    loop {
+                        let (stream, length) =
+                            registry.blob_stream(from, &blob.digest).await.map_err(err(
+                                format!("--source {}: blob {}", child.reference, blob.digest),
+                            ))?;
+                        match target_registry
+                            .upload_stream(into, &blob.digest, stream, length)
                             .await
-                            .map_err(err(format!(
-                                "--source {}: blob {}",
-                                child.reference, blob.digest
-                            )))?;
-                    target_registry
-                        .upload_stream(into, &blob.digest, stream, length)
-                        .await
-                        .map_err(err(what))?;
+                        {
+                            Err(e) if e.is_transient() && attempt < registry::ATTEMPTS => {
+                                registry::retry_after(&mut attempt, &format!("{what}: {e}"), None)
+                                    .await
+                            }
+                            r => break r.map_err(err(what.clone()))?,
+                        }
+                    }
                 }
             }
         }

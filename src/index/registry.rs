@@ -20,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::assemble::sha256_digest;
 use super::auth::{parse_challenge, Challenge, Credential};
+use super::proxy::{Proxies, ProxyConnector};
 use super::tls::tls_config;
 
 /// A request body: bytes, or a blob streamed from another registry.
@@ -29,6 +30,38 @@ type Body = BoxBody<Bytes, hyper::Error>;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// The most of an error body read (for its `errors[].code`).
 const ERROR_BODY_BYTES: usize = 64 << 10;
+/// How many times a request is sent while the registry is unreachable or busy.
+pub const ATTEMPTS: u32 = 4;
+/// The longest wait a registry's `Retry-After` may ask for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Statuses worth sending the same request again for: the registry (or a proxy before it)
+/// is busy, restarting or timed out, not refusing the request itself.
+pub fn transient(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// The wait before attempt `attempt + 1`: the registry's `Retry-After` (seconds, at most
+/// 30 s) when it sent one, else 1 s, 2 s, 4 s...
+pub fn backoff(attempt: u32, headers: Option<&HeaderMap>) -> Duration {
+    let asked = headers
+        .and_then(|h| h.get(header::RETRY_AFTER))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+    asked.unwrap_or(Duration::from_secs(1 << attempt.saturating_sub(1).min(5)))
+}
+
+/// Whether a failed call may succeed when made again.
+impl RegistryError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Transport { .. } => true,
+            RegistryError::Status { status, .. } => transient(*status),
+            _ => false,
+        }
+    }
+}
 
 /// Why a registry call failed. Never holds a credential.
 #[derive(Debug, thiserror::Error)]
@@ -80,13 +113,16 @@ pub struct Transport {
     pub insecure: BTreeSet<String>,
     /// `host[:port]` -> a PEM bundle of CAs its certificate may chain to.
     pub cas: BTreeMap<String, String>,
+    /// The HTTP proxies of the environment.
+    pub proxies: Proxies,
 }
 
 /// One registry, authenticated for a fixed set of scopes.
 pub struct Registry {
     base: String,
     https: bool,
-    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    http: Client<hyper_rustls::HttpsConnector<ProxyConnector>, Body>,
+    proxies: Proxies,
     credential: Option<Credential>,
     scopes: Vec<String>,
     authorization: tokio::sync::Mutex<Option<String>>,
@@ -114,15 +150,18 @@ impl Registry {
             transport.cas.get(api_host),
         )
         .map_err(RegistryError::Protocol)?;
+        let mut direct = HttpConnector::new();
+        direct.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(ProxyConnector::new(direct, transport.proxies.clone()));
         Ok(Registry {
             base: format!("{}://{api_host}", if https { "https" } else { "http" }),
             https,
             http: Client::builder(TokioExecutor::new()).build(connector),
+            proxies: transport.proxies.clone(),
             credential,
             scopes,
             authorization: tokio::sync::Mutex::new(None),
@@ -318,6 +357,7 @@ impl Registry {
         // Authorization goes only where the request began: same scheme, host and port (a
         // redirect to storage elsewhere, or down to http, gets none).
         let origin = origin_of(&url);
+        let mut attempt = 1;
         loop {
             let authorization = if origin_of(&url) == origin {
                 self.authorization.lock().await.clone()
@@ -325,10 +365,26 @@ impl Registry {
                 None
             };
             let body = full(body.clone());
-            let response = self
+            let response = match self
                 .request(method, &url, headers, authorization, body)
-                .await?;
+                .await
+            {
+                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                    retry_after(&mut attempt, &e.to_string(), None).await;
+                    continue;
+                }
+                r => r?,
+            };
             let status = response.status();
+            if transient(status) && attempt < ATTEMPTS {
+                retry_after(
+                    &mut attempt,
+                    &format!("{method} {url}: {status}"),
+                    Some(response.headers()),
+                )
+                .await;
+                continue;
+            }
             if status == StatusCode::UNAUTHORIZED && !answered {
                 answered = true;
                 let challenge = response
@@ -372,6 +428,9 @@ impl Registry {
         if let Some(a) = authorization {
             request = request.header(header::AUTHORIZATION, a);
         }
+        if let Some(auth) = self.forward_proxy_auth(url) {
+            request = request.header(header::PROXY_AUTHORIZATION, auth);
+        }
         let request = request
             .body(body)
             .map_err(|e| RegistryError::Protocol(format!("{url}: {e}")))?;
@@ -385,6 +444,16 @@ impl Registry {
                 url: url.to_string(),
                 message: error_chain(&e),
             })
+    }
+
+    /// `Proxy-Authorization` for a plain-HTTP request sent to a forwarding proxy (a tunnel
+    /// for https carries it in its CONNECT instead).
+    fn forward_proxy_auth(&self, url: &str) -> Option<http::HeaderValue> {
+        let uri: Uri = url.parse().ok()?;
+        if uri.scheme_str() != Some("http") {
+            return None;
+        }
+        self.proxies.for_url(&uri).and_then(|(_, auth)| auth)
     }
 
     /// A blob's body as a stream, for a copy to another registry (the receiving registry
@@ -500,7 +569,7 @@ impl Registry {
                     .append_pair("refresh_token", refresh);
                 Request::post(realm)
                     .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(full(Bytes::from(query.finish())))
+                    .body(Bytes::from(query.finish()))
             }
             credential => {
                 for scope in &self.scopes {
@@ -511,14 +580,35 @@ impl Registry {
                 if let Some(basic) = credential.as_ref().and_then(|c| c.basic_header()) {
                     request = request.header(header::AUTHORIZATION, basic);
                 }
-                request.body(full(Bytes::new()))
+                request.body(Bytes::new())
             }
         }
         .map_err(|e| token_error(e.to_string()))?;
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(request))
-            .await
-            .map_err(|_| token_error(format!("no answer in {REQUEST_TIMEOUT:?}")))?
-            .map_err(|e| token_error(error_chain(&e)))?;
+        let mut attempt = 1;
+        let response = loop {
+            let again = clone_request(&request);
+            let response =
+                match tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(again)).await {
+                    Err(_) => Err(format!("no answer in {REQUEST_TIMEOUT:?}")),
+                    Ok(r) => r.map_err(|e| error_chain(&e)),
+                };
+            match response {
+                Err(detail) if attempt < ATTEMPTS => {
+                    retry_after(
+                        &mut attempt,
+                        &format!("token realm {realm}: {detail}"),
+                        None,
+                    )
+                    .await
+                }
+                Err(detail) => return Err(token_error(detail)),
+                Ok(r) if transient(r.status()) && attempt < ATTEMPTS => {
+                    let what = format!("token realm {realm}: {}", r.status());
+                    retry_after(&mut attempt, &what, Some(r.headers())).await
+                }
+                Ok(r) => break r,
+            }
+        };
         let status = response.status();
         let body = small_body(response.into_body()).await;
         if !status.is_success() {
@@ -554,6 +644,29 @@ impl Registry {
             format!("{}/{location}", origin_of(from))
         }
     }
+}
+
+/// Waits before the next attempt, saying why on stderr (the Job's log), and counts it.
+pub(crate) async fn retry_after(attempt: &mut u32, why: &str, headers: Option<&HeaderMap>) {
+    let wait = backoff(*attempt, headers);
+    eprintln!(
+        "{why}; attempt {} of {ATTEMPTS} in {:.1}s",
+        *attempt + 1,
+        wait.as_secs_f64()
+    );
+    tokio::time::sleep(wait).await;
+    *attempt += 1;
+}
+
+/// A copy of a token request (its body is bytes, so it can be sent again).
+fn clone_request(request: &Request<Bytes>) -> Request<Body> {
+    let mut again = Request::builder()
+        .method(request.method().clone())
+        .uri(request.uri().clone())
+        .body(full(request.body().clone()))
+        .expect("a request built before");
+    *again.headers_mut() = request.headers().clone();
+    again
 }
 
 fn full(bytes: Bytes) -> Body {
@@ -652,6 +765,40 @@ mod tests {
         // A redirect down to http on the same host is another origin.
         assert_ne!(origin_of("http://r.io:5000/v2/a"), origin_of(from));
         assert_ne!(origin_of("https://storage.r.io/blob"), origin_of(from));
+    }
+
+    #[test]
+    fn busy_or_unreachable_registries_are_retried_refusals_are_not() {
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert!(transient(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+        for code in [400, 401, 403, 404, 405, 413] {
+            assert!(!transient(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+        let waits: Vec<u64> = (1..ATTEMPTS).map(|a| backoff(a, None).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4]);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(backoff(1, Some(&headers)), Duration::from_secs(7));
+        headers.insert(header::RETRY_AFTER, "86400".parse().unwrap());
+        assert_eq!(backoff(1, Some(&headers)), MAX_RETRY_AFTER);
+        // An HTTP date is not parsed: the schedule's own wait.
+        headers.insert(
+            header::RETRY_AFTER,
+            "Wed, 21 Oct 2026 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(backoff(2, Some(&headers)), Duration::from_secs(2));
+        let refused = RegistryError::Status {
+            status: StatusCode::FORBIDDEN,
+            code: None,
+            message: None,
+        };
+        assert!(!refused.is_transient());
+        assert!(RegistryError::Transport {
+            url: "https://r.io/v2/".into(),
+            message: "connection refused".into()
+        }
+        .is_transient());
     }
 
     #[test]

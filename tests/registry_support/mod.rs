@@ -69,6 +69,9 @@ pub struct State {
     /// token -> granted (repository, action) pairs.
     tokens: BTreeMap<String, BTreeSet<(String, String)>>,
     next_id: u64,
+    /// The next `.1` requests whose "METHOD PATH" starts with `.0` are answered `503` with
+    /// `Retry-After: 0` (a registry restarting, or a proxy before it timing out).
+    pub busy: (String, u32),
     /// "METHOD PATH?QUERY -> STATUS" of every request, and every Authorization header seen.
     pub log: Vec<String>,
     pub authorizations: Vec<String>,
@@ -182,6 +185,92 @@ impl RegistryServer {
     pub fn log(&self) -> Vec<String> {
         self.state.lock().unwrap().log.clone()
     }
+
+    /// Answers the next `n` requests `503`.
+    pub fn set_busy(&self, n: u32) {
+        self.set_busy_on("", n);
+    }
+
+    /// Answers the next `n` requests whose "METHOD PATH" starts with `prefix` `503`.
+    pub fn set_busy_on(&self, prefix: &str, n: u32) {
+        self.state.lock().unwrap().busy = (prefix.to_string(), n);
+    }
+}
+
+/// A loopback HTTP proxy: `CONNECT host:port` tunnels, and absolute-form requests
+/// (`GET http://host:port/path`) forwarded on that connection to their host, as squid does
+/// for both. Logs "CONNECT host:port" or "GET http://..." with " auth" when the request
+/// carried `Proxy-Authorization`.
+pub struct HttpProxy {
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HttpProxy {
+    pub async fn start() -> HttpProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let seen = log.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
+                        if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let text = String::from_utf8_lossy(&head).to_string();
+                    let line = text.lines().next().unwrap_or_default().to_string();
+                    let mut parts = line.split(' ');
+                    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    let auth = text
+                        .lines()
+                        .any(|l| l.to_ascii_lowercase().starts_with("proxy-authorization:"));
+                    let host = if method == "CONNECT" {
+                        target.to_string()
+                    } else {
+                        let rest = target.strip_prefix("http://").unwrap_or(target);
+                        rest.split('/').next().unwrap_or_default().to_string()
+                    };
+                    seen.lock().unwrap().push(format!(
+                        "{method} {target}{}",
+                        if auth { " auth" } else { "" }
+                    ));
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(&host).await else {
+                        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                        return;
+                    };
+                    if method == "CONNECT" {
+                        let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
+                        if client.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    } else if upstream.write_all(&head).await.is_err() {
+                        return;
+                    }
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        });
+        HttpProxy { addr, log, task }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
 }
 
 /// `sha256:<hex>`.
@@ -214,6 +303,19 @@ async fn handle(shared: &Shared, req: Request<hyper::body::Incoming>) -> Respons
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let uri = req.uri().to_string();
+    {
+        let mut s = shared.state.lock().unwrap();
+        if s.busy.1 > 0 && format!("{method} {path}").starts_with(&s.busy.0) {
+            s.busy.1 -= 1;
+            s.log.push(format!("{method} {uri} -> 503"));
+            let body = r#"{"errors":[{"code":"UNAVAILABLE","message":"restarting"}]}"#;
+            return Response::builder()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .header(header::RETRY_AFTER, "0")
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap();
+        }
+    }
     let query: BTreeMap<String, Vec<String>> = {
         let mut q = BTreeMap::<String, Vec<String>>::new();
         for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {

@@ -452,6 +452,16 @@ pub(crate) fn env_var(name: &str, value: &str) -> EnvVar {
     }
 }
 
+/// The operator's proxy settings as env, upper- and lower-case names.
+pub(crate) fn proxy_env(config: &OperatorConfig) -> impl Iterator<Item = EnvVar> + '_ {
+    config
+        .builder
+        .proxy
+        .vars_both_cases()
+        .into_iter()
+        .map(|(name, value)| env_var(&name, value))
+}
+
 pub(crate) fn non_empty<V>(map: BTreeMap<String, V>) -> Option<BTreeMap<String, V>> {
     (!map.is_empty()).then_some(map)
 }

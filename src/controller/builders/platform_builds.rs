@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 
-use super::jobs::{env_var, hearth_job, result_command};
+use super::jobs::{env_var, hearth_job, proxy_env, result_command};
 use super::labels;
 use super::pod::unprivileged;
 use crate::api::{ImageBuild, ImageBuildSpec, RegistryCache};
@@ -239,6 +239,8 @@ pub fn index_job(
     if secret.is_some() {
         env.push(env_var("DOCKER_CONFIG", DOCKER_CONFIG_DIR));
     }
+    // The registries through the builders' proxy, as buildkitd reached them.
+    env.extend(proxy_env(config));
     let env = (!env.is_empty()).then_some(env);
     let mounts = secret.map(|_| {
         vec![VolumeMount {

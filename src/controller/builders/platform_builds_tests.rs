@@ -221,6 +221,31 @@ buildkitd:
     .unwrap()
 }
 
+#[test]
+fn the_index_job_reaches_registries_through_the_builders_proxy() {
+    let mut config = config();
+    config.builder.proxy.https_proxy = "http://proxy.corp:3128".into();
+    config.builder.proxy.no_proxy = ".svc,.cluster.local".into();
+    let p = parent(json!({}));
+    let job = index_job(&p, &digests(), owner(), 600, &config);
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let env: Vec<(String, String)> = pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| e.name.to_ascii_uppercase().ends_with("_PROXY"))
+        .map(|e| (e.name.clone(), e.value.clone().unwrap()))
+        .collect();
+    let want = [
+        ("HTTPS_PROXY", "http://proxy.corp:3128"),
+        ("https_proxy", "http://proxy.corp:3128"),
+        ("NO_PROXY", ".svc,.cluster.local"),
+        ("no_proxy", ".svc,.cluster.local"),
+    ]
+    .map(|(n, v)| (n.to_string(), v.to_string()));
+    assert_eq!(env, want);
+}
+
 fn digests() -> Vec<String> {
     vec![
         format!("sha256:{}", "a".repeat(64)),

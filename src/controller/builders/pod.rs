@@ -21,8 +21,8 @@ use super::build_script::{
     WORK_DIR_ENV,
 };
 use super::jobs::{
-    env_var, image_pull_secrets, non_empty, snapshot_container, store_volume, SnapshotOp,
-    CACHE_MOUNT, STATE_DIR,
+    env_var, image_pull_secrets, non_empty, proxy_env, snapshot_container, store_volume,
+    SnapshotOp, CACHE_MOUNT, STATE_DIR,
 };
 use super::{affinity, exporter, frontend, labels, Pin};
 use crate::api::image_build::normalize_path;
@@ -372,10 +372,7 @@ pub fn builder_pod(
     if let Some(git) = &spec.source.git {
         env.push(env_var(build_script::GIT_URL_ENV, &git.url));
     }
-    for (name, value) in config.builder.proxy.vars() {
-        env.push(env_var(name, value));
-        env.push(env_var(&name.to_ascii_lowercase(), value));
-    }
+    env.extend(proxy_env(config));
     // Only a replica's state is saved after the build: a throwaway volume is never pruned.
     if let (StateVolume::Replica(_), Some(prune)) = (&inputs.state, &inputs.prune) {
         env.extend(prune.env());
@@ -633,14 +630,8 @@ fn proxy_build_args(build: &ImageBuild, config: &OperatorConfig) -> Vec<String> 
     config
         .builder
         .proxy
-        .vars()
+        .vars_both_cases()
         .into_iter()
-        .flat_map(|(name, value)| {
-            [
-                (name.to_string(), value),
-                (name.to_ascii_lowercase(), value),
-            ]
-        })
         .filter(|(name, _)| !build.spec.build_args.contains_key(name))
         .flat_map(|(name, value)| ["--opt".to_string(), format!("build-arg:{name}={value}")])
         .collect()
