@@ -20,6 +20,12 @@ pub fn context_dir(dir: &str) -> String {
     format!("{}/context", dir.trim_end_matches('/'))
 }
 
+/// With `source.upload.separateDockerfile`, the tar's directory holding the context
+/// (and the Dockerfile's, [`UPLOAD_APART_DOCKERFILE`]): `hearth build -f` outside DIR.
+pub const UPLOAD_APART_CONTEXT: &str = "context";
+/// With `source.upload.separateDockerfile`, the tar's directory holding only the Dockerfile.
+pub const UPLOAD_APART_DOCKERFILE: &str = "dockerfile";
+
 /// Name of a child object: `<owner>-<role>-<attempt>`, shortened with a hash when the owner's
 /// name is long (pod names must be DNS labels of at most 63 characters).
 pub fn child_name(owner: &str, role: &str, attempt: i32) -> String {

@@ -393,6 +393,81 @@ async fn hot_build_uploads_the_context_follows_and_prints_the_digest() {
     keep_example("hot", &out);
 }
 
+/// `-f` naming a Dockerfile outside DIR, as `docker buildx build -f ../docker/x DIR` takes it:
+/// the Dockerfile travels apart from the context (only that file), the ImageBuild says
+/// where it lies from the context, and BuildKit gets the two as separate local sources.
+#[tokio::test]
+async fn a_dockerfile_outside_dir_travels_apart_from_the_context() {
+    let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
+    warm_cache(&mut c).await;
+    let mut h = Harness::new(false);
+    let (tmp, ctx) = context_dir();
+    let docker = tmp.path().join("docker");
+    std::fs::create_dir(&docker).unwrap();
+    std::fs::write(
+        docker.join("api.Dockerfile"),
+        "FROM alpine\nCOPY app.py /\n",
+    )
+    .unwrap();
+    std::fs::write(docker.join("unrelated.txt"), "not sent").unwrap();
+    let file = docker.join("api.Dockerfile");
+    let argv = [
+        ctx.to_str().unwrap(),
+        "-t",
+        "registry.example.com/shop/api:3",
+        "--cache-key",
+        "shop:main",
+        "-f",
+        file.to_str().unwrap(),
+    ];
+    let (client, name) = start(&c, &mut h, &argv).await;
+    let ib = c.build(&name).await;
+    assert_eq!(ib.spec.dockerfile, "../docker/api.Dockerfile");
+    assert!(ib.spec.source.upload.as_ref().unwrap().separate_dockerfile);
+    let violations = hearth::api::check::check(&serde_json::to_value(&ib).unwrap(), None).unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+
+    drive_to(&mut c, &h, &name, Phase::Building, "building on node").await;
+    let pod = format!("{name}-build-1");
+    let spec = serde_json::to_string(&c.pods().get(&pod).await.unwrap().spec).unwrap();
+    for arg in [
+        "context=/upload/context/context",
+        "dockerfile=/upload/context/dockerfile",
+        "filename=api.Dockerfile",
+    ] {
+        assert!(spec.contains(arg), "{arg} in {spec}");
+    }
+    receiver_runs(&c, &pod).await;
+    h.printed("uploaded").await;
+    let got = h.received.path().join(&pod).join("context");
+    assert_eq!(
+        std::fs::read_to_string(got.join("context/app.py")).unwrap(),
+        "print('hi')\n"
+    );
+    assert!(
+        !got.join("context/junk.pyc").exists(),
+        ".dockerignore still applies"
+    );
+    let sent: Vec<_> = std::fs::read_dir(got.join("dockerfile"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        sent,
+        ["api.Dockerfile"],
+        "only the Dockerfile travels apart"
+    );
+    assert_eq!(
+        std::fs::read_to_string(got.join("dockerfile/api.Dockerfile")).unwrap(),
+        "FROM alpine\nCOPY app.py /\n"
+    );
+    buildkit_runs(&c, &pod).await;
+    let (meta, _) = metadata('s');
+    c.finish_pod(&pod, 0, &meta).await;
+    drive_to(&mut c, &h, &name, Phase::Succeeded, "Succeeded").await;
+    assert_eq!(client.await.unwrap(), Exit::Succeeded);
+}
+
 #[tokio::test]
 async fn restored_build_says_from_which_key() {
     let mut c = Cluster::new(&["n1", "n2"], s3_config()).await;
@@ -704,8 +779,8 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
     let c = Cluster::new(&["n1"], s3_config()).await;
     let (_tmp, ctx) = context_dir();
     let dir = ctx.to_str().unwrap().to_string();
-    let outside = tempfile::NamedTempFile::new().unwrap();
-    let outside = outside.path().to_str().unwrap().to_string();
+    // A directory, not a file: outside DIR or in it, no Dockerfile there.
+    let outside = std::env::temp_dir().to_str().unwrap().to_string();
     let d = dir.as_str();
     let git = ["--git", "https://github.com/acme/shop.git"];
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -818,7 +893,7 @@ async fn bad_input_names_the_flag_exits_2_and_creates_nothing() {
         ),
         (
             vec![d, "-t", "r.io/a/b", "-f", outside.as_str()],
-            "-f/--file:",
+            "-f/--file: no Dockerfile at",
         ),
         (
             vec![d, "-t", "r.io/a/b", "-f", "/nonexistent/Dockerfile"],

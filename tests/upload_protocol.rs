@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hearth::upload::pack::pack;
+use hearth::upload::pack::{pack, pack_apart};
 use hearth::upload::receive::{receive, receive_once, wait_for_upload, Expect};
 use hearth::upload::send::{read_reply, send_frame};
 use hearth::upload::{done_line, header_line, UploadError};
@@ -371,6 +371,45 @@ fn each_escaping_entry_is_refused_with_nothing_written() {
         );
     }
     assert!(!Path::new("/tmp/hearth-evil").exists());
+}
+
+/// A Dockerfile outside DIR, packed apart: the context (hard links, symlinks and
+/// `.dockerignore` as always) under `context/`, that one file under `dockerfile/`; the
+/// receiver takes it as any tar, and the context arrives as it would alone.
+#[test]
+fn a_dockerfile_packed_apart_arrives_beside_the_context() {
+    let src = context();
+    let outside = tempfile::tempdir().unwrap();
+    let file = outside.path().join("api.Dockerfile");
+    write(&file, "FROM scratch\n", 0o640);
+    let mut tar = Vec::new();
+    pack_apart(src.path(), &file, &mut tar).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    receive(&frame(&tar, &sha(&tar), true)[..], dir.path(), None).unwrap();
+    let alone = tempfile::tempdir().unwrap();
+    let mut plain = Vec::new();
+    pack(src.path(), &[], &mut plain).unwrap();
+    receive(&frame(&plain, &sha(&plain), true)[..], alone.path(), None).unwrap();
+    assert_eq!(
+        snapshot(&dir.path().join("context/context")),
+        snapshot(&alone.path().join("context"))
+    );
+    let got = dir.path().join("context/dockerfile");
+    let apart = snapshot(&got);
+    assert_eq!(
+        apart.into_iter().collect::<Vec<_>>(),
+        [(
+            "api.Dockerfile".to_string(),
+            Kind::File("FROM scratch\n".into(), 0o640)
+        )]
+    );
+    // The hard link still names its first path, now under context/.
+    let again = dir.path().join("context/context/bin/run-again.sh");
+    let first = dir.path().join("context/context/bin/run.sh");
+    assert_eq!(
+        fs::metadata(again).unwrap().ino(),
+        fs::metadata(first).unwrap().ino()
+    );
 }
 
 #[test]

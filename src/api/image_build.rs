@@ -24,8 +24,9 @@ const REL_PATH_RULE: &str = "!self.startsWith('/') && !self.matches('(^|/)[.][.]
 /// never back into it through a detour): `../docker/Dockerfile`, not `a/../b` nor `../..`.
 const DOCKERFILE_PATH_RULE: &str = "!self.startsWith('/') && self.matches('^([.][.]/)*([^/.][^/]*|[.][^/.][^/]*|[.][.][^/]+|[.])(/([^/.][^/]*|[.][^/.][^/]*|[.][.][^/]+|[.])?)*$')";
 /// CEL rule on the spec: a Dockerfile out of the context (`../`) is read from the repository
-/// or volume the context is a directory of; an upload or a tarball carries the context only.
-const DOCKERFILE_OUTSIDE_RULE: &str = "!self.dockerfile.startsWith('../') || (has(self.source.git) && has(self.source.git.subPath)) || (has(self.source.context) && has(self.source.context.pvc) && has(self.source.context.pvc.path))";
+/// or volume the context is a directory of, or travels apart from an uploaded context; a
+/// tarball carries the context only.
+const DOCKERFILE_OUTSIDE_RULE: &str = "!self.dockerfile.startsWith('../') || (has(self.source.git) && has(self.source.git.subPath)) || (has(self.source.context) && has(self.source.context.pvc) && has(self.source.context.pvc.path)) || (has(self.source.upload) && has(self.source.upload.separateDockerfile) && self.source.upload.separateDockerfile)";
 
 /// CEL rule: the spec (all of it but `cancel` and `retention`) cannot change once the build has
 /// left `Pending`. Optional fields are compared by presence first, so adding or removing one is a
@@ -118,7 +119,7 @@ pub fn named_context_credentials_rule() -> String {
 )]
 #[x_kube(
     validation = Rule::new(DOCKERFILE_OUTSIDE_RULE)
-        .message("a Dockerfile outside the context ('../') needs a git source with subPath or a pvc context with path, whose repository or volume holds it; an upload or a context url carries the context only")
+        .message("a Dockerfile outside the context ('../') needs a git source with subPath or a pvc context with path, whose repository or volume holds it, or an upload with separateDockerfile; a context url carries the context only")
         .field_path(".dockerfile"),
 )]
 #[serde(rename_all = "camelCase")]
@@ -357,6 +358,12 @@ pub struct UploadSource {
         regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$")
     )]
     pub origin: Option<String>,
+    /// The tar holds the context in `context/` and, apart from it, the Dockerfile (the last
+    /// segment of `spec.dockerfile`, which may then lead out of the context with `../`) in
+    /// `dockerfile/`: `hearth build -f` naming a Dockerfile outside DIR sends that one file
+    /// besides the context, as buildx does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub separate_dockerfile: bool,
 }
 
 fn default_upload_timeout() -> Duration {

@@ -295,6 +295,7 @@ mod tests {
                 size: 1,
                 timeout: std::time::Duration::from_secs(60).into(),
                 origin: origin.map(Into::into),
+                separate_dockerfile: false,
             }),
             ..Default::default()
         };
@@ -314,6 +315,17 @@ mod tests {
         assert_eq!(
             derive_cache_key(&upload(None), "Dockerfile", Some("prod")),
             "upload:Dockerfile:prod"
+        );
+        // A Dockerfile outside the directory, sent apart, too.
+        let mut apart = upload(Some("github.com/acme/shop/svc/api"));
+        apart.upload.as_mut().unwrap().separate_dockerfile = true;
+        assert_eq!(
+            derive_cache_key(&apart, "../../docker/api.Dockerfile", None),
+            derive_cache_key(
+                &git("https://github.com/acme/shop.git", Some("svc/api")),
+                "../../docker/api.Dockerfile",
+                None
+            )
         );
     }
 

@@ -194,8 +194,11 @@ pub struct UploadInfo {
     pub sha256: String,
     /// Origin for the derived cache key (see [`origin_for`]).
     pub origin: String,
-    /// The Dockerfile path inside the context.
+    /// The Dockerfile's path from DIR (leading `../` when it lies outside and travels apart).
     pub dockerfile: String,
+    /// The Dockerfile lies outside DIR: the tar holds the context and it apart
+    /// (`source.upload.separateDockerfile`).
+    pub separate_dockerfile: bool,
 }
 
 /// The ImageBuild `hearth build` creates, without a name (the caller picks one). `upload`
@@ -227,6 +230,7 @@ pub fn image_build(
                 size: i64::try_from(u.size).unwrap_or(i64::MAX),
                 timeout: parse_duration("--upload-timeout", &args.upload_timeout, 1)?,
                 origin: Some(u.origin.clone()),
+                separate_dockerfile: u.separate_dockerfile,
             }),
             ..Default::default()
         },

@@ -156,37 +156,32 @@ pub struct PackedContext {
 }
 
 /// Packs DIR for `hearth build`: checks DIR and the Dockerfile (`-f` is a path on this
-/// machine, as with `docker build`; it must lie inside DIR), and finds the origin.
+/// machine, as with `docker build`: inside DIR it travels in the context, outside it apart
+/// from it), and finds the origin.
 pub fn pack_context(dir: &Path, file: Option<&Path>) -> Result<PackedContext, BadInput> {
     let root = dir
         .canonicalize()
         .ok()
         .filter(|d| d.is_dir())
         .ok_or_else(|| BadInput::new("DIR", format!("{} is not a directory", dir.display())))?;
-    let dockerfile = match file {
+    // Inside DIR: its path there. Outside: the file itself, sent apart.
+    let (dockerfile, apart) = match file {
         Some(f) => {
             let abs = f.canonicalize().map_err(|_| {
                 BadInput::new("-f/--file", format!("{} does not exist", f.display()))
             })?;
-            abs.strip_prefix(&root)
-                .map(Path::to_path_buf)
-                .map_err(|_| {
-                    BadInput::new(
-                        "-f/--file",
-                        format!(
-                            "{} is outside the context {}; the Dockerfile travels with the context",
-                            f.display(),
-                            dir.display()
-                        ),
-                    )
-                })?
+            match abs.strip_prefix(&root) {
+                Ok(inside) => (inside.to_path_buf(), None),
+                Err(_) => (relative_to(&root, &abs), Some(abs)),
+            }
         }
-        None => PathBuf::from("Dockerfile"),
+        None => (PathBuf::from("Dockerfile"), None),
     };
-    if !root.join(&dockerfile).is_file() {
+    let path = apart.clone().unwrap_or_else(|| root.join(&dockerfile));
+    if !path.is_file() {
         return Err(BadInput::new(
             "-f/--file",
-            format!("no Dockerfile at {}", root.join(&dockerfile).display()),
+            format!("no Dockerfile at {}", path.display()),
         ));
     }
     let dir_name = root
@@ -197,20 +192,35 @@ pub fn pack_context(dir: &Path, file: Option<&Path>) -> Result<PackedContext, Ba
     let origin = args::origin_for(remote.as_deref(), &prefix, &dir_name);
     let mut tar = tempfile::NamedTempFile::new()
         .map_err(|e| BadInput::new("DIR", format!("cannot create a temporary file: {e}")))?;
-    let packed =
-        crate::upload::pack::pack(&root, std::slice::from_ref(&dockerfile), tar.as_file_mut())
-            .map_err(|e| BadInput::new("DIR", e.to_string()))?;
+    let packed = match &apart {
+        None => {
+            crate::upload::pack::pack(&root, std::slice::from_ref(&dockerfile), tar.as_file_mut())
+        }
+        Some(file) => crate::upload::pack::pack_apart(&root, file, tar.as_file_mut()),
+    }
+    .map_err(|e| BadInput::new("DIR", e.to_string()))?;
     Ok(PackedContext {
         info: UploadInfo {
             size: packed.size,
             sha256: packed.sha256,
             origin,
             dockerfile: dockerfile.to_string_lossy().into_owned(),
+            separate_dockerfile: apart.is_some(),
         },
         tar,
         entries: packed.entries,
         skipped: packed.skipped,
     })
+}
+
+/// `file` from directory `dir` (both absolute and canonical), with leading `..`:
+/// `/src/svc/api` and `/src/docker/api.Dockerfile` give `../../docker/api.Dockerfile`.
+fn relative_to(dir: &Path, file: &Path) -> PathBuf {
+    let (d, f): (Vec<_>, Vec<_>) = (dir.components().collect(), file.components().collect());
+    let common = d.iter().zip(&f).take_while(|(a, b)| a == b).count();
+    let mut rel: PathBuf = d[common..].iter().map(|_| "..").collect();
+    rel.extend(&f[common..]);
+    rel
 }
 
 /// The git remote `origin` of the checkout holding `dir`, and `dir`'s path inside it (no git

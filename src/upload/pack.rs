@@ -119,9 +119,28 @@ impl<W: Write> Write for HashingWriter<W> {
 /// Packs `dir` into `out`. Paths in `always` (relative, for example the Dockerfile) are sent
 /// even when `.dockerignore` excludes them, as Docker does.
 pub fn pack(dir: &Path, always: &[PathBuf], out: impl Write) -> Result<Packed, UploadError> {
+    pack_into(dir, always, None, out)
+}
+
+/// Packs `dir` under `context/` and, apart from it, the file `dockerfile` (a Dockerfile
+/// outside `dir`) as `dockerfile/<its name>` (the names of [`crate::contract`]).
+pub fn pack_apart(dir: &Path, dockerfile: &Path, out: impl Write) -> Result<Packed, UploadError> {
+    pack_into(dir, &[], Some(dockerfile), out)
+}
+
+fn pack_into(
+    dir: &Path,
+    always: &[PathBuf],
+    apart: Option<&Path>,
+    out: impl Write,
+) -> Result<Packed, UploadError> {
     let ignore = DockerIgnore::load(dir)?;
     let mut packer = Packer {
         root: dir,
+        prefix: match apart {
+            Some(_) => PathBuf::from(crate::contract::UPLOAD_APART_CONTEXT),
+            None => PathBuf::new(),
+        },
         ignore: &ignore,
         always,
         builder: tar::Builder::new(HashingWriter {
@@ -133,7 +152,32 @@ pub fn pack(dir: &Path, always: &[PathBuf], out: impl Write) -> Result<Packed, U
         entries: 0,
         skipped: Vec::new(),
     };
-    packer.walk(Path::new(""))?;
+    // Apart, each of the two directories is an entry of its own, with DIR's mode.
+    let dir_meta = fs::metadata(dir).map_err(|e| UploadError::io(dir, e))?;
+    let top = Path::new("");
+    if apart.is_some() {
+        packer.append(top, &dir_meta, tar::EntryType::Directory, None, None)?;
+    }
+    packer.walk(top)?;
+    if let Some(file) = apart {
+        let name = file.file_name().ok_or_else(|| {
+            UploadError::io(
+                file,
+                io::Error::other("the Dockerfile's path has no file name"),
+            )
+        })?;
+        let meta = fs::metadata(file).map_err(|e| UploadError::io(file, e))?;
+        let opened = fs::File::open(file).map_err(|e| UploadError::io(file, e))?;
+        packer.prefix = PathBuf::from(crate::contract::UPLOAD_APART_DOCKERFILE);
+        packer.append(top, &dir_meta, tar::EntryType::Directory, None, None)?;
+        packer.append(
+            Path::new(name),
+            &meta,
+            tar::EntryType::Regular,
+            None,
+            Some(opened),
+        )?;
+    }
     let Packer {
         builder,
         entries,
@@ -152,6 +196,8 @@ pub fn pack(dir: &Path, always: &[PathBuf], out: impl Write) -> Result<Packed, U
 
 struct Packer<'a, W: Write> {
     root: &'a Path,
+    /// Directory of the tar the entries go under (empty: its root).
+    prefix: PathBuf,
     ignore: &'a DockerIgnore,
     always: &'a [PathBuf],
     builder: tar::Builder<HashingWriter<W>>,
@@ -219,6 +265,13 @@ impl<W: Write> Packer<'_, W> {
         link: Option<&Path>,
         data: Option<fs::File>,
     ) -> Result<(), UploadError> {
+        let rel = &self.prefix.join(rel);
+        let prefixed = link.map(|target| match kind {
+            // A hard link names another entry of the tar; a symlink's target is its own.
+            tar::EntryType::Link => self.prefix.join(target),
+            _ => target.to_path_buf(),
+        });
+        let link = prefixed.as_deref();
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(kind);
         header.set_mode(meta.mode() & 0o7777);

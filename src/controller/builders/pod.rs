@@ -182,8 +182,27 @@ pub fn buildctl_args(
         },
         (None, None) if spec.source.upload.is_some() => {
             let dir = contract::context_dir(UPLOAD_DIR);
-            locals.push(format!("context={dir}"));
-            locals.push(format!("dockerfile={dir}"));
+            match spec
+                .source
+                .upload
+                .as_ref()
+                .filter(|u| u.separate_dockerfile)
+            {
+                // The tar's two directories: the context, and the Dockerfile apart.
+                Some(_) => {
+                    locals.push(format!("context={dir}/{}", contract::UPLOAD_APART_CONTEXT));
+                    locals.push(format!(
+                        "dockerfile={dir}/{}",
+                        contract::UPLOAD_APART_DOCKERFILE
+                    ));
+                    let name = spec.dockerfile.rsplit('/').next().unwrap_or_default();
+                    dockerfile = name.to_string();
+                }
+                None => {
+                    locals.push(format!("context={dir}"));
+                    locals.push(format!("dockerfile={dir}"));
+                }
+            }
         }
         (None, None) => return Err(BuilderError::NoSource),
     }
