@@ -726,3 +726,24 @@ async fn a_cold_node_starts_seeded_from_the_registry_cache_and_a_hot_one_does_no
     let out = buildctl_output(&c, &second, "seeded-2-build-1").await;
     assert!(!out.contains("importing cache"), "{out}");
 }
+
+/// The API server refuses the builder pod (a ServiceAccount of the operator config missing in
+/// the namespace, as its ServiceAccount admission says): the build says so in a Warning Event
+/// with the server's own message, keeps trying, and runs once the pod is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_builder_pod_is_told_on_the_build_and_tried_again() {
+    let c = TestCluster::start(ClusterOpts::default()).await;
+    let message = "pods \"shop-1-build-1\" is forbidden: error looking up service account shop/hearth-builder: serviceaccount \"hearth-builder\" not found";
+    c.api
+        .refuse_next_writes("pods", 2, 403, "Forbidden", message);
+    c.apply_build("shop-1", build_spec("shop:main", json!({})))
+        .await;
+    c.wait_build("shop-1", "Succeeded", secs(90)).await;
+    let notes = event_notes(&c, Some("CreateRefused")).await;
+    assert!(
+        notes.iter().any(|n| n.starts_with(
+            "the API server refused builder pod shop-1-build-1 (403): pods \"shop-1-build-1\" is forbidden: error looking up service account"
+        ) && n.ends_with("; trying again")),
+        "{notes:?}"
+    );
+}

@@ -5,6 +5,7 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch};
+use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use tracing::info;
 
@@ -118,11 +119,17 @@ pub async fn apply_effects(
                 replica_table::release_clone_hold(ctx, &namespace, &cache, &pvc, &name).await?;
             }
             Effect::CreatePod(pod) => {
-                create_or_get(&pods, &pod).await?;
+                if let Err(e) = create_or_get(&pods, &pod).await {
+                    say_if_refused(build, "builder pod", &pod.name_any(), &e, ctx).await;
+                    return Err(e);
+                }
             }
             Effect::DeletePod(pod) => delete_ignoring_missing(&pods, &pod).await?,
             Effect::CreateJob(job) => {
-                create_or_get(&jobs, &job).await?;
+                if let Err(e) = create_or_get(&jobs, &job).await {
+                    say_if_refused(build, "Job", &job.name_any(), &e, ctx).await;
+                    return Err(e);
+                }
             }
             Effect::CreateBuild(child) => {
                 create_or_get(&builds, &child).await?;
@@ -235,5 +242,21 @@ fn record_finish(ctx: &Context, build: &ImageBuild, phase: Phase) {
     if let (Some(warmth), Phase::Succeeded) = (&warmth, phase) {
         ctx.metrics
             .cache_used(&build.namespace().unwrap_or_default(), warmth);
+    }
+}
+
+/// A pod or Job the API server refused (403: an admission plugin, such as a ServiceAccount,
+/// PriorityClass or RuntimeClass of the operator config that does not exist in the namespace,
+/// or a ResourceQuota; 422: invalid) as a Warning Event on the build with the server's own
+/// message, so `kubectl describe` says why the build waits; the create is tried again.
+async fn say_if_refused(build: &ImageBuild, what: &str, name: &str, error: &Error, ctx: &Context) {
+    if let Error::Kube(kube::Error::Api(status)) = error {
+        if status.code == 403 || status.code == 422 {
+            let note = format!(
+                "the API server refused {what} {name} ({}): {}; trying again",
+                status.code, status.message
+            );
+            publish(ctx, build, EventType::Warning, "CreateRefused", note).await;
+        }
     }
 }

@@ -258,9 +258,10 @@ fn route(shared: &Arc<Shared>, call: &Call, path: &str) -> Result<Response<Body>
     };
     if let Some(fault) = state.count(&resource, verb) {
         let name = target.name.clone().unwrap_or_default();
-        return Err(match fault.code {
-            409 => ApiError::stale(rt, &name),
-            code => ApiError::new(code, "InternalError", "injected failure (test fault)"),
+        return Err(match (fault.code, fault.refusal) {
+            (_, Some((reason, message))) => ApiError::new(fault.code, &reason, message),
+            (409, None) => ApiError::stale(rt, &name),
+            (code, None) => ApiError::new(code, "InternalError", "injected failure (test fault)"),
         });
     }
     if call.q("dryRun").is_some() && verb != "watch" && verb != "list" && verb != "get" {

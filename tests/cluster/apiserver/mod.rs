@@ -394,7 +394,31 @@ impl ApiServer {
         let plural = self.resource_or_panic(resource).qualified();
         let mut state = self.state();
         let queue = state.faults.entry(plural).or_default();
-        queue.extend(std::iter::repeat_n(Fault { code }, n));
+        queue.extend(std::iter::repeat_n(
+            Fault {
+                code,
+                refusal: None,
+            },
+            n,
+        ));
+    }
+
+    /// The next `n` writes to `resource` are refused with `code`, `reason` and `message`, as
+    /// an admission plugin refuses them (a pod naming a ServiceAccount that does not exist:
+    /// 403 Forbidden).
+    pub fn refuse_next_writes(
+        &self,
+        resource: &str,
+        n: usize,
+        code: u16,
+        reason: &str,
+        message: &str,
+    ) {
+        let plural = self.resource_or_panic(resource).qualified();
+        let mut state = self.state();
+        let queue = state.faults.entry(plural).or_default();
+        let refusal = Some((reason.to_string(), message.to_string()));
+        queue.extend(std::iter::repeat_n(Fault { code, refusal }, n));
     }
 
     /// Delay added to every request (before it is handled).

@@ -89,6 +89,9 @@ pub struct Page {
 #[derive(Clone, Debug)]
 pub struct Fault {
     pub code: u16,
+    /// The refusal's reason and message, as a real server's admission gives them; none for
+    /// a generic injected failure.
+    pub refusal: Option<(String, String)>,
 }
 
 /// All state of the server.
