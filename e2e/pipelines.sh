@@ -152,12 +152,19 @@ YAML
 # ------------------------------------------------------------------ scenarios
 
 # The hearth-build Task uploads a cloned workspace and reports the digest; a second run of the
-# same cache key is Hot.
+# same cache key is Hot, its Dockerfile outside CONTEXT (sent apart from the context).
 scenario_tekton_task() {
-  local n pr tr img ib
+  local n pr tr img ib dockerfile copy
   for n in 1 2; do
     pr=task-$RUN-$n
     img=$(image "task-$n")
+    dockerfile=src/Dockerfile copy=""
+    if [[ $n == 2 ]]; then
+      dockerfile=docker/Dockerfile
+      # Expanded once into the script below (Tekton then fills in the workspace path).
+      # shellcheck disable=SC2016 # Tekton's $(...), not the shell's
+      copy='mkdir "$(workspaces.output.path)/docker" && mv "$(workspaces.output.path)/src/Dockerfile" "$(workspaces.output.path)/docker/"'
+    fi
     kc create -f - <<YAML
 apiVersion: tekton.dev/v1
 kind: PipelineRun
@@ -188,6 +195,7 @@ spec:
                 #!/bin/sh
                 set -eu
                 git clone -q --depth 1 "$GIT_URL" "\$(workspaces.output.path)/src"
+                $copy
       - name: build
         runAfter: [fetch]
         taskRef: {name: hearth-build}
@@ -195,7 +203,7 @@ spec:
         params:
           - {name: IMAGE, value: "$img"}
           - {name: CONTEXT, value: src}
-          - {name: DOCKERFILE, value: src/Dockerfile}
+          - {name: DOCKERFILE, value: $dockerfile}
           - {name: BUILD_ARGS, value: ["RUN_ID=$pr"]}
           - {name: CACHE_KEY, value: "$KEY-task"}
           - {name: BUILDER_IMAGE, value: "$HEARTH_IMAGE"}
@@ -207,6 +215,10 @@ YAML
     ib=$(ib_for_image "$img")
     assert_eq "$(get imagebuild "$ib" .status.imageDigest)" "$(run_result taskrun "$tr" IMAGE_DIGEST)" "IMAGE_DIGEST is the ImageBuild's digest"
     assert_eq "$(get imagebuild "$ib" .status.placement.warmth)" "$([[ $n == 1 ]] && echo Cold || echo Hot)" "$ib warmth (run $n)"
+    if [[ $n == 2 ]]; then
+      assert_eq "$(get imagebuild "$ib" .spec.dockerfile)" ../docker/Dockerfile "$ib spec.dockerfile (outside CONTEXT)"
+      assert_eq "$(get imagebuild "$ib" .spec.source.upload.separateDockerfile)" true "$ib sent its Dockerfile apart"
+    fi
     # The run ends when the build is Succeeded (image pushed); its save follows. The second
     # run is Hot on the saved replica: wait for the save, not just the run.
     wait_snapshotted "$ib"
