@@ -17,6 +17,7 @@ pub const IMAGE_REF_PATTERN: &str = r"^((localhost|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(PUSH_BY_DIGEST_RULE).message("pushes the image by digest only: it needs push: true and no tags (a tag is a name pushed)").field_path(".pushByDigest"))]
+#[x_kube(validation = Rule::new(COMPRESSION_LEVEL_RULE).message("must be 0-9 for gzip and estargz (gzip when compression is unset), 0-22 for zstd; uncompressed has no level").field_path(".compressionLevel"))]
 pub struct OutputSpec {
     /// Full image reference with its registry host, for example
     /// `registry.example.com/team/app:1.2.3` (`:latest` when the tag is left out).
@@ -54,6 +55,11 @@ pub struct OutputSpec {
     /// (`force-compression`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force_compression: bool,
+    /// Compression level (the image exporter's `compression-level`): 0-9 for gzip and
+    /// estargz, 0-22 for zstd; unset is the algorithm's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 22))]
+    pub compression_level: Option<i32>,
     /// OCI media types instead of Docker's (`oci-mediatypes`). Unset leaves BuildKit's choice
     /// (Docker media types, OCI where compression, annotations or attestations need them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +74,11 @@ pub struct OutputSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub push_by_digest: bool,
 }
+
+/// CEL rule: `compressionLevel` within the range of the compression (gzip by default).
+pub const COMPRESSION_LEVEL_RULE: &str = "!has(self.compressionLevel) \
+|| (has(self.compression) && self.compression == 'zstd') \
+|| ((!has(self.compression) || self.compression != 'uncompressed') && self.compressionLevel <= 9)";
 
 /// CEL rule: `pushByDigest` pushes, and pushes no name.
 pub const PUSH_BY_DIGEST_RULE: &str = "!has(self.pushByDigest) || !self.pushByDigest \

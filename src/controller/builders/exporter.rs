@@ -22,6 +22,9 @@ pub fn output_value(output: &OutputSpec) -> String {
     if let Some(c) = output.compression {
         fields.push(format!("compression={}", c.as_str()));
     }
+    if let Some(level) = output.compression_level {
+        fields.push(format!("compression-level={level}"));
+    }
     if output.force_compression {
         fields.push("force-compression=true".to_string());
     }

@@ -68,6 +68,7 @@ fn exporter_options_and_annotations_by_level() {
     let s = spec(serde_json::json!({"output": {
         "push": false,
         "compression": "zstd",
+        "compressionLevel": 19,
         "forceCompression": true,
         "ociMediaTypes": true,
         "annotations": {
@@ -80,7 +81,7 @@ fn exporter_options_and_annotations_by_level() {
     assert_eq!(
         output_value(&s.output),
         "type=image,name=registry.example.com/shop/api:1,push=false,compression=zstd,\
-force-compression=true,oci-mediatypes=true,\
+compression-level=19,force-compression=true,oci-mediatypes=true,\
 \"annotation-index.org.opencontainers.image.description=shop, \"\"api\"\"\",\
 annotation-manifest-descriptor.team=shop,\
 annotation.org.opencontainers.image.source=https://github.com/acme/shop"
