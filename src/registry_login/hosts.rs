@@ -111,15 +111,13 @@ pub fn registry_host(reference: &str) -> &str {
     }
 }
 
-/// The hosts among `references` (image references) served by one of `providers`, sorted and
-/// without repeats.
+/// The `hosts` served by one of `providers`, lower-case, sorted and without repeats.
 pub fn login_hosts<'a>(
-    references: impl IntoIterator<Item = &'a str>,
+    hosts: impl IntoIterator<Item = &'a str>,
     providers: &[Provider],
 ) -> Vec<String> {
-    references
+    hosts
         .into_iter()
-        .map(registry_host)
         .filter(|host| classify(host).is_some_and(|r| providers.contains(&r.provider())))
         .map(str::to_ascii_lowercase)
         .collect::<BTreeSet<_>>()
@@ -205,10 +203,11 @@ mod tests {
         assert_eq!(registry_host("alpine"), "docker.io");
         let refs = [
             "123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1",
-            "123456789012.dkr.ecr.us-east-1.amazonaws.com/app:cache",
+            "123456789012.DKR.ecr.us-east-1.amazonaws.com/app:cache",
             "europe-docker.pkg.dev/p/r/app:1",
             "ghcr.io/acme/app:1",
-        ];
+        ]
+        .map(registry_host);
         assert_eq!(
             login_hosts(refs, &[Provider::Ecr]),
             ["123456789012.dkr.ecr.us-east-1.amazonaws.com"]
