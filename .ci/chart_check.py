@@ -114,6 +114,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "podLabels": {"team": "platform"}, "podAnnotations": {"example.com/cost": "builds"},
         "priorityClassName": "builds", "runtimeClassName": "runc", "readOnlyRuntimeClassName": "kata",
         "proxy": {"httpProxy": "http://proxy.corp:3128", "httpsProxy": "http://proxy.corp:3128", "noProxy": ".svc,10.0.0.0/8"},
+        "registryLogin": {"providers": ["ecr", "gcp"], "registries": ["123456789012.dkr.ecr.eu-west-1.amazonaws.com"]},
     }},
     "buildkitd": {"buildkitd": {"registries": [
         {"host": "docker.io", "mirrors": ["mirror.corp:5000"]},
@@ -191,8 +192,9 @@ CONFIG_KEYS = {
     "builder": {"image", "hearthImage", "imagePullPolicy", "resources", "nodeSelector", "tolerations",
                 "serviceAccountName", "automountServiceAccountToken", "imagePullSecrets", "podLabels",
                 "podAnnotations", "priorityClassName", "runtimeClassName", "readOnlyRuntimeClassName", "proxy",
-                "defaultArch"},
+                "defaultArch", "registryLogin"},
     "builder.proxy": {"httpProxy", "httpsProxy", "noProxy"},
+    "builder.registryLogin": {"providers", "registries"},
     "cache": {"storageClassName", "size", "nodeBudget", "maxReplicas", "cloneStorageClasses", "cloneBindTimeout"},
     "snapshot": {"store", "credentialsSecret", "fileStoreClaim", "s3", "every", "minInterval", "retain",
                  "gcInterval", "gcGrace", "deleteTimeout"},
@@ -529,7 +531,7 @@ def check_config(objs: list[dict], values: dict) -> None:
     b, want = config["builder"], merged["builder"]
     assert b["imagePullSecrets"] == [s["name"] for s in want["imagePullSecrets"]], "builder.imagePullSecrets as names"
     for key in ("serviceAccountName", "automountServiceAccountToken", "podLabels", "podAnnotations",
-                "priorityClassName", "runtimeClassName", "readOnlyRuntimeClassName", "proxy"):
+                "priorityClassName", "runtimeClassName", "readOnlyRuntimeClassName", "proxy", "registryLogin"):
         assert b[key] == want[key], f"builder.{key}: {b[key]!r} != {want[key]!r}"
     assert config["snapshot"] == {**merged["snapshot"], "s3": merged["snapshot"]["s3"]}, "snapshot section"
     assert config["namespaces"] == merged["namespaces"]

@@ -54,6 +54,10 @@ pub enum Command {
     /// Assemble and push a multi-arch image index (run by the index Job).
     #[command(subcommand)]
     Index(crate::index::args::IndexCommand),
+    /// Write a docker config.json with short-lived registry credentials from the pod's cloud
+    /// identity (ECR, Google), merged over a base config (run by builder pods' and the index
+    /// Job's init container).
+    RegistryLogin(crate::registry_login::LoginArgs),
 }
 
 /// Runs a parsed command line.
@@ -94,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => client_command(|env| crate::client::logs(args, env)),
         Command::Receive(args) => Ok(crate::upload::cli::run(&args)),
         Command::Index(cmd) => crate::index::run(cmd),
+        Command::RegistryLogin(args) => crate::registry_login::run(&args),
     }
 }
 

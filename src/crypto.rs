@@ -9,3 +9,13 @@
 pub fn install() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// The AWS SDK's HTTPS client on rustls with ring (the SDK's default client would bring
+/// aws-lc-rs as a second provider). The smithy runtime's type, which every SDK crate
+/// re-exports.
+pub fn aws_https_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}

@@ -7,18 +7,21 @@
 //! (the operator), [`planner`] (where a build runs and from what cache), [`simulate`] (replays
 //! workloads under placement strategies), [`snapshot`] (the snapshot engine), [`store`]
 //! (where snapshots live), [`index`] (`hearth index create`, the multi-arch index Job's
-//! registry client), [`upload`] (a local build context streamed into the builder pod),
-//! [`client`] (`hearth build`, `wait` and `logs`) and [`cli`] (the command line).
+//! registry client), [`registry_login`] (`hearth registry-login`, registry credentials from
+//! the pod's cloud identity), [`upload`] (a local build context streamed into the builder
+//! pod), [`client`] (`hearth build`, `wait` and `logs`) and [`cli`] (the command line).
 //!
 //! Layering: a module uses only modules below it, and no module imports one that imports it
 //! back. At the bottom, [`api`] and [`contract`] (which uses only `api`), with [`crypto`],
-//! [`store`] and [`index`], which use nothing of ours. Above them the pure or nearly pure engines:
+//! [`index`], which uses nothing of ours, and [`store`] and [`registry_login`], which use only
+//! `crypto` (the AWS SDK's HTTPS client). Above them the pure or nearly pure engines:
 //! [`snapshot`] (on `store`), [`planner`] (on `api`), [`upload`] (on `contract`),
 //! [`simulate`] (on `planner`) and [`crds`]. Then the two programs that talk to a cluster,
 //! side by side and never using each other: [`controller`] (on `api`, `contract`, `planner`,
-//! `snapshot`, `store`, `crypto`) and [`client`] (on `api`, `contract`, `upload`); what both
-//! need goes into `contract` (names, paths) or `api` (types, quantities). [`cli`] is at the
-//! top and wires everything. `tests/module_layering.rs` checks this, file by file.
+//! `snapshot`, `store`, `crypto`, and `registry_login`'s host patterns) and [`client`] (on
+//! `api`, `contract`, `upload`); what both need goes into `contract` (names, paths) or `api`
+//! (types, quantities). [`cli`] is at the top and wires everything. `tests/module_layering.rs`
+//! checks this, file by file.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -30,6 +33,7 @@ pub mod crds;
 pub mod crypto;
 pub mod index;
 pub mod planner;
+pub mod registry_login;
 pub mod simulate;
 pub mod snapshot;
 pub mod store;

@@ -27,7 +27,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("contract", &["api"]),
     ("crypto", &[]),
     // Pure or nearly so: they never see the controller or the client.
-    ("store", &[]),
+    ("store", &["crypto"]),
+    ("registry_login", &["crypto"]),
     ("index", &[]),
     ("snapshot", &["store"]),
     ("planner", &["api"]),
@@ -37,7 +38,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     // The two programs users run against a cluster; neither uses the other.
     (
         "controller",
-        &["api", "contract", "crypto", "planner", "snapshot", "store"],
+        &[
+            "api",
+            "contract",
+            "crypto",
+            "planner",
+            "registry_login",
+            "snapshot",
+            "store",
+        ],
     ),
     ("client", &["api", "contract", "upload"]),
     // Top: the command line, which wires everything together.
@@ -52,6 +61,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "crypto",
             "index",
             "planner",
+            "registry_login",
             "simulate",
             "snapshot",
             "store",

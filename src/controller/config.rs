@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::buildkitd_config::BuildkitdSettings;
 use crate::api::BuildResources;
+use crate::registry_login::hosts::{self, Provider};
 
 /// Default rootless BuildKit image of builder pods.
 pub const DEFAULT_BUILDER_IMAGE: &str = "docker.io/moby/buildkit:v0.25.1-rootless";
@@ -162,6 +163,58 @@ pub struct BuilderConfig {
     /// Architecture (`kubernetes.io/arch`) of builds that name no platform, and of nodes
     /// without that label. Caches are scoped to an architecture (docs/planner.md).
     pub default_arch: String,
+    /// Registry credentials from the builder pod's cloud identity (`hearth registry-login` in
+    /// an init container), for the registries a build pushes to and caches in.
+    pub registry_login: RegistryLoginSettings,
+}
+
+/// Registry credentials from the cloud identity of builder pods and index Jobs (the
+/// ServiceAccount of `serviceAccountName`): before buildctl runs, an init container asks each
+/// provider for a short-lived token and writes it, merged over the push Secret's config, as
+/// buildctl's `config.json`. No credential helper in the builder image. Off by default.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct RegistryLoginSettings {
+    /// Providers to log in with: `ecr` (IRSA, EKS Pod Identity), `gcp` (GKE Workload
+    /// Identity). A build logs in to each registry host of its output names and registry
+    /// cache refs that one of them serves. Empty: off.
+    pub providers: Vec<Provider>,
+    /// More registry hosts to log in to for every build, such as the one private base images
+    /// come from; each must be served by one of `providers`.
+    pub registries: Vec<String>,
+}
+
+impl RegistryLoginSettings {
+    /// The hosts a build whose image references are `references` logs in to: those the
+    /// providers serve, and `registries`. Empty when login is off.
+    pub fn hosts<'a>(&'a self, references: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let of_build = references.into_iter().map(hosts::registry_host);
+        let extra = self.registries.iter().map(String::as_str);
+        hosts::login_hosts(of_build.chain(extra), &self.providers)
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let mut providers = self.providers.clone();
+        providers.sort();
+        providers.dedup();
+        if providers.len() != self.providers.len() {
+            return Err((
+                "builder.registryLogin.providers",
+                "expected each provider at most once".into(),
+            ));
+        }
+        for host in &self.registries {
+            let served =
+                hosts::classify(host).is_some_and(|r| self.providers.contains(&r.provider()));
+            if !served {
+                return Err((
+                    "builder.registryLogin.registries",
+                    format!("{host:?} is not a registry host of the providers {:?} (ecr: <account>.dkr.ecr.<region>.amazonaws.com; gcp: gcr.io, <region>.gcr.io, <location>-docker.pkg.dev)", self.providers.iter().map(|p| p.as_str()).collect::<Vec<_>>()),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Proxy settings of builder pods: buildkitd (pulls, pushes, https contexts) and git read them
@@ -232,6 +285,7 @@ impl Default for BuilderConfig {
             read_only_runtime_class_name: String::new(),
             proxy: ProxySettings::default(),
             default_arch: "amd64".to_string(),
+            registry_login: RegistryLoginSettings::default(),
         }
     }
 }
@@ -396,6 +450,7 @@ impl BuilderConfig {
                 format!("expected valid annotation keys, got {key:?}"),
             ));
         }
+        self.registry_login.check()?;
         for (name, value) in self.proxy.vars() {
             if value.chars().any(char::is_whitespace) {
                 return Err((
@@ -790,6 +845,61 @@ builder:
             let err = OperatorConfig::parse("c.yaml", &format!("builder: {{{yaml}}}"))
                 .unwrap_err()
                 .to_string();
+            assert!(err.contains(field) && err.contains(says), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn registry_login_is_read_and_bad_settings_name_the_field() {
+        let ecr = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+        let text =
+            format!("builder: {{registryLogin: {{providers: [ecr, gcp], registries: [{ecr}]}}}}");
+        let login = OperatorConfig::parse("c.yaml", &text)
+            .unwrap()
+            .builder
+            .registry_login;
+        assert_eq!(login.providers, [Provider::Ecr, Provider::Gcp]);
+        assert_eq!(
+            login.hosts(["ghcr.io/a/b:1", "europe-docker.pkg.dev/p/r/app:1"]),
+            [
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                "europe-docker.pkg.dev"
+            ]
+        );
+        assert!(RegistryLoginSettings::default()
+            .hosts([format!("{ecr}/app:1").as_str()])
+            .is_empty());
+        for (yaml, field, says) in [
+            (
+                "providers: [azure]",
+                "registryLogin.providers",
+                "unknown variant `azure`",
+            ),
+            (
+                "providers: [ecr, ecr]",
+                "builder.registryLogin.providers",
+                "at most once",
+            ),
+            (
+                "providers: [gcp], registries: [ghcr.io]",
+                "builder.registryLogin.registries",
+                "\"ghcr.io\"",
+            ),
+            (
+                &format!("providers: [gcp], registries: [{ecr}]"),
+                "builder.registryLogin.registries",
+                "ecr: <account>",
+            ),
+            (
+                "registries: [gcr.io]",
+                "builder.registryLogin.registries",
+                "providers []",
+            ),
+        ] {
+            let err =
+                OperatorConfig::parse("c.yaml", &format!("builder: {{registryLogin: {{{yaml}}}}}"))
+                    .unwrap_err()
+                    .to_string();
             assert!(err.contains(field) && err.contains(says), "{yaml}: {err}");
         }
     }

@@ -150,10 +150,12 @@ pub fn pod_outcome(pod: &Pod, node_exists: impl Fn(&str) -> bool) -> PodOutcome 
                 };
             }
             if let Some((name, code, tail)) = init_failed {
-                let reason = if name == crate::contract::RECEIVER_CONTAINER {
-                    "UploadFailed"
-                } else {
-                    "RestoreFailed"
+                let reason = match name.as_str() {
+                    crate::contract::RECEIVER_CONTAINER => "UploadFailed",
+                    crate::controller::builders::docker_config::LOGIN_CONTAINER => {
+                        "RegistryLoginFailed"
+                    }
+                    _ => "RestoreFailed",
                 };
                 return PodOutcome::Failed {
                     reason: reason.into(),

@@ -218,6 +218,25 @@ fn failed_receiver_fails_the_build_as_an_upload_failure() {
     }
 }
 
+#[test]
+fn failed_registry_login_fails_the_build_saying_so() {
+    let p = pod(
+        json!({"spec": {"containers": []}, "status": {"phase": "Failed", "initContainerStatuses": [{
+        "name": "registry-login", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 1, "message": "hearth registry-login: ECR GetAuthorizationToken in eu-west-1: AccessDeniedException\n"}}}]}}),
+    );
+    match pod_outcome(&p, alive) {
+        PodOutcome::Failed { reason, message } => {
+            assert_eq!(reason, "RegistryLoginFailed");
+            assert!(
+                message.contains("container registry-login exited 1: hearth registry-login: ECR"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A builder pod with a restore init container in `state` (none: not started).
 fn restoring_pod(state: Option<serde_json::Value>) -> Pod {
     let statuses: Vec<serde_json::Value> = state

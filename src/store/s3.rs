@@ -81,15 +81,6 @@ where
     }
 }
 
-/// The SDK's HTTPS client on rustls with ring, the binary's one crypto provider (see
-/// [`crate::crypto`]); the SDK's default client would bring aws-lc-rs as a second one.
-fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
-    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https()
-}
-
 /// A provider that always gives `creds` (the SDK's `Credentials` redacts them in `Debug`).
 fn static_provider(creds: StoreCredentials) -> Credentials {
     Credentials::new(
@@ -105,8 +96,8 @@ impl S3Store {
     /// A store in `bucket` under `prefix` (no leading or trailing `/`). Fails only when a
     /// credentials directory is given and its files are missing or malformed.
     pub async fn new(bucket: &str, prefix: &str, opts: &S3Options) -> Result<S3Store, StoreError> {
-        let mut loader =
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client());
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(crate::crypto::aws_https_client());
         if let Some(dir) = &opts.credentials_dir {
             let creds = credentials::read_dir(dir, opts.credentials_secret.as_deref())?;
             loader = loader.credentials_provider(static_provider(creds));

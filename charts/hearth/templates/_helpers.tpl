@@ -91,6 +91,9 @@ builder:
     httpsProxy: {{ .Values.builder.proxy.httpsProxy | quote }}
     noProxy: {{ .Values.builder.proxy.noProxy | quote }}
   defaultArch: {{ .Values.builder.defaultArch | default "amd64" | quote }}
+  registryLogin:
+    providers: {{ toJson (.Values.builder.registryLogin.providers | default list) }}
+    registries: {{ toJson (.Values.builder.registryLogin.registries | default list) }}
 cache:
   storageClassName: {{ .Values.cache.storageClassName | quote }}
   size: {{ .Values.cache.size | quote }}

@@ -3,7 +3,9 @@
 //! registry cache flags (`--import-cache`, `--export-cache`) and the allow-listed frontend
 //! options passed through. Pure: strings in, arguments out.
 
-use crate::api::{CacheMode, ImageBuildSpec, OutputSpec, ProvenanceMode, FRONTEND_OPTIONS};
+use crate::api::{
+    CacheMode, ImageBuildSpec, OutputSpec, ProvenanceMode, RegistryExport, FRONTEND_OPTIONS,
+};
 
 /// The `--output` value of the image exporter. buildctl reads it as one CSV record, so a
 /// field holding a comma or a quote (several names, an annotation's value) is quoted.
@@ -90,6 +92,16 @@ pub fn passthrough_opts(spec: &ImageBuildSpec) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The registry cache a build exports to: `spec.cache.registry.exportTo`, never for a
+/// `ReadOnly` (untrusted) build.
+pub fn cache_export(spec: &ImageBuildSpec) -> Option<&RegistryExport> {
+    spec.cache
+        .registry
+        .as_ref()
+        .and_then(|r| r.export_to.as_ref())
+        .filter(|_| spec.cache.mode != CacheMode::ReadOnly)
+}
+
 /// `--import-cache` for each registry ref the placement seeds the build from, and
 /// `--export-cache` to the spec's export ref unless the build is `ReadOnly` (the CRD refuses
 /// that pairing; a ReadOnly build never writes a cache, whatever its spec says).
@@ -99,13 +111,7 @@ pub fn cache_args(spec: &ImageBuildSpec, import_from: &[String]) -> Vec<String> 
         args.push("--import-cache".to_string());
         args.push(format!("type=registry,ref={reference}"));
     }
-    let export = spec
-        .cache
-        .registry
-        .as_ref()
-        .and_then(|r| r.export_to.as_ref())
-        .filter(|_| spec.cache.mode != CacheMode::ReadOnly);
-    if let Some(export) = export {
+    if let Some(export) = cache_export(spec) {
         args.push("--export-cache".to_string());
         args.push(format!(
             "type=registry,ref={},mode={}",

@@ -3,6 +3,7 @@
 //! each is unit-tested on its output.
 
 pub mod build_script;
+pub mod docker_config;
 pub mod exporter;
 pub mod frontend;
 pub mod jobs;
@@ -12,8 +13,9 @@ pub mod pod;
 pub mod pvc;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
-    ProjectedVolumeSource, SecretProjection, Volume, VolumeMount, VolumeProjection,
+    Affinity, Capabilities, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, ProjectedVolumeSource, SeccompProfile, SecretProjection, SecurityContext,
+    Volume, VolumeMount, VolumeProjection,
 };
 
 use crate::api::SecretKeyRef;
@@ -95,4 +97,35 @@ pub fn secret_keys_volume<'a>(
             ..Default::default()
         },
     )
+}
+
+/// The security context of a container that needs no privilege at all (the receiver, the
+/// index Job): the builder's user, read-only root, every capability dropped.
+pub(crate) fn unprivileged() -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(1000),
+        run_as_group: Some(1000),
+        run_as_non_root: Some(true),
+        privileged: Some(false),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// [`unprivileged`] under the container runtime's default seccomp profile: what a container
+/// that only talks to registries gets (the index Job, the registry login), as the `restricted`
+/// Pod Security Standard asks.
+pub(crate) fn restricted() -> SecurityContext {
+    SecurityContext {
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..unprivileged()
+    }
 }

@@ -7,25 +7,24 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{
-    Container, EnvVar, KeyToPath, PodSecurityContext, PodSpec, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSecurityContext, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 
+use super::docker_config::docker_config;
 use super::jobs::{env_var, hearth_job, proxy_env, result_command};
 use super::labels;
-use super::pod::unprivileged;
+use super::restricted;
 use crate::api::{ImageBuild, ImageBuildSpec, RegistryCache};
 use crate::controller::buildkitd_config::RegistrySettings;
 use crate::controller::config::OperatorConfig;
 
 /// Role of the index Job, in its name and labels.
 pub const INDEX_ROLE: &str = "index";
-/// Where the push Secret's `.dockerconfigjson` is mounted, as `config.json`, for the index Job.
+/// The index Job's `DOCKER_CONFIG`: the push Secret's `.dockerconfigjson` as `config.json`, or
+/// the `registry-login` init container's output ([`super::docker_config`]).
 pub const DOCKER_CONFIG_DIR: &str = "/hearth/docker";
-/// The volume holding it.
+/// The push Secret's volume.
 const DOCKER_CONFIG_VOLUME: &str = "docker-config";
 /// Environment variables of the index Job holding each registry's CA bundle (`<prefix><n>`).
 pub const INDEX_CA_ENV_PREFIX: &str = "HEARTH_REGISTRY_CA_";
@@ -230,43 +229,46 @@ pub fn index_job(
 ) -> Job {
     let name = parent.name_any();
     let labels = labels::for_build(&name, None, INDEX_ROLE);
-    let secret = parent.spec.output.push_secret_ref.as_ref();
+    // The children are in the repository of `output.image`, one of the names.
+    let names = parent.spec.output.names();
+    let login_hosts = config
+        .builder
+        .registry_login
+        .hosts(names.iter().map(String::as_str));
+    let docker = docker_config(
+        parent
+            .spec
+            .output
+            .push_secret_ref
+            .as_ref()
+            .map(|s| s.name.as_str()),
+        DOCKER_CONFIG_VOLUME,
+        &login_hosts,
+        DOCKER_CONFIG_DIR,
+        config,
+    );
     // Each registry's CA bundle as a value (a ConfigMap cannot cross into the namespace),
     // named by `--ca-env`.
     let mut env: Vec<EnvVar> = registry_cas(config)
         .map(|(var, r)| env_var(&var, &r.ca))
         .collect();
-    if secret.is_some() {
+    if docker.is_some() {
         env.push(env_var("DOCKER_CONFIG", DOCKER_CONFIG_DIR));
     }
     // The registries through the builders' proxy, as buildkitd reached them.
     env.extend(proxy_env(config));
     let env = (!env.is_empty()).then_some(env);
-    let mounts = secret.map(|_| {
-        vec![VolumeMount {
-            name: DOCKER_CONFIG_VOLUME.into(),
-            mount_path: DOCKER_CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]
-    });
-    let volumes = secret.map(|s| {
-        vec![Volume {
-            name: DOCKER_CONFIG_VOLUME.into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(s.name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: ".dockerconfigjson".into(),
-                    path: "config.json".into(),
-                    mode: None,
-                }]),
-                // Readable by the Job's group only (fsGroup), never by other users.
-                default_mode: Some(0o440),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }]
-    });
+    let mounts = docker.as_ref().map(|d| vec![d.mount.clone()]);
+    let (volumes, login) = match docker {
+        Some(d) => (Some(d.volumes), d.login),
+        None => (None, None),
+    };
+    // Logging in with the cloud identity takes the builder pods' ServiceAccount, which the
+    // identity is bound to (an IRSA role, a GKE Workload Identity binding).
+    let service_account = login
+        .as_ref()
+        .map(|_| config.builder.service_account_name.clone())
+        .filter(|name| !name.is_empty());
     let container = Container {
         name: INDEX_ROLE.into(),
         image: Some(config.builder.hearth_image.clone()),
@@ -276,13 +278,7 @@ pub fn index_job(
         env,
         volume_mounts: mounts,
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        security_context: Some(SecurityContext {
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..unprivileged()
-        }),
+        security_context: Some(restricted()),
         ..Default::default()
     };
     let tolerations = config.builder.tolerations.clone();
@@ -295,6 +291,8 @@ pub fn index_job(
             fs_group: Some(INDEX_USER),
             ..Default::default()
         }),
+        service_account_name: service_account,
+        init_containers: login.map(|c| vec![c]),
         containers: vec![container],
         volumes,
         ..Default::default()

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::api::PlatformMode;
+use k8s_openapi::api::core::v1::{KeyToPath, SecretVolumeSource, Volume, VolumeMount};
 use serde_json::json;
 
 fn parent(extra: serde_json::Value) -> ImageBuild {
@@ -415,4 +416,65 @@ fn every_child_passes_the_crds_own_rules() {
         let v = crate::api::check::check(&serde_json::to_value(&child).unwrap(), None).unwrap();
         assert!(v.is_empty(), "{platform}: {v:?}");
     }
+}
+
+#[test]
+fn the_index_job_logs_in_with_the_builders_identity_when_a_provider_serves_a_target() {
+    let mut p = parent(json!({}));
+    p.spec.output.image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api:1.2".into();
+    let mut config = config();
+    config.builder.service_account_name = "builder".into();
+    config.builder.registry_login.providers = vec![crate::registry_login::hosts::Provider::Ecr];
+    let job = index_job(&p, &digests(), owner(), 1200, &config);
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("builder"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let init = pod.init_containers.clone().unwrap();
+    assert_eq!(init.len(), 1);
+    assert_eq!(init[0].name, "registry-login");
+    assert_eq!(
+        init[0].args.clone().unwrap(),
+        [
+            "registry-login",
+            "--provider",
+            "ecr",
+            "--registry",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "--base",
+            "/run/hearth/docker-base",
+            "--out",
+            "/hearth/docker",
+        ]
+    );
+    // index create reads the login's output; the push Secret goes to the login alone.
+    let c = &pod.containers[0];
+    assert_eq!(
+        c.volume_mounts.clone().unwrap(),
+        [VolumeMount {
+            name: "registry-login".into(),
+            mount_path: "/hearth/docker".into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]
+    );
+    let volumes = pod.volumes.unwrap();
+    assert_eq!(
+        volumes.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+        ["registry-login", "docker-config"]
+    );
+    assert_eq!(
+        init[0].volume_mounts.clone().unwrap()[1],
+        VolumeMount {
+            name: "docker-config".into(),
+            mount_path: "/run/hearth/docker-base".into(),
+            read_only: Some(true),
+            ..Default::default()
+        }
+    );
+
+    // Login off (the default): no init container and the pods' default ServiceAccount.
+    let job = index_job(&p, &digests(), owner(), 1200, &self::config());
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.init_containers, None);
+    assert_eq!(pod.service_account_name, None);
 }

@@ -9,9 +9,9 @@
 //! classes, proxy, and buildkitd's configuration ([`crate::controller::buildkitd_config`]).
 
 use k8s_openapi::api::core::v1::{
-    AppArmorProfile, Capabilities, Container, EmptyDirVolumeSource, KeyToPath,
-    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    AppArmorProfile, Container, EmptyDirVolumeSource, KeyToPath, PersistentVolumeClaimVolumeSource,
+    Pod, PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -20,11 +20,12 @@ use super::build_script::{
     GIT_HOST_ENV, GIT_SECRET_DIR_ENV, GIT_TRANSPORT_ENV, REDACT_DIRS_ENV, TERMINATION_LOG_ENV,
     WORK_DIR_ENV,
 };
+use super::docker_config::docker_config;
 use super::jobs::{
     env_var, image_pull_secrets, non_empty, proxy_env, snapshot_container, store_volume,
     SnapshotOp, CACHE_MOUNT, STATE_DIR,
 };
-use super::{affinity, exporter, frontend, labels, Pin};
+use super::{affinity, exporter, frontend, labels, unprivileged, Pin};
 use crate::api::image_build::normalize_path;
 use crate::api::{CacheMode, ImageBuild};
 use crate::contract::{self, RECEIVER_CONTAINER, UPLOAD_DIR};
@@ -266,6 +267,29 @@ pub fn buildctl_args(
     Ok(args)
 }
 
+/// The registries a build logs in to with the pod's cloud identity (none unless the operator's
+/// `builder.registryLogin` serves them): its output names when it pushes, the registry caches
+/// it imports, and the one it exports to.
+pub fn login_hosts(
+    build: &ImageBuild,
+    import_cache: &[String],
+    config: &OperatorConfig,
+) -> Vec<String> {
+    let spec = &build.spec;
+    let names = if spec.output.push {
+        spec.output.names()
+    } else {
+        Vec::new()
+    };
+    let export = exporter::cache_export(spec).map(|e| e.reference.as_str());
+    let references = names
+        .iter()
+        .chain(import_cache)
+        .map(String::as_str)
+        .chain(export);
+    config.builder.registry_login.hosts(references)
+}
+
 fn is_ssh(url: &str) -> bool {
     url.starts_with("ssh://") || (!url.contains("://") && url.contains('@'))
 }
@@ -426,19 +450,22 @@ pub fn builder_pod(
             ..Default::default()
         });
     }
-    if let Some(secret) = &spec.output.push_secret_ref {
-        volumes.push(secret_volume(
-            "registry-credentials",
-            &secret.name,
-            Some((".dockerconfigjson", "config.json")),
-        ));
-        mounts.push(VolumeMount {
-            name: "registry-credentials".into(),
-            mount_path: DOCKER_CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
+    let docker_config = docker_config(
+        spec.output
+            .push_secret_ref
+            .as_ref()
+            .map(|s| s.name.as_str()),
+        "registry-credentials",
+        &login_hosts(build, &inputs.import_cache, config),
+        DOCKER_CONFIG_DIR,
+        config,
+    );
+    let mut login = None;
+    if let Some(docker) = docker_config {
+        volumes.extend(docker.volumes);
+        mounts.push(docker.mount);
         env.push(env_var("DOCKER_CONFIG", DOCKER_CONFIG_DIR));
+        login = docker.login;
     }
     if let Some(pvc) = spec.source.context.as_ref().and_then(|c| c.pvc.as_ref()) {
         volumes.push(Volume {
@@ -457,7 +484,9 @@ pub fn builder_pod(
         });
     }
 
-    let mut init_containers = match &inputs.state {
+    // The login first: a misconfigured identity fails the pod before a restore's minutes.
+    let mut init_containers: Vec<Container> = login.into_iter().collect();
+    init_containers.extend(match &inputs.state {
         StateVolume::Throwaway { seed: Some(seed) } | StateVolume::Restored { seed, .. } => {
             volumes.extend(store_volume(config));
             vec![snapshot_container(
@@ -473,7 +502,7 @@ pub fn builder_pod(
             )]
         }
         _ => Vec::new(),
-    };
+    });
     if let Some(upload) = &spec.source.upload {
         volumes.push(Volume {
             name: "upload".into(),
@@ -621,24 +650,6 @@ pub fn receiver_container(upload: &crate::api::UploadSource, config: &OperatorCo
         }]),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         security_context: Some(unprivileged()),
-        ..Default::default()
-    }
-}
-
-/// The security context of a container that needs no privilege at all (the receiver, the
-/// index Job): the builder's user, read-only root, every capability dropped.
-pub(crate) fn unprivileged() -> SecurityContext {
-    SecurityContext {
-        run_as_user: Some(1000),
-        run_as_group: Some(1000),
-        run_as_non_root: Some(true),
-        privileged: Some(false),
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: None,
-        }),
         ..Default::default()
     }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::api::ImageBuildSpec;
+use crate::controller::builders::restricted;
 
 fn build(spec: serde_json::Value) -> ImageBuild {
     let spec: ImageBuildSpec = serde_json::from_value(spec).expect("spec");
@@ -852,4 +853,169 @@ fn a_dockerfile_outside_the_context_is_read_from_the_repository_or_volume_root()
         .unwrap_err()
         .to_string()
         .starts_with("spec.dockerfile: \"../Dockerfile\" is outside the context"));
+}
+
+/// A build pushing to ECR, importing from and exporting to registry caches.
+fn ecr_build(push_secret: bool) -> ImageBuild {
+    let mut output = serde_json::json!({
+        "image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/api:1",
+        "tags": ["ghcr.io/acme/api:1"]
+    });
+    if push_secret {
+        output["pushSecretRef"] = serde_json::json!({"name": "push"});
+    }
+    build(serde_json::json!({
+        "source": {"git": {"url": "https://github.com/acme/shop.git"}},
+        "output": output,
+        "cache": {"registry": {"exportTo": {"ref": "europe-docker.pkg.dev/acme/cache/api:buildcache"}}}
+    }))
+}
+
+fn login_config(providers: &str, registries: &str) -> OperatorConfig {
+    let text = format!(
+        "builder: {{hearthImage: 'ghcr.io/hearth/hearth:0.9', registryLogin: {{providers: [{providers}], registries: [{registries}]}}}}"
+    );
+    OperatorConfig::parse("c.yaml", &text).unwrap()
+}
+
+#[test]
+fn registry_login_runs_first_and_only_buildctl_reads_what_it_wrote() {
+    let mut inputs = inputs(StateVolume::Throwaway { seed: Some(seed()) });
+    inputs.import_cache = vec!["111111111111.dkr.ecr.us-east-1.amazonaws.com/cache:api".into()];
+    let mut config = login_config("ecr, gcp", "us-docker.pkg.dev");
+    config.snapshot.store = "s3://caches".into();
+    let pod = builder_pod(&ecr_build(true), &inputs, &config).unwrap();
+    let spec = pod.spec.unwrap();
+    let init = spec.init_containers.clone().unwrap();
+    assert_eq!(
+        init.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["registry-login", RESTORE_CONTAINER]
+    );
+    let login = &init[0];
+    assert_eq!(
+        login,
+        &Container {
+            name: "registry-login".into(),
+            image: Some("ghcr.io/hearth/hearth:0.9".into()),
+            image_pull_policy: Some("IfNotPresent".into()),
+            command: Some(vec!["hearth".into()]),
+            args: Some(
+                [
+                    "registry-login",
+                    "--provider",
+                    "ecr",
+                    "--provider",
+                    "gcp",
+                    // Output names (ghcr.io is no provider's), the import, the export, the
+                    // operator's extra registry: sorted, each once.
+                    "--registry",
+                    "111111111111.dkr.ecr.us-east-1.amazonaws.com",
+                    "--registry",
+                    "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+                    "--registry",
+                    "europe-docker.pkg.dev",
+                    "--registry",
+                    "us-docker.pkg.dev",
+                    "--base",
+                    "/run/hearth/docker-base",
+                    "--out",
+                    DOCKER_CONFIG_DIR,
+                ]
+                .map(String::from)
+                .to_vec()
+            ),
+            volume_mounts: Some(vec![
+                VolumeMount {
+                    name: "registry-login".into(),
+                    mount_path: DOCKER_CONFIG_DIR.into(),
+                    read_only: Some(false),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "registry-credentials".into(),
+                    mount_path: "/run/hearth/docker-base".into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+            ]),
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
+            security_context: Some(restricted()),
+            ..Default::default()
+        }
+    );
+    let volumes = spec.volumes.clone().unwrap();
+    let tokens = volumes.iter().find(|v| v.name == "registry-login").unwrap();
+    assert_eq!(
+        tokens.empty_dir,
+        Some(EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+                "1Mi".into()
+            )),
+        })
+    );
+    let secret = volumes
+        .iter()
+        .find(|v| v.name == "registry-credentials")
+        .unwrap();
+    assert_eq!(
+        secret.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("push")
+    );
+    // buildctl reads the login's output, read-only, and never mounts the Secret itself.
+    let c = &spec.containers[0];
+    let mounts = c.volume_mounts.clone().unwrap();
+    assert!(mounts.contains(&VolumeMount {
+        name: "registry-login".into(),
+        mount_path: DOCKER_CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }));
+    assert!(!mounts.iter().any(|m| m.name == "registry-credentials"));
+    let env = c.env.clone().unwrap();
+    assert!(env
+        .iter()
+        .any(|e| e.name == "DOCKER_CONFIG" && e.value.as_deref() == Some(DOCKER_CONFIG_DIR)));
+    // Nothing secret in the login's spec: no env at all.
+    assert_eq!(login.env, None);
+}
+
+#[test]
+fn registry_login_without_a_push_secret_and_off_when_no_provider_serves_the_build() {
+    let pod = builder_pod(
+        &ecr_build(false),
+        &inputs(StateVolume::Replica("r".into())),
+        &login_config("ecr", ""),
+    )
+    .unwrap();
+    let spec = pod.spec.unwrap();
+    let login = &spec.init_containers.unwrap()[0];
+    let args = login.args.clone().unwrap();
+    assert!(!args.contains(&"--base".to_string()), "{args:?}");
+    assert_eq!(
+        args[args.len() - 4..],
+        [
+            "--registry",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "--out",
+            DOCKER_CONFIG_DIR
+        ]
+    );
+    assert_eq!(login.volume_mounts.as_ref().unwrap().len(), 1);
+
+    // Only gcp, and the build names no Google registry (its export gone).
+    let config = login_config("gcp", "");
+    let mut build = ecr_build(true);
+    build.spec.cache.registry = None;
+    let pod = builder_pod(&build, &inputs(StateVolume::Replica("r".into())), &config).unwrap();
+    let spec = pod.spec.unwrap();
+    // No login: the push Secret mounted for buildctl as before.
+    assert_eq!(spec.init_containers, None);
+    let mounts = spec.containers[0].volume_mounts.clone().unwrap();
+    assert!(mounts.contains(&VolumeMount {
+        name: "registry-credentials".into(),
+        mount_path: DOCKER_CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }));
 }
