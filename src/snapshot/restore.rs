@@ -118,34 +118,6 @@ pub struct RestoreReport {
 /// order, and a bound on descriptors (`downloads` times this) whatever the number of files.
 pub const OPEN_PER_PACK: usize = 4;
 
-/// The largest write a restore makes. The page cache allocates a folio as large as the
-/// write (up to the file system's limit): a 1 MiB `pwrite` asks for order-8 pages, which on
-/// a node whose memory is fragmented by its page cache means direct compaction, and that was
-/// a sixth of a 4 GiB restore's CPU (migrating pages in `__alloc_pages_direct_compact`
-/// under `ext4_da_write_begin`). 32 KiB is order 3, the largest the page allocator serves
-/// without compacting; writing 1 GiB from a 1 MiB buffer this way took a third of the
-/// kernel time of 1 MiB writes on the benchmark machine.
-pub const WRITE_PIECE: usize = 32 << 10;
-
-/// Splits a write of `len` bytes at file offset `off` into pieces of at most
-/// [`WRITE_PIECE`] bytes that end on multiples of it in the file (so each fills whole
-/// folios): (range of the data, file offset) in order.
-pub fn write_pieces(off: u64, len: usize) -> impl Iterator<Item = (std::ops::Range<usize>, u64)> {
-    let piece = WRITE_PIECE as u64;
-    let mut done = 0usize;
-    std::iter::from_fn(move || {
-        if done >= len {
-            return None;
-        }
-        let at = off + done as u64;
-        let room = (piece - at % piece) as usize;
-        let n = room.min(len - done);
-        let out = (done..done + n, at);
-        done += n;
-        Some(out)
-    })
-}
-
 /// For each chunk of the manifest, the (entry, file offset) places it goes.
 pub type Targets = Vec<Vec<(u32, u64)>>;
 
@@ -390,10 +362,8 @@ async fn fill(
                     let f = open
                         .get(entry, &path)
                         .map_err(|e| apply_io("open", &path, e))?;
-                    for (piece, at) in write_pieces(off, data.len()) {
-                        f.write_all_at(&data[piece], at)
-                            .map_err(|e| apply_io("write", &path, e))?;
-                    }
+                    f.write_all_at(data, off)
+                        .map_err(|e| apply_io("write", &path, e))?;
                     progress.inc(data.len() as u64);
                 }
                 Ok(())
@@ -640,29 +610,6 @@ mod tests {
             }
         }
         out
-    }
-
-    #[test]
-    fn writes_are_split_into_pieces_that_end_on_the_piece_grid() {
-        let p = WRITE_PIECE as u64;
-        let got: Vec<_> = write_pieces(p - 10, 2 * WRITE_PIECE + 30).collect();
-        assert_eq!(
-            got,
-            vec![
-                (0..10, p - 10),
-                (10..10 + WRITE_PIECE, p),
-                (10 + WRITE_PIECE..10 + 2 * WRITE_PIECE, 2 * p),
-                (10 + 2 * WRITE_PIECE..2 * WRITE_PIECE + 30, 3 * p),
-            ]
-        );
-        assert_eq!(write_pieces(0, 5).collect::<Vec<_>>(), vec![(0..5, 0)]);
-        assert_eq!(write_pieces(7, 0).count(), 0);
-        // A 1 MiB chunk at a 1 MiB offset: 32 aligned pieces covering it exactly.
-        let pieces: Vec<_> = write_pieces(1 << 20, 1 << 20).collect();
-        assert_eq!(pieces.len(), (1 << 20) / WRITE_PIECE);
-        assert!(pieces
-            .iter()
-            .all(|(r, at)| r.len() == WRITE_PIECE && at % p == 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
