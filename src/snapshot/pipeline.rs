@@ -1,5 +1,5 @@
-//! The parallel half of a save: worker threads read file segments, cut them into FastCDC
-//! chunks, hash them with BLAKE3, skip chunks the store or another worker already has,
+//! The parallel half of a save: worker threads read file segments, cut them into chunks
+//! (FastCDC; fixed-size for already compressed blobs), hash them with BLAKE3, skip chunks the store or another worker already has,
 //! compress the rest and fill packs; an async uploader sends sealed packs (and their indexes)
 //! to the store a few at a time. Bounded memory: each worker holds one segment and one pack,
 //! the channel one pack, the uploader `uploads` packs.
@@ -299,8 +299,8 @@ fn chunk_item(
     };
     let mut misses = 0;
     let mut ids = Vec::new();
-    for c in fastcdc::v2020::FastCDC::new(buf, t.min_chunk, t.avg_chunk, t.max_chunk) {
-        let data = &buf[c.offset..c.offset + c.length];
+    for c in cut(buf, compressible, t) {
+        let data = &buf[c];
         let id = ChunkId::of(data);
         ids.push(id);
         let claimed = match work
@@ -337,6 +337,26 @@ fn chunk_item(
     }
     work.progress.inc(item.len);
     Ok(ids)
+}
+
+/// Where a segment is cut into chunks. Content-defined (FastCDC) cuts find unchanged data
+/// again after an insertion; an already compressed blob (BuildKit's `content/` layers) is
+/// never edited, only added or removed whole, so it is cut every `avg_chunk` bytes of the
+/// segment instead (on the fixed segment grid, so the same blob gives the same chunks): no
+/// rolling hash over bytes that are also stored raw. FastCDC was the largest single cost of
+/// a save.
+pub fn cut(buf: &[u8], content_defined: bool, t: &Tuning) -> Vec<Range<usize>> {
+    if content_defined {
+        fastcdc::v2020::FastCDC::new(buf, t.min_chunk, t.avg_chunk, t.max_chunk)
+            .map(|c| c.offset..c.offset + c.length)
+            .collect()
+    } else {
+        let step = (t.avg_chunk as usize).max(1);
+        (0..buf.len())
+            .step_by(step)
+            .map(|start| start..buf.len().min(start + step))
+            .collect()
+    }
 }
 
 fn seal(
@@ -401,6 +421,7 @@ pub async fn upload_packs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::manifest::Codec;
 
     fn file(extents: Vec<(u64, u64)>) -> FileInfo {
         FileInfo {
@@ -412,6 +433,76 @@ mod tests {
             mtime_ns: 0,
             ctime_ns: 0,
         }
+    }
+
+    fn noise(seed: u8, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        blake3::Hasher::new()
+            .update(&[seed])
+            .finalize_xof()
+            .fill(&mut out);
+        out
+    }
+
+    #[test]
+    fn compressed_blobs_are_cut_every_average_chunk_and_the_rest_by_content() {
+        let t = Tuning {
+            min_chunk: 1 << 10,
+            avg_chunk: 4 << 10,
+            max_chunk: 16 << 10,
+            ..Tuning::default()
+        };
+        let data = noise(1, (40 << 10) + 123);
+        let fixed = cut(&data, false, &t);
+        let starts: Vec<usize> = fixed.iter().map(|r| r.start).collect();
+        assert_eq!(
+            starts,
+            (0..=40).step_by(4).map(|k| k << 10).collect::<Vec<_>>()
+        );
+        assert_eq!(fixed.last(), Some(&((40 << 10)..(40 << 10) + 123)));
+        // Content-defined cuts are FastCDC's, contiguous and covering the segment.
+        let cdc = cut(&data, true, &t);
+        let want: Vec<Range<usize>> =
+            fastcdc::v2020::FastCDC::new(&data, t.min_chunk, t.avg_chunk, t.max_chunk)
+                .map(|c| c.offset..c.offset + c.length)
+                .collect();
+        assert_eq!(cdc, want);
+        assert_ne!(cdc, fixed);
+        assert!(cut(&[], false, &t).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_save_cuts_compressed_blobs_on_a_fixed_grid_and_dedups_them() {
+        use crate::snapshot::{catalog, save, SaveOptions};
+        use crate::store::{S3Options, Store};
+        let work = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", work.path().join("store").display());
+        let store = Store::open(&url, &S3Options::default()).await.unwrap();
+        let src = work.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        // A gzip-looking blob of 5.5 MiB, and the same bytes again under another name.
+        let mut blob = noise(2, (11 << 20) / 2);
+        blob[..3].copy_from_slice(&[0x1f, 0x8b, 8]);
+        std::fs::write(src.join("blob.gz"), &blob).unwrap();
+        std::fs::write(src.join("copy.gz"), &blob).unwrap();
+        let saved = save(&store, &src, &SaveOptions::new(&url, "team-a", "shop"))
+            .await
+            .unwrap();
+        let m = catalog::load(&store, "team-a", "shop", &saved.id)
+            .await
+            .unwrap();
+        let mut sizes: Vec<u32> = m.chunks.iter().map(|c| c.loc.raw).collect();
+        sizes.sort_unstable();
+        assert_eq!(
+            sizes,
+            vec![512 << 10, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20]
+        );
+        assert!(m.chunks.iter().all(|c| c.loc.codec == Codec::Raw));
+        assert_eq!(
+            saved.new_raw_bytes,
+            blob.len() as u64,
+            "the copy is deduplicated"
+        );
     }
 
     #[test]
