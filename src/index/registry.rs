@@ -559,7 +559,9 @@ impl Registry {
         if let Some(service) = service {
             query.append_pair("service", service);
         }
-        let request = match &self.credential {
+        // The request, sent through [`Registry::request`] as every other (its timeout, the
+        // proxy's credentials, its errors), with the token request's own authorization.
+        let (method, url, headers, authorization, body) = match &self.credential {
             Some(Credential::IdentityToken(refresh)) => {
                 // docker's OAuth2 refresh-token grant, in a POST body (never the URL).
                 query
@@ -567,41 +569,44 @@ impl Registry {
                     .append_pair("grant_type", "refresh_token")
                     .append_pair("client_id", "hearth")
                     .append_pair("refresh_token", refresh);
-                Request::post(realm)
-                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(Bytes::from(query.finish()))
+                let form = "application/x-www-form-urlencoded".to_string();
+                let body = Bytes::from(query.finish());
+                (
+                    Method::POST,
+                    realm.to_string(),
+                    vec![(header::CONTENT_TYPE, form)],
+                    None,
+                    body,
+                )
             }
             credential => {
                 for scope in &self.scopes {
                     query.append_pair("scope", scope);
                 }
                 let separator = if realm.contains('?') { '&' } else { '?' };
-                let mut request = Request::get(format!("{realm}{separator}{}", query.finish()));
-                if let Some(basic) = credential.as_ref().and_then(|c| c.basic_header()) {
-                    request = request.header(header::AUTHORIZATION, basic);
-                }
-                request.body(Bytes::new())
+                let url = format!("{realm}{separator}{}", query.finish());
+                let basic = credential.as_ref().and_then(|c| c.basic_header());
+                (Method::GET, url, Vec::new(), basic, Bytes::new())
             }
-        }
-        .map_err(|e| token_error(e.to_string()))?;
+        };
         let mut attempt = 1;
         let response = loop {
-            let again = clone_request(&request);
-            let response =
-                match tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(again)).await {
-                    Err(_) => Err(format!("no answer in {REQUEST_TIMEOUT:?}")),
-                    Ok(r) => r.map_err(|e| error_chain(&e)),
-                };
-            match response {
-                Err(detail) if attempt < ATTEMPTS => {
-                    retry_after(
-                        &mut attempt,
-                        &format!("token realm {realm}: {detail}"),
-                        None,
-                    )
-                    .await
+            let sent = self
+                .request(
+                    &method,
+                    &url,
+                    &headers,
+                    authorization.clone(),
+                    full(body.clone()),
+                )
+                .await;
+            match sent {
+                Err(RegistryError::Transport { message, .. }) if attempt < ATTEMPTS => {
+                    let what = format!("token realm {realm}: {message}");
+                    retry_after(&mut attempt, &what, None).await
                 }
-                Err(detail) => return Err(token_error(detail)),
+                Err(RegistryError::Transport { message, .. }) => return Err(token_error(message)),
+                Err(e) => return Err(token_error(e.to_string())),
                 Ok(r) if transient(r.status()) && attempt < ATTEMPTS => {
                     let what = format!("token realm {realm}: {}", r.status());
                     retry_after(&mut attempt, &what, Some(r.headers())).await
@@ -656,17 +661,6 @@ pub(crate) async fn retry_after(attempt: &mut u32, why: &str, headers: Option<&H
     );
     tokio::time::sleep(wait).await;
     *attempt += 1;
-}
-
-/// A copy of a token request (its body is bytes, so it can be sent again).
-fn clone_request(request: &Request<Bytes>) -> Request<Body> {
-    let mut again = Request::builder()
-        .method(request.method().clone())
-        .uri(request.uri().clone())
-        .body(full(request.body().clone()))
-        .expect("a request built before");
-    *again.headers_mut() = request.headers().clone();
-    again
 }
 
 fn full(bytes: Bytes) -> Body {
