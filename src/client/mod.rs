@@ -25,6 +25,7 @@ use self::bad_input::BadInput;
 use self::follow::{outcome_json, render_outcome, Exit};
 use self::session::{FollowOptions, Followed, LogSource, PendingUpload, Session, Uploader};
 use self::ui::Ui;
+use crate::api::image_build::dockerfile_from_context;
 use crate::api::ImageBuild;
 
 /// Reads an environment variable.
@@ -172,7 +173,16 @@ pub fn pack_context(dir: &Path, file: Option<&Path>) -> Result<PackedContext, Ba
             })?;
             match abs.strip_prefix(&root) {
                 Ok(inside) => (inside.to_path_buf(), None),
-                Err(_) => (relative_to(&root, &abs), Some(abs)),
+                // Outside: its path from DIR, both taken from `/`, as the API spells one.
+                Err(_) => {
+                    let from_root =
+                        |p: &Path| p.to_string_lossy().trim_start_matches('/').to_string();
+                    let rel = dockerfile_from_context(&from_root(&root), &from_root(&abs))
+                        .ok_or_else(|| {
+                            BadInput::new("-f/--file", format!("{} names no file", f.display()))
+                        })?;
+                    (PathBuf::from(rel), Some(abs))
+                }
             }
         }
         None => (PathBuf::from("Dockerfile"), None),
@@ -211,16 +221,6 @@ pub fn pack_context(dir: &Path, file: Option<&Path>) -> Result<PackedContext, Ba
         entries: packed.entries,
         skipped: packed.skipped,
     })
-}
-
-/// `file` from directory `dir` (both absolute and canonical), with leading `..`:
-/// `/src/svc/api` and `/src/docker/api.Dockerfile` give `../../docker/api.Dockerfile`.
-fn relative_to(dir: &Path, file: &Path) -> PathBuf {
-    let (d, f): (Vec<_>, Vec<_>) = (dir.components().collect(), file.components().collect());
-    let common = d.iter().zip(&f).take_while(|(a, b)| a == b).count();
-    let mut rel: PathBuf = d[common..].iter().map(|_| "..").collect();
-    rel.extend(&f[common..]);
-    rel
 }
 
 /// The git remote `origin` of the checkout holding `dir`, and `dir`'s path inside it (no git
