@@ -308,8 +308,9 @@ async fn a_save_is_refused_while_buildkitd_holds_its_lock() {
     assert_eq!(manifests(store_dir.path()).len(), 1);
 }
 
-/// A file rewritten (same size) or appended to after the save read it would be stored torn,
-/// as a version that never existed: the save fails instead, naming the file.
+/// A file rewritten (same size) or appended to between the scan and its reading would be
+/// stored torn, or as a version other than the one the scan recorded: the save fails instead,
+/// naming the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_changed_during_the_save_fails_it() {
     use futures::FutureExt;
@@ -322,8 +323,8 @@ async fn a_file_changed_during_the_save_fails_it() {
         let victim = src.join("db/meta.db");
         let mut opts = SaveOptions::new(&url, NS, CACHE);
         opts.use_index = false;
-        // Runs once the data is read and uploaded, before the manifest is written.
-        opts.before_commit = Some(std::sync::Arc::new(move || {
+        // Runs once the tree is scanned, before any file is read.
+        opts.after_scan = Some(std::sync::Arc::new(move || {
             let victim = victim.clone();
             async move {
                 // Past the coarsest timestamp tick, so the change shows in mtime and ctime.

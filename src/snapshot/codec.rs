@@ -86,6 +86,12 @@ pub fn open_limited<T: DeserializeOwned>(
 #[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ByteBuf(pub Vec<u8>);
 
+impl std::borrow::Borrow<[u8]> for ByteBuf {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl std::fmt::Debug for ByteBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}", String::from_utf8_lossy(&self.0))

@@ -4,7 +4,6 @@
 //! a cache: a lost, stale or foreign index costs time, never correctness, because a chunk is
 //! reused only when the store still holds it.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -14,7 +13,7 @@ use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{self, ByteBuf};
-use super::layout::{self, ChunkId};
+use super::layout::{self, ChunkId, FastMap};
 use super::manifest::INDEX_DIR;
 
 /// Name of the index file in [`INDEX_DIR`].
@@ -48,7 +47,7 @@ pub struct LocalIndex {
     /// Store URL and namespace the chunk ids were saved to.
     pub store: String,
     /// Files by path relative to the tree.
-    pub files: HashMap<ByteBuf, IndexedFile>,
+    pub files: FastMap<ByteBuf, IndexedFile>,
 }
 
 impl LocalIndex {
@@ -56,7 +55,7 @@ impl LocalIndex {
     pub fn new(store: &str) -> LocalIndex {
         LocalIndex {
             store: store.to_string(),
-            files: HashMap::new(),
+            files: FastMap::default(),
         }
     }
 
@@ -87,7 +86,7 @@ impl LocalIndex {
 
     /// The chunk list of `path` if the file still has the recorded identity.
     pub fn lookup(&self, path: &[u8], file: &IndexedFile) -> Option<&Vec<(u64, Vec<ChunkId>)>> {
-        let hit = self.files.get(&ByteBuf(path.to_vec()))?;
+        let hit = self.files.get(path)?;
         (hit.size == file.size
             && hit.mtime_ns == file.mtime_ns
             && hit.ctime_ns == file.ctime_ns
@@ -108,17 +107,26 @@ impl LocalIndex {
     /// directory), into a temporary file with a random name created with `O_CREAT | O_EXCL |
     /// O_NOFOLLOW`, then renamed over `index` (which replaces a symlink there, never its target).
     pub fn write(&self, root: &Path) -> std::io::Result<()> {
-        let bytes = codec::seal(MAGIC, self).map_err(std::io::Error::other)?;
-        let dir = open_index_dir(root)?;
-        let (tmp, fd) = create_temp(&dir)?;
-        let written = std::fs::File::from(fd)
-            .write_all(&bytes)
-            .and_then(|()| Ok(rustix::fs::renameat(&dir, &tmp, &dir, INDEX_FILE)?));
-        if written.is_err() {
-            let _ = rustix::fs::unlinkat(&dir, &tmp, AtFlags::empty());
-        }
-        written
+        write_encoded(root, &self.encode()?)
     }
+
+    /// The index's bytes, for [`write_encoded`] (so the encoding can run beside other work).
+    pub fn encode(&self) -> std::io::Result<Vec<u8>> {
+        codec::seal(MAGIC, self).map_err(std::io::Error::other)
+    }
+}
+
+/// Writes the bytes of an index ([`LocalIndex::encode`]) as [`LocalIndex::write`] does.
+pub fn write_encoded(root: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = open_index_dir(root)?;
+    let (tmp, fd) = create_temp(&dir)?;
+    let written = std::fs::File::from(fd)
+        .write_all(bytes)
+        .and_then(|()| Ok(rustix::fs::renameat(&dir, &tmp, &dir, INDEX_FILE)?));
+    if written.is_err() {
+        let _ = rustix::fs::unlinkat(&dir, &tmp, AtFlags::empty());
+    }
+    written
 }
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY

@@ -9,6 +9,12 @@
 
 use std::fmt;
 
+/// A hash map with foldhash's fast, randomly seeded hasher (see `Cargo.toml`).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A hash set with foldhash's fast, randomly seeded hasher.
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 /// A chunk's BLAKE3 hash, which is also its id.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChunkId(pub [u8; 32]);

@@ -235,8 +235,8 @@ impl Manifest {
         }
         // Every entry's parent must be a directory listed before it, so that no path can go
         // through a symlink or outside the root, and no path may repeat.
-        let mut dirs: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
-        let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+        let mut dirs: super::layout::FastSet<&[u8]> = Default::default();
+        let mut seen: super::layout::FastSet<&[u8]> = Default::default();
         for (i, e) in self.entries.iter().enumerate() {
             let p = e.path.0.as_slice();
             if !seen.insert(p) {

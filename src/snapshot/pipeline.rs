@@ -5,7 +5,6 @@
 //! the channel one pack, the uploader `uploads` packs.
 
 use std::collections::hash_map::Entry as MapEntry;
-use std::collections::HashMap;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -16,7 +15,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
-use super::layout::{self, ChunkId};
+use super::layout::{self, ChunkId, FastMap};
 use super::manifest::ChunkLoc;
 use super::pack::{looks_compressed, Encoder, PackBuilder, SealedPack};
 use super::tree::FileInfo;
@@ -25,6 +24,9 @@ use crate::store::{Store, StoreError};
 /// Errors of the chunking pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// A file changed between the scan and its reading.
+    #[error(transparent)]
+    Changed(#[from] super::tree::TreeError),
     /// Reading a file failed.
     #[error("reading {path}: {source}")]
     Read {
@@ -100,7 +102,7 @@ pub struct Item {
 #[derive(Debug, Default)]
 pub struct Dedup {
     /// Chunk locations; `loc.pack` indexes `packs`.
-    pub map: HashMap<ChunkId, Option<ChunkLoc>>,
+    pub map: FastMap<ChunkId, Option<ChunkLoc>>,
     /// Packs by number: id and size.
     pub packs: Vec<(String, u64)>,
     /// Numbers of the packs written by this save.
@@ -297,6 +299,7 @@ fn chunk_item(
         let n = file.read_at(&mut head, 0).map_err(read_err)?;
         !looks_compressed(&head[..n])
     };
+    f.check_unchanged(&file.metadata().map_err(read_err)?)?;
     let mut misses = 0;
     let mut ids = Vec::new();
     for c in cut(buf, compressible, t) {

@@ -362,8 +362,7 @@ async fn fill(
                     let f = open
                         .get(entry, &path)
                         .map_err(|e| apply_io("open", &path, e))?;
-                    f.write_all_at(data, off)
-                        .map_err(|e| apply_io("write", &path, e))?;
+                    write_in_pieces(f, data, off).map_err(|e| apply_io("write", &path, e))?;
                     progress.inc(data.len() as u64);
                 }
                 Ok(())
@@ -402,6 +401,22 @@ async fn fill(
         "set the metadata"
     );
     Ok((downloaded.load(Ordering::Relaxed), packs))
+}
+
+/// The largest write a restore makes. A chunk is up to 4 MiB; written whole, each write asks
+/// the page cache for a folio as large, and with memory full of cache the kernel compacts
+/// memory to make one: on this machine (kernel 6.18, ext4) writing 1 GiB in 2 or 4 MiB
+/// writes took 0.25 s to 2.1 s from run to run, in 1 MiB writes or smaller 0.21-0.26 s.
+pub const WRITE_PIECE: usize = 1 << 20;
+
+/// Writes `data` at `offset` of `f` in pieces of at most [`WRITE_PIECE`] bytes.
+fn write_in_pieces(f: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    let mut at = offset;
+    for piece in data.chunks(WRITE_PIECE) {
+        f.write_all_at(piece, at)?;
+        at += piece.len() as u64;
+    }
+    Ok(())
 }
 
 /// Runs `f` on every item of `items` on all cores, in batches taken in order; stops at the

@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::catalog::{self, CatalogError};
 use super::codec::ByteBuf;
 use super::index::{IndexedFile, LocalIndex};
-use super::layout::{self, ChunkId, NameError};
+use super::layout::{self, ChunkId, FastMap, NameError};
 use super::manifest::{ChunkRef, Extent, Kind, Manifest, PackRef};
 use super::pack::PackIndex;
 use super::pin::ManifestDigest;
@@ -55,8 +55,8 @@ pub enum SaveError {
     Internal(String),
 }
 
-/// Called once the data is uploaded, before the packs are checked and the manifest written.
-pub type BeforeCommit = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+/// A test hook: see [`SaveOptions::after_scan`] and [`SaveOptions::before_commit`].
+pub type Hook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// What to save and how.
 #[derive(Clone)]
@@ -71,8 +71,11 @@ pub struct SaveOptions {
     pub tuning: Tuning,
     /// Use and update the local index at the root of the tree.
     pub use_index: bool,
-    /// Test hook, see [`BeforeCommit`].
-    pub before_commit: Option<BeforeCommit>,
+    /// Test hook: called once the tree is scanned, before any file is read.
+    pub after_scan: Option<Hook>,
+    /// Test hook: called once the data is uploaded, before the packs are checked and the
+    /// manifest written.
+    pub before_commit: Option<Hook>,
 }
 
 impl SaveOptions {
@@ -84,6 +87,7 @@ impl SaveOptions {
             store_url: store_url.to_string(),
             tuning: Tuning::default(),
             use_index: true,
+            after_scan: None,
             before_commit: None,
         }
     }
@@ -225,15 +229,20 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
     // (the first error stops the save, as before).
     let dir_owned = dir.to_path_buf();
     let scan = async {
-        tokio::task::spawn_blocking(move || tree::scan(&dir_owned))
+        let scan = tokio::task::spawn_blocking(move || tree::scan(&dir_owned))
             .await
             .map_err(|e| SaveError::Internal(e.to_string()))?
-            .map_err(SaveError::from)
+            .map_err(SaveError::from);
+        tracing::debug!(
+            seconds = started.elapsed().as_secs_f64(),
+            "scanned the tree"
+        );
+        scan
     };
     let index_identity = format!("{}#{ns}", opts.store_url);
     let (root, identity, use_index) = (dir.to_path_buf(), index_identity.clone(), opts.use_index);
     let load_index = async {
-        tokio::task::spawn_blocking(move || {
+        let index = tokio::task::spawn_blocking(move || {
             if use_index {
                 LocalIndex::load(&root, &identity)
             } else {
@@ -241,17 +250,35 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
             }
         })
         .await
-        .map_err(|e| SaveError::Internal(e.to_string()))
+        .map_err(|e| SaveError::Internal(e.to_string()));
+        tracing::debug!(
+            seconds = started.elapsed().as_secs_f64(),
+            "loaded the local index"
+        );
+        index
     };
-    let (scan, (dedup, parent), old_index) =
-        tokio::try_join!(scan, known_chunks(store, ns, cache), load_index)?;
+    let known = async {
+        let known = known_chunks(store, ns, cache).await;
+        tracing::debug!(
+            seconds = started.elapsed().as_secs_f64(),
+            "learned the stored chunks"
+        );
+        known
+    };
+    let (scan, (dedup, parent), old_index) = tokio::try_join!(scan, known, load_index)?;
     tracing::debug!(
         seconds = started.elapsed().as_secs_f64(),
         "scanned the tree, learned the stored chunks, loaded the local index"
     );
 
+    if let Some(hook) = &opts.after_scan {
+        hook().await;
+    }
     // Files the index shows unchanged, with every chunk still in the store, are not read.
-    let mut reused: HashMap<usize, Vec<(u64, Vec<ChunkId>)>> = HashMap::new();
+    // Their chunk lists are moved out of the old index, not copied.
+    let mut old_index = old_index;
+    let mut file_extents: Vec<Vec<(u64, Vec<ChunkId>)>> = vec![Vec::new(); scan.files.len()];
+    let mut unchanged = 0;
     let mut to_read = Vec::new();
     for (n, f) in scan.files.iter().enumerate() {
         let e = &scan.entries[f.entry];
@@ -262,21 +289,20 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
             ino: f.ino,
             extents: vec![],
         };
-        match old_index.lookup(&e.path.0, &probe) {
-            Some(ext)
-                if ext
-                    .iter()
-                    .flat_map(|(_, ids)| ids)
-                    .all(|id| matches!(dedup.map.get(id), Some(Some(_)))) =>
-            {
-                reused.insert(n, ext.clone());
+        let reusable = old_index.lookup(&e.path.0, &probe).is_some_and(|ext| {
+            ext.iter()
+                .flat_map(|(_, ids)| ids)
+                .all(|id| matches!(dedup.map.get(id), Some(Some(_))))
+        });
+        match old_index.files.remove(e.path.0.as_slice()) {
+            Some(old) if reusable => {
+                file_extents[n] = old.extents;
+                unchanged += 1;
             }
             _ => to_read.push((n, f)),
         }
     }
     drop(old_index);
-    let unchanged = reused.len();
-    let read_files: Vec<usize> = to_read.iter().map(|(n, _)| *n).collect();
     let tuning = opts.tuning;
     let (items, units) = pipeline::plan(&to_read, &tuning);
     let to_read_bytes: u64 = items.iter().map(|i| i.len).sum();
@@ -292,7 +318,7 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
     );
     tracing::info!(
         files = files.len(),
-        unchanged = reused.len(),
+        unchanged,
         to_read = to_read_bytes,
         "saving"
     );
@@ -330,10 +356,6 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
 
     // Assemble the file extents from the reused lists and the pipeline's results.
     let mut entries = scan.entries;
-    let mut file_extents: Vec<Vec<(u64, Vec<ChunkId>)>> = vec![Vec::new(); files.len()];
-    for (n, ext) in reused {
-        file_extents[n] = ext;
-    }
     for (i, item) in items.iter().enumerate() {
         let ids = results[i]
             .get()
@@ -352,7 +374,7 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
     }
 
     let dedup = std::mem::take(&mut *dedup.lock().unwrap_or_else(|p| p.into_inner()));
-    let mut chunk_no: HashMap<ChunkId, u32> = HashMap::new();
+    let mut chunk_no: FastMap<ChunkId, u32> = FastMap::default();
     let mut pack_no: HashMap<u32, u32> = HashMap::new();
     let mut chunks: Vec<ChunkRef> = Vec::new();
     let mut packs: Vec<PackRef> = Vec::new();
@@ -398,7 +420,7 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
             mtime_ns: e.mtime_ns,
             ctime_ns: f.ctime_ns,
             ino: f.ino,
-            extents: file_extents[n].clone(),
+            extents: std::mem::take(&mut file_extents[n]),
         };
         new_index.record(&e.path.0, indexed, scan_started_ns);
         e.kind = Kind::File {
@@ -412,24 +434,18 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
         .map(|n| dedup.packs[*n as usize].0.as_str())
         .collect();
 
+    // The new index is encoded while the packs are checked and the manifest is encoded and
+    // written; it is written once the manifest is.
+    let index_bytes = opts.use_index.then(|| {
+        tokio::task::spawn_blocking(move || {
+            let bytes = new_index.encode();
+            drop(new_index);
+            bytes
+        })
+    });
     if let Some(hook) = &opts.before_commit {
         hook().await;
     }
-    // Every file read must still be as the scan saw it: one rewritten meanwhile may have
-    // been read half old, half new.
-    let read = files.clone();
-    tokio::task::spawn_blocking(move || {
-        read_files
-            .iter()
-            .try_for_each(|n| read[*n].check_unchanged())
-    })
-    .await
-    .map_err(|e| SaveError::Internal(e.to_string()))??;
-    tracing::debug!(
-        seconds = started.elapsed().as_secs_f64(),
-        "checked the files read"
-    );
-    commit_check(store, ns, &packs).await?;
     let created_ms = now / 1_000_000;
     let id = layout::new_snapshot_id(created_ms, layout::entropy());
     let mut stats = scan.stats;
@@ -440,6 +456,7 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
         .iter()
         .map(|p: &ByteBuf| String::from_utf8_lossy(&p.0).into_owned())
         .collect();
+    let pack_refs = packs.clone();
     let manifest = Manifest {
         namespace: ns.to_string(),
         cache: cache.to_string(),
@@ -451,20 +468,33 @@ pub async fn save(store: &Store, dir: &Path, opts: &SaveOptions) -> Result<SaveR
         chunks,
         entries,
     };
-    let encoded = manifest
-        .encode()
-        .map_err(|e| SaveError::Internal(e.to_string()))?;
+    // The manifest is encoded while the packs it references are checked.
+    let encode = async {
+        tokio::task::spawn_blocking(move || {
+            let encoded = manifest.encode();
+            (manifest.stats, encoded)
+        })
+        .await
+        .map_err(|e| SaveError::Internal(e.to_string()))
+    };
+    let ((), (stats, encoded)) = tokio::try_join!(commit_check(store, ns, &pack_refs), encode)?;
+    let encoded = encoded.map_err(|e| SaveError::Internal(e.to_string()))?;
     let manifest_len = encoded.len() as u64;
     let manifest_sha256 = ManifestDigest::of(&encoded).to_string();
     store
         .put_if_absent(&layout::manifest_key(ns, cache, &id), Bytes::from(encoded))
         .await?;
-    if opts.use_index {
-        if let Err(e) = new_index.write(dir) {
+    if let Some(bytes) = index_bytes {
+        let written = match bytes.await {
+            Ok(Ok(bytes)) => super::index::write_encoded(dir, &bytes),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        if let Err(e) = written {
             tracing::warn!(root = %dir.display(), error = %e, "cannot write the local index; the next save will read every file");
         }
     }
-    let s = &manifest.stats;
+    let s = &stats;
     Ok(SaveReport {
         id,
         parent,

@@ -9,6 +9,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use rayon::iter::{IntoParallelIterator, ParallelIterator};
+
 use super::codec::ByteBuf;
 use super::manifest::{check_device, Entry, Kind, Stats};
 
@@ -66,12 +68,14 @@ pub struct FileInfo {
 }
 
 impl FileInfo {
-    /// Fails if the file is no longer what the scan saw (size, mtime, ctime or inode): called
-    /// once it has been read, so that a file rewritten or appended to meanwhile is never
-    /// stored torn. (A rewrite of the same size within one timestamp tick of the scan would
-    /// go unseen; [`lock_state_dir`] keeps buildkitd from running meanwhile.)
-    pub fn check_unchanged(&self) -> Result<(), TreeError> {
-        let meta = std::fs::symlink_metadata(&self.path).map_err(io("stat", &self.path))?;
+    /// Fails if `meta` (an `fstat` of the open file, taken after a segment of it was read)
+    /// is no longer what the scan saw: size, mtime, ctime or inode. Each segment is checked
+    /// once read, so a file rewritten, appended to or replaced between the scan and any of
+    /// its reads is never stored torn; a file that passes every check held, at the scan, the
+    /// bytes that were read, so the snapshot is the tree as the scan saw it. (A rewrite of
+    /// the same size within one timestamp tick of the scan would go unseen;
+    /// [`lock_state_dir`] keeps buildkitd from running meanwhile.)
+    pub fn check_unchanged(&self, meta: &std::fs::Metadata) -> Result<(), TreeError> {
         let mut what = Vec::new();
         let mut compare = |field: &str, was: i128, now: i128| {
             if was != now {
@@ -132,10 +136,11 @@ pub struct Scan {
     pub stats: Stats,
 }
 
-/// Scans the tree at `root`.
+/// Scans the tree at `root`. Directories are read in parallel (a work-stealing pool of one
+/// thread per available core; the scan is mostly `fstatat` and `llistxattr` calls, so on a
+/// tree of many small files it was the longest part of an incremental save), and the result
+/// is put back in depth-first order, with hard links resolved in that order.
 pub fn scan(root: &Path) -> Result<Scan, TreeError> {
-    let mut scan = Scan::default();
-    let mut links: HashMap<(u64, u64), u32> = HashMap::new();
     let meta = std::fs::symlink_metadata(root).map_err(io("stat", root))?;
     if !meta.is_dir() {
         return Err(TreeError::Io {
@@ -144,9 +149,29 @@ pub fn scan(root: &Path) -> Result<Scan, TreeError> {
             source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
         });
     }
-    visit(root, Vec::new(), &meta, &mut scan, &mut links)?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    // A large stack: a thread waiting on a subdirectory runs other directories' work on top
+    // of its own frames, so deep trees need more than the default.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .stack_size(SCAN_STACK)
+        .thread_name(|i| format!("hearth-scan-{i}"))
+        .build()
+        .map_err(|e| TreeError::Io {
+            op: "start the scan threads for",
+            path: root.to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+    let node = pool.install(|| visit(root, Vec::new(), &meta))?;
+    let mut scan = Scan::default();
+    flatten(node, &mut scan, &mut HashMap::new());
     Ok(scan)
 }
+
+/// Stack of each scan thread (virtual: only the pages touched are used).
+const SCAN_STACK: usize = 32 << 20;
 
 fn time_ns(sec: i64, nsec: i64) -> i64 {
     sec.saturating_mul(1_000_000_000).saturating_add(nsec)
@@ -164,98 +189,125 @@ pub fn read_xattrs(path: &Path) -> Result<Vec<(ByteBuf, ByteBuf)>, TreeError> {
     Ok(out)
 }
 
-fn visit(
-    path: &Path,
-    rel: Vec<u8>,
-    meta: &std::fs::Metadata,
-    scan: &mut Scan,
-    links: &mut HashMap<(u64, u64), u32>,
-) -> Result<(), TreeError> {
+/// A scanned subtree, before it is put in order into a [`Scan`].
+enum Node {
+    /// A directory's entry, then its children's subtrees in name order.
+    Dir(Entry, Vec<Node>),
+    /// A regular file, with its identity when it has other hard links.
+    File(Entry, FileInfo, Option<(u64, u64)>),
+    /// A link, device or FIFO.
+    Other(Entry),
+    /// A socket, which cannot be saved.
+    Skipped(Vec<u8>),
+}
+
+fn visit(path: &Path, rel: Vec<u8>, meta: &std::fs::Metadata) -> Result<Node, TreeError> {
     let ft = meta.file_type();
-    let index = scan.entries.len();
     let kind = if ft.is_dir() {
-        scan.stats.dirs += 1;
         Kind::Dir
     } else if ft.is_file() {
-        if meta.nlink() > 1 {
-            if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
-                scan.stats.others += 1;
-                scan.entries.push(entry(
-                    rel,
-                    Kind::HardLink { entry: *first },
-                    meta,
-                    Vec::new(),
-                ));
-                return Ok(());
-            }
-            links.insert((meta.dev(), meta.ino()), index as u32);
-        }
-        scan.stats.files += 1;
-        scan.stats.bytes += meta.len();
-        scan.files.push(FileInfo {
-            entry: index,
+        let info = FileInfo {
+            entry: 0,
             path: path.to_path_buf(),
             size: meta.len(),
             extents: data_extents(path, meta)?,
             ino: meta.ino(),
             mtime_ns: time_ns(meta.mtime(), meta.mtime_nsec()),
             ctime_ns: time_ns(meta.ctime(), meta.ctime_nsec()),
-        });
-        Kind::File {
+        };
+        let link = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+        let kind = Kind::File {
             size: meta.len(),
             extents: Vec::new(),
-        }
+        };
+        let xattrs = read_xattrs(path)?;
+        return Ok(Node::File(entry(rel, kind, meta, xattrs), info, link));
     } else if ft.is_symlink() {
-        scan.stats.others += 1;
         let target = std::fs::read_link(path).map_err(io("read link", path))?;
         Kind::Symlink {
             target: ByteBuf(target.into_os_string().into_vec()),
         }
     } else if ft.is_char_device() {
-        scan.stats.others += 1;
         Kind::CharDev { rdev: meta.rdev() }
     } else if ft.is_block_device() {
-        scan.stats.others += 1;
         Kind::BlockDev { rdev: meta.rdev() }
     } else if ft.is_fifo() {
-        scan.stats.others += 1;
         Kind::Fifo
     } else {
         tracing::warn!(path = %path.display(), "skipping a socket: sockets cannot be saved");
-        scan.stats.skipped.push(ByteBuf(rel));
-        return Ok(());
+        return Ok(Node::Skipped(rel));
     };
     check_device(&kind).map_err(|what| TreeError::Device {
         path: path.to_path_buf(),
         what,
     })?;
     let xattrs = read_xattrs(path)?;
-    scan.entries.push(entry(rel.clone(), kind, meta, xattrs));
-    if ft.is_dir() {
-        // Each child is stat'ed relative to the open directory (`DirEntry::metadata` is an
-        // `fstatat` without following symlinks), not by walking its whole path again.
-        let mut children: Vec<(OsString, std::fs::Metadata)> = Vec::new();
-        for child in std::fs::read_dir(path).map_err(io("read dir", path))? {
-            let child = child.map_err(io("read dir", path))?;
-            let name = child.file_name();
-            if rel.is_empty() && name == INDEX_DIR {
-                continue;
-            }
-            let cmeta = child.metadata().map_err(io("stat", &child.path()))?;
-            children.push((name, cmeta));
+    if !ft.is_dir() {
+        return Ok(Node::Other(entry(rel, kind, meta, xattrs)));
+    }
+    // Each child is stat'ed relative to the open directory (`DirEntry::metadata` is an
+    // `fstatat` without following symlinks), not by walking its whole path again.
+    let mut children: Vec<(OsString, std::fs::Metadata)> = Vec::new();
+    for child in std::fs::read_dir(path).map_err(io("read dir", path))? {
+        let child = child.map_err(io("read dir", path))?;
+        let name = child.file_name();
+        if rel.is_empty() && name == INDEX_DIR {
+            continue;
         }
-        children.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        for (name, cmeta) in children {
-            let child = path.join(&name);
+        let cmeta = child.metadata().map_err(io("stat", &child.path()))?;
+        children.push((name, cmeta));
+    }
+    children.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let nodes = children
+        .into_par_iter()
+        .map(|(name, cmeta)| {
             let mut crel = rel.clone();
             if !crel.is_empty() {
                 crel.push(b'/');
             }
             crel.extend_from_slice(name.as_bytes());
-            visit(&child, crel, &cmeta, scan, links)?;
+            visit(&path.join(&name), crel, &cmeta)
+        })
+        .collect::<Result<Vec<Node>, TreeError>>()?;
+    Ok(Node::Dir(entry(rel, kind, meta, xattrs), nodes))
+}
+
+/// Appends a subtree to the scan in depth-first order. The first path of a file with other
+/// hard links (in that order) is the file; each later one becomes a link to it, without
+/// extended attributes of its own (they are the inode's, restored with the file).
+fn flatten(node: Node, scan: &mut Scan, links: &mut HashMap<(u64, u64), u32>) {
+    let index = scan.entries.len() as u32;
+    match node {
+        Node::Dir(entry, children) => {
+            scan.stats.dirs += 1;
+            scan.entries.push(entry);
+            for child in children {
+                flatten(child, scan, links);
+            }
         }
+        Node::File(mut entry, mut info, link) => {
+            if let Some(key) = link {
+                if let Some(first) = links.get(&key) {
+                    scan.stats.others += 1;
+                    entry.kind = Kind::HardLink { entry: *first };
+                    entry.xattrs = Vec::new();
+                    scan.entries.push(entry);
+                    return;
+                }
+                links.insert(key, index);
+            }
+            scan.stats.files += 1;
+            scan.stats.bytes += info.size;
+            info.entry = index as usize;
+            scan.entries.push(entry);
+            scan.files.push(info);
+        }
+        Node::Other(entry) => {
+            scan.stats.others += 1;
+            scan.entries.push(entry);
+        }
+        Node::Skipped(rel) => scan.stats.skipped.push(ByteBuf(rel)),
     }
-    Ok(())
 }
 
 fn entry(
