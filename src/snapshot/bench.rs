@@ -2,7 +2,8 @@
 //! against the same store, Hearth's full save, incremental save after a ~3% change and full
 //! restore, next to `tar -c | zstd -T0 -3` (and `zstd -d | tar -x`) streamed to the store
 //! in 32 MiB parts, 4 at a time; plus the local ceilings (read, BLAKE3, zstd).
-//! Hearth and the baseline run as child processes, under `/usr/bin/time` for peak RSS.
+//! Hearth and the baseline run as child processes, under `/usr/bin/time` for peak RSS, each
+//! phase after a `sync` so that none pays for the write-back of the one before.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,11 @@ pub struct BenchArgs {
     /// The `hearth` binary to measure (default: this one).
     #[arg(long)]
     pub exe: Option<PathBuf>,
+    /// Seconds a restore waits after the benchmark last deleted a tree, here or in an earlier
+    /// run: ext4 without a journal does not reuse freed inodes for 60 to 360 s and slows
+    /// every creation meanwhile. 0 on a filesystem with a journal (or XFS, btrfs).
+    #[arg(long, default_value_t = 361)]
+    pub inode_reuse_wait: u64,
     /// Print the results as JSON too.
     #[arg(long)]
     pub json: bool,
@@ -117,11 +123,11 @@ fn tree_size(root: &Path) -> std::io::Result<(u64, u64)> {
     Ok((bytes, files))
 }
 
-/// Reads every file once; returns MB/s and the first `sample` bytes for the CPU ceilings.
-fn read_ceiling(root: &Path, sample: usize) -> std::io::Result<(f64, Vec<u8>)> {
-    let started = Instant::now();
-    let (mut total, mut keep) = (0u64, Vec::with_capacity(sample));
-    let mut buf = vec![0u8; 1 << 20];
+/// Calls `f` with the path of every regular file under `root`.
+fn for_each_file(
+    root: &Path,
+    mut f: impl FnMut(PathBuf) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d)? {
@@ -130,28 +136,45 @@ fn read_ceiling(root: &Path, sample: usize) -> std::io::Result<(f64, Vec<u8>)> {
             if ft.is_dir() {
                 stack.push(e.path());
             } else if ft.is_file() {
-                let mut f = std::fs::File::open(e.path())?;
-                loop {
-                    let n = f.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    total += n as u64;
-                    let room = sample - keep.len();
-                    keep.extend_from_slice(&buf[..n.min(room)]);
-                }
+                f(e.path())?;
             }
         }
     }
+    Ok(())
+}
+
+/// Reads every file once; returns MB/s and the first `sample` bytes for the CPU ceilings.
+fn read_ceiling(root: &Path, sample: usize) -> std::io::Result<(f64, Vec<u8>)> {
+    let started = Instant::now();
+    let (mut total, mut keep) = (0u64, Vec::with_capacity(sample));
+    let mut buf = vec![0u8; 1 << 20];
+    for_each_file(root, |path| {
+        let mut f = std::fs::File::open(path)?;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            total += n as u64;
+            let room = sample - keep.len();
+            keep.extend_from_slice(&buf[..n.min(room)]);
+        }
+    })?;
     Ok((mb(total, started.elapsed().as_secs_f64()), keep))
 }
 
-/// Writes `total` bytes (the sample, repeated) into one new file under `dir` in 4 MiB
-/// writes: the rate a restore's writes could reach on this filesystem through the page cache
-/// (neither restore syncs), then the same with an `fsync` at the end (the disk's own rate).
+/// Writes `total` bytes (the sample, repeated) into one new file under `dir`, in writes of
+/// a restore's largest ([`super::restore::WRITE_PIECE`]): the rate a restore's writes could
+/// reach on this filesystem through the page cache (neither restore syncs), then the same
+/// with an `fsync` at the end (the disk's own rate).
 fn write_ceilings(dir: &Path, sample: &[u8], total: u64) -> std::io::Result<Vec<(String, f64)>> {
     use std::io::Write;
-    let block: Vec<u8> = sample.iter().copied().cycle().take(4 << 20).collect();
+    let block: Vec<u8> = sample
+        .iter()
+        .copied()
+        .cycle()
+        .take(super::restore::WRITE_PIECE)
+        .collect();
     let mut out = Vec::new();
     for (name, sync) in [
         ("write tree bytes (1 thread, page cache)", false),
@@ -361,6 +384,72 @@ async fn baseline_restore(
     Ok((started.elapsed().as_secs_f64(), got, peak_rss(&rss)))
 }
 
+/// Writes back every dirty page before a phase starts, so that no phase pays for the writes
+/// of the one before it (the generated tree, the store's objects, the last restore): on
+/// this machine that write-back made consecutive restores vary by 2x and more. A phase's
+/// own writes are not synced (neither restore syncs, nor does a build that follows one).
+fn settle() {
+    rustix::fs::sync();
+}
+
+/// Removes a tree the benchmark made, noting in the workdir when its inodes were freed
+/// (kept across runs: see [`wait_for_freed_inodes`]).
+fn remove_tree(work: &Path, path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            std::fs::write(work.join(FREED_STAMP), now.to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// When the benchmark last freed a tree's inodes (seconds since the epoch).
+const FREED_STAMP: &str = "inodes-freed-at";
+
+/// Frees the data blocks of every regular file under `root` but keeps its inodes (the
+/// restored tree stays until the run ends, without filling the disk at 4 GiB).
+fn empty_files(root: &Path) -> std::io::Result<()> {
+    for_each_file(root, |path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_len(0)
+    })
+}
+
+/// Before a restore: on ext4 without a journal (this machine's root filesystem), a new
+/// inode is allocated past every free inode whose deletion is under a minute old, or under
+/// six while its inode table block is dirty (as the restore's own creations make it), reading
+/// the inode table for each (`recently_deleted` in `fs/ext4/ialloc.c`). Creating a tree's
+/// 35,000 entries right after deleting another tree took 6 s instead of 0.3 s, for Hearth
+/// and the baseline alike. A restore onto a node's new volume meets no such thing, so the
+/// benchmark frees no inodes within a run (the tree is regenerated in place, the restored
+/// trees are removed when the run ends), and each restore starts `wait` after the last
+/// removal (an earlier run's).
+fn wait_for_freed_inodes(work: &Path, wait: u64) {
+    settle();
+    let Some(freed) = std::fs::read_to_string(work.join(FREED_STAMP))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let left = (freed + wait).saturating_sub(now);
+    if left > 0 {
+        eprintln!("waiting {left} s until the inodes freed {} s ago are reused as on a fresh volume (--inode-reuse-wait)", now.saturating_sub(freed));
+        std::thread::sleep(std::time::Duration::from_secs(left));
+    }
+}
+
 /// Runs the benchmark and prints the results.
 pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let exe = match &args.exe {
@@ -369,7 +458,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let work = &args.workdir;
     let tree = work.join(format!("tree-{}-{}", args.size, args.seed));
-    let _ = std::fs::remove_dir_all(&tree);
     std::fs::create_dir_all(work)?;
     eprintln!("generating {} bytes under {}", args.size, tree.display());
     bench_tree::generate(&tree, args.size, args.seed)?;
@@ -399,6 +487,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         peak_rss,
     };
     let tag = format!("{:08x}", super::layout::entropy());
+    settle();
     eprintln!("baseline save");
     let (s, b, m) = rt.block_on(baseline_save(
         &store,
@@ -413,6 +502,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         b,
         m,
     ));
+    settle();
     eprintln!("hearth save");
     let tree_s = tree.to_string_lossy().into_owned();
     let (v, s, m) = hearth(&exe, args, &["save", &tree_s], work)?;
@@ -426,6 +516,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
 
     r.change = bench_tree::change(&tree, args.size, args.seed)?;
     let (tree_bytes2, _) = tree_size(&tree)?;
+    settle();
     eprintln!("hearth incremental save");
     let (v, s, m) = hearth(&exe, args, &["save", &tree_s], work)?;
     r.phases.push(phase(
@@ -435,6 +526,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         v["uploadedBytes"].as_u64().unwrap_or(0),
         m,
     ));
+    settle();
     eprintln!("baseline save after the change");
     let (s, b, m) = rt.block_on(baseline_save(
         &store,
@@ -451,7 +543,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     ));
 
     let restored = work.join("restored-hearth");
-    let _ = std::fs::remove_dir_all(&restored);
+    let untarred = work.join("restored-baseline");
+    remove_tree(work, &restored)?;
+    remove_tree(work, &untarred)?;
+    wait_for_freed_inodes(work, args.inode_reuse_wait);
     eprintln!("hearth restore");
     let restored_s = restored.to_string_lossy().into_owned();
     let (v, s, m) = hearth(&exe, args, &["restore", "latest", &restored_s], work)?;
@@ -467,9 +562,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         check_bytes == tree_bytes2,
         "restored tree has {check_bytes} bytes, expected {tree_bytes2}"
     );
-    std::fs::remove_dir_all(&restored)?;
-    let untarred = work.join("restored-baseline");
-    let _ = std::fs::remove_dir_all(&untarred);
+    empty_files(&restored)?;
+    wait_for_freed_inodes(work, args.inode_reuse_wait);
     eprintln!("baseline restore");
     let (s, b, m) = rt.block_on(baseline_restore(
         &store,
@@ -484,7 +578,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         b,
         m,
     ));
-    std::fs::remove_dir_all(&untarred)?;
+    remove_tree(work, &restored)?;
+    remove_tree(work, &untarred)?;
     print_results(&r);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -107,6 +107,15 @@ impl Content {
 
 const MIB: u64 = 1 << 20;
 
+/// An entry that already exists is the one an earlier run made.
+fn exists(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::AlreadyExists {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
 fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -155,8 +164,15 @@ fn write_big(
     Ok(packed)
 }
 
-/// Generates the tree of about `size` bytes under `root` (which must not exist).
+/// Generates the tree of about `size` bytes under `root`. Over a tree an earlier run left,
+/// every file is rewritten in place (same inode) and what [`change`] added is removed,
+/// Hearth's local index too, so that a new run frees almost no inodes: see
+/// `bench::wait_for_freed_inodes`.
 pub fn generate(root: &Path, size: u64, seed: u64) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(root.join(super::manifest::INDEX_DIR)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let content = Content::new(seed);
     let mut rng = Rng::new(seed);
     let worker = root.join("runc-overlayfs");
@@ -201,13 +217,13 @@ pub fn generate(root: &Path, size: u64, seed: u64) -> std::io::Result<()> {
             0,
         )
         .or_else(|e| {
-            if e == rustix::io::Errno::PERM {
+            if e == rustix::io::Errno::PERM || e == rustix::io::Errno::EXIST {
                 Ok(())
             } else {
                 Err(e)
             }
         })?;
-        std::os::unix::fs::symlink("python3", base.join("fs/usr/lib/python"))?;
+        std::os::unix::fs::symlink("python3", base.join("fs/usr/lib/python")).or_else(exists)?;
         std::fs::hard_link(
             base.join("fs/usr/lib/python3/site-packages/pkg0/sub0")
                 .join(format!("mod{layer}.py")),
@@ -217,7 +233,7 @@ pub fn generate(root: &Path, size: u64, seed: u64) -> std::io::Result<()> {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Ok(())
             } else {
-                Err(e)
+                exists(e)
             }
         })?;
     }
@@ -239,6 +255,14 @@ pub fn generate(root: &Path, size: u64, seed: u64) -> std::io::Result<()> {
         write_big(&path, len, &mut rng, &content, true, false)?;
         blobs -= len;
         n += 1;
+    }
+    // The blobs an earlier run's change added.
+    for i in 0..2 {
+        let added = worker.join(format!("content/blobs/sha256/new{seed:x}{i}"));
+        match std::fs::remove_file(added) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
     while left > MIB {
         let len = rng.range(10 * MIB, 400 * MIB).min(left);
@@ -324,4 +348,61 @@ pub fn change(root: &Path, size: u64, seed: u64) -> std::io::Result<Change> {
         ch.files += 1;
     }
     Ok(ch)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    /// Every path under `root` with its size and inode.
+    fn listing(root: &Path) -> BTreeMap<std::path::PathBuf, (u64, u64)> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let meta = e.metadata().unwrap();
+                if meta.is_dir() {
+                    stack.push(e.path());
+                }
+                let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+                out.insert(
+                    rel,
+                    (if meta.is_dir() { 0 } else { meta.len() }, meta.ino()),
+                );
+            }
+        }
+        out
+    }
+
+    /// A second run regenerates the changed tree in place: the same paths and sizes as a
+    /// fresh tree, and every entry but the blob the change deleted (which may get its old
+    /// inode number back) keeps its inode.
+    #[test]
+    fn a_changed_tree_is_regenerated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        let size = 24 << 20;
+        super::generate(&root, size, 3).unwrap();
+        let fresh = listing(&root);
+        super::change(&root, size, 3).unwrap();
+        std::fs::create_dir_all(root.join(".hearth")).unwrap();
+        std::fs::write(root.join(".hearth/index"), b"stale").unwrap();
+        assert_ne!(listing(&root).len(), fresh.len());
+        super::generate(&root, size, 3).unwrap();
+        let again = listing(&root);
+        let sizes = |l: &BTreeMap<std::path::PathBuf, (u64, u64)>| {
+            l.iter()
+                .map(|(p, (len, _))| (p.clone(), *len))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(&again), sizes(&fresh));
+        let new_inodes = fresh.iter().filter(|(p, (_, ino))| again[*p].1 != *ino);
+        assert!(
+            new_inodes.count() <= 1,
+            "only the deleted blob is made anew"
+        );
+    }
 }
