@@ -597,3 +597,51 @@ async fn forget_of_a_missing_id_fails_and_verify_names_a_missing_index() {
     );
     assert!(!problem.contains(".pack"), "the pack is there: {problem}");
 }
+
+/// The entries are created while the first packs download: when creating them fails (here
+/// a file whose size no filesystem takes), the restore fails with that error, naming the
+/// file, instead of waiting for ever with its downloads held, and leaves nothing behind.
+/// (The restore runs on a thread of its own, so that a restore that hangs fails the test
+/// instead of hanging it.)
+#[test]
+fn a_restore_whose_entries_cannot_be_created_fails_and_leaves_nothing() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let Setup {
+                store_dir,
+                store,
+                url,
+                work,
+                src,
+            } = setup().await;
+            let (id, original) = saved(&store, &url, &src).await;
+            forge(store_dir.path(), &original, |m| {
+                m.entries.push(entry(
+                    "huge",
+                    Kind::File {
+                        size: u64::MAX,
+                        extents: vec![],
+                    },
+                ))
+            });
+            let dst = work.path().join("dst");
+            let result = restore(&store, &id, &dst, &RestoreOptions::new(&url, NS, CACHE)).await;
+            let err = result.map(|_| ()).map_err(|e| e.to_string());
+            tx.send((err, dst.exists(), names(work.path()))).unwrap();
+        });
+    });
+    let (err, dst_exists, left) = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the restore waited for ever");
+    let err = err.expect_err("a file of u64::MAX bytes was created");
+    assert!(err.contains("huge"), "{err}");
+    assert!(!dst_exists);
+    // No staging directory is left beside the target.
+    assert_eq!(left, ["src"]);
+}

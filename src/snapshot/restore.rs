@@ -321,17 +321,26 @@ async fn fill(
     opts: &RestoreOptions,
     privileges: Privileges,
 ) -> Result<(u64, u64), RestoreError> {
-    let root = staging.to_path_buf();
-    let mc = m.clone();
     let started = Instant::now();
-    tokio::task::spawn_blocking(move || create_entries(&root, &mc))
-        .await
-        .map_err(|e| RestoreError::Internal(e.to_string()))??;
-    tracing::debug!(
-        seconds = started.elapsed().as_secs_f64(),
-        "created the entries"
-    );
-    let started = Instant::now();
+    // The entries are created while the first packs download; a pack's chunks are written
+    // once they exist (each download's writer waits at the gate).
+    let gate = Arc::new(Gate::default());
+    let creation = {
+        let (root, mc, gate) = (staging.to_path_buf(), m.clone(), gate.clone());
+        tokio::task::spawn_blocking(move || {
+            let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                create_entries(&root, &mc)
+            }));
+            // Opened whatever happens, a panic included, so that no writer waits for ever.
+            gate.open(matches!(created, Ok(Ok(()))));
+            let created = created.unwrap_or_else(|p| std::panic::resume_unwind(p));
+            tracing::debug!(
+                seconds = started.elapsed().as_secs_f64(),
+                "created the entries"
+            );
+            created
+        })
+    };
     let (targets, per_pack) = plan(m, 0..m.entries.len());
     let targets = Arc::new(targets);
     let downloaded = AtomicU64::new(0);
@@ -347,7 +356,7 @@ async fn fill(
     let packs = jobs.len() as u64;
     // One buffer per download in flight, reused from pack to pack.
     let buffers = Arc::new(Buffers::new(opts.downloads.max(1), 0));
-    futures::stream::iter(jobs)
+    let downloads = futures::stream::iter(jobs)
         .map(|(p, chunks)| {
             let (targets, root, m2, progress) = (
                 targets.clone(),
@@ -356,7 +365,13 @@ async fn fill(
                 progress.clone(),
             );
             let mut open = OpenFiles::new(OPEN_PER_PACK);
+            let gate = gate.clone();
             let sink = move |c: u32, data: &[u8]| -> Result<(), RestoreError> {
+                if !gate.wait() {
+                    return Err(RestoreError::Internal(
+                        "the entries were not created".into(),
+                    ));
+                }
                 for &(entry, off) in &targets[c as usize] {
                     let path = entry_path(&root, &m2.entries[entry as usize]);
                     let f = open
@@ -376,7 +391,12 @@ async fn fill(
         })
         .buffer_unordered(opts.downloads.max(1))
         .try_collect::<()>()
-        .await?;
+        .await;
+    // A failed creation is the error to report (the downloads stopped because of it).
+    creation
+        .await
+        .map_err(|e| RestoreError::Internal(e.to_string()))??;
+    downloads?;
     progress.finish_and_clear();
     tracing::debug!(
         seconds = started.elapsed().as_secs_f64(),
@@ -401,6 +421,31 @@ async fn fill(
         "set the metadata"
     );
     Ok((downloaded.load(Ordering::Relaxed), packs))
+}
+
+/// Opened once the restore's entries exist (or their creation failed); writers wait on it.
+#[derive(Default)]
+struct Gate {
+    created: std::sync::Mutex<Option<bool>>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn open(&self, created: bool) {
+        *self.created.lock().unwrap_or_else(|p| p.into_inner()) = Some(created);
+        self.opened.notify_all();
+    }
+
+    /// Blocks until the gate opens; whether the entries were created.
+    fn wait(&self) -> bool {
+        let mut state = self.created.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(created) = *state {
+                return created;
+            }
+            state = self.opened.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// The largest write a restore makes. A chunk is up to 4 MiB; written whole, each write asks
