@@ -1,5 +1,5 @@
 //! `cargo bench --bench snapshot -- [--size 1GiB] [--workdir DIR]`: starts the tests' S3
-//! server (s3s-fs) on 127.0.0.1, runs `hearth snapshot bench` against it with the release
+//! server (s3s-fs, with its GetObject reading in one piece: `FastGet`) on 127.0.0.1, runs `hearth snapshot bench` against it with the release
 //! `hearth` binary, and stops the server. Any `hearth snapshot bench` flag may follow `--`.
 
 #[path = "../tests/snapshot_support/mod.rs"]
@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let server = server_rt.block_on(snapshot_support::S3Server::start());
+    let server = server_rt.block_on(snapshot_support::S3Server::start_fast_get());
     let mut args = vec!["bench".to_string(), "--store".into(), server.url()];
     args.extend([
         "--s3-endpoint".into(),

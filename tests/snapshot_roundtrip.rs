@@ -89,6 +89,15 @@ async fn fidelity_round_trip_s3() {
     round_trip(&store, &server.url()).await;
 }
 
+/// The benchmark's server (s3s-fs with its own GetObject, which reads each object or range
+/// in one piece) serves what a restore needs, ranges included, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fidelity_round_trip_s3_through_the_benchmarks_server() {
+    let server = S3Server::start_fast_get().await;
+    let store = server.store().await;
+    round_trip(&store, &server.url()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_save_uploads_only_new_data() {
     let server = S3Server::start().await;
