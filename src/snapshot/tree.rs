@@ -1,5 +1,6 @@
 //! Reading a directory tree into manifest entries: one `lstat` and the extended attributes
-//! per entry, depth first with children sorted by name bytes, hard links resolved, data
+//! per entry, directories read in parallel and the entries put back depth first with
+//! children sorted by name bytes, hard links resolved in that order, data
 //! extents of sparse files found with `SEEK_DATA`/`SEEK_HOLE`. Nothing that exists is skipped
 //! except sockets (which cannot be restored), and each of those is reported.
 
