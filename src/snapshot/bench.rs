@@ -396,13 +396,7 @@ fn settle() {
 /// (kept across runs: see [`wait_for_freed_inodes`]).
 fn remove_tree(work: &Path, path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {
-        Ok(()) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            std::fs::write(work.join(FREED_STAMP), now.to_string())
-        }
+        Ok(()) => std::fs::write(work.join(FREED_STAMP), unix_seconds().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
@@ -410,6 +404,13 @@ fn remove_tree(work: &Path, path: &Path) -> std::io::Result<()> {
 
 /// When the benchmark last freed a tree's inodes (seconds since the epoch).
 const FREED_STAMP: &str = "inodes-freed-at";
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// Frees the data blocks of every regular file under `root` but keeps its inodes (the
 /// restored tree stays until the run ends, without filling the disk at 4 GiB).
@@ -439,10 +440,7 @@ fn wait_for_freed_inodes(work: &Path, wait: u64) {
     else {
         return;
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = unix_seconds();
     let left = (freed + wait).saturating_sub(now);
     if left > 0 {
         eprintln!("waiting {left} s until the inodes freed {} s ago are reused as on a fresh volume (--inode-reuse-wait)", now.saturating_sub(freed));

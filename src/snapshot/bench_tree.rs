@@ -116,6 +116,15 @@ fn exists(e: std::io::Error) -> std::io::Result<()> {
     }
 }
 
+/// An entry to remove that is not there is already as wanted.
+fn missing(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
 fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -169,10 +178,7 @@ fn write_big(
 /// Hearth's local index too, so that a new run frees almost no inodes: see
 /// `bench::wait_for_freed_inodes`.
 pub fn generate(root: &Path, size: u64, seed: u64) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(root.join(super::manifest::INDEX_DIR)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    std::fs::remove_dir_all(root.join(super::manifest::INDEX_DIR)).or_else(missing)?;
     let content = Content::new(seed);
     let mut rng = Rng::new(seed);
     let worker = root.join("runc-overlayfs");
@@ -229,13 +235,7 @@ pub fn generate(root: &Path, size: u64, seed: u64) -> std::io::Result<()> {
                 .join(format!("mod{layer}.py")),
             base.join("fs/usr/lib/hardlink.py"),
         )
-        .or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                exists(e)
-            }
-        })?;
+        .or_else(|e| missing(e).or_else(exists))?;
     }
     std::fs::create_dir_all(worker.join("cachemounts"))?;
     std::fs::create_dir_all(worker.join("executor"))?;
@@ -259,10 +259,7 @@ pub fn generate(root: &Path, size: u64, seed: u64) -> std::io::Result<()> {
     // The blobs an earlier run's change added.
     for i in 0..2 {
         let added = worker.join(format!("content/blobs/sha256/new{seed:x}{i}"));
-        match std::fs::remove_file(added) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        std::fs::remove_file(added).or_else(missing)?;
     }
     while left > MIB {
         let len = rng.range(10 * MIB, 400 * MIB).min(left);

@@ -30,21 +30,17 @@ pub const BUCKET: &str = "hearth-test";
 impl S3Server {
     /// Starts the server and creates the bucket.
     pub async fn start() -> S3Server {
-        S3Server::start_with(None).await
+        S3Server::serve(None, false).await
     }
 
     /// As [`S3Server::start`], over HTTPS with `tls` (an `https://` endpoint).
     pub async fn start_tls(tls: tokio_rustls::TlsAcceptor) -> S3Server {
-        S3Server::start_with(Some(tls)).await
+        S3Server::serve(Some(tls), false).await
     }
 
     /// As [`S3Server::start`], with [`FastGet`]'s GetObject: the benchmark's server.
     pub async fn start_fast_get() -> S3Server {
         S3Server::serve(None, true).await
-    }
-
-    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> S3Server {
-        S3Server::serve(tls, false).await
     }
 
     async fn serve(tls: Option<tokio_rustls::TlsAcceptor>, fast_get: bool) -> S3Server {
