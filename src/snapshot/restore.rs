@@ -354,6 +354,7 @@ async fn fill(
         .filter(|(_, c)| !c.is_empty())
         .collect();
     let packs = jobs.len() as u64;
+    let writing = Arc::new(FileLocks::new(m.entries.len()));
     // One buffer per download in flight, reused from pack to pack.
     let buffers = Arc::new(Buffers::new(opts.downloads.max(1), 0));
     let downloads = futures::stream::iter(jobs)
@@ -365,7 +366,7 @@ async fn fill(
                 progress.clone(),
             );
             let mut open = OpenFiles::new(OPEN_PER_PACK);
-            let gate = gate.clone();
+            let (gate, writing) = (gate.clone(), writing.clone());
             let sink = move |c: u32, data: &[u8]| -> Result<(), RestoreError> {
                 if !gate.wait() {
                     return Err(RestoreError::Internal(
@@ -377,6 +378,7 @@ async fn fill(
                     let f = open
                         .get(entry, &path)
                         .map_err(|e| apply_io("open", &path, e))?;
+                    let _held = writing.hold(entry);
                     write_in_pieces(f, data, off).map_err(|e| apply_io("write", &path, e))?;
                     progress.inc(data.len() as u64);
                 }
@@ -445,6 +447,26 @@ impl Gate {
             }
             state = self.opened.wait(state).unwrap_or_else(|p| p.into_inner());
         }
+    }
+}
+
+/// One lock per entry, held while a chunk is written. A large file's chunks come from several
+/// packs decoded at once, and two tasks writing one file take turns at its inode lock piece by
+/// piece, the waiting one spinning in the kernel (`rwsem_spin_on_owner`) for as long as the
+/// other's write lasts: on two cores, one core's work lost. Waiting here, a task sleeps instead
+/// and leaves its core to the downloads and the other packs.
+struct FileLocks(Vec<std::sync::Mutex<()>>);
+
+impl FileLocks {
+    fn new(entries: usize) -> FileLocks {
+        FileLocks((0..entries).map(|_| std::sync::Mutex::new(())).collect())
+    }
+
+    /// Holds entry `entry`'s lock until the guard is dropped.
+    fn hold(&self, entry: u32) -> std::sync::MutexGuard<'_, ()> {
+        self.0[entry as usize]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
