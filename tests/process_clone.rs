@@ -106,6 +106,12 @@ async fn a_branch_clones_main_s_replica_on_its_node_instead_of_restoring() {
         "the clone is on its source's node"
     );
     assert_eq!(cache_ready(&fx).map(|c| c.0).as_deref(), Some("Cloned"));
+    let took = fx.status.as_ref().and_then(|s| s.durations.as_ref());
+    assert!(
+        took.and_then(|d| d.restore.as_deref())
+            .is_some_and(|d| d.ends_with('s')),
+        "a clone says how long its volume took: {took:?}"
+    );
     // The builder pod ran no restore, and no restore Job ran either.
     let fx_runs: Vec<_> = c
         .runs

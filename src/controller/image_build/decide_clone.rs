@@ -15,7 +15,7 @@ use super::{
 };
 use crate::api::common::condition;
 use crate::api::ImageBuild;
-use crate::controller::durations::between;
+use crate::controller::durations::{between, go_duration};
 use crate::controller::error::Result;
 use crate::controller::image_build::status::{condition_of, set_condition};
 use crate::controller::replica_table::Release;
@@ -102,6 +102,14 @@ pub(super) fn follow(o: &Observed, mut status: ImageBuildStatus) -> Result<Decis
         );
         status.phase = Some(Phase::Building);
         status.message = Some(format!("building on {node}"));
+        // What a restore would have taken, a clone took: from its PVC's creation to the
+        // moment it is seen bound. Not a store transfer, so the planner learns nothing of it.
+        if let Some(created) = o.clone.as_ref().and_then(|c| c.created) {
+            status
+                .durations
+                .get_or_insert_with(Default::default)
+                .restore = Some(go_duration(between(created, now)));
+        }
     }
     let pod = builder_pod_for(o, &status)?;
     let Some(outcome) = &o.pod else {

@@ -134,6 +134,23 @@ fn a_bound_clone_lets_go_of_its_source_and_the_build_goes_on_with_the_new_replic
     assert_eq!(d.status.phase, Some(Phase::Building));
     assert_eq!(cond(&d.status, condition::CACHE_READY), ("True", "Cloned"));
     assert!(cond_message(&d.status, condition::CACHE_READY).contains("shop-main-r0"));
+    let restore = d
+        .status
+        .durations
+        .as_ref()
+        .and_then(|x| x.restore.as_deref());
+    assert_eq!(
+        restore,
+        Some("5s"),
+        "the clone's time from its PVC's creation to bound"
+    );
+    assert!(
+        !d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Measure(Sample::Step("restore", _)))),
+        "a clone is not a restore the planner learns from: {:?}",
+        d.effects
+    );
 }
 
 #[test]
