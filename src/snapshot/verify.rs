@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::catalog;
 use super::layout;
 use super::pipeline::Buffers;
-use super::restore::{fetch_pack, plan, RestoreError};
+use super::restore::{fetch_pack, fetches, plan, RestoreError};
 
 /// What `verify` found.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -76,16 +76,11 @@ pub async fn verify(
         let (_, per_pack) = plan(&m, 0..m.entries.len());
         let read = AtomicU64::new(0);
         let buffers = Arc::new(Buffers::new(4, 0));
-        let results: Vec<Result<u64, RestoreError>> = futures::stream::iter(
-            per_pack
-                .into_iter()
-                .enumerate()
-                .filter(|(_, c)| !c.is_empty()),
-        )
-        .map(|(p, chunks)| fetch_pack(store, &m, p, chunks, &buffers, |_, _| Ok(())))
-        .buffer_unordered(4)
-        .collect()
-        .await;
+        let results: Vec<Result<u64, RestoreError>> = futures::stream::iter(fetches(&m, per_pack))
+            .map(|(p, chunks)| fetch_pack(store, &m, p, chunks, &buffers, |_, _| Ok(())))
+            .buffer_unordered(4)
+            .collect()
+            .await;
         for r in results {
             match r {
                 Ok(n) => {
