@@ -141,6 +141,58 @@ async fn a_branch_clones_main_s_idle_replica_which_no_build_claims_until_the_clo
 }
 
 #[tokio::test]
+async fn a_clone_whose_placement_was_not_recorded_is_resumed_as_that_clone() {
+    let mut c = Cluster::new(&["n1"], clone_config()).await;
+    let main_cache = keys::cache_name_for_key("shop:main@amd64");
+    let main_pvc = main_saved(&mut c).await;
+    c.submit("fx-1", branch()).await;
+    c.until_placing("fx-1").await;
+    // The clone is made (main's replica held, the branch's replica added, its PVC created
+    // from main's), then the build's status write conflicts: nothing records the placement.
+    let err = c.reconcile_behind_another_writer("fx-1").await;
+    assert!(err.contains("409") || err.contains("onflict"), "{err}");
+    let branch_cache = keys::cache_name_for_key("shop:feature-x@amd64");
+    let mine = c.cache(&branch_cache).await.status.unwrap().replicas;
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    let pvc = mine[0].pvc.clone();
+
+    // The next reconciles resume that clone: not a restore into the cloned volume (which
+    // would find it not empty and fail the attempt), nor a second replica.
+    assert_eq!(c.settle("fx-1").await, Some(Phase::Restoring));
+    let p = c.build("fx-1").await.status.unwrap().placement.unwrap();
+    assert_eq!(p.replica.as_deref(), Some(pvc.as_str()), "{p:?}");
+    assert_eq!(p.restored_from, None, "{p:?}");
+    assert_eq!(
+        p.cloned_from.as_ref().map(|f| f.replica.as_str()),
+        Some(main_pvc.as_str()),
+        "{p:?}"
+    );
+    let pod = c.pods().get("fx-1-build-1").await.unwrap();
+    let inits = pod.spec.unwrap().init_containers.unwrap_or_default();
+    assert!(
+        inits.iter().all(|i| i.name != "restore"),
+        "no restore into the clone: {:?}",
+        inits.iter().map(|i| &i.name).collect::<Vec<_>>()
+    );
+    let mine = c.cache(&branch_cache).await.status.unwrap().replicas;
+    assert_eq!(mine.len(), 1, "no second replica: {mine:?}");
+    assert_eq!(
+        c.claims()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+
+    set_bound(&c.claims(), &pvc).await;
+    assert_eq!(c.settle("fx-1").await, Some(Phase::Building));
+    let main = c.cache(&main_cache).await.status.unwrap().replicas;
+    assert!(main.iter().all(|r| r.cloning_for.is_none()), "{main:?}");
+}
+
+#[tokio::test]
 async fn a_hold_of_a_build_that_no_longer_clones_is_lifted() {
     let mut c = Cluster::new(&["n1"], clone_config()).await;
     let main_cache = keys::cache_name_for_key("shop:main@amd64");

@@ -5,11 +5,7 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use hearth::api::{keys, BuildCache, ImageBuild, Phase, ReplicaState, Warmth};
-use hearth::controller::image_build;
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use support::{metadata, s3_config, spec, Cluster, SAVED};
 
@@ -34,40 +30,6 @@ fn held_by(cache: &BuildCache, build: &str) -> Vec<hearth::api::ReplicaStatus> {
 
 async fn warmth(c: &Cluster, name: &str) -> Option<Warmth> {
     c.build(name).await.status?.placement?.warmth
-}
-
-/// Reconciles `name` until it is Placing (the next reconcile places it).
-async fn until_placing(c: &mut Cluster, name: &str) {
-    for _ in 0..4 {
-        if phase(&c.build(name).await) == Some(Phase::Placing) {
-            return;
-        }
-        c.reconcile(name).await.expect("reconcile");
-    }
-    panic!(
-        "{name} never reached Placing: {:?}",
-        c.build(name).await.status
-    );
-}
-
-/// One reconcile of `name` from a copy read before another writer (a person labelling the
-/// build, a pipeline) updated it: the reconcile's claim goes through, its status write
-/// conflicts. Returns the reconcile's error.
-async fn reconcile_behind_another_writer(c: &mut Cluster, name: &str) -> String {
-    c.sync().await;
-    let stale = c.build(name).await;
-    c.builds()
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"team": "checkout"}}})),
-        )
-        .await
-        .expect("another writer updates the build");
-    let err = image_build::reconcile(Arc::new(stale), c.ctx.clone())
-        .await
-        .expect_err("the status write conflicts");
-    format!("{err}")
 }
 
 /// After the conflict, the build goes on to Building on exactly the replica it claimed, runs
@@ -144,8 +106,8 @@ async fn a_conflict_after_claiming_a_hot_replica_keeps_that_one_claim() {
 
     c.submit("b2", spec("registry.example.com/shop/api:2", json!({})))
         .await;
-    until_placing(&mut c, "b2").await;
-    let err = reconcile_behind_another_writer(&mut c, "b2").await;
+    c.until_placing("b2").await;
+    let err = c.reconcile_behind_another_writer("b2").await;
     assert!(err.contains("409") || err.contains("onflict"), "{err}");
     proceeds_once_on_its_claim(&mut c, "b2").await;
     assert_eq!(warmth(&c, "b2").await, Some(Warmth::Hot));
@@ -158,8 +120,8 @@ async fn a_conflict_after_adding_a_cold_replica_keeps_that_one_claim() {
     let mut c = Cluster::new(&["n1", "n2", "n3"], s3_config()).await;
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
-    until_placing(&mut c, "b1").await;
-    let err = reconcile_behind_another_writer(&mut c, "b1").await;
+    c.until_placing("b1").await;
+    let err = c.reconcile_behind_another_writer("b1").await;
     assert!(err.contains("409") || err.contains("onflict"), "{err}");
     proceeds_once_on_its_claim(&mut c, "b1").await;
     assert_eq!(warmth(&c, "b1").await, Some(Warmth::Cold));

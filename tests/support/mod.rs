@@ -287,6 +287,40 @@ impl Cluster {
         last
     }
 
+    /// Reconciles `name` until it is Placing (the next reconcile places it).
+    pub async fn until_placing(&mut self, name: &str) {
+        for _ in 0..4 {
+            if Cluster::phase_of(&self.build(name).await) == Some(hearth::api::Phase::Placing) {
+                return;
+            }
+            self.reconcile(name).await.expect("reconcile");
+        }
+        panic!(
+            "{name} never reached Placing: {:?}",
+            self.build(name).await.status
+        );
+    }
+
+    /// One reconcile of `name` from a copy read before another writer (a person labelling
+    /// the build, a pipeline) updated it: the reconcile's claims and other writes go through,
+    /// its status write conflicts. Returns the reconcile's error.
+    pub async fn reconcile_behind_another_writer(&mut self, name: &str) -> String {
+        self.sync().await;
+        let stale = self.build(name).await;
+        self.builds()
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({"metadata": {"labels": {"team": "checkout"}}})),
+            )
+            .await
+            .expect("another writer updates the build");
+        let err = image_build::reconcile(Arc::new(stale), self.ctx.clone())
+            .await
+            .expect_err("the status write conflicts");
+        format!("{err}")
+    }
+
     pub fn phase_of(ib: &ImageBuild) -> Option<hearth::api::Phase> {
         ib.status.as_ref().and_then(|s| s.phase)
     }

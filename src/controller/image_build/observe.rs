@@ -176,9 +176,14 @@ fn plan(build: &ImageBuild, ctx: &Context, now: Timestamp) -> Result<Planned> {
         let cache = ctx.stores.caches.iter().find_map(|s| s.get(&own));
         request.clone_into = clone_target(cache.as_deref(), &ctx.config);
     }
+    let namespace = build.namespace().unwrap_or_default();
+    if request.clone_into.is_some() {
+        if let Some(resumed) = held_clone(ctx, &namespace, &build.name_any()) {
+            return Ok(resumed);
+        }
+    }
     let decision = planner::plan(&view.cluster, &request, seconds(now), &ctx.planner)
         .map_err(|e| Error::Internal(format!("planner: {e}")))?;
-    let namespace = build.namespace().unwrap_or_default();
     let action = named(&view, &namespace, decision.action)?;
     let evictions = decision
         .evictions
@@ -198,6 +203,46 @@ fn plan(build: &ImageBuild, ctx: &Context, now: Timestamp) -> Result<Planned> {
         evictions,
         action,
     })
+}
+
+/// The clone a placement of `build` started when the status recording it was lost (its write
+/// conflicted, or the controller stopped in between): the replica held for it (`cloningFor`)
+/// in a cache of its namespace. That clone is made again as it was (holding, adding and
+/// creating the PVC are idempotent for the build) rather than planned afresh: the planner
+/// sees the source held and the build's own replica busy, so it would wait for them, or
+/// restore into the cloned volume, which is not empty. `None` for a zonal source, whose
+/// node the status does not say (planned afresh, as before).
+fn held_clone(ctx: &Context, namespace: &str, build: &str) -> Option<Planned> {
+    ctx.stores
+        .caches
+        .iter()
+        .flat_map(|s| s.state())
+        .filter(|c| c.namespace().as_deref() == Some(namespace))
+        .find_map(|c| {
+            let status = c.status.as_ref()?;
+            let r = status
+                .replicas
+                .iter()
+                .find(|r| r.cloning_for.as_deref() == Some(build))?;
+            Some(Planned {
+                reason: format!(
+                    "clone of replica {} made earlier (its placement was not recorded)",
+                    r.pvc
+                ),
+                registry_seed: false,
+                warmth: crate::api::Warmth::Restored,
+                wait_seconds: 0.0,
+                evictions: Vec::new(),
+                action: PlannedAction::Clone {
+                    node: r.node.clone()?,
+                    key: c.spec.key.clone(),
+                    cache: c.name_any(),
+                    pvc: r.pvc.clone(),
+                    snapshot: r.snapshot_id.clone(),
+                    bytes: r.size_bytes.unwrap_or(0).max(0) as u64,
+                },
+            })
+        })
 }
 
 /// The planner's action with its ids turned into names.
