@@ -1,6 +1,7 @@
 //! `cargo bench --bench snapshot -- [--size 1GiB] [--workdir DIR]`: starts the tests' S3
-//! server (s3s-fs, with its GetObject reading in one piece: `FastGet`) on 127.0.0.1, runs `hearth snapshot bench` against it with the release
-//! `hearth` binary, and stops the server. Any `hearth snapshot bench` flag may follow `--`.
+//! server (s3s-fs, with its GetObject reading in one piece: `FastGet`) on 127.0.0.1, runs
+//! `hearth snapshot bench` against it with the release `hearth` binary, and stops the
+//! server. Any `hearth snapshot bench` flag may follow `--`.
 
 #[path = "../tests/snapshot_support/mod.rs"]
 mod snapshot_support;

@@ -5,16 +5,12 @@
 
 mod support;
 
-use hearth::api::{keys, BuildCache, ImageBuild, Phase, ReplicaState, Warmth};
+use hearth::api::{keys, BuildCache, Phase, ReplicaState, Warmth};
 use serde_json::json;
 use support::{metadata, s3_config, spec, Cluster, SAVED};
 
 fn cache_name() -> String {
     keys::cache_name_for_key("shop:main@amd64")
-}
-
-fn phase(ib: &ImageBuild) -> Option<Phase> {
-    ib.status.as_ref().and_then(|s| s.phase)
 }
 
 /// The replicas of the cache held by `build`.
@@ -96,7 +92,7 @@ async fn a_conflict_after_claiming_a_hot_replica_keeps_that_one_claim() {
     c.submit("b1", spec("registry.example.com/shop/api:1", json!({})))
         .await;
     let first = c.run_to_end("b1", 'a').await;
-    assert_eq!(phase(&first), Some(Phase::Succeeded));
+    assert_eq!(Cluster::phase_of(&first), Some(Phase::Succeeded));
     let first = first.status.unwrap().placement.unwrap();
     c.bind_pvc(
         first.replica.as_deref().unwrap(),

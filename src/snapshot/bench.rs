@@ -550,9 +550,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     ));
 
     // The restores alternate, Hearth first in odd rounds and the baseline first in even
-    // ones (or the reverse, `--baseline-first`), and the ratio is of the medians: on this machine the rate of writing into the page
-    // cache swings several times over within a minute, so one restore of each, one after the
-    // other, compares the machine's moments more than the two restores.
+    // ones (or the reverse, `--baseline-first`), and the ratio is of the medians: on this
+    // machine the rate of writing into the page cache swings several times over within a
+    // minute, so one restore of each, one after the other, compares the machine's moments
+    // more than the two restores.
     let rounds = args.restore_rounds.max(1);
     let restored = |who: &str, k: usize| work.join(format!("restored-{who}-{k}"));
     for k in 1..=rounds {

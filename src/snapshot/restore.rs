@@ -114,7 +114,7 @@ pub struct RestoreReport {
     pub seconds: f64,
 }
 
-/// Files each pack download keeps open for writing: enough for chunks that arrive in file
+/// Files each download (a range of a pack) keeps open for writing: enough for chunks that arrive in file
 /// order, and a bound on descriptors (`downloads` times this) whatever the number of files.
 pub const OPEN_PER_PACK: usize = 4;
 

@@ -167,7 +167,6 @@ fn plan(build: &ImageBuild, ctx: &Context, now: Timestamp) -> Result<Planned> {
         &build.status.clone().unwrap_or_default(),
         &ctx.config,
     );
-    let view = view_from_stores(&ctx.stores, &ctx.config, &ctx.planner, now);
     let mut request = build_request(build, &key, &ctx.config);
     // A clone only into a replica of the build's own cache, never again after one failed.
     if request.mode == crate::api::CacheMode::ReadWrite && !failed_before(build) {
@@ -182,6 +181,8 @@ fn plan(build: &ImageBuild, ctx: &Context, now: Timestamp) -> Result<Planned> {
             return Ok(resumed);
         }
     }
+    // Built only when the planner is asked: a resumed clone needs no view.
+    let view = view_from_stores(&ctx.stores, &ctx.config, &ctx.planner, now);
     let decision = planner::plan(&view.cluster, &request, seconds(now), &ctx.planner)
         .map_err(|e| Error::Internal(format!("planner: {e}")))?;
     let action = named(&view, &namespace, decision.action)?;
